@@ -1,0 +1,179 @@
+// Command edgegate is the IoT edge gateway daemon and its tools (SPEC §1).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+
+	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/sensors/sim"
+	"github.com/edgegate/edgegate/uplink"
+	"github.com/edgegate/edgegate/uplink/filesink"
+	"github.com/edgegate/edgegate/uplink/mqttsink"
+)
+
+// Set by the linker (see Makefile).
+var (
+	version = "dev"
+	commit  = ""
+)
+
+const defaultConfig = "/etc/edgegate/edgegate.yaml"
+
+// Exit codes (SPEC §1).
+const (
+	exitOK    = 0
+	exitUser  = 1 // bad config, bad input file, runtime failure
+	exitUsage = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// registry lists what this binary is built with.
+func registry() gateway.Registry {
+	return gateway.Registry{
+		Sensors: map[string]sensors.Factory{"sim": sim.New},
+		Sinks: map[string]uplink.SinkFactory{
+			"mqtt": mqttsink.New,
+			"file": filesink.New,
+		},
+	}
+}
+
+const usage = `usage: edgegate <command> [flags]
+
+commands:
+  run -c FILE        run the gateway daemon (default FILE ` + defaultConfig + `)
+  validate -c FILE   check a config file and explain every problem
+  version            print version, commit, Go version and platform
+`
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if strconv.IntSize != 64 {
+		// Badger loses keys or panics on 32-bit targets (SPEC §6).
+		fmt.Fprintln(stderr, "edgegate: 32-bit platforms are not supported (Badger v4 loses data there); use a 64-bit OS (linux/arm64 on a Raspberry Pi)")
+		return exitUser
+	}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "validate":
+		return cmdValidate(args[1:], stdout, stderr)
+	case "version":
+		return cmdVersion(stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "edgegate: unknown command %q\n%s", args[0], usage)
+		return exitUsage
+	}
+}
+
+func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("edgegate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := fs.String("c", defaultConfig, "config file")
+	return fs, c
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs, path := newFlags("validate", stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitUser
+	}
+	fmt.Fprintf(stdout, "%s: valid: gateway %q, %d listener(s), %d route(s), %d sensor(s), %d uplink(s)\n",
+		*path, cfg.Gateway.ID, len(cfg.Broker.Listeners), len(cfg.Routes), len(cfg.Sensors), len(cfg.Uplinks))
+	return exitOK
+}
+
+func printConfigError(stderr io.Writer, err error) {
+	var es config.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			fmt.Fprintln(stderr, e.Error())
+		}
+		fmt.Fprintf(stderr, "%d problem(s) found\n", len(es))
+		return
+	}
+	fmt.Fprintf(stderr, "edgegate: %v\n", err)
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs, path := newFlags("run", stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitUser
+	}
+	log := newLogger(cfg.Ops.Log, stderr)
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	g, err := gateway.New(cfg, gateway.Options{Logger: log, Clock: clock.Real{}, Registry: registry()})
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return exitUser
+	}
+	if err := g.Run(ctx); err != nil {
+		log.Error("stopped with error", "err", err)
+		return exitUser
+	}
+	return exitOK
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level)) // validated by config
+	o := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+func cmdVersion(stdout io.Writer) int {
+	c := commit
+	if c == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	fmt.Fprintf(stdout, "edgegate %s (commit %s, %s, %s/%s)\n", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return exitOK
+}

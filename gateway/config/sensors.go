@@ -1,0 +1,110 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway/topic"
+)
+
+// Sensor is one local sensor polled by the gateway. Driver-specific settings live in a
+// block named after the driver.
+type Sensor struct {
+	Name   string `yaml:"name"`
+	Driver string `yaml:"driver"`
+	// Interval between two readings.
+	Interval Duration `yaml:"interval"`
+	// Topic the readings are published on; {metric} and {name} are replaced.
+	Topic string `yaml:"topic"`
+	Sim   *Sim   `yaml:"sim"`
+}
+
+func (s *Sensor) setDefaults() {
+	s.Interval = Duration(10 * time.Second)
+	s.Topic = "sensors/{name}/{metric}"
+}
+
+// Sim configures the simulated driver: a seeded, reproducible signal.
+type Sim struct {
+	// Kind is sine (between min and max over period) or random_walk (steps of at most step,
+	// kept within min and max).
+	Kind   string   `yaml:"kind"`
+	Min    float64  `yaml:"min"`
+	Max    float64  `yaml:"max"`
+	Period Duration `yaml:"period"`
+	Step   float64  `yaml:"step"`
+	Seed   int64    `yaml:"seed"`
+	// Metric names the reading ({metric} in the topic).
+	Metric string `yaml:"metric"`
+	Unit   string `yaml:"unit"`
+}
+
+func (s *Sim) setDefaults() {
+	s.Kind = "sine"
+	s.Min, s.Max = 0, 1
+	s.Period = Duration(10 * time.Minute)
+	s.Step = 0.1
+	s.Seed = 1
+	s.Metric = "value"
+}
+
+// SensorDrivers lists the drivers this build knows.
+var SensorDrivers = []string{"sim"}
+
+func (c *Config) validateSensors(v *validator) {
+	names := map[string]int{}
+	for i := range c.Sensors {
+		s := &c.Sensors[i]
+		p := fmt.Sprintf("sensors[%d]", i)
+		if !nameOK(s.Name) {
+			v.at(p+".name", "%s.name %q: use 1 to 64 letters, digits, '.', '_' or '-'", p, s.Name)
+		} else if j, dup := names[s.Name]; dup {
+			v.at(p+".name", "%s.name %q is also the name of sensors[%d]", p, s.Name, j)
+		}
+		names[s.Name] = i
+		if !oneOf(s.Driver, SensorDrivers...) {
+			v.at(p+".driver", "%s.driver %q: unknown driver (known: %s)", p, s.Driver, strings.Join(SensorDrivers, ", "))
+		}
+		if s.Interval.D() < 10*time.Millisecond {
+			v.at(p+".interval", "%s.interval %s: must be at least 10ms", p, s.Interval)
+		}
+		t, err := topic.ParseTemplate(s.Topic)
+		if err != nil {
+			v.at(p+".topic", "%s.topic: %v", p, err)
+		} else {
+			for _, n := range t.Names() {
+				if n != "metric" && n != "name" {
+					v.at(p+".topic", "%s.topic: unknown placeholder {%s} (known: {name}, {metric})", p, n)
+				}
+			}
+			sample := t.Expand(func(n string) string { return "x" })
+			if err := topic.ValidName(sample); err != nil {
+				v.at(p+".topic", "%s.topic: %v", p, err)
+			}
+		}
+		if s.Driver == "sim" && s.Sim != nil {
+			c.validateSim(v, p+".sim", s.Sim)
+		} else if s.Sim != nil {
+			v.at(p+".sim", "%s.sim: only for driver sim", p)
+		}
+	}
+}
+
+func (c *Config) validateSim(v *validator, p string, s *Sim) {
+	if !oneOf(s.Kind, "sine", "random_walk") {
+		v.at(p+".kind", "%s.kind %q: expected sine or random_walk", p, s.Kind)
+	}
+	if s.Max < s.Min {
+		v.at(p+".max", "%s: max %v is below min %v", p, s.Max, s.Min)
+	}
+	if s.Kind == "sine" && s.Period.D() <= 0 {
+		v.at(p+".period", "%s.period must be > 0 for a sine", p)
+	}
+	if s.Kind == "random_walk" && s.Step <= 0 {
+		v.at(p+".step", "%s.step must be > 0 for a random walk", p)
+	}
+	if s.Metric == "" || strings.ContainsAny(s.Metric, "/+#") {
+		v.at(p+".metric", "%s.metric %q: a non-empty name without '/', '+' or '#'", p, s.Metric)
+	}
+}

@@ -1,0 +1,299 @@
+// Package gateway is edgegate's composition root: from a config it opens the store, builds
+// the broker, sensors and uplinks, and runs them as one unit with an ordered start and a
+// graceful, flushing stop (DESIGN "Lifecycle").
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/broker"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/record"
+	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/uplink"
+)
+
+// Registry names the sensor drivers and uplink sinks this binary has; main builds it, so no
+// package registers itself in init().
+type Registry struct {
+	Sensors map[string]sensors.Factory
+	Sinks   map[string]uplink.SinkFactory
+}
+
+// Options are what the daemon gets besides its config.
+type Options struct {
+	Logger   *slog.Logger
+	Clock    clock.Clock
+	Registry Registry
+	// FlushTimeout bounds how long uplinks may drain at shutdown (default 5 s).
+	FlushTimeout time.Duration
+}
+
+// Gateway is one running edgegate.
+type Gateway struct {
+	cfg     *config.Config
+	opts    Options
+	log     *slog.Logger
+	store   *buffer.Store
+	hook    *broker.IngestHook
+	broker  *broker.Broker
+	poller  *sensors.Poller
+	uplinks []*uplink.Uplink
+
+	ingestCtx    context.Context // lives until shutdown begins; bounds ingest's store waits
+	ingestCancel context.CancelFunc
+
+	ready chan struct{}
+}
+
+// New checks the config against the registry, opens the store and builds every component.
+// It starts no goroutine that outlives it and dials nothing. On error, what was opened is
+// closed.
+func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = 5 * time.Second
+	}
+	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{})}
+	var drivers []sensors.Sensor
+	defer func() {
+		if err != nil {
+			for _, d := range drivers {
+				d.Driver.Close()
+			}
+			if g.store != nil {
+				g.store.Close()
+			}
+		}
+	}()
+
+	// Sensors first: a missing device is the most likely start-up error.
+	for _, sc := range cfg.Sensors {
+		f, ok := opts.Registry.Sensors[sc.Driver]
+		if !ok {
+			return nil, fmt.Errorf("sensor %q: driver %q is not built into this binary", sc.Name, sc.Driver)
+		}
+		d, err := f(sc, opts.Clock)
+		if err != nil {
+			return nil, fmt.Errorf("sensor %q: %w", sc.Name, err)
+		}
+		t, err := topic.ParseTemplate(sc.Topic)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("sensor %q: topic: %w", sc.Name, err)
+		}
+		drivers = append(drivers, sensors.Sensor{Name: sc.Name, Driver: d, Interval: sc.Interval.D(), Topic: t})
+	}
+
+	routes := append(SensorRoutes(cfg.Sensors), cfg.Routes...)
+	router, err := ingest.NewRouter(routes, cfg.Unrouted)
+	if err != nil {
+		return nil, err
+	}
+
+	g.store, err = buffer.Open(buffer.Options{
+		Dir:      filepath.Join(cfg.Gateway.DataDir, "buffer"),
+		DedupTTL: cfg.Dedup.TTL.D(),
+		Logger:   opts.Logger,
+		Clock:    opts.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	g.ingestCtx, g.ingestCancel = context.WithCancel(context.Background())
+	g.hook = broker.NewIngestHook(g.ingestCtx, router, g.store, opts.Clock, opts.Logger)
+	g.broker, err = broker.New(cfg.Broker, g.hook, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	g.poller = sensors.NewPoller(drivers, g.broker, opts.Clock, opts.Logger)
+
+	for _, uc := range cfg.Uplinks {
+		f, ok := opts.Registry.Sinks[uc.Type]
+		if !ok {
+			return nil, fmt.Errorf("uplink %q: type %q is not built into this binary", uc.Name, uc.Type)
+		}
+		sink, err := f(uc, cfg.Gateway.ID, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+		g.uplinks = append(g.uplinks, uplink.New(uc, cfg.Gateway.ID, broker.RawLog, record.KindRecords, sink, g.store, opts.Clock, opts.Logger))
+	}
+	return g, nil
+}
+
+// SensorRoutes returns the implicit route of each sensor: its topic, with {metric} as a
+// named wildcard, to series "<name>/<metric>" (or "<name>" when the topic has no {metric}).
+func SensorRoutes(ss []config.Sensor) []config.Route {
+	var out []config.Route
+	for _, s := range ss {
+		pattern := strings.ReplaceAll(s.Topic, "{name}", s.Name)
+		series := s.Name
+		if strings.Contains(pattern, "{metric}") {
+			pattern = strings.ReplaceAll(pattern, "{metric}", "+metric")
+			series = s.Name + "/{metric}"
+		}
+		out = append(out, config.Route{Topic: pattern, Format: "json", Series: series})
+	}
+	return out
+}
+
+// Ready is closed once the broker listens and every component runs.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// BrokerAddrs returns the broker's bound addresses (valid after Ready).
+func (g *Gateway) BrokerAddrs() []string { return g.broker.Addrs() }
+
+// Store exposes the store (tests and inspection).
+func (g *Gateway) Store() *buffer.Store { return g.store }
+
+// IngestStats exposes the ingest counters.
+func (g *Gateway) IngestStats() *broker.IngestStats { return g.hook.Stats() }
+
+// Uplinks exposes the uplinks (status and tests).
+func (g *Gateway) Uplinks() []*uplink.Uplink { return g.uplinks }
+
+// Run starts everything in order — store maintenance, uplinks, broker listeners, sensors —
+// and runs until ctx ends or a component fails. Then it stops in reverse: sensors and
+// listeners first (no new data), in-flight appends finish, uplinks get FlushTimeout to
+// send what is buffered, and the store closes last.
+func (g *Gateway) Run(ctx context.Context) (err error) {
+	defer func() {
+		if cerr := g.store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store: %w", cerr)
+		}
+	}()
+	fail := make(chan error, 8)
+	report := func(name string, err error) {
+		if err != nil {
+			fail <- fmt.Errorf("%s: %w", name, err)
+		}
+	}
+
+	// Stage 1: what consumes the store.
+	backCtx, backCancel := context.WithCancel(context.Background())
+	defer backCancel()
+	var back sync.WaitGroup
+	back.Add(1)
+	go func() { defer back.Done(); report("maintenance", g.maintain(backCtx)) }()
+	for _, u := range g.uplinks {
+		back.Add(1)
+		go func() { defer back.Done(); report("uplink "+u.Name(), u.Run(backCtx)) }()
+	}
+
+	// Stage 2: what feeds it.
+	if err := g.broker.Start(); err != nil {
+		g.ingestCancel()
+		backCancel()
+		back.Wait()
+		return err
+	}
+	frontCtx, frontCancel := context.WithCancel(ctx)
+	defer frontCancel()
+	var front sync.WaitGroup
+	front.Add(1)
+	go func() { defer front.Done(); report("sensors", g.poller.Run(frontCtx)) }()
+	close(g.ready)
+	g.log.Info("edgegate running", "gateway", g.cfg.Gateway.ID, "broker", g.broker.Addrs(),
+		"sensors", len(g.cfg.Sensors), "uplinks", len(g.uplinks), "data_dir", g.cfg.Gateway.DataDir)
+
+	select {
+	case <-ctx.Done():
+		g.log.Info("shutting down")
+	case err = <-fail:
+		g.log.Error("component failed; shutting down", "err", err)
+	}
+
+	// Stop the inputs. Closing the broker waits for its client goroutines, and so for
+	// every OnPublish in flight: their appends complete (acked) or fail (not acked).
+	frontCancel()
+	front.Wait()
+	if cerr := g.broker.Close(); cerr != nil {
+		g.log.Warn("close broker", "err", cerr)
+	}
+	g.ingestCancel()
+
+	// Let uplinks send what is buffered, within the flush budget.
+	g.flush(g.opts.FlushTimeout)
+	backCancel()
+	back.Wait()
+	close(fail)
+	for e := range fail {
+		if err == nil && !errors.Is(e, context.Canceled) {
+			err = e
+		}
+	}
+	g.log.Info("stopped")
+	return err
+}
+
+// flush waits until every uplink has committed the end of the raw log, or timeout. An
+// uplink that is backing off (upstream unreachable) is not waited for: what it has not sent
+// stays in the buffer for the next start.
+func (g *Gateway) flush(timeout time.Duration) {
+	if len(g.uplinks) == 0 {
+		return
+	}
+	last, err := g.store.LastSeq(broker.RawLog)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		done := true
+		for _, u := range g.uplinks {
+			if u.Stats().Position.Load() <= last && !u.Stats().BackoffNow.Load() {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.log.Warn("shutdown: uplinks did not drain in time; the rest stays buffered for the next start", "timeout", timeout)
+}
+
+// maintain trims what every uplink has committed.
+func (g *Gateway) maintain(ctx context.Context) error {
+	names := make([]string, len(g.uplinks))
+	for i, u := range g.uplinks {
+		names[i] = u.Name()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-g.opts.Clock.After(10 * time.Second):
+		}
+		below, err := g.store.Consumed(broker.RawLog, names)
+		if err != nil {
+			g.log.Warn("maintenance: read cursors", "err", err)
+			continue
+		}
+		if below > 0 {
+			if n, err := g.store.Trim(ctx, broker.RawLog, below); err != nil && ctx.Err() == nil {
+				g.log.Warn("maintenance: trim", "err", err)
+			} else if n > 0 {
+				g.log.Debug("trimmed delivered records", "count", n)
+			}
+		}
+	}
+}

@@ -1,0 +1,5 @@
+package uplink
+
+import "encoding/json"
+
+var jsonUnmarshal = json.Unmarshal
