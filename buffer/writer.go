@@ -30,7 +30,7 @@ type request struct {
 	// filled in by prepare
 	writes []write
 	size   int64
-	stored int // entries appended (for stats)
+	stored int               // entries appended (for stats)
 	ids    []string          // ids added to the dedup cache, undone on failure
 	lasts  map[string]uint64 // last seq assigned per log
 }
