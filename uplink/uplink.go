@@ -42,10 +42,13 @@ type Batch struct {
 	Log         string
 	First, Last uint64 // the log range covered, inclusive
 	Records     int    // records in the payload (the range may hold filtered-out entries)
-	Payload     []byte // the §3.3 JSON
+	Payload     []byte // the §3.3 JSON, compressed when Encoding is set
+	Encoding    string // "" or "gzip" (HTTP's Content-Encoding names)
+	// Items are the records' own JSON, for sinks that send one message per record.
+	Items [][]byte
 }
 
-// Stats of one uplink, read by metrics and /status.
+// Stats of one uplink, read by metrics and /status (Uplink.Status gives a snapshot).
 type Stats struct {
 	Batches    atomic.Uint64 // batches acknowledged
 	Records    atomic.Uint64 // records acknowledged
@@ -54,6 +57,11 @@ type Stats struct {
 	LastError  atomic.Value  // string
 	Position   atomic.Uint64 // committed position in the log
 	BackoffNow atomic.Bool
+
+	LastErrorAt       atomic.Int64  // unix ns of LastError
+	Backoffs          atomic.Uint64 // waits after a failed send
+	DeadLetters       atomic.Uint64 // batches refused permanently, kept in the dead-letter log
+	DeadLetterRecords atomic.Uint64 // their records
 }
 
 // Uplink forwards one log to one sink.
@@ -66,6 +74,8 @@ type Uplink struct {
 	store   *buffer.Store
 	forward []string
 	batch   config.Batch
+	gzip    bool
+	typ     string
 	clock   clock.Clock
 	lg      *slog.Logger
 	stats   Stats
@@ -79,8 +89,9 @@ func New(cfg config.Uplink, gateway, log string, kind record.Kind, sink Sink, st
 	return &Uplink{
 		name: cfg.Name, gateway: gateway, log: log, kind: kind, sink: sink, store: store,
 		forward: cfg.Forward, batch: cfg.Batch, clock: clk,
+		gzip: cfg.Compression == "gzip", typ: cfg.Type,
 		lg:         lg.With("component", "uplink", "uplink", cfg.Name),
-		MinBackoff: 500 * time.Millisecond, MaxBackoff: time.Minute,
+		MinBackoff: cfg.Backoff.Min.D(), MaxBackoff: cfg.Backoff.Max.D(),
 	}
 }
 
@@ -123,22 +134,30 @@ func (u *Uplink) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			failures++
 			u.stats.Errors.Add(1)
-			u.stats.Connected.Store(false)
-			u.stats.LastError.Store(err.Error())
+			u.stats.noteError(err, u.clock.Now())
 			if errors.Is(err, ErrPermanent) {
-				// Dead-lettering comes with the HTTP sink; until then a permanent error is
-				// retried slowly rather than dropped.
-				u.lg.Error("batch refused permanently; retrying", "batch", b.ID, "err", err)
-			} else if failures == 1 || failures%10 == 0 {
+				// The upstream refused this batch for what it is: retrying cannot help, and
+				// waiting would wedge the uplink. Keep it in the dead-letter log and move on.
+				if err := u.deadLetter(ctx, b, err); err != nil {
+					return fmt.Errorf("uplink %q: %w", u.name, err)
+				}
+				next = b.Last + 1
+				u.stats.Position.Store(next)
+				b = nil
+				continue
+			}
+			failures++
+			u.stats.Connected.Store(false)
+			if failures == 1 || failures%10 == 0 {
 				u.lg.Warn("send failed; backing off", "batch", b.ID, "failures", failures, "err", err)
 			}
 			u.stats.BackoffNow.Store(true)
+			u.stats.Backoffs.Add(1)
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-u.clock.After(u.backoff(failures)):
+			case <-u.clock.After(u.backoff(failures, err)):
 			}
 			u.stats.BackoffNow.Store(false)
 			continue
@@ -189,8 +208,9 @@ func (u *Uplink) pendingBatch(next uint64) (*Batch, error) {
 	return b, nil
 }
 
-// backoff is exponential with full jitter: uniform in [0, min(max, min·2^failures)].
-func (u *Uplink) backoff(failures int) time.Duration {
+// backoff is exponential with full jitter: uniform in [0, min(max, min·2^failures)], but
+// at least what the upstream asked for (HTTP Retry-After), within max.
+func (u *Uplink) backoff(failures int, err error) time.Duration {
 	d := u.MinBackoff
 	for i := 1; i < failures && d < u.MaxBackoff; i++ {
 		d *= 2
@@ -198,7 +218,12 @@ func (u *Uplink) backoff(failures int) time.Duration {
 	if d > u.MaxBackoff {
 		d = u.MaxBackoff
 	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
+	j := time.Duration(rand.Int64N(int64(d) + 1))
+	var ra *retryAfterError
+	if errors.As(err, &ra) && ra.after > j {
+		j = min(ra.after, u.MaxBackoff)
+	}
+	return j
 }
 
 // nextBatch cuts a new batch starting at next: it waits for the first record, then up to linger for the batch to fill, and
@@ -294,9 +319,15 @@ func (u *Uplink) read(first, last uint64) (b *Batch, full bool, err error) {
 	if end == 0 {
 		return nil, full, nil
 	}
-	b = &Batch{Kind: u.kind, Log: u.log, First: first, Last: end, Records: len(items)}
+	b = &Batch{Kind: u.kind, Log: u.log, First: first, Last: end, Records: len(items), Items: items}
 	b.ID = record.BatchID(u.gateway, u.name, u.log, b.First, b.Last)
 	b.Payload = record.AppendBatch(make([]byte, 0, size+128), u.gateway, b.ID, u.kind, items)
+	if u.gzip {
+		if b.Payload, err = gzipBytes(b.Payload); err != nil {
+			return nil, full, fmt.Errorf("compress batch %s: %w", b.ID, err)
+		}
+		b.Encoding = "gzip"
+	}
 	return b, full, nil
 }
 
