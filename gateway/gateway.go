@@ -71,11 +71,12 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}
 	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{})}
 	var drivers []sensors.Sensor
+	self := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {
 			sensors.CloseAll(drivers)
-			if g.store != nil {
-				g.store.Close()
+			if self.store != nil {
+				self.store.Close()
 			}
 		}
 	}()
