@@ -197,9 +197,20 @@ func (r *sensorRun) loop(ctx context.Context) {
 // dead device does not flood the journal.
 func (r *sensorRun) logFailure(err error, wait time.Duration) {
 	if n := r.failures; n&(n-1) == 0 {
-		r.p.log.Warn("sensor read failed", "sensor", r.s.Name, "err", err, "failures", n, "retry_in", wait.Round(time.Millisecond))
+		msg := "sensor read failed"
+		var oe *openError
+		if errors.As(err, &oe) {
+			msg = "sensor still unavailable"
+		}
+		r.p.log.Warn(msg, "sensor", r.s.Name, "err", err, "failures", n, "retry_in", wait.Round(time.Millisecond))
 	}
 }
+
+// openError marks a failure to open the device (degraded start), as opposed to a read.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
 
 // attempt opens the device if needed, reads it within the timeout and publishes what it
 // read. An error means the device did not answer (the sensor goes down and backs off).
@@ -207,7 +218,7 @@ func (r *sensorRun) attempt(ctx context.Context) error {
 	if r.dev == nil {
 		d, err := r.s.Open()
 		if err != nil {
-			return err
+			return &openError{err}
 		}
 		r.dev = d
 		r.p.log.Info("sensor opened", "sensor", r.s.Name, "driver", r.s.Kind)
