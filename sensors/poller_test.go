@@ -600,3 +600,27 @@ func BenchmarkPayload(b *testing.B) {
 		Payload(r, t0)
 	}
 }
+
+type discardPub struct{}
+
+func (discardPub) Publish(context.Context, string, []byte) error { return nil }
+
+// BenchmarkAttempt is one poll of a sensor that answers at once with three readings:
+// the read goroutine, the timeout timer, calibration, payloads and publishing. Compare it
+// with BenchmarkPayload (one payload) run alongside.
+func BenchmarkAttempt(b *testing.B) {
+	rs := []Reading{{"temperature", 21.5, "Cel"}, {"humidity", 40, "%RH"}, {"pressure", 100653.25, "Pa"}}
+	d := &fakeDriver{read: func(context.Context, int) ([]Reading, error) { return append([]Reading(nil), rs...), nil }}
+	tp, _ := topic.ParseTemplate("sensors/{name}/{metric}")
+	s := Sensor{Name: "bench", Kind: "fake", Driver: d, Interval: time.Second, Topic: tp,
+		Calibration: map[string]config.Calibration{"temperature": {Scale: 1, Offset: -0.4}}}
+	p := NewPoller([]Sensor{s}, discardPub{}, clock.Real{}, slog.New(slog.DiscardHandler))
+	r := &sensorRun{p: p, s: s, st: p.stats["bench"], dev: d}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if err := r.attempt(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
