@@ -215,6 +215,17 @@ func (e *openError) Unwrap() error { return e.err }
 // attempt opens the device if needed, reads it within the timeout and publishes what it
 // read. An error means the device did not answer (the sensor goes down and backs off).
 func (r *sensorRun) attempt(ctx context.Context) error {
+	if r.inflight != nil {
+		select {
+		case <-r.inflight:
+			// The hung read came back at last; its readings are stale, drop them, and set
+			// the device up again: its state is unknown.
+			r.inflight = nil
+			r.reset()
+		default:
+			return errReadHung
+		}
+	}
 	if r.dev == nil {
 		d, err := r.s.Open()
 		if err != nil {
@@ -223,15 +234,6 @@ func (r *sensorRun) attempt(ctx context.Context) error {
 		r.dev = d
 		r.p.log.Info("sensor opened", "sensor", r.s.Name, "driver", r.s.Kind)
 		r.startBackground(ctx)
-	}
-	if r.inflight != nil {
-		select {
-		case <-r.inflight:
-			// The hung read came back at last; its readings are stale, drop them.
-			r.inflight = nil
-		default:
-			return errReadHung
-		}
 	}
 	r.st.Reads.Add(1)
 	// The timeout runs from before the read starts, on the injected clock.
@@ -258,6 +260,7 @@ func (r *sensorRun) attempt(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if res.err != nil && len(res.readings) == 0 {
+		r.reset()
 		return res.err
 	}
 	now := r.p.clock.Now()
@@ -307,6 +310,28 @@ func (r *sensorRun) publish(ctx context.Context, rs []Reading, now time.Time) {
 	}
 }
 
+// reset closes a device that failed, so the next attempt opens it again: a chip that lost
+// power comes back with its registers at their reset values, and the open (chip id check,
+// configuration) is what sets them. Only for sensors that know how to open their device.
+func (r *sensorRun) reset() {
+	if r.s.Open == nil || r.dev == nil {
+		return
+	}
+	r.stopBackground()
+	if err := r.dev.Close(); err != nil {
+		r.p.log.Debug("close failed sensor", "sensor", r.s.Name, "err", err)
+	}
+	r.dev = nil
+}
+
+func (r *sensorRun) stopBackground() {
+	if r.bgCancel != nil {
+		r.bgCancel()
+		<-r.bgDone
+		r.bgCancel, r.bgDone = nil, nil
+	}
+}
+
 func (r *sensorRun) startBackground(ctx context.Context) {
 	bg, ok := r.dev.(Runner)
 	if !ok {
@@ -325,10 +350,7 @@ func (r *sensorRun) startBackground(ctx context.Context) {
 // shutdown stops the driver's watcher, waits for a read still in its driver (bounded by
 // ShutdownGrace) and closes the driver.
 func (r *sensorRun) shutdown() {
-	if r.bgCancel != nil {
-		r.bgCancel()
-		<-r.bgDone
-	}
+	r.stopBackground()
 	if r.inflight != nil {
 		select {
 		case <-r.inflight:

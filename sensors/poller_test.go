@@ -624,3 +624,35 @@ func BenchmarkAttempt(b *testing.B) {
 		}
 	}
 }
+
+// TestFailedReadReopensDevice: after a failed read the device is closed and opened again
+// (a chip that browned out needs its configuration rewritten), and read through the new
+// handle.
+func TestFailedReadReopensDevice(t *testing.T) {
+	clk := clock.NewFake(t0)
+	var drivers []*fakeDriver
+	open := func() (Driver, error) {
+		n := len(drivers)
+		d := newFake(clk, func(context.Context, int) ([]Reading, error) {
+			if n == 0 {
+				return nil, errors.New("i2c: remote I/O error")
+			}
+			return ok(20), nil
+		})
+		drivers = append(drivers, d)
+		return d, nil
+	}
+	first, _ := open()
+	s := sensor(t, "bme", first, 10*time.Second, 0)
+	s.Open = open
+	h := start(t, clk, s)
+	defer h.end()
+	h.fire(h.next("bme"), "bme")
+	if len(drivers) != 1 || drivers[0].closes() != 1 || h.p.Stats("bme").State() != StateDown {
+		t.Fatalf("after the failed read: %d opens, first closed %d times, state %s", len(drivers), drivers[0].closes(), h.p.Stats("bme").State())
+	}
+	h.fire(h.next("bme"), "bme")
+	if len(drivers) != 2 || h.p.Stats("bme").State() != StateUp || len(h.pub.on("sensors/bme/temperature")) != 1 {
+		t.Fatalf("after the retry: %d opens, state %s", len(drivers), h.p.Stats("bme").State())
+	}
+}
