@@ -232,7 +232,12 @@ func (r *sensorRun) attempt(ctx context.Context) error {
 			return &openError{err}
 		}
 		r.dev = d
-		r.p.log.Info("sensor opened", "sensor", r.s.Name, "driver", r.s.Kind)
+		if r.failures > 0 && r.s.Driver != nil {
+			// Reopened after a failed read: logged once it reads again ("recovered").
+			r.p.log.Debug("sensor reopened", "sensor", r.s.Name)
+		} else {
+			r.p.log.Info("sensor opened", "sensor", r.s.Name, "driver", r.s.Kind)
+		}
 		r.startBackground(ctx)
 	}
 	r.st.Reads.Add(1)
@@ -243,9 +248,10 @@ func (r *sensorRun) attempt(ctx context.Context) error {
 	defer cancel()
 	done := make(chan result, 1)
 	r.reads.Add(1)
+	dev := r.dev
 	go func() {
 		defer r.reads.Done()
-		rs, err := r.dev.Read(rctx)
+		rs, err := dev.Read(rctx)
 		done <- result{rs, err}
 	}()
 	var res result
