@@ -73,6 +73,9 @@ func fixI2CBus(bus string, n int) string {
 }
 
 func fixPermission(what, group string) string {
+	if group == "" {
+		return fmt.Sprintf("permission denied on %s: run edgegate as root", what)
+	}
 	return fmt.Sprintf("permission denied on %s: run edgegate as root or in group %s (SupplementaryGroups=%s in the systemd unit)", what, group, group)
 }
 

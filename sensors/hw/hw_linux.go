@@ -68,12 +68,12 @@ func OpenOneWire(bus string) (onewire.BusCloser, error) {
 		return nil, err
 	}
 	if _, err := os.Stat("/sys/bus/w1/devices/" + bus); err != nil {
-		return nil, openError(bus, "1-Wire bus master", err, fixOneWireBus, "root")
+		return nil, openError(bus, "1-Wire bus master", err, fixOneWireBus, "")
 	}
 	b, err := netlink.New(uint32(n))
 	if err != nil {
 		if strings.Contains(err.Error(), "permission") || strings.Contains(err.Error(), "not permitted") {
-			return nil, &Error{Bus: bus, Err: err, Fix: "the w1 netlink socket needs root or CAP_NET_ADMIN (AmbientCapabilities=CAP_NET_ADMIN in the systemd unit)"}
+			return nil, &Error{Bus: bus, Err: err, Fix: fixPermission("the kernel's 1-Wire netlink socket", "")}
 		}
 		return nil, &Error{Bus: bus, Err: err}
 	}
