@@ -3,7 +3,6 @@ package uplink
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/record"
@@ -19,7 +18,7 @@ const DeadLetterLog = "deadletter"
 
 // deadLetter stores b in the dead-letter log and moves the uplink past it, in one
 // transaction: the batch is never both lost and skipped.
-func (u *Uplink) deadLetter(ctx context.Context, b *Batch, cause error) error {
+func (u *Uplink) deadLetter(ctx context.Context, s *stream, b *Batch, isHead bool, cause error) error {
 	e := []byte(`{"uplink":`)
 	e = record.AppendString(e, u.name)
 	e = append(e, `,"batch":`...)
@@ -33,13 +32,7 @@ func (u *Uplink) deadLetter(ctx context.Context, b *Batch, cause error) error {
 	e = append(e, `,"payload":`...)
 	e = record.AppendBatch(e, u.gateway, b.ID, b.Kind, b.Items)
 	e = append(e, '}')
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	err := u.store.Update(cctx, func(tx *buffer.Tx) {
-		tx.Append(DeadLetterLog, e)
-		tx.SetCursor(b.Log, u.name, b.Last+1)
-		tx.Delete(u.pendingKey())
-	})
+	err := u.commit(ctx, s, b, isHead, func(tx *buffer.Tx) { tx.Append(DeadLetterLog, e) })
 	if err != nil {
 		return fmt.Errorf("dead-letter batch %s: %w", b.ID, err)
 	}

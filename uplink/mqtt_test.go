@@ -104,6 +104,14 @@ func TestMQTTMosquittoTLSPasswordGzip(t *testing.T) {
 	_, plainPort, _ := net.SplitHostPort(plain)
 	mq := testutil.StartMosquittoWith(t, fmt.Sprintf("user root\nallow_anonymous false\npassword_file %s\ncafile %s\ncertfile %s\nkeyfile %s\nlistener %s 127.0.0.1\nallow_anonymous true\n",
 		pwdb, certs.CAFile, certs.ServerCert, certs.ServerKey, plainPort))
+	testutil.Eventually(t, 5*time.Second, "the plain listener", func() bool {
+		c, err := net.Dial("tcp", plain)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	_ = mq
 	sub := testutil.Collect(t, plain, "edgegate/#")
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("s3cret\n"), 0o600)

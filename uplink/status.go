@@ -40,7 +40,7 @@ func (s *Stats) noteError(err error, now time.Time) {
 }
 
 // Status returns the uplink's state now. It reads the store (one entry per log), so it is
-// meant for status pages and scrapes, not hot paths.
+// meant for status pages and scrapes, not hot paths. Safe to call from any goroutine.
 func (u *Uplink) Status() Status {
 	st := &u.stats
 	s := Status{
@@ -53,26 +53,39 @@ func (u *Uplink) Status() Status {
 		s.LastError = e
 		s.LastErrorAt = time.Unix(0, st.LastErrorAt.Load()).UTC()
 	}
-	pos := st.Position.Load()
-	if last, err := u.store.LastSeq(u.log); err == nil && last >= pos && pos > 0 {
-		s.Backlog = last - pos + 1
-	} else if err == nil && pos == 0 {
-		s.Backlog = last
-	}
-	if s.Backlog > 0 {
-		if ts, ok := u.firstUnsentTime(pos); ok {
-			s.OldestUnsent = ts
-			s.OldestUnsentAge = max(u.clock.Now().Sub(ts), 0)
+	var oldest time.Time
+	for _, sm := range u.streams {
+		pos := sm.position.Load()
+		last, err := u.store.LastSeq(sm.Log)
+		if err != nil || last < max(pos, 1) {
+			continue
 		}
+		n := last - max(pos, 1) + 1
+		if a := sm.acked.Load(); a < n {
+			n -= a
+		} else {
+			n = 0
+		}
+		s.Backlog += n
+		s.Draining = s.Draining || sm.draining.Load()
+		if n > 0 {
+			if ts, ok := u.firstUnsentTime(sm.Log, pos); ok && (oldest.IsZero() || ts.Before(oldest)) {
+				oldest = ts
+			}
+		}
+	}
+	if !oldest.IsZero() {
+		s.OldestUnsent = oldest
+		s.OldestUnsentAge = max(u.clock.Now().Sub(oldest), 0)
 	}
 	return s
 }
 
 // firstUnsentTime is the event time of the first entry at or after pos: "ts" for a record,
 // "end" for a pane.
-func (u *Uplink) firstUnsentTime(pos uint64) (time.Time, bool) {
+func (u *Uplink) firstUnsentTime(log string, pos uint64) (time.Time, bool) {
 	var ts time.Time
-	_, _ = u.store.Read(u.log, pos, 1, func(_ uint64, v []byte) error {
+	_, _ = u.store.Read(log, pos, 1, func(_ uint64, v []byte) error {
 		var r struct {
 			TS  time.Time `json:"ts"`
 			End time.Time `json:"end"`
