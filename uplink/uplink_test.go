@@ -2,7 +2,9 @@ package uplink_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -151,6 +153,7 @@ type upstream struct {
 	mu      sync.Mutex
 	noAck   bool
 	batches [][]byte
+	arrived map[string]time.Time // records with "fresh" in their topic: when they arrived
 }
 
 func (h *upstream) ID() string { return "test-upstream" }
@@ -164,11 +167,38 @@ func (h *upstream) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.batches = append(h.batches, append([]byte(nil), pk.Payload...))
+	if bytes.Contains(pk.Payload, []byte(`"topic":"fresh/`)) {
+		var b struct {
+			Records []struct {
+				ID    string `json:"id"`
+				Topic string `json:"topic"`
+			} `json:"records"`
+		}
+		json.Unmarshal(pk.Payload, &b)
+		for _, r := range b.Records {
+			if strings.HasPrefix(r.Topic, "fresh/") {
+				if h.arrived == nil {
+					h.arrived = map[string]time.Time{}
+				}
+				if _, ok := h.arrived[r.ID]; !ok {
+					h.arrived[r.ID] = time.Now()
+				}
+			}
+		}
+	}
 	if h.noAck {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
 }
+// freshArrival reports when the fresh record id reached the upstream.
+func (h *upstream) freshArrival(id string) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	at, ok := h.arrived[id]
+	return at, ok
+}
+
 func (h *upstream) got() [][]byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
