@@ -191,6 +191,7 @@ func (h *upstream) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	}
 	return pk, nil
 }
+
 // freshArrival reports when the fresh record id reached the upstream.
 func (h *upstream) freshArrival(id string) (time.Time, bool) {
 	h.mu.Lock()
