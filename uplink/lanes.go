@@ -31,12 +31,17 @@ import (
 // Crash safety: every batch's range is recorded in the state (Pending for the backlog lane,
 // or the head lane when not draining; FreshPending for the head lane while draining) before
 // it is sent, and cleared in the transaction that commits it, so after a crash each lane
-// resends exactly the batch it had in flight — same range, same id (DESIGN invariants 4
+// resends exactly the batches it had in flight — same ranges, same ids (DESIGN invariants 4
 // and 7). C never passes an unacknowledged entry, so trimming by cursor stays safe, and the
 // ranges are pure bookkeeping over the same log: nothing is copied.
 //
-// Every lane has at most one batch in flight and the sink is used by one goroutine, so the
-// head lane's latency is its linger plus at most one backlog send plus its own round trip.
+// In flight: a lane may cut several consecutive batches at once (a backlog, or a burst),
+// record them in one transaction, send them with several in flight when the sink can, and
+// commit the acknowledged prefix in one transaction: two fsyncs per group, not per batch,
+// and one round trip per group rather than per batch, which is what lets a backlog drain
+// fast over a long-RTT link. The sink is used by one goroutine, so the head lane's latency
+// is its linger plus at most one backlog group (kept to a fraction of a second of max_rate)
+// plus its own round trip.
 
 // maxRanges bounds the acknowledged ranges kept above the cursor (one per outage during a
 // drain); a state key stays a few hundred bytes.
@@ -47,11 +52,19 @@ type laneState struct {
 	// Acked are half-open ranges [start, end) above the cursor, in order, already
 	// acknowledged. Non-empty while draining; the last one is the head lane's.
 	Acked [][2]uint64 `json:"acked,omitempty"`
-	// Pending is the inclusive range of the batch in flight on the backlog lane (or on the
-	// head lane when not draining).
-	Pending *[2]uint64 `json:"pending,omitempty"`
-	// FreshPending is the head lane's batch in flight while draining.
-	FreshPending *[2]uint64 `json:"fresh_pending,omitempty"`
+	// Pending are the inclusive ranges of the batches in flight on the backlog lane (or on
+	// the head lane when not draining), consecutive, in log order.
+	Pending [][2]uint64 `json:"pending,omitempty"`
+	// FreshPending are the head lane's batches in flight while draining.
+	FreshPending [][2]uint64 `json:"fresh_pending,omitempty"`
+}
+
+// clone copies the slices, so a changed copy can be committed before it replaces l.
+func (l laneState) clone() laneState {
+	l.Acked = append([][2]uint64(nil), l.Acked...)
+	l.Pending = append([][2]uint64(nil), l.Pending...)
+	l.FreshPending = append([][2]uint64(nil), l.FreshPending...)
+	return l
 }
 
 func (l *laneState) draining() bool { return len(l.Acked) > 0 }
@@ -77,24 +90,38 @@ func (l *laneState) ackedAbove() uint64 {
 	return n
 }
 
-// ackHead records the head lane's batch [first, last] as acknowledged. It returns the new
-// cursor (unchanged while draining).
+// ackHead records the head lane's batches up to the one ending at last as acknowledged
+// (they are dropped from its in-flight list). It returns the new cursor (unchanged while
+// draining).
 func (l *laneState) ackHead(cursor, last uint64) uint64 {
 	if l.draining() {
 		l.Acked[len(l.Acked)-1][1] = last + 1
-		l.FreshPending = nil
+		l.FreshPending = dropThrough(l.FreshPending, last)
 		return cursor
 	}
-	l.Pending = nil
+	l.Pending = dropThrough(l.Pending, last)
 	return last + 1
 }
 
-// ackBacklog records the backlog lane's batch ending at last as acknowledged, folds the
-// ranges the cursor reaches, and returns the new cursor. When the last range folds the
-// drain is over and the head lane's batch in flight becomes the only lane's.
+// dropThrough removes the in-flight ranges that end at or before last.
+func dropThrough(p [][2]uint64, last uint64) [][2]uint64 {
+	i := 0
+	for i < len(p) && p[i][1] <= last {
+		i++
+	}
+	if i == len(p) {
+		return nil
+	}
+	return p[i:]
+}
+
+// ackBacklog records the backlog lane's batches up to the one ending at last as
+// acknowledged, folds the ranges the cursor reaches, and returns the new cursor. When the
+// last range folds the drain is over and the head lane's batches in flight become the only
+// lane's.
 func (l *laneState) ackBacklog(last uint64) uint64 {
 	c := last + 1
-	l.Pending = nil
+	l.Pending = dropThrough(l.Pending, last)
 	for len(l.Acked) > 0 && c >= l.Acked[0][0] {
 		c = max(c, l.Acked[0][1])
 		l.Acked = l.Acked[1:]
@@ -112,11 +139,11 @@ func (l *laneState) ackBacklog(last uint64) uint64 {
 // then belong to neither lane).
 func (l *laneState) split(at uint64) bool {
 	if !l.draining() {
-		// The batch in flight, if any, starts at the cursor: it is the backlog lane's now.
+		// The batches in flight, if any, start at the cursor: they are the backlog lane's now.
 		l.Acked = [][2]uint64{{at, at}}
 		return true
 	}
-	if len(l.Acked) >= maxRanges || l.FreshPending != nil {
+	if len(l.Acked) >= maxRanges || len(l.FreshPending) > 0 {
 		return false
 	}
 	last := &l.Acked[len(l.Acked)-1]

@@ -22,19 +22,19 @@ func TestLaneStateSequence(t *testing.T) {
 		}
 	}
 	// Normal flow: the head lane commits by moving the cursor.
-	l.Pending = &[2]uint64{1, 10}
+	l.Pending = [][2]uint64{{1, 5}, {6, 10}}
 	c = l.ackHead(c, 10)
 	step("normal ack", 11, nil)
 
 	// Outage: 11..1000 waits. A batch [11,20] was in flight; it becomes the backlog's.
-	l.Pending = &[2]uint64{11, 20}
+	l.Pending = [][2]uint64{{11, 20}}
 	if !l.split(1001) || l.Pending == nil || l.headPos(c) != 1001 {
 		t.Fatalf("split: %+v", l)
 	}
 	step("split", 11, [][2]uint64{{1001, 1001}})
 
 	// Fresh data acks ahead of the backlog.
-	l.FreshPending = &[2]uint64{1001, 1005}
+	l.FreshPending = [][2]uint64{{1001, 1005}}
 	c = l.ackHead(c, 1005)
 	step("fresh ack", 11, [][2]uint64{{1001, 1006}})
 	c = l.ackBacklog(20)
@@ -60,14 +60,17 @@ func TestLaneStateSequence(t *testing.T) {
 	}
 
 	// The head lane has a batch in flight when the drain ends: it becomes the only lane's.
-	l.FreshPending = &[2]uint64{2010, 2015}
+	l.FreshPending = [][2]uint64{{2010, 2015}, {2016, 2020}}
 	c = l.ackBacklog(2000)
 	step("drain over", 2010, nil)
-	if l.draining() || l.Pending == nil || *l.Pending != [2]uint64{2010, 2015} || l.FreshPending != nil {
+	if l.draining() || len(l.Pending) != 2 || l.Pending[0] != [2]uint64{2010, 2015} || l.FreshPending != nil {
 		t.Fatalf("after the drain: %+v", l)
 	}
 	c = l.ackHead(c, 2015)
 	step("normal again", 2016, nil)
+	if len(l.Pending) != 1 || l.Pending[0] != [2]uint64{2016, 2020} {
+		t.Fatalf("acknowledging the first of two batches in flight left %v", l.Pending)
+	}
 }
 
 // TestLaneStateNeverLosesAnEntry drives random splits and acks over a log and checks that

@@ -32,6 +32,14 @@ type Sink interface {
 	Close() error
 }
 
+// MultiSender is implemented by sinks that can keep several batches in flight. SendAll
+// sends bs in order and returns how many leading batches were acknowledged: all of them
+// when err is nil; otherwise err is the error of bs[acked]. The same rules as Send apply
+// to each batch.
+type MultiSender interface {
+	SendAll(ctx context.Context, bs []*Batch) (acked int, err error)
+}
+
 // SinkFactory builds a sink from its config without dialing.
 type SinkFactory func(cfg config.Uplink, gateway string, log *slog.Logger) (Sink, error)
 
@@ -99,8 +107,8 @@ type stream struct {
 	Source
 	cursor  uint64
 	lanes   laneState
-	head    *Batch    // the head lane's batch in flight (recorded), or nil
-	backlog *Batch    // the backlog lane's batch in flight (recorded), or nil
+	head    []*Batch  // the head lane's batches in flight (recorded)
+	backlog []*Batch  // the backlog lane's batches in flight (recorded)
 	seenAt  time.Time // when the head lane first saw data it has not cut yet (linger)
 
 	position atomic.Uint64 // cursor, for Status and Drained
@@ -172,15 +180,18 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	failures := 0
 	for {
-		s, b, isHead, err := u.pick(ctx)
+		s, bs, isHead, err := u.pick(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("uplink %q: %w", u.name, err)
 		}
-		if b.Records > 0 {
-			err = u.sink.Send(ctx, b)
+		n, err := u.sendAll(ctx, bs)
+		if n > 0 {
+			if cerr := u.commit(ctx, s, bs[:n], isHead, nil); cerr != nil {
+				return fmt.Errorf("uplink %q: %w", u.name, cerr)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -191,7 +202,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			if errors.Is(err, ErrPermanent) {
 				// The upstream refused this batch for what it is: retrying cannot help, and
 				// waiting would wedge the uplink. Keep it in the dead-letter log and move on.
-				if err := u.deadLetter(ctx, s, b, isHead, err); err != nil {
+				if err := u.deadLetter(ctx, s, bs[n], isHead, err); err != nil {
 					return fmt.Errorf("uplink %q: %w", u.name, err)
 				}
 				continue
@@ -199,7 +210,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			failures++
 			u.stats.Connected.Store(false)
 			if failures == 1 || failures%10 == 0 {
-				u.lg.Warn("send failed; backing off", "batch", b.ID, "failures", failures, "err", err)
+				u.lg.Warn("send failed; backing off", "batch", bs[n].ID, "failures", failures, "err", err)
 			}
 			u.stats.BackoffNow.Store(true)
 			u.stats.Backoffs.Add(1)
@@ -213,14 +224,6 @@ func (u *Uplink) Run(ctx context.Context) error {
 			u.stats.BackoffNow.Store(false)
 			continue
 		}
-		if err := u.commit(ctx, s, b, isHead, nil); err != nil {
-			return fmt.Errorf("uplink %q: %w", u.name, err)
-		}
-		if b.Records > 0 {
-			u.stats.Connected.Store(true)
-			u.stats.Batches.Add(1)
-			u.stats.Records.Add(uint64(b.Records))
-		}
 		if failures > 0 {
 			u.lg.Info("upstream reachable again", "after_failures", failures)
 			failures = 0
@@ -228,6 +231,46 @@ func (u *Uplink) Run(ctx context.Context) error {
 				return fmt.Errorf("uplink %q: %w", u.name, err)
 			}
 		}
+	}
+}
+
+// sendAll sends bs in order, several in flight when the sink can, and returns how many
+// leading batches were acknowledged (batches whose records were all filtered out need no
+// send and count as acknowledged once reached).
+func (u *Uplink) sendAll(ctx context.Context, bs []*Batch) (int, error) {
+	if ms, ok := u.sink.(MultiSender); ok && len(bs) > 1 {
+		var send []*Batch
+		var at []int // index in bs of each batch in send
+		for i, b := range bs {
+			if b.Records > 0 {
+				send = append(send, b)
+				at = append(at, i)
+			}
+		}
+		k, err := ms.SendAll(ctx, send)
+		u.acked(send[:k])
+		if k == len(send) {
+			return len(bs), err
+		}
+		return at[k], err
+	}
+	for i, b := range bs {
+		if b.Records == 0 {
+			continue
+		}
+		if err := u.sink.Send(ctx, b); err != nil {
+			return i, err
+		}
+		u.acked(bs[i : i+1])
+	}
+	return len(bs), nil
+}
+
+func (u *Uplink) acked(bs []*Batch) {
+	for _, b := range bs {
+		u.stats.Connected.Store(true)
+		u.stats.Batches.Add(1)
+		u.stats.Records.Add(uint64(b.Records))
 	}
 }
 
@@ -246,16 +289,20 @@ func (u *Uplink) load(s *stream) error {
 		return err
 	}
 	s.cursor, s.lanes = c, l
-	rebuild := func(r *[2]uint64) (*Batch, error) {
-		if r == nil || r[0] < c {
-			return nil, nil
+	rebuild := func(rs [][2]uint64) ([]*Batch, error) {
+		var out []*Batch
+		for _, r := range rs {
+			if r[0] < c {
+				continue
+			}
+			b, _, err := u.read(s, r[0], r[1], true)
+			if err != nil {
+				return nil, err
+			}
+			u.lg.Info("resending a batch in flight at the last stop", "batch", b.ID, "log", s.Log, "first", r[0], "last", r[1])
+			out = append(out, b)
 		}
-		b, _, err := u.read(s, r[0], r[1], true)
-		if b == nil || err != nil {
-			return nil, err
-		}
-		u.lg.Info("resending the batch in flight at the last stop", "batch", b.ID, "log", s.Log, "first", r[0], "last", r[1])
-		return b, nil
+		return out, nil
 	}
 	if l.draining() {
 		if s.backlog, err = rebuild(l.Pending); err != nil {
@@ -291,11 +338,13 @@ func (u *Uplink) maybeSplit(ctx context.Context) error {
 			return err
 		}
 		head := s.lanes.headPos(s.cursor)
+		if len(s.head) > 0 {
+			head = s.head[len(s.head)-1].Last + 1
+		}
 		if last < head || last-head+1 <= u.splitThreshold() {
 			continue
 		}
-		next := s.lanes
-		next.Acked = append([][2]uint64(nil), s.lanes.Acked...)
+		next := s.lanes.clone()
 		if !next.split(last + 1) {
 			continue
 		}
@@ -312,19 +361,19 @@ func (u *Uplink) maybeSplit(ctx context.Context) error {
 	return nil
 }
 
-// pick returns the next batch to send, recorded durably: head lanes' batches in flight,
+// pick returns the next batches to send, recorded durably: head lanes' batches in flight,
 // then backlog lanes' batches in flight, then new head batches that are due, then new
 // backlog batches the rate allows. Otherwise it waits for data, a linger deadline or the
 // rate limiter.
-func (u *Uplink) pick(ctx context.Context) (s *stream, b *Batch, isHead bool, err error) {
+func (u *Uplink) pick(ctx context.Context) (s *stream, bs []*Batch, isHead bool, err error) {
 	for {
 		for _, s := range u.streams {
-			if s.head != nil {
+			if len(s.head) > 0 {
 				return s, s.head, true, nil
 			}
 		}
 		for _, s := range u.streams {
-			if s.backlog != nil {
+			if len(s.backlog) > 0 {
 				return s, s.backlog, false, nil
 			}
 		}
@@ -332,12 +381,12 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, b *Batch, isHead bool, er
 		var wake time.Time
 		known := make([]uint64, len(u.streams))
 		for i, s := range u.streams {
-			b, due, err := u.cutHead(ctx, s, now, &known[i])
+			due, err := u.cutHead(ctx, s, now, &known[i])
 			if err != nil {
 				return nil, nil, false, err
 			}
-			if b != nil {
-				return s, b, true, nil
+			if len(s.head) > 0 {
+				return s, s.head, true, nil
 			}
 			if !due.IsZero() && (wake.IsZero() || due.Before(wake)) {
 				wake = due
@@ -353,12 +402,11 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, b *Batch, isHead bool, er
 				}
 				break
 			}
-			b, err := u.cutBacklog(ctx, s, now)
-			if err != nil {
+			if err := u.cutBacklog(ctx, s, now); err != nil {
 				return nil, nil, false, err
 			}
-			if b != nil {
-				return s, b, false, nil
+			if len(s.backlog) > 0 {
+				return s, s.backlog, false, nil
 			}
 		}
 		if err := u.wait(ctx, known, wake); err != nil {
@@ -367,79 +415,126 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, b *Batch, isHead bool, er
 	}
 }
 
-// cutHead cuts the head lane's next batch if it is due (full, or its linger has passed)
-// and records it. Otherwise it returns when it will be due (zero: no data yet) and, in
-// known, the log's last sequence number it has looked at.
-func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *uint64) (*Batch, time.Time, error) {
+// groupSize is how many batches a lane cuts, records and sends at once at most. The
+// backlog lane keeps a group to about a quarter second of max_rate, so a fresh batch never
+// waits long behind it.
+const groupSize = 16
+
+func (u *Uplink) backlogGroup() int {
+	if u.maxRate <= 0 {
+		return groupSize
+	}
+	return min(max(u.maxRate/4/u.batch.MaxRecords, 1), groupSize)
+}
+
+// cutHead cuts the head lane's next batches — every full one, then a partial one whose
+// linger has passed — and records them in s.head. Otherwise it returns when a partial
+// batch will be due (zero: no data yet) and, in known, the log's last sequence number it
+// has looked at.
+func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *uint64) (time.Time, error) {
 	last, err := u.store.LastSeq(s.Log)
 	if err != nil {
-		return nil, time.Time{}, err
+		return time.Time{}, err
 	}
 	*known = last
 	pos := s.lanes.headPos(s.cursor)
-	if last < pos {
-		return nil, time.Time{}, nil
-	}
-	b, full, err := u.read(s, pos, ^uint64(0), false)
-	if err != nil || b == nil {
-		return nil, time.Time{}, err
-	}
-	if s.seenAt.IsZero() {
-		// Linger counts from when the uplink first saw the batch's first record.
-		s.seenAt = now
-	}
-	due := s.seenAt.Add(u.batch.Linger.D())
-	if !full && now.Before(due) {
-		return nil, due, nil
-	}
-	s.seenAt = time.Time{}
-	if b.Records > 0 {
-		next := s.lanes
-		r := &[2]uint64{b.First, b.Last}
-		if next.draining() {
-			next.FreshPending = r
-		} else {
-			next.Pending = r
+	var bs []*Batch
+	var due time.Time
+	for pos <= last && len(bs) < groupSize {
+		b, full, err := u.read(s, pos, ^uint64(0), false)
+		if err != nil {
+			return time.Time{}, err
 		}
-		if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
-			return nil, time.Time{}, fmt.Errorf("record batch %s: %w", b.ID, err)
+		if b == nil {
+			break
 		}
-		s.lanes = next
+		if !full {
+			if s.seenAt.IsZero() {
+				// Linger counts from when the uplink first saw the batch's first record.
+				s.seenAt = now
+			}
+			if d := s.seenAt.Add(u.batch.Linger.D()); now.Before(d) {
+				if len(bs) == 0 {
+					due = d
+				}
+				break
+			}
+		}
+		bs = append(bs, b)
+		s.seenAt = time.Time{}
+		pos = b.Last + 1
+		if !full {
+			break
+		}
 	}
-	s.head = b
-	return b, time.Time{}, nil
+	if len(bs) == 0 {
+		return due, nil
+	}
+	if err := u.record(ctx, s, bs, true); err != nil {
+		return time.Time{}, err
+	}
+	s.head = bs
+	return time.Time{}, nil
 }
 
-// cutBacklog cuts and records the backlog lane's next batch: from the cursor, up to the
-// batch limits, before the first acknowledged range. Backlog batches do not linger.
-func (u *Uplink) cutBacklog(ctx context.Context, s *stream, now time.Time) (*Batch, error) {
+// cutBacklog cuts and records the backlog lane's next batches into s.backlog: from the
+// cursor, within the batch limits, before the first acknowledged range, as many as the
+// group allows. Backlog batches do not linger.
+func (u *Uplink) cutBacklog(ctx context.Context, s *stream, now time.Time) error {
 	end := s.lanes.backlogEnd()
-	b, _, err := u.read(s, s.cursor, end-1, false)
-	if err != nil {
-		return nil, err
-	}
-	if b == nil {
-		// Nothing left below the range (trimmed by the disk budget): an empty batch lets
-		// the cursor fold the range.
-		b = &Batch{Kind: s.Kind, Log: s.Log, First: s.cursor, Last: end - 1}
-		b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
-	}
-	if b.Records > 0 {
-		next := s.lanes
-		next.Pending = &[2]uint64{b.First, b.Last}
-		if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
-			return nil, fmt.Errorf("record batch %s: %w", b.ID, err)
+	pos := s.cursor
+	var bs []*Batch
+	records := 0
+	for pos < end && len(bs) < u.backlogGroup() {
+		b, _, err := u.read(s, pos, end-1, false)
+		if err != nil {
+			return err
 		}
-		s.lanes = next
-		if u.maxRate > 0 {
-			if u.nextBacklog.Before(now) {
-				u.nextBacklog = now
-			}
-			u.nextBacklog = u.nextBacklog.Add(time.Duration(b.Records) * time.Second / time.Duration(u.maxRate))
+		if b == nil {
+			// Nothing left below the range (trimmed by the disk budget): an empty batch
+			// lets the cursor fold the range.
+			b = &Batch{Kind: s.Kind, Log: s.Log, First: pos, Last: end - 1}
+			b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
 		}
+		bs = append(bs, b)
+		records += b.Records
+		pos = b.Last + 1
 	}
-	s.backlog = b
-	return b, nil
+	if err := u.record(ctx, s, bs, false); err != nil {
+		return err
+	}
+	if u.maxRate > 0 && records > 0 {
+		if u.nextBacklog.Before(now) {
+			u.nextBacklog = now
+		}
+		u.nextBacklog = u.nextBacklog.Add(time.Duration(records) * time.Second / time.Duration(u.maxRate))
+	}
+	s.backlog = bs
+	return nil
+}
+
+// record writes the ranges of a lane's new batches to the store before they are sent.
+func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool) error {
+	empty := true
+	rs := make([][2]uint64, len(bs))
+	for i, b := range bs {
+		rs[i] = [2]uint64{b.First, b.Last}
+		empty = empty && b.Records == 0
+	}
+	if empty {
+		return nil // nothing will be sent: no resend to prepare for
+	}
+	next := s.lanes.clone()
+	if isHead && next.draining() {
+		next.FreshPending = rs
+	} else {
+		next.Pending = rs
+	}
+	if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
+		return fmt.Errorf("record batch %s: %w", bs[0].ID, err)
+	}
+	s.lanes = next
+	return nil
 }
 
 // wait returns when a log grows past what was seen (known), the wake time passes, or ctx
@@ -479,17 +574,18 @@ func (u *Uplink) wait(ctx context.Context, known []uint64, wake time.Time) error
 	return err
 }
 
-// commit records b as acknowledged on its lane, with extra writes in the same transaction
-// (the dead-letter entry). It uses a fresh context: an acknowledged batch must be committed
-// even while shutting down, or it would be sent twice.
-func (u *Uplink) commit(ctx context.Context, s *stream, b *Batch, isHead bool, extra func(*buffer.Tx)) error {
-	next := s.lanes
-	next.Acked = append([][2]uint64(nil), s.lanes.Acked...)
+// commit records bs — the leading batches of a lane's in-flight group — as acknowledged,
+// with extra writes in the same transaction (a dead-letter entry). It uses a fresh
+// context: an acknowledged batch must be committed even while shutting down, or it would
+// be sent twice.
+func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool, extra func(*buffer.Tx)) error {
+	last := bs[len(bs)-1].Last
+	next := s.lanes.clone()
 	var c uint64
 	if isHead {
-		c = next.ackHead(s.cursor, b.Last)
+		c = next.ackHead(s.cursor, last)
 	} else {
-		c = next.ackBacklog(b.Last)
+		c = next.ackBacklog(last)
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -500,24 +596,24 @@ func (u *Uplink) commit(ctx context.Context, s *stream, b *Batch, isHead bool, e
 		if c != s.cursor {
 			tx.SetCursor(s.Log, u.name, c)
 		}
-		if next.draining() || next.Pending != nil {
+		if next.draining() || len(next.Pending) > 0 {
 			tx.Put(u.laneKey(s), next.encode())
 		} else {
 			tx.Delete(u.laneKey(s))
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("commit batch %s: %w", b.ID, err)
+		return fmt.Errorf("commit batch %s: %w", bs[len(bs)-1].ID, err)
 	}
 	wasDraining := s.lanes.draining()
 	s.cursor, s.lanes = c, next
 	if isHead {
-		s.head = nil
+		s.head = s.head[len(bs):]
 	} else {
-		s.backlog = nil
+		s.backlog = s.backlog[len(bs):]
 		if wasDraining && !next.draining() {
-			// The drain is over; the head lane's batch in flight, if any, was recorded as
-			// the only lane's by ackBacklog.
+			// The drain is over; the head lane's batches in flight, if any, were recorded
+			// as the only lane's by ackBacklog.
 			u.lg.Info("backlog drained", "log", s.Log)
 		}
 	}

@@ -32,7 +32,7 @@ import (
 
 var discard = slog.New(slog.DiscardHandler)
 
-func openStore(t *testing.T, dir string) *buffer.Store {
+func openStore(t testing.TB, dir string) *buffer.Store {
 	t.Helper()
 	s, err := buffer.Open(buffer.Options{Dir: dir})
 	if err != nil {

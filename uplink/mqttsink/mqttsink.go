@@ -40,7 +40,10 @@ type Sink struct {
 	client paho.Client
 }
 
-var _ uplink.Sink = (*Sink)(nil)
+var (
+	_ uplink.Sink        = (*Sink)(nil)
+	_ uplink.MultiSender = (*Sink)(nil)
+)
 
 // New is the uplink.SinkFactory of the mqtt sink. It reads the password file but dials
 // nothing: the first Send connects.
@@ -111,28 +114,41 @@ func (s *Sink) connect(ctx context.Context) (paho.Client, error) {
 
 // Send publishes b and returns once its PUBACK arrived on the same connection.
 func (s *Sink) Send(ctx context.Context, b *uplink.Batch) error {
+	_, err := s.SendAll(ctx, []*uplink.Batch{b})
+	return err
+}
+
+// SendAll publishes every batch of bs at once (paho keeps them in flight) and waits for
+// their PUBACKs in order. A batch counts as acknowledged only if its PUBACK arrived while
+// the connection was still open.
+func (s *Sink) SendAll(ctx context.Context, bs []*uplink.Batch) (int, error) {
 	c, err := s.connect(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	tp := s.topic.Expand(func(n string) string {
-		if n == "gateway" {
-			return s.gateway
+	toks := make([]paho.Token, len(bs))
+	for i, b := range bs {
+		tp := s.topic.Expand(func(n string) string {
+			if n == "gateway" {
+				return s.gateway
+			}
+			return string(b.Kind)
+		})
+		toks[i] = c.Publish(tp, 1, false, b.Payload)
+	}
+	for i, tok := range toks {
+		if err := wait(ctx, tok, s.timeout); err != nil {
+			s.drop(c)
+			return i, fmt.Errorf("publish batch %s: %w", bs[i].ID, err)
 		}
-		return string(b.Kind)
-	})
-	tok := c.Publish(tp, 1, false, b.Payload)
-	if err := wait(ctx, tok, s.timeout); err != nil {
-		s.drop(c)
-		return fmt.Errorf("publish batch %s: %w", b.ID, err)
+		if !c.IsConnectionOpen() {
+			// The PUBACK came, but the connection is gone now; resending costs a
+			// duplicate with the same batch id, never a loss.
+			s.drop(c)
+			return i, fmt.Errorf("publish batch %s: connection lost right after the ack", bs[i].ID)
+		}
 	}
-	if !c.IsConnectionOpen() {
-		// The PUBACK came, but the connection is gone now; resending costs a duplicate with
-		// the same batch id, never a loss.
-		s.drop(c)
-		return fmt.Errorf("publish batch %s: connection lost right after the ack", b.ID)
-	}
-	return nil
+	return len(bs), nil
 }
 
 // drop closes a client whose state is no longer trusted.

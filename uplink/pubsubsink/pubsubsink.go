@@ -34,7 +34,10 @@ type Sink struct {
 	pubs   map[string]*pubsub.Publisher // by topic id
 }
 
-var _ uplink.Sink = (*Sink)(nil)
+var (
+	_ uplink.Sink        = (*Sink)(nil)
+	_ uplink.MultiSender = (*Sink)(nil)
+)
 
 // New is the uplink.SinkFactory of the pubsub sink. It checks the credentials file but
 // dials nothing: the client is made on the first Send. The PUBSUB_EMULATOR_HOST
@@ -96,61 +99,94 @@ type item struct {
 
 // Send publishes one message per record of b and returns nil once all were accepted.
 func (s *Sink) Send(ctx context.Context, b *uplink.Batch) error {
-	p, err := s.publisher(string(b.Kind))
-	if err != nil {
-		return err
-	}
-	results := make([]*pubsub.PublishResult, len(b.Items))
-	keys := make([]string, len(b.Items))
-	for i, data := range b.Items {
-		var it item
-		if err := json.Unmarshal(data, &it); err != nil {
-			return fmt.Errorf("batch %s record %d: %w: %w", b.ID, i, uplink.ErrPermanent, err)
-		}
-		series := it.Series
-		if series == "" {
-			series = it.Key
-		}
-		attrs := map[string]string{"id": it.ID, "gateway": s.gateway, "kind": string(b.Kind), "batch": b.ID}
-		if series != "" {
-			attrs["series"] = series
-		}
-		m := &pubsub.Message{Data: data, Attributes: attrs}
-		if p.EnableMessageOrdering {
-			keys[i] = series
-			if keys[i] == "" {
-				keys[i] = it.Topic // raw messages: ordered per local topic
-			}
-			m.OrderingKey = keys[i]
-		}
-		results[i] = p.Publish(ctx, m)
-	}
-	var first error
-	failed := 0
-	paused := map[string]bool{}
-	for i, r := range results {
-		if _, err := r.Get(ctx); err != nil {
-			failed++
-			if first == nil {
-				first = err
-			}
-			if keys[i] != "" {
-				paused[keys[i]] = true
-			}
-		}
-	}
-	// A failed publish pauses its ordering key; the resend must find it open again.
-	for k := range paused {
-		p.ResumePublish(k)
-	}
-	if first == nil {
-		return nil
-	}
-	err = fmt.Errorf("publish batch %s: %d of %d messages failed: %w", b.ID, failed, len(results), first)
-	if permanent(first) {
-		return fmt.Errorf("%w: %w", uplink.ErrPermanent, err)
-	}
+	_, err := s.SendAll(ctx, []*uplink.Batch{b})
 	return err
+}
+
+// SendAll publishes the messages of every batch of bs at once, so the client bundles and
+// pipelines them, then checks the results batch by batch, in order.
+func (s *Sink) SendAll(ctx context.Context, bs []*uplink.Batch) (int, error) {
+	type sent struct {
+		results []*pubsub.PublishResult
+		keys    []string
+		p       *pubsub.Publisher
+	}
+	all := make([]sent, len(bs))
+	// stop is the first batch that could not be published at all, and why; the batches
+	// before it are still waited for.
+	stop, stopErr := len(bs), error(nil)
+publish:
+	for j, b := range bs {
+		p, err := s.publisher(string(b.Kind))
+		if err != nil {
+			stop, stopErr = j, err
+			break
+		}
+		all[j] = sent{results: make([]*pubsub.PublishResult, len(b.Items)), keys: make([]string, len(b.Items)), p: p}
+		for i, data := range b.Items {
+			var it item
+			if err := json.Unmarshal(data, &it); err != nil {
+				stop, stopErr = j, fmt.Errorf("batch %s record %d: %w: %w", b.ID, i, uplink.ErrPermanent, err)
+				break publish
+			}
+			series := it.Series
+			if series == "" {
+				series = it.Key
+			}
+			attrs := map[string]string{"id": it.ID, "gateway": s.gateway, "kind": string(b.Kind), "batch": b.ID}
+			if series != "" {
+				attrs["series"] = series
+			}
+			m := &pubsub.Message{Data: data, Attributes: attrs}
+			if p.EnableMessageOrdering {
+				k := series
+				if k == "" {
+					k = it.Topic // raw messages: ordered per local topic
+				}
+				all[j].keys[i], m.OrderingKey = k, k
+			}
+			all[j].results[i] = p.Publish(ctx, m)
+		}
+	}
+	acked := len(bs)
+	var first error
+	for j, sn := range all {
+		if j == stop {
+			if first == nil {
+				acked, first = stop, stopErr
+			}
+			break
+		}
+		failed := 0
+		var berr error
+		paused := map[string]bool{}
+		for i, r := range sn.results {
+			if r == nil {
+				continue // not published: an earlier batch failed to encode
+			}
+			if _, err := r.Get(ctx); err != nil {
+				failed++
+				if berr == nil {
+					berr = err
+				}
+				if sn.keys[i] != "" {
+					paused[sn.keys[i]] = true
+				}
+			}
+		}
+		// A failed publish pauses its ordering key; the resend must find it open again.
+		for k := range paused {
+			sn.p.ResumePublish(k)
+		}
+		if berr != nil && first == nil {
+			acked = j
+			first = fmt.Errorf("publish batch %s: %d of %d messages failed: %w", bs[j].ID, failed, len(sn.results), berr)
+			if permanent(berr) {
+				first = fmt.Errorf("%w: %w", uplink.ErrPermanent, first)
+			}
+		}
+	}
+	return acked, first
 }
 
 // permanent reports errors that resending the same messages cannot fix. A missing topic or
