@@ -248,7 +248,6 @@ func (u *Uplink) sendAll(ctx context.Context, bs []*Batch) (int, error) {
 			}
 		}
 		k, err := ms.SendAll(ctx, send)
-		u.acked(send[:k])
 		if k == len(send) {
 			return len(bs), err
 		}
@@ -261,16 +260,19 @@ func (u *Uplink) sendAll(ctx context.Context, bs []*Batch) (int, error) {
 		if err := u.sink.Send(ctx, b); err != nil {
 			return i, err
 		}
-		u.acked(bs[i : i+1])
 	}
 	return len(bs), nil
 }
 
+// acked counts committed batches; the counters move only once the commit is durable, so
+// a reader never sees records counted that a crash would send again.
 func (u *Uplink) acked(bs []*Batch) {
 	for _, b := range bs {
-		u.stats.Connected.Store(true)
-		u.stats.Batches.Add(1)
-		u.stats.Records.Add(uint64(b.Records))
+		if b.Records > 0 {
+			u.stats.Connected.Store(true)
+			u.stats.Batches.Add(1)
+			u.stats.Records.Add(uint64(b.Records))
+		}
 	}
 }
 
@@ -607,6 +609,10 @@ func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool
 	}
 	wasDraining := s.lanes.draining()
 	s.cursor, s.lanes = c, next
+	u.publish(s)
+	if extra == nil {
+		u.acked(bs)
+	}
 	if isHead {
 		s.head = s.head[len(bs):]
 	} else {
@@ -617,7 +623,6 @@ func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool
 			u.lg.Info("backlog drained", "log", s.Log)
 		}
 	}
-	u.publish(s)
 	return nil
 }
 
