@@ -48,6 +48,7 @@ type Mochi struct {
 type Message struct {
 	Topic   string
 	Payload []byte
+	At      time.Time // when it arrived (Upstream only)
 }
 
 // StartMochi starts an anonymous mochi broker on addr ("127.0.0.1:0" for any port).

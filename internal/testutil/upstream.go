@@ -99,7 +99,7 @@ func (h *upstreamHook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil
 	}
 	h.u.mu.Lock()
-	h.u.msgs = append(h.u.msgs, Message{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...)})
+	h.u.msgs = append(h.u.msgs, Message{Topic: pk.TopicName, Payload: append([]byte(nil), pk.Payload...), At: time.Now()})
 	h.u.mu.Unlock()
 	if h.u.Withhold.Load() {
 		return pk, packets.ErrRejectPacket // MQTT 3.1.1: no PUBACK
