@@ -29,7 +29,6 @@ import (
 	"github.com/edgegate/edgegate/uplink/filesink"
 	"github.com/edgegate/edgegate/uplink/httpsink"
 	"github.com/edgegate/edgegate/uplink/mqttsink"
-	"github.com/edgegate/edgegate/uplink/pubsubsink"
 )
 
 // Set by the linker (see Makefile).
@@ -53,7 +52,7 @@ func main() {
 
 // registry lists what this binary is built with.
 func registry() gateway.Registry {
-	return gateway.Registry{
+	r := gateway.Registry{
 		Sensors: map[string]sensors.Factory{
 			"sim":      sim.New,
 			"bme280":   bmx280.New,
@@ -64,12 +63,15 @@ func registry() gateway.Registry {
 			"cpu_temp": cputemp.New,
 		},
 		Sinks: map[string]uplink.SinkFactory{
-			"mqtt":   mqttsink.New,
-			"http":   httpsink.New,
-			"pubsub": pubsubsink.New,
-			"file":   filesink.New,
+			"mqtt": mqttsink.New,
+			"http": httpsink.New,
+			"file": filesink.New,
 		},
 	}
+	if f := pubsubSink(); f != nil {
+		r.Sinks["pubsub"] = f
+	}
+	return r
 }
 
 const usage = `usage: edgegate <command> [flags]
