@@ -170,7 +170,7 @@ func (c *Config) validateBroker(v *validator) {
 		if err := checkAddress(l.Address); err != nil {
 			v.at(p+".address", "%s.address: %v", p, err)
 		}
-		if j, dup := seen[l.Address]; dup {
+		if j, dup := seen[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") { // port 0: any free port
 			v.at(p+".address", "%s.address %q is also used by broker.listeners[%d]", p, l.Address, j)
 		}
 		seen[l.Address] = i
