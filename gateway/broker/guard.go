@@ -36,6 +36,9 @@ type guard struct {
 	mu       sync.RWMutex // guards sessions and byID
 	sessions map[*mqtt.Client]*session
 	byID     map[string]*mqtt.Client
+
+	retainMu sync.Mutex          // guards retained
+	retained map[string]struct{} // topics with a retained message from a client (mochi's own $SYS ones aside)
 }
 
 // session is what the guard knows of one authenticated client.
@@ -45,8 +48,9 @@ type session struct {
 	subscribe []string
 
 	// Read goroutine only.
-	rate       tokenBucket // max_rate_per_client
-	strikes    tokenBucket // refusals tolerated before the client counts as flooding
+	rate       tokenBucket // max_rate_per_client, for PUBLISH
+	control    tokenBucket // the same rate for other packets a client initiates (SUBSCRIBE, PINGREQ...)
+	strikes    tokenBucket // packets over rate tolerated before the client counts as flooding
 	overRate   bool        // the packet being processed came without a token
 	pendingSub []ingest.Reason
 }
@@ -63,6 +67,7 @@ func newGuard(cfg config.Broker, refusals *Refusals, c clock.Clock, log *slog.Lo
 		cfg: cfg, creds: newCredentials(cfg.Users), refusals: refusals, clock: c, log: log,
 		sessions: map[*mqtt.Client]*session{},
 		byID:     map[string]*mqtt.Client{},
+		retained: map[string]struct{}{},
 	}
 }
 
@@ -72,7 +77,7 @@ func (g *guard) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribe,
 		mqtt.OnSubscribed, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnDisconnect,
-		mqtt.OnClientExpired, mqtt.OnPacketEncode,
+		mqtt.OnClientExpired, mqtt.OnPacketEncode, mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
 	}, []byte{b})
 }
 
@@ -166,6 +171,7 @@ func (g *guard) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		publish:   expand(pub, user, cl.ID),
 		subscribe: expand(sub, user, cl.ID),
 		rate:      newTokenBucket(rate, burst),
+		control:   newTokenBucket(rate, burst),
 		strikes:   newTokenBucket(rate, 2*burst),
 	}
 	g.mu.Lock()
@@ -258,25 +264,29 @@ func (g *guard) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	s.pendingSub = nil
 }
 
-// OnPacketRead meters every packet a client initiates against its token bucket: a publish
-// without a token is refused in OnPublish; a client whose refusals outrun the strike bucket
-// (it keeps sending at more than twice its rate) is disconnected.
+// OnPacketRead meters every packet a client initiates against its token buckets: a
+// publish without a token is refused in OnPublish; a client whose packets over rate outrun
+// the strike bucket (it keeps sending at more than twice its rate) is disconnected.
 func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	var bucket func(*session) *tokenBucket
 	switch pk.FixedHeader.Type {
-	case packets.Publish, packets.Subscribe, packets.Unsubscribe, packets.Pingreq, packets.Auth:
+	case packets.Publish:
+		bucket = func(s *session) *tokenBucket { return &s.rate }
+	case packets.Subscribe, packets.Unsubscribe, packets.Pingreq, packets.Auth:
+		bucket = func(s *session) *tokenBucket { return &s.control }
 	default:
-		return pk, nil
+		return pk, nil // acknowledgements of what the broker sent
 	}
 	s := g.session(cl)
 	if s == nil {
 		return pk, nil // the CONNECT itself, or a client being torn down
 	}
 	now := g.clock.Now()
-	if s.rate.take(now) {
+	if bucket(s).take(now) {
 		s.overRate = false
 		return pk, nil
 	}
-	s.overRate = true
+	s.overRate = pk.FixedHeader.Type == packets.Publish
 	if s.strikes.take(now) {
 		return pk, nil
 	}
@@ -286,7 +296,8 @@ func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	} else {
 		cl.Stop(packets.ErrMessageRateTooHigh) // 3.1.1 has no server DISCONNECT
 	}
-	return pk, packets.ErrMessageRateTooHigh
+	// mochi v2.7.9 ignores any other error from OnPacketRead and would process the packet.
+	return pk, packets.ErrRejectPacket
 }
 
 // OnPublish refuses, before the ingest hook sees them, publishes over the client's rate,
@@ -306,11 +317,33 @@ func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonTopicInvalid, err)
 	}
 	if pk.FixedHeader.Retain && len(pk.Payload) > 0 {
-		if _, exists := g.srv.Topics.Retained.Get(pk.TopicName); !exists && int(g.srv.Topics.Retained.Len()) >= g.cfg.MaxRetainedMessages {
+		g.retainMu.Lock()
+		_, exists := g.retained[pk.TopicName]
+		full := len(g.retained) >= g.cfg.MaxRetainedMessages
+		g.retainMu.Unlock()
+		if !exists && full {
 			return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonOverQuota, fmt.Errorf("max_retained_messages (%d) reached", g.cfg.MaxRetainedMessages))
 		}
 	}
 	return pk, nil
+}
+
+// OnRetainMessage tracks the retained topics (an empty payload clears one).
+func (g *guard) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	g.retainMu.Lock()
+	defer g.retainMu.Unlock()
+	if len(pk.Payload) > 0 {
+		g.retained[pk.TopicName] = struct{}{}
+	} else {
+		delete(g.retained, pk.TopicName)
+	}
+}
+
+// OnRetainedExpired forgets a retained message mochi expired.
+func (g *guard) OnRetainedExpired(topic string) {
+	g.retainMu.Lock()
+	defer g.retainMu.Unlock()
+	delete(g.retained, topic)
 }
 
 // OnDisconnect forgets a client whose session ends with its connection, or was taken over.

@@ -151,6 +151,12 @@ var listenerNames = []string{"tcp", "tls", "mtls", "ws", "wss"}
 
 func newEnv(t *testing.T, mutate func(c *config.Config)) *env {
 	t.Helper()
+	return newEnvClock(t, clock.Real{}, mutate)
+}
+
+// newEnvClock is newEnv with the hooks on clk (the store keeps real time).
+func newEnvClock(t *testing.T, clk clock.Clock, mutate func(c *config.Config)) *env {
+	t.Helper()
 	p := newPKI(t)
 	c := config.Default()
 	c.Gateway.ID = "test"
@@ -190,7 +196,7 @@ func newEnv(t *testing.T, mutate func(c *config.Config)) *env {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	hook := NewIngestHook(ctx, router, store, clock.Real{}, log)
+	hook := NewIngestHook(ctx, router, store, clk, log)
 	b, err := New(c.Broker, hook, log)
 	if err != nil {
 		t.Fatal(err)
