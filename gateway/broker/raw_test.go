@@ -100,4 +100,3 @@ func dialFrom(t *testing.T, src, addr string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
-
