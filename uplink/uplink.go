@@ -223,8 +223,8 @@ func (u *Uplink) nextBatch(ctx context.Context, next uint64) (*Batch, error) {
 			continue
 		}
 		if deadline.IsZero() {
-			// A backlog was already there: no reason to linger beyond what is readable.
-			deadline = u.clock.Now()
+			// Linger counts from when the uplink first saw the batch's first record.
+			deadline = u.clock.Now().Add(u.batch.Linger.D())
 		}
 		wait := deadline.Sub(u.clock.Now())
 		if full || wait <= 0 {
