@@ -29,6 +29,7 @@ type guard struct {
 	srv      *mqtt.Server
 	cfg      config.Broker
 	creds    *credentials
+	meters   *meters
 	refusals *Refusals
 	clock    clock.Clock
 	log      *slog.Logger
@@ -47,11 +48,10 @@ type session struct {
 	publish   []string // grant filters with the user name and client id substituted
 	subscribe []string
 
+	meter *meter // shared with later connections of the same identity
+
 	// Read goroutine only.
-	rate       tokenBucket // max_rate_per_client, for PUBLISH
-	control    tokenBucket // the same rate for other packets a client initiates (SUBSCRIBE, PINGREQ...)
-	strikes    tokenBucket // packets over rate tolerated before the client counts as flooding
-	overRate   bool        // the packet being processed came without a token
+	overRate   bool // the packet being processed came without a token
 	pendingSub []ingest.Reason
 }
 
@@ -68,6 +68,7 @@ func newGuard(cfg config.Broker, refusals *Refusals, c clock.Clock, log *slog.Lo
 		sessions: map[*mqtt.Client]*session{},
 		byID:     map[string]*mqtt.Client{},
 		retained: map[string]struct{}{},
+		meters:   newMeters(cfg.MaxRatePerClient, 4*cfg.MaxClients),
 	}
 }
 
@@ -164,15 +165,11 @@ func (g *guard) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		}
 		pub, sub = acc.publish, acc.subscribe
 	}
-	rate := g.cfg.MaxRatePerClient
-	burst := max(rate, 1)
 	s := &session{
 		user:      user,
 		publish:   expand(pub, user, cl.ID),
 		subscribe: expand(sub, user, cl.ID),
-		rate:      newTokenBucket(rate, burst),
-		control:   newTokenBucket(rate, burst),
-		strikes:   newTokenBucket(rate, 2*burst),
+		meter:     g.meters.get(user, cl.ID, g.clock.Now()),
 	}
 	g.mu.Lock()
 	if old := g.byID[cl.ID]; old != nil && old != cl {
@@ -264,16 +261,12 @@ func (g *guard) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	s.pendingSub = nil
 }
 
-// OnPacketRead meters every packet a client initiates against its token buckets: a
-// publish without a token is refused in OnPublish; a client whose packets over rate outrun
-// the strike bucket (it keeps sending at more than twice its rate) is disconnected.
+// OnPacketRead meters every packet a client initiates: a publish over the rate is refused
+// in OnPublish; a client out of strikes (it keeps sending at more than twice its rate) is
+// disconnected.
 func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	var bucket func(*session) *tokenBucket
 	switch pk.FixedHeader.Type {
-	case packets.Publish:
-		bucket = func(s *session) *tokenBucket { return &s.rate }
-	case packets.Subscribe, packets.Unsubscribe, packets.Pingreq, packets.Auth:
-		bucket = func(s *session) *tokenBucket { return &s.control }
+	case packets.Publish, packets.Subscribe, packets.Unsubscribe, packets.Pingreq, packets.Auth:
 	default:
 		return pk, nil // acknowledgements of what the broker sent
 	}
@@ -281,13 +274,12 @@ func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if s == nil {
 		return pk, nil // the CONNECT itself, or a client being torn down
 	}
-	now := g.clock.Now()
-	if bucket(s).take(now) {
+	switch s.meter.admit(pk.FixedHeader.Type == packets.Publish, g.clock.Now()) {
+	case admitted:
 		s.overRate = false
 		return pk, nil
-	}
-	s.overRate = pk.FixedHeader.Type == packets.Publish
-	if s.strikes.take(now) {
+	case overRate:
+		s.overRate = pk.FixedHeader.Type == packets.Publish
 		return pk, nil
 	}
 	g.refusals.Add(ReasonFlood, cl.ID, "", fmt.Errorf("sending at more than twice max_rate_per_client (%g/s): disconnected", g.cfg.MaxRatePerClient))

@@ -185,6 +185,19 @@ func TestQoS0FloodDisconnected(t *testing.T) {
 	if n := len(e.records(t)); n != 50 {
 		t.Errorf("store holds %d records from the flood, want the 50 of the burst", n)
 	}
+	// Reconnecting does not refill the buckets: the same identity is cut at its first
+	// packet until time passes.
+	again := dialFrom(t, "127.0.0.1", e.addr["tcp"])
+	if code := rawLogin(t, again, "flood", "dev-1", "dev-1-pw"); code != 0 {
+		t.Fatalf("reconnect CONNACK %d", code)
+	}
+	again.Write(publishPacket("devices/dev-1/t", []byte("1001")))
+	if !closedWithin(again, 5*time.Second) {
+		t.Error("a flooder that reconnected got a fresh burst")
+	}
+	if n := len(e.records(t)); n != 50 {
+		t.Errorf("store holds %d records after the reconnect, want 50", n)
+	}
 }
 
 // TestSubscribeReasonCodes: subscription limit (0x97), grant (0x87) and topic depth (0x8F)
