@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -253,15 +254,23 @@ func validateListenerTLS(v *validator, p string, l Listener) {
 // LoadTLS builds the server TLS config of a listener from its files: TLS 1.2 at least and,
 // with a client CA, a verified client certificate required.
 func LoadTLS(l Listener) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+	certPEM, err := readPEMFile(l.CertFile)
 	if err != nil {
-		return nil, fmt.Errorf("load certificate %s and key %s: %w", l.CertFile, l.KeyFile, err)
+		return nil, err
+	}
+	keyPEM, err := readPEMFile(l.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s and key %s: %w", l.CertFile, l.KeyFile, err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if l.ClientCAFile != "" {
-		pem, err := os.ReadFile(l.ClientCAFile)
+		pem, err := readPEMFile(l.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("read client CA: %w", err)
+			return nil, err
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
@@ -271,6 +280,28 @@ func LoadTLS(l Listener) (*tls.Config, error) {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
+}
+
+// maxPEMFile bounds what LoadTLS reads: a path to /dev/zero must not hang validate.
+const maxPEMFile = 1 << 20
+
+func readPEMFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read %s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxPEMFile {
+		return nil, fmt.Errorf("read %s: larger than 1MiB, not a PEM file", path)
+	}
+	return b, nil
 }
 
 // validateGrants checks grant filters: valid MQTT filters once the placeholders are
@@ -294,7 +325,7 @@ func validateGrants(v *validator, p string, g Grants, user bool) {
 				continue
 			}
 			if err := topic.ValidFilter(ExpandGrant(f, "u", "c")); err != nil {
-				v.at(key, "%s: %v", key, err)
+				v.at(key, "%s %q is not a valid topic filter: %v", key, f, err)
 			}
 		}
 	}
