@@ -87,7 +87,7 @@ type Uplink struct {
 	lg      *slog.Logger
 	stats   Stats
 
-	streams []*stream // owned by Run's goroutine, except the atomics
+	streams     []*stream // owned by Run's goroutine, except the atomics
 	nextBacklog time.Time // the backlog lanes' rate limiter: no backlog batch before this
 
 	// Backoff bounds, settable by tests.
@@ -99,8 +99,8 @@ type stream struct {
 	Source
 	cursor  uint64
 	lanes   laneState
-	head    *Batch // the head lane's batch in flight (recorded), or nil
-	backlog *Batch // the backlog lane's batch in flight (recorded), or nil
+	head    *Batch    // the head lane's batch in flight (recorded), or nil
+	backlog *Batch    // the backlog lane's batch in flight (recorded), or nil
 	seenAt  time.Time // when the head lane first saw data it has not cut yet (linger)
 
 	position atomic.Uint64 // cursor, for Status and Drained
@@ -592,6 +592,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 	}
 	return b, full, nil
 }
+
 // selected reports whether a stored record's topic matches one of the forward filters.
 func (u *Uplink) selected(v []byte) bool {
 	if len(u.forward) == 1 && u.forward[0] == "#" {
