@@ -181,19 +181,17 @@ func (g *guard) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return true
 }
 
-// OnACLCheck allows a publish to a topic covered by a publish grant, and a subscription
-// (or the delivery of a message on a topic) covered by a subscribe grant. Default deny.
+// OnACLCheck allows a subscription, or the delivery of a message on a topic, covered by a
+// subscribe grant (default deny). Publishes pass here and are checked in OnPublish: mochi
+// v2.7.9 disconnects a 3.1.1 client whose QoS 1/2 publish this hook denies, where SPEC §2
+// wants no PUBACK and the connection kept.
 func (g *guard) OnACLCheck(cl *mqtt.Client, tp string, write bool) bool {
 	s := g.session(cl)
 	if s == nil || tp == "" {
 		return false
 	}
 	if write {
-		if covered(s.publish, tp) {
-			return true
-		}
-		g.refusals.Add(ingest.ReasonNotAuthorized, cl.ID, tp, fmt.Errorf("publish outside the grants of %s", userName(s.user)))
-		return false
+		return true
 	}
 	return covered(s.subscribe, shareFilter(tp))
 }
@@ -293,7 +291,8 @@ func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 }
 
 // OnPublish refuses, before the ingest hook sees them, publishes over the client's rate,
-// on topics too long or deep, and new retained messages over max_retained_messages.
+// outside its publish grants (default deny), on topics too long or deep, and new retained
+// messages over max_retained_messages.
 func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
@@ -304,6 +303,9 @@ func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 	}
 	if s.overRate {
 		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonOverRate, fmt.Errorf("over max_rate_per_client (%g/s)", g.cfg.MaxRatePerClient))
+	}
+	if !covered(s.publish, pk.TopicName) {
+		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("publish outside the grants of %s", userName(s.user)))
 	}
 	if err := g.topicOK(pk.TopicName); err != nil {
 		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonTopicInvalid, err)
