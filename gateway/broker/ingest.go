@@ -48,8 +48,8 @@ type IngestStats struct {
 
 // NewIngestHook builds the hook. ctx bounds store waits (cancelled at shutdown).
 func NewIngestHook(ctx context.Context, r *ingest.Router, s *buffer.Store, c clock.Clock, log *slog.Logger) *IngestHook {
-	log = log.With("component", "ingest")
-	return &IngestHook{router: r, store: s, clock: c, ctx: ctx, log: log, refusals: NewRefusals(c, log)}
+	return &IngestHook{router: r, store: s, clock: c, ctx: ctx, log: log.With("component", "ingest"),
+		refusals: NewRefusals(c, log.With("component", "broker"))}
 }
 
 // Refusals returns the counters of refused messages and connections, by reason.
