@@ -260,7 +260,8 @@ func TestConnectTimeout(t *testing.T) {
 	idle := dialFrom(t, "127.0.0.1", e.addr["tcp"])
 	half := dialFrom(t, "127.0.0.1", e.addr["tcp"])
 	half.Write(connectPacket("half", "dev-1", "dev-1-pw")[:10])
-	ws, err := e.dial(t, "ws", nil) // WebSocket upgraded, then silent
+	tlsIdle := dialFrom(t, "127.0.0.1", e.addr["tls"]) // no TLS handshake at all
+	ws, err := e.dial(t, "ws", nil)                    // WebSocket upgraded, then silent
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,12 +269,13 @@ func TestConnectTimeout(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		ok   bool
-	}{{"idle", closedWithin(idle, 5*time.Second)}, {"half CONNECT", closedWithin(half, 5*time.Second)}, {"websocket", closedWithin(ws, 5*time.Second)}} {
+	}{{"idle", closedWithin(idle, 5*time.Second)}, {"half CONNECT", closedWithin(half, 5*time.Second)},
+		{"TLS", closedWithin(tlsIdle, 5*time.Second)}, {"websocket", closedWithin(ws, 5*time.Second)}} {
 		if !c.ok {
 			t.Errorf("%s socket not closed after connect_timeout", c.name)
 		}
 	}
-	waitFor(t, "timeouts counted", func() bool { return e.b.Refusals().Count(ReasonConnectTimeout) == 3 })
+	waitFor(t, "timeouts counted", func() bool { return e.b.Refusals().Count(ReasonConnectTimeout) == 4 })
 	good := e.user(t, "dev-1", "slow")
 	time.Sleep(600 * time.Millisecond)
 	if code, err := good.publish(t, "devices/dev-1/t", 1, `1`); code != 0 {
