@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,8 @@ func TestAuthentication(t *testing.T) {
 		{"user name with '#'", login{clientID: "c-hash", user: "#", pass: "x"}, 0x86},
 		{"client id with '+'", login{clientID: "c+1", user: "dev-1", pass: "dev-1-pw"}, 0x85},
 		{"client id with '/'", login{clientID: "a/b", user: "dev-1", pass: "dev-1-pw"}, 0x85},
+		{"client id starting with '$'", login{clientID: "$SYS", user: "dev-1", pass: "dev-1-pw"}, 0x85},
+		{"client id of 257 bytes", login{clientID: strings.Repeat("c", 257), user: "dev-1", pass: "dev-1-pw"}, 0x85},
 		{"reserved client id", login{clientID: SensorClientID, user: "ops", pass: "ops-pw"}, 0x85},
 		{"will to a granted topic", login{clientID: "c-will-ok", user: "dev-1", pass: "dev-1-pw",
 			will: &paho.WillMessage{Topic: "devices/dev-1/status", Payload: []byte("offline")}}, 0x00},
@@ -44,7 +47,7 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 	}
-	for reason, min := range map[ingest.Reason]uint64{ReasonAuthFailed: 4, ReasonBadIdentity: 5, ReasonWillDenied: 2} {
+	for reason, min := range map[ingest.Reason]uint64{ReasonAuthFailed: 4, ReasonBadIdentity: 7, ReasonWillDenied: 2} {
 		if got := e.b.Refusals().Count(reason); got < min {
 			t.Errorf("%s counted %d times, want ≥ %d", reason, got, min)
 		}

@@ -143,10 +143,10 @@ func ExpandGrant(filter, username, clientID string) string {
 }
 
 // IdentityOK reports whether a user name or client id may take part in a grant: non-empty
-// UTF-8 of at most 256 bytes without '+', '#', '/' or control characters, so that
-// substituting it cannot widen a filter or cross a level.
+// UTF-8 of at most 256 bytes without '+', '#', '/' or control characters, not starting with
+// '$', so that substituting it cannot widen a filter, cross a level or reach $SYS.
 func IdentityOK(s string) bool {
-	if s == "" || len(s) > 256 || !utf8.ValidString(s) {
+	if s == "" || len(s) > 256 || !utf8.ValidString(s) || s[0] == '$' {
 		return false
 	}
 	for _, r := range s {
@@ -182,7 +182,7 @@ func (c *Config) validateBroker(v *validator) {
 	for i, u := range b.Users {
 		p := fmt.Sprintf("broker.users[%d]", i)
 		if !IdentityOK(u.Username) {
-			v.at(p+".username", "%s.username %q: 1 to 256 bytes without '+', '#', '/' or control characters", p, u.Username)
+			v.at(p+".username", "%s.username %q: 1 to 256 bytes without '+', '#', '/' or control characters, not starting with '$'", p, u.Username)
 		} else if j, dup := users[u.Username]; dup {
 			v.at(p+".username", "%s.username %q is also broker.users[%d]", p, u.Username, j)
 		}
