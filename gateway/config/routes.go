@@ -60,7 +60,7 @@ func (c *Config) validateRoutes(v *validator) {
 		}
 		if pat != nil {
 			for _, n := range pat.Names() {
-				if names[n] && oneOf(n, routePlaceholders...) {
+				if oneOf(n, routePlaceholders...) {
 					v.at(p+".topic", "%s.topic: wildcard name %q is reserved (%s are placeholders of their own)", p, n, strings.Join(routePlaceholders, ", "))
 				}
 				names[n] = true
