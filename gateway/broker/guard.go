@@ -113,34 +113,31 @@ func (g *guard) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		lc.connected.Store(true)
 	}
 	user := string(pk.Connect.Username)
+	const rule = "1 to 256 bytes without '+', '#', '/', control characters or a leading '$'"
 	if reservedClientIDs[cl.ID] || !config.IdentityOK(cl.ID) {
 		return g.refuseConnect(cl, packets.ErrClientIdentifierNotValid, ReasonBadIdentity,
-			fmt.Errorf("client id %q is reserved or holds '+', '#', '/' or control characters", cl.ID))
+			fmt.Errorf("client id %q is reserved or not %s", cl.ID, rule))
 	}
 	if user != "" && !config.IdentityOK(user) {
 		return g.refuseConnect(cl, packets.ErrBadUsernameOrPassword, ReasonBadIdentity,
-			fmt.Errorf("user name %q holds '+', '#', '/' or control characters", user))
+			fmt.Errorf("user name %q is not %s", user, rule))
 	}
 	if old, ok := g.srv.Clients.Get(cl.ID); ok && string(old.Properties.Username) != user {
 		return g.refuseConnect(cl, packets.ErrNotAuthorized, ReasonTakeover,
 			fmt.Errorf("client id %q belongs to a session of another user", cl.ID))
 	}
 	if pk.Connect.WillFlag {
-		var publish []string
-		switch acc := g.creds.users[user]; {
-		case user == "":
-			publish = g.cfg.Anonymous.Publish
-		case acc != nil:
-			publish = acc.publish
-		}
 		if err := g.topicOK(pk.Connect.WillTopic); err != nil {
 			return g.refuseConnect(cl, packets.ErrNotAuthorized, ReasonWillDenied, err)
 		}
-		if user == "" || g.creds.users[user] != nil { // an unknown user fails authentication next
-			if !covered(expand(publish, user, cl.ID), pk.Connect.WillTopic) {
-				return g.refuseConnect(cl, packets.ErrNotAuthorized, ReasonWillDenied,
-					fmt.Errorf("will topic %q is not in the publish grants", pk.Connect.WillTopic))
-			}
+		publish, known := g.cfg.Anonymous.Publish, user == ""
+		if acc := g.creds.users[user]; acc != nil {
+			publish, known = acc.publish, true
+		}
+		// An unknown user is refused by OnConnectAuthenticate next.
+		if known && !covered(expand(publish, user, cl.ID), pk.Connect.WillTopic) {
+			return g.refuseConnect(cl, packets.ErrNotAuthorized, ReasonWillDenied,
+				fmt.Errorf("will topic %q is not in the publish grants of %s", pk.Connect.WillTopic, userName(user)))
 		}
 	}
 	return nil
