@@ -8,7 +8,7 @@ PKGS     := ./...
 # 64-bit only: Badger v4 loses keys or panics on 32-bit targets (SPEC §6).
 PLATFORMS := linux/arm64 linux/amd64
 
-.PHONY: all build run test test-short lint cross bench clean
+.PHONY: all build run test test-short lint cross bench clean fuzz-short
 
 all: lint test build
 
@@ -23,6 +23,18 @@ run: build
 # it is absent (CI installs it).
 test:
 	$(GO) test -race -timeout 20m $(PKGS)
+
+# Every fuzz target (func FuzzXxx in any *_test.go) for FUZZTIME each; `make test` already
+# runs their seed corpora. CI runs this after the tests.
+FUZZTIME ?= 10s
+fuzz-short:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		dir=./$$(dirname $${f#./}); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz $$dir $$t for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$dir; \
+		done; \
+	done
 
 test-short:
 	$(GO) test -short $(PKGS)

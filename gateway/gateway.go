@@ -153,6 +153,9 @@ func (g *Gateway) Store() *buffer.Store { return g.store }
 // IngestStats exposes the ingest counters.
 func (g *Gateway) IngestStats() *broker.IngestStats { return g.hook.Stats() }
 
+// Refusals exposes the broker's refusal counters, by reason (SPEC §2, metrics).
+func (g *Gateway) Refusals() *broker.Refusals { return g.hook.Refusals() }
+
 // Sensors returns the state of every sensor (for /status): up, down with the last error, counters.
 func (g *Gateway) Sensors() []sensors.Status { return g.poller.Status() }
 

@@ -275,7 +275,7 @@ func TestMalformedIsRefusedNotStored(t *testing.T) {
 	// QoS 0: nothing to refuse with, but it must not be stored.
 	publish(t, c, "devices/d1/temperature", 0, `{"value": "warm"}`)
 	// QoS 1 on 3.1.1: no PUBACK (the token does not complete), the connection stays up.
-	tok := c.Publish("devices/d1/temperature", 1, false, `{"temp": 1}`)
+	tok := c.Publish("devices/d1/temperature", 1, false, `{"temp": "warm"}`) // no numeric field
 	if tok.WaitTimeout(500 * time.Millisecond) {
 		t.Errorf("a malformed QoS 1 publish was acknowledged (err %v)", tok.Error())
 	}

@@ -79,6 +79,7 @@ const usage = `usage: edgegate <command> [flags]
 commands:
   run -c FILE        run the gateway daemon (default FILE ` + defaultConfig + `)
   validate -c FILE   check a config file and explain every problem
+  passwd             read a password from stdin, print its bcrypt hash for broker.users
   version            print version, commit, Go version and platform
 `
 
@@ -97,6 +98,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help":

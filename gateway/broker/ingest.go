@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -33,9 +31,8 @@ type IngestHook struct {
 
 	disconnect func(cl *mqtt.Client) // set by the broker
 
-	stats   IngestStats
-	limitMu sync.Mutex // guards lastLog
-	lastLog map[ingest.Reason]time.Time
+	stats    IngestStats
+	refusals *Refusals // shared with the broker's guard
 }
 
 // IngestStats count what the hook did, by outcome.
@@ -51,12 +48,12 @@ type IngestStats struct {
 
 // NewIngestHook builds the hook. ctx bounds store waits (cancelled at shutdown).
 func NewIngestHook(ctx context.Context, r *ingest.Router, s *buffer.Store, c clock.Clock, log *slog.Logger) *IngestHook {
-	return &IngestHook{
-		router: r, store: s, clock: c, ctx: ctx,
-		log:     log.With("component", "ingest"),
-		lastLog: map[ingest.Reason]time.Time{},
-	}
+	return &IngestHook{router: r, store: s, clock: c, ctx: ctx, log: log.With("component", "ingest"),
+		refusals: NewRefusals(c, log.With("component", "broker"))}
 }
+
+// Refusals returns the counters of refused messages and connections, by reason.
+func (h *IngestHook) Refusals() *Refusals { return h.refusals }
 
 // Stats returns the hook's counters.
 func (h *IngestHook) Stats() *IngestStats { return &h.stats }
@@ -66,8 +63,8 @@ func (h *IngestHook) ID() string { return "edgegate-ingest" }
 func (h *IngestHook) Provides(b byte) bool { return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b}) }
 
 // OnPublish runs on the publisher's read goroutine. Returning nil lets mochi PUBACK and
-// deliver; packets.ErrRejectPacket stops both; a packets.Code makes an MQTT 5 PUBACK carry
-// that reason code (QoS > 0 only).
+// deliver; a refusal is answered by refusePublish (a reason code for MQTT 5, no ack for
+// 3.1.1) and stops both.
 func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if len(pk.TopicName) > 0 && pk.TopicName[0] == '$' {
 		return pk, nil
@@ -83,7 +80,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if !errors.As(err, &ie) {
 		ie = &ingest.Error{Reason: ingest.ReasonStore, Err: err}
 	}
-	h.logRefusal(cl, pk, ie)
+	err = refusePublish(h.refusals, cl, pk, ie.Reason, ie.Err)
 	v5 := cl.Properties.ProtocolVersion == 5
 	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown {
 		// Not stored, so not acknowledged. A 3.1.1 client only resends an unacknowledged
@@ -92,10 +89,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			h.disconnect(cl)
 		}
 	}
-	if v5 && pk.FixedHeader.Qos > 0 {
-		return pk, packets.Code{Code: ie.Reason.Code(), Reason: string(ie.Reason)}
-	}
-	return pk, packets.ErrRejectPacket
+	return pk, err
 }
 
 // Ingest routes, decodes and durably appends one message; nil means it is stored (or was a
@@ -135,19 +129,4 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 		}
 	}
 	return nil
-}
-
-// logRefusal logs at most one line per reason every 10 s: a misbehaving device must not
-// flood the journal.
-func (h *IngestHook) logRefusal(cl *mqtt.Client, pk packets.Packet, e *ingest.Error) {
-	now := h.clock.Now()
-	h.limitMu.Lock()
-	last, ok := h.lastLog[e.Reason]
-	if ok && now.Sub(last) < 10*time.Second {
-		h.limitMu.Unlock()
-		return
-	}
-	h.lastLog[e.Reason] = now
-	h.limitMu.Unlock()
-	h.log.Warn("publish refused", "reason", string(e.Reason), "client", cl.ID, "topic", pk.TopicName, "err", e.Err)
 }
