@@ -175,3 +175,39 @@ uplinks:
 	t.Logf("%d readings acknowledged over a 30 s outage, all delivered; %d duplicate deliveries, all in resent batches; worst backlog %d, oldest unsent %s; %d backoffs",
 		want, dups, worst.Backlog, worst.OldestUnsentAge.Round(time.Second), st.Backoffs)
 }
+
+// TestStuckUplinkBlocksNothing: one uplink's upstream takes batches but never acknowledges
+// them; another uplink, with its own forward filter, and the devices carry on regardless.
+func TestStuckUplinkBlocksNothing(t *testing.T) {
+	stuck := testutil.StartUpstream(t)
+	stuck.Withhold.Store(true)
+	good := testutil.StartUpstream(t)
+	path := writeConfig(t, t.TempDir(), "127.0.0.1:0", fmt.Sprintf(`
+uplinks:
+  - {name: stuck, type: mqtt, url: %q, timeout: 1s, batch: {linger: 20ms}, backoff: {min: 50ms, max: 200ms}}
+  - {name: good, type: mqtt, url: %q, forward: ["devices/+/temperature"], batch: {linger: 20ms}}
+`, stuck.URL(), good.URL()))
+	r := start(t, path, clock.Real{})
+	c := testutil.Paho(t, r.g.BrokerAddrs()[0], "dev")
+	for i := range 200 {
+		publish(t, c, "devices/d1/temperature", 1, fmt.Sprintf(`{"value": %d, "id": "t:%03d"}`, i, i))
+		publish(t, c, "devices/d1/humidity", 1, fmt.Sprintf(`{"value": %d, "id": "h:%03d"}`, i, i))
+	}
+	testutil.Eventually(t, 15*time.Second, "200 temperatures at the good upstream", func() bool {
+		return len(byID(upstreamRecords(t, good.Messages()))) == 200
+	})
+	for _, rec := range upstreamRecords(t, good.Messages()) {
+		if rec.Series != "d1/temperature" {
+			t.Fatalf("the good uplink forwarded %s despite its filter", rec.Series)
+		}
+	}
+	var st uplink.Status
+	for _, u := range r.g.Uplinks() {
+		if u.Name() == "stuck" {
+			st = u.Status()
+		}
+	}
+	if st.Records != 0 || st.Backlog != 400 || st.Errors == 0 {
+		t.Errorf("stuck uplink status: %+v", st)
+	}
+}
