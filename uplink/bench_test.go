@@ -2,6 +2,8 @@ package uplink_test
 
 import (
 	"context"
+	"net"
+	"sync"
 
 	"fmt"
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -25,9 +27,22 @@ import (
 // mosquitto runs with set_tcp_nodelay true: by default it leaves Nagle's algorithm on for
 // its PUBACKs, so any client with several publishes in flight waits for a 40 ms delayed
 // ACK per group — measured here at 10× slower than serial publishing.
+//
+// The "rtt20ms" variant puts a proxy that delays every byte by 10 ms each way between the
+// publishers and mosquitto: the shape of a real uplink, where the round trip, not the CPU,
+// bounds a drain.
 func BenchmarkBacklogDrain(b *testing.B) {
+	b.Run("loopback", func(b *testing.B) { benchDrain(b, 0) })
+	b.Run("rtt20ms", func(b *testing.B) { benchDrain(b, 10*time.Millisecond) })
+}
+
+func benchDrain(b *testing.B, delay time.Duration) {
 	const records, batch = 50_000, 500
 	mq := testutil.StartMosquittoWith(b, "allow_anonymous true\nset_tcp_nodelay true")
+	addr := mq.Addr
+	if delay > 0 {
+		addr = delayProxy(b, mq.Addr, delay)
+	}
 	s := openStore(b, b.TempDir())
 	fillIDs(b, s, "r", "sensors/a/t", 0, records)
 
@@ -43,7 +58,7 @@ func BenchmarkBacklogDrain(b *testing.B) {
 		}
 		return nil
 	})
-	c := testutil.Paho(b, mq.Addr, "bare")
+	c := testutil.Paho(b, addr, "bare")
 
 	publish := func(window int) time.Duration {
 		t0 := time.Now()
@@ -68,7 +83,7 @@ func BenchmarkBacklogDrain(b *testing.B) {
 		serial += publish(1)
 
 		// A new uplink name is a new consumer: it drains the whole log from the start.
-		cfg := uplinkConfig(fmt.Sprintf(`{name: drain-%d, type: mqtt, url: "tcp://%s", max_rate: 0, batch: {max_records: %d, max_bytes: 1MiB, linger: 1s}}`, i, mq.Addr, batch))
+		cfg := uplinkConfig(fmt.Sprintf(`{name: drain-%d, type: mqtt, url: "tcp://%s", max_rate: 0, batch: {max_records: %d, max_bytes: 1MiB, linger: 1s}}`, i, addr, batch))
 		sink, _ := mqttsink.New(cfg, "gw", discard)
 		u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -89,4 +104,68 @@ func BenchmarkBacklogDrain(b *testing.B) {
 	b.ReportMetric(n/bare.Seconds(), "bare-rec/s")
 	b.ReportMetric(n/serial.Seconds(), "serial-rec/s")
 	b.ReportMetric(bare.Seconds()/ours.Seconds(), "ratio")
+}
+
+// delayProxy forwards TCP connections to target, delivering every chunk delay later in
+// each direction (an RTT of 2×delay, bandwidth unbounded). It stops with the benchmark.
+func delayProxy(tb testing.TB, target string, delay time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	pipe := func(dst, src net.Conn) {
+		type chunk struct {
+			due  time.Time
+			data []byte
+		}
+		q := make(chan chunk, 4096)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			defer close(q)
+			for {
+				buf := make([]byte, 64<<10)
+				n, err := src.Read(buf)
+				if n > 0 {
+					q <- chunk{time.Now().Add(delay), buf[:n]}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			defer dst.Close()
+			for c := range q {
+				time.Sleep(time.Until(c.due))
+				if _, err := dst.Write(c.data); err != nil {
+					src.Close()
+					for range q {
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			pipe(out, in)
+			pipe(in, out)
+		}
+	}()
+	return ln.Addr().String()
 }

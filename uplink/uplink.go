@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -187,9 +188,31 @@ func (u *Uplink) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("uplink %q: %w", u.name, err)
 		}
-		n, err := u.sendAll(ctx, bs)
+		// While the group is in flight, read the backlog lane's next group, so that its
+		// range is recorded in the same transaction that commits this one.
+		type result struct {
+			n   int
+			err error
+		}
+		sent := make(chan result, 1)
+		go func() {
+			n, err := u.sendAll(ctx, bs)
+			sent <- result{n, err}
+		}()
+		var ahead []*Batch
+		if !isHead {
+			ahead, err = u.readAhead(s, bs[len(bs)-1].Last+1)
+		}
+		r := <-sent
+		if err != nil {
+			return fmt.Errorf("uplink %q: %w", u.name, err)
+		}
+		n, err := r.n, r.err
+		if n < len(bs) || err != nil {
+			ahead = nil
+		}
 		if n > 0 {
-			if cerr := u.commit(ctx, s, bs[:n], isHead, nil); cerr != nil {
+			if cerr := u.commit(ctx, s, bs[:n], isHead, nil, ahead); cerr != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, cerr)
 			}
 		}
@@ -486,7 +509,6 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, now time.Time) error
 	end := s.lanes.backlogEnd()
 	pos := s.cursor
 	var bs []*Batch
-	records := 0
 	for pos < end && len(bs) < u.backlogGroup() {
 		b, _, err := u.read(s, pos, end-1, false)
 		if err != nil {
@@ -499,20 +521,56 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, now time.Time) error
 			b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
 		}
 		bs = append(bs, b)
-		records += b.Records
 		pos = b.Last + 1
 	}
 	if err := u.record(ctx, s, bs, false); err != nil {
 		return err
 	}
-	if u.maxRate > 0 && records > 0 {
-		if u.nextBacklog.Before(now) {
-			u.nextBacklog = now
-		}
-		u.nextBacklog = u.nextBacklog.Add(time.Duration(records) * time.Second / time.Duration(u.maxRate))
-	}
+	u.charge(bs, now)
 	s.backlog = bs
 	return nil
+}
+
+// readAhead reads the backlog lane's next group from pos, unrecorded, if the lane has one
+// and the rate cap allows sending it now.
+func (u *Uplink) readAhead(s *stream, pos uint64) ([]*Batch, error) {
+	if !s.lanes.draining() || pos >= s.lanes.backlogEnd() || u.maxRate > 0 && u.clock.Now().Before(u.nextBacklog) {
+		return nil, nil
+	}
+	var bs []*Batch
+	end := s.lanes.backlogEnd()
+	for pos < end && len(bs) < u.backlogGroup() {
+		b, _, err := u.read(s, pos, end-1, false)
+		if err != nil || b == nil {
+			return bs, err
+		}
+		bs = append(bs, b)
+		pos = b.Last + 1
+	}
+	return bs, nil
+}
+
+// charge advances the backlog rate limiter by the records of bs.
+func (u *Uplink) charge(bs []*Batch, now time.Time) {
+	records := 0
+	for _, b := range bs {
+		records += b.Records
+	}
+	if u.maxRate <= 0 || records == 0 {
+		return
+	}
+	if u.nextBacklog.Before(now) {
+		u.nextBacklog = now
+	}
+	u.nextBacklog = u.nextBacklog.Add(time.Duration(records) * time.Second / time.Duration(u.maxRate))
+}
+
+func ranges(bs []*Batch) [][2]uint64 {
+	rs := make([][2]uint64, len(bs))
+	for i, b := range bs {
+		rs[i] = [2]uint64{b.First, b.Last}
+	}
+	return rs
 }
 
 // record writes the ranges of a lane's new batches to the store before they are sent.
@@ -580,7 +638,7 @@ func (u *Uplink) wait(ctx context.Context, known []uint64, wake time.Time) error
 // with extra writes in the same transaction (a dead-letter entry). It uses a fresh
 // context: an acknowledged batch must be committed even while shutting down, or it would
 // be sent twice.
-func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool, extra func(*buffer.Tx)) error {
+func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool, extra func(*buffer.Tx), ahead []*Batch) error {
 	last := bs[len(bs)-1].Last
 	next := s.lanes.clone()
 	var c uint64
@@ -588,6 +646,12 @@ func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool
 		c = next.ackHead(s.cursor, last)
 	} else {
 		c = next.ackBacklog(last)
+	}
+	if !next.draining() || len(next.Pending) > 0 {
+		ahead = nil // the drain ended, or the lane still has batches in flight
+	}
+	if len(ahead) > 0 {
+		next.Pending = ranges(ahead)
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -617,6 +681,10 @@ func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool
 		s.head = s.head[len(bs):]
 	} else {
 		s.backlog = s.backlog[len(bs):]
+		if len(ahead) > 0 {
+			s.backlog = ahead
+			u.charge(ahead, u.clock.Now())
+		}
 		if wasDraining && !next.draining() {
 			// The drain is over; the head lane's batches in flight, if any, were recorded
 			// as the only lane's by ackBacklog.
@@ -648,24 +716,31 @@ func (u *Uplink) backoff(failures int, err error) time.Duration {
 // recorded range, rebuilt as it was), else as far as the size limits allow without passing
 // last. full reports that a limit was reached. It returns nil when no entry is in range.
 func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full bool, err error) {
-	var items [][]byte
-	size := 64
+	// The records are copied once, straight into the payload after room for the envelope's
+	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
+	head := record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)
+	head = head[:len(head)-2] // without "]}"
+	buf := make([]byte, len(head), 4096)
+	var spans [][2]int
 	var end uint64
 	found := false
 	_, err = u.store.Read(s.Log, first, 0, func(seq uint64, v []byte) error {
 		if seq > last {
 			return buffer.ErrStop
 		}
-		if !exact && found && (len(items) >= u.batch.MaxRecords || size+len(v)+1 > int(u.batch.MaxBytes)) {
+		if !exact && found && (len(spans) >= u.batch.MaxRecords || len(buf)+len(v)+3 > int(u.batch.MaxBytes)) {
 			full = true
 			return buffer.ErrStop
 		}
 		end, found = seq, true
 		if u.selected(v) {
-			items = append(items, append([]byte(nil), v...))
-			size += len(v) + 1
+			if len(spans) > 0 {
+				buf = append(buf, ',')
+			}
+			spans = append(spans, [2]int{len(buf), len(buf) + len(v)})
+			buf = append(buf, v...)
 		}
-		if !exact && len(items) >= u.batch.MaxRecords {
+		if !exact && len(spans) >= u.batch.MaxRecords {
 			full = true
 			return buffer.ErrStop
 		}
@@ -682,17 +757,26 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 	if !found {
 		return nil, full, nil
 	}
-	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(items), Items: items}
+	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(spans)}
 	b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
-	b.Payload = record.AppendBatch(make([]byte, 0, size+128), u.gateway, b.ID, s.Kind, items)
+	copy(buf, record.AppendBatch(head[:0], u.gateway, b.ID, s.Kind, nil)[:len(head)])
+	buf = append(buf, "]}"...)
+	b.Items = make([][]byte, len(spans))
+	for i, sp := range spans {
+		b.Items[i] = buf[sp[0]:sp[1]:sp[1]]
+	}
+	b.Payload = buf
 	if u.gzip {
-		if b.Payload, err = gzipBytes(b.Payload); err != nil {
+		if b.Payload, err = gzipBytes(buf); err != nil {
 			return nil, full, fmt.Errorf("compress batch %s: %w", b.ID, err)
 		}
 		b.Encoding = "gzip"
 	}
 	return b, full, nil
 }
+
+// idPlaceholder has the length of every batch id (record.BatchID: 16 bytes in hex).
+var idPlaceholder = strings.Repeat("0", 32)
 
 // selected reports whether a stored record's topic matches one of the forward filters.
 func (u *Uplink) selected(v []byte) bool {
