@@ -65,7 +65,8 @@ type Uplink struct {
 	sink    Sink
 	store   *buffer.Store
 	forward []string
-	batch   config.Batch
+	batch   config.Batch                 // owned by Run
+	reload  atomic.Pointer[config.Batch] // new limits from SetBatch, taken by Run
 	clock   clock.Clock
 	lg      *slog.Logger
 	stats   Stats
@@ -90,6 +91,9 @@ func (u *Uplink) Name() string { return u.name }
 // Stats returns the uplink's counters.
 func (u *Uplink) Stats() *Stats { return &u.stats }
 
+// SetBatch changes the batch limits (a config reload); the next batch cut uses them.
+func (u *Uplink) SetBatch(b config.Batch) { u.reload.Store(&b) }
+
 func (u *Uplink) pendingKey() string { return "uplink/" + u.name + "/" + u.log + "/pending" }
 
 // Run sends batches until ctx ends. A batch whose range was recorded before a crash is sent
@@ -107,6 +111,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	failures := 0
 	for {
+		if nb := u.reload.Swap(nil); nb != nil {
+			u.batch = *nb
+		}
 		if b == nil {
 			b, err = u.nextBatch(ctx, next)
 			if err != nil {
