@@ -24,6 +24,9 @@ import (
 var (
 	version = "dev"
 	commit  = ""
+	// buildEpoch is the unix time of the commit built (see Makefile): a wall clock that
+	// reads earlier is certainly wrong.
+	buildEpoch = ""
 )
 
 const defaultConfig = "/etc/edgegate/edgegate.yaml"
