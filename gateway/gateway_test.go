@@ -20,6 +20,8 @@ import (
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/sensors/bmx280"
+	"github.com/edgegate/edgegate/sensors/cputemp"
 	"github.com/edgegate/edgegate/sensors/sim"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
@@ -58,7 +60,7 @@ func runChild(path string) int {
 
 func registry() gateway.Registry {
 	return gateway.Registry{
-		Sensors: map[string]sensors.Factory{"sim": sim.New},
+		Sensors: map[string]sensors.Factory{"sim": sim.New, "bme280": bmx280.New, "cpu_temp": cputemp.New},
 		Sinks:   map[string]uplink.SinkFactory{"mqtt": mqttsink.New, "file": filesink.New},
 	}
 }

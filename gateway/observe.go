@@ -10,6 +10,7 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
+	"github.com/edgegate/edgegate/sensors"
 )
 
 // Metrics are the edgegate_ families a gateway exposes (SPEC §6). The README's metrics
@@ -356,14 +357,12 @@ func (g *Gateway) uplinkState(name string) string {
 
 func (g *Gateway) sensorStatus() []ops.SensorStatus {
 	var out []ops.SensorStatus
-	for _, sc := range g.cfg.Sensors {
-		st := g.poller.Stats(sc.Name)
-		if st == nil {
-			continue
-		}
+	for _, st := range g.poller.Status() {
+		c := g.poller.Stats(st.Name)
 		out = append(out, ops.SensorStatus{
-			Name: sc.Name, Driver: sc.Driver, Up: st.Up.Load(),
-			Reads: st.Reads.Load(), Errors: st.Errors.Load(),
+			Name: st.Name, Driver: st.Driver, State: st.State, LastError: st.LastError,
+			Up:    st.State == sensors.StateUp || st.State == sensors.StatePartial,
+			Reads: c.Reads.Load(), Errors: c.Errors.Load(),
 		})
 	}
 	return out

@@ -99,8 +99,8 @@ func sampleStatus(now time.Time) Status {
 			LastPanes:   []PaneStatus{{Key: "greenhouse/t1/temperature", Start: start, End: start.Add(time.Minute), Timing: "ON_TIME", Count: 60}},
 		}},
 		Sensors: []SensorStatus{
-			{Name: "greenhouse", Driver: "bme280", Up: true, Reads: 9876, Errors: 1},
-			{Name: "soil", Driver: "ds18b20", Up: false, Reads: 55, Errors: 55},
+			{Name: "greenhouse", Driver: "bme280", Up: true, State: "up", Reads: 9876, Errors: 1},
+			{Name: "soil", Driver: "ds18b20", Up: false, State: "down", Reads: 55, Errors: 55, LastError: "w1_bus_master1: no DS18B20 found"},
 		},
 	}
 }
@@ -136,7 +136,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		`<tr id="uplink-cloud">`, `>backoff<`, `id="uplink-cloud-backlog">40,321<`, `1.5 h`, `dial tcp: connection refused`,
 		`<tr id="pipeline-climate-1m">`, `2026-11-26 11:59:18Z`, `42 s`, `ON_TIME 321`, `LATE 4`,
 		`greenhouse/t1/temperature 11:59:00–12:00:00 ON_TIME n=60`,
-		`<tr id="sensor-greenhouse">`, `class="pill ok">up<`, `<tr id="sensor-soil">`, `class="pill bad">down<`,
+		`<tr id="sensor-greenhouse">`, `class="pill ok">up<`, `<tr id="sensor-soil">`, `class="pill bad">down<`, `w1_bus_master1: no DS18B20 found`,
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered DOM lacks %q", want)

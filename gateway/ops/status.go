@@ -106,6 +106,9 @@ type SensorStatus struct {
 	Name   string `json:"name"`
 	Driver string `json:"driver"`
 	Up     bool   `json:"up"`
-	Reads  uint64 `json:"reads"`
-	Errors uint64 `json:"errors"`
+	// State is starting, up, partial, down or stopped.
+	State     string `json:"state"`
+	Reads     uint64 `json:"reads"`
+	Errors    uint64 `json:"errors"`
+	LastError string `json:"last_error,omitempty"`
 }
