@@ -18,6 +18,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
@@ -39,8 +40,9 @@ type Options struct {
 	FlushTimeout time.Duration
 	// Version is reported in metrics and /status.
 	Version string
-	// Clock keeper for self-stamped readings on boards without an RTC (nil: trust the clock).
-	TimeKeeper TimeKeeper
+	// TimeKeeper says whether the wall clock can be trusted (a board without an RTC); nil
+	// trusts it.
+	TimeKeeper *timesync.Keeper
 }
 
 // Gateway is one running edgegate.
@@ -60,6 +62,7 @@ type Gateway struct {
 	ready    chan struct{}
 	stopping chan struct{}
 	ops      opsState
+	hold     *clockHold
 }
 
 // New checks the config against the registry, opens the store and builds every component.
@@ -131,6 +134,9 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		}
 		g.uplinks = append(g.uplinks, uplink.New(uc, cfg.Gateway.ID, broker.RawLog, record.KindRecords, sink, g.store, opts.Clock, opts.Logger))
 	}
+	if err := g.initClock(); err != nil {
+		return nil, err
+	}
 	g.initOps()
 	return g, nil
 }
@@ -195,6 +201,8 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	var back sync.WaitGroup
 	back.Add(1)
 	go func() { defer back.Done(); report("maintenance", g.maintain(backCtx)) }()
+	back.Add(1)
+	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
 	for _, u := range g.uplinks {
 		back.Add(1)
 		g.ops.running[u.Name()].Store(true)
@@ -260,8 +268,8 @@ func (g *Gateway) flush(timeout time.Duration) {
 		return
 	}
 	last, err := g.store.LastSeq(broker.RawLog)
-	if err != nil {
-		return
+	if err != nil || last == 0 {
+		return // nothing was ever appended: nothing to flush
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

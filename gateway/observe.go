@@ -234,7 +234,7 @@ func (g *Gateway) budget() int64 { return 0 }
 
 // logs lists the buffer's logs the gateway writes.
 func (g *Gateway) logs() []string {
-	return []string{broker.RawLog}
+	return []string{broker.RawLog, HoldLog}
 }
 
 func (g *Gateway) bufferStatus() ops.BufferStatus {

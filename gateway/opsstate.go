@@ -13,6 +13,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
+	"github.com/edgegate/edgegate/internal/timesync"
 )
 
 const goarch = runtime.GOARCH
@@ -133,14 +134,19 @@ func (g *Gateway) probeStore(ctx context.Context) error {
 	return nil
 }
 
-// TimeKeeper reports on the wall clock of a board without an RTC (see timesync).
-type TimeKeeper interface {
-	Status() ops.ClockStatus
+// initClock sets up the hold of self-stamped readings (a trusted clock when no keeper).
+func (g *Gateway) initClock() error {
+	k := g.opts.TimeKeeper
+	if k == nil {
+		var err error
+		k, err = timesync.New(timesync.Options{Trust: true, Clock: g.opts.Clock})
+		if err != nil {
+			return err
+		}
+	}
+	g.hold = &clockHold{g: g, k: k, anchors: map[string]time.Time{}}
+	g.hook.SetHolder(g.hold)
+	return nil
 }
 
-func (g *Gateway) clockStatus() ops.ClockStatus {
-	if g.opts.TimeKeeper == nil {
-		return ops.ClockStatus{Synced: true, State: "trusted"}
-	}
-	return g.opts.TimeKeeper.Status()
-}
+func (g *Gateway) clockStatus() ops.ClockStatus { return g.hold.status() }

@@ -8,15 +8,19 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/timesync"
 )
 
 // runDaemon runs the gateway as a service: the ops HTTP server, systemd notifications and
@@ -194,7 +198,44 @@ func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, o))
 }
 
-// newTimeKeeper is replaced when the clock keeper lands.
-func newTimeKeeper(*config.Config, *slog.Logger) (gateway.TimeKeeper, error) {
-	return nil, nil
+// newTimeKeeper watches the clock per ops.clock: the kernel's sync state, and the build's
+// time as a floor.
+func newTimeKeeper(cfg *config.Config, log *slog.Logger) (*timesync.Keeper, error) {
+	boot, err := timesync.BootID()
+	if err != nil {
+		return nil, err
+	}
+	k, err := timesync.New(timesync.Options{
+		Trust:   cfg.Ops.Clock.Mode == "trust",
+		MaxWait: cfg.Ops.Clock.MaxWait.D(),
+		Floor:   buildTime(),
+		Source:  timesync.Adjtimex{},
+		Boot:    boot,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if k.Waiting() {
+		log.Warn("the system clock is not synchronised: readings stamped by edgegate are held and corrected once it syncs (ops.clock)",
+			"now", time.Now().UTC().Format(time.RFC3339), "max_wait", cfg.Ops.Clock.MaxWait.D())
+	}
+	return k, nil
+}
+
+// buildTime is when the source was committed (linker flag, else the VCS stamp of go build):
+// a clock that reads earlier is certainly wrong.
+func buildTime() time.Time {
+	if s, err := strconv.ParseInt(buildEpoch, 10, 64); err == nil && s > 0 {
+		return time.Unix(s, 0).UTC()
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.time" {
+				if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
+					return t
+				}
+			}
+		}
+	}
+	return time.Time{}
 }

@@ -141,6 +141,7 @@ ops:
   listen: %q
   log: {level: info}
   flush_timeout: 5s
+  clock: {mode: trust}   # test machines often run no NTP daemon (the kernel says unsynchronised)
 %s`
 
 // writeDaemonConfig writes the config; extra is appended (more routes, say).

@@ -26,6 +26,7 @@ const RawLog = "raw"
 type IngestHook struct {
 	mqtt.HookBase
 	router atomic.Pointer[ingest.Router] // swapped by a config reload
+	holder atomic.Pointer[Holder]
 	store  *buffer.Store
 	clock  clock.Clock
 	log    *slog.Logger
@@ -119,7 +120,7 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 // IngestFrom is Ingest for a message from src; it counts the outcome by source.
 func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, payload []byte) error {
 	h.sources.inflight.Add(1)
-	oc, err := h.ingest(ctx, topic, payload)
+	oc, err := h.ingest(ctx, src, topic, payload)
 	h.sources.inflight.Add(-1)
 	h.sources.finished.Add(1)
 	if err != nil {
@@ -130,8 +131,9 @@ func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, p
 	return nil
 }
 
-func (h *IngestHook) ingest(ctx context.Context, topic string, payload []byte) (Outcome, error) {
-	recs, outcome, err := h.router.Load().Decode(topic, payload, h.clock.Now())
+func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte) (Outcome, error) {
+	now := h.clock.Now()
+	recs, outcome, err := h.router.Load().Decode(topic, payload, now)
 	if err != nil {
 		h.stats.Malformed.Add(1)
 		return OutcomeRefused, err
@@ -145,11 +147,20 @@ func (h *IngestHook) ingest(ctx context.Context, topic string, payload []byte) (
 		h.stats.Raw.Add(1)
 		oc = OutcomeRaw
 	}
-	entries := make([]buffer.Entry, len(recs))
-	for i := range recs {
-		entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+	log := RawLog
+	var entries []buffer.Entry
+	if hd := h.holder.Load(); hd != nil {
+		if lg, es, ok := (*hd).Hold(src, recs, now); ok {
+			log, entries = lg, es
+		}
 	}
-	res, err := h.store.Append(ctx, RawLog, entries)
+	if entries == nil {
+		entries = make([]buffer.Entry, len(recs))
+		for i := range recs {
+			entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+		}
+	}
+	res, err := h.store.Append(ctx, log, entries)
 	if err != nil {
 		h.stats.StoreErr.Add(1)
 		reason := ingest.ReasonStore

@@ -5,8 +5,11 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/record"
 )
 
 // Source says where an ingested message came from.
@@ -102,3 +105,14 @@ func (c *SourceCounts) RefusalReasons() []ingest.Reason {
 func (c *SourceCounts) Progress() (inflight int64, finished uint64) {
 	return c.inflight.Load(), c.finished.Load()
 }
+
+// Holder diverts the records of a message to another log than the raw one: the gateway
+// holds readings it stamped itself while the wall clock cannot be trusted. Hold runs on the
+// publisher's goroutine before the PUBACK and must be quick; ok false means "append to the
+// raw log as usual". arrival is the time the message was stamped with on arrival.
+type Holder interface {
+	Hold(src Source, recs []record.Record, arrival time.Time) (log string, entries []buffer.Entry, ok bool)
+}
+
+// SetHolder installs h (before the broker starts).
+func (h *IngestHook) SetHolder(hd Holder) { h.holder.Store(&hd) }
