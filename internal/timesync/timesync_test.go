@@ -26,7 +26,7 @@ func (m *fakeMono) advance(d time.Duration) { m.d.Add(int64(d)) }
 var (
 	floor  = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	real   = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) // the true time at boot + 10 s
-	epoch0 = time.Unix(0, 0).UTC()                           // what a Pi without RTC starts at
+	epoch0 = time.Unix(0, 0).UTC()                          // what a Pi without RTC starts at
 )
 
 func TestStates(t *testing.T) {
