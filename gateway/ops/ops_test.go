@@ -2,6 +2,7 @@ package ops
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/testutil"
@@ -192,5 +195,36 @@ func TestRateWindow(t *testing.T) {
 	r.add(t0.Add(7*time.Second), 5) // counter reset: start over
 	if got := r.perSecond(t0.Add(9*time.Second), 25); got != 10 {
 		t.Errorf("after reset: %v, want 10", got)
+	}
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestServeAndShutdown: Run serves on the bound port and returns once ctx ends.
+func TestServeAndShutdown(t *testing.T) {
+	src := &fakeSource{st: Status{Gateway: "gw"}, checks: []Check{{Name: "broker", OK: true}}}
+	s := New(Options{Listen: "127.0.0.1:0", Source: src})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(Options{Listen: s.Addr(), Source: src}).Listen(); err == nil || !strings.Contains(err.Error(), "ops: listen on") {
+		t.Errorf("second listen on %s: %v", s.Addr(), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	res, err := http.Get("http://" + s.Addr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Errorf("/readyz: %d", res.StatusCode)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
