@@ -254,10 +254,10 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 				ls.OldestAgeS = &age
 			}
 		}
-		for _, d := range g.drops() {
-			b.Dropped += d
-		}
 		b.Logs = append(b.Logs, ls)
+	}
+	for _, d := range g.drops() {
+		b.Dropped += d
 	}
 	return b
 }

@@ -91,33 +91,37 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 		if err := notify.Ready(summary(g, srv)); err != nil {
 			log.Warn("systemd notify", "err", err)
 		}
+		// The watchdog runs while the gateway does; a stop is bounded by TimeoutStopSec.
+		wdCtx, wdCancel := context.WithCancel(auxCtx)
+		defer wdCancel()
+		var wdDone chan struct{}
 		if iv, ok := sdnotify.WatchdogInterval(); ok {
 			wd := &sdnotify.Watchdog{
 				Interval: iv, Probes: g.Probes(), Ping: notify.Watchdog, Clock: clk, Logger: log,
 				OnStall: func(p string, _ error) { g.Stalled(p) },
 			}
-			wg.Add(1)
+			wdDone = make(chan struct{})
 			go func() {
-				defer wg.Done()
-				wdCtx, cancel := context.WithCancel(auxCtx)
-				defer cancel()
-				go func() {
-					select {
-					case <-g.Stopping():
-						cancel()
-					case <-wdCtx.Done():
-					}
-				}()
+				defer close(wdDone)
 				wd.Run(wdCtx)
 			}()
 			log.Info("systemd watchdog enabled", "ping_every", iv)
 		}
+		stopping := false
 		select {
 		case <-g.Stopping():
+			stopping = true
+		case <-auxCtx.Done():
+		}
+		// No ping after STOPPING: systemd is then timing the stop, not the watchdog.
+		wdCancel()
+		if wdDone != nil {
+			<-wdDone
+		}
+		if stopping {
 			if err := notify.Stopping("stopping: flushing uplinks and closing the buffer"); err != nil {
 				log.Warn("systemd notify", "err", err)
 			}
-		case <-auxCtx.Done():
 		}
 	}()
 
