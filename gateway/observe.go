@@ -11,6 +11,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/uplink"
 )
 
 // Metrics are the edgegate_ families a gateway exposes (SPEC §6). The README's metrics
@@ -189,7 +190,7 @@ func (g *Gateway) Checks() []ops.Check {
 		cs = append(cs, ops.Check{Name: "buffer", OK: true, Detail: "open"})
 	}
 	for _, u := range g.uplinks {
-		st := g.uplinkState(u.Name())
+		st := g.uplinkState(u.Name(), u.Status())
 		cs = append(cs, ops.Check{Name: "uplink " + u.Name(), OK: st != "stopped", Detail: st})
 	}
 	return cs
@@ -304,55 +305,37 @@ func dirSize(dir string) int64 {
 }
 
 func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
-	now := g.opts.Clock.Now()
 	var out []ops.UplinkStatus
-	last, _ := g.store.LastSeq(broker.RawLog)
-	for i, u := range g.uplinks {
-		st := u.Stats()
+	for _, u := range g.uplinks {
+		st := u.Status()
 		us := ops.UplinkStatus{
-			Name:    u.Name(),
-			Type:    g.cfg.Uplinks[i].Type,
-			State:   g.uplinkState(u.Name()),
-			Batches: st.Batches.Load(),
-			Records: st.Records.Load(),
-			Errors:  st.Errors.Load(),
+			Name: st.Name, Type: st.Type, State: g.uplinkState(u.Name(), st),
+			Backlog: st.Backlog, Batches: st.Batches, Records: st.Records, Errors: st.Errors,
+			LastError: st.LastError,
 		}
-		if e, ok := st.LastError.Load().(string); ok {
-			us.LastError = e
-		}
-		pos := st.Position.Load()
-		if pos <= last {
-			if first, ts, ok := g.firstEntry(broker.RawLog, pos); ok {
-				us.Backlog = last - first + 1
-				age := max(0, now.Sub(ts).Seconds())
-				us.OldestUnsentAgeS = &age
-			}
+		if st.Backlog > 0 && !st.OldestUnsent.IsZero() {
+			age := st.OldestUnsentAge.Seconds()
+			us.OldestUnsentAgeS = &age
 		}
 		out = append(out, us)
 	}
 	return out
 }
 
-// uplinkState is sending, backoff, idle or stopped.
-func (g *Gateway) uplinkState(name string) string {
-	for _, u := range g.uplinks {
-		if u.Name() != name {
-			continue
-		}
-		if r, ok := g.ops.running[name]; ok && !r.Load() {
-			return "stopped"
-		}
-		st := u.Stats()
-		switch {
-		case st.BackoffNow.Load() || st.Errors.Load() > 0 && !st.Connected.Load():
-			return "backoff"
-		case st.Connected.Load():
-			return "sending"
-		default:
-			return "idle"
-		}
+// uplinkState is sending (the last send was acknowledged), backoff (the upstream is
+// unreachable), idle (nothing sent yet) or stopped (its goroutine ended).
+func (g *Gateway) uplinkState(name string, st uplink.Status) string {
+	if r, ok := g.ops.running[name]; ok && !r.Load() {
+		return "stopped"
 	}
-	return "stopped"
+	switch {
+	case st.BackingOff || st.Errors > 0 && !st.Connected:
+		return "backoff"
+	case st.Connected:
+		return "sending"
+	default:
+		return "idle"
+	}
 }
 
 func (g *Gateway) sensorStatus() []ops.SensorStatus {

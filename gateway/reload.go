@@ -6,6 +6,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/uplink"
 )
 
 // ReloadResult says what a reload changed.
@@ -53,11 +54,12 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 	restart("ops.flush_timeout", cur.Ops.FlushTimeout, next.Ops.FlushTimeout)
 	restart("ops.clock", cur.Ops.Clock, next.Ops.Clock)
 
-	// Uplinks: the batch limits apply to the next batch; anything else (a new or removed
-	// uplink, another url or topic) needs a restart.
+	// Uplinks: the batch limits and max_rate apply to the next batch; anything else (a new
+	// or removed uplink, another url or topic) needs a restart.
 	type batchChange struct {
 		i int
 		b config.Batch
+		r int
 	}
 	var batches []batchChange
 	if len(cur.Uplinks) != len(next.Uplinks) {
@@ -69,10 +71,11 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 				res.NeedRestart = append(res.NeedRestart, fmt.Sprintf("uplinks[%d].name", i))
 				continue
 			}
-			if a.Batch != b.Batch {
-				batches = append(batches, batchChange{i, b.Batch})
+			if a.Batch != b.Batch || a.MaxRate != b.MaxRate {
+				batches = append(batches, batchChange{i, b.Batch, b.MaxRate})
 			}
 			a.Batch, b.Batch = config.Batch{}, config.Batch{}
+			a.MaxRate, b.MaxRate = 0, 0
 			restart(fmt.Sprintf("uplinks[%s]", a.Name), a, b)
 		}
 	}
@@ -86,9 +89,9 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 		nc := *cur
 		nc.Uplinks = append([]config.Uplink(nil), cur.Uplinks...)
 		for _, c := range batches {
-			g.uplinks[c.i].SetBatch(c.b)
-			nc.Uplinks[c.i].Batch = c.b
-			res.Applied = append(res.Applied, fmt.Sprintf("uplinks[%s].batch", nc.Uplinks[c.i].Name))
+			g.uplinks[c.i].SetLimits(uplink.Limits{Batch: c.b, MaxRate: c.r})
+			nc.Uplinks[c.i].Batch, nc.Uplinks[c.i].MaxRate = c.b, c.r
+			res.Applied = append(res.Applied, fmt.Sprintf("uplinks[%s].limits", nc.Uplinks[c.i].Name))
 		}
 		cur = &nc
 	}

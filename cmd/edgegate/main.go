@@ -22,7 +22,9 @@ import (
 	"github.com/edgegate/edgegate/sensors/sim"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
+	"github.com/edgegate/edgegate/uplink/httpsink"
 	"github.com/edgegate/edgegate/uplink/mqttsink"
+	"github.com/edgegate/edgegate/uplink/pubsubsink"
 )
 
 // Set by the linker (see Makefile).
@@ -60,8 +62,10 @@ func registry() gateway.Registry {
 			"cpu_temp": cputemp.New,
 		},
 		Sinks: map[string]uplink.SinkFactory{
-			"mqtt": mqttsink.New,
-			"file": filesink.New,
+			"mqtt":   mqttsink.New,
+			"http":   httpsink.New,
+			"pubsub": pubsubsink.New,
+			"file":   filesink.New,
 		},
 	}
 }
