@@ -40,6 +40,7 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_uplink_errors_total", Type: ops.Counter, Help: "Failed sends.", Labels: []string{"uplink"}},
 	{Name: "edgegate_uplink_backlog_records", Type: ops.Gauge, Help: "Log entries not yet acknowledged by the upstream.", Labels: []string{"uplink"}},
 	{Name: "edgegate_uplink_oldest_unsent_age_seconds", Type: ops.Gauge, Help: "Age of the oldest record not yet acknowledged (by its timestamp); 0 when none.", Labels: []string{"uplink"}},
+	{Name: "edgegate_uplink_dead_letter_batches_total", Type: ops.Counter, Help: "Batches the upstream refused permanently, kept in the dead-letter log.", Labels: []string{"uplink"}},
 	{Name: "edgegate_uplink_connected", Type: ops.Gauge, Help: "1 when the last send was acknowledged.", Labels: []string{"uplink"}},
 	{Name: "edgegate_sensor_reads_total", Type: ops.Counter, Help: "Sensor read attempts.", Labels: []string{"sensor"}},
 	{Name: "edgegate_sensor_errors_total", Type: ops.Counter, Help: "Failed sensor reads.", Labels: []string{"sensor"}},
@@ -87,6 +88,9 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		w.AddUint("edgegate_buffer_dropped_records_total", n, policy)
 	}
 
+	for _, u := range g.uplinks {
+		w.AddUint("edgegate_uplink_dead_letter_batches_total", u.Stats().DeadLetters.Load(), u.Name())
+	}
 	for _, u := range g.uplinkStatus() {
 		w.AddUint("edgegate_uplink_batches_total", u.Batches, u.Name)
 		w.AddUint("edgegate_uplink_records_total", u.Records, u.Name)
