@@ -281,3 +281,4 @@ func SelfCommand(args ...string) *exec.Cmd {
 	}
 	return exec.Command(os.Args[0], args...)
 }
+
