@@ -18,6 +18,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
@@ -35,8 +36,13 @@ type Options struct {
 	Logger   *slog.Logger
 	Clock    clock.Clock
 	Registry Registry
-	// FlushTimeout bounds how long uplinks may drain at shutdown (default 5 s).
+	// FlushTimeout bounds how long uplinks may drain at shutdown (default: ops.flush_timeout).
 	FlushTimeout time.Duration
+	// Version is reported in metrics and /status.
+	Version string
+	// TimeKeeper says whether the wall clock can be trusted (a board without an RTC); nil
+	// trusts it.
+	TimeKeeper *timesync.Keeper
 }
 
 // Gateway is one running edgegate.
@@ -53,7 +59,10 @@ type Gateway struct {
 	ingestCtx    context.Context // lives until shutdown begins; bounds ingest's store waits
 	ingestCancel context.CancelFunc
 
-	ready chan struct{}
+	ready    chan struct{}
+	stopping chan struct{}
+	ops      opsState
+	hold     *clockHold
 }
 
 // New checks the config against the registry, opens the store and builds every component.
@@ -67,9 +76,12 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		opts.Clock = clock.Real{}
 	}
 	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = cfg.Ops.FlushTimeout.D()
+	}
+	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = 5 * time.Second
 	}
-	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{})}
+	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{}), stopping: make(chan struct{})}
 	var drivers []sensors.Sensor
 	self := g // g is nil once an error is returned
 	defer func() {
@@ -122,6 +134,10 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		}
 		g.uplinks = append(g.uplinks, uplink.New(uc, cfg.Gateway.ID, broker.RawLog, record.KindRecords, sink, g.store, opts.Clock, opts.Logger))
 	}
+	if err := g.initClock(); err != nil {
+		return nil, err
+	}
+	g.initOps()
 	return g, nil
 }
 
@@ -143,6 +159,9 @@ func SensorRoutes(ss []config.Sensor) []config.Route {
 
 // Ready is closed once the broker listens and every component runs.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// Stopping is closed when the shutdown begins (a cancelled context or a failed component).
+func (g *Gateway) Stopping() <-chan struct{} { return g.stopping }
 
 // BrokerAddrs returns the broker's bound addresses (valid after Ready).
 func (g *Gateway) BrokerAddrs() []string { return g.broker.Addrs() }
@@ -185,9 +204,16 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	var back sync.WaitGroup
 	back.Add(1)
 	go func() { defer back.Done(); report("maintenance", g.maintain(backCtx)) }()
+	back.Add(1)
+	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
 	for _, u := range g.uplinks {
 		back.Add(1)
-		go func() { defer back.Done(); report("uplink "+u.Name(), u.Run(backCtx)) }()
+		g.ops.running[u.Name()].Store(true)
+		go func() {
+			defer back.Done()
+			defer g.ops.running[u.Name()].Store(false)
+			report("uplink "+u.Name(), u.Run(backCtx))
+		}()
 	}
 
 	// Stage 2: what feeds it.
@@ -212,6 +238,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	case err = <-fail:
 		g.log.Error("component failed; shutting down", "err", err)
 	}
+	close(g.stopping)
 
 	// Stop the inputs. Closing the broker waits for its client goroutines, and so for
 	// every OnPublish in flight: their appends complete (acked) or fail (not acked).
@@ -244,8 +271,8 @@ func (g *Gateway) flush(timeout time.Duration) {
 		return
 	}
 	last, err := g.store.LastSeq(broker.RawLog)
-	if err != nil {
-		return
+	if err != nil || last == 0 {
+		return // nothing was ever appended: nothing to flush
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

@@ -201,13 +201,14 @@ uplinks:
 			t.Fatalf("the good uplink forwarded %s despite its filter", rec.Series)
 		}
 	}
-	var st uplink.Status
+	var stuckU *uplink.Uplink
 	for _, u := range r.g.Uplinks() {
 		if u.Name() == "stuck" {
-			st = u.Status()
+			stuckU = u
 		}
 	}
-	if st.Records != 0 || st.Backlog != 400 || st.Errors == 0 {
+	testutil.Eventually(t, 10*time.Second, "the stuck uplink's ack timeout", func() bool { return stuckU.Status().Errors > 0 })
+	if st := stuckU.Status(); st.Records != 0 || st.Backlog != 400 {
 		t.Errorf("stuck uplink status: %+v", st)
 	}
 }

@@ -159,7 +159,7 @@ func (b *Broker) Refusals() *Refusals { return b.ingest.refusals }
 // would be — routed, decoded, deduplicated, durably appended — and then delivers it to local
 // subscribers. It returns the ingest error, if any; nothing is delivered then.
 func (b *Broker) Publish(ctx context.Context, topic string, payload []byte) error {
-	if err := b.ingest.Ingest(ctx, topic, payload); err != nil {
+	if err := b.ingest.IngestFrom(ctx, SourceSensor, topic, payload); err != nil {
 		return err
 	}
 	return b.inject(b.sensors, topic, payload)

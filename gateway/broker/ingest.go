@@ -23,7 +23,8 @@ const RawLog = "raw"
 // acknowledge. A message that cannot be accepted is refused per SPEC §2.
 type IngestHook struct {
 	mqtt.HookBase
-	router *ingest.Router
+	router atomic.Pointer[ingest.Router] // swapped by a config reload
+	holder atomic.Pointer[Holder]
 	store  *buffer.Store
 	clock  clock.Clock
 	log    *slog.Logger
@@ -32,6 +33,7 @@ type IngestHook struct {
 	disconnect func(cl *mqtt.Client) // set by the broker
 
 	stats    IngestStats
+	sources  SourceCounts
 	refusals *Refusals // shared with the broker's guard
 }
 
@@ -48,15 +50,26 @@ type IngestStats struct {
 
 // NewIngestHook builds the hook. ctx bounds store waits (cancelled at shutdown).
 func NewIngestHook(ctx context.Context, r *ingest.Router, s *buffer.Store, c clock.Clock, log *slog.Logger) *IngestHook {
-	return &IngestHook{router: r, store: s, clock: c, ctx: ctx, log: log.With("component", "ingest"),
-		refusals: NewRefusals(c, log.With("component", "broker"))}
+	h := &IngestHook{
+		store: s, clock: c, ctx: ctx,
+		log:      log.With("component", "ingest"),
+		refusals: NewRefusals(c, log.With("component", "broker")),
+	}
+	h.router.Store(r)
+	return h
 }
 
 // Refusals returns the counters of refused messages and connections, by reason.
 func (h *IngestHook) Refusals() *Refusals { return h.refusals }
 
+// SetRouter replaces the routes (a config reload); messages decoded after it returns use r.
+func (h *IngestHook) SetRouter(r *ingest.Router) { h.router.Store(r) }
+
 // Stats returns the hook's counters.
 func (h *IngestHook) Stats() *IngestStats { return &h.stats }
+
+// Sources returns the counters by source and outcome, and refusals by reason.
+func (h *IngestHook) Sources() *SourceCounts { return &h.sources }
 
 func (h *IngestHook) ID() string { return "edgegate-ingest" }
 
@@ -95,38 +108,73 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 // Ingest routes, decodes and durably appends one message; nil means it is stored (or was a
 // duplicate, or unrouted and dropped by config). Errors are *ingest.Error.
 func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) error {
-	recs, outcome, err := h.router.Decode(topic, payload, h.clock.Now())
+	return h.IngestFrom(ctx, SourceMQTT, topic, payload)
+}
+
+// IngestFrom is Ingest for a message from src; it counts the outcome by source.
+func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, payload []byte) error {
+	h.sources.inflight.Add(1)
+	oc, err := h.ingest(ctx, src, topic, payload)
+	h.sources.inflight.Add(-1)
+	h.sources.finished.Add(1)
 	if err != nil {
-		h.stats.Malformed.Add(1)
+		h.sources.refuse(src, err)
 		return err
 	}
+	h.sources.add(src, oc)
+	return nil
+}
+
+func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte) (Outcome, error) {
+	now := h.clock.Now()
+	recs, outcome, err := h.router.Load().Decode(topic, payload, now)
+	if err != nil {
+		h.stats.Malformed.Add(1)
+		return OutcomeRefused, err
+	}
+	oc := OutcomeStored
 	switch outcome {
 	case ingest.Dropped:
 		h.stats.Dropped.Add(1)
-		return nil
+		return OutcomeDropped, nil
 	case ingest.Raw:
 		h.stats.Raw.Add(1)
+		oc = OutcomeRaw
 	}
-	entries := make([]buffer.Entry, len(recs))
-	for i := range recs {
-		entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+	log := RawLog
+	var entries []buffer.Entry
+	if hd := h.holder.Load(); hd != nil {
+		if lg, es, ok := (*hd).Hold(src, recs, now); ok {
+			log, entries = lg, es
+		}
 	}
-	res, err := h.store.Append(ctx, RawLog, entries)
+	if entries == nil {
+		entries = make([]buffer.Entry, len(recs))
+		for i := range recs {
+			entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+		}
+	}
+	res, err := h.store.Append(ctx, log, entries)
 	if err != nil {
 		h.stats.StoreErr.Add(1)
 		reason := ingest.ReasonStore
 		if errors.Is(err, buffer.ErrClosed) || errors.Is(err, context.Canceled) {
 			reason = ingest.ReasonShutdown
 		}
-		return &ingest.Error{Reason: reason, Err: err}
+		return OutcomeRefused, &ingest.Error{Reason: reason, Err: err}
 	}
 	h.stats.Accepted.Add(1)
+	dups := 0
 	for _, r := range res {
 		if r.Dup {
 			h.stats.Dups.Add(1)
+			dups++
 		} else {
 			h.stats.Records.Add(1)
 		}
 	}
-	return nil
+	if dups == len(res) && oc == OutcomeStored {
+		oc = OutcomeDuplicate
+	}
+	return oc, nil
 }
