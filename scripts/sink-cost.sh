@@ -28,12 +28,23 @@ sleep 1
 
 uplink_of() {
 	case $1 in
-	file) echo "{name: u, type: file, path: $tmp/out-\$RANDOM.jsonl, batch: {linger: 100ms}}" ;;
+	file) echo "{name: u, type: file, path: $2/out.jsonl, batch: {linger: 100ms}}" ;;
 	mqtt) echo '{name: u, type: mqtt, url: "tcp://127.0.0.1:18883", batch: {linger: 100ms}}' ;;
 	http) echo '{name: u, type: http, url: "http://127.0.0.1:18080/in", batch: {linger: 100ms}}' ;;
 	pubsub) echo '{name: u, type: pubsub, project: proj, topic: "edgegate-{kind}", batch: {linger: 100ms}}' ;;
 	esac
 }
+
+# delivered prints a count that grows when the uplink of that type delivered something.
+delivered() {
+	case $1 in
+	file) cat "$2"/out.jsonl 2>/dev/null | wc -l ;;
+	mqtt) cat "$tmp/mqtt-seen" 2>/dev/null | wc -l ;;
+	http) curl -s 127.0.0.1:18080/count | awk '{print $2}' ;;
+	pubsub) curl -s 127.0.0.1:18080/count | awk '{print $4}' ;;
+	esac
+}
+mosquitto_sub -p 18883 -h 127.0.0.1 -t 'edgegate/#' >"$tmp/mqtt-seen" & pids+=($!)
 
 port=19000
 rss() { # binary type → idle VmRSS in kB, 5 s after one reading went through
@@ -43,13 +54,17 @@ rss() { # binary type → idle VmRSS in kB, 5 s after one reading went through
 	cat >"$dir/c.yaml" <<YAML
 gateway: {id: gw, data_dir: $dir}
 broker: {listeners: [{type: tcp, address: "127.0.0.1:$port"}], allow_anonymous: true}
-ops: {log: {level: error}}
-uplinks: [$(uplink_of "$2")]
+ops: {log: {level: warn}, clock: {mode: trust}}
+uplinks: [$(uplink_of "$2" "$dir")]
 YAML
 	PUBSUB_EMULATOR_HOST=127.0.0.1:18085 "$3" run -c "$dir/c.yaml" 2>"$dir/err" & local p=$!
 	sleep 1
-	mosquitto_pub -p "$port" -h 127.0.0.1 -q 1 -t devices/d1/temperature -m '{"value": 21.5}'
+	local before after
+	before=$(delivered "$2" "$dir")
+	mosquitto_pub -p "$port" -h 127.0.0.1 -q 1 -t devices/d1/temperature -m "{\"value\": 21.5, \"ts\": $(date +%s)000}"
 	sleep 5
+	after=$(delivered "$2" "$dir")
+	if [ "$after" = "$before" ]; then echo "edgegate ($1, $2): the reading was not delivered" >&2; exit 1; fi
 	local r
 	r=$(awk '/VmRSS/ {print $2}' "/proc/$p/status")
 	kill "$p"; wait "$p" 2>/dev/null || true

@@ -1,6 +1,7 @@
 // Command fakecloud runs local stand-ins for the cloud side of edgegate's uplinks, for
 // measurements (scripts/sink-cost.sh): Google's pstest Pub/Sub fake with one topic, and an
-// HTTP collector that answers 204 to every POST. It never leaves the loopback interface.
+// HTTP collector that answers 204 to every POST; GET /count tells what arrived. It never
+// leaves the loopback interface.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
@@ -35,8 +37,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	var posts atomic.Int64
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/count" {
+			// What arrived so far: HTTP batches and Pub/Sub messages.
+			fmt.Fprintf(w, "http %d pubsub %d\n", posts.Load(), len(ps.Messages()))
+			return
+		}
 		io.Copy(io.Discard, r.Body)
+		posts.Add(1)
 		w.WriteHeader(http.StatusNoContent)
 	})}
 	go srv.Serve(ln)
