@@ -32,7 +32,7 @@ func (u *Uplink) deadLetter(ctx context.Context, s *stream, b *Batch, isHead boo
 	e = append(e, `,"payload":`...)
 	e = record.AppendBatch(e, u.gateway, b.ID, b.Kind, b.Items)
 	e = append(e, '}')
-	err := u.commit(ctx, s, []*Batch{b}, isHead, func(tx *buffer.Tx) { tx.Append(DeadLetterLog, e) }, nil)
+	err := u.commit(ctx, s, []*Batch{b}, isHead, func(tx *buffer.Tx) { tx.Append(DeadLetterLog, e) })
 	if err != nil {
 		return fmt.Errorf("dead-letter batch %s: %w", b.ID, err)
 	}

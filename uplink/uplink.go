@@ -191,42 +191,53 @@ func (u *Uplink) Run(ctx context.Context) error {
 		return fmt.Errorf("uplink %q: %w", u.name, err)
 	}
 	failures := 0
+	// fl is the group in flight, sent by its own goroutine (the only user of the sink while
+	// it runs); whatever happens, Run waits for it before closing the sink.
+	var fl *flight
+	defer func() {
+		if fl != nil {
+			<-fl.done
+		}
+	}()
 	for {
 		if l := u.reload.Swap(nil); l != nil {
 			u.batch, u.maxRate = l.Batch, l.MaxRate
 		}
-		s, bs, isHead, err := u.pick(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		if fl == nil {
+			s, bs, isHead, err := u.pick(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("uplink %q: %w", u.name, err)
 			}
-			return fmt.Errorf("uplink %q: %w", u.name, err)
+			fl = u.launch(ctx, s, bs, isHead)
 		}
-		// While the group is in flight, read the backlog lane's next group, so that its
-		// range is recorded in the same transaction that commits this one.
-		type result struct {
-			n   int
-			err error
-		}
-		sent := make(chan result, 1)
-		go func() {
-			n, err := u.sendAll(ctx, bs)
-			sent <- result{n, err}
-		}()
+		// While a backlog group is in flight, read and record the next one, so it can go
+		// out the moment this one is acknowledged, while this one's commit is written.
+		s, bs, isHead := fl.s, fl.bs, fl.isHead
 		var ahead []*Batch
 		if !isHead {
-			ahead, err = u.readAhead(s, bs[len(bs)-1].Last+1)
+			var err error
+			if ahead, err = u.readAhead(s, bs[len(bs)-1].Last+1); err == nil && len(ahead) > 0 {
+				err = u.record(ctx, s, ahead, false)
+			}
+			if err != nil {
+				return fmt.Errorf("uplink %q: %w", u.name, err)
+			}
+			if len(ahead) > 0 {
+				s.backlog = append(s.backlog, ahead...)
+				u.charge(ahead, u.clock.Now())
+			}
 		}
-		r := <-sent
-		if err != nil {
-			return fmt.Errorf("uplink %q: %w", u.name, err)
-		}
+		r := <-fl.done
+		fl = nil
 		n, err := r.n, r.err
-		if n < len(bs) || err != nil {
-			ahead = nil
+		if err == nil && len(ahead) > 0 && !u.headDue(u.clock.Now()) {
+			fl = u.launch(ctx, s, ahead, false)
 		}
 		if n > 0 {
-			if cerr := u.commit(ctx, s, bs[:n], isHead, nil, ahead); cerr != nil {
+			if cerr := u.commit(ctx, s, bs[:n], isHead, nil); cerr != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, cerr)
 			}
 		}
@@ -269,6 +280,54 @@ func (u *Uplink) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// flight is a group being sent.
+type flight struct {
+	s      *stream
+	bs     []*Batch
+	isHead bool
+	done   chan sendResult
+}
+
+type sendResult struct {
+	n   int
+	err error
+}
+
+func (u *Uplink) launch(ctx context.Context, s *stream, bs []*Batch, isHead bool) *flight {
+	f := &flight{s: s, bs: bs, isHead: isHead, done: make(chan sendResult, 1)}
+	go func() {
+		n, err := u.sendAll(ctx, bs)
+		f.done <- sendResult{n, err}
+	}()
+	return f
+}
+
+// headDue reports whether a head lane has a batch to send now (full, or lingered long
+// enough): the backlog lane then yields instead of chaining its next group. It starts the
+// linger of data it sees for the first time, as cutHead would.
+func (u *Uplink) headDue(now time.Time) bool {
+	for _, s := range u.streams {
+		if len(s.head) > 0 {
+			return true
+		}
+		last, err := u.store.LastSeq(s.Log)
+		pos := s.lanes.headPos(s.cursor)
+		if err != nil || last < pos {
+			continue
+		}
+		if last-pos+1 >= uint64(u.batch.MaxRecords) {
+			return true
+		}
+		if s.seenAt.IsZero() {
+			s.seenAt = now
+		}
+		if !now.Before(s.seenAt.Add(u.batch.Linger.D())) {
+			return true
+		}
+	}
+	return false
 }
 
 // sendAll sends bs in order, several in flight when the sink can, and returns how many
@@ -579,14 +638,6 @@ func (u *Uplink) charge(bs []*Batch, now time.Time) {
 	u.nextBacklog = u.nextBacklog.Add(time.Duration(records) * time.Second / time.Duration(u.maxRate))
 }
 
-func ranges(bs []*Batch) [][2]uint64 {
-	rs := make([][2]uint64, len(bs))
-	for i, b := range bs {
-		rs[i] = [2]uint64{b.First, b.Last}
-	}
-	return rs
-}
-
 // record writes the ranges of a lane's new batches to the store before they are sent.
 func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool) error {
 	empty := true
@@ -599,10 +650,14 @@ func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool
 		return nil // nothing will be sent: no resend to prepare for
 	}
 	next := s.lanes.clone()
-	if isHead && next.draining() {
+	switch {
+	case isHead && next.draining():
 		next.FreshPending = rs
-	} else {
+	case isHead:
 		next.Pending = rs
+	default:
+		// The backlog lane may have a group in flight still: the new one follows it.
+		next.Pending = append(next.Pending, rs...)
 	}
 	if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
 		return fmt.Errorf("record batch %s: %w", bs[0].ID, err)
@@ -652,7 +707,7 @@ func (u *Uplink) wait(ctx context.Context, known []uint64, wake time.Time) error
 // with extra writes in the same transaction (a dead-letter entry). It uses a fresh
 // context: an acknowledged batch must be committed even while shutting down, or it would
 // be sent twice.
-func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool, extra func(*buffer.Tx), ahead []*Batch) error {
+func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool, extra func(*buffer.Tx)) error {
 	last := bs[len(bs)-1].Last
 	next := s.lanes.clone()
 	var c uint64
@@ -660,12 +715,6 @@ func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool
 		c = next.ackHead(s.cursor, last)
 	} else {
 		c = next.ackBacklog(last)
-	}
-	if !next.draining() || len(next.Pending) > 0 {
-		ahead = nil // the drain ended, or the lane still has batches in flight
-	}
-	if len(ahead) > 0 {
-		next.Pending = ranges(ahead)
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -695,10 +744,6 @@ func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool
 		s.head = s.head[len(bs):]
 	} else {
 		s.backlog = s.backlog[len(bs):]
-		if len(ahead) > 0 {
-			s.backlog = ahead
-			u.charge(ahead, u.clock.Now())
-		}
 		if wasDraining && !next.draining() {
 			// The drain is over; the head lane's batches in flight, if any, were recorded
 			// as the only lane's by ackBacklog.
