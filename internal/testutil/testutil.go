@@ -282,4 +282,3 @@ func SelfCommand(args ...string) *exec.Cmd {
 	}
 	return exec.Command(os.Args[0], args...)
 }
-
