@@ -34,7 +34,7 @@ uplinks:
   - {name: cloud, type: mqtt, url: %q, batch: {linger: 50ms, max_records: 10}}
 `, up.URL()))
 	startChild := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd := testutil.SelfCommand("-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"="+path)
 		cmd.Stderr = testWriter{t}
 		if err := cmd.Start(); err != nil {
