@@ -5,6 +5,7 @@
 package uplink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -77,6 +78,9 @@ type Stats struct {
 type Source struct {
 	Log  string
 	Kind record.Kind
+	// Topic returns the local topic of a stored entry, matched against the forward filters
+	// (panes carry their pipeline, not a topic); nil reads the "topic" of a stored record.
+	Topic func(v []byte) string
 }
 
 // Uplink forwards one or more logs to one sink, from one goroutine: the sources in the
@@ -792,7 +796,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 			return buffer.ErrStop
 		}
 		end, found = seq, true
-		if u.selected(v) {
+		if u.selected(s, v) {
 			if len(spans) > 0 {
 				buf = append(buf, ',')
 			}
@@ -837,12 +841,17 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 // idPlaceholder has the length of every batch id (record.BatchID: 16 bytes in hex).
 var idPlaceholder = strings.Repeat("0", 32)
 
-// selected reports whether a stored record's topic matches one of the forward filters.
-func (u *Uplink) selected(v []byte) bool {
+// selected reports whether a stored entry's topic matches one of the forward filters.
+func (u *Uplink) selected(s *stream, v []byte) bool {
 	if len(u.forward) == 1 && u.forward[0] == "#" {
 		return true
 	}
-	tp := recordTopic(v)
+	var tp string
+	if s.Topic != nil {
+		tp = s.Topic(v)
+	} else {
+		tp = recordTopic(v)
+	}
 	for _, f := range u.forward {
 		if topic.Match(f, tp) {
 			return true
@@ -852,8 +861,15 @@ func (u *Uplink) selected(v []byte) bool {
 }
 
 // recordTopic extracts "topic" from a stored record without decoding all of it: records
-// are written by record.AppendJSON, which puts id then topic first.
+// are written by record.AppendJSON, which puts id then topic first, and escapes quotes
+// inside strings, so the first `,"topic":"` is the key. A topic with escapes takes the slow
+// path.
 func recordTopic(v []byte) string {
+	if _, rest, ok := bytes.Cut(v, []byte(`,"topic":"`)); ok {
+		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
+			return string(rest[:end])
+		}
+	}
 	var r struct {
 		Topic string `json:"topic"`
 	}
