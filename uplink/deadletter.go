@@ -9,8 +9,8 @@ import (
 )
 
 // DeadLetterLog is the store log that keeps batches an upstream refused permanently (an
-// HTTP 400 or 413, a Pub/Sub InvalidArgument): read it with `edgegate buffer tail`, fix the
-// cause, and re-inject what matters. Each entry is one JSON object:
+// HTTP 400 or 413, a Pub/Sub InvalidArgument): read it with `edgegate buffer tail -log
+// deadletter`, fix the cause, and re-inject what matters. Each entry is one JSON object:
 //
 //	{"uplink": "...", "batch": "<id>", "log": "raw", "first": 1, "last": 500,
 //	 "at": "<RFC 3339>", "error": "...", "payload": {<the §3.3 batch, uncompressed>}}
