@@ -174,3 +174,35 @@ func recordIDs(p []byte) []string {
 		p = rest
 	}
 }
+
+// TestFreshFirstUncapped: with max_rate 0 the backlog lane always has its next group
+// ready; a fresh reading must still overtake it rather than wait for the end of the drain.
+func TestFreshFirstUncapped(t *testing.T) {
+	const backlog = 100_000
+	s := openStore(t, t.TempDir())
+	fillIDs(t, s, "r", "sensors/a/t", 0, backlog)
+	addr := testutil.FreeAddr(t)
+	up, _ := startUpstream(t, addr, false)
+	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tcp://%s", max_rate: 0, batch: {max_records: 500, linger: 10ms}}`, addr))
+	sink, _ := mqttsink.New(cfg, "gw", discard)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	run(t, u)
+	testutil.Eventually(t, 10*time.Second, "the drain under way", func() bool { return u.Stats().Records.Load() > 0 })
+	fillIDs(t, s, "f", "fresh/a/t", 0, 1)
+	testutil.Eventually(t, 60*time.Second, "everything", func() bool { return u.Stats().Records.Load() == backlog+1 })
+	got := up.got()
+	after := -1
+	for i, p := range got {
+		if bytes.Contains(p, []byte(`"id":"f000000"`)) {
+			after = 0
+			for _, q := range got[i+1:] {
+				after += len(recordIDs(q))
+			}
+			break
+		}
+	}
+	if after <= 0 {
+		t.Fatalf("the fresh reading was not sent before the end of the drain (%d backlog records after it)", after)
+	}
+	t.Logf("the fresh reading overtook %d backlog records", after)
+}

@@ -464,7 +464,7 @@ func (u *Uplink) maybeSplit(ctx context.Context) error {
 }
 
 // pick returns the next batches to send, recorded durably: head lanes' batches in flight,
-// then backlog lanes' batches in flight, then new head batches that are due, then new
+// then new head batches that are due, then backlog lanes' batches in flight, then new
 // backlog batches the rate allows. Otherwise it waits for data, a linger deadline or the
 // rate limiter.
 func (u *Uplink) pick(ctx context.Context) (s *stream, bs []*Batch, isHead bool, err error) {
@@ -474,11 +474,8 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, bs []*Batch, isHead bool,
 				return s, s.head, true, nil
 			}
 		}
-		for _, s := range u.streams {
-			if len(s.backlog) > 0 {
-				return s, s.backlog, false, nil
-			}
-		}
+		// A due head batch goes before a backlog group, even one already recorded: with
+		// no cap, the backlog lane always has its next group ready.
 		now := u.clock.Now()
 		var wake time.Time
 		known := make([]uint64, len(u.streams))
@@ -492,6 +489,11 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, bs []*Batch, isHead bool,
 			}
 			if !due.IsZero() && (wake.IsZero() || due.Before(wake)) {
 				wake = due
+			}
+		}
+		for _, s := range u.streams {
+			if len(s.backlog) > 0 {
+				return s, s.backlog, false, nil
 			}
 		}
 		for _, s := range u.streams {
