@@ -240,3 +240,37 @@ func TestHTTPFailuresDelaysAndDeadLetter(t *testing.T) {
 		t.Errorf("dead letter: %d records, first %s, error %s", len(recs), recs[0].ID, dead[0]["error"])
 	}
 }
+
+// TestHTTPBacklogInParallel: a backlog goes out with several requests in flight (after one
+// alone, as a probe), against a collector that takes 100 ms per request; every record
+// arrives.
+func TestHTTPBacklogInParallel(t *testing.T) {
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	col := &collector{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+		col.ServeHTTP(w, r)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	s := openStore(t, t.TempDir())
+	fill(t, s, "sensors/a/t", 0, 200)
+	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, max_rate: 0, batch: {max_records: 10, linger: 10ms}}`, srv.URL))
+	sink, _ := httpsink.New(cfg, "gw", discard)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	run(t, u)
+	testutil.Eventually(t, 20*time.Second, "200 records", func() bool { return u.Stats().Records.Load() == 200 })
+	mu.Lock()
+	defer mu.Unlock()
+	if most < 2 {
+		t.Errorf("at most %d request in flight: the backlog was sent one batch at a time", most)
+	}
+	t.Logf("up to %d requests in flight", most)
+}

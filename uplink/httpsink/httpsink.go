@@ -15,13 +15,16 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/uplink"
 )
 
-// Sink is an HTTP collector. It keeps idle keep-alive connections between batches.
+// Sink is an HTTP collector. It keeps idle keep-alive connections between batches. Send
+// and SendAll are not called concurrently (the uplink's contract); SendAll itself runs up
+// to 4 requests at once, and Send is safe for that.
 type Sink struct {
 	name    string
 	url     string // with {gateway} and {kind}
@@ -34,7 +37,13 @@ type Sink struct {
 	log     *slog.Logger
 }
 
-var _ uplink.Sink = (*Sink)(nil)
+var (
+	_ uplink.Sink        = (*Sink)(nil)
+	_ uplink.MultiSender = (*Sink)(nil)
+)
+
+// parallel bounds the requests a group of batches keeps in flight.
+const parallel = 4
 
 // New is the uplink.SinkFactory of the http sink. It reads the credential and certificate
 // files but dials nothing.
@@ -44,7 +53,7 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 		log: log.With("component", "httpsink", "uplink", cfg.Name),
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 2
+	tr.MaxIdleConnsPerHost = parallel
 	tr.ResponseHeaderTimeout = cfg.Timeout.D()
 	if strings.HasPrefix(cfg.URL, "https:") {
 		tc, err := uplink.TLSConfig(cfg.TLS)
@@ -121,6 +130,38 @@ func (s *Sink) Send(ctx context.Context, b *uplink.Batch) error {
 		return fmt.Errorf("%w: %w", uplink.ErrPermanent, err)
 	}
 	return err
+}
+
+// SendAll posts the first batch alone — an upstream that is down or overloaded gets one
+// request per attempt, not a burst — then the others, up to 4 at a time, and returns how
+// many leading batches were acknowledged. A batch acknowledged after one that failed is
+// sent again later: a duplicate with the same id and Idempotency-Key.
+func (s *Sink) SendAll(ctx context.Context, bs []*uplink.Batch) (int, error) {
+	if len(bs) == 0 {
+		return 0, nil
+	}
+	if err := s.Send(ctx, bs[0]); err != nil {
+		return 0, err
+	}
+	errs := make([]error, len(bs))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i := 1; i < len(bs); i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Send(ctx, bs[i])
+			<-sem
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return i, err
+		}
+	}
+	return len(bs), nil
 }
 
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
