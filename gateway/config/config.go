@@ -12,15 +12,16 @@ import (
 
 // Config is the whole file. Each section's type and checks live in its own file.
 type Config struct {
-	Gateway  Gateway  `yaml:"gateway"`
-	Broker   Broker   `yaml:"broker"`
-	Routes   []Route  `yaml:"routes"`
-	Unrouted string   `yaml:"unrouted"`
-	Dedup    Dedup    `yaml:"dedup"`
-	Sensors  []Sensor `yaml:"sensors"`
-	Buffer   Buffer   `yaml:"buffer"`
-	Uplinks  []Uplink `yaml:"uplinks"`
-	Ops      Ops      `yaml:"ops"`
+	Gateway   Gateway    `yaml:"gateway"`
+	Broker    Broker     `yaml:"broker"`
+	Routes    []Route    `yaml:"routes"`
+	Unrouted  string     `yaml:"unrouted"`
+	Dedup     Dedup      `yaml:"dedup"`
+	Sensors   []Sensor   `yaml:"sensors"`
+	Buffer    Buffer     `yaml:"buffer"`
+	Pipelines []Pipeline `yaml:"pipelines"`
+	Uplinks   []Uplink   `yaml:"uplinks"`
+	Ops       Ops        `yaml:"ops"`
 
 	file string
 	pos  map[string]Pos
@@ -91,6 +92,7 @@ func (c *Config) Validate() error {
 	c.validateRoutes(v)
 	c.validateSensors(v)
 	c.validateBuffer(v)
+	c.validatePipelines(v)
 	c.validateUplinks(v)
 	c.validateOps(v)
 	if len(v.errs) == 0 {
