@@ -160,7 +160,9 @@ func (c *Config) checkNotDeviceTopic(v *validator, key, what, t string) {
 }
 
 func (c *Config) validateWindow(v *validator, p string, w *Window) {
-	set := func(k string) bool { return c.Has(p+"."+k) || (k == "size" && w.Size != 0) || (k == "every" && w.Every != 0) || (k == "gap" && w.Gap != 0) }
+	set := func(k string) bool {
+		return c.Has(p+"."+k) || (k == "size" && w.Size != 0) || (k == "every" && w.Every != 0) || (k == "gap" && w.Gap != 0)
+	}
 	unused := func(kind string, keys ...string) {
 		for _, k := range keys {
 			if set(k) {
