@@ -93,6 +93,7 @@ type keyState struct {
 	key  string
 	id   string    // store id of the key, set by the runner
 	wins []*window // sorted by start; disjoint for sessions
+	cur  *window   // the window last added to: most records go to the same one
 }
 
 type window struct {
@@ -264,7 +265,9 @@ func (c *Core) addTo(ksp **keyState, in *Input, start, end, w0 int64) Outcome {
 	ks := *ksp
 	var w *window
 	if ks != nil {
-		w = ks.find(start)
+		if w = ks.cur; w == nil || w.start != start {
+			w = ks.find(start)
+		}
 	}
 	if w == nil {
 		if c.open >= c.spec.MaxOpenWindows {
@@ -276,6 +279,7 @@ func (c *Core) addTo(ksp **keyState, in *Input, start, end, w0 int64) Outcome {
 		}
 		w = c.newWindow(ks, start, end, late)
 	}
+	ks.cur = w
 	w.agg.add(in.Value, in.TS, c.arrival)
 	c.touch(w)
 	if late {
@@ -463,6 +467,9 @@ func (c *Core) forget(w *window) {
 
 // release frees w (already out of its queue and its key's list).
 func (c *Core) release(w *window) {
+	if w.ks.cur == w {
+		w.ks.cur = nil
+	}
 	if w.stored {
 		c.tombs = append(c.tombs, tomb{w.ks, w.start})
 	}
