@@ -134,6 +134,7 @@ type Core struct {
 	free     []*window
 	open     int
 	panes    []Pane
+	outBytes int // estimated JSON bytes of panes
 	scratch  []*window
 	matchAll bool
 	topics   map[string]bool
@@ -190,7 +191,7 @@ func (c *Core) Counters() Counters { return c.stats }
 func (c *Core) Panes() []Pane { return c.panes }
 
 // ClearPanes forgets the emitted panes (the slice is reused).
-func (c *Core) ClearPanes() { c.panes = c.panes[:0] }
+func (c *Core) ClearPanes() { c.panes, c.outBytes = c.panes[:0], 0 }
 
 // Step applies one record. Records must come in arrival order.
 func (c *Core) Step(in *Input) Outcome {
@@ -429,8 +430,12 @@ func (c *Core) touch(w *window) {
 	c.markDirty(w)
 }
 
-// stateBytes estimates what saving one window costs in a transaction.
-const stateBytes = 160
+// Estimates of what saving one window and appending one pane cost in a transaction
+// (beyond the key, which both carry).
+const (
+	stateBytes = 160
+	paneBytes  = 400
+)
 
 func (c *Core) markDirty(w *window) {
 	if c.trackDirty && !w.dirty {
@@ -443,6 +448,7 @@ func (c *Core) markDirty(w *window) {
 // emit fires a pane of w.
 func (c *Core) emit(w *window, t Timing) {
 	c.panes = append(c.panes, Pane{Key: w.ks.key, Start: w.start, End: w.end, Index: w.index, Timing: t, agg: w.agg})
+	c.outBytes += paneBytes + 2*len(w.ks.key)
 	w.index++
 	w.changed = false
 	w.earlyAt = 0
