@@ -44,12 +44,12 @@ type Options struct {
 
 // Gateway is one running edgegate.
 type Gateway struct {
-	cfg     *config.Config
-	opts    Options
-	log     *slog.Logger
-	store   *buffer.Store
-	hook    *broker.IngestHook
-	broker  *broker.Broker
+	cfg       *config.Config
+	opts      Options
+	log       *slog.Logger
+	store     *buffer.Store
+	hook      *broker.IngestHook
+	broker    *broker.Broker
 	poller    *sensors.Poller
 	pipelines []*pipeline.Runner
 	uplinks   []*uplink.Uplink
