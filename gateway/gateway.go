@@ -44,15 +44,16 @@ type Options struct {
 
 // Gateway is one running edgegate.
 type Gateway struct {
-	cfg       *config.Config
-	opts      Options
-	log       *slog.Logger
-	store     *buffer.Store
-	hook      *broker.IngestHook
-	broker    *broker.Broker
-	poller    *sensors.Poller
+	cfg     *config.Config
+	opts    Options
+	log     *slog.Logger
+	store   *buffer.Store
+	hook    *broker.IngestHook
+	broker  *broker.Broker
+	poller  *sensors.Poller
+	uplinks []*uplink.Uplink
+
 	pipelines []*pipeline.Runner
-	uplinks   []*uplink.Uplink
 	closing   atomic.Bool // set before the broker closes: panes are no longer published locally
 
 	ingestCtx    context.Context // lives until shutdown begins; bounds ingest's store waits

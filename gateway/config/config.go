@@ -12,16 +12,17 @@ import (
 
 // Config is the whole file. Each section's type and checks live in its own file.
 type Config struct {
-	Gateway   Gateway    `yaml:"gateway"`
-	Broker    Broker     `yaml:"broker"`
-	Routes    []Route    `yaml:"routes"`
-	Unrouted  string     `yaml:"unrouted"`
-	Dedup     Dedup      `yaml:"dedup"`
-	Sensors   []Sensor   `yaml:"sensors"`
-	Buffer    Buffer     `yaml:"buffer"`
+	Gateway  Gateway  `yaml:"gateway"`
+	Broker   Broker   `yaml:"broker"`
+	Routes   []Route  `yaml:"routes"`
+	Unrouted string   `yaml:"unrouted"`
+	Dedup    Dedup    `yaml:"dedup"`
+	Sensors  []Sensor `yaml:"sensors"`
+	Buffer   Buffer   `yaml:"buffer"`
+	Uplinks  []Uplink `yaml:"uplinks"`
+	Ops      Ops      `yaml:"ops"`
+
 	Pipelines []Pipeline `yaml:"pipelines"`
-	Uplinks   []Uplink   `yaml:"uplinks"`
-	Ops       Ops        `yaml:"ops"`
 
 	file string
 	pos  map[string]Pos
