@@ -60,6 +60,9 @@ const usage = `usage: edgegate <command> [flags]
 commands:
   run -c FILE        run the gateway daemon (default FILE ` + defaultConfig + `)
   validate -c FILE   check a config file and explain every problem
+  replay -c FILE [--pipeline NAME] [--input F.jsonl]
+                     run the config's pipelines over records (JSON Lines; stdin by
+                     default), watermark to +inf at the end; panes to stdout
   version            print version, commit, Go version and platform
 `
 
@@ -78,6 +81,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "replay":
+		return cmdReplay(args[1:], stdin, stdout, stderr)
 	case "version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help":
