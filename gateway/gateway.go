@@ -18,7 +18,6 @@ import (
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/record"
@@ -77,33 +76,20 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}
 	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{})}
 	var drivers []sensors.Sensor
+	self := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {
-			for _, d := range drivers {
-				d.Driver.Close()
-			}
-			if g.store != nil {
-				g.store.Close()
+			sensors.CloseAll(drivers)
+			if self.store != nil {
+				self.store.Close()
 			}
 		}
 	}()
 
 	// Sensors first: a missing device is the most likely start-up error.
-	for _, sc := range cfg.Sensors {
-		f, ok := opts.Registry.Sensors[sc.Driver]
-		if !ok {
-			return nil, fmt.Errorf("sensor %q: driver %q is not built into this binary", sc.Name, sc.Driver)
-		}
-		d, err := f(sc, opts.Clock)
-		if err != nil {
-			return nil, fmt.Errorf("sensor %q: %w", sc.Name, err)
-		}
-		t, err := topic.ParseTemplate(sc.Topic)
-		if err != nil {
-			d.Close()
-			return nil, fmt.Errorf("sensor %q: topic: %w", sc.Name, err)
-		}
-		drivers = append(drivers, sensors.Sensor{Name: sc.Name, Driver: d, Interval: sc.Interval.D(), Topic: t})
+	drivers, err = sensors.Open(cfg.Sensors, opts.Registry.Sensors, opts.Clock, opts.Logger)
+	if err != nil {
+		return nil, err
 	}
 
 	routes := append(SensorRoutes(cfg.Sensors), cfg.Routes...)
@@ -167,7 +153,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		if err != nil {
 			return nil, err
 		}
-		g.uplinks = append(g.uplinks, uplink.New(uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
+		g.uplinks = append(g.uplinks, uplink.NewMulti(uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
 	}
 	return g, nil
 }
@@ -199,6 +185,9 @@ func (g *Gateway) Store() *buffer.Store { return g.store }
 
 // IngestStats exposes the ingest counters.
 func (g *Gateway) IngestStats() *broker.IngestStats { return g.hook.Stats() }
+
+// Sensors returns the state of every sensor (for /status): up, down with the last error, counters.
+func (g *Gateway) Sensors() []sensors.Status { return g.poller.Status() }
 
 // Uplinks exposes the uplinks (status and tests).
 func (g *Gateway) Uplinks() []*uplink.Uplink { return g.uplinks }
@@ -337,7 +326,7 @@ func (g *Gateway) flush(timeout time.Duration) {
 		return
 	}
 	lasts := map[string]uint64{}
-	for _, log := range g.uplinks[0].Logs() {
+	for _, log := range []string{pipeline.AggLog, broker.RawLog} {
 		last, err := g.store.LastSeq(log)
 		if err != nil {
 			return
@@ -348,10 +337,8 @@ func (g *Gateway) flush(timeout time.Duration) {
 	for time.Now().Before(deadline) {
 		done := true
 		for _, u := range g.uplinks {
-			for log, last := range lasts {
-				if pos, ok := u.Position(log); ok && pos <= last && !u.Stats().BackoffNow.Load() {
-					done = false
-				}
+			if !u.Drained(lasts) && !u.Stats().BackoffNow.Load() {
+				done = false
 			}
 		}
 		if done {

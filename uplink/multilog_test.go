@@ -22,21 +22,25 @@ var leakOpts = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
 	goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
 	goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4.(*DB).monitorCache"),
+	goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"), // the pubsub sink's dependencies
 }
 
-// recSink records what it was sent; fail decides, per call, whether Send fails.
+// recSink records what it was sent (and every attempt); fail decides, per call, whether
+// Send fails.
 type recSink struct {
-	mu     sync.Mutex
-	sent   []Batch
-	calls  int
-	fail   func(b *Batch, call int) error
-	closed int
+	mu       sync.Mutex
+	sent     []Batch
+	attempts []Batch
+	calls    int
+	fail     func(b *Batch, call int) error
+	closed   int
 }
 
 func (s *recSink) Send(_ context.Context, b *Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
+	s.attempts = append(s.attempts, *b)
 	if s.fail != nil {
 		if err := s.fail(b, s.calls); err != nil {
 			return err
@@ -89,7 +93,7 @@ func pane(pipeline string, i int) string {
 }
 
 func testUplink(st *buffer.Store, sink Sink, forward ...string) *Uplink {
-	cfg := config.Uplink{Name: "up", Forward: forward,
+	cfg := config.Uplink{Name: "up", Type: "file", Forward: forward,
 		Batch: config.Batch{MaxRecords: 2, MaxBytes: 1 << 20, Linger: 0}}
 	if len(forward) == 0 {
 		cfg.Forward = []string{"#"}
@@ -102,7 +106,7 @@ func testUplink(st *buffer.Store, sink Sink, forward ...string) *Uplink {
 		}},
 		{Log: "raw", Kind: record.KindRecords},
 	}
-	u := New(cfg, "gw", srcs, sink, st, clock.Real{}, slog.New(slog.DiscardHandler))
+	u := NewMulti(cfg, "gw", srcs, sink, st, clock.Real{}, slog.New(slog.DiscardHandler))
 	u.MinBackoff, u.MaxBackoff = time.Millisecond, 5*time.Millisecond
 	return u
 }
@@ -155,11 +159,7 @@ func TestUplinkForwardsAggregatesFirst(t *testing.T) {
 	sink := &recSink{}
 	u := testUplink(st, sink, "agg/p1", "sensors/#")
 	stop := run(u)
-	waitFor(t, "both logs committed", func() bool {
-		a, _ := u.Position("agg")
-		r, _ := u.Position("raw")
-		return a == 4 && r == 4
-	})
+	waitFor(t, "both logs committed", func() bool { return u.Drained(map[string]uint64{"agg": 3, "raw": 3}) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -186,71 +186,53 @@ func TestUplinkForwardsAggregatesFirst(t *testing.T) {
 			t.Fatalf("cursor %s = %d, want %d", log, c, want)
 		}
 	}
-	if u.Stats().Position.Load() != 4 || u.Stats().Batches.Load() != 2 || sink.closed != 1 {
-		t.Fatalf("stats position %d batches %d, sink closed %d", u.Stats().Position.Load(), u.Stats().Batches.Load(), sink.closed)
+	if u.Stats().Batches.Load() != 2 || sink.closed != 1 {
+		t.Fatalf("stats batches %d, sink closed %d", u.Stats().Batches.Load(), sink.closed)
 	}
 }
 
-// TestUplinkResendAfterRestart: a batch of each log was cut (its range recorded) and sent
-// without an ack; after a restart each is sent again with the same id and bytes, before
-// anything new, aggregates first.
+// TestUplinkResendAfterRestart: the records batch in flight at a stop (sent, never
+// acked) is sent again after the restart with the same id and bytes, before anything new;
+// then new aggregates go before new records.
 func TestUplinkResendAfterRestart(t *testing.T) {
 	defer goleak.VerifyNone(t, leakOpts...)
 	dir := t.TempDir()
 	st := testStore(t, dir)
 	appendN(t, st, "raw", rec("s/1", 1), rec("s/2", 2))
 	appendN(t, st, "agg", pane("p", 1))
-	failing := &recSink{fail: func(b *Batch, call int) error {
-		if b.Kind == record.KindRecords || call > 1 {
+	failing := &recSink{fail: func(b *Batch, _ int) error {
+		if b.Kind == record.KindRecords {
 			return errors.New("no ack")
 		}
 		return nil
 	}}
-	// The first aggregates batch is acked; the records batch never is.
 	u := testUplink(st, failing)
 	stop := run(u)
-	waitFor(t, "the records batch to be tried", func() bool {
+	waitFor(t, "the records batch to be tried twice", func() bool {
 		failing.mu.Lock()
 		defer failing.mu.Unlock()
 		return failing.calls >= 3
 	})
-	// A new pane arrives while the records batch is failing: its batch is cut (aggregates
-	// first) and fails too.
-	appendN(t, st, "agg", pane("p", 2))
-	waitFor(t, "a second aggregates batch to be pending", func() bool {
-		v, ok, _ := st.Get("uplink/up/agg/pending")
-		return ok && len(v) == 16
-	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	tried := map[string]Batch{}
 	failing.mu.Lock()
-	first := failing.sent
+	acked := failing.sent
+	tried := failing.attempts[len(failing.attempts)-1]
 	failing.mu.Unlock()
-	if len(first) != 1 || first[0].Kind != record.KindAggregates {
-		t.Fatalf("acked before restart: %+v", first)
-	}
-	for _, log := range []string{"raw", "agg"} {
-		v, ok, _ := st.Get("uplink/up/" + log + "/pending")
-		if !ok {
-			t.Fatalf("no pending range for %s", log)
-		}
-		tried[log] = Batch{First: uint64FromBE(v[:8]), Last: uint64FromBE(v[8:])}
+	if len(acked) != 1 || acked[0].Kind != record.KindAggregates || tried.Kind != record.KindRecords {
+		t.Fatalf("before restart: acked %+v, last try %s", acked, tried.Kind)
 	}
 	st.Close()
 
 	st = testStore(t, dir)
 	defer st.Close()
 	appendN(t, st, "raw", rec("s/3", 3))
+	appendN(t, st, "agg", pane("p", 2))
 	good := &recSink{}
 	u = testUplink(st, good)
 	stop = run(u)
-	waitFor(t, "everything committed", func() bool {
-		a, _ := u.Position("agg")
-		r, _ := u.Position("raw")
-		return a == 3 && r == 4
-	})
+	waitFor(t, "everything committed", func() bool { return u.Drained(map[string]uint64{"agg": 2, "raw": 3}) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -258,28 +240,13 @@ func TestUplinkResendAfterRestart(t *testing.T) {
 	if len(sent) != 3 {
 		t.Fatalf("sent %d batches after restart", len(sent))
 	}
-	for i, want := range []struct {
-		kind record.Kind
-		log  string
-	}{{record.KindAggregates, "agg"}, {record.KindRecords, "raw"}} {
-		b := sent[i]
-		r := tried[want.log]
-		if b.Kind != want.kind || b.First != r.First || b.Last != r.Last || b.ID != record.BatchID("gw", "up", want.log, r.First, r.Last) {
-			t.Fatalf("resend %d: %s %d-%d id %s; recorded range %d-%d", i, b.Kind, b.First, b.Last, b.ID, r.First, r.Last)
-		}
+	if b := sent[0]; b.ID != tried.ID || string(b.Payload) != string(tried.Payload) {
+		t.Fatalf("first send after restart: %s %s, the unacked batch was %s", b.Kind, b.ID, tried.ID)
 	}
-	if items := payloadItems(t, sent[1]); fmt.Sprint(items) != fmt.Sprint([]string{rec("s/1", 1), rec("s/2", 2)}) {
-		t.Fatalf("resent records %v", items)
+	if items := payloadItems(t, sent[1]); sent[1].Kind != record.KindAggregates || fmt.Sprint(items) != fmt.Sprint([]string{pane("p", 2)}) {
+		t.Fatalf("second: %s %v", sent[1].Kind, items)
 	}
 	if items := payloadItems(t, sent[2]); fmt.Sprint(items) != fmt.Sprint([]string{rec("s/3", 3)}) {
 		t.Fatalf("new records %v", items)
 	}
-}
-
-func uint64FromBE(b []byte) uint64 {
-	var v uint64
-	for _, c := range b {
-		v = v<<8 | uint64(c)
-	}
-	return v
 }

@@ -19,10 +19,17 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/sensors/ads1115"
+	"github.com/edgegate/edgegate/sensors/bmx280"
+	"github.com/edgegate/edgegate/sensors/cputemp"
+	"github.com/edgegate/edgegate/sensors/ds18b20"
+	"github.com/edgegate/edgegate/sensors/gpiosensor"
 	"github.com/edgegate/edgegate/sensors/sim"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
+	"github.com/edgegate/edgegate/uplink/httpsink"
 	"github.com/edgegate/edgegate/uplink/mqttsink"
+	"github.com/edgegate/edgegate/uplink/pubsubsink"
 )
 
 // Set by the linker (see Makefile).
@@ -47,10 +54,20 @@ func main() {
 // registry lists what this binary is built with.
 func registry() gateway.Registry {
 	return gateway.Registry{
-		Sensors: map[string]sensors.Factory{"sim": sim.New},
+		Sensors: map[string]sensors.Factory{
+			"sim":      sim.New,
+			"bme280":   bmx280.New,
+			"bmp280":   bmx280.New,
+			"ds18b20":  ds18b20.New,
+			"ads1115":  ads1115.New,
+			"gpio":     gpiosensor.New,
+			"cpu_temp": cputemp.New,
+		},
 		Sinks: map[string]uplink.SinkFactory{
-			"mqtt": mqttsink.New,
-			"file": filesink.New,
+			"mqtt":   mqttsink.New,
+			"http":   httpsink.New,
+			"pubsub": pubsubsink.New,
+			"file":   filesink.New,
 		},
 	}
 }

@@ -58,7 +58,7 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		InlineClient:           true,
-		Logger:                 log.With("component", "mqtt"),
+		Logger:                 slog.New(quietHandler{log.Handler()}).With("component", "mqtt"),
 		SysTopicResendInterval: 60,
 	})
 	b := &Broker{srv: srv, cfg: cfg, ingest: ingest, log: log.With("component", "broker")}

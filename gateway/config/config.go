@@ -60,7 +60,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	c.resolve()
 	if err != nil {
 		var es Errors
-		if errors.As(err, &es) {
+		if errors.As(err, &es) && len(pos) > 0 {
 			// Also report the semantic problems of what did decode, so one run shows all.
 			if verr := c.Validate(); verr != nil {
 				var ves Errors
@@ -112,6 +112,16 @@ type validator struct {
 // at reports a problem with the value at path (e.g. "uplinks[0].url"). When that key is
 // absent from the file, the nearest enclosing value that is present gives the position.
 func (v *validator) at(path string, format string, args ...any) {
+	for p := path; ; {
+		if _, bad := v.c.pos[badPrefix+p]; bad {
+			return // already reported as a decode error
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
 	v.errs = append(v.errs, &Error{File: v.c.file, Pos: v.c.Position(path), Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -163,11 +173,7 @@ func dedupErrors(es Errors) Errors {
 
 func (c *Config) resolve() {
 	for i := range c.Sensors {
-		s := &c.Sensors[i]
-		if s.Driver == "sim" && s.Sim == nil {
-			s.Sim = &Sim{}
-			s.Sim.setDefaults()
-		}
+		c.Sensors[i].resolve()
 	}
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]

@@ -70,6 +70,14 @@ type decoder struct {
 	file string
 	errs Errors
 	pos  map[string]Pos
+	path string // of the value being decoded, for errorf
+}
+
+// badf reports a value that could not be decoded, and marks its path so Validate does not
+// also complain about the default left in its place.
+func (d *decoder) badf(n *yaml.Node, format string, args ...any) {
+	d.pos[badPrefix+d.path] = Pos{n.Line, n.Column}
+	d.errorf(n, format, args...)
 }
 
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
@@ -98,13 +106,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		n = n.Alias
 	}
 	d.pos[path] = Pos{n.Line, n.Column}
+	d.path = path
 	if v.CanAddr() && v.Addr().Type().Implements(nodeDecoderType) {
 		if n.Kind != yaml.ScalarNode {
-			d.errorf(n, "%s: expected a scalar, found %s", path, kindName(n))
+			d.badf(n, "%s: expected a scalar, found %s", path, kindName(n))
 			return
 		}
 		if err := v.Addr().Interface().(nodeDecoder).decodeNode(n); err != nil {
-			d.errorf(n, "%s: %v", path, err)
+			d.badf(n, "%s: %v", path, err)
 		}
 		return
 	}
@@ -125,7 +134,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		if n.Kind != yaml.SequenceNode {
-			d.errorf(n, "%s: expected a list, found %s", path, kindName(n))
+			d.badf(n, "%s: expected a list, found %s", path, kindName(n))
 			return
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -139,7 +148,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		if n.Kind != yaml.MappingNode {
-			d.errorf(n, "%s: expected a mapping, found %s", path, kindName(n))
+			d.badf(n, "%s: expected a mapping, found %s", path, kindName(n))
 			return
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
@@ -152,6 +161,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			}
 			seen[k.Value] = true
 			e := reflect.New(v.Type().Elem()).Elem()
+			setDefaults(e)
 			d.decode(val, e, path+"."+k.Value)
 			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)
 		}
@@ -166,7 +176,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		return // an empty section keeps its defaults
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "%s: expected a mapping, found %s", orTop(path), kindName(n))
+		d.badf(n, "%s: expected a mapping, found %s", orTop(path), kindName(n))
 		return
 	}
 	fields := map[string]int{}
@@ -190,6 +200,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			sub = path + "." + k.Value
 		}
 		idx, ok := fields[k.Value]
+		d.path = path
 		if !ok {
 			d.errorf(k, "%s: unknown key %q (expected one of: %s)", orTop(path), k.Value, strings.Join(names, ", "))
 			continue
@@ -212,7 +223,7 @@ func orTop(path string) string {
 
 func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, "%s: expected %s, found %s", path, typeName(v.Kind()), kindName(n))
+		d.badf(n, "%s: expected %s, found %s", path, typeName(v.Kind()), kindName(n))
 		return
 	}
 	switch v.Kind() {
@@ -224,7 +235,7 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 		v.SetString(n.Value)
 	case reflect.Bool:
 		if n.Tag != "!!bool" {
-			d.errorf(n, "%s: expected true or false, found %q", path, n.Value)
+			d.badf(n, "%s: expected true or false, found %q", path, n.Value)
 			return
 		}
 		b, _ := strconv.ParseBool(n.Value)
@@ -232,26 +243,26 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, v.Type().Bits())
 		if err != nil || n.Tag == "!!str" && n.Style != 0 {
-			d.errorf(n, "%s: expected an integer, found %q", path, n.Value)
+			d.badf(n, "%s: expected an integer, found %q", path, n.Value)
 			return
 		}
 		v.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		u, err := strconv.ParseUint(strings.ReplaceAll(n.Value, "_", ""), 0, v.Type().Bits())
 		if err != nil || n.Tag == "!!str" && n.Style != 0 {
-			d.errorf(n, "%s: expected an integer ≥ 0, found %q", path, n.Value)
+			d.badf(n, "%s: expected an integer ≥ 0, found %q", path, n.Value)
 			return
 		}
 		v.SetUint(u)
 	case reflect.Float32, reflect.Float64:
 		f, err := strconv.ParseFloat(n.Value, 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || n.Tag == "!!str" && n.Style != 0 {
-			d.errorf(n, "%s: expected a number, found %q", path, n.Value)
+			d.badf(n, "%s: expected a number, found %q", path, n.Value)
 			return
 		}
 		v.SetFloat(f)
 	default:
-		d.errorf(n, "%s: unsupported config type %s", path, v.Type())
+		d.badf(n, "%s: unsupported config type %s", path, v.Type())
 	}
 }
 
@@ -267,6 +278,10 @@ func typeName(k reflect.Kind) string {
 		return "an integer"
 	}
 }
+
+// badPrefix marks, in the position map, the paths whose value failed to decode: Validate
+// stays quiet about them (their Go value is a default, not what the user wrote).
+const badPrefix = "\x00bad:"
 
 // decodeFile parses data as one YAML document and decodes it into out.
 func decodeFile(file string, data []byte, out any) (map[string]Pos, error) {

@@ -1,9 +1,13 @@
 // Package mqttsink sends batches to an MQTT broker with paho (MQTT 3.1.1, QoS 1).
 //
-// The store, not paho's session, is the source of truth (DESIGN invariant 4): the client
-// uses a clean session, no automatic reconnect and an in-memory store; a token counts as
-// an ack only when no reconnect happened between publish and completion. Anything else is
-// an error, and the uplink resends the same batch from the log.
+// The store, not paho's session, is the source of truth (DESIGN invariant 4). paho can
+// complete a QoS 1 token without error after an automatic reconnect though no PUBACK came,
+// so the sink never lets paho reconnect: one paho client is one connection (clean session,
+// AutoReconnect off). When that connection drops, paho fails every token still in flight
+// ("connection lost before Publish completed") and the sink discards the client; the next
+// Send dials a new one. A token that completes without error on its own, still-open
+// connection is therefore a real PUBACK. Anything else is an error, and the uplink resends
+// the same batch from the log.
 package mqttsink
 
 import (
@@ -11,10 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
+	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -24,12 +26,6 @@ import (
 	"github.com/edgegate/edgegate/uplink"
 )
 
-// Timeouts of one connection attempt and of one batch's PUBACK.
-const (
-	connectTimeout = 10 * time.Second
-	ackTimeout     = 30 * time.Second
-)
-
 // Sink publishes each batch as one QoS 1 message.
 type Sink struct {
 	name    string
@@ -37,10 +33,11 @@ type Sink struct {
 	topic   *topic.Template
 	gateway string
 	log     *slog.Logger
+	// timeout bounds one connection attempt and one batch's PUBACK.
+	timeout time.Duration
 
 	mu     sync.Mutex // guards client
 	client paho.Client
-	epoch  atomic.Uint64 // connections made; a change during a publish voids its token
 }
 
 var _ uplink.Sink = (*Sink)(nil)
@@ -52,19 +49,18 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 	if err != nil {
 		return nil, fmt.Errorf("uplink %q: topic: %w", cfg.Name, err)
 	}
-	s := &Sink{name: cfg.Name, topic: t, gateway: gateway, log: log.With("component", "mqttsink", "uplink", cfg.Name)}
+	s := &Sink{name: cfg.Name, topic: t, gateway: gateway, timeout: cfg.Timeout.D(), log: log.With("component", "mqttsink", "uplink", cfg.Name)}
 	o := paho.NewClientOptions().
 		AddBroker(cfg.URL).
 		SetClientID(cfg.ClientID).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetConnectTimeout(connectTimeout).
+		SetConnectTimeout(s.timeout).
 		SetKeepAlive(30 * time.Second).
 		SetPingTimeout(10 * time.Second).
-		SetWriteTimeout(ackTimeout).
+		SetWriteTimeout(s.timeout).
 		SetOrderMatters(false).
-		SetOnConnectHandler(func(paho.Client) { s.epoch.Add(1) }).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			s.log.Warn("upstream connection lost", "err", err)
 		})
@@ -72,11 +68,20 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 		o.SetUsername(cfg.Username)
 	}
 	if cfg.PasswordFile != "" {
-		pw, err := os.ReadFile(cfg.PasswordFile)
+		pw, err := uplink.NewSecret(cfg.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("uplink %q: password_file: %w", cfg.Name, err)
 		}
-		o.SetPassword(strings.TrimRight(string(pw), "\r\n"))
+		// Read at each connect, so a rotated password needs no restart.
+		user := cfg.Username
+		o.SetCredentialsProvider(func() (string, string) { return user, pw.Value() })
+	}
+	if u, err := url.Parse(cfg.URL); err == nil && u.Scheme != "tcp" && u.Scheme != "mqtt" {
+		tc, err := uplink.TLSConfig(cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("uplink %q: %w", cfg.Name, err)
+		}
+		o.SetTLSConfig(tc)
 	}
 	s.opts = o
 	return s, nil
@@ -95,7 +100,7 @@ func (s *Sink) connect(ctx context.Context) (paho.Client, error) {
 	}
 	c := paho.NewClient(s.opts)
 	tok := c.Connect()
-	if err := wait(ctx, tok, connectTimeout); err != nil {
+	if err := wait(ctx, tok, s.timeout); err != nil {
 		c.Disconnect(0)
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -110,7 +115,6 @@ func (s *Sink) Send(ctx context.Context, b *uplink.Batch) error {
 	if err != nil {
 		return err
 	}
-	epoch := s.epoch.Load()
 	tp := s.topic.Expand(func(n string) string {
 		if n == "gateway" {
 			return s.gateway
@@ -118,13 +122,15 @@ func (s *Sink) Send(ctx context.Context, b *uplink.Batch) error {
 		return string(b.Kind)
 	})
 	tok := c.Publish(tp, 1, false, b.Payload)
-	if err := wait(ctx, tok, ackTimeout); err != nil {
+	if err := wait(ctx, tok, s.timeout); err != nil {
 		s.drop(c)
 		return fmt.Errorf("publish batch %s: %w", b.ID, err)
 	}
-	if s.epoch.Load() != epoch || !c.IsConnectionOpen() {
+	if !c.IsConnectionOpen() {
+		// The PUBACK came, but the connection is gone now; resending costs a duplicate with
+		// the same batch id, never a loss.
 		s.drop(c)
-		return fmt.Errorf("publish batch %s: connection changed before the ack was certain", b.ID)
+		return fmt.Errorf("publish batch %s: connection lost right after the ack", b.ID)
 	}
 	return nil
 }

@@ -1,0 +1,30 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+)
+
+// quietHandler wraps mochi's logger: mochi logs every client socket error (a device that
+// drops its connection, a shutdown) as a warning with an empty message. Those are routine on
+// a LAN of cheap devices; they go to debug so the journal keeps what matters.
+type quietHandler struct{ slog.Handler }
+
+func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "" && r.Level == slog.LevelWarn {
+		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+		r.Message = "client connection error"
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h quietHandler) WithGroup(name string) slog.Handler {
+	return quietHandler{h.Handler.WithGroup(name)}
+}

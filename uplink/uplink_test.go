@@ -1,0 +1,281 @@
+package uplink_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
+	"github.com/edgegate/edgegate/record"
+	"github.com/edgegate/edgegate/uplink"
+	"github.com/edgegate/edgegate/uplink/filesink"
+	"github.com/edgegate/edgegate/uplink/mqttsink"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+func openStore(t *testing.T, dir string) *buffer.Store {
+	t.Helper()
+	s, err := buffer.Open(buffer.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// fill appends n records on topic to the raw log.
+func fill(t *testing.T, s *buffer.Store, topic string, from, n int) {
+	t.Helper()
+	var es []buffer.Entry
+	for i := from; i < from+n; i++ {
+		r := record.Record{ID: fmt.Sprintf("r%06d", i), Topic: topic, Series: "s", TS: time.UnixMilli(int64(1764158400000 + i)).UTC(), Value: float64(i)}
+		es = append(es, buffer.Entry{Value: r.AppendJSON(nil)})
+	}
+	if _, err := s.Append(context.Background(), "raw", es); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func uplinkConfig(y string) config.Uplink {
+	c, err := config.Parse("t.yml", []byte("gateway: {id: gw}\nbroker: {allow_anonymous: true}\nuplinks:\n  - "+y))
+	if err != nil {
+		panic(err)
+	}
+	return c.Uplinks[0]
+}
+
+func run(t *testing.T, u *uplink.Uplink) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("uplink: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func readFileBatches(t *testing.T, path string) []testutil.Batch {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []testutil.Batch
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		b, _ := testutil.DecodeBatch(t, sc.Bytes())
+		out = append(out, b)
+	}
+	return out
+}
+
+func TestBatchesRespectLimitsAndFilters(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	fill(t, s, "sensors/a/t", 0, 1100)
+	fill(t, s, "other/x", 1100, 50) // not forwarded
+	fill(t, s, "devices/d/t", 1150, 100)
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, forward: ["sensors/#", "devices/#"], batch: {max_records: 500, linger: 10ms}}`, path))
+	sink, _ := filesink.New(cfg, "gw", discard)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	run(t, u)
+	testutil.Eventually(t, 10*time.Second, "all 1200 records", func() bool { return u.Stats().Records.Load() == 1200 })
+	batches := readFileBatches(t, path)
+	var sizes []int
+	for _, b := range batches {
+		sizes = append(sizes, len(b.Records))
+		for _, r := range b.Records {
+			if strings.Contains(string(r), "other/x") {
+				t.Fatalf("filtered topic forwarded: %s", r)
+			}
+		}
+	}
+	if fmt.Sprint(sizes) != "[500 500 200]" {
+		t.Errorf("batch sizes = %v, want [500 500 200]", sizes)
+	}
+	if c, _ := s.Cursor("raw", "arch"); c != 1251 {
+		t.Errorf("cursor = %d, want 1251 (past the filtered entries too)", c)
+	}
+	if batches[0].Batch != record.BatchID("gw", "arch", "raw", 0, 500) {
+		t.Errorf("batch id %s is not BatchID of its range", batches[0].Batch)
+	}
+}
+
+func TestMaxBytesSplitsBatches(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	fill(t, s, "sensors/a/t", 0, 100)
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, batch: {max_bytes: 4KiB, linger: 10ms}}`, path))
+	sink, _ := filesink.New(cfg, "gw", discard)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	run(t, u)
+	testutil.Eventually(t, 10*time.Second, "all records", func() bool { return u.Stats().Records.Load() == 100 })
+	data, _ := os.ReadFile(path)
+	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if len(line) > 4096 {
+			t.Errorf("batch %d is %d bytes, over max_bytes 4096", i, len(line))
+		}
+	}
+}
+
+// upstream is a mochi broker whose OnPublish can hold back PUBACKs, to stand for an
+// upstream that received a batch but whose ack never arrived.
+type upstream struct {
+	mqtt.HookBase
+	mu      sync.Mutex
+	noAck   bool
+	batches [][]byte
+}
+
+func (h *upstream) ID() string { return "test-upstream" }
+func (h *upstream) Provides(b byte) bool {
+	return b == mqtt.OnPublish
+}
+func (h *upstream) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if strings.HasPrefix(pk.TopicName, "$") {
+		return pk, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.batches = append(h.batches, append([]byte(nil), pk.Payload...))
+	if h.noAck {
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+func (h *upstream) got() [][]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([][]byte(nil), h.batches...)
+}
+
+func startUpstream(t *testing.T, addr string, noAck bool) (*upstream, func()) {
+	t.Helper()
+	h := &upstream{noAck: noAck}
+	srv := mqtt.New(&mqtt.Options{Logger: discard})
+	srv.AddHook(new(auth.AllowHook), nil)
+	srv.AddHook(h, nil)
+	var ln net.Listener
+	var err error
+	testutil.Eventually(t, 5*time.Second, "bind "+addr, func() bool {
+		ln, err = net.Listen("tcp", addr)
+		return err == nil
+	})
+	srv.AddListener(listeners.NewNet("up", ln))
+	srv.Serve()
+	var once sync.Once
+	stop := func() { once.Do(func() { srv.Close() }) }
+	t.Cleanup(stop)
+	return h, stop
+}
+
+// TestCommitOnlyAfterAckAndResendSameBatch: an upstream receives a batch but never acks
+// it; the uplink stops (as in a crash) without committing; a new uplink on the same store
+// sends the very same batch — same id, same bytes — to a working upstream.
+func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	fill(t, s, "sensors/a/t", 0, 30)
+	addr := testutil.FreeAddr(t)
+	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tcp://%s", batch: {max_records: 10, linger: 10ms}}`, addr))
+
+	black, stopBlack := startUpstream(t, addr, true)
+	sink, _ := mqttsink.New(cfg, "gw", discard)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	stop := run(t, u)
+	testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(black.got()) >= 1 })
+	stop()
+	stopBlack()
+	if c, _ := s.Cursor("raw", "cloud"); c != 0 {
+		t.Fatalf("cursor moved to %d without an ack", c)
+	}
+	first := black.got()[0]
+
+	good, _ := startUpstream(t, addr, false)
+	sink2, _ := mqttsink.New(cfg, "gw", discard)
+	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
+	u2.MinBackoff = 10 * time.Millisecond
+	run(t, u2)
+	testutil.Eventually(t, 10*time.Second, "30 records acked", func() bool { return u2.Stats().Records.Load() == 30 })
+	got := good.got()
+	if string(got[0]) != string(first) {
+		t.Fatalf("resent batch differs:\nfirst  %s\nresent %s", first, got[0])
+	}
+	if c, _ := s.Cursor("raw", "cloud"); c != 31 {
+		t.Errorf("cursor = %d, want 31 (sequence numbers start at 1)", c)
+	}
+}
+
+// TestOfflineThenOnline: the upstream is down at start; records wait; once it is up they
+// all arrive, and the errors were counted.
+func TestOfflineThenOnline(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	addr := testutil.FreeAddr(t)
+	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tcp://%s", batch: {linger: 10ms}}`, addr))
+	sink, _ := mqttsink.New(cfg, "gw", discard)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	u.MinBackoff, u.MaxBackoff = 10*time.Millisecond, 100*time.Millisecond
+	run(t, u)
+	fill(t, s, "sensors/a/t", 0, 20)
+	testutil.Eventually(t, 10*time.Second, "send errors while offline", func() bool { return u.Stats().Errors.Load() >= 3 })
+	if u.Stats().Records.Load() != 0 {
+		t.Fatal("records acknowledged while the upstream is down")
+	}
+	up, _ := startUpstream(t, addr, false)
+	fill(t, s, "sensors/a/t", 20, 20)
+	testutil.Eventually(t, 10*time.Second, "40 records upstream", func() bool { return u.Stats().Records.Load() == 40 })
+	n := 0
+	for _, b := range up.got() {
+		_, recs := testutil.DecodeBatch(t, b)
+		n += len(recs)
+	}
+	if n != 40 {
+		t.Errorf("upstream got %d records, want 40", n)
+	}
+}
+
+// TestLingerWithFakeClock: a partial batch waits for linger on the injected clock.
+func TestLingerWithFakeClock(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, batch: {max_records: 100, linger: 5s}}`, path))
+	sink, _ := filesink.New(cfg, "gw", discard)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clk, discard)
+	run(t, u)
+	fill(t, s, "sensors/a/t", 0, 3)
+	testutil.Eventually(t, 5*time.Second, "the uplink waiting on its linger timer", func() bool { return clk.Timers() > 0 })
+	clk.Advance(4 * time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if u.Stats().Batches.Load() != 0 {
+		t.Fatal("batch sent before linger elapsed")
+	}
+	clk.Advance(time.Second)
+	testutil.Eventually(t, 5*time.Second, "batch after linger", func() bool { return u.Stats().Records.Load() == 3 })
+}
