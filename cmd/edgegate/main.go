@@ -128,8 +128,8 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		printConfigError(stderr, err)
 		return exitUser
 	}
-	fmt.Fprintf(stdout, "%s: valid: gateway %q, %d listener(s), %d route(s), %d sensor(s), %d uplink(s)\n",
-		*path, cfg.Gateway.ID, len(cfg.Broker.Listeners), len(cfg.Routes), len(cfg.Sensors), len(cfg.Uplinks))
+	fmt.Fprintf(stdout, "%s: valid: gateway %q, %d listener(s), %d route(s), %d sensor(s), %d pipeline(s), %d uplink(s)\n",
+		*path, cfg.Gateway.ID, len(cfg.Broker.Listeners), len(cfg.Routes), len(cfg.Sensors), len(cfg.Pipelines), len(cfg.Uplinks))
 	return exitOK
 }
 
