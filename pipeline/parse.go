@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -142,29 +143,28 @@ func (p *scanner) str() (string, bool) {
 	if !p.eat('"') {
 		return "", false
 	}
-	start := p.i
+	j := bytes.IndexByte(p.b[p.i:], '"')
+	if j < 0 {
+		return "", false
+	}
+	s := p.b[p.i : p.i+j]
+	p.i += j + 1
 	ascii := true
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			s := p.b[start:p.i]
-			p.i++
-			if !ascii && !utf8.Valid(s) {
-				return "", false // encoding/json replaces invalid UTF-8: the slow path does it
-			}
-			if len(s) == 0 {
-				return "", true
-			}
-			return unsafe.String(&s[0], len(s)), true
-		case c == '\\' || c < 0x20:
-			return "", false
-		case c >= utf8.RuneSelf:
+	for _, c := range s {
+		if c < 0x20 || c == '\\' {
+			return "", false // escapes and control characters: the slow path decides
+		}
+		if c >= utf8.RuneSelf {
 			ascii = false
 		}
-		p.i++
 	}
-	return "", false
+	if !ascii && !utf8.Valid(s) {
+		return "", false // encoding/json replaces invalid UTF-8: the slow path does it
+	}
+	if len(s) == 0 {
+		return "", true
+	}
+	return unsafe.String(&s[0], len(s)), true
 }
 
 // number reads a JSON number (its exact grammar: strconv accepts more).
