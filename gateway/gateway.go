@@ -349,20 +349,23 @@ func (g *Gateway) flush(timeout time.Duration) {
 	g.log.Warn("shutdown: uplinks did not drain in time; the rest stays buffered for the next start", "timeout", timeout)
 }
 
-// maintain trims what every consumer has committed: uplinks and pipelines in the raw log,
-// uplinks in the aggregate log.
-func (g *Gateway) maintain(ctx context.Context) error {
-	names := make([]string, len(g.uplinks))
-	for i, u := range g.uplinks {
-		names[i] = u.Name()
+// consumers lists, per log, who must have processed an entry before it may be trimmed:
+// uplinks and pipelines in the raw log, uplinks in the aggregate log.
+func (g *Gateway) consumers() map[string][]string {
+	var names []string
+	for _, u := range g.uplinks {
+		names = append(names, u.Name())
 	}
-	consumers := map[string][]string{
-		broker.RawLog:   append([]string(nil), names...),
-		pipeline.AggLog: names,
-	}
+	raw := append([]string(nil), names...)
 	for _, p := range g.pipelines {
-		consumers[broker.RawLog] = append(consumers[broker.RawLog], p.Consumer())
+		raw = append(raw, p.Consumer())
 	}
+	return map[string][]string{broker.RawLog: raw, pipeline.AggLog: names}
+}
+
+// maintain trims what every consumer has committed (see consumers).
+func (g *Gateway) maintain(ctx context.Context) error {
+	consumers := g.consumers()
 	for {
 		select {
 		case <-ctx.Done():
@@ -370,6 +373,9 @@ func (g *Gateway) maintain(ctx context.Context) error {
 		case <-g.opts.Clock.After(10 * time.Second):
 		}
 		for _, log := range []string{broker.RawLog, pipeline.AggLog} {
+			if len(consumers[log]) == 0 {
+				continue // nobody reads it: nothing is ever done with
+			}
 			below, err := g.store.Consumed(log, consumers[log])
 			if err != nil {
 				g.log.Warn("maintenance: read cursors", "err", err)
