@@ -351,8 +351,14 @@ type daemon struct {
 	cfg     string
 	addr    string
 	logPath string
-	cmd     *exec.Cmd
-	exited  chan error
+	proc    *proc
+}
+
+// proc is one daemon process; done is closed once it exited (err is then set).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
 }
 
 func (d *daemon) start() {
@@ -362,14 +368,23 @@ func (d *daemon) start() {
 		d.t.Fatal(err)
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(os.Args[0], "-test.run=^TestDaemonChild$")
-	d.cmd.Env = append(os.Environ(), "EDGEGATE_TEST_DAEMON="+d.cfg)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
+	p := &proc{cmd: exec.Command(os.Args[0], "-test.run=^TestDaemonChild$"), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), "EDGEGATE_TEST_DAEMON="+d.cfg)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
-	d.exited = make(chan error, 1)
-	go func() { d.exited <- d.cmd.Wait() }()
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	// Whatever happens to the test, the process does not outlive it.
+	d.t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	d.proc = p
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", d.addr, time.Second)
@@ -378,9 +393,9 @@ func (d *daemon) start() {
 			return
 		}
 		select {
-		case err := <-d.exited:
+		case <-p.done:
 			log, _ := os.ReadFile(d.logPath)
-			d.t.Fatalf("daemon exited at start: %v\n%s", err, log)
+			d.t.Fatalf("daemon exited at start: %v\n%s", p.err, log)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -391,21 +406,21 @@ func (d *daemon) start() {
 }
 
 func (d *daemon) kill() {
-	d.cmd.Process.Signal(syscall.SIGKILL)
-	<-d.exited
+	d.proc.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.proc.done
 }
 
 func (d *daemon) stop() {
 	d.t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	p := d.proc
+	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-d.exited:
-		if err != nil {
+	case <-p.done:
+		if p.err != nil {
 			log, _ := os.ReadFile(d.logPath)
-			d.t.Fatalf("daemon stopped with %v\n%s", err, log)
+			d.t.Fatalf("daemon stopped with %v\n%s", p.err, log)
 		}
 	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
 		d.t.Fatal("daemon did not stop on SIGTERM")
 	}
 }
