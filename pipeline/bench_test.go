@@ -70,6 +70,36 @@ func BenchmarkCoreTumbling1mMean10kKeys(b *testing.B) {
 	}
 }
 
+// BenchmarkBaselineMapSum is the floor the core is compared with in the same run: the
+// same stream, with per event only a map lookup by series and a running count and sum.
+func BenchmarkBaselineMapSum(b *testing.B) {
+	const keys = 10000
+	names, jitter := benchInputs(keys)
+	type acc struct {
+		n   int64
+		sum float64
+		ts  int64
+	}
+	m := make(map[string]*acc, keys)
+	for _, n := range names {
+		m[n] = &acc{}
+	}
+	in := Input{Topic: "greenhouse/t/temperature"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		in.Series = names[i%keys]
+		in.TS = base + int64(i/keys)*1000 + jitter[i&(len(jitter)-1)]
+		in.Value = float64(i & 1023)
+		a := m[in.Series]
+		a.n++
+		a.sum += in.Value
+		a.ts = max(a.ts, in.TS)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
 // BenchmarkStateBytesPerWindow measures the heap held per open window: 100k keys with one
 // window each.
 func BenchmarkStateBytesPerWindow(b *testing.B) {
