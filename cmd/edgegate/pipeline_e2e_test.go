@@ -62,6 +62,11 @@ uplinks:
     type: file
     path: "%[1]s/upstream.jsonl"
     batch: {max_records: 50, linger: 20ms}
+  - name: tumble-only
+    type: file
+    path: "%[1]s/tumble-only.jsonl"
+    forward: ["agg/tumble"]
+    batch: {max_records: 50, linger: 20ms}
 ops: {log: {level: warn}}
 `
 
@@ -323,6 +328,14 @@ func TestLiveEqualsReplay(t *testing.T) {
 	}
 	if tooLate["tumble"] == 0 {
 		t.Fatal("the stream was meant to have records too late")
+	}
+	// An uplink's forward filters select panes by their pipeline's output topic.
+	only := filepath.Join(dir, "tumble-only.jsonl")
+	if got := upstreamPaneLines(t, only); strings.Join(got, "\n") != strings.Join(live["tumble"], "\n") {
+		t.Fatalf("tumble-only uplink: %d panes, pipeline tumble emitted %d", len(got), len(live["tumble"]))
+	}
+	if recs := upstreamRecords(t, only); len(recs) != 0 {
+		t.Fatalf("tumble-only uplink sent %d records", len(recs))
 	}
 
 	mu.Lock()
