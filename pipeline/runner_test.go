@@ -323,3 +323,53 @@ func FuzzWindowState(f *testing.F) {
 		}
 	})
 }
+
+// TestRunnerEarlyPanes: with early set, the runner wakes on the processing-time clock and
+// emits an EARLY pane of an open window that changed, and none while nothing changes.
+func TestRunnerEarlyPanes(t *testing.T) {
+	spec := runnerSpec()
+	spec.Aggs, spec.Early, spec.Idle = AggSum, 10*time.Second, 0
+	s := openStore(t, t.TempDir())
+	clk := clock.NewFake(time.Unix(2e9, 0))
+	h := startRunner(t, spec, RunnerOptions{Store: s, Clock: clk})
+	appendRaw(t, s, recordsJSON([]Input{{Topic: "t", Series: "k", TS: sec(1), Value: 1}, {Topic: "t", Series: "k", TS: sec(2), Value: 2}}))
+	waitPosition(t, h.r, 3)
+	sleeping := func() {
+		for clk.Timers() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitPanes := func(n int) []string {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := aggLog(t, s)
+			if len(got) >= n || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	sleeping()
+	clk.Advance(10 * time.Second)
+	got := waitPanes(1)
+	if len(got) != 1 || !strings.Contains(got[0], `"count":2,"sum":3.0,"pane":{"index":0,"timing":"EARLY"}`) {
+		t.Fatalf("after 10 s: %v", got)
+	}
+	// Nothing new: no timer, no pane; the runner sleeps on the input only.
+	time.Sleep(20 * time.Millisecond)
+	if n := clk.Timers(); n != 0 {
+		t.Fatalf("%d timers armed with nothing to fire", n)
+	}
+	clk.Advance(time.Minute)
+	appendRaw(t, s, recordsJSON([]Input{{Topic: "t", Series: "k", TS: sec(3), Value: 4}}))
+	waitPosition(t, h.r, 4)
+	if got := aggLog(t, s); len(got) != 1 {
+		t.Fatalf("panes without change: %v", got)
+	}
+	sleeping()
+	clk.Advance(10 * time.Second)
+	got = waitPanes(2)
+	if len(got) != 2 || !strings.Contains(got[1], `"count":3,"sum":7.0,"pane":{"index":1,"timing":"EARLY"}`) {
+		t.Fatalf("second early pane: %v", got)
+	}
+}
