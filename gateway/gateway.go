@@ -19,6 +19,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
@@ -37,8 +38,13 @@ type Options struct {
 	Logger   *slog.Logger
 	Clock    clock.Clock
 	Registry Registry
-	// FlushTimeout bounds how long uplinks may drain at shutdown (default 5 s).
+	// FlushTimeout bounds how long uplinks may drain at shutdown (default: ops.flush_timeout).
 	FlushTimeout time.Duration
+	// Version is reported in metrics and /status.
+	Version string
+	// TimeKeeper says whether the wall clock can be trusted (a board without an RTC); nil
+	// trusts it.
+	TimeKeeper *timesync.Keeper
 }
 
 // Gateway is one running edgegate.
@@ -58,7 +64,10 @@ type Gateway struct {
 	ingestCtx    context.Context // lives until shutdown begins; bounds ingest's store waits
 	ingestCancel context.CancelFunc
 
-	ready chan struct{}
+	ready    chan struct{}
+	stopping chan struct{}
+	ops      opsState
+	hold     *clockHold
 }
 
 // New checks the config against the registry, opens the store and builds every component.
@@ -72,9 +81,12 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		opts.Clock = clock.Real{}
 	}
 	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = cfg.Ops.FlushTimeout.D()
+	}
+	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = 5 * time.Second
 	}
-	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{})}
+	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{}), stopping: make(chan struct{})}
 	var drivers []sensors.Sensor
 	self := g // g is nil once an error is returned
 	defer func() {
@@ -155,6 +167,10 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		}
 		g.uplinks = append(g.uplinks, uplink.NewMulti(uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
 	}
+	if err := g.initClock(); err != nil {
+		return nil, err
+	}
+	g.initOps()
 	return g, nil
 }
 
@@ -177,6 +193,9 @@ func SensorRoutes(ss []config.Sensor) []config.Route {
 // Ready is closed once the broker listens and every component runs.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
+// Stopping is closed when the shutdown begins (a cancelled context or a failed component).
+func (g *Gateway) Stopping() <-chan struct{} { return g.stopping }
+
 // BrokerAddrs returns the broker's bound addresses (valid after Ready).
 func (g *Gateway) BrokerAddrs() []string { return g.broker.Addrs() }
 
@@ -185,6 +204,9 @@ func (g *Gateway) Store() *buffer.Store { return g.store }
 
 // IngestStats exposes the ingest counters.
 func (g *Gateway) IngestStats() *broker.IngestStats { return g.hook.Stats() }
+
+// Refusals exposes the broker's refusal counters, by reason (SPEC §2, metrics).
+func (g *Gateway) Refusals() *broker.Refusals { return g.hook.Refusals() }
 
 // Sensors returns the state of every sensor (for /status): up, down with the last error, counters.
 func (g *Gateway) Sensors() []sensors.Status { return g.poller.Status() }
@@ -229,6 +251,8 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	var back sync.WaitGroup
 	back.Add(1)
 	go func() { defer back.Done(); report("maintenance", g.maintain(backCtx)) }()
+	back.Add(1)
+	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
 	pipeCtx, pipeCancel := context.WithCancel(context.Background())
 	defer pipeCancel()
 	var pipes sync.WaitGroup
@@ -238,7 +262,12 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	for _, u := range g.uplinks {
 		back.Add(1)
-		go func() { defer back.Done(); report("uplink "+u.Name(), u.Run(backCtx)) }()
+		g.ops.running[u.Name()].Store(true)
+		go func() {
+			defer back.Done()
+			defer g.ops.running[u.Name()].Store(false)
+			report("uplink "+u.Name(), u.Run(backCtx))
+		}()
 	}
 
 	// Stage 2: what feeds it.
@@ -266,6 +295,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	case err = <-fail:
 		g.log.Error("component failed; shutting down", "err", err)
 	}
+	close(g.stopping)
 
 	// Stop the inputs. Closing the broker waits for its client goroutines, and so for
 	// every OnPublish in flight: their appends complete (acked) or fail (not acked).
@@ -299,7 +329,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 // timeout; what is left is processed at the next start.
 func (g *Gateway) drainPipelines(timeout time.Duration) {
 	last, err := g.store.LastSeq(broker.RawLog)
-	if err != nil || len(g.pipelines) == 0 {
+	if err != nil || last == 0 || len(g.pipelines) == 0 {
 		return
 	}
 	deadline := time.Now().Add(timeout)
@@ -326,12 +356,17 @@ func (g *Gateway) flush(timeout time.Duration) {
 		return
 	}
 	lasts := map[string]uint64{}
+	var total uint64
 	for _, log := range []string{pipeline.AggLog, broker.RawLog} {
 		last, err := g.store.LastSeq(log)
 		if err != nil {
 			return
 		}
 		lasts[log] = last
+		total += last
+	}
+	if total == 0 {
+		return // nothing was ever appended: nothing to flush
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

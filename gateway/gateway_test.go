@@ -275,7 +275,7 @@ func TestMalformedIsRefusedNotStored(t *testing.T) {
 	// QoS 0: nothing to refuse with, but it must not be stored.
 	publish(t, c, "devices/d1/temperature", 0, `{"value": "warm"}`)
 	// QoS 1 on 3.1.1: no PUBACK (the token does not complete), the connection stays up.
-	tok := c.Publish("devices/d1/temperature", 1, false, `{"temp": 1}`)
+	tok := c.Publish("devices/d1/temperature", 1, false, `{"temp": "warm"}`) // no numeric field
 	if tok.WaitTimeout(500 * time.Millisecond) {
 		t.Errorf("a malformed QoS 1 publish was acknowledged (err %v)", tok.Error())
 	}
@@ -325,7 +325,7 @@ uplinks:
   - {name: cloud, type: mqtt, url: %q, batch: {linger: 20ms, max_records: 50}}
 `, up.URL()))
 	startChild := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd := testutil.SelfCommand("-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"="+path)
 		cmd.Stderr = testWriter{t}
 		if err := cmd.Start(); err != nil {

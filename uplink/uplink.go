@@ -86,6 +86,7 @@ type Uplink struct {
 	gzip    bool
 	typ     string
 	maxRate int
+	reload  atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
 	clock   clock.Clock
 	lg      *slog.Logger
 	stats   Stats
@@ -137,6 +138,16 @@ func (u *Uplink) Name() string { return u.name }
 // Stats returns the uplink's counters.
 func (u *Uplink) Stats() *Stats { return &u.stats }
 
+// Limits are what a config reload may change while an uplink runs.
+type Limits struct {
+	Batch   config.Batch
+	MaxRate int
+}
+
+// SetLimits changes the batch limits and the drain rate (a config reload); the next batch
+// cut uses them.
+func (u *Uplink) SetLimits(l Limits) { u.reload.Store(&l) }
+
 // Drained reports whether every source's cursor is past the given sequence numbers (by
 // log; a log not in the map must be fully sent): all of it was acknowledged.
 func (u *Uplink) Drained(upTo map[string]uint64) bool {
@@ -175,6 +186,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	failures := 0
 	for {
+		if l := u.reload.Swap(nil); l != nil {
+			u.batch, u.maxRate = l.Batch, l.MaxRate
+		}
 		s, b, isHead, err := u.pick(ctx)
 		if err != nil {
 			if ctx.Err() != nil {

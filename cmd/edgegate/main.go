@@ -2,22 +2,17 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"syscall"
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/sensors/ads1115"
 	"github.com/edgegate/edgegate/sensors/bmx280"
@@ -36,6 +31,9 @@ import (
 var (
 	version = "dev"
 	commit  = ""
+	// buildEpoch is the unix time of the commit built (see Makefile): a wall clock that
+	// reads earlier is certainly wrong.
+	buildEpoch = ""
 )
 
 const defaultConfig = "/etc/edgegate/edgegate.yaml"
@@ -80,6 +78,7 @@ commands:
   replay -c FILE [--pipeline NAME] [--input F.jsonl]
                      run the config's pipelines over records (JSON Lines; stdin by
                      default), watermark to +inf at the end; panes to stdout
+  passwd             read a password from stdin, print its bcrypt hash for broker.users
   version            print version, commit, Go version and platform
 `
 
@@ -100,6 +99,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "replay":
 		return cmdReplay(args[1:], stdin, stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help":
@@ -155,31 +156,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		printConfigError(stderr, err)
 		return exitUser
 	}
-	log := newLogger(cfg.Ops.Log, stderr)
-	slog.SetDefault(log)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	g, err := gateway.New(cfg, gateway.Options{Logger: log, Clock: clock.Real{}, Registry: registry()})
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return exitUser
-	}
-	if err := g.Run(ctx); err != nil {
-		log.Error("stopped with error", "err", err)
-		return exitUser
-	}
-	return exitOK
-}
-
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.Level)) // validated by config
-	o := &slog.HandlerOptions{Level: lvl}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
-	}
-	return slog.New(slog.NewTextHandler(w, o))
+	return runDaemon(*path, cfg, stderr)
 }
 
 func cmdVersion(stdout io.Writer) int {

@@ -359,7 +359,7 @@ func TestDaemonChild(t *testing.T) {
 	os.Exit(run([]string{"run", "-c", cfg}, os.Stdin, os.Stdout, os.Stderr))
 }
 
-type daemon struct {
+type e2eDaemon struct {
 	t       *testing.T
 	cfg     string
 	addr    string
@@ -374,7 +374,7 @@ type proc struct {
 	err  error
 }
 
-func (d *daemon) start() {
+func (d *e2eDaemon) start() {
 	d.t.Helper()
 	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -418,12 +418,12 @@ func (d *daemon) start() {
 	}
 }
 
-func (d *daemon) kill() {
+func (d *e2eDaemon) kill() {
 	d.proc.cmd.Process.Signal(syscall.SIGKILL)
 	<-d.proc.done
 }
 
-func (d *daemon) stop() {
+func (d *e2eDaemon) stop() {
 	d.t.Helper()
 	p := d.proc
 	p.cmd.Process.Signal(syscall.SIGTERM)
@@ -452,7 +452,7 @@ func freeAddr(t *testing.T) string {
 // SIGKILLed from another goroutine once reading killAt is acknowledged, at a random moment
 // of what follows (publishes, pipeline steps, uplink sends in flight); the reading whose
 // publish failed is sent again to the restarted daemon, as a device would.
-func feed(t *testing.T, d *daemon, stream []devReading, killAt int, seed uint64) {
+func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 3))
 	c := pahoClient(t, d.addr, "dev")
 	killed := make(chan struct{})
@@ -564,7 +564,7 @@ func TestCrashRestart(t *testing.T) {
 	stream := e2eStream(7, 1000)
 	runOnce := func(killAt int, seed uint64) map[string]string {
 		dir := t.TempDir()
-		d := &daemon{t: t, addr: freeAddr(t), logPath: filepath.Join(dir, "daemon.log")}
+		d := &e2eDaemon{t: t, addr: freeAddr(t), logPath: filepath.Join(dir, "daemon.log")}
 		d.cfg = writeE2EConfig(t, dir, d.addr)
 		up := filepath.Join(dir, "upstream.jsonl")
 		d.start()

@@ -271,3 +271,14 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// SelfCommand runs the test binary itself (for tests that need a child process). Under
+// `make test-arm` the binary is arm64 and the machine has no binfmt handler for it, so
+// EDGEGATE_TEST_EXEC names the emulator to run it with (qemu-aarch64-static).
+func SelfCommand(args ...string) *exec.Cmd {
+	if w := os.Getenv("EDGEGATE_TEST_EXEC"); w != "" {
+		return exec.Command(w, append([]string{os.Args[0]}, args...)...)
+	}
+	return exec.Command(os.Args[0], args...)
+}
+
