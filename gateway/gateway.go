@@ -59,7 +59,8 @@ type Gateway struct {
 	uplinks []*uplink.Uplink
 
 	pipelines []*pipeline.Runner
-	closing   atomic.Bool // set before the broker closes: panes are no longer published locally
+	closing   atomic.Bool                       // set before the broker closes: panes are no longer published locally
+	outputs   atomic.Pointer[map[string]string] // pipeline → output topic (uplinks' filters); replaced on reload
 
 	ingestCtx    context.Context // lives until shutdown begins; bounds ingest's store waits
 	ingestCancel context.CancelFunc
@@ -144,11 +145,12 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		g.pipelines = append(g.pipelines, r)
 		outputs[pc.Name] = spec.Output
 	}
+	g.outputs.Store(&outputs)
 	// Aggregates go first: fewer, and worth more than the raw records they summarise.
 	sources := []uplink.Source{
 		{Log: pipeline.AggLog, Kind: record.KindAggregates, Topic: func(v []byte) string {
 			name := pipeline.PipelineOf(v)
-			if t, ok := outputs[name]; ok {
+			if t, ok := (*self.outputs.Load())[name]; ok {
 				return t
 			}
 			return "agg/" + name // a pipeline removed from the config: its default output

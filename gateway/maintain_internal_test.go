@@ -84,3 +84,43 @@ uplinks:
 		t.Fatalf("raw %d, agg %d entries left; want 0 and 1", n, m)
 	}
 }
+
+// TestReloadPipelineOutput: SIGHUP's reload moves a pipeline's output topic (its panes,
+// its late topic and the uplinks' forward filters follow); other pipeline changes wait
+// for a restart.
+func TestReloadPipelineOutput(t *testing.T) {
+	dir := t.TempDir()
+	conf := func(output, size string) *config.Config {
+		c, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
+broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+pipelines:
+  - name: p1
+    window: {type: tumbling, size: %s}
+    output: %s
+`, dir, size, output)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	g, err := New(conf("agg/a", "1m"), Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.store.Close()
+	res, err := g.Reload(conf("agg/b", "1m"))
+	if err != nil || fmt.Sprint(res.Applied) != "[pipelines[p1].output]" || len(res.NeedRestart) != 0 {
+		t.Fatalf("reload: %+v %v", res, err)
+	}
+	if g.pipelines[0].Output() != "agg/b" || (*g.outputs.Load())["p1"] != "agg/b" {
+		t.Fatalf("output %q, uplinks see %q", g.pipelines[0].Output(), (*g.outputs.Load())["p1"])
+	}
+	res, err = g.Reload(conf("agg/b", "2m"))
+	if err != nil || len(res.Applied) != 0 || fmt.Sprint(res.NeedRestart) != "[pipelines[p1]]" {
+		t.Fatalf("reload of the window: %+v %v", res, err)
+	}
+	st := g.pipelineStatus()
+	if len(st) != 1 || st[0].Name != "p1" || st[0].Watermark != nil || st[0].Panes["ON_TIME"] != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}

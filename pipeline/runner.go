@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +64,17 @@ type RunnerStats struct {
 	Errors      atomic.Uint64
 }
 
+// PaneSummary is a committed pane, for /status.
+type PaneSummary struct {
+	Key        string
+	Start, End int64 // Unix ms
+	Timing     Timing
+	Count      int64
+}
+
+// lastPanes is how many recent panes a runner remembers for /status.
+const lastPanes = 10
+
 // Runner runs one pipeline durably: one goroutine reads the input log from the
 // pipeline's cursor and, per step, commits window state, watermark, the panes emitted
 // (appended to the output log) and the cursor in one store transaction (DESIGN invariant
@@ -83,6 +95,10 @@ type Runner struct {
 	keyBuf    []byte
 	lates     [][]byte
 	lastWarn  map[string]time.Time
+	output    atomic.Pointer[string] // the output topic; SetOutput changes it while running
+
+	lastMu sync.Mutex // guards last
+	last   []PaneSummary
 
 	// Backoff after a failed commit, settable by tests.
 	MinBackoff, MaxBackoff time.Duration
@@ -121,7 +137,22 @@ func NewRunner(spec Spec, o RunnerOptions) (*Runner, error) {
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second,
 	}
 	r.stats.Watermark.Store(NegInf)
+	r.output.Store(&spec.Output)
 	return r, nil
+}
+
+// SetOutput changes the topic panes are published on (and <topic>/late), from the next
+// commit on (SIGHUP reload). Safe for concurrent use.
+func (r *Runner) SetOutput(topic string) { r.output.Store(&topic) }
+
+// Output returns the topic panes are published on.
+func (r *Runner) Output() string { return *r.output.Load() }
+
+// LastPanes returns the most recently committed panes, newest last. Safe for concurrent use.
+func (r *Runner) LastPanes() []PaneSummary {
+	r.lastMu.Lock()
+	defer r.lastMu.Unlock()
+	return append([]PaneSummary(nil), r.last...)
 }
 
 // Name is the pipeline's name.
@@ -393,16 +424,28 @@ func (r *Runner) commit(next uint64) error {
 	c.tombs = c.tombs[:0]
 	c.dirtyBytes = 0
 	if pub := r.o.Publisher; pub != nil {
+		out := r.Output()
 		for _, p := range panes {
-			if err := pub.PublishLocal(r.spec.Output, bytes.Clone(buf[p[0]:p[1]])); err != nil {
+			if err := pub.PublishLocal(out, bytes.Clone(buf[p[0]:p[1]])); err != nil {
 				r.warn("publish", "publishing panes locally failed (they are in the aggregate log)", "err", err)
 			}
 		}
 		for _, v := range r.lates {
-			if err := pub.PublishLocal(r.spec.LateTopic(), v); err != nil {
+			if err := pub.PublishLocal(out+"/late", v); err != nil {
 				r.warn("publish", "publishing a late record locally failed", "err", err)
 			}
 		}
+	}
+	if n := len(c.panes); n > 0 {
+		r.lastMu.Lock()
+		for i := max(0, n-lastPanes); i < n; i++ {
+			p := &c.panes[i]
+			r.last = append(r.last, PaneSummary{Key: p.Key, Start: p.Start, End: p.End, Timing: p.Timing, Count: p.agg.count})
+		}
+		if k := len(r.last) - lastPanes; k > 0 {
+			r.last = append(r.last[:0], r.last[k:]...)
+		}
+		r.lastMu.Unlock()
 	}
 	c.ClearPanes()
 	r.stats.Commits.Add(1)

@@ -283,6 +283,19 @@ func TestLiveEqualsReplay(t *testing.T) {
 		tooLate[p.Name()] = p.Stats().TooLate.Load()
 	}
 	nagg, _ := g.Store().LastSeq("agg")
+	// /status reports each pipeline: panes by timing, late drops, watermark, last panes.
+	var total uint64
+	for _, ps := range g.Status().Pipelines {
+		for _, n := range ps.Panes {
+			total += n
+		}
+		if ps.LateDropped != tooLate[ps.Name] || ps.Watermark == nil || ps.Watermark.UnixMilli() != watermarks[ps.Name] || len(ps.LastPanes) == 0 {
+			t.Fatalf("status of %s: %+v", ps.Name, ps)
+		}
+	}
+	if total != nagg {
+		t.Fatalf("status counts %d panes, the aggregate log has %d", total, nagg)
+	}
 	// Local subscribers get every pane (compared below) and late record.
 	deadline = time.Now().Add(10 * time.Second)
 	for {
