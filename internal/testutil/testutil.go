@@ -281,4 +281,3 @@ func SelfCommand(args ...string) *exec.Cmd {
 	}
 	return exec.Command(os.Args[0], args...)
 }
-
