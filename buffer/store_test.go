@@ -217,3 +217,25 @@ func TestTooLargeRequestFailsAlone(t *testing.T) {
 		t.Fatalf("the store must keep serving: %v", err)
 	}
 }
+
+func TestScanState(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx *Tx) {
+		tx.Put("p/a/1", []byte("x"))
+		tx.Put("p/a/2", []byte("y"))
+		tx.Put("p/b/1", []byte("z"))
+		tx.Put("q", []byte("w"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	err = s.ScanState("p/a/", func(k string, v []byte) error {
+		got = append(got, k+"="+string(v))
+		return nil
+	})
+	if err != nil || fmt.Sprint(got) != "[p/a/1=x p/a/2=y]" {
+		t.Fatalf("scan: %v %v", got, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
@@ -19,6 +20,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/timesync"
+	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
@@ -55,6 +57,10 @@ type Gateway struct {
 	broker  *broker.Broker
 	poller  *sensors.Poller
 	uplinks []*uplink.Uplink
+
+	pipelines []*pipeline.Runner
+	closing   atomic.Bool                       // set before the broker closes: panes are no longer published locally
+	outputs   atomic.Pointer[map[string]string] // pipeline → output topic (uplinks' filters); replaced on reload
 
 	ingestCtx    context.Context // lives until shutdown begins; bounds ingest's store waits
 	ingestCancel context.CancelFunc
@@ -123,6 +129,35 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}
 	g.poller = sensors.NewPoller(drivers, g.broker, opts.Clock, opts.Logger)
 
+	outputs := map[string]string{} // pipeline → output topic, for uplinks' forward filters
+	for _, pc := range cfg.Pipelines {
+		spec, err := pipeline.SpecFromConfig(pc)
+		if err != nil {
+			return nil, err
+		}
+		r, err := pipeline.NewRunner(spec, pipeline.RunnerOptions{
+			Store: g.store, Input: broker.RawLog, Output: pipeline.AggLog,
+			Publisher: localPublisher{g}, Clock: opts.Clock, Logger: opts.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		g.pipelines = append(g.pipelines, r)
+		outputs[pc.Name] = spec.Output
+	}
+	g.outputs.Store(&outputs)
+	// Aggregates go first: fewer, and worth more than the raw records they summarise.
+	sources := []uplink.Source{
+		{Log: pipeline.AggLog, Kind: record.KindAggregates, Topic: func(v []byte) string {
+			name := pipeline.PipelineOf(v)
+			if t, ok := (*self.outputs.Load())[name]; ok {
+				return t
+			}
+			return "agg/" + name // a pipeline removed from the config: its default output
+		}},
+		{Log: broker.RawLog, Kind: record.KindRecords},
+	}
+
 	for _, uc := range cfg.Uplinks {
 		f, ok := opts.Registry.Sinks[uc.Type]
 		if !ok {
@@ -132,7 +167,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		if err != nil {
 			return nil, err
 		}
-		g.uplinks = append(g.uplinks, uplink.New(uc, cfg.Gateway.ID, broker.RawLog, record.KindRecords, sink, g.store, opts.Clock, opts.Logger))
+		g.uplinks = append(g.uplinks, uplink.NewMulti(uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
 	}
 	if err := g.initClock(); err != nil {
 		return nil, err
@@ -181,10 +216,24 @@ func (g *Gateway) Sensors() []sensors.Status { return g.poller.Status() }
 // Uplinks exposes the uplinks (status and tests).
 func (g *Gateway) Uplinks() []*uplink.Uplink { return g.uplinks }
 
-// Run starts everything in order — store maintenance, uplinks, broker listeners, sensors —
-// and runs until ctx ends or a component fails. Then it stops in reverse: sensors and
-// listeners first (no new data), in-flight appends finish, uplinks get FlushTimeout to
-// send what is buffered, and the store closes last.
+// Pipelines exposes the pipelines' runners (status and tests).
+func (g *Gateway) Pipelines() []*pipeline.Runner { return g.pipelines }
+
+// localPublisher publishes pipeline output on the local broker until shutdown begins.
+type localPublisher struct{ g *Gateway }
+
+func (p localPublisher) PublishLocal(topic string, payload []byte) error {
+	if p.g.closing.Load() {
+		return nil // shutting down: the panes are in the aggregate log, uplinks send them
+	}
+	return p.g.broker.PublishLocal(topic, payload)
+}
+
+// Run starts everything in order — store maintenance, pipelines, uplinks, broker
+// listeners, sensors — and runs until ctx ends or a component fails. Then it stops in
+// reverse: sensors and listeners first (no new data), in-flight appends finish, pipelines
+// get FlushTimeout to process what was ingested, uplinks get FlushTimeout to send what is
+// buffered, and the store closes last.
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer func() {
 		if cerr := g.store.Close(); cerr != nil && err == nil {
@@ -206,6 +255,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	go func() { defer back.Done(); report("maintenance", g.maintain(backCtx)) }()
 	back.Add(1)
 	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
+	pipeCtx, pipeCancel := context.WithCancel(context.Background())
+	defer pipeCancel()
+	var pipes sync.WaitGroup
+	for _, p := range g.pipelines {
+		pipes.Add(1)
+		go func() { defer pipes.Done(); report("pipeline "+p.Name(), p.Run(pipeCtx)) }()
+	}
 	for _, u := range g.uplinks {
 		back.Add(1)
 		g.ops.running[u.Name()].Store(true)
@@ -218,7 +274,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 
 	// Stage 2: what feeds it.
 	if err := g.broker.Start(); err != nil {
+		g.closing.Store(true)
 		g.ingestCancel()
+		pipeCancel()
+		pipes.Wait()
 		backCancel()
 		back.Wait()
 		return err
@@ -230,7 +289,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	go func() { defer front.Done(); report("sensors", g.poller.Run(frontCtx)) }()
 	close(g.ready)
 	g.log.Info("edgegate running", "gateway", g.cfg.Gateway.ID, "broker", g.broker.Addrs(),
-		"sensors", len(g.cfg.Sensors), "uplinks", len(g.uplinks), "data_dir", g.cfg.Gateway.DataDir)
+		"sensors", len(g.cfg.Sensors), "pipelines", len(g.pipelines), "uplinks", len(g.uplinks), "data_dir", g.cfg.Gateway.DataDir)
 
 	select {
 	case <-ctx.Done():
@@ -244,12 +303,17 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	// every OnPublish in flight: their appends complete (acked) or fail (not acked).
 	frontCancel()
 	front.Wait()
+	g.closing.Store(true)
 	if cerr := g.broker.Close(); cerr != nil {
 		g.log.Warn("close broker", "err", cerr)
 	}
 	g.ingestCancel()
 
-	// Let uplinks send what is buffered, within the flush budget.
+	// Let pipelines process what was ingested, then uplinks send what is buffered, each
+	// within the flush budget.
+	g.drainPipelines(g.opts.FlushTimeout)
+	pipeCancel()
+	pipes.Wait()
 	g.flush(g.opts.FlushTimeout)
 	backCancel()
 	back.Wait()
@@ -263,22 +327,54 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	return err
 }
 
-// flush waits until every uplink has committed the end of the raw log, or timeout. An
-// uplink that is backing off (upstream unreachable) is not waited for: what it has not sent
-// stays in the buffer for the next start.
+// drainPipelines waits until every pipeline has committed the end of the raw log, or
+// timeout; what is left is processed at the next start.
+func (g *Gateway) drainPipelines(timeout time.Duration) {
+	last, err := g.store.LastSeq(broker.RawLog)
+	if err != nil || last == 0 || len(g.pipelines) == 0 {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		done := true
+		for _, p := range g.pipelines {
+			if p.Stats().Position.Load() <= last {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.log.Warn("shutdown: pipelines did not catch up in time; they continue at the next start", "timeout", timeout)
+}
+
+// flush waits until every uplink has committed the end of every log it forwards, or
+// timeout. An uplink that is backing off (upstream unreachable) is not waited for: what it
+// has not sent stays in the buffer for the next start.
 func (g *Gateway) flush(timeout time.Duration) {
 	if len(g.uplinks) == 0 {
 		return
 	}
-	last, err := g.store.LastSeq(broker.RawLog)
-	if err != nil || last == 0 {
+	lasts := map[string]uint64{}
+	var total uint64
+	for _, log := range []string{pipeline.AggLog, broker.RawLog} {
+		last, err := g.store.LastSeq(log)
+		if err != nil {
+			return
+		}
+		lasts[log] = last
+		total += last
+	}
+	if total == 0 {
 		return // nothing was ever appended: nothing to flush
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		done := true
 		for _, u := range g.uplinks {
-			if u.Stats().Position.Load() <= last && !u.Stats().BackoffNow.Load() {
+			if !u.Drained(lasts) && !u.Stats().BackoffNow.Load() {
 				done = false
 			}
 		}
@@ -290,28 +386,44 @@ func (g *Gateway) flush(timeout time.Duration) {
 	g.log.Warn("shutdown: uplinks did not drain in time; the rest stays buffered for the next start", "timeout", timeout)
 }
 
-// maintain trims what every uplink has committed.
-func (g *Gateway) maintain(ctx context.Context) error {
-	names := make([]string, len(g.uplinks))
-	for i, u := range g.uplinks {
-		names[i] = u.Name()
+// consumers lists, per log, who must have processed an entry before it may be trimmed:
+// uplinks and pipelines in the raw log, uplinks in the aggregate log.
+func (g *Gateway) consumers() map[string][]string {
+	var names []string
+	for _, u := range g.uplinks {
+		names = append(names, u.Name())
 	}
+	raw := append([]string(nil), names...)
+	for _, p := range g.pipelines {
+		raw = append(raw, p.Consumer())
+	}
+	return map[string][]string{broker.RawLog: raw, pipeline.AggLog: names}
+}
+
+// maintain trims what every consumer has committed (see consumers).
+func (g *Gateway) maintain(ctx context.Context) error {
+	consumers := g.consumers()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-g.opts.Clock.After(10 * time.Second):
 		}
-		below, err := g.store.Consumed(broker.RawLog, names)
-		if err != nil {
-			g.log.Warn("maintenance: read cursors", "err", err)
-			continue
-		}
-		if below > 0 {
-			if n, err := g.store.Trim(ctx, broker.RawLog, below); err != nil && ctx.Err() == nil {
-				g.log.Warn("maintenance: trim", "err", err)
-			} else if n > 0 {
-				g.log.Debug("trimmed delivered records", "count", n)
+		for _, log := range []string{broker.RawLog, pipeline.AggLog} {
+			if len(consumers[log]) == 0 {
+				continue // nobody reads it: nothing is ever done with
+			}
+			below, err := g.store.Consumed(log, consumers[log])
+			if err != nil {
+				g.log.Warn("maintenance: read cursors", "err", err)
+				continue
+			}
+			if below > 0 {
+				if n, err := g.store.Trim(ctx, log, below); err != nil && ctx.Err() == nil {
+					g.log.Warn("maintenance: trim", "log", log, "err", err)
+				} else if n > 0 {
+					g.log.Debug("trimmed delivered entries", "log", log, "count", n)
+				}
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
+	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
 )
@@ -243,7 +244,7 @@ func (g *Gateway) budget() int64 { return 0 }
 
 // logs lists the buffer's logs the gateway writes.
 func (g *Gateway) logs() []string {
-	return []string{broker.RawLog, HoldLog}
+	return []string{broker.RawLog, pipeline.AggLog, HoldLog}
 }
 
 func (g *Gateway) bufferStatus() ops.BufferStatus {
@@ -276,11 +277,15 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 func (g *Gateway) firstEntry(log string, from uint64) (seq uint64, ts time.Time, ok bool) {
 	_, _ = g.store.Read(log, from, 1, func(s uint64, v []byte) error {
 		var r struct {
-			TS time.Time `json:"ts"`
+			TS  time.Time `json:"ts"`
+			End time.Time `json:"end"` // a pane: its window's end
 		}
 		seq, ok = s, true
 		if json.Unmarshal(v, &r) == nil {
 			ts = r.TS
+			if ts.IsZero() {
+				ts = r.End
+			}
 		}
 		return buffer.ErrStop
 	})
@@ -359,7 +364,33 @@ func (g *Gateway) sensorStatus() []ops.SensorStatus {
 	return out
 }
 
-// pipelineStatus reports the pipelines (none run in this build yet).
+// pipelineStatus reports the pipelines: panes by timing, late drops, the watermark (absent
+// before the first reading) and its lag behind the gateway clock, the last panes.
 func (g *Gateway) pipelineStatus() []ops.PipelineStatus {
-	return nil
+	now := g.opts.Clock.Now()
+	out := make([]ops.PipelineStatus, 0, len(g.pipelines))
+	for _, r := range g.pipelines {
+		st := r.Stats()
+		ps := ops.PipelineStatus{
+			Name: r.Name(),
+			Panes: map[string]uint64{
+				pipeline.Early.String():  st.PanesEarly.Load(),
+				pipeline.OnTime.String(): st.PanesOnTime.Load(),
+				pipeline.Late.String():   st.PanesLate.Load(),
+			},
+			LateDropped: st.TooLate.Load(),
+			LastPanes:   []ops.PaneStatus{},
+		}
+		if w := st.Watermark.Load(); w != pipeline.NegInf && w != pipeline.PosInf {
+			t := time.UnixMilli(w).UTC()
+			lag := now.Sub(t).Seconds()
+			ps.Watermark, ps.WatermarkLag = &t, &lag
+		}
+		for _, p := range r.LastPanes() {
+			ps.LastPanes = append(ps.LastPanes, ops.PaneStatus{Key: p.Key, Start: time.UnixMilli(p.Start).UTC(),
+				End: time.UnixMilli(p.End).UTC(), Timing: p.Timing.String(), Count: uint64(p.Count)})
+		}
+		out = append(out, ps)
+	}
+	return out
 }

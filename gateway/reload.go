@@ -80,7 +80,48 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 		}
 	}
 
+	// Pipelines: a new output topic applies to the next pane; anything else (a new or
+	// removed pipeline, another window or aggregate) needs a restart.
+	var outputs map[string]string
+	if len(cur.Pipelines) != len(next.Pipelines) {
+		res.NeedRestart = append(res.NeedRestart, "pipelines (added or removed)")
+	} else {
+		for i := range cur.Pipelines {
+			a, b := cur.Pipelines[i], next.Pipelines[i]
+			if a.Name != b.Name {
+				res.NeedRestart = append(res.NeedRestart, fmt.Sprintf("pipelines[%d].name", i))
+				continue
+			}
+			if a.OutputTopic() != b.OutputTopic() {
+				if outputs == nil {
+					outputs = map[string]string{}
+				}
+				outputs[a.Name] = b.OutputTopic()
+			}
+			a.Output, b.Output = "", ""
+			restart(fmt.Sprintf("pipelines[%s]", a.Name), a, b)
+		}
+	}
+
 	// Apply.
+	if outputs != nil {
+		all := map[string]string{}
+		for k, v := range *g.outputs.Load() {
+			all[k] = v
+		}
+		nc := *cur
+		nc.Pipelines = append([]config.Pipeline(nil), cur.Pipelines...)
+		for i, p := range nc.Pipelines {
+			if t, ok := outputs[p.Name]; ok {
+				g.pipelines[i].SetOutput(t)
+				all[p.Name] = t
+				nc.Pipelines[i].Output = t
+				res.Applied = append(res.Applied, fmt.Sprintf("pipelines[%s].output", p.Name))
+			}
+		}
+		g.outputs.Store(&all)
+		cur = &nc
+	}
 	if router != nil {
 		g.hook.SetRouter(router)
 		res.Applied = append(res.Applied, "routes")

@@ -77,6 +77,9 @@ const usage = `usage: edgegate <command> [flags]
 commands:
   run -c FILE        run the gateway daemon (default FILE ` + defaultConfig + `)
   validate -c FILE   check a config file and explain every problem
+  replay -c FILE [--pipeline NAME] [--input F.jsonl]
+                     run the config's pipelines over records (JSON Lines; stdin by
+                     default), watermark to +inf at the end; panes to stdout
   passwd             read a password from stdin, print its bcrypt hash for broker.users
   version            print version, commit, Go version and platform
 `
@@ -96,6 +99,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "replay":
+		return cmdReplay(args[1:], stdin, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "version":
@@ -126,8 +131,8 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		printConfigError(stderr, err)
 		return exitUser
 	}
-	fmt.Fprintf(stdout, "%s: valid: gateway %q, %d listener(s), %d route(s), %d sensor(s), %d uplink(s)\n",
-		*path, cfg.Gateway.ID, len(cfg.Broker.Listeners), len(cfg.Routes), len(cfg.Sensors), len(cfg.Uplinks))
+	fmt.Fprintf(stdout, "%s: valid: gateway %q, %d listener(s), %d route(s), %d sensor(s), %d pipeline(s), %d uplink(s)\n",
+		*path, cfg.Gateway.ID, len(cfg.Broker.Listeners), len(cfg.Routes), len(cfg.Sensors), len(cfg.Pipelines), len(cfg.Uplinks))
 	return exitOK
 }
 

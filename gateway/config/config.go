@@ -22,6 +22,8 @@ type Config struct {
 	Uplinks  []Uplink `yaml:"uplinks"`
 	Ops      Ops      `yaml:"ops"`
 
+	Pipelines []Pipeline `yaml:"pipelines"`
+
 	file string
 	pos  map[string]Pos
 }
@@ -91,6 +93,7 @@ func (c *Config) Validate() error {
 	c.validateRoutes(v)
 	c.validateSensors(v)
 	c.validateBuffer(v)
+	c.validatePipelines(v)
 	c.validateUplinks(v)
 	c.validateOps(v)
 	if len(v.errs) == 0 {

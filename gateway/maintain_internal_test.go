@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/uplink"
+	"github.com/edgegate/edgegate/uplink/filesink"
+)
+
+// TestTrimWaitsForPipelines: raw records an uplink has sent stay until every pipeline has
+// processed them too; panes stay until every uplink has sent them.
+func TestTrimWaitsForPipelines(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
+broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+pipelines:
+  - name: p1
+    window: {type: tumbling, size: 1m}
+uplinks:
+  - name: up
+    type: file
+    path: %q
+`, dir, filepath.Join(dir, "up.jsonl"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	g, err := New(cfg, Options{Clock: clk, Logger: slog.New(slog.DiscardHandler),
+		Registry: Registry{Sinks: map[string]uplink.SinkFactory{"file": filesink.New}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.store.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.maintain(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	st := g.store
+	for _, log := range []string{"raw", "agg"} {
+		if _, err := st.Append(ctx, log, []buffer.Entry{{Value: []byte("1")}, {Value: []byte("2")}, {Value: []byte("3")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(log string) int {
+		n := 0
+		st.Read(log, 0, 0, func(uint64, []byte) error { n++; return nil })
+		return n
+	}
+	tick := func() {
+		// maintain sleeps on the fake clock; one period runs one trim.
+		for clk.Timers() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		clk.Advance(10 * time.Second)
+		for clk.Timers() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(st.Commit(ctx, "raw", "up", 4))
+	must(st.Commit(ctx, "raw", pipeline.ConsumerName("p1"), 2))
+	tick()
+	if n := count("raw"); n != 2 {
+		t.Fatalf("raw: %d entries left, want 2 (the pipeline is at 2)", n)
+	}
+	must(st.Commit(ctx, "raw", pipeline.ConsumerName("p1"), 4))
+	must(st.Commit(ctx, "agg", "up", 3))
+	tick()
+	if n, m := count("raw"), count("agg"); n != 0 || m != 1 {
+		t.Fatalf("raw %d, agg %d entries left; want 0 and 1", n, m)
+	}
+}
+
+// TestReloadPipelineOutput: SIGHUP's reload moves a pipeline's output topic (its panes,
+// its late topic and the uplinks' forward filters follow); other pipeline changes wait
+// for a restart.
+func TestReloadPipelineOutput(t *testing.T) {
+	dir := t.TempDir()
+	conf := func(output, size string) *config.Config {
+		c, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
+broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+pipelines:
+  - name: p1
+    window: {type: tumbling, size: %s}
+    output: %s
+`, dir, size, output)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	g, err := New(conf("agg/a", "1m"), Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.store.Close()
+	res, err := g.Reload(conf("agg/b", "1m"))
+	if err != nil || fmt.Sprint(res.Applied) != "[pipelines[p1].output]" || len(res.NeedRestart) != 0 {
+		t.Fatalf("reload: %+v %v", res, err)
+	}
+	if g.pipelines[0].Output() != "agg/b" || (*g.outputs.Load())["p1"] != "agg/b" {
+		t.Fatalf("output %q, uplinks see %q", g.pipelines[0].Output(), (*g.outputs.Load())["p1"])
+	}
+	res, err = g.Reload(conf("agg/b", "2m"))
+	if err != nil || len(res.Applied) != 0 || fmt.Sprint(res.NeedRestart) != "[pipelines[p1]]" {
+		t.Fatalf("reload of the window: %+v %v", res, err)
+	}
+	st := g.pipelineStatus()
+	if len(st) != 1 || st[0].Name != "p1" || st[0].Watermark != nil || st[0].Panes["ON_TIME"] != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}

@@ -1,0 +1,252 @@
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/record"
+)
+
+var leakOpts = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+	goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
+	goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4.(*DB).monitorCache"),
+	goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"), // the pubsub sink's dependencies
+}
+
+// recSink records what it was sent (and every attempt); fail decides, per call, whether
+// Send fails.
+type recSink struct {
+	mu       sync.Mutex
+	sent     []Batch
+	attempts []Batch
+	calls    int
+	fail     func(b *Batch, call int) error
+	closed   int
+}
+
+func (s *recSink) Send(_ context.Context, b *Batch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	s.attempts = append(s.attempts, *b)
+	if s.fail != nil {
+		if err := s.fail(b, s.calls); err != nil {
+			return err
+		}
+	}
+	s.sent = append(s.sent, *b)
+	return nil
+}
+
+func (s *recSink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed++
+	return nil
+}
+
+func (s *recSink) batches() []Batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Batch(nil), s.sent...)
+}
+
+func testStore(t *testing.T, dir string) *buffer.Store {
+	t.Helper()
+	st, err := buffer.Open(buffer.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func appendN(t *testing.T, st *buffer.Store, log string, vals ...string) {
+	t.Helper()
+	es := make([]buffer.Entry, len(vals))
+	for i, v := range vals {
+		es[i] = buffer.Entry{Value: []byte(v)}
+	}
+	if _, err := st.Append(context.Background(), log, es); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rec(topic string, i int) string {
+	r := record.Record{ID: fmt.Sprint("r", i), Topic: topic, Series: topic, TS: time.Unix(1e9, 0), Value: float64(i)}
+	return string(r.AppendJSON(nil))
+}
+
+func pane(pipeline string, i int) string {
+	return fmt.Sprintf(`{"id":"p-%d","pipeline":%q,"key":"k","count":%d}`, i, pipeline, i)
+}
+
+func testUplink(st *buffer.Store, sink Sink, forward ...string) *Uplink {
+	cfg := config.Uplink{Name: "up", Type: "file", Forward: forward,
+		Batch: config.Batch{MaxRecords: 2, MaxBytes: 1 << 20, Linger: 0}}
+	if len(forward) == 0 {
+		cfg.Forward = []string{"#"}
+	}
+	srcs := []Source{
+		{Log: "agg", Kind: record.KindAggregates, Topic: func(v []byte) string {
+			var p struct{ Pipeline string }
+			json.Unmarshal(v, &p)
+			return "agg/" + p.Pipeline
+		}},
+		{Log: "raw", Kind: record.KindRecords},
+	}
+	u := NewMulti(cfg, "gw", srcs, sink, st, clock.Real{}, slog.New(slog.DiscardHandler))
+	u.MinBackoff, u.MaxBackoff = time.Millisecond, 5*time.Millisecond
+	return u
+}
+
+func run(u *Uplink) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	return func() error { cancel(); return <-done }
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// payloadItems returns the records of a batch payload as strings.
+func payloadItems(t *testing.T, b Batch) []string {
+	t.Helper()
+	var env struct {
+		Kind    string            `json:"kind"`
+		Batch   string            `json:"batch"`
+		Records []json.RawMessage `json:"records"`
+	}
+	if err := json.Unmarshal(b.Payload, &env); err != nil {
+		t.Fatalf("batch %s: %v", b.ID, err)
+	}
+	if env.Kind != string(b.Kind) || env.Batch != b.ID {
+		t.Fatalf("envelope kind %q id %q, batch %s %s", env.Kind, env.Batch, b.Kind, b.ID)
+	}
+	var out []string
+	for _, r := range env.Records {
+		out = append(out, string(r))
+	}
+	return out
+}
+
+func TestUplinkForwardsAggregatesFirst(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	st := testStore(t, t.TempDir())
+	defer st.Close()
+	appendN(t, st, "raw", rec("sensors/a", 1), rec("sensors/b", 2), rec("devices/c", 3))
+	appendN(t, st, "agg", pane("p1", 1), pane("p2", 2), pane("p1", 3))
+	sink := &recSink{}
+	u := testUplink(st, sink, "agg/p1", "sensors/#")
+	stop := run(u)
+	waitFor(t, "both logs committed", func() bool { return u.Drained(map[string]uint64{"agg": 3, "raw": 3}) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	ids := map[string]bool{}
+	for _, b := range sink.batches() {
+		got = append(got, fmt.Sprintf("%s %d-%d %v", b.Kind, b.First, b.Last, payloadItems(t, b)))
+		ids[b.ID] = true
+	}
+	want := []string{
+		// max_records counts what the filters select; the range covers what they skip.
+		fmt.Sprintf("aggregates 0-3 %v", []string{pane("p1", 1), pane("p1", 3)}),
+		fmt.Sprintf("records 0-2 %v", []string{rec("sensors/a", 1), rec("sensors/b", 2)}),
+		// raw 3 (devices/c) is filtered out: committed without a send.
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("sent:\n%v\nwant:\n%v", got, want)
+	}
+	if len(ids) != 2 {
+		t.Fatalf("batch ids not distinct: %v", ids)
+	}
+	for log, want := range map[string]uint64{"agg": 4, "raw": 4} {
+		if c, _ := st.Cursor(log, "up"); c != want {
+			t.Fatalf("cursor %s = %d, want %d", log, c, want)
+		}
+	}
+	if u.Stats().Batches.Load() != 2 || sink.closed != 1 {
+		t.Fatalf("stats batches %d, sink closed %d", u.Stats().Batches.Load(), sink.closed)
+	}
+}
+
+// TestUplinkResendAfterRestart: the records batch in flight at a stop (sent, never
+// acked) is sent again after the restart with the same id and bytes, before anything new;
+// then new aggregates go before new records.
+func TestUplinkResendAfterRestart(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	dir := t.TempDir()
+	st := testStore(t, dir)
+	appendN(t, st, "raw", rec("s/1", 1), rec("s/2", 2))
+	appendN(t, st, "agg", pane("p", 1))
+	failing := &recSink{fail: func(b *Batch, _ int) error {
+		if b.Kind == record.KindRecords {
+			return errors.New("no ack")
+		}
+		return nil
+	}}
+	u := testUplink(st, failing)
+	stop := run(u)
+	waitFor(t, "the records batch to be tried twice", func() bool {
+		failing.mu.Lock()
+		defer failing.mu.Unlock()
+		return failing.calls >= 3
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	failing.mu.Lock()
+	acked := failing.sent
+	tried := failing.attempts[len(failing.attempts)-1]
+	failing.mu.Unlock()
+	if len(acked) != 1 || acked[0].Kind != record.KindAggregates || tried.Kind != record.KindRecords {
+		t.Fatalf("before restart: acked %+v, last try %s", acked, tried.Kind)
+	}
+	st.Close()
+
+	st = testStore(t, dir)
+	defer st.Close()
+	appendN(t, st, "raw", rec("s/3", 3))
+	appendN(t, st, "agg", pane("p", 2))
+	good := &recSink{}
+	u = testUplink(st, good)
+	stop = run(u)
+	waitFor(t, "everything committed", func() bool { return u.Drained(map[string]uint64{"agg": 2, "raw": 3}) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	sent := good.batches()
+	if len(sent) != 3 {
+		t.Fatalf("sent %d batches after restart", len(sent))
+	}
+	if b := sent[0]; b.ID != tried.ID || string(b.Payload) != string(tried.Payload) {
+		t.Fatalf("first send after restart: %s %s, the unacked batch was %s", b.Kind, b.ID, tried.ID)
+	}
+	if items := payloadItems(t, sent[1]); sent[1].Kind != record.KindAggregates || fmt.Sprint(items) != fmt.Sprint([]string{pane("p", 2)}) {
+		t.Fatalf("second: %s %v", sent[1].Kind, items)
+	}
+	if items := payloadItems(t, sent[2]); fmt.Sprint(items) != fmt.Sprint([]string{rec("s/3", 3)}) {
+		t.Fatalf("new records %v", items)
+	}
+}
