@@ -3,9 +3,9 @@ package gateway_test
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
