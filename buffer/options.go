@@ -8,28 +8,41 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 )
 
+const (
+	// defaultMemTableSize is Badger's memtable size here: the unit of unflushed data in RAM.
+	defaultMemTableSize = 8 << 20
+	// valueThreshold keeps every value in the LSM tree; Badger requires it ≤ 15% of the
+	// memtable. Accepted MQTT packets are at most 1 MiB (broker.max_packet_bytes), and
+	// the record a payload becomes is bounded by the store, not by hope (MaxValueSize).
+	valueThreshold = 1 << 20
+)
+
 // badgerOptions sizes Badger for a 512 MiB board (DESIGN, "Badger v4.9.6"). Defaults take
 // ~510 MiB of RSS after a million writes; these stay near 160 MiB before Go returns freed
 // arenas, and far less with GOMEMLIMIT set.
-//   - two 8 MiB memtables: the bound on unflushed data in RAM;
-//   - an 8 MiB block cache (compression needs one: a zero cache with compression panics);
+//   - two memtables of 8 MiB: the bound on unflushed data in RAM;
+//   - an 8 MiB block cache (compression needs one: a zero cache with compression panics)
+//     and a 4 MiB index cache, so table indexes and bloom filters are not all resident;
 //   - values up to 1 MiB live in the LSM tree (ValueThreshold ≤ 15% of the memtable), so
-//     the value log only holds the WAL-like tail and never needs GC;
+//     the value log stays empty and never needs garbage collection;
 //   - 16 MiB value-log files instead of 1 GiB ones (mmapped at twice their size);
-//   - L0 of 2 tables, stalling at 4, with the minimum of two compactors.
-func badgerOptions(dir string, lg *slog.Logger) badger.Options {
+//   - 2 MiB tables and an 8 MiB base level: small compactions, hence a small headroom
+//     in the disk budget for their transient output;
+//   - L0 of 2 tables, stalling at 4, with the minimum of two compactors;
+//   - Snappy: JSON records shrink to about half on flash.
+func badgerOptions(dir string, memTable int64, lg *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{lg}).
 		WithSyncWrites(false). // the writer fsyncs once per group
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(memTable).
 		WithNumMemtables(2).
-		WithBaseTableSize(2 << 20).
-		WithBaseLevelSize(8 << 20).
+		WithBaseTableSize(memTable / 4).
+		WithBaseLevelSize(memTable).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(4 << 20).
-		WithValueThreshold(1 << 20).
+		WithValueThreshold(min(valueThreshold, memTable*15/100)).
 		WithValueLogFileSize(16 << 20).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(4).
@@ -37,6 +50,30 @@ func badgerOptions(dir string, lg *slog.Logger) badger.Options {
 		WithCompression(options.Snappy).
 		WithMetricsEnabled(true)
 }
+
+// tuning holds what the budget derives from Badger's sizes.
+type tuning struct {
+	// headroom is kept free below each limit for what Badger writes by itself between two
+	// measurements: the write-ahead logs of the memtables (each as large as a memtable),
+	// a memtable flushed to L0 before its log is deleted, and two compactions whose output
+	// exists beside their input (see TestBudgetHeadroom for the measured peaks).
+	headroom int64
+	// dropSlack is how much more than needed drop_oldest frees at once.
+	dropSlack int64
+	maxValue  int
+}
+
+func newTuning(memTable int64) tuning {
+	return tuning{
+		headroom:  4*memTable + 8*(memTable/4),
+		dropSlack: memTable / 8,
+		maxValue:  int(min(valueThreshold, memTable*15/100)),
+	}
+}
+
+// MinMaxBytes is the smallest max_bytes the store accepts: below it, Badger's own working
+// space (the headroom) would leave little or no room for data.
+const MinMaxBytes = 64 << 20
 
 // badgerLogger adapts Badger's printf logger to slog. Badger's info chatter is debug here.
 type badgerLogger struct{ l *slog.Logger }

@@ -107,12 +107,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		return nil, err
 	}
 
-	g.store, err = buffer.Open(buffer.Options{
-		Dir:      filepath.Join(cfg.Gateway.DataDir, "buffer"),
-		DedupTTL: cfg.Dedup.TTL.D(),
-		Logger:   opts.Logger,
-		Clock:    opts.Clock,
-	})
+	g.store, err = buffer.Open(BufferOptions(cfg, opts.Logger, opts.Clock))
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +187,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer backCancel()
 	var back sync.WaitGroup
 	back.Add(1)
-	go func() { defer back.Done(); report("maintenance", g.maintain(backCtx)) }()
+	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
 	for _, u := range g.uplinks {
 		back.Add(1)
 		go func() { defer back.Done(); report("uplink "+u.Name(), u.Run(backCtx)) }()
@@ -271,29 +266,28 @@ func (g *Gateway) flush(timeout time.Duration) {
 	g.log.Warn("shutdown: uplinks did not drain in time; the rest stays buffered for the next start", "timeout", timeout)
 }
 
-// maintain trims what every uplink has committed.
-func (g *Gateway) maintain(ctx context.Context) error {
-	names := make([]string, len(g.uplinks))
-	for i, u := range g.uplinks {
-		names[i] = u.Name()
+// BufferOptions are the store's options for cfg: the buffer section, the dedup window, and
+// the consumers whose positions bound trimming of the raw log (the uplinks).
+func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer.Options {
+	var names []string
+	for _, u := range cfg.Uplinks {
+		names = append(names, u.Name)
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-g.opts.Clock.After(10 * time.Second):
-		}
-		below, err := g.store.Consumed(broker.RawLog, names)
-		if err != nil {
-			g.log.Warn("maintenance: read cursors", "err", err)
-			continue
-		}
-		if below > 0 {
-			if n, err := g.store.Trim(ctx, broker.RawLog, below); err != nil && ctx.Err() == nil {
-				g.log.Warn("maintenance: trim", "err", err)
-			} else if n > 0 {
-				g.log.Debug("trimmed delivered records", "count", n)
-			}
-		}
+	return buffer.Options{
+		Dir:          filepath.Join(cfg.Gateway.DataDir, "buffer"),
+		SyncInterval: cfg.Buffer.Sync.Interval(),
+		DedupTTL:     cfg.Dedup.TTL.D(),
+		MaxBytes:     int64(cfg.Buffer.MaxBytes),
+		ReserveFree:  int64(cfg.Buffer.ReserveFree),
+		OnFull:       buffer.OnFull(cfg.Buffer.OnFull),
+		Retention:    cfg.Buffer.Retention.D(),
+		Precious:     []string{AggLog},
+		Consumers:    map[string][]string{broker.RawLog: names},
+		Logger:       log,
+		Clock:        clk,
 	}
 }
+
+// AggLog is the log pipelines append their panes to: the buffer drops its entries only
+// when no raw reading is left to drop.
+const AggLog = "agg"

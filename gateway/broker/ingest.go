@@ -85,7 +85,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	h.logRefusal(cl, pk, ie)
 	v5 := cl.Properties.ProtocolVersion == 5
-	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown {
+	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown || ie.Reason == ingest.ReasonBufferFull {
 		// Not stored, so not acknowledged. A 3.1.1 client only resends an unacknowledged
 		// message after a reconnect: close the connection so it does (DESIGN invariant 1).
 		if !v5 && !cl.Net.Inline && h.disconnect != nil {
@@ -121,8 +121,11 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 	if err != nil {
 		h.stats.StoreErr.Add(1)
 		reason := ingest.ReasonStore
-		if errors.Is(err, buffer.ErrClosed) || errors.Is(err, context.Canceled) {
+		switch {
+		case errors.Is(err, buffer.ErrClosed) || errors.Is(err, context.Canceled):
 			reason = ingest.ReasonShutdown
+		case errors.Is(err, buffer.ErrFull):
+			reason = ingest.ReasonBufferFull // on_full: reject (SPEC §2: MQTT 5 gets 0x97)
 		}
 		return &ingest.Error{Reason: reason, Err: err}
 	}
