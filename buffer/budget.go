@@ -10,23 +10,26 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// The disk budget (DESIGN invariant 5). Two limits apply to the store's directory, measured
-// in allocated blocks: max_bytes, and what the file system can give while keeping
-// reserve_free for everyone else (Badger on a full disk dies with SIGBUS on an mmap write).
-// Each limit is lowered by a headroom for what Badger writes on its own between two
-// measurements: a memtable flush and compactions, whose output exists next to their input
-// until they finish.
+// The disk budget (DESIGN invariant 5). The limit L is max_bytes, or what the file system
+// can give while keeping reserve_free for everyone else (Badger on a full disk dies with
+// SIGBUS on an mmap write), whichever is lower. Two rules keep the store within it:
 //
-// The writer keeps an estimate: the last measurement plus what it wrote since, minus what
-// it deleted since. Deleting from an LSM tree frees space only once compaction drops the
-// entries, so the estimate credits deletes early; the next measurement (every 100 ms, or
-// after 1 MiB of writes) corrects it, and the headroom absorbs the difference.
+//   - The policy works on logical bytes, which the store knows exactly: the keys and values
+//     of every log plus dedupKeyCost per dedup id. When they would exceed the capacity
+//     (L less Badger's floor and headroom), drop_oldest deletes the oldest entries and
+//     reject refuses the append. This is deterministic: deleting from an LSM tree frees
+//     space only once a compaction drops the entries, so a policy driven by the measured
+//     size would keep deleting data whose space is already on its way back.
+//   - A guard works on the measured size: the directory's allocated blocks, measured every
+//     100 ms or MiB of writes, plus what was written since. An append that would take it
+//     past L less the headroom is refused, whatever the policy. Records compress to about
+//     half in Badger's tables, so the guard only acts when compaction falls far behind or
+//     the data does not compress.
 type usage struct {
 	at      time.Time // when measured (monotonic; pacing I/O, not processing time)
 	du      int64     // allocated bytes of the directory
 	avail   int64     // free space for us on the file system; -1 unknown
 	written int64     // bytes staged since
-	freed   int64     // logical bytes deleted since
 }
 
 const (
@@ -46,65 +49,80 @@ func (u *usage) sample(s *Store) {
 	} else if !errors.Is(err, errors.ErrUnsupported) && s.opts.ReserveFree > 0 {
 		s.log.Warn("cannot read free space; only max_bytes is enforced", "err", err)
 	}
-	u.written, u.freed = 0, 0
+	u.written = 0
 	s.stats.DiskBytes.Store(u.du)
 	s.stats.DiskAvail.Store(u.avail)
 }
 
 func (u *usage) due() bool {
-	return time.Since(u.at) >= sampleEvery || u.written+u.freed >= sampleBytes
+	return time.Since(u.at) >= sampleEvery || u.written >= sampleBytes
 }
 
-func (u *usage) estimate() int64 { return u.du + u.written - u.freed }
-
-// limit is how many bytes the directory may hold now; ok is false when no budget applies.
-func (s *Store) limit() (lim int64, ok bool) {
-	head := s.tuning.headroom
+// limits returns the capacity for logical bytes and the guard for the measured size; ok
+// is false when no budget applies.
+func (s *Store) limits() (capacity, guard int64, ok bool) {
+	var lim int64
 	if s.opts.MaxBytes > 0 {
-		lim, ok = s.opts.MaxBytes-head, true
+		lim, ok = s.opts.MaxBytes, true
 	}
 	if s.opts.ReserveFree > 0 && s.usage.avail >= 0 {
-		fs := s.usage.du + s.usage.avail - s.opts.ReserveFree - head
+		fs := s.usage.du + s.usage.avail - s.opts.ReserveFree
 		if !ok || fs < lim {
 			lim, ok = fs, true
 		}
 	}
-	return lim, ok
+	guard = lim - s.tuning.headroom
+	return guard - s.tuning.floor, guard, ok
+}
+
+// logical is what the policy counts: every log's keys and values, and the dedup ids.
+func (s *Store) logical() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, ls := range s.logs {
+		n += ls.bytes.Load()
+	}
+	return n + s.dedupKeys.Load()*dedupKeyCost
 }
 
 // admit applies the budget to a group of prepared requests and returns those to commit.
-// Updates always pass. Appends pass while the estimate stays within the limit; beyond it,
-// drop_oldest first deletes the oldest entries (never those the group itself appends), and
-// whatever still does not fit is refused with ErrFull and counted.
+// Updates always pass (they carry pipelines' and uplinks' progress; the headroom covers
+// them). Appends pass while both rules hold; drop_oldest first makes room by deleting the
+// oldest entries; what still does not fit is refused with ErrFull and counted.
 func (s *Store) admit(work []*request) []*request {
 	if s.usage.due() {
 		s.usage.sample(s)
 	}
-	lim, ok := s.limit()
+	capacity, guard, ok := s.limits()
 	if !ok {
 		return work
 	}
-	s.stats.Limit.Store(lim)
-	var need int64
+	s.stats.Limit.Store(capacity)
+	s.dedupCap.Store(max(1, capacity/dedupShare/dedupKeyCost))
+	var need, needPhys int64
 	for _, r := range work {
-		need += r.size
+		need += r.logical
+		needPhys += r.size
 	}
-	est := s.usage.estimate()
-	if est+need <= lim {
+	used := s.logical()
+	phys := s.usage.du + s.usage.written
+	if used+need <= capacity && phys+needPhys <= guard {
 		s.stats.Full.Store(false)
 		return work
 	}
-	if s.opts.OnFull == DropOldest {
-		// Drop a little more than needed, so that a full buffer drops in chunks rather
+	if used+need > capacity && s.opts.OnFull == DropOldest {
+		// Free a little more than needed, so that a full buffer drops in chunks rather
 		// than a few entries before every group.
-		want := est + need - lim + s.tuning.dropSlack
-		s.dropForRoom(want)
-		est = s.usage.estimate()
+		s.dropForRoom(capacity - need - s.tuning.dropSlack)
+		used = s.logical()
 	}
 	kept := work[:0]
 	for _, r := range work {
-		if r.kind == reqUpdate || est+r.size <= lim {
-			est += r.size
+		fits := used+r.logical <= capacity && phys+r.size <= guard
+		if r.kind == reqUpdate || fits {
+			used += r.logical
+			phys += r.size
 			kept = append(kept, r)
 			continue
 		}
@@ -113,7 +131,14 @@ func (s *Store) admit(work []*request) []*request {
 		s.stats.Rejected.Add(n)
 		s.stats.RejectedAppends.Add(1)
 		s.addLogCounter(&s.stats.rejectedBy, r.log, n)
-		s.fail(r, fmt.Errorf("%w: the buffer holds %d bytes of its %d-byte limit (%s)", ErrFull, est, lim, s.limitName()))
+		var why string
+		if used+r.logical > capacity {
+			why = fmt.Sprintf("buffered records and dedup ids take %d of %d bytes (%s, less Badger's working space)", used, capacity, s.limitName())
+		} else {
+			why = fmt.Sprintf("the store's files take %d bytes, at the guard of %d (%s, less Badger's headroom): compaction is behind", phys, guard, s.limitName())
+			s.stats.Guarded.Add(n)
+		}
+		s.fail(r, fmt.Errorf("%w: %s", ErrFull, why))
 	}
 	return kept
 }
@@ -121,14 +146,14 @@ func (s *Store) admit(work []*request) []*request {
 func (s *Store) limitName() string {
 	if s.opts.MaxBytes > 0 && (s.usage.avail < 0 || s.opts.ReserveFree == 0 ||
 		s.opts.MaxBytes <= s.usage.du+s.usage.avail-s.opts.ReserveFree) {
-		return "max_bytes less Badger's headroom"
+		return "max_bytes"
 	}
-	return "free disk space less reserve_free and Badger's headroom"
+	return "free disk space less reserve_free"
 }
 
-// dropForRoom deletes the oldest entries, ordinary logs before precious ones, until want
-// bytes are freed or nothing is left. It commits as it goes.
-func (s *Store) dropForRoom(want int64) {
+// dropForRoom deletes the oldest entries, of ordinary logs before precious ones, until the
+// logical bytes are at most target or nothing is left. It commits as it goes.
+func (s *Store) dropForRoom(target int64) {
 	var ordinary, precious []*logState
 	s.mu.Lock()
 	for name, ls := range s.logs {
@@ -141,10 +166,9 @@ func (s *Store) dropForRoom(want int64) {
 	s.mu.Unlock()
 	sort.Slice(ordinary, func(i, j int) bool { return ordinary[i].name < ordinary[j].name })
 	sort.Slice(precious, func(i, j int) bool { return s.preciousRank(precious[i].name) < s.preciousRank(precious[j].name) })
-	var freed int64
 	for _, ls := range append(ordinary, precious...) {
-		for freed < want && ls.count.Load() > 0 {
-			n, b, _, err := s.dropOldest(ls, ^uint64(0), want-freed, dropRoom)
+		for used := s.logical(); used > target && ls.count.Load() > 0; used = s.logical() {
+			n, _, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
 			if err != nil {
 				s.log.Error("cannot drop entries to make room", "log", ls.name, "err", err)
 				return
@@ -152,7 +176,6 @@ func (s *Store) dropForRoom(want int64) {
 			if n == 0 {
 				break
 			}
-			freed += b
 		}
 	}
 }
@@ -178,7 +201,7 @@ func (s *Store) execDrop(r *request) error {
 }
 
 // dropOldest deletes, in one committed transaction, the oldest entries of ls below `below`:
-// at most dropChunk of them, stopping once maxBytes are freed. It returns how many entries
+// at most dropMax of them, stopping once maxBytes are freed. It returns how many entries
 // and bytes it deleted, and whether entries below `below` remain.
 func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropReason) (n int, freed int64, more bool, err error) {
 	first := ls.first.Load()
@@ -201,7 +224,7 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 				newFirst = below
 				return nil
 			}
-			if len(keys) == dropChunk || freed >= maxBytes {
+			if len(keys) == s.dropMax || freed >= maxBytes {
 				newFirst = seq
 				more = true
 				return nil
@@ -242,7 +265,6 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	if err := s.commitTxn(txn, []*request{r}); err != nil {
 		return 0, 0, false, fmt.Errorf("buffer: delete oldest entries of log %q: %w", ls.name, err)
 	}
-	s.usage.freed += freed
 	n = len(keys)
 	switch why {
 	case dropTrim:
@@ -271,7 +293,7 @@ func (s *Store) staleIndexKeys(log string, first uint64) ([][]byte, error) {
 		o.PrefetchValues = false
 		it := txn.NewIterator(o)
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for it.Rewind(); it.Valid() && len(keys) <= s.dropMax/4; it.Next() {
 			seq := binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
 			if seq > first {
 				break

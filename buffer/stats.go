@@ -20,18 +20,22 @@ type Stats struct {
 	Expired  atomic.Uint64 // entries deleted by the retention before every consumer had them
 	Dropped  atomic.Uint64 // entries deleted to make room (on_full: drop_oldest)
 	Rejected atomic.Uint64 // entries refused with ErrFull (on_full: reject, or nothing left to drop)
+	// Guarded counts the entries of Rejected refused by the guard on the measured size
+	// rather than by the policy (Badger's compaction far behind, or data that does not
+	// compress).
+	Guarded atomic.Uint64
 	// RejectedAppends counts the Append calls refused with ErrFull (one per MQTT message).
 	RejectedAppends atomic.Uint64
-	// DedupEvicted counts dedup ids forgotten before their TTL to keep the index within
-	// its share of max_bytes.
-	DedupEvicted atomic.Uint64
+	// DedupSkipped counts ids remembered in memory only because the index was at its share
+	// of the capacity.
+	DedupSkipped atomic.Uint64
 	// Lost counts entries that were committed but found missing at open (a torn or
 	// corrupt write-ahead-log tail; see Store.Lost).
 	Lost atomic.Uint64
 
 	DiskBytes atomic.Int64 // allocated bytes of the directory at the last measurement
 	DiskAvail atomic.Int64 // free bytes on its file system at the last measurement; -1 unknown
-	Limit     atomic.Int64 // bytes the directory may hold (budget less headroom); 0 none
+	Limit     atomic.Int64 // logical bytes the buffer may hold (its capacity); 0 none
 	Full      atomic.Bool  // the last group found the budget full
 
 	mu         sync.Mutex // guards the per-log maps

@@ -44,10 +44,11 @@ const (
 	Reject OnFull = "reject"
 )
 
-// MaxValueSize is the largest value an entry may have. Badger keeps values up to its
-// ValueThreshold inside the LSM tree; a larger one would land in the value log, which then
-// needs garbage collection, which this store never runs.
-const MaxValueSize = valueThreshold
+// MaxValueSize is the largest value an entry may have with the default options (about
+// 1.1 MB): Badger keeps values up to its ValueThreshold inside the LSM tree, and a larger
+// one would land in the value log, which then needs garbage collection, which this store
+// never runs. Larger values fail with ErrTooLarge.
+var MaxValueSize = newTuning(defaultMemTableSize).maxValue
 
 // Options configure a Store.
 type Options struct {
@@ -143,8 +144,10 @@ type Store struct {
 	usage   usage
 	tuning  tuning
 	dirty   bool // written since the last fsync (interval mode)
+	dropMax int  // deletes per transaction
 
 	dedupKeys atomic.Int64 // estimated dedup ids on disk (see boundDedup)
+	dedupCap  atomic.Int64 // ids the index may hold, set with the capacity; 0 no cap
 
 	lost        []Loss
 	stats       Stats
@@ -245,6 +248,9 @@ func Open(opts Options) (s *Store, err error) {
 	if err := s.loadLogs(); err != nil {
 		return nil, err
 	}
+	// Deletes per transaction: within Badger's batch limits (small memtables have small
+	// ones), with room for the time-index deletes and the meta key.
+	s.dropMax = int(min(dropChunk, s.db.MaxBatchCount()/2, s.db.MaxBatchSize()/2/(int64(len(logKey("x", 0)))+80)))
 	if v, ok, err := s.getRaw(dedupCountKey); err != nil {
 		return nil, err
 	} else if ok && len(v) == 8 {

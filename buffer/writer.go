@@ -58,8 +58,9 @@ type request struct {
 
 	// filled in by prepare
 	writes []write
-	size   int64
-	stored int                     // entries appended (for stats)
+	size    int64                   // bytes staged: what it adds to the directory, roughly
+	logical int64                   // what it adds to the budget's logical bytes
+	stored  int                     // entries appended (for stats)
 	ids    []string                // dedup hashes added to the cache, undone on failure
 	deltas map[*logState]*logDelta // per log: what this request changes
 	dedups int64                   // dedup keys written
@@ -355,6 +356,7 @@ func (s *Store) fail(r *request, err error) {
 func (s *Store) prepare(r *request) error {
 	r.writes = r.writes[:0]
 	r.size = 0
+	r.logical = 0
 	r.stored = 0
 	r.deltas = nil
 	now := s.opts.Clock.Now()
@@ -373,6 +375,7 @@ func (s *Store) prepare(r *request) error {
 		d.last = seq
 		d.count++
 		d.bytes += entrySize(log, len(value))
+		r.logical += entrySize(log, len(value))
 		r.stored++
 		if m := now.Unix() / 60; m != ls.indexedAt {
 			ls.indexedAt = m
@@ -414,8 +417,15 @@ func (s *Store) prepare(r *request) error {
 			exp := now.Add(s.opts.DedupTTL).UnixMilli()
 			s.dedup.add(h, exp)
 			r.ids = append(r.ids, h)
-			r.dedups++
-			add(write{key: dedupKey(h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
+			if c := s.dedupCap.Load(); c > 0 && s.dedupKeys.Load()+r.dedups >= c {
+				// The index is at its share of the budget until Maintain evicts the
+				// oldest ids: remember this one in memory only.
+				s.stats.DedupSkipped.Add(1)
+			} else {
+				r.dedups++
+				r.logical += dedupKeyCost
+				add(write{key: dedupKey(h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
+			}
 		}
 		seq, err := appendTo(r.log, e.Value)
 		if err != nil {

@@ -60,6 +60,8 @@ const usage = `usage: edgegate <command> [flags]
 commands:
   run -c FILE        run the gateway daemon (default FILE ` + defaultConfig + `)
   validate -c FILE   check a config file and explain every problem
+  buffer stats -d DIR / buffer tail -d DIR [-n N]
+                     inspect a stopped daemon's buffer
   version            print version, commit, Go version and platform
 `
 
@@ -78,6 +80,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "buffer":
+		return cmdBuffer(args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help":

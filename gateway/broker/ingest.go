@@ -126,6 +126,8 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 			reason = ingest.ReasonShutdown
 		case errors.Is(err, buffer.ErrFull):
 			reason = ingest.ReasonBufferFull // on_full: reject (SPEC §2: MQTT 5 gets 0x97)
+		case errors.Is(err, buffer.ErrTooLarge):
+			reason = ingest.ReasonTooLarge // a record beyond buffer.MaxValueSize: resending cannot help
 		}
 		return &ingest.Error{Reason: reason, Err: err}
 	}

@@ -53,7 +53,7 @@ func (p *SyncPolicy) decodeNode(n *yaml.Node) error {
 
 // minBufferBytes mirrors buffer.MinMaxBytes (config does not import the store; a test
 // checks they agree).
-const minBufferBytes = 64 << 20
+const minBufferBytes = 128 << 20
 
 func defaultBuffer() Buffer {
 	return Buffer{MaxBytes: 512 << 20, ReserveFree: 64 << 20, OnFull: "drop_oldest"}
