@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-		"time"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )

@@ -57,13 +57,13 @@ type request struct {
 	done chan struct{}
 
 	// filled in by prepare
-	writes []write
+	writes  []write
 	size    int64                   // bytes staged: what it adds to the directory, roughly
 	logical int64                   // what it adds to the budget's logical bytes
 	stored  int                     // entries appended (for stats)
-	ids    []string                // dedup hashes added to the cache, undone on failure
-	deltas map[*logState]*logDelta // per log: what this request changes
-	dedups int64                   // dedup keys written
+	ids     []string                // dedup hashes added to the cache, undone on failure
+	deltas  map[*logState]*logDelta // per log: what this request changes
+	dedups  int64                   // dedup keys written
 }
 
 // logDelta is what a request or a transaction changes in one log.
