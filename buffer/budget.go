@@ -71,8 +71,8 @@ func (s *Store) limits() (capacity, guard int64, ok bool) {
 			lim, ok = fs, true
 		}
 	}
-	guard = lim - s.tuning.headroom
-	return guard - s.tuning.floor, guard, ok
+	guard = max(0, lim-s.tuning.headroom)
+	return max(0, guard-s.tuning.floor), guard, ok
 }
 
 // logical is what the policy counts: every log's keys and values, and the dedup ids.

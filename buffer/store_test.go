@@ -6,18 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-
-	"go.uber.org/goleak"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Badger's and ristretto's package-level goroutines outlive every DB.
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
-		goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4.(*DB).monitorCache"),
-	)
-}
 
 func open(t *testing.T, dir string, opts Options) *Store {
 	t.Helper()
