@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ var (
 	// free space less reserve_free) has no room and the policy is to reject, or nothing is
 	// left to drop. The entries were not stored.
 	ErrFull = errors.New("buffer: full")
+	// ErrNeedsRecovery is returned by a read-only Open of a store that was not closed
+	// cleanly: its write-ahead log has a tail to cut, which only a read-write Open does.
+	ErrNeedsRecovery = errors.New("buffer: the store was not closed cleanly and needs recovery")
 	// ErrReadOnly is returned by writes to a store opened read-only.
 	ErrReadOnly = errors.New("buffer: opened read-only")
 )
@@ -234,8 +238,9 @@ func Open(opts Options) (s *Store, err error) {
 	bo := badgerOptions(opts.Dir, opts.memTableSize, lg).WithReadOnly(opts.ReadOnly)
 	s.db, err = badger.Open(bo)
 	if err != nil {
-		if opts.ReadOnly && errors.Is(err, badger.ErrTruncateNeeded) {
-			return nil, fmt.Errorf("buffer: open %s read-only: the store was not closed cleanly and needs recovery, which only a read-write open does (start the daemon, or use --repair): %w", opts.Dir, err)
+		// Badger's wrapping loses the sentinel; its message survives.
+		if opts.ReadOnly && strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error()) {
+			return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, ErrNeedsRecovery)
 		}
 		return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, err)
 	}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -65,7 +67,7 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgegate buffer tail: -n %d: expected a count ≥ 0\n", *n)
 		return exitUsage
 	}
-	s, err := openForInspection(*dir, *repair)
+	s, err := openForInspection(*dir, *repair, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "edgegate: %v\n", err)
 		return exitUser
@@ -88,7 +90,7 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 
 // openForInspection opens the store under dir (a data_dir or the buffer directory itself)
 // read-only; with repair, a read-write open first recovers a store left by a crash.
-func openForInspection(dir string, repair bool) (*buffer.Store, error) {
+func openForInspection(dir string, repair bool, stderr io.Writer) (*buffer.Store, error) {
 	path := dir
 	if !isStore(path) {
 		path = filepath.Join(dir, "buffer")
@@ -97,7 +99,9 @@ func openForInspection(dir string, repair bool) (*buffer.Store, error) {
 		return nil, fmt.Errorf("%s: no edgegate buffer here (expected a data_dir holding buffer/, or the buffer directory)", dir)
 	}
 	if repair {
-		s, err := buffer.Open(buffer.Options{Dir: path})
+		// Recovery reports what it had to cut, as the daemon would.
+		lg := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		s, err := buffer.Open(buffer.Options{Dir: path, Logger: lg})
 		if err != nil {
 			return nil, err
 		}
@@ -106,10 +110,12 @@ func openForInspection(dir string, repair bool) (*buffer.Store, error) {
 		}
 	}
 	s, err := buffer.Open(buffer.Options{Dir: path, ReadOnly: true})
-	if err != nil {
-		if strings.Contains(err.Error(), "Another process is using this Badger database") {
-			return nil, fmt.Errorf("%s is in use, probably by the running daemon: stop it first (systemctl stop edgegate)", path)
-		}
+	switch {
+	case errors.Is(err, buffer.ErrNeedsRecovery):
+		return nil, fmt.Errorf("%s was not closed cleanly (a crash or power cut): add -repair to recover it as the daemon does at start (only unacknowledged, torn writes are cut)", path)
+	case err != nil && strings.Contains(err.Error(), "Another process is using this Badger database"):
+		return nil, fmt.Errorf("%s is in use, probably by the running daemon: stop it first (systemctl stop edgegate)", path)
+	case err != nil:
 		return nil, err
 	}
 	return s, nil
