@@ -17,8 +17,8 @@ import (
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
@@ -36,8 +36,13 @@ type Options struct {
 	Logger   *slog.Logger
 	Clock    clock.Clock
 	Registry Registry
-	// FlushTimeout bounds how long uplinks may drain at shutdown (default 5 s).
+	// FlushTimeout bounds how long uplinks may drain at shutdown (default: ops.flush_timeout).
 	FlushTimeout time.Duration
+	// Version is reported in metrics and /status.
+	Version string
+	// TimeKeeper says whether the wall clock can be trusted (a board without an RTC); nil
+	// trusts it.
+	TimeKeeper *timesync.Keeper
 }
 
 // Gateway is one running edgegate.
@@ -54,7 +59,10 @@ type Gateway struct {
 	ingestCtx    context.Context // lives until shutdown begins; bounds ingest's store waits
 	ingestCancel context.CancelFunc
 
-	ready chan struct{}
+	ready    chan struct{}
+	stopping chan struct{}
+	ops      opsState
+	hold     *clockHold
 }
 
 // New checks the config against the registry, opens the store and builds every component.
@@ -68,37 +76,27 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		opts.Clock = clock.Real{}
 	}
 	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = cfg.Ops.FlushTimeout.D()
+	}
+	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = 5 * time.Second
 	}
-	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{})}
+	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{}), stopping: make(chan struct{})}
 	var drivers []sensors.Sensor
+	self := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {
-			for _, d := range drivers {
-				d.Driver.Close()
-			}
-			if g.store != nil {
-				g.store.Close()
+			sensors.CloseAll(drivers)
+			if self.store != nil {
+				self.store.Close()
 			}
 		}
 	}()
 
 	// Sensors first: a missing device is the most likely start-up error.
-	for _, sc := range cfg.Sensors {
-		f, ok := opts.Registry.Sensors[sc.Driver]
-		if !ok {
-			return nil, fmt.Errorf("sensor %q: driver %q is not built into this binary", sc.Name, sc.Driver)
-		}
-		d, err := f(sc, opts.Clock)
-		if err != nil {
-			return nil, fmt.Errorf("sensor %q: %w", sc.Name, err)
-		}
-		t, err := topic.ParseTemplate(sc.Topic)
-		if err != nil {
-			d.Close()
-			return nil, fmt.Errorf("sensor %q: topic: %w", sc.Name, err)
-		}
-		drivers = append(drivers, sensors.Sensor{Name: sc.Name, Driver: d, Interval: sc.Interval.D(), Topic: t})
+	drivers, err = sensors.Open(cfg.Sensors, opts.Registry.Sensors, opts.Clock, opts.Logger)
+	if err != nil {
+		return nil, err
 	}
 
 	routes := append(SensorRoutes(cfg.Sensors), cfg.Routes...)
@@ -131,6 +129,10 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		}
 		g.uplinks = append(g.uplinks, uplink.New(uc, cfg.Gateway.ID, broker.RawLog, record.KindRecords, sink, g.store, opts.Clock, opts.Logger))
 	}
+	if err := g.initClock(); err != nil {
+		return nil, err
+	}
+	g.initOps()
 	return g, nil
 }
 
@@ -153,6 +155,9 @@ func SensorRoutes(ss []config.Sensor) []config.Route {
 // Ready is closed once the broker listens and every component runs.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
+// Stopping is closed when the shutdown begins (a cancelled context or a failed component).
+func (g *Gateway) Stopping() <-chan struct{} { return g.stopping }
+
 // BrokerAddrs returns the broker's bound addresses (valid after Ready).
 func (g *Gateway) BrokerAddrs() []string { return g.broker.Addrs() }
 
@@ -161,6 +166,12 @@ func (g *Gateway) Store() *buffer.Store { return g.store }
 
 // IngestStats exposes the ingest counters.
 func (g *Gateway) IngestStats() *broker.IngestStats { return g.hook.Stats() }
+
+// Refusals exposes the broker's refusal counters, by reason (SPEC §2, metrics).
+func (g *Gateway) Refusals() *broker.Refusals { return g.hook.Refusals() }
+
+// Sensors returns the state of every sensor (for /status): up, down with the last error, counters.
+func (g *Gateway) Sensors() []sensors.Status { return g.poller.Status() }
 
 // Uplinks exposes the uplinks (status and tests).
 func (g *Gateway) Uplinks() []*uplink.Uplink { return g.uplinks }
@@ -188,9 +199,16 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	var back sync.WaitGroup
 	back.Add(1)
 	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
+	back.Add(1)
+	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
 	for _, u := range g.uplinks {
 		back.Add(1)
-		go func() { defer back.Done(); report("uplink "+u.Name(), u.Run(backCtx)) }()
+		g.ops.running[u.Name()].Store(true)
+		go func() {
+			defer back.Done()
+			defer g.ops.running[u.Name()].Store(false)
+			report("uplink "+u.Name(), u.Run(backCtx))
+		}()
 	}
 
 	// Stage 2: what feeds it.
@@ -215,6 +233,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	case err = <-fail:
 		g.log.Error("component failed; shutting down", "err", err)
 	}
+	close(g.stopping)
 
 	// Stop the inputs. Closing the broker waits for its client goroutines, and so for
 	// every OnPublish in flight: their appends complete (acked) or fail (not acked).
@@ -247,8 +266,8 @@ func (g *Gateway) flush(timeout time.Duration) {
 		return
 	}
 	last, err := g.store.LastSeq(broker.RawLog)
-	if err != nil {
-		return
+	if err != nil || last == 0 {
+		return // nothing was ever appended: nothing to flush
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -281,7 +300,7 @@ func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer
 		ReserveFree:  int64(cfg.Buffer.ReserveFree),
 		OnFull:       buffer.OnFull(cfg.Buffer.OnFull),
 		Retention:    cfg.Buffer.Retention.D(),
-		Precious:     []string{AggLog},
+		Precious:     []string{HoldLog, AggLog}, // raw readings go first, aggregates last
 		Consumers:    map[string][]string{broker.RawLog: names},
 		Logger:       log,
 		Clock:        clk,
@@ -289,5 +308,5 @@ func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer
 }
 
 // AggLog is the log pipelines append their panes to: the buffer drops its entries only
-// when no raw reading is left to drop.
+// when no raw (or held) reading is left to drop.
 const AggLog = "agg"

@@ -20,6 +20,8 @@ import (
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/sensors/bmx280"
+	"github.com/edgegate/edgegate/sensors/cputemp"
 	"github.com/edgegate/edgegate/sensors/sim"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
@@ -58,7 +60,7 @@ func runChild(path string) int {
 
 func registry() gateway.Registry {
 	return gateway.Registry{
-		Sensors: map[string]sensors.Factory{"sim": sim.New},
+		Sensors: map[string]sensors.Factory{"sim": sim.New, "bme280": bmx280.New, "cpu_temp": cputemp.New},
 		Sinks:   map[string]uplink.SinkFactory{"mqtt": mqttsink.New, "file": filesink.New},
 	}
 }
@@ -273,7 +275,7 @@ func TestMalformedIsRefusedNotStored(t *testing.T) {
 	// QoS 0: nothing to refuse with, but it must not be stored.
 	publish(t, c, "devices/d1/temperature", 0, `{"value": "warm"}`)
 	// QoS 1 on 3.1.1: no PUBACK (the token does not complete), the connection stays up.
-	tok := c.Publish("devices/d1/temperature", 1, false, `{"temp": 1}`)
+	tok := c.Publish("devices/d1/temperature", 1, false, `{"temp": "warm"}`) // no numeric field
 	if tok.WaitTimeout(500 * time.Millisecond) {
 		t.Errorf("a malformed QoS 1 publish was acknowledged (err %v)", tok.Error())
 	}
@@ -323,7 +325,7 @@ uplinks:
   - {name: cloud, type: mqtt, url: %q, batch: {linger: 20ms, max_records: 50}}
 `, up.URL()))
 	startChild := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd := testutil.SelfCommand("-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"="+path)
 		cmd.Stderr = testWriter{t}
 		if err := cmd.Start(); err != nil {

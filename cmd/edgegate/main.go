@@ -2,33 +2,38 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"syscall"
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/sensors/ads1115"
+	"github.com/edgegate/edgegate/sensors/bmx280"
+	"github.com/edgegate/edgegate/sensors/cputemp"
+	"github.com/edgegate/edgegate/sensors/ds18b20"
+	"github.com/edgegate/edgegate/sensors/gpiosensor"
 	"github.com/edgegate/edgegate/sensors/sim"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
+	"github.com/edgegate/edgegate/uplink/httpsink"
 	"github.com/edgegate/edgegate/uplink/mqttsink"
+	"github.com/edgegate/edgegate/uplink/pubsubsink"
 )
 
 // Set by the linker (see Makefile).
 var (
 	version = "dev"
 	commit  = ""
+	// buildEpoch is the unix time of the commit built (see Makefile): a wall clock that
+	// reads earlier is certainly wrong.
+	buildEpoch = ""
 )
 
 const defaultConfig = "/etc/edgegate/edgegate.yaml"
@@ -47,10 +52,20 @@ func main() {
 // registry lists what this binary is built with.
 func registry() gateway.Registry {
 	return gateway.Registry{
-		Sensors: map[string]sensors.Factory{"sim": sim.New},
+		Sensors: map[string]sensors.Factory{
+			"sim":      sim.New,
+			"bme280":   bmx280.New,
+			"bmp280":   bmx280.New,
+			"ds18b20":  ds18b20.New,
+			"ads1115":  ads1115.New,
+			"gpio":     gpiosensor.New,
+			"cpu_temp": cputemp.New,
+		},
 		Sinks: map[string]uplink.SinkFactory{
-			"mqtt": mqttsink.New,
-			"file": filesink.New,
+			"mqtt":   mqttsink.New,
+			"http":   httpsink.New,
+			"pubsub": pubsubsink.New,
+			"file":   filesink.New,
 		},
 	}
 }
@@ -62,6 +77,7 @@ commands:
   validate -c FILE   check a config file and explain every problem
   buffer stats -d DIR / buffer tail -d DIR [-n N]
                      inspect a stopped daemon's buffer
+  passwd             read a password from stdin, print its bcrypt hash for broker.users
   version            print version, commit, Go version and platform
 `
 
@@ -82,6 +98,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "buffer":
 		return cmdBuffer(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help":
@@ -137,31 +155,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		printConfigError(stderr, err)
 		return exitUser
 	}
-	log := newLogger(cfg.Ops.Log, stderr)
-	slog.SetDefault(log)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	g, err := gateway.New(cfg, gateway.Options{Logger: log, Clock: clock.Real{}, Registry: registry()})
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return exitUser
-	}
-	if err := g.Run(ctx); err != nil {
-		log.Error("stopped with error", "err", err)
-		return exitUser
-	}
-	return exitOK
-}
-
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.Level)) // validated by config
-	o := &slog.HandlerOptions{Level: lvl}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
-	}
-	return slog.New(slog.NewTextHandler(w, o))
+	return runDaemon(*path, cfg, stderr)
 }
 
 func cmdVersion(stdout io.Writer) int {

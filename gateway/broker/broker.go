@@ -1,10 +1,12 @@
-// Package broker runs the embedded mochi MQTT broker, edgegate's local topic layer, and its
-// hooks: the ingest hook that makes every accepted publish durable before its PUBACK, and
-// the connection policy.
+// Package broker runs the embedded mochi MQTT broker, edgegate's local topic layer (SPEC
+// §2): TCP, TLS and WebSocket listeners with connection limits, the guard hook
+// (authentication, ACLs, per-client limits) and the ingest hook that makes every accepted
+// publish durable before its PUBACK.
 package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,11 +29,18 @@ const (
 	InternalClientID = "edgegate-internal"
 )
 
+// receiveMaximum is how many QoS 1/2 publishes a client may have unacknowledged: the
+// ingest hook handles one client's publishes one at a time anyway.
+const receiveMaximum = 256
+
 // Broker is the embedded broker with edgegate's hooks.
 type Broker struct {
 	srv      *mqtt.Server
 	cfg      config.Broker
 	ingest   *IngestHook
+	guard    *guard
+	tls      []*tls.Config // per listener; nil for plain ones
+	limiter  *connLimiter
 	log      *slog.Logger
 	sensors  *mqtt.Client
 	internal *mqtt.Client
@@ -41,29 +50,50 @@ type Broker struct {
 	closed bool
 }
 
-// New builds the broker; nothing listens until Start.
+// New builds the broker: capabilities from the limits, hooks, TLS material (read now, so a
+// bad certificate fails at start). Nothing listens until Start.
 func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes)
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes) // checked before the packet is allocated
 	caps.MaximumClients = int64(cfg.MaxClients)
-	// Retained messages and sessions must not live forever on a 512 MiB board, nor be
-	// force-deleted after mochi's 24 h default.
+	// Retained messages are force-deleted after this (mochi's default is 24 h). Not 0: mochi
+	// also stamps its inbound QoS 2 state with it, and 0 would expire that at once.
 	caps.MaximumMessageExpiryInterval = 7 * 24 * 3600
-	caps.MaximumSessionExpiryInterval = 24 * 3600
-	// Pending writes per client: 8192 by default, each a whole packet in memory.
-	caps.MaximumClientWritesPending = 1024
-	caps.ReceiveMaximum = 256
-	caps.MaximumInflight = 1024
+	// Sessions must not live forever on a 512 MiB board.
+	caps.MaximumSessionExpiryInterval = uint32(cfg.MaxSessionExpiry.D() / time.Second)
+	caps.MaximumClientWritesPending = int32(cfg.MaxQueuedMessages)
+	caps.MaximumInflight = uint16(cfg.MaxInflight)
+	caps.ReceiveMaximum = receiveMaximum
+	// No inbound topic aliases: mochi checks ACLs on the topic name before resolving an
+	// alias, and each alias would hold a topic in memory.
+	caps.TopicAliasMaximum = 0
 
+	mlog := slog.New(newThrottle(quietHandler{log.With("component", "mqtt").Handler()}, time.Now))
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		InlineClient:           true,
-		Logger:                 slog.New(quietHandler{log.Handler()}).With("component", "mqtt"),
+		Logger:                 mlog,
 		SysTopicResendInterval: 60,
 	})
-	b := &Broker{srv: srv, cfg: cfg, ingest: ingest, log: log.With("component", "broker")}
-	if err := srv.AddHook(newAuthHook(cfg), nil); err != nil {
-		return nil, fmt.Errorf("broker: auth hook: %w", err)
+	b := &Broker{
+		srv: srv, cfg: cfg, ingest: ingest,
+		limiter: newConnLimiter(cfg.MaxClients, cfg.MaxConnectionsPerIP),
+		log:     log.With("component", "broker"),
+	}
+	for i, l := range cfg.Listeners {
+		var tc *tls.Config
+		if l.TLS() {
+			var err error
+			if tc, err = config.LoadTLS(l); err != nil {
+				return nil, fmt.Errorf("broker listener %d (%s %s): %w", i, l.Type, l.Address, err)
+			}
+		}
+		b.tls = append(b.tls, tc)
+	}
+	b.guard = newGuard(cfg, ingest.refusals, ingest.clock, log.With("component", "broker"))
+	b.guard.srv = srv
+	if err := srv.AddHook(b.guard, nil); err != nil { // before ingest: its refusals come first
+		return nil, fmt.Errorf("broker: guard hook: %w", err)
 	}
 	if err := srv.AddHook(ingest, nil); err != nil {
 		return nil, fmt.Errorf("broker: ingest hook: %w", err)
@@ -83,37 +113,53 @@ func (b *Broker) Start() error {
 			b.Close()
 			return fmt.Errorf("broker: listen on %s: %w", l.Address, err)
 		}
-		addr := ln.Addr().String()
+		lim := &limitedListener{
+			Listener: ln, lim: b.limiter, connectTimeout: b.cfg.ConnectTimeout.D(),
+			refusals: b.ingest.refusals, conns: map[*limitedConn]struct{}{},
+		}
 		id := fmt.Sprintf("%s-%d", l.Type, i)
-		if err := b.srv.AddListener(listeners.NewNet(id, ln)); err != nil {
+		var ml listeners.Listener
+		if l.Type == "ws" {
+			ml = newWSListener(id, lim, b.tls[i], b.cfg.ConnectTimeout.D(), b.log)
+		} else {
+			ml = newNetListener(id, lim, b.tls[i], b.log)
+		}
+		if err := b.srv.AddListener(ml); err != nil {
 			ln.Close()
 			b.Close()
 			return fmt.Errorf("broker: listen on %s: %w", l.Address, err)
 		}
 		b.mu.Lock()
-		b.addrs = append(b.addrs, addr)
+		b.addrs = append(b.addrs, ln.Addr().String())
 		b.mu.Unlock()
 	}
 	if err := b.srv.Serve(); err != nil {
 		b.Close()
 		return fmt.Errorf("broker: serve: %w", err)
 	}
+	if !b.cfg.AllowAnonymous && len(b.cfg.Users) == 0 {
+		b.log.Warn("no broker.users and allow_anonymous is false: no MQTT client can connect (local sensors still work)")
+	}
 	b.log.Info("broker listening", "addresses", b.Addrs())
 	return nil
 }
 
-// Addrs returns the bound addresses of the listeners (with real ports for ":0").
+// Addrs returns the bound addresses of the listeners, in config order (with real ports
+// for ":0").
 func (b *Broker) Addrs() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]string(nil), b.addrs...)
 }
 
+// Refusals exposes the refusal counters (metrics).
+func (b *Broker) Refusals() *Refusals { return b.ingest.refusals }
+
 // Publish ingests a locally produced message (a sensor reading) exactly as a device publish
 // would be — routed, decoded, deduplicated, durably appended — and then delivers it to local
 // subscribers. It returns the ingest error, if any; nothing is delivered then.
 func (b *Broker) Publish(ctx context.Context, topic string, payload []byte) error {
-	if err := b.ingest.Ingest(ctx, topic, payload); err != nil {
+	if err := b.ingest.IngestFrom(ctx, SourceSensor, topic, payload); err != nil {
 		return err
 	}
 	return b.inject(b.sensors, topic, payload)
@@ -143,7 +189,8 @@ func (b *Broker) inject(cl *mqtt.Client, topic string, payload []byte) error {
 // Server exposes the mochi server (for inline subscriptions).
 func (b *Broker) Server() *mqtt.Server { return b.srv }
 
-// Close stops the listeners and disconnects clients. Safe to call more than once.
+// Close stops the listeners, disconnects clients and waits for their goroutines. Safe to
+// call more than once.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -25,7 +23,8 @@ const RawLog = "raw"
 // acknowledge. A message that cannot be accepted is refused per SPEC §2.
 type IngestHook struct {
 	mqtt.HookBase
-	router *ingest.Router
+	router atomic.Pointer[ingest.Router] // swapped by a config reload
+	holder atomic.Pointer[Holder]
 	store  *buffer.Store
 	clock  clock.Clock
 	log    *slog.Logger
@@ -33,9 +32,9 @@ type IngestHook struct {
 
 	disconnect func(cl *mqtt.Client) // set by the broker
 
-	stats   IngestStats
-	limitMu sync.Mutex // guards lastLog
-	lastLog map[ingest.Reason]time.Time
+	stats    IngestStats
+	sources  SourceCounts
+	refusals *Refusals // shared with the broker's guard
 }
 
 // IngestStats count what the hook did, by outcome.
@@ -51,23 +50,34 @@ type IngestStats struct {
 
 // NewIngestHook builds the hook. ctx bounds store waits (cancelled at shutdown).
 func NewIngestHook(ctx context.Context, r *ingest.Router, s *buffer.Store, c clock.Clock, log *slog.Logger) *IngestHook {
-	return &IngestHook{
-		router: r, store: s, clock: c, ctx: ctx,
-		log:     log.With("component", "ingest"),
-		lastLog: map[ingest.Reason]time.Time{},
+	h := &IngestHook{
+		store: s, clock: c, ctx: ctx,
+		log:      log.With("component", "ingest"),
+		refusals: NewRefusals(c, log.With("component", "broker")),
 	}
+	h.router.Store(r)
+	return h
 }
+
+// Refusals returns the counters of refused messages and connections, by reason.
+func (h *IngestHook) Refusals() *Refusals { return h.refusals }
+
+// SetRouter replaces the routes (a config reload); messages decoded after it returns use r.
+func (h *IngestHook) SetRouter(r *ingest.Router) { h.router.Store(r) }
 
 // Stats returns the hook's counters.
 func (h *IngestHook) Stats() *IngestStats { return &h.stats }
+
+// Sources returns the counters by source and outcome, and refusals by reason.
+func (h *IngestHook) Sources() *SourceCounts { return &h.sources }
 
 func (h *IngestHook) ID() string { return "edgegate-ingest" }
 
 func (h *IngestHook) Provides(b byte) bool { return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b}) }
 
 // OnPublish runs on the publisher's read goroutine. Returning nil lets mochi PUBACK and
-// deliver; packets.ErrRejectPacket stops both; a packets.Code makes an MQTT 5 PUBACK carry
-// that reason code (QoS > 0 only).
+// deliver; a refusal is answered by refusePublish (a reason code for MQTT 5, no ack for
+// 3.1.1) and stops both.
 func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if len(pk.TopicName) > 0 && pk.TopicName[0] == '$' {
 		return pk, nil
@@ -83,7 +93,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if !errors.As(err, &ie) {
 		ie = &ingest.Error{Reason: ingest.ReasonStore, Err: err}
 	}
-	h.logRefusal(cl, pk, ie)
+	err = refusePublish(h.refusals, cl, pk, ie.Reason, ie.Err)
 	v5 := cl.Properties.ProtocolVersion == 5
 	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown || ie.Reason == ingest.ReasonBufferFull {
 		// Not stored, so not acknowledged. A 3.1.1 client only resends an unacknowledged
@@ -92,32 +102,59 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			h.disconnect(cl)
 		}
 	}
-	if v5 && pk.FixedHeader.Qos > 0 {
-		return pk, packets.Code{Code: ie.Reason.Code(), Reason: string(ie.Reason)}
-	}
-	return pk, packets.ErrRejectPacket
+	return pk, err
 }
 
 // Ingest routes, decodes and durably appends one message; nil means it is stored (or was a
 // duplicate, or unrouted and dropped by config). Errors are *ingest.Error.
 func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) error {
-	recs, outcome, err := h.router.Decode(topic, payload, h.clock.Now())
+	return h.IngestFrom(ctx, SourceMQTT, topic, payload)
+}
+
+// IngestFrom is Ingest for a message from src; it counts the outcome by source.
+func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, payload []byte) error {
+	h.sources.inflight.Add(1)
+	oc, err := h.ingest(ctx, src, topic, payload)
+	h.sources.inflight.Add(-1)
+	h.sources.finished.Add(1)
 	if err != nil {
-		h.stats.Malformed.Add(1)
+		h.sources.refuse(src, err)
 		return err
 	}
+	h.sources.add(src, oc)
+	return nil
+}
+
+func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte) (Outcome, error) {
+	now := h.clock.Now()
+	recs, outcome, err := h.router.Load().Decode(topic, payload, now)
+	if err != nil {
+		h.stats.Malformed.Add(1)
+		return OutcomeRefused, err
+	}
+	oc := OutcomeStored
 	switch outcome {
 	case ingest.Dropped:
 		h.stats.Dropped.Add(1)
-		return nil
+		return OutcomeDropped, nil
 	case ingest.Raw:
 		h.stats.Raw.Add(1)
+		oc = OutcomeRaw
 	}
-	entries := make([]buffer.Entry, len(recs))
-	for i := range recs {
-		entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+	log := RawLog
+	var entries []buffer.Entry
+	if hd := h.holder.Load(); hd != nil {
+		if lg, es, ok := (*hd).Hold(src, recs, now); ok {
+			log, entries = lg, es
+		}
 	}
-	res, err := h.store.Append(ctx, RawLog, entries)
+	if entries == nil {
+		entries = make([]buffer.Entry, len(recs))
+		for i := range recs {
+			entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+		}
+	}
+	res, err := h.store.Append(ctx, log, entries)
 	if err != nil {
 		h.stats.StoreErr.Add(1)
 		reason := ingest.ReasonStore
@@ -129,30 +166,20 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 		case errors.Is(err, buffer.ErrTooLarge):
 			reason = ingest.ReasonTooLarge // a record beyond buffer.MaxValueSize: resending cannot help
 		}
-		return &ingest.Error{Reason: reason, Err: err}
+		return OutcomeRefused, &ingest.Error{Reason: reason, Err: err}
 	}
 	h.stats.Accepted.Add(1)
+	dups := 0
 	for _, r := range res {
 		if r.Dup {
 			h.stats.Dups.Add(1)
+			dups++
 		} else {
 			h.stats.Records.Add(1)
 		}
 	}
-	return nil
-}
-
-// logRefusal logs at most one line per reason every 10 s: a misbehaving device must not
-// flood the journal.
-func (h *IngestHook) logRefusal(cl *mqtt.Client, pk packets.Packet, e *ingest.Error) {
-	now := h.clock.Now()
-	h.limitMu.Lock()
-	last, ok := h.lastLog[e.Reason]
-	if ok && now.Sub(last) < 10*time.Second {
-		h.limitMu.Unlock()
-		return
+	if dups == len(res) && oc == OutcomeStored {
+		oc = OutcomeDuplicate
 	}
-	h.lastLog[e.Reason] = now
-	h.limitMu.Unlock()
-	h.log.Warn("publish refused", "reason", string(e.Reason), "client", cl.ID, "topic", pk.TopicName, "err", e.Err)
+	return oc, nil
 }

@@ -1,33 +1,115 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edgegate/edgegate/gateway/topic"
 )
 
-// Broker configures the embedded MQTT broker, the local topic layer (SPEC §2).
+// Broker configures the embedded MQTT broker, the local topic layer (SPEC §2): its
+// listeners, who may connect and what they may do, and the limits that keep one hostile
+// or buggy device from hurting the others.
 type Broker struct {
-	Listeners      []Listener `yaml:"listeners"`
-	AllowAnonymous bool       `yaml:"allow_anonymous"`
-	// MaxPacketBytes bounds an MQTT packet; larger ones are refused before allocation.
+	Listeners []Listener `yaml:"listeners"`
+	// AllowAnonymous lets clients connect without a username; they get the Anonymous
+	// grants. Off by default: only configured users may connect.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// Anonymous are the grants of anonymous clients (each list defaults to ["#"]).
+	Anonymous Grants `yaml:"anonymous"`
+	// Users are the accounts devices and local clients log in with.
+	Users []User `yaml:"users"`
+
+	// MaxPacketBytes bounds an MQTT packet; larger ones close the connection before the
+	// packet is read (MQTT 5 clients are told the limit in the CONNACK).
 	MaxPacketBytes ByteSize `yaml:"max_packet_bytes"`
-	// MaxClients bounds concurrent connections.
+	// MaxClients bounds open connections, authenticated or not, over all listeners.
 	MaxClients int `yaml:"max_clients"`
+	// MaxConnectionsPerIP bounds open connections from one source address (IPv6: /64).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// ConnectTimeout is how long a new connection may take to complete TLS, the WebSocket
+	// upgrade and its CONNECT packet.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// MaxRatePerClient is each client's sustained PUBLISH rate (messages/s, token bucket,
+	// burst of one second). Messages over it are refused; a client that keeps sending at
+	// more than twice its rate is disconnected.
+	MaxRatePerClient float64 `yaml:"max_rate_per_client"`
+	// MaxTopicBytes and MaxTopicLevels bound topic names and filters.
+	MaxTopicBytes  int `yaml:"max_topic_bytes"`
+	MaxTopicLevels int `yaml:"max_topic_levels"`
+	// MaxSubscriptionsPerClient bounds the topic filters one client holds.
+	MaxSubscriptionsPerClient int `yaml:"max_subscriptions_per_client"`
+	// MaxInflight bounds the QoS 1/2 messages stored for one subscriber awaiting its ack
+	// (online or in a persistent session).
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxQueuedMessages bounds the messages waiting to be written to one subscriber's
+	// socket; a subscriber that falls further behind loses QoS 0 messages.
+	MaxQueuedMessages int `yaml:"max_queued_messages"`
+	// MaxRetainedMessages bounds the retained messages of the whole broker.
+	MaxRetainedMessages int `yaml:"max_retained_messages"`
+	// MaxSessionExpiry caps how long a disconnected persistent session is kept.
+	MaxSessionExpiry Duration `yaml:"max_session_expiry"`
 }
 
 // Listener is one socket of the broker.
 type Listener struct {
-	// Type is tcp.
+	// Type is tcp, tls or ws (WebSocket; with cert_file and key_file, wss).
 	Type    string `yaml:"type"`
 	Address string `yaml:"address"`
+	// CertFile and KeyFile are the PEM server certificate (chain) and key (tls, ws).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires every client to present a certificate signed by
+	// one of these PEM CAs (mutual TLS).
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// TLS reports whether the listener encrypts.
+func (l Listener) TLS() bool { return l.CertFile != "" }
+
+// User is one account. Its grants are topic filters in which {username} or %u stands for
+// the user name and {clientid} or %c for the client id.
+type User struct {
+	Username string `yaml:"username"`
+	// PasswordHash is a bcrypt hash, as printed by `edgegate passwd`.
+	PasswordHash string   `yaml:"password_hash"`
+	Publish      []string `yaml:"publish"`
+	Subscribe    []string `yaml:"subscribe"`
+}
+
+// Grants are the topic filters a client may publish to and subscribe to. Nothing is
+// allowed that no filter covers.
+type Grants struct {
+	Publish   []string `yaml:"publish"`
+	Subscribe []string `yaml:"subscribe"`
 }
 
 func defaultBroker() Broker {
 	return Broker{
-		Listeners:      []Listener{{Type: "tcp", Address: ":1883"}},
-		MaxPacketBytes: 64 << 10,
-		MaxClients:     1000,
+		Listeners:                 []Listener{{Type: "tcp", Address: ":1883"}},
+		Anonymous:                 Grants{Publish: []string{"#"}, Subscribe: []string{"#"}},
+		MaxPacketBytes:            64 << 10,
+		MaxClients:                1000,
+		MaxConnectionsPerIP:       64,
+		ConnectTimeout:            Duration(10 * time.Second),
+		MaxRatePerClient:          1000,
+		MaxTopicBytes:             512,
+		MaxTopicLevels:            16,
+		MaxSubscriptionsPerClient: 100,
+		MaxInflight:               128,
+		MaxQueuedMessages:         256,
+		MaxRetainedMessages:       1000,
+		MaxSessionExpiry:          Duration(24 * time.Hour),
 	}
 }
 
@@ -35,6 +117,45 @@ func (l *Listener) setDefaults() { l.Type = "tcp" }
 
 // maxPacketLimit keeps every accepted payload inside one Badger LSM value (see buffer).
 const maxPacketLimit = 1 << 20
+
+// ListenerTypes lists the listener types.
+var ListenerTypes = []string{"tcp", "tls", "ws"}
+
+// Placeholders of grant filters: {username} and %u, {clientid} and %c.
+var (
+	userPlaceholders   = []string{"{username}", "%u"}
+	clientPlaceholders = []string{"{clientid}", "%c"}
+)
+
+// ExpandGrant substitutes the user name and client id into a grant filter. Both must
+// already have been checked to hold no '+', '#' or '/' (see IdentityOK).
+func ExpandGrant(filter, username, clientID string) string {
+	if !strings.ContainsAny(filter, "{%") {
+		return filter
+	}
+	for _, p := range userPlaceholders {
+		filter = strings.ReplaceAll(filter, p, username)
+	}
+	for _, p := range clientPlaceholders {
+		filter = strings.ReplaceAll(filter, p, clientID)
+	}
+	return filter
+}
+
+// IdentityOK reports whether a user name or client id may take part in a grant: non-empty
+// UTF-8 of at most 256 bytes without '+', '#', '/' or control characters, not starting with
+// '$', so that substituting it cannot widen a filter, cross a level or reach $SYS.
+func IdentityOK(s string) bool {
+	if s == "" || len(s) > 256 || !utf8.ValidString(s) || s[0] == '$' {
+		return false
+	}
+	for _, r := range s {
+		if r == '+' || r == '#' || r == '/' || r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 func (c *Config) validateBroker(v *validator) {
 	b := &c.Broker
@@ -44,25 +165,172 @@ func (c *Config) validateBroker(v *validator) {
 	seen := map[string]int{}
 	for i, l := range b.Listeners {
 		p := fmt.Sprintf("broker.listeners[%d]", i)
-		if !oneOf(l.Type, "tcp") {
-			v.at(p+".type", "%s.type %q: expected tcp", p, l.Type)
+		if !oneOf(l.Type, ListenerTypes...) {
+			v.at(p+".type", "%s.type %q: expected tcp, tls or ws", p, l.Type)
 		}
 		if err := checkAddress(l.Address); err != nil {
 			v.at(p+".address", "%s.address: %v", p, err)
 		}
-		if j, dup := seen[l.Address]; dup {
+		if j, dup := seen[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") { // port 0: any free port
 			v.at(p+".address", "%s.address %q is also used by broker.listeners[%d]", p, l.Address, j)
 		}
 		seen[l.Address] = i
+		validateListenerTLS(v, p, l)
 	}
-	if !b.AllowAnonymous {
-		v.at("broker.allow_anonymous", "broker: allow_anonymous is false and no users are configured, so no device could connect; set allow_anonymous: true on a trusted network")
+	validateGrants(v, "broker.anonymous", b.Anonymous, false)
+	users := map[string]int{}
+	for i, u := range b.Users {
+		p := fmt.Sprintf("broker.users[%d]", i)
+		if !IdentityOK(u.Username) {
+			v.at(p+".username", "%s.username %q: 1 to 256 bytes without '+', '#', '/' or control characters, not starting with '$'", p, u.Username)
+		} else if j, dup := users[u.Username]; dup {
+			v.at(p+".username", "%s.username %q is also broker.users[%d]", p, u.Username, j)
+		}
+		users[u.Username] = i
+		if u.PasswordHash == "" {
+			v.at(p+".password_hash", "%s.password_hash is required: run `edgegate passwd` and paste its output", p)
+		} else if cost, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			v.at(p+".password_hash", "%s.password_hash is not a bcrypt hash ($2a$/$2b$/$2y$...): run `edgegate passwd` and paste its output", p)
+		} else if cost > 14 {
+			v.at(p+".password_hash", "%s.password_hash: bcrypt cost %d makes every login take seconds on a small board; use 10 to 12", p, cost)
+		}
+		validateGrants(v, p, Grants{Publish: u.Publish, Subscribe: u.Subscribe}, true)
 	}
 	if b.MaxPacketBytes < 1024 || b.MaxPacketBytes > maxPacketLimit {
 		v.at("broker.max_packet_bytes", "broker.max_packet_bytes %s: expected between 1KiB and 1MiB", b.MaxPacketBytes)
 	}
-	if b.MaxClients < 1 {
-		v.at("broker.max_clients", "broker.max_clients must be at least 1")
+	atLeast := func(key string, val, min int) {
+		if val < min {
+			v.at("broker."+key, "broker.%s %d: expected at least %d", key, val, min)
+		}
+	}
+	atLeast("max_clients", b.MaxClients, 1)
+	atLeast("max_connections_per_ip", b.MaxConnectionsPerIP, 1)
+	atLeast("max_topic_levels", b.MaxTopicLevels, 1)
+	atLeast("max_subscriptions_per_client", b.MaxSubscriptionsPerClient, 1)
+	atLeast("max_inflight", b.MaxInflight, 1)
+	atLeast("max_queued_messages", b.MaxQueuedMessages, 1)
+	atLeast("max_retained_messages", b.MaxRetainedMessages, 0)
+	if b.MaxInflight > 65535 {
+		v.at("broker.max_inflight", "broker.max_inflight %d: expected at most 65535", b.MaxInflight)
+	}
+	if b.MaxTopicBytes < 16 || b.MaxTopicBytes > topic.MaxLen {
+		v.at("broker.max_topic_bytes", "broker.max_topic_bytes %d: expected between 16 and %d", b.MaxTopicBytes, topic.MaxLen)
+	}
+	if b.MaxRatePerClient <= 0 {
+		v.at("broker.max_rate_per_client", "broker.max_rate_per_client must be > 0 (messages per second)")
+	}
+	if b.ConnectTimeout.D() < 100*time.Millisecond {
+		v.at("broker.connect_timeout", "broker.connect_timeout %s: expected at least 100ms", b.ConnectTimeout)
+	}
+	if s := b.MaxSessionExpiry.D(); s < time.Second || s > time.Duration(1<<32-1)*time.Second {
+		v.at("broker.max_session_expiry", "broker.max_session_expiry %s: expected between 1s and 136y", b.MaxSessionExpiry)
+	}
+}
+
+func validateListenerTLS(v *validator, p string, l Listener) {
+	switch {
+	case l.Type == "tcp" && (l.CertFile != "" || l.KeyFile != "" || l.ClientCAFile != ""):
+		v.at(p+".type", "%s: cert_file, key_file and client_ca_file need type tls (or ws for wss)", p)
+		return
+	case l.Type == "tls" && (l.CertFile == "" || l.KeyFile == ""):
+		v.at(p+".cert_file", "%s: type tls needs cert_file and key_file", p)
+		return
+	case l.Type == "ws" && (l.CertFile == "") != (l.KeyFile == ""):
+		v.at(p+".cert_file", "%s: wss needs both cert_file and key_file", p)
+		return
+	case l.ClientCAFile != "" && l.CertFile == "":
+		v.at(p+".client_ca_file", "%s.client_ca_file needs cert_file and key_file", p)
+		return
+	}
+	if l.CertFile == "" {
+		return
+	}
+	if _, err := LoadTLS(l); err != nil {
+		v.at(p+".cert_file", "%s: %v", p, err)
+	}
+}
+
+// LoadTLS builds the server TLS config of a listener from its files: TLS 1.2 at least and,
+// with a client CA, a verified client certificate required.
+func LoadTLS(l Listener) (*tls.Config, error) {
+	certPEM, err := readPEMFile(l.CertFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := readPEMFile(l.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s and key %s: %w", l.CertFile, l.KeyFile, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if l.ClientCAFile != "" {
+		pem, err := readPEMFile(l.ClientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s: no PEM certificate found", l.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// maxPEMFile bounds what LoadTLS reads: a path to /dev/zero must not hang validate.
+const maxPEMFile = 1 << 20
+
+func readPEMFile(path string) ([]byte, error) {
+	// Stat first: opening a FIFO would block.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read %s: not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxPEMFile {
+		return nil, fmt.Errorf("read %s: larger than 1MiB, not a PEM file", path)
+	}
+	return b, nil
+}
+
+// validateGrants checks grant filters: valid MQTT filters once the placeholders are
+// substituted; placeholders only where an identity exists.
+func validateGrants(v *validator, p string, g Grants, user bool) {
+	for _, kind := range []struct {
+		name    string
+		filters []string
+	}{{"publish", g.Publish}, {"subscribe", g.Subscribe}} {
+		for i, f := range kind.filters {
+			key := fmt.Sprintf("%s.%s[%d]", p, kind.name, i)
+			if !user {
+				for _, ph := range userPlaceholders {
+					if strings.Contains(f, ph) {
+						v.at(key, "%s %q: anonymous clients have no user name for %s", key, f, ph)
+					}
+				}
+			}
+			if i := strings.IndexByte(ExpandGrant(f, "u", "c"), '{'); i >= 0 {
+				v.at(key, "%s %q: unknown placeholder (use {username}, %%u, {clientid} or %%c)", key, f)
+				continue
+			}
+			if err := topic.ValidFilter(ExpandGrant(f, "u", "c")); err != nil {
+				v.at(key, "%s %q is not a valid topic filter: %v", key, f, err)
+			}
+		}
 	}
 }
 

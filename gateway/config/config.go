@@ -170,11 +170,7 @@ func dedupErrors(es Errors) Errors {
 
 func (c *Config) resolve() {
 	for i := range c.Sensors {
-		s := &c.Sensors[i]
-		if s.Driver == "sim" && s.Sim == nil {
-			s.Sim = &Sim{}
-			s.Sim.setDefaults()
-		}
+		c.Sensors[i].resolve()
 	}
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]

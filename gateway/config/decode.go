@@ -161,6 +161,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			}
 			seen[k.Value] = true
 			e := reflect.New(v.Type().Elem()).Elem()
+			setDefaults(e)
 			d.decode(val, e, path+"."+k.Value)
 			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)
 		}

@@ -11,12 +11,17 @@ import (
 type Route struct {
 	// Topic is a pattern such as devices/+device/+metric.
 	Topic string `yaml:"topic"`
-	// Format of the payload: json (an object with value, ts, id, unit) or number.
+	// Format of the payload: json (an object with value, ts, id, unit, or several numeric
+	// fields), senml (RFC 8428 JSON) or number.
 	Format string `yaml:"format"`
-	// Series is a template over the pattern's names and {topic}; default "{topic}".
+	// Series is a template over the pattern's names, {topic}, {field} and {unit}; default
+	// "{topic}". Readings named by the payload (JSON fields, SenML names) get "/<field>"
+	// appended unless the template places {field} itself.
 	Series string `yaml:"series"`
-	// Unit is the SenML unit of the readings unless the payload gives one.
+	// Unit is the SenML unit of the readings unless Units or the payload gives one.
 	Unit string `yaml:"unit"`
+	// Units maps a field name (JSON field or SenML name) to its unit.
+	Units map[string]string `yaml:"units"`
 	// Labels are attached to every record; values may use placeholders too.
 	Labels map[string]string `yaml:"labels"`
 }
@@ -33,7 +38,11 @@ type Dedup struct {
 }
 
 // RouteFormats lists the payload formats routes accept.
-var RouteFormats = []string{"json", "number"}
+var RouteFormats = []string{"json", "senml", "number"}
+
+// routePlaceholders are the names a route's series and labels may use besides the
+// pattern's wildcard names; a wildcard may not take one of them.
+var routePlaceholders = []string{"topic", "field", "unit"}
 
 func (c *Config) validateRoutes(v *validator) {
 	for i, r := range c.Routes {
@@ -45,9 +54,15 @@ func (c *Config) validateRoutes(v *validator) {
 		if !oneOf(r.Format, RouteFormats...) {
 			v.at(p+".format", "%s.format %q: expected one of %s", p, r.Format, strings.Join(RouteFormats, ", "))
 		}
-		names := map[string]bool{"topic": true}
+		names := map[string]bool{}
+		for _, n := range routePlaceholders {
+			names[n] = true
+		}
 		if pat != nil {
 			for _, n := range pat.Names() {
+				if oneOf(n, routePlaceholders...) {
+					v.at(p+".topic", "%s.topic: wildcard name %q is reserved (%s are placeholders of their own)", p, n, strings.Join(routePlaceholders, ", "))
+				}
 				names[n] = true
 			}
 		}
@@ -70,6 +85,17 @@ func (c *Config) validateRoutes(v *validator) {
 			v.at(p+".series", "%s.series must not be empty (default {topic})", p)
 		} else {
 			check(p+".series", r.Series)
+		}
+		for k, u := range r.Units {
+			if k == "" {
+				v.at(p+".units", "%s.units: empty field name", p)
+			}
+			if len(u) > 32 {
+				v.at(p+".units."+k, "%s.units.%s: a unit is at most 32 bytes", p, k)
+			}
+		}
+		if len(r.Unit) > 32 {
+			v.at(p+".unit", "%s.unit: a unit is at most 32 bytes", p)
 		}
 		for k, val := range r.Labels {
 			if k == "" {

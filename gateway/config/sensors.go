@@ -8,8 +8,10 @@ import (
 	"github.com/edgegate/edgegate/gateway/topic"
 )
 
-// Sensor is one local sensor polled by the gateway. Driver-specific settings live in a
-// block named after the driver.
+// Sensor is one local sensor polled by the gateway. The keys every hardware sensor shares
+// (bus, address, timeout, on_missing, calibration) sit at the sensor's top level, as in
+// SPEC §7; driver-specific settings live in a block named after the driver
+// (sensor_drivers.go).
 type Sensor struct {
 	Name   string `yaml:"name"`
 	Driver string `yaml:"driver"`
@@ -17,12 +19,31 @@ type Sensor struct {
 	Interval Duration `yaml:"interval"`
 	// Topic the readings are published on; {metric} and {name} are replaced.
 	Topic string `yaml:"topic"`
-	Sim   *Sim   `yaml:"sim"`
+	// Bus is the I2C bus device (/dev/i2c-1) or the 1-Wire bus master (w1_bus_master1).
+	Bus string `yaml:"bus"`
+	// Address is the 7-bit I2C address of the chip.
+	Address int `yaml:"address"`
+	// Timeout bounds one read; default the interval, at most 10s.
+	Timeout Duration `yaml:"timeout"`
+	// OnMissing is what a device that cannot be opened at start does: fail (stop the
+	// start-up) or degraded (run without it, marked down, and retry with backoff).
+	OnMissing string `yaml:"on_missing"`
+	// Calibration per metric: value*scale + offset, optionally with another unit.
+	Calibration map[string]Calibration `yaml:"calibration"`
+
+	Sim     *Sim     `yaml:"sim"`
+	BME280  *BMx280  `yaml:"bme280"`
+	BMP280  *BMx280  `yaml:"bmp280"`
+	DS18B20 *DS18B20 `yaml:"ds18b20"`
+	ADS1115 *ADS1115 `yaml:"ads1115"`
+	GPIO    *GPIO    `yaml:"gpio"`
+	CPUTemp *CPUTemp `yaml:"cpu_temp"`
 }
 
 func (s *Sensor) setDefaults() {
 	s.Interval = Duration(10 * time.Second)
 	s.Topic = "sensors/{name}/{metric}"
+	s.OnMissing = "fail"
 }
 
 // Sim configures the simulated driver: a seeded, reproducible signal.
@@ -49,8 +70,8 @@ func (s *Sim) setDefaults() {
 	s.Metric = "value"
 }
 
-// SensorDrivers lists the drivers this build knows.
-var SensorDrivers = []string{"sim"}
+// SensorDrivers lists the drivers the config knows.
+var SensorDrivers = []string{"sim", "bme280", "bmp280", "ds18b20", "ads1115", "gpio", "cpu_temp"}
 
 func (c *Config) validateSensors(v *validator) {
 	names := map[string]int{}
@@ -88,6 +109,7 @@ func (c *Config) validateSensors(v *validator) {
 		} else if s.Sim != nil {
 			v.at(p+".sim", "%s.sim: only for driver sim", p)
 		}
+		c.validateSensorHardware(v, p, s)
 	}
 }
 

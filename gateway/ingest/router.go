@@ -5,7 +5,6 @@ package ingest
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
@@ -13,52 +12,22 @@ import (
 	"github.com/edgegate/edgegate/record"
 )
 
-// Reason says why a message was refused; it labels metrics and maps to an MQTT 5 code.
-type Reason string
-
-// Refusal reasons (SPEC §2).
+// Placeholders a route's series and labels may use besides its wildcard names.
 const (
-	ReasonMalformed  Reason = "malformed"
-	ReasonTooLarge   Reason = "too_large"
-	ReasonBufferFull Reason = "buffer_full"
-	ReasonStore      Reason = "store_error"
-	ReasonShutdown   Reason = "shutting_down"
+	PlaceholderTopic = "topic" // the whole topic
+	PlaceholderField = "field" // the JSON field name ("value" for a single reading) or the SenML name
+	PlaceholderUnit  = "unit"  // the reading's unit after resolution
 )
-
-// Code is the MQTT 5 reason code sent in the PUBACK of a refused message.
-func (r Reason) Code() byte {
-	switch r {
-	case ReasonMalformed:
-		return 0x99 // payload format invalid
-	case ReasonTooLarge:
-		return 0x95 // packet too large
-	case ReasonBufferFull:
-		return 0x97 // quota exceeded
-	default:
-		return 0x80 // unspecified error
-	}
-}
-
-// Error is a refusal with its reason.
-type Error struct {
-	Reason Reason
-	Err    error
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Reason, e.Err) }
-func (e *Error) Unwrap() error { return e.Err }
-
-func malformed(format string, args ...any) error {
-	return &Error{Reason: ReasonMalformed, Err: fmt.Errorf(format, args...)}
-}
 
 // Route is one compiled routes[] entry.
 type Route struct {
-	pattern *topic.Pattern
-	format  string
-	series  *topic.Template
-	unit    string
-	labels  map[string]*topic.Template
+	pattern    *topic.Pattern
+	format     string
+	series     *topic.Template
+	fieldInTpl bool // series places {field} itself
+	unit       string
+	units      map[string]string
+	labels     map[string]*topic.Template
 }
 
 // NewRoute compiles a route from its config.
@@ -71,7 +40,12 @@ func NewRoute(c config.Route) (*Route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("series: %w", err)
 	}
-	r := &Route{pattern: p, format: c.Format, series: s, unit: c.Unit}
+	r := &Route{pattern: p, format: c.Format, series: s, unit: c.Unit, units: c.Units}
+	for _, n := range s.Names() {
+		if n == PlaceholderField {
+			r.fieldInTpl = true
+		}
+	}
 	if len(c.Labels) > 0 {
 		r.labels = make(map[string]*topic.Template, len(c.Labels))
 		for k, v := range c.Labels {
@@ -114,41 +88,49 @@ const (
 	Dropped                // no route matched; unrouted: drop
 )
 
-// Decode turns one message into records. now stamps readings without a timestamp. A
-// refusal is an *Error with ReasonMalformed.
+// captures holds a topic's named wildcard values without allocating for the usual few.
+type captures struct {
+	n    int
+	kv   [4][2]string
+	more map[string]string
+}
+
+func (c *captures) set(name, value string) {
+	if c.n < len(c.kv) {
+		c.kv[c.n] = [2]string{name, value}
+		c.n++
+		return
+	}
+	if c.more == nil {
+		c.more = map[string]string{}
+	}
+	c.more[name] = value
+}
+
+func (c *captures) get(name string) string {
+	for i := 0; i < c.n; i++ {
+		if c.kv[i][0] == name {
+			return c.kv[i][1]
+		}
+	}
+	return c.more[name]
+}
+
+// Decode turns one message into records. now stamps readings without a timestamp and
+// anchors SenML relative times. A refusal is an *Error with ReasonMalformed; nothing of a
+// refused message is returned.
 func (rt *Router) Decode(tp string, payload []byte, now time.Time) ([]record.Record, Outcome, error) {
 	now = record.TruncTime(now)
 	for _, r := range rt.routes {
-		var caps [4][2]string
-		n := 0
-		var more map[string]string
-		ok := r.pattern.Match(tp, func(name, value string) {
-			if n < len(caps) {
-				caps[n] = [2]string{name, value}
-				n++
-				return
-			}
-			if more == nil {
-				more = map[string]string{}
-			}
-			more[name] = value
-		})
-		if !ok {
+		var caps captures
+		if !r.pattern.Match(tp, caps.set) {
 			continue
 		}
-		lookup := func(name string) string {
-			if name == "topic" {
-				return tp
-			}
-			for i := 0; i < n; i++ {
-				if caps[i][0] == name {
-					return caps[i][1]
-				}
-			}
-			return more[name]
+		recs, err := r.decode(tp, payload, now, &caps)
+		if err != nil {
+			return nil, Routed, err
 		}
-		recs, err := r.decode(tp, payload, now, lookup)
-		return recs, Routed, err
+		return recs, Routed, nil
 	}
 	if !rt.forward {
 		return nil, Dropped, nil
@@ -158,44 +140,65 @@ func (rt *Router) Decode(tp string, payload []byte, now time.Time) ([]record.Rec
 	}}, Raw, nil
 }
 
-func (r *Route) decode(tp string, payload []byte, now time.Time, lookup func(string) string) ([]record.Record, error) {
-	var rd reading
-	var err error
+func (r *Route) decode(tp string, payload []byte, now time.Time, caps *captures) ([]record.Record, error) {
+	var (
+		rds []reading
+		err error
+	)
 	switch r.format {
 	case "number":
-		rd, err = decodeNumber(payload)
+		rds, err = decodeNumber(payload)
+	case "senml":
+		rds, err = decodeSenML(payload, now)
 	default:
-		rd, err = decodeJSON(payload)
+		rds, err = decodeJSON(payload)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if math.IsNaN(rd.value) || math.IsInf(rd.value, 0) {
-		return nil, malformed("value is not a finite number")
-	}
-	rec := record.Record{
-		Topic:  tp,
-		Series: r.series.Expand(lookup),
-		TS:     now,
-		Value:  rd.value,
-		Unit:   r.unit,
-	}
-	if rd.hasTS {
-		rec.TS = record.TruncTime(rd.ts)
-	}
-	if rd.unit != "" {
-		rec.Unit = rd.unit
-	}
-	if len(r.labels) > 0 {
-		rec.Labels = make(map[string]string, len(r.labels))
-		for k, t := range r.labels {
-			rec.Labels[k] = t.Expand(lookup)
+	recs := make([]record.Record, len(rds))
+	for i := range rds {
+		rd := &rds[i]
+		rec := &recs[i]
+		rec.Topic = tp
+		rec.Value = rd.value
+		rec.TS = now
+		if rd.hasTS {
+			rec.TS = record.TruncTime(rd.ts)
+		}
+		rec.Unit = r.unit
+		if u, ok := r.units[rd.field]; ok {
+			rec.Unit = u
+		}
+		if rd.unit != "" {
+			rec.Unit = rd.unit
+		}
+		lookup := func(name string) string {
+			switch name {
+			case PlaceholderTopic:
+				return tp
+			case PlaceholderField:
+				return rd.field
+			case PlaceholderUnit:
+				return rec.Unit
+			}
+			return caps.get(name)
+		}
+		rec.Series = r.series.Expand(lookup)
+		if rd.named && !r.fieldInTpl {
+			rec.Series += "/" + rd.field
+		}
+		if len(r.labels) > 0 {
+			rec.Labels = make(map[string]string, len(r.labels))
+			for k, t := range r.labels {
+				rec.Labels[k] = t.Expand(lookup)
+			}
+		}
+		if rd.id != "" {
+			rec.ID = rd.id
+		} else {
+			rec.ID = record.HashID(rec.Series, rec.TS, rec.Value)
 		}
 	}
-	if rd.id != "" {
-		rec.ID = rd.id
-	} else {
-		rec.ID = record.HashID(rec.Series, rec.TS, rec.Value)
-	}
-	return []record.Record{rec}, nil
+	return recs, nil
 }

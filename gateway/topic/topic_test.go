@@ -115,3 +115,62 @@ func FuzzPattern(f *testing.F) {
 		_ = fmt.Sprint(got)
 	})
 }
+
+func TestCovers(t *testing.T) {
+	cases := []struct {
+		grant, filter string
+		want          bool
+	}{
+		{"#", "a/b", true},
+		{"#", "#", true},
+		{"#", "$SYS/x", false},
+		{"#", "+/x", true},
+		{"+/#", "#", false}, // same topics, but the safe answer is no
+		{"a/#", "a", true},
+		{"a/#", "a/#", true},
+		{"a/#", "a/b/+", true},
+		{"a/#", "b", false},
+		{"a/+", "a/b", true},
+		{"a/+", "a/+", true},
+		{"a/+", "a/#", false},
+		{"a/+", "a/b/c", false},
+		{"a/+", "a", false},
+		{"a/b", "a/+", false},
+		{"a/b", "a/b", true},
+		{"a/b", "a/b/c", false},
+		{"a/b/c", "a/b", false},
+		{"a/+/#", "a/#", false},
+		{"a/+/#", "a/b", true},
+		{"a/+/#", "a/b/#", true},
+		{"$SYS/#", "$SYS/broker/x", true},
+		{"devices/d1/#", "devices/d2/t", false},
+		{"devices/d1/#", "devices/+/t", false},
+		{"a//b", "a//b", true},
+		{"a/+/b", "a//b", true},
+	}
+	for _, c := range cases {
+		if got := Covers(c.grant, c.filter); got != c.want {
+			t.Errorf("Covers(%q, %q) = %v, want %v", c.grant, c.filter, got, c.want)
+		}
+	}
+}
+
+// FuzzCovers checks that Covers is sound: when it says a grant covers a filter, every topic
+// the filter matches is matched by the grant.
+func FuzzCovers(f *testing.F) {
+	for _, s := range []string{"#|a/#|a", "a/+|a/b|a/b", "+/x|+/x|$SYS/x", "a/#|a|a", "a/+/#|a/b/#|a/b"} {
+		p := strings.Split(s, "|")
+		f.Add(p[0], p[1], p[2])
+	}
+	f.Fuzz(func(t *testing.T, grant, filter, tp string) {
+		if ValidFilter(grant) != nil || ValidFilter(filter) != nil || ValidName(tp) != nil {
+			return
+		}
+		if Covers(grant, filter) && Match(filter, tp) && !Match(grant, tp) {
+			t.Fatalf("Covers(%q, %q) but topic %q matches only the filter", grant, filter, tp)
+		}
+		if ValidName(filter) == nil && Covers(grant, filter) != Match(grant, filter) {
+			t.Fatalf("for a topic name, Covers(%q, %q) must equal Match", grant, filter)
+		}
+	})
+}

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -127,12 +128,22 @@ type Mosquitto struct {
 	cmd  *exec.Cmd
 	conf string
 	path string
+	// Extra replaces "allow_anonymous true" as the configuration of the listener on Addr
+	// (per_listener_settings is on); it may open more listeners after it.
+	Extra string
 }
 
 // StartMosquitto starts mosquitto on a free loopback port, anonymous, persistence off.
 func StartMosquitto(t testing.TB) *Mosquitto {
 	t.Helper()
-	m := &Mosquitto{path: MosquittoPath(t), Addr: FreeAddr(t)}
+	return StartMosquittoWith(t, "")
+}
+
+// StartMosquittoWith starts mosquitto like StartMosquitto, with extra as the configuration
+// of its listener (e.g. cafile, certfile, keyfile, require_certificate, password_file).
+func StartMosquittoWith(t testing.TB, extra string) *Mosquitto {
+	t.Helper()
+	m := &Mosquitto{path: MosquittoPath(t), Addr: FreeAddr(t), Extra: extra}
 	m.conf = filepath.Join(t.TempDir(), "mosquitto.conf")
 	m.Start(t)
 	t.Cleanup(m.Stop)
@@ -143,11 +154,17 @@ func StartMosquitto(t testing.TB) *Mosquitto {
 func (m *Mosquitto) Start(t testing.TB) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(m.Addr)
-	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\n", port)
+	listener := m.Extra
+	if listener == "" {
+		listener = "allow_anonymous true"
+	}
+	conf := fmt.Sprintf("per_listener_settings true\npersistence false\nmax_inflight_messages 100\nlistener %s 127.0.0.1\n%s\n", port, listener)
 	if err := os.WriteFile(m.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m.cmd = exec.Command(m.path, "-c", m.conf)
+	var out bytes.Buffer
+	m.cmd.Stdout, m.cmd.Stderr = &out, &out
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +176,8 @@ func (m *Mosquitto) Start(t testing.TB) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s: %v", m.Addr, err)
+			m.Stop()
+			t.Fatalf("mosquitto did not listen on %s: %v\n%s", m.Addr, err, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -253,3 +271,14 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// SelfCommand runs the test binary itself (for tests that need a child process). Under
+// `make test-arm` the binary is arm64 and the machine has no binfmt handler for it, so
+// EDGEGATE_TEST_EXEC names the emulator to run it with (qemu-aarch64-static).
+func SelfCommand(args ...string) *exec.Cmd {
+	if w := os.Getenv("EDGEGATE_TEST_EXEC"); w != "" {
+		return exec.Command(w, append([]string{os.Args[0]}, args...)...)
+	}
+	return exec.Command(os.Args[0], args...)
+}
+

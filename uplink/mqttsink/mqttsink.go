@@ -15,8 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
+	"net/url"
 	"sync"
 	"time"
 
@@ -27,12 +26,6 @@ import (
 	"github.com/edgegate/edgegate/uplink"
 )
 
-// Timeouts of one connection attempt and of one batch's PUBACK.
-const (
-	connectTimeout = 10 * time.Second
-	ackTimeout     = 30 * time.Second
-)
-
 // Sink publishes each batch as one QoS 1 message.
 type Sink struct {
 	name    string
@@ -40,6 +33,8 @@ type Sink struct {
 	topic   *topic.Template
 	gateway string
 	log     *slog.Logger
+	// timeout bounds one connection attempt and one batch's PUBACK.
+	timeout time.Duration
 
 	mu     sync.Mutex // guards client
 	client paho.Client
@@ -54,17 +49,17 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 	if err != nil {
 		return nil, fmt.Errorf("uplink %q: topic: %w", cfg.Name, err)
 	}
-	s := &Sink{name: cfg.Name, topic: t, gateway: gateway, log: log.With("component", "mqttsink", "uplink", cfg.Name)}
+	s := &Sink{name: cfg.Name, topic: t, gateway: gateway, timeout: cfg.Timeout.D(), log: log.With("component", "mqttsink", "uplink", cfg.Name)}
 	o := paho.NewClientOptions().
 		AddBroker(cfg.URL).
 		SetClientID(cfg.ClientID).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetConnectTimeout(connectTimeout).
+		SetConnectTimeout(s.timeout).
 		SetKeepAlive(30 * time.Second).
 		SetPingTimeout(10 * time.Second).
-		SetWriteTimeout(ackTimeout).
+		SetWriteTimeout(s.timeout).
 		SetOrderMatters(false).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			s.log.Warn("upstream connection lost", "err", err)
@@ -73,11 +68,20 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 		o.SetUsername(cfg.Username)
 	}
 	if cfg.PasswordFile != "" {
-		pw, err := os.ReadFile(cfg.PasswordFile)
+		pw, err := uplink.NewSecret(cfg.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("uplink %q: password_file: %w", cfg.Name, err)
 		}
-		o.SetPassword(strings.TrimRight(string(pw), "\r\n"))
+		// Read at each connect, so a rotated password needs no restart.
+		user := cfg.Username
+		o.SetCredentialsProvider(func() (string, string) { return user, pw.Value() })
+	}
+	if u, err := url.Parse(cfg.URL); err == nil && u.Scheme != "tcp" && u.Scheme != "mqtt" {
+		tc, err := uplink.TLSConfig(cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("uplink %q: %w", cfg.Name, err)
+		}
+		o.SetTLSConfig(tc)
 	}
 	s.opts = o
 	return s, nil
@@ -96,7 +100,7 @@ func (s *Sink) connect(ctx context.Context) (paho.Client, error) {
 	}
 	c := paho.NewClient(s.opts)
 	tok := c.Connect()
-	if err := wait(ctx, tok, connectTimeout); err != nil {
+	if err := wait(ctx, tok, s.timeout); err != nil {
 		c.Disconnect(0)
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -118,7 +122,7 @@ func (s *Sink) Send(ctx context.Context, b *uplink.Batch) error {
 		return string(b.Kind)
 	})
 	tok := c.Publish(tp, 1, false, b.Payload)
-	if err := wait(ctx, tok, ackTimeout); err != nil {
+	if err := wait(ctx, tok, s.timeout); err != nil {
 		s.drop(c)
 		return fmt.Errorf("publish batch %s: %w", b.ID, err)
 	}

@@ -1,0 +1,421 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgegate/edgegate/internal/testutil"
+)
+
+// mainEnv makes the test binary run main's command line instead of the tests, so the tests
+// can run the real daemon as a child process and signal it.
+const mainEnv = "EDGEGATE_TEST_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// daemon is the edgegate daemon running in a child process.
+type daemon struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	cfg      string
+	dir      string
+	broker   string
+	opsAddr  string
+	notify   *notifySocket
+	stderr   *syncBuffer
+	exited   chan struct{}
+	exitCode int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// notifySocket plays systemd's side of NOTIFY_SOCKET: it records every datagram.
+type notifySocket struct {
+	path string
+	mu   sync.Mutex
+	msgs []string
+}
+
+func newNotifySocket(t *testing.T) *notifySocket {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sd") // short: socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := &notifySocket{path: filepath.Join(dir, "notify")}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return n
+}
+
+// states returns the first line of each datagram (READY=1, WATCHDOG=1, ...).
+func (n *notifySocket) states() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for _, m := range n.msgs {
+		out = append(out, strings.SplitN(m, "\n", 2)[0])
+	}
+	return out
+}
+
+func (n *notifySocket) count(state string) int {
+	c := 0
+	for _, s := range n.states() {
+		if s == state {
+			c++
+		}
+	}
+	return c
+}
+
+const daemonConfig = `
+gateway: {id: gw-svc, data_dir: %q}
+broker:
+  listeners: [{type: tcp, address: %q}]
+  allow_anonymous: true
+routes:
+  - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
+sensors:
+  - {name: sim-1, driver: sim, interval: 200ms, topic: "sensors/{name}/temperature"}
+uplinks:
+  - name: archive
+    type: file
+    path: %q
+    batch: {max_records: %d, linger: 100ms}
+ops:
+  listen: %q
+  log: {level: info}
+  flush_timeout: 5s
+  clock: {mode: trust}   # test machines often run no NTP daemon (the kernel says unsynchronised)
+%s`
+
+// writeDaemonConfig writes the config; extra is appended (more routes, say).
+func (d *daemon) writeConfig(maxRecords int, extra string) {
+	y := fmt.Sprintf(daemonConfig, filepath.Join(d.dir, "data"), d.broker, filepath.Join(d.dir, "uplink.jsonl"), maxRecords, d.opsAddr, extra)
+	if err := os.WriteFile(d.cfg, []byte(y), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// startDaemon runs `edgegate run` with a fake systemd: NOTIFY_SOCKET, and a watchdog of
+// watchdog (none when 0).
+func startDaemon(t *testing.T, watchdog time.Duration) *daemon {
+	t.Helper()
+	d := &daemon{t: t, dir: t.TempDir(), broker: testutil.FreeAddr(t), opsAddr: testutil.FreeAddr(t),
+		notify: newNotifySocket(t), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cfg = filepath.Join(d.dir, "edgegate.yaml")
+	d.writeConfig(500, "")
+	d.cmd = testutil.SelfCommand("run", "-c", d.cfg)
+	d.cmd.Env = append(os.Environ(), mainEnv+"=1", "NOTIFY_SOCKET="+d.notify.path)
+	if watchdog > 0 {
+		d.cmd.Env = append(d.cmd.Env, fmt.Sprintf("WATCHDOG_USEC=%d", watchdog.Microseconds()))
+	}
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		d.cmd.Wait()
+		d.exitCode = d.cmd.ProcessState.ExitCode()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		if t.Failed() {
+			t.Logf("daemon stderr:\n%s", d.stderr.String())
+		}
+	})
+	testutil.Eventually(t, 30*time.Second, "READY=1 from the daemon", func() bool { return d.notify.count("READY=1") > 0 })
+	return d
+}
+
+func (d *daemon) signal(s os.Signal) {
+	if err := d.cmd.Process.Signal(s); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// wait waits for the exit and returns how long it took.
+func (d *daemon) wait(limit time.Duration) time.Duration {
+	start := time.Now()
+	select {
+	case <-d.exited:
+		return time.Since(start)
+	case <-time.After(limit):
+		d.t.Fatalf("daemon still running %s after SIGTERM", limit)
+		return 0
+	}
+}
+
+func (d *daemon) get(path string) (int, string) {
+	res, err := http.Get("http://" + d.opsAddr + path)
+	if err != nil {
+		d.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// unitTimeoutStopSec reads TimeoutStopSec from the shipped unit: the bound a stop must meet.
+func unitTimeoutStopSec(t *testing.T) time.Duration {
+	b, err := os.ReadFile("../../systemd/edgegate.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^TimeoutStopSec=(\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("the unit sets no TimeoutStopSec")
+	}
+	d, err := time.ParseDuration(string(m[1]))
+	if err != nil {
+		t.Fatalf("TimeoutStopSec=%s: %v", m[1], err)
+	}
+	return d
+}
+
+// TestSystemdNotifyProtocol: the real daemon, a fake NOTIFY_SOCKET: READY once running,
+// WATCHDOG pings while healthy, STOPPING on SIGTERM, in that order, then exit 0.
+func TestSystemdNotifyProtocol(t *testing.T) {
+	d := startDaemon(t, 400*time.Millisecond)
+	testutil.Eventually(t, 30*time.Second, "two WATCHDOG=1 pings", func() bool { return d.notify.count("WATCHDOG=1") >= 2 })
+	if code, body := d.get("/readyz"); code != 200 {
+		t.Errorf("/readyz while running: %d %s", code, body)
+	}
+	d.signal(syscall.SIGTERM)
+	d.wait(unitTimeoutStopSec(t))
+	if d.exitCode != 0 {
+		t.Errorf("exit code %d", d.exitCode)
+	}
+	// READY first, then only WATCHDOG pings, then STOPPING and nothing after it.
+	states := d.notify.states()
+	phase := 0 // 0: expect READY, 1: watchdog pings, 2: stopped
+	for i, s := range states {
+		switch {
+		case phase == 0 && s == "READY=1":
+			phase = 1
+		case phase == 1 && s == "WATCHDOG=1":
+		case phase == 1 && s == "STOPPING=1":
+			phase = 2
+		default:
+			t.Fatalf("notification %d %q out of order in %q", i, s, states)
+		}
+	}
+	if phase != 2 {
+		t.Fatalf("notifications %q: no STOPPING=1", states)
+	}
+	if !strings.Contains(d.notify.msgs[0], "STATUS=broker on "+d.broker) {
+		t.Errorf("READY carries no useful STATUS: %q", d.notify.msgs[0])
+	}
+}
+
+// TestReloadOnSIGHUP: routes and uplink limits apply at once; other changes are logged as
+// needing a restart; a broken config keeps the running one.
+func TestReloadOnSIGHUP(t *testing.T) {
+	d := startDaemon(t, 0)
+	addRoute := `routes:
+  - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
+  - {topic: "plain/+device", format: number, series: "{device}/plain", unit: V}
+`
+	// A second routes: key would be a duplicate: rewrite the whole file instead.
+	y, _ := os.ReadFile(d.cfg)
+	s := strings.Replace(string(y), "routes:\n  - {topic: \"devices/+device/+metric\", format: json, series: \"{device}/{metric}\"}\n", addRoute, 1)
+	s = strings.Replace(s, "max_records: 500", "max_records: 2", 1)
+	s = strings.Replace(s, "allow_anonymous: true", "allow_anonymous: true\n  max_clients: 10", 1)
+	if err := os.WriteFile(d.cfg, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := d.notify.count("READY=1")
+	d.signal(syscall.SIGHUP)
+	testutil.Eventually(t, 20*time.Second, "READY=1 after the reload", func() bool { return d.notify.count("READY=1") > before })
+	if d.notify.count("RELOADING=1") != 1 {
+		t.Errorf("notifications %q: want one RELOADING=1", d.notify.states())
+	}
+	logs := d.stderr.String()
+	if !strings.Contains(logs, "reload: applied") || !strings.Contains(logs, "routes") || !strings.Contains(logs, "uplinks[archive].limits") {
+		t.Errorf("no applied reload in the log:\n%s", logs)
+	}
+	if !regexp.MustCompile(`need a restart.*keys=broker`).MatchString(logs) {
+		t.Errorf("the broker change is not logged as needing a restart:\n%s", logs)
+	}
+
+	// The new route works without a restart.
+	c := testutil.Paho(t, d.broker, "reload-pub")
+	if tok := c.Publish("plain/d9", 1, false, "3.25"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	testutil.Eventually(t, 20*time.Second, "the reading of the new route upstream", func() bool {
+		b, _ := os.ReadFile(filepath.Join(d.dir, "uplink.jsonl"))
+		return bytes.Contains(b, []byte(`"series":"d9/plain"`))
+	})
+
+	// A broken config is refused whole, with its problems logged.
+	os.WriteFile(d.cfg, []byte("gateway: {id: gw-svc}\nbroker: {nope: 1}\n"), 0o644)
+	before = d.notify.count("READY=1")
+	d.signal(syscall.SIGHUP)
+	testutil.Eventually(t, 20*time.Second, "READY=1 after the failed reload", func() bool { return d.notify.count("READY=1") > before })
+	if !strings.Contains(d.stderr.String(), "keeping the running config") || !strings.Contains(d.stderr.String(), `unknown key \"nope\"`) {
+		t.Errorf("failed reload not logged with its problem:\n%s", d.stderr.String())
+	}
+	_, metrics := d.get("/metrics")
+	fams := testutil.ParseText(t, metrics)
+	r := fams["edgegate_config_reloads_total"].Samples
+	if r[`{result="applied"}`] != 1 || r[`{result="failed"}`] != 1 {
+		t.Errorf("reload counters %v", r)
+	}
+	d.signal(syscall.SIGTERM)
+	d.wait(unitTimeoutStopSec(t))
+}
+
+// TestGracefulShutdownUnderLoad: publishers at full speed, then SIGTERM. Every message the
+// daemon acknowledged reaches the (reachable) uplink before the process exits, and the
+// stop fits in the unit's TimeoutStopSec.
+func TestGracefulShutdownUnderLoad(t *testing.T) {
+	d := startDaemon(t, 0)
+	const publishers = 4
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for p := 0; p < publishers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := paho.NewClientOptions().AddBroker("tcp://" + d.broker).SetClientID(fmt.Sprintf("load-%d", p)).
+				SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+			c := paho.NewClient(o)
+			if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Errorf("connect: %v", tok.Error())
+				return
+			}
+			defer c.Disconnect(0)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("p%d-%d", p, i)
+				tok := c.Publish(fmt.Sprintf("devices/p%d/temperature", p), 1, false, fmt.Sprintf(`{"value": %d, "id": %q}`, i, id))
+				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+					return // the daemon is stopping: this one was not acknowledged
+				}
+				mu.Lock()
+				acked[id] = true
+				mu.Unlock()
+				if i > 200000 {
+					return
+				}
+			}
+		}()
+	}
+	testutil.Eventually(t, 30*time.Second, "load", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 2000
+	})
+	d.signal(syscall.SIGTERM)
+	took := d.wait(unitTimeoutStopSec(t))
+	close(stop)
+	wg.Wait()
+	if d.exitCode != 0 {
+		t.Fatalf("exit code %d", d.exitCode)
+	}
+	sent := uplinkIDs(t, filepath.Join(d.dir, "uplink.jsonl"))
+	lost := 0
+	for id := range acked {
+		if !sent[id] {
+			lost++
+		}
+	}
+	t.Logf("%d messages acknowledged, %d records upstream, stop took %s (TimeoutStopSec %s)", len(acked), len(sent), took.Round(time.Millisecond), unitTimeoutStopSec(t))
+	if lost > 0 {
+		t.Fatalf("%d of %d acknowledged messages are not upstream after a graceful stop", lost, len(acked))
+	}
+}
+
+// uplinkIDs returns the record ids in a file uplink's batches.
+func uplinkIDs(t *testing.T, path string) map[string]bool {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ids := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var b struct {
+			Records []struct {
+				ID string `json:"id"`
+			} `json:"records"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &b); err != nil {
+			t.Fatalf("uplink line: %v", err)
+		}
+		for _, r := range b.Records {
+			ids[r.ID] = true
+		}
+	}
+	return ids
+}

@@ -1,0 +1,40 @@
+package broker
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/clock"
+)
+
+// BenchmarkGuardPublish is what the guard adds to every device PUBLISH: the rate meter in
+// OnPacketRead, then grants, topic limits in OnPublish.
+func BenchmarkGuardPublish(b *testing.B) {
+	cfg := config.Default().Broker
+	cfg.MaxRatePerClient = 1e12 // measure the checks, not refusals
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	g := newGuard(cfg, NewRefusals(clock.Real{}, log), clock.Real{}, log)
+	g.srv = mqtt.New(&mqtt.Options{Logger: log})
+	cl := g.srv.NewClient(nil, "bench", "dev-1", false)
+	g.sessions[cl] = &session{
+		user:      "dev-1",
+		publish:   expand([]string{"status/{username}", "devices/{username}/#"}, "dev-1", "dev-1"),
+		subscribe: expand([]string{"agg/#"}, "dev-1", "dev-1"),
+		meter:     g.meters.get("dev-1", "dev-1", clock.Real{}.Now()),
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "devices/dev-1/temperature", PacketID: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := g.OnPacketRead(cl, pk); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := g.OnPublish(cl, pk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,286 @@
+package broker
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/record"
+)
+
+// pki is a throw-away CA with a server certificate for 127.0.0.1 and a client certificate,
+// written as PEM files for the listener config.
+type pki struct {
+	dir                       string
+	caFile, certFile, keyFile string
+	pool                      *x509.CertPool
+	client                    tls.Certificate
+	otherClient               tls.Certificate // signed by a CA the broker does not trust
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	dir := t.TempDir()
+	p := &pki{dir: dir, pool: x509.NewCertPool()}
+	caKey, caCert := selfSigned(t, "edgegate test CA")
+	p.pool.AddCert(caCert)
+	p.caFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", caCert.Raw)
+
+	srvKey, srvDER := issue(t, caKey, caCert, "127.0.0.1", x509.ExtKeyUsageServerAuth)
+	p.certFile = writePEM(t, dir, "server.pem", "CERTIFICATE", srvDER)
+	p.keyFile = writePEM(t, dir, "server-key.pem", "PRIVATE KEY", marshalKey(t, srvKey))
+
+	cliKey, cliDER := issue(t, caKey, caCert, "dev-1", x509.ExtKeyUsageClientAuth)
+	p.client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
+
+	otherCAKey, otherCA := selfSigned(t, "some other CA")
+	oKey, oDER := issue(t, otherCAKey, otherCA, "dev-1", x509.ExtKeyUsageClientAuth)
+	p.otherClient = tls.Certificate{Certificate: [][]byte{oDER}, PrivateKey: oKey}
+	return p
+}
+
+func selfSigned(t *testing.T, cn string) (*ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, cert
+}
+
+func issue(t *testing.T, caKey *ecdsa.PrivateKey, ca *x509.Certificate, cn string, usage x509.ExtKeyUsage) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}
+	if ip := net.ParseIP(cn); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, der
+}
+
+func marshalKey(t *testing.T, k *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// testUsers are the accounts of every test broker; each password is the user name + "-pw".
+var testUsers = []struct {
+	name               string
+	publish, subscribe []string
+}{
+	{"dev-1", []string{"devices/{username}/#"}, []string{"devices/%u/#", "agg/#"}},
+	{"dev-2", []string{"devices/{username}/#"}, []string{"devices/{username}/#", "agg/#"}},
+	{"reader", nil, []string{"#"}},
+	{"ops", []string{"#", "$SYS/#"}, []string{"#", "$SYS/#"}},
+}
+
+func password(user string) string { return user + "-pw" }
+
+// env is a broker as the daemon runs it: a real mochi server on loopback listeners (TCP,
+// TLS, mutual TLS, WebSocket, secure WebSocket), the guard and ingest hooks, and a real
+// store on disk.
+type env struct {
+	b     *Broker
+	hook  *IngestHook
+	store *buffer.Store
+	pki   *pki
+	cfg   config.Broker
+	addr  map[string]string // by listener name: tcp, tls, mtls, ws, wss
+}
+
+var listenerNames = []string{"tcp", "tls", "mtls", "ws", "wss"}
+
+func newEnv(t *testing.T, mutate func(c *config.Config)) *env {
+	t.Helper()
+	return newEnvClock(t, clock.Real{}, mutate)
+}
+
+// newEnvClock is newEnv with the hooks on clk (the store keeps real time).
+func newEnvClock(t *testing.T, clk clock.Clock, mutate func(c *config.Config)) *env {
+	t.Helper()
+	p := newPKI(t)
+	c := config.Default()
+	c.Gateway.ID = "test"
+	c.Gateway.DataDir = t.TempDir()
+	c.Broker.Listeners = []config.Listener{
+		{Type: "tcp", Address: "127.0.0.1:0"},
+		{Type: "tls", Address: "127.0.0.1:0", CertFile: p.certFile, KeyFile: p.keyFile},
+		{Type: "tls", Address: "127.0.0.1:0", CertFile: p.certFile, KeyFile: p.keyFile, ClientCAFile: p.caFile},
+		{Type: "ws", Address: "127.0.0.1:0"},
+		{Type: "ws", Address: "127.0.0.1:0", CertFile: p.certFile, KeyFile: p.keyFile},
+	}
+	for _, u := range testUsers {
+		h, err := bcrypt.GenerateFromPassword([]byte(password(u.name)), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Broker.Users = append(c.Broker.Users, config.User{Username: u.name, PasswordHash: string(h), Publish: u.publish, Subscribe: u.subscribe})
+	}
+	c.Routes = []config.Route{{Topic: "devices/+device/+metric", Format: "json", Series: "{device}/{metric}"}}
+	c.Unrouted = "forward"
+	if mutate != nil {
+		mutate(c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() && os.Getenv("EDGEGATE_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	store, err := buffer.Open(buffer.Options{Dir: filepath.Join(c.Gateway.DataDir, "buffer"), DedupTTL: time.Hour, Logger: log, Clock: clock.Real{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := ingest.NewRouter(c.Routes, c.Unrouted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	hook := NewIngestHook(ctx, router, store, clk, log)
+	b, err := New(c.Broker, hook, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Close()
+		cancel()
+		store.Close()
+	})
+	e := &env{b: b, hook: hook, store: store, pki: p, cfg: c.Broker, addr: map[string]string{}}
+	for i, a := range b.Addrs() {
+		if i < len(listenerNames) && len(c.Broker.Listeners) == len(listenerNames) {
+			e.addr[listenerNames[i]] = a
+		} else if i == 0 {
+			e.addr["tcp"] = a
+		}
+	}
+	return e
+}
+
+// dial opens a transport to one of the env's listeners; clientCert may be nil.
+func (e *env) dial(t *testing.T, listener string, clientCert *tls.Certificate) (net.Conn, error) {
+	t.Helper()
+	addr := e.addr[listener]
+	tc := &tls.Config{RootCAs: e.pki.pool, ServerName: "127.0.0.1"}
+	if clientCert != nil {
+		tc.Certificates = []tls.Certificate{*clientCert}
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	switch listener {
+	case "tcp":
+		return d.Dial("tcp", addr)
+	case "tls", "mtls":
+		c, err := tls.DialWithDialer(d, "tcp", addr, tc)
+		if err != nil {
+			return nil, err
+		}
+		// TLS 1.3 reports a refused client certificate only on the first read.
+		return c, nil
+	case "ws", "wss":
+		wd := websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: tc, HandshakeTimeout: 5 * time.Second}
+		scheme := "ws"
+		if listener == "wss" {
+			scheme = "wss"
+		}
+		ws, _, err := wd.Dial(scheme+"://"+addr+"/mqtt", nil)
+		if err != nil {
+			return nil, err
+		}
+		return &wsConn{ws: ws}, nil
+	}
+	t.Fatalf("no listener %q", listener)
+	return nil, nil
+}
+
+// records returns what the raw log holds.
+func (e *env) records(t *testing.T) []record.Record {
+	t.Helper()
+	var out []record.Record
+	_, err := e.store.Read(RawLog, 0, 0, func(_ uint64, v []byte) error {
+		var r record.Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,267 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgegate/edgegate/gateway/ingest"
+)
+
+// connLimiter caps open connections in total and per source address (IPv4 address, IPv6
+// /64, since one IPv6 host may hold a whole /64). Safe for concurrent use.
+type connLimiter struct {
+	maxTotal, maxPerIP int
+
+	mu    sync.Mutex // guards total and perIP
+	total int
+	perIP map[netip.Prefix]int
+}
+
+func newConnLimiter(maxTotal, maxPerIP int) *connLimiter {
+	return &connLimiter{maxTotal: maxTotal, maxPerIP: maxPerIP, perIP: map[netip.Prefix]int{}}
+}
+
+func sourcePrefix(a net.Addr) netip.Prefix {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Prefix{} // unix sockets and the like share one bucket
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	p, _ := ip.Prefix(64)
+	return p
+}
+
+// acquire takes a slot for a connection from a; release gives it back (once).
+func (l *connLimiter) acquire(a net.Addr) (release func(), err error) {
+	key := sourcePrefix(a)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total >= l.maxTotal {
+		return nil, fmt.Errorf("max_clients (%d) connections open", l.maxTotal)
+	}
+	if l.perIP[key] >= l.maxPerIP {
+		return nil, fmt.Errorf("max_connections_per_ip (%d) connections open from %s", l.maxPerIP, key)
+	}
+	l.total++
+	l.perIP[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.total--
+			if l.perIP[key]--; l.perIP[key] <= 0 {
+				delete(l.perIP, key)
+			}
+		})
+	}, nil
+}
+
+// limitedListener accepts only what the connLimiter allows, gives every connection
+// connectTimeout to complete its handshakes and CONNECT (mochi sets no deadline before the
+// CONNECT; after it, mochi's keepalive deadline replaces ours), and tracks open connections
+// so that shutdown can close those still waiting for a CONNECT.
+type limitedListener struct {
+	net.Listener
+	lim            *connLimiter
+	connectTimeout time.Duration
+	refusals       *Refusals
+
+	mu     sync.Mutex // guards conns and closed
+	conns  map[*limitedConn]struct{}
+	closed bool
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		release, err := l.lim.acquire(c.RemoteAddr())
+		if err != nil {
+			c.Close()
+			l.refusals.Add(ReasonConnLimit, "", "", fmt.Errorf("connection from %s: %w", c.RemoteAddr(), err))
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
+		lc := &limitedConn{Conn: c, release: release, owner: l}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			lc.Close()
+			return nil, net.ErrClosed
+		}
+		l.conns[lc] = struct{}{}
+		l.mu.Unlock()
+		return lc, nil
+	}
+}
+
+// closeAll closes the listener and every connection it accepted that is still open.
+func (l *limitedListener) closeAll() {
+	l.mu.Lock()
+	l.closed = true
+	conns := make([]*limitedConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	_ = l.Listener.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// limitedConn gives its limiter slot back when closed.
+type limitedConn struct {
+	net.Conn
+	release   func()
+	owner     *limitedListener
+	connected atomic.Bool // a CONNECT was read (set by the guard hook)
+	once      sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.release()
+		c.owner.mu.Lock()
+		delete(c.owner.conns, c)
+		c.owner.mu.Unlock()
+	})
+	return err
+}
+
+// baseConn finds the limitedConn under what mochi holds (the conn itself, a *tls.Conn or
+// a WebSocket adapter); nil for inline clients.
+func baseConn(c net.Conn) *limitedConn {
+	for c != nil {
+		switch x := c.(type) {
+		case *limitedConn:
+			return x
+		case *tls.Conn:
+			c = x.NetConn()
+		case *wsConn:
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// connEnded classifies why a connection's establish call returned, for the refusal counters.
+func connEnded(refusals *Refusals, c net.Conn, err error) {
+	if err == nil {
+		return
+	}
+	lc := baseConn(c)
+	var ne net.Error
+	switch {
+	case errors.Is(err, packets.ErrPacketTooLarge):
+		refusals.Add(ingest.ReasonTooLarge, "", "", fmt.Errorf("connection from %s: %w", c.RemoteAddr(), err))
+	case lc != nil && !lc.connected.Load() && errors.As(err, &ne) && ne.Timeout():
+		refusals.Add(ReasonConnectTimeout, "", "", fmt.Errorf("connection from %s sent no CONNECT in time", c.RemoteAddr()))
+	}
+}
+
+// netListener serves MQTT over TCP or TLS; it implements mochi's listeners.Listener with
+// edgegate's connection limits, and owns the goroutine of each connection.
+type netListener struct {
+	id       string
+	proto    string
+	ln       *limitedListener
+	accept   net.Listener // ln, or a TLS listener over it
+	refusals *Refusals
+	log      *slog.Logger
+
+	mu      sync.Mutex // guards closed and the Add side of wg
+	closed  bool
+	wg      sync.WaitGroup
+	serving chan struct{} // closed when Serve returns
+	started atomic.Bool
+}
+
+var _ listeners.Listener = (*netListener)(nil)
+
+func newNetListener(id string, ln *limitedListener, tlsCfg *tls.Config, log *slog.Logger) *netListener {
+	l := &netListener{id: id, proto: "tcp", ln: ln, accept: ln, refusals: ln.refusals, log: log, serving: make(chan struct{})}
+	if tlsCfg != nil {
+		l.proto = "tls"
+		l.accept = tls.NewListener(ln, tlsCfg)
+	}
+	return l
+}
+
+func (l *netListener) ID() string              { return l.id }
+func (l *netListener) Address() string         { return l.ln.Addr().String() }
+func (l *netListener) Protocol() string        { return l.proto }
+func (l *netListener) Init(*slog.Logger) error { return nil }
+
+// Serve accepts until Close; mochi runs it on a goroutine of its own.
+func (l *netListener) Serve(establish listeners.EstablishFn) {
+	l.started.Store(true)
+	defer close(l.serving)
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.accept.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			l.log.Warn("accept failed; retrying", "listener", l.id, "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return
+		}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go func() {
+			defer l.wg.Done()
+			err := establish(l.id, c)
+			c.Close()
+			connEnded(l.refusals, c, err)
+		}()
+	}
+}
+
+// Close stops accepting, disconnects this listener's clients, closes connections still
+// waiting for their CONNECT and waits for every connection goroutine.
+func (l *netListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	l.mu.Unlock()
+	_ = l.accept.Close()
+	closeClients(l.id)
+	l.ln.closeAll()
+	l.wg.Wait()
+	if l.started.Load() {
+		<-l.serving
+	}
+}

@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/clock"
+)
+
+// Connection-level refusal reasons, counted beside the PUBLISH reasons of package ingest.
+const (
+	ReasonAuthFailed     ingest.Reason = "auth_failed"      // unknown user, wrong password, or anonymous when not allowed
+	ReasonBadIdentity    ingest.Reason = "bad_identity"     // user name or client id with + # / or a reserved client id
+	ReasonTakeover       ingest.Reason = "session_takeover" // client id in use by another user
+	ReasonWillDenied     ingest.Reason = "will_denied"      // will topic outside the publish grants
+	ReasonConnLimit      ingest.Reason = "connection_limit" // max_clients or max_connections_per_ip reached
+	ReasonConnectTimeout ingest.Reason = "connect_timeout"  // no CONNECT within connect_timeout
+	ReasonFlood          ingest.Reason = "flood"            // disconnected for sending far over its rate
+	ReasonSubscription   ingest.Reason = "subscription_limit"
+)
+
+// RefusalReasons lists every reason Refusals counts, in a stable order.
+var RefusalReasons = []ingest.Reason{
+	ingest.ReasonMalformed, ingest.ReasonTooLarge, ingest.ReasonOverRate, ingest.ReasonOverQuota,
+	ingest.ReasonBufferFull, ingest.ReasonNotAuthorized, ingest.ReasonTopicInvalid,
+	ingest.ReasonStore, ingest.ReasonShutdown,
+	ReasonAuthFailed, ReasonBadIdentity, ReasonTakeover, ReasonWillDenied, ReasonConnLimit,
+	ReasonConnectTimeout, ReasonFlood, ReasonSubscription,
+}
+
+// refusalLogEvery is how often one reason may be logged: a misbehaving device must not
+// flood the journal (STYLE rule 9).
+const refusalLogEvery = 10 * time.Second
+
+// Refusals counts refused messages and connections by reason, for metrics, and logs them
+// at most once per reason every 10 s with the number left unlogged. Safe for concurrent use.
+type Refusals struct {
+	counts map[ingest.Reason]*atomic.Uint64 // fixed at construction: read without a lock
+	clock  clock.Clock
+	log    *slog.Logger
+
+	mu         sync.Mutex // guards last and suppressed
+	last       map[ingest.Reason]time.Time
+	suppressed map[ingest.Reason]int
+}
+
+// NewRefusals builds the counters.
+func NewRefusals(c clock.Clock, log *slog.Logger) *Refusals {
+	r := &Refusals{
+		counts: make(map[ingest.Reason]*atomic.Uint64, len(RefusalReasons)),
+		clock:  c, log: log,
+		last:       map[ingest.Reason]time.Time{},
+		suppressed: map[ingest.Reason]int{},
+	}
+	for _, reason := range RefusalReasons {
+		r.counts[reason] = new(atomic.Uint64)
+	}
+	return r
+}
+
+// Add counts one refusal and logs it unless this reason was logged in the last 10 s.
+// client and topic may be empty.
+func (r *Refusals) Add(reason ingest.Reason, client, topic string, err error) {
+	if c, ok := r.counts[reason]; ok {
+		c.Add(1)
+	}
+	now := r.clock.Now()
+	r.mu.Lock()
+	if last, ok := r.last[reason]; ok && now.Sub(last) < refusalLogEvery {
+		r.suppressed[reason]++
+		r.mu.Unlock()
+		return
+	}
+	r.last[reason] = now
+	n := r.suppressed[reason]
+	r.suppressed[reason] = 0
+	r.mu.Unlock()
+	attrs := []any{"reason", string(reason)}
+	if client != "" {
+		attrs = append(attrs, "client", client)
+	}
+	if topic != "" {
+		attrs = append(attrs, "topic", topic)
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	if n > 0 {
+		attrs = append(attrs, "unlogged_since_last", n)
+	}
+	r.log.Warn("refused", attrs...)
+}
+
+// Count returns the refusals counted for reason.
+func (r *Refusals) Count(reason ingest.Reason) uint64 {
+	if c, ok := r.counts[reason]; ok {
+		return c.Load()
+	}
+	return 0
+}
+
+// Snapshot returns every counter, by reason.
+func (r *Refusals) Snapshot() map[ingest.Reason]uint64 {
+	out := make(map[ingest.Reason]uint64, len(r.counts))
+	for k, c := range r.counts {
+		out[k] = c.Load()
+	}
+	return out
+}
+
+// Reasons returns the counted reasons sorted by name (for stable metric output).
+func (r *Refusals) Reasons() []ingest.Reason {
+	out := append([]ingest.Reason(nil), RefusalReasons...)
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

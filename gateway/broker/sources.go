@@ -1,0 +1,118 @@
+package broker
+
+import (
+	"errors"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/record"
+)
+
+// Source says where an ingested message came from.
+type Source uint8
+
+// Sources of messages.
+const (
+	SourceMQTT   Source = iota // a device publishing to the broker
+	SourceSensor               // a local sensor read by the poller
+	numSources
+)
+
+// Sources lists every source, for metrics.
+var Sources = []Source{SourceMQTT, SourceSensor}
+
+func (s Source) String() string {
+	if s == SourceSensor {
+		return "sensor"
+	}
+	return "mqtt"
+}
+
+// Outcome is what ingest did with one message.
+type Outcome uint8
+
+// Outcomes of one message.
+const (
+	OutcomeStored    Outcome = iota // at least one record appended
+	OutcomeDuplicate                // every record was a duplicate
+	OutcomeRaw                      // unrouted, forwarded raw
+	OutcomeDropped                  // unrouted, dropped by config
+	OutcomeRefused                  // refused (see the reasons)
+	numOutcomes
+)
+
+// Outcomes lists every outcome, for metrics.
+var Outcomes = []Outcome{OutcomeStored, OutcomeDuplicate, OutcomeRaw, OutcomeDropped, OutcomeRefused}
+
+func (o Outcome) String() string {
+	return [...]string{"stored", "duplicate", "raw", "dropped", "refused"}[o]
+}
+
+// SourceCounts counts messages by source and outcome, and refusals by reason. Safe for
+// concurrent use.
+type SourceCounts struct {
+	n        [numSources][numOutcomes]atomic.Uint64
+	refusals sync.Map // ingest.Reason → *atomic.Uint64
+	inflight atomic.Int64
+	finished atomic.Uint64
+}
+
+// Count returns the messages of src that had outcome o.
+func (c *SourceCounts) Count(src Source, o Outcome) uint64 { return c.n[src][o].Load() }
+
+func (c *SourceCounts) add(src Source, o Outcome) { c.n[src][o].Add(1) }
+
+func (c *SourceCounts) refuse(src Source, err error) {
+	c.add(src, OutcomeRefused)
+	reason := ingest.ReasonStore
+	var ie *ingest.Error
+	if errors.As(err, &ie) {
+		reason = ie.Reason
+	}
+	v, ok := c.refusals.Load(reason)
+	if !ok {
+		v, _ = c.refusals.LoadOrStore(reason, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(1)
+}
+
+// Refusals returns the refusals counted so far, by reason.
+func (c *SourceCounts) Refusals() map[ingest.Reason]uint64 {
+	out := map[ingest.Reason]uint64{}
+	c.refusals.Range(func(k, v any) bool {
+		out[k.(ingest.Reason)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return out
+}
+
+// RefusalReasons returns the reasons seen so far, sorted.
+func (c *SourceCounts) RefusalReasons() []ingest.Reason {
+	var out []ingest.Reason
+	for r := range c.Refusals() {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// Progress returns the messages in the ingest path now and how many finished so far (the
+// watchdog's view of ingest).
+func (c *SourceCounts) Progress() (inflight int64, finished uint64) {
+	return c.inflight.Load(), c.finished.Load()
+}
+
+// Holder diverts the records of a message to another log than the raw one: the gateway
+// holds readings it stamped itself while the wall clock cannot be trusted. Hold runs on the
+// publisher's goroutine before the PUBACK and must be quick; ok false means "append to the
+// raw log as usual". arrival is the time the message was stamped with on arrival.
+type Holder interface {
+	Hold(src Source, recs []record.Record, arrival time.Time) (log string, entries []buffer.Entry, ok bool)
+}
+
+// SetHolder installs h (before the broker starts).
+func (h *IngestHook) SetHolder(hd Holder) { h.holder.Store(&hd) }

@@ -1,0 +1,144 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/clock"
+)
+
+func TestTokenBucket(t *testing.T) {
+	t0 := time.Unix(1795694400, 0)
+	b := newTokenBucket(10, 5)
+	got := ""
+	for i := 0; i < 7; i++ {
+		if b.take(t0) {
+			got += "+"
+		} else {
+			got += "-"
+		}
+	}
+	if got != "+++++--" {
+		t.Errorf("burst: %s", got)
+	}
+	if !b.take(t0.Add(100*time.Millisecond)) || b.take(t0.Add(100*time.Millisecond)) {
+		t.Error("100 ms at 10/s should give exactly one token")
+	}
+	if !b.take(t0.Add(time.Hour)) || b.tokens != 4 {
+		t.Errorf("refill is capped at the burst: %v tokens after a take", b.tokens)
+	}
+	if b.take(t0.Add(-time.Hour)); b.tokens != 3 {
+		t.Errorf("a clock going backwards must not add tokens: %v", b.tokens)
+	}
+}
+
+func TestMeterVerdicts(t *testing.T) {
+	t0 := time.Unix(1795694400, 0)
+	ms := newMeters(2, 10)
+	m := ms.get("u", "c", t0)
+	var got []verdict
+	for i := 0; i < 7; i++ {
+		got = append(got, m.admit(true, t0))
+	}
+	want := []verdict{admitted, admitted, overRate, overRate, overRate, overRate, flooding}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("verdicts %v, want %v", got, want)
+		}
+	}
+	if m.admit(false, t0) != admitted || m.admit(false, t0) != admitted || m.admit(false, t0) != flooding {
+		t.Error("control packets have their own bucket but share the strikes")
+	}
+	if ms.get("u", "c", t0) != m {
+		t.Error("the same identity got a new meter")
+	}
+	if ms.get("v", "c", t0) == m || ms.get("u", "d", t0) == m {
+		t.Error("different identities share a meter")
+	}
+	for i := 0; i < 20; i++ {
+		ms.get("x", string(rune('a'+i)), t0)
+	}
+	if len(ms.m) > 10 {
+		t.Errorf("%d meters kept, max 10", len(ms.m))
+	}
+	ms.get("late", "1", t0.Add(time.Minute)) // all idle by now: evicted
+	if len(ms.m) != 1 {
+		t.Errorf("%d meters after eviction of the idle ones, want 1", len(ms.m))
+	}
+}
+
+func TestConnLimiterSources(t *testing.T) {
+	l := newConnLimiter(100, 2)
+	addr := func(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
+	take := func(s string) bool {
+		_, err := l.acquire(addr(s))
+		return err == nil
+	}
+	if !take("[2001:db8::1]:1") || !take("[2001:db8::2]:1") || take("[2001:db8::ffff]:1") {
+		t.Error("one IPv6 /64 is one source")
+	}
+	if !take("[2001:db8:0:1::1]:1") {
+		t.Error("another /64 is another source")
+	}
+	if !take("10.0.0.1:1") || !take("10.0.0.1:2") || take("10.0.0.1:3") || !take("[::ffff:10.0.0.2]:1") {
+		t.Error("IPv4 sources are per address, IPv4-mapped IPv6 included")
+	}
+	release, err := newConnLimiter(1, 1).acquire(addr("10.0.0.9:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	release() // idempotent
+}
+
+func TestRefusalsLogRateLimited(t *testing.T) {
+	var buf bytes.Buffer
+	clk := clock.NewFake(time.Unix(1795694400, 0))
+	r := NewRefusals(clk, slog.New(slog.NewTextHandler(&buf, nil)))
+	for i := 0; i < 100; i++ {
+		r.Add(ingest.ReasonMalformed, "dev", "devices/dev/t", errors.New("bad"))
+	}
+	r.Add(ingest.ReasonOverRate, "dev", "", nil)
+	clk.Advance(11 * time.Second)
+	r.Add(ingest.ReasonMalformed, "dev", "devices/dev/t", errors.New("bad"))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d log lines, want 3 (one per reason, then one after 10 s):\n%s", len(lines), buf.String())
+	}
+	if !strings.Contains(lines[2], "unlogged_since_last=99") {
+		t.Errorf("the unlogged count is missing: %s", lines[2])
+	}
+	if r.Count(ingest.ReasonMalformed) != 101 || r.Snapshot()[ingest.ReasonOverRate] != 1 {
+		t.Errorf("counts %v", r.Snapshot())
+	}
+}
+
+func TestThrottleMochiLogs(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1795694400, 0)
+	h := newThrottle(slog.NewTextHandler(&buf, nil), func() time.Time { return now })
+	log := slog.New(h).With("component", "mqtt")
+	for i := 0; i < 50; i++ {
+		log.Warn("error processing packet", "client", "x")
+		log.Error("publish packet error", "packet", "payload") // demoted to debug: dropped
+		log.Info("client connected")                           // info is not throttled
+	}
+	now = now.Add(time.Minute)
+	log.Warn("error processing packet")
+	out := buf.String()
+	if n := strings.Count(out, "error processing packet"); n != 2 {
+		t.Errorf("warning logged %d times, want 2:\n%s", n, out)
+	}
+	if strings.Contains(out, "publish packet error") || strings.Count(out, "client connected") != 50 {
+		t.Errorf("unexpected output:\n%s", out)
+	}
+	if !strings.Contains(out, "unlogged_since_last=49") {
+		t.Errorf("no unlogged count:\n%s", out)
+	}
+}

@@ -1,0 +1,211 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
+	"github.com/edgegate/edgegate/internal/timesync"
+	"github.com/edgegate/edgegate/record"
+)
+
+type syncSource struct{ synced atomic.Bool }
+
+func (s *syncSource) Synced() (bool, error) { return s.synced.Load(), nil }
+
+type monoClock struct{ d atomic.Int64 }
+
+func (m *monoClock) now() time.Duration      { return time.Duration(m.d.Load()) }
+func (m *monoClock) advance(d time.Duration) { m.d.Add(int64(d)) }
+
+var (
+	buildFloor = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	trueTime   = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+)
+
+// runWithKeeper runs a gateway on cfgPath with a fake wall clock and the given keeper.
+func runWithKeeper(t *testing.T, cfgPath string, wall clock.Clock, k *timesync.Keeper) (*gateway.Gateway, func()) {
+	t.Helper()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger(t), Clock: wall, Registry: registry(),
+		FlushTimeout: 2 * time.Second, TimeKeeper: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- g.Run(ctx) }()
+	select {
+	case <-g.Ready():
+	case err := <-errc:
+		t.Fatalf("gateway stopped at start: %v", err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("gateway stopped with error: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+	return g, stop
+}
+
+// fileRecords reads every record of a file uplink.
+func fileRecords(t *testing.T, path string) []record.Record {
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []record.Record
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		_, recs := testutil.DecodeBatch(t, sc.Bytes())
+		out = append(out, recs...)
+	}
+	return out
+}
+
+func findValue(recs []record.Record, v float64) *record.Record {
+	for i := range recs {
+		if recs[i].Value == v {
+			return &recs[i]
+		}
+	}
+	return nil
+}
+
+// TestClockHeldThenCorrected: a board boots at 1970 (no RTC, no NTP yet). A reading without
+// ts is held, not sent with a 1970 date; a reading with the device's own ts flows at once.
+// When NTP steps the clock, the held reading is rewritten to its true time (boot start +
+// monotonic time) and sent, with the id a reading of that time has.
+func TestClockHeldThenCorrected(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "up.jsonl")
+	broker := testutil.FreeAddr(t)
+	path := writeConfig(t, dir, broker, `
+uplinks:
+  - {name: archive, type: file, path: `+out+`, batch: {max_records: 1}}
+`)
+	src := &syncSource{}
+	mono := &monoClock{}
+	mono.advance(3 * time.Second) // the kernel booted 3 s ago
+	wall := clock.NewFake(time.Unix(3, 0).UTC())
+	k, err := timesync.New(timesync.Options{Floor: buildFloor, Source: src, Mono: mono.now, Boot: "boot-1", Clock: wall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := runWithKeeper(t, path, wall, k)
+
+	// 10 s after boot (true time: trueTime), two readings arrive.
+	mono.advance(7 * time.Second)
+	wall.Advance(7 * time.Second)
+	c := testutil.Paho(t, broker, "clock-pub")
+	publish(t, c, "devices/d1/temperature", 1, `{"value": 1}`)
+	publish(t, c, "devices/d1/temperature", 1, `{"value": 2, "ts": "2026-11-26T11:00:00Z"}`)
+	testutil.Eventually(t, 10*time.Second, "the device-stamped reading upstream", func() bool {
+		return findValue(fileRecords(t, out), 2) != nil
+	})
+	if r := findValue(fileRecords(t, out), 1); r != nil {
+		t.Fatalf("a reading stamped by an unsynchronised clock was sent: %+v", r)
+	}
+	st := g.Status().Clock
+	if st.Synced || st.State != timesync.StateWaiting || st.Held != 1 {
+		t.Fatalf("clock status while waiting: %+v", st)
+	}
+
+	// 30 s after boot NTP steps the clock to the true time.
+	mono.advance(20 * time.Second)
+	src.synced.Store(true)
+	wall.Set(trueTime.Add(20 * time.Second))
+	testutil.Eventually(t, 10*time.Second, "the held reading upstream", func() bool {
+		mono.advance(time.Second) // the holder checks the clock every second
+		wall.Advance(time.Second)
+		return findValue(fileRecords(t, out), 1) != nil
+	})
+	r := findValue(fileRecords(t, out), 1)
+	if !r.TS.Equal(trueTime) {
+		t.Errorf("held reading sent with ts %v, want %v", r.TS, trueTime)
+	}
+	if want := record.HashID("d1/temperature", trueTime, 1); r.ID != want {
+		t.Errorf("id %s, want %s (the id of a reading at its true time)", r.ID, want)
+	}
+	if _, flagged := r.Labels[gateway.UnsyncedLabel]; flagged {
+		t.Error("a corrected reading is flagged")
+	}
+	testutil.Eventually(t, 5*time.Second, "the status to settle", func() bool {
+		st = g.Status().Clock
+		return st.Held == 0 && st.Corrected == 1
+	})
+	if !st.Synced || st.Uncorrected != 0 {
+		t.Errorf("clock status after sync: %+v", st)
+	}
+}
+
+// TestClockUncorrectableFlagged: readings held in a boot that never synced cannot be
+// corrected; the next boot releases them labelled clock=unsynced and dated no earlier than
+// the build, never 1970.
+func TestClockUncorrectableFlagged(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "up.jsonl")
+	broker := testutil.FreeAddr(t)
+	path := writeConfig(t, dir, broker, `
+uplinks:
+  - {name: archive, type: file, path: `+out+`, batch: {max_records: 1}}
+`)
+	newKeeper := func(boot string, wall clock.Clock) *timesync.Keeper {
+		mono := &monoClock{}
+		mono.advance(5 * time.Second)
+		k, err := timesync.New(timesync.Options{Floor: buildFloor, Source: &syncSource{}, Mono: mono.now, Boot: boot, Clock: wall})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	wall := clock.NewFake(time.Unix(5, 0).UTC())
+	_, stop := runWithKeeper(t, path, wall, newKeeper("boot-1", wall))
+	c := testutil.Paho(t, broker, "clock-pub-1")
+	publish(t, c, "devices/d1/temperature", 1, `{"value": 7}`)
+	c.Disconnect(0)
+	stop() // power lost before any sync
+
+	wall2 := clock.NewFake(time.Unix(5, 0).UTC())
+	g, _ := runWithKeeper(t, path, wall2, newKeeper("boot-2", wall2))
+	testutil.Eventually(t, 10*time.Second, "the reading of the unsynced boot upstream", func() bool {
+		wall2.Advance(time.Second)
+		return findValue(fileRecords(t, out), 7) != nil
+	})
+	r := findValue(fileRecords(t, out), 7)
+	if r.Labels[gateway.UnsyncedLabel] != "unsynced" {
+		t.Errorf("labels %v: want clock=unsynced", r.Labels)
+	}
+	if !r.TS.Equal(buildFloor) {
+		t.Errorf("ts %v, want the build floor %v (never 1970)", r.TS, buildFloor)
+	}
+	if st := g.Status().Clock; st.Uncorrected != 1 || st.State != timesync.StateWaiting {
+		t.Errorf("clock status: %+v", st)
+	}
+	var m map[string]any
+	b, _ := json.Marshal(r)
+	json.Unmarshal(b, &m)
+	t.Logf("released: %s", b)
+}

@@ -1,0 +1,240 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// reading is what a payload format yields for one value.
+type reading struct {
+	field string // JSON field name ("value" for a single reading), or the SenML name
+	named bool   // the series gets "/<field>" unless its template places {field} itself
+	value float64
+	ts    time.Time
+	hasTS bool
+	id    string // the device's id for this reading, if it sent one
+	unit  string // the payload's unit, overriding the route's
+}
+
+// Bounds on what a device may send in the fields edgegate keeps.
+const (
+	maxIDLen    = 256
+	maxUnitLen  = 32
+	maxFieldLen = 128
+	// MaxReadings bounds the readings one message may carry (fields of a JSON object,
+	// records of a SenML pack): each becomes a record in the buffer.
+	MaxReadings = 1024
+)
+
+// decodeJSON reads a JSON object (SPEC §2):
+//
+//	{"value": 21.5, "ts": <unix s | unix ms | RFC 3339>, "id": "...", "unit": "Cel"}
+//
+// one reading; or, without "value", one reading per numeric (or boolean: 1/0) member
+// other than ts, id and unit, in payload order:
+//
+//	{"ts": ..., "temperature": 21.5, "humidity": 40}
+//
+// Members of other types (strings, objects, arrays, null) are ignored. "id" names the
+// single reading; with several readings, reading <field> gets id "<id>:<field>". "unit"
+// applies to every reading. A bare number is accepted too, as devices often send one on a
+// json route.
+func decodeJSON(p []byte) ([]reading, error) {
+	t := bytes.TrimSpace(p)
+	if len(t) == 0 {
+		return nil, malformed("empty payload")
+	}
+	if t[0] != '{' {
+		if rs, err := decodeNumber(t); err == nil {
+			return rs, nil
+		}
+		return nil, malformed("payload is not a JSON object or a number")
+	}
+	if !utf8.Valid(t) {
+		return nil, malformed("payload is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(t))
+	dec.UseNumber()
+	var (
+		single         *reading
+		fields         []reading
+		ts             time.Time
+		hasTS          bool
+		id, unit       string
+		hasID, hasUnit bool
+		tooMany        bool
+	)
+	err := members(dec, "JSON object", func(name string, raw json.RawMessage) error {
+		switch name {
+		case "value":
+			v, ok, err := jsonValue(raw)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return malformed(`"value" must be a number or a boolean`)
+			}
+			single = &reading{field: "value", value: v}
+		case "ts":
+			var err error
+			ts, hasTS, err = parseTS(raw)
+			return err
+		case "id":
+			s, err := jsonString(raw, "id", maxIDLen)
+			if err != nil {
+				return err
+			}
+			if s == "" {
+				return malformed(`"id" must not be empty`)
+			}
+			id, hasID = s, true
+		case "unit":
+			s, err := jsonString(raw, "unit", maxUnitLen)
+			if err != nil {
+				return err
+			}
+			unit, hasUnit = s, true
+		default:
+			v, ok, err := jsonValue(raw)
+			if err != nil || !ok {
+				return err // other types are ignored
+			}
+			if err := checkField(name); err != nil {
+				return err
+			}
+			if len(fields) == MaxReadings {
+				tooMany = true
+				return nil
+			}
+			fields = append(fields, reading{field: name, named: true, value: v})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if single != nil {
+		fields = append(fields[:0], *single)
+	} else if tooMany {
+		return nil, malformed("more than %d readings in one message", MaxReadings)
+	}
+	if len(fields) == 0 {
+		return nil, malformed(`JSON object has no numeric "value" and no numeric field`)
+	}
+	for i := range fields {
+		r := &fields[i]
+		r.ts, r.hasTS = ts, hasTS
+		if hasUnit {
+			r.unit = unit
+		}
+		if hasID {
+			r.id = id
+			if r.named {
+				r.id = id + ":" + r.field
+			}
+		}
+	}
+	return fields, nil
+}
+
+// members calls fn for each member of the JSON object that dec is at, in order, and checks
+// that nothing follows the object. Duplicate names are an error: which one a device meant
+// is unknowable. fn's errors are returned as they are.
+func members(dec *json.Decoder, what string, fn func(name string, raw json.RawMessage) error) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return malformed("invalid JSON: %v", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return malformed("%s expected", what)
+	}
+	if err := objectBody(dec, fn); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return malformed("invalid JSON: data after the %s", what)
+	}
+	return nil
+}
+
+// objectBody reads the members of an object whose '{' was consumed, and its '}'.
+func objectBody(dec *json.Decoder, fn func(name string, raw json.RawMessage) error) error {
+	var seen map[string]struct{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return malformed("invalid JSON: %v", err)
+		}
+		name, _ := tok.(string)
+		if _, dup := seen[name]; dup {
+			return malformed("invalid JSON: member %q appears twice", name)
+		}
+		if seen == nil {
+			seen = make(map[string]struct{}, 8)
+		}
+		seen[name] = struct{}{}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return malformed("invalid JSON: %v", err)
+		}
+		if err := fn(name, raw); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return malformed("invalid JSON: %v", err)
+	}
+	return nil
+}
+
+// jsonValue reads a JSON number, or a boolean as 1 or 0. ok is false for other types.
+func jsonValue(raw json.RawMessage) (v float64, ok bool, err error) {
+	switch raw[0] {
+	case 't':
+		return 1, true, nil
+	case 'f':
+		return 0, true, nil
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		v, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil {
+			return 0, false, malformed("number %s is out of range", raw)
+		}
+		return v, true, nil
+	}
+	return 0, false, nil
+}
+
+// jsonString reads a JSON string member of at most max bytes.
+func jsonString(raw json.RawMessage, name string, max int) (string, error) {
+	var s string
+	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", malformed("%q must be a string", name)
+	}
+	if len(s) > max {
+		return "", malformed("%q is longer than %d bytes", name, max)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return "", malformed("%q contains a control character", name)
+		}
+	}
+	return s, nil
+}
+
+// checkField checks a JSON member name that becomes part of a series name.
+func checkField(name string) error {
+	if name == "" || len(name) > maxFieldLen {
+		return malformed("field name %q: 1 to %d bytes expected", name, maxFieldLen)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return malformed("field name %q contains a control character", name)
+		}
+	}
+	return nil
+}

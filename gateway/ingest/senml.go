@@ -1,0 +1,250 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// SenML (RFC 8428) handling, decided here and documented in the README:
+//
+//   - Base fields bn, bt, bu, bv apply to their record and every later one until a record
+//     sets them again. bs and s (sums) are not readings and are ignored, as are ut and l.
+//   - A record yields a reading when it has v (value bv + v) or vb (1 for true, 0 for
+//     false). Records with vs or vd (string and data values), or with no value at all
+//     (base-only records), yield none. More than one of v, vs, vb, vd in a record is an
+//     error.
+//   - Name is bn + n; it must be non-empty and use only A-Z a-z 0-9 - : . / _, starting
+//     with a letter or digit (RFC 8428 §4.5.1).
+//   - Time is bt + t in seconds: at or above 2^28 it is absolute (since 1970); below, it is
+//     relative to the arrival of the message (0 or absent: "now", negative: the past).
+//     Absolute times must fall in the years 2000..2200.
+//   - Unit is u, else bu, else the route's unit.
+//   - bver above 10 is refused (RFC 8428 §4.4); every bver of a pack must agree.
+//   - Unknown labels are ignored, except those ending in '_', which RFC 8428 §4.4 says a
+//     receiver must understand: the pack is refused.
+//   - A pack that yields no reading is refused as malformed.
+
+// senmlRelativeLimit: SenML times below 2^28 s are relative to now (RFC 8428 §4.5.3).
+const senmlRelativeLimit = 1 << 28
+
+const senmlMaxVersion = 10
+
+type senmlRecord struct {
+	bn, bu, n, u *string
+	bt, bv, t, v *float64
+	vb           *bool
+	bver         *float64
+	values       int // how many of v, vs, vb, vd are present
+}
+
+// decodeSenML reads a SenML JSON pack. now resolves relative times.
+func decodeSenML(p []byte, now time.Time) ([]reading, error) {
+	t := bytes.TrimSpace(p)
+	if len(t) == 0 || t[0] != '[' {
+		return nil, malformed("SenML pack must be a JSON array")
+	}
+	if !utf8.Valid(t) {
+		return nil, malformed("payload is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(t))
+	dec.UseNumber()
+	if _, err := dec.Token(); err != nil {
+		return nil, malformed("invalid JSON: %v", err)
+	}
+	var (
+		out                []reading
+		baseName, baseUnit string
+		baseTime, baseVal  float64
+		version            float64 = -1
+		count              int
+	)
+	for dec.More() {
+		count++
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, malformed("invalid JSON: %v", err)
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '{' {
+			return nil, malformed("SenML record %d is not a JSON object", count)
+		}
+		var r senmlRecord
+		if err := objectBody(dec, r.set); err != nil {
+			return nil, senmlErr(count, err)
+		}
+		if r.bver != nil {
+			v := *r.bver
+			if v != math.Trunc(v) || v < 1 {
+				return nil, malformed("SenML record %d: bver must be a positive integer", count)
+			}
+			if v > senmlMaxVersion {
+				return nil, malformed("SenML record %d: version %g is not supported (at most %d)", count, v, senmlMaxVersion)
+			}
+			if version >= 0 && version != v {
+				return nil, malformed("SenML record %d: bver %g differs from the pack's %g", count, v, version)
+			}
+			version = v
+		}
+		if r.bn != nil {
+			baseName = *r.bn
+		}
+		if r.bt != nil {
+			baseTime = *r.bt
+		}
+		if r.bu != nil {
+			baseUnit = *r.bu
+		}
+		if r.bv != nil {
+			baseVal = *r.bv
+		}
+		if r.values > 1 {
+			return nil, malformed("SenML record %d has more than one of v, vs, vb, vd", count)
+		}
+		var value float64
+		switch {
+		case r.v != nil:
+			value = baseVal + *r.v
+		case r.vb != nil:
+			if *r.vb {
+				value = 1
+			}
+		default:
+			continue // string, data, sum-only or base-only record: no reading
+		}
+		if math.IsInf(value, 0) {
+			return nil, malformed("SenML record %d: value out of range", count)
+		}
+		name := baseName
+		if r.n != nil {
+			name += *r.n
+		}
+		if err := checkSenMLName(name); err != nil {
+			return nil, senmlErr(count, err)
+		}
+		rd := reading{field: name, named: true, value: value, unit: baseUnit, hasTS: true}
+		if r.u != nil {
+			rd.unit = *r.u
+		}
+		if len(rd.unit) > maxUnitLen {
+			return nil, malformed("SenML record %d: unit longer than %d bytes", count, maxUnitLen)
+		}
+		tm := baseTime
+		if r.t != nil {
+			tm += *r.t
+		}
+		switch {
+		case math.IsInf(tm, 0) || math.Abs(tm) > 1e13:
+			return nil, malformed("SenML record %d: time out of range", count)
+		case tm >= senmlRelativeLimit:
+			rd.ts = unixSeconds(tm)
+			if err := checkTS(rd.ts); err != nil {
+				return nil, malformed("SenML record %d: time %.3f is %v", count, tm, err)
+			}
+		default:
+			rd.ts = now.Add(time.Duration(math.Round(tm*1e6)) * time.Microsecond)
+		}
+		if len(out) == MaxReadings {
+			return nil, malformed("more than %d readings in one message", MaxReadings)
+		}
+		out = append(out, rd)
+	}
+	if _, err := dec.Token(); err != nil { // the closing ']'
+		return nil, malformed("invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, malformed("invalid JSON: data after the SenML pack")
+	}
+	if count == 0 {
+		return nil, malformed("empty SenML pack")
+	}
+	if len(out) == 0 {
+		return nil, malformed("SenML pack has no numeric reading (v or vb)")
+	}
+	return out, nil
+}
+
+func senmlErr(rec int, err error) error {
+	if e, ok := err.(*Error); ok {
+		return &Error{Reason: e.Reason, Err: fmt.Errorf("SenML record %d: %w", rec, e.Err)}
+	}
+	return err
+}
+
+// set fills one SenML label of the record from its JSON value.
+func (r *senmlRecord) set(name string, raw json.RawMessage) error {
+	str := func() (*string, error) {
+		s, err := jsonString(raw, name, maxFieldLen*2)
+		return &s, err
+	}
+	num := func() (*float64, error) {
+		if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+			return nil, malformed("%q must be a number", name)
+		}
+		v, _, err := jsonValue(raw)
+		return &v, err
+	}
+	var err error
+	switch name {
+	case "bn":
+		r.bn, err = str()
+	case "bu":
+		r.bu, err = str()
+	case "n":
+		r.n, err = str()
+	case "u":
+		r.u, err = str()
+	case "bt":
+		r.bt, err = num()
+	case "bv":
+		r.bv, err = num()
+	case "t":
+		r.t, err = num()
+	case "bver":
+		r.bver, err = num()
+	case "v":
+		r.v, err = num()
+		r.values++
+	case "vb":
+		if raw[0] != 't' && raw[0] != 'f' {
+			return malformed(`"vb" must be true or false`)
+		}
+		b := raw[0] == 't'
+		r.vb = &b
+		r.values++
+	case "vs", "vd":
+		if raw[0] != '"' {
+			return malformed("%q must be a string", name)
+		}
+		r.values++
+	case "bs", "s", "ut":
+		_, err = num()
+	case "l":
+	default:
+		if strings.HasSuffix(name, "_") {
+			return malformed("label %q must be understood (RFC 8428 §4.4) and is not", name)
+		}
+	}
+	return err
+}
+
+// checkSenMLName applies RFC 8428 §4.5.1 to a resolved name.
+func checkSenMLName(name string) error {
+	if name == "" {
+		return malformed("name (bn + n) is empty")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if i == 0 && !alnum {
+			return malformed("name %q must start with a letter or a digit", name)
+		}
+		if !alnum && c != '-' && c != ':' && c != '.' && c != '/' && c != '_' {
+			return malformed("name %q: only A-Z a-z 0-9 - : . / _ are allowed", name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,364 @@
+package gateway
+
+import (
+	"encoding/json"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/broker"
+	"github.com/edgegate/edgegate/gateway/ops"
+	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/uplink"
+)
+
+// Metrics are the edgegate_ families a gateway exposes (SPEC §6). The README's metrics
+// table lists exactly these, plus ops.RuntimeMetrics; a test keeps the two in step.
+var Metrics = []ops.Desc{
+	{Name: "edgegate_build_info", Type: ops.Gauge, Help: "Always 1; the labels say which build runs.", Labels: []string{"version", "goarch"}},
+	{Name: "edgegate_ready", Type: ops.Gauge, Help: "1 when the broker listens, the buffer is open and every uplink runs."},
+	{Name: "edgegate_ingest_messages_total", Type: ops.Counter, Help: "Messages that entered the ingest path, by source (mqtt, sensor) and outcome (stored, duplicate, raw, dropped, refused).", Labels: []string{"source", "outcome"}},
+	{Name: "edgegate_ingest_records_total", Type: ops.Counter, Help: "Records appended to the raw log (duplicates excluded)."},
+	{Name: "edgegate_ingest_refusals_total", Type: ops.Counter, Help: "Refused messages, by reason.", Labels: []string{"reason"}},
+	{Name: "edgegate_dedup_hits_total", Type: ops.Counter, Help: "Records dropped because their id was seen within the dedup TTL."},
+	{Name: "edgegate_buffer_bytes", Type: ops.Gauge, Help: "Bytes the buffer's store takes on disk."},
+	{Name: "edgegate_buffer_budget_bytes", Type: ops.Gauge, Help: "The buffer's disk budget (buffer.max_bytes)."},
+	{Name: "edgegate_buffer_log_records", Type: ops.Gauge, Help: "Records kept in a log of the buffer.", Labels: []string{"log"}},
+	{Name: "edgegate_buffer_log_bytes", Type: ops.Gauge, Help: "Bytes of the records kept in a log of the buffer.", Labels: []string{"log"}},
+	{Name: "edgegate_buffer_oldest_age_seconds", Type: ops.Gauge, Help: "Age of the oldest record kept in a log (by its timestamp).", Labels: []string{"log"}},
+	{Name: "edgegate_buffer_dropped_records_total", Type: ops.Counter, Help: "Records dropped to keep the buffer within its budget, by policy.", Labels: []string{"policy"}},
+	{Name: "edgegate_buffer_commits_total", Type: ops.Counter, Help: "Write groups committed (group commit: many appends share one)."},
+	{Name: "edgegate_buffer_fsyncs_total", Type: ops.Counter, Help: "fsyncs of the buffer."},
+	{Name: "edgegate_pipeline_panes_total", Type: ops.Counter, Help: "Window panes emitted, by timing (EARLY, ON_TIME, LATE).", Labels: []string{"pipeline", "timing"}},
+	{Name: "edgegate_pipeline_late_dropped_total", Type: ops.Counter, Help: "Records too late for their window (past allowed_lateness), sent to the late topic.", Labels: []string{"pipeline"}},
+	{Name: "edgegate_pipeline_watermark_seconds", Type: ops.Gauge, Help: "The pipeline's watermark, in unix seconds.", Labels: []string{"pipeline"}},
+	{Name: "edgegate_pipeline_watermark_lag_seconds", Type: ops.Gauge, Help: "How far the watermark is behind the gateway clock.", Labels: []string{"pipeline"}},
+	{Name: "edgegate_uplink_batches_total", Type: ops.Counter, Help: "Batches the upstream acknowledged.", Labels: []string{"uplink"}},
+	{Name: "edgegate_uplink_records_total", Type: ops.Counter, Help: "Records the upstream acknowledged.", Labels: []string{"uplink"}},
+	{Name: "edgegate_uplink_errors_total", Type: ops.Counter, Help: "Failed sends.", Labels: []string{"uplink"}},
+	{Name: "edgegate_uplink_backlog_records", Type: ops.Gauge, Help: "Log entries not yet acknowledged by the upstream.", Labels: []string{"uplink"}},
+	{Name: "edgegate_uplink_oldest_unsent_age_seconds", Type: ops.Gauge, Help: "Age of the oldest record not yet acknowledged (by its timestamp); 0 when none.", Labels: []string{"uplink"}},
+	{Name: "edgegate_uplink_dead_letter_batches_total", Type: ops.Counter, Help: "Batches the upstream refused permanently, kept in the dead-letter log.", Labels: []string{"uplink"}},
+	{Name: "edgegate_uplink_connected", Type: ops.Gauge, Help: "1 when the last send was acknowledged.", Labels: []string{"uplink"}},
+	{Name: "edgegate_sensor_reads_total", Type: ops.Counter, Help: "Sensor read attempts.", Labels: []string{"sensor"}},
+	{Name: "edgegate_sensor_errors_total", Type: ops.Counter, Help: "Failed sensor reads.", Labels: []string{"sensor"}},
+	{Name: "edgegate_sensor_up", Type: ops.Gauge, Help: "1 when the sensor's last read succeeded.", Labels: []string{"sensor"}},
+	{Name: "edgegate_clock_synchronized", Type: ops.Gauge, Help: "1 when the wall clock is synchronised (or trusted by config)."},
+	{Name: "edgegate_clock_held_records", Type: ops.Gauge, Help: "Readings held until the clock syncs."},
+	{Name: "edgegate_clock_corrected_records_total", Type: ops.Counter, Help: "Held readings rewritten to wall time after the clock synced."},
+	{Name: "edgegate_clock_uncorrected_records_total", Type: ops.Counter, Help: "Held readings released without a correction, flagged with the label clock=unsynced."},
+	{Name: "edgegate_config_reloads_total", Type: ops.Counter, Help: "SIGHUP reloads, by result (applied, unchanged, failed).", Labels: []string{"result"}},
+	{Name: "edgegate_watchdog_stalls_total", Type: ops.Counter, Help: "Watchdog checks that found a component stuck (systemd's watchdog was not pinged).", Labels: []string{"component"}},
+}
+
+// Collect writes the gateway's figures (the families of Metrics) into w.
+func (g *Gateway) Collect(w *ops.Writer) {
+	w.Add("edgegate_build_info", 1, g.opts.Version, goarch)
+	w.AddBool("edgegate_ready", allOK(g.Checks()))
+
+	for _, src := range broker.Sources {
+		for _, oc := range broker.Outcomes {
+			w.AddUint("edgegate_ingest_messages_total", g.hook.Sources().Count(src, oc), src.String(), oc.String())
+		}
+	}
+	w.AddUint("edgegate_ingest_records_total", g.hook.Stats().Records.Load())
+	for reason, n := range g.refusals() {
+		w.AddUint("edgegate_ingest_refusals_total", n, reason)
+	}
+
+	st := g.store.Stats()
+	w.AddUint("edgegate_dedup_hits_total", st.DedupHits.Load())
+	w.AddUint("edgegate_buffer_commits_total", st.Groups.Load())
+	w.AddUint("edgegate_buffer_fsyncs_total", st.Syncs.Load())
+	b := g.bufferStatus()
+	w.Add("edgegate_buffer_bytes", float64(b.Bytes))
+	w.Add("edgegate_buffer_budget_bytes", float64(b.BudgetBytes))
+	for _, l := range b.Logs {
+		w.AddUint("edgegate_buffer_log_records", l.Records, l.Name)
+		if l.Bytes != nil {
+			w.Add("edgegate_buffer_log_bytes", float64(*l.Bytes), l.Name)
+		}
+		if l.OldestAgeS != nil {
+			w.Add("edgegate_buffer_oldest_age_seconds", *l.OldestAgeS, l.Name)
+		}
+	}
+	for policy, n := range g.drops() {
+		w.AddUint("edgegate_buffer_dropped_records_total", n, policy)
+	}
+
+	for _, u := range g.uplinks {
+		w.AddUint("edgegate_uplink_dead_letter_batches_total", u.Stats().DeadLetters.Load(), u.Name())
+	}
+	for _, u := range g.uplinkStatus() {
+		w.AddUint("edgegate_uplink_batches_total", u.Batches, u.Name)
+		w.AddUint("edgegate_uplink_records_total", u.Records, u.Name)
+		w.AddUint("edgegate_uplink_errors_total", u.Errors, u.Name)
+		w.AddUint("edgegate_uplink_backlog_records", u.Backlog, u.Name)
+		age := 0.0
+		if u.OldestUnsentAgeS != nil {
+			age = *u.OldestUnsentAgeS
+		}
+		w.Add("edgegate_uplink_oldest_unsent_age_seconds", age, u.Name)
+		w.AddBool("edgegate_uplink_connected", u.State == "sending", u.Name)
+	}
+
+	for _, s := range g.sensorStatus() {
+		w.AddUint("edgegate_sensor_reads_total", s.Reads, s.Name)
+		w.AddUint("edgegate_sensor_errors_total", s.Errors, s.Name)
+		w.AddBool("edgegate_sensor_up", s.Up, s.Name)
+	}
+
+	for _, p := range g.pipelineStatus() {
+		for timing, n := range p.Panes {
+			w.AddUint("edgegate_pipeline_panes_total", n, p.Name, timing)
+		}
+		w.AddUint("edgegate_pipeline_late_dropped_total", p.LateDropped, p.Name)
+		if p.Watermark != nil {
+			w.Add("edgegate_pipeline_watermark_seconds", float64(p.Watermark.UnixMilli())/1e3, p.Name)
+		}
+		if p.WatermarkLag != nil {
+			w.Add("edgegate_pipeline_watermark_lag_seconds", *p.WatermarkLag, p.Name)
+		}
+	}
+
+	c := g.clockStatus()
+	w.AddBool("edgegate_clock_synchronized", c.Synced)
+	w.AddUint("edgegate_clock_held_records", c.Held)
+	w.AddUint("edgegate_clock_corrected_records_total", c.Corrected)
+	w.AddUint("edgegate_clock_uncorrected_records_total", c.Uncorrected)
+
+	for _, r := range reloadResults {
+		w.AddUint("edgegate_config_reloads_total", g.ops.reloads[r].Load(), r)
+	}
+	for _, p := range g.Probes() {
+		w.AddUint("edgegate_watchdog_stalls_total", g.stallCount(p.Name), p.Name)
+	}
+}
+
+// Status is the /status document (without the rates and checks the ops server adds).
+func (g *Gateway) Status() ops.Status {
+	now := g.opts.Clock.Now()
+	is := g.hook.Stats()
+	refusals := g.refusals()
+	var refused uint64
+	for _, n := range refusals {
+		refused += n
+	}
+	var msgs uint64
+	for _, src := range broker.Sources {
+		for _, oc := range broker.Outcomes {
+			msgs += g.hook.Sources().Count(src, oc)
+		}
+	}
+	return ops.Status{
+		Gateway: g.cfg.Gateway.ID,
+		Version: g.opts.Version,
+		Time:    now.UTC(),
+		UptimeS: now.Sub(g.ops.started).Seconds(),
+		Clock:   g.clockStatus(),
+		Ingest: ops.IngestStatus{
+			Messages:   msgs,
+			Records:    is.Records.Load(),
+			Duplicates: is.Dups.Load(),
+			Refused:    refused,
+			Refusals:   refusals,
+		},
+		Buffer:    g.bufferStatus(),
+		Uplinks:   g.uplinkStatus(),
+		Pipelines: g.pipelineStatus(),
+		Sensors:   g.sensorStatus(),
+	}
+}
+
+// Checks are the readiness conditions of /readyz (SPEC §6): the broker listens, the buffer
+// is open, every uplink runs (an uplink backing off from an unreachable upstream still
+// runs: being offline is normal for a gateway).
+func (g *Gateway) Checks() []ops.Check {
+	var cs []ops.Check
+	select {
+	case <-g.ready:
+		select {
+		case <-g.stopping:
+			cs = append(cs, ops.Check{Name: "broker", OK: false, Detail: "shutting down"})
+		default:
+			cs = append(cs, ops.Check{Name: "broker", OK: true, Detail: "listening on " + joinAddrs(g.broker.Addrs())})
+		}
+	default:
+		cs = append(cs, ops.Check{Name: "broker", OK: false, Detail: "starting"})
+	}
+	if _, _, err := g.store.Get("ops/probe"); err != nil {
+		cs = append(cs, ops.Check{Name: "buffer", OK: false, Detail: err.Error()})
+	} else {
+		cs = append(cs, ops.Check{Name: "buffer", OK: true, Detail: "open"})
+	}
+	for _, u := range g.uplinks {
+		st := g.uplinkState(u.Name(), u.Status())
+		cs = append(cs, ops.Check{Name: "uplink " + u.Name(), OK: st != "stopped", Detail: st})
+	}
+	return cs
+}
+
+func allOK(cs []ops.Check) bool {
+	for _, c := range cs {
+		if !c.OK {
+			return false
+		}
+	}
+	return len(cs) > 0
+}
+
+func joinAddrs(as []string) string {
+	s := ""
+	for i, a := range as {
+		if i > 0 {
+			s += ", "
+		}
+		s += a
+	}
+	return s
+}
+
+// refusals are the refusal counters by reason.
+func (g *Gateway) refusals() map[string]uint64 {
+	out := map[string]uint64{}
+	for reason, n := range g.hook.Refusals().Snapshot() {
+		out[string(reason)] = n
+	}
+	return out
+}
+
+// drops are the records the buffer deleted before every consumer had them: to stay within
+// its budget (drop_oldest) or for their age (retention). Refused appends (reject) are
+// counted by ingest, as refusals with reason buffer_full.
+func (g *Gateway) drops() map[string]uint64 {
+	st := g.store.Stats()
+	return map[string]uint64{"drop_oldest": st.Dropped.Load(), "retention": st.Expired.Load()}
+}
+
+// budget is the buffer's disk budget in bytes (0: none configured).
+func (g *Gateway) budget() int64 { return int64(g.cfg.Buffer.MaxBytes) }
+
+// logs lists the buffer's logs the gateway writes.
+func (g *Gateway) logs() []string {
+	return []string{broker.RawLog, HoldLog}
+}
+
+func (g *Gateway) bufferStatus() ops.BufferStatus {
+	now := g.opts.Clock.Now()
+	b := ops.BufferStatus{BudgetBytes: g.budget()}
+	_, _, err := g.store.Get("ops/probe")
+	b.Open = err == nil
+	b.Bytes = dirSize(g.bufferDir())
+	for _, name := range g.logs() {
+		ls := ops.LogStatus{Name: name}
+		last, err := g.store.LastSeq(name)
+		if err == nil && last > 0 {
+			first, ts, ok := g.firstEntry(name, 0)
+			if ok {
+				ls.Records = last - first + 1
+				age := now.Sub(ts).Seconds()
+				ls.OldestAgeS = &age
+			}
+		}
+		b.Logs = append(b.Logs, ls)
+	}
+	for _, d := range g.drops() {
+		b.Dropped += d
+	}
+	return b
+}
+
+// firstEntry returns the sequence number and timestamp of the first entry of log at or
+// after from.
+func (g *Gateway) firstEntry(log string, from uint64) (seq uint64, ts time.Time, ok bool) {
+	_, _ = g.store.Read(log, from, 1, func(s uint64, v []byte) error {
+		var r struct {
+			TS time.Time `json:"ts"`
+		}
+		seq, ok = s, true
+		if json.Unmarshal(v, &r) == nil {
+			ts = r.TS
+		}
+		return buffer.ErrStop
+	})
+	if ok && ts.IsZero() {
+		ts = g.opts.Clock.Now()
+	}
+	return seq, ts, ok
+}
+
+// dirSize is the disk space the files under dir take (allocated blocks, as du counts:
+// Badger preallocates sparse files whose apparent size says little).
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		} else {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
+	var out []ops.UplinkStatus
+	for _, u := range g.uplinks {
+		st := u.Status()
+		us := ops.UplinkStatus{
+			Name: st.Name, Type: st.Type, State: g.uplinkState(u.Name(), st),
+			Backlog: st.Backlog, Batches: st.Batches, Records: st.Records, Errors: st.Errors,
+			LastError: st.LastError,
+		}
+		if st.Backlog > 0 && !st.OldestUnsent.IsZero() {
+			age := st.OldestUnsentAge.Seconds()
+			us.OldestUnsentAgeS = &age
+		}
+		out = append(out, us)
+	}
+	return out
+}
+
+// uplinkState is sending (the last send was acknowledged), backoff (the upstream is
+// unreachable), idle (nothing sent yet) or stopped (its goroutine ended).
+func (g *Gateway) uplinkState(name string, st uplink.Status) string {
+	if r, ok := g.ops.running[name]; ok && !r.Load() {
+		return "stopped"
+	}
+	switch {
+	case st.BackingOff || st.Errors > 0 && !st.Connected:
+		return "backoff"
+	case st.Connected:
+		return "sending"
+	default:
+		return "idle"
+	}
+}
+
+func (g *Gateway) sensorStatus() []ops.SensorStatus {
+	var out []ops.SensorStatus
+	for _, st := range g.poller.Status() {
+		c := g.poller.Stats(st.Name)
+		out = append(out, ops.SensorStatus{
+			Name: st.Name, Driver: st.Driver, State: st.State, LastError: st.LastError,
+			Up:    st.State == sensors.StateUp || st.State == sensors.StatePartial,
+			Reads: c.Reads.Load(), Errors: c.Errors.Load(),
+		})
+	}
+	return out
+}
+
+// pipelineStatus reports the pipelines (none run in this build yet).
+func (g *Gateway) pipelineStatus() []ops.PipelineStatus {
+	return nil
+}

@@ -1,0 +1,25 @@
+#!/bin/sh
+# edgegate postinst: create the edgegate user, let it read the config, reload systemd.
+# A first install does not start the service: edit the config, then enable it. An upgrade
+# restarts a running service.
+set -e
+if [ "$1" = "configure" ]; then
+	if command -v systemd-sysusers >/dev/null 2>&1; then
+		systemd-sysusers edgegate.conf
+	elif ! getent passwd edgegate >/dev/null; then
+		adduser --system --group --home /var/lib/edgegate --no-create-home --shell /usr/sbin/nologin edgegate
+		for g in i2c gpio; do getent group "$g" >/dev/null || addgroup --system "$g"; adduser edgegate "$g"; done
+	fi
+	if [ -z "$2" ]; then
+		# First install: the config holds no secrets by design, but keep it from other users.
+		chgrp edgegate /etc/edgegate/edgegate.yaml && chmod 0640 /etc/edgegate/edgegate.yaml
+		echo "edgegate: edit /etc/edgegate/edgegate.yaml, then: systemctl enable --now edgegate"
+	fi
+	if [ -d /run/systemd/system ]; then
+		systemctl daemon-reload || true
+		if [ -n "$2" ]; then
+			systemctl try-restart edgegate.service || true
+		fi
+	fi
+fi
+exit 0
