@@ -31,9 +31,10 @@ gateway: {id: gw-buffer-test, data_dir: %q}
 broker:
   listeners: [{type: tcp, address: %q}]
   allow_anonymous: true
+  max_rate_per_client: 1000000
 routes:
   - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
-ops: {log: {level: warn}}
+ops: {log: {level: warn}, listen: "off", clock: {mode: trust}}
 %s`, dir, addr, extra)
 	p := filepath.Join(dir, "edgegate.yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
@@ -244,10 +245,12 @@ func TestRejectWhenFullAtTheBroker(t *testing.T) {
 	}
 	hook := broker.NewIngestHook(context.Background(), router, store, clock.Real{}, log)
 	addr := freeAddr(t)
-	b, err := broker.New(config.Broker{
-		Listeners: []config.Listener{{Type: "tcp", Address: addr}}, AllowAnonymous: true,
-		MaxPacketBytes: 64 << 10, MaxClients: 10,
-	}, hook, log)
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(
+		"gateway: {id: gw}\nbroker: {allow_anonymous: true, listeners: [{type: tcp, address: %q}]}\n", addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(cfg.Broker, hook, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,7 +144,9 @@ type Store struct {
 	// Owned by the writer goroutine.
 	dedup   *idCache
 	witness *witness
-	highs   map[string]uint64 // what the witness last recorded
+	highs   map[string]uint64 // what the witness last recorded; the syncer's, if any
+	synced  chan []*request   // committed groups waiting for their fsync (sync: always)
+	broken  atomic.Pointer[error]
 	usage   usage
 	tuning  tuning
 	dirty   bool // written since the last fsync (interval mode)

@@ -88,8 +88,10 @@ func (r *request) delta(ls *logState) *logDelta {
 }
 
 // writer is the only goroutine that writes to Badger. It takes every request that is
-// queued, applies them in as few transactions as Badger's batch limits allow, fsyncs once,
-// then releases all their waiters.
+// queued and applies them in as few transactions as Badger's batch limits allow. With
+// sync: always it hands the committed group to the syncer and goes on with the next one
+// while the fsync runs, so a group fills up during the previous group's fsync (group
+// commit, pipelined); with an interval it releases the waiters at once.
 func (s *Store) writer() {
 	defer close(s.done)
 	var tick <-chan time.Time
@@ -97,6 +99,11 @@ func (s *Store) writer() {
 		t := time.NewTicker(s.opts.SyncInterval)
 		defer t.Stop()
 		tick = t.C
+	} else {
+		s.synced = make(chan []*request, 2)
+		syncerDone := make(chan struct{})
+		go s.syncer(syncerDone)
+		defer func() { close(s.synced); <-syncerDone }()
 	}
 	group := make([]*request, 0, 64)
 	for {
@@ -131,6 +138,41 @@ func (s *Store) writer() {
 	}
 }
 
+// syncer fsyncs what the writer committed and releases its waiters, taking every group
+// committed meanwhile under one fsync. It owns the witness while it runs.
+func (s *Store) syncer(done chan struct{}) {
+	defer close(done)
+	for g := range s.synced {
+		batch := g
+	more:
+		for {
+			select {
+			case g, ok := <-s.synced:
+				if !ok {
+					break more
+				}
+				batch = append(batch, g...)
+			default:
+				break more
+			}
+		}
+		if err := s.sync(); err != nil {
+			// The entries are in Badger but maybe not on disk, and Badger's state after a
+			// failed fsync is unknown: refuse everything from now on (a restart recovers
+			// from what is on disk) rather than acknowledge what may be lost.
+			err = fmt.Errorf("buffer: fsync: %w", err)
+			s.broken.CompareAndSwap(nil, &err)
+			for _, r := range batch {
+				r.err = err
+				r.results = nil
+				close(r.done)
+			}
+			continue
+		}
+		s.release(batch)
+	}
+}
+
 func (s *Store) sync() error {
 	s.stats.Syncs.Add(1)
 	if err := s.db.Sync(); err != nil {
@@ -144,6 +186,12 @@ func (s *Store) sync() error {
 // decision, then appends and updates in shared transactions, one fsync, and the release
 // of every waiter.
 func (s *Store) apply(group []*request) {
+	if e := s.broken.Load(); e != nil {
+		for _, r := range group {
+			s.fail(r, *e)
+		}
+		return
+	}
 	var ok, work []*request
 	for _, r := range group {
 		if r.kind == reqDrop {
@@ -215,18 +263,31 @@ func (s *Store) apply(group []*request) {
 		return
 	}
 	if s.opts.SyncInterval == 0 {
-		if err := s.sync(); err != nil {
-			err = fmt.Errorf("buffer: fsync: %w", err)
-			for _, r := range ok {
-				s.fail(r, err)
-			}
-			return
-		}
-	} else {
-		s.dirty = true
+		s.synced <- ok
+		return
 	}
+	s.dirty = true
+	s.release(ok)
+}
+
+// release makes a durable group visible and returns to its waiters: the log positions
+// move, readers waiting on them wake, and the witness records the new high marks.
+func (s *Store) release(ok []*request) {
 	s.stats.Groups.Add(1)
-	s.recordHighs()
+	changed := false
+	for _, r := range ok {
+		for ls, d := range r.deltas {
+			if d.last > s.highs[ls.name] {
+				s.highs[ls.name] = d.last
+				changed = true
+			}
+		}
+	}
+	if changed {
+		if err := s.witness.write(s.highs); err != nil {
+			s.log.Warn("cannot update the witness file; a later torn-tail loss may go unreported", "err", err)
+		}
+	}
 	for _, r := range ok {
 		s.stats.Appended.Add(uint64(r.stored))
 		for ls, d := range r.deltas {
@@ -317,24 +378,6 @@ func (s *Store) commitTxn(txn *badger.Txn, reqs []*request) error {
 	s.dedupKeys.Add(dedups)
 	s.usage.written += written
 	return nil
-}
-
-// recordHighs rewrites the witness when a log's high mark moved.
-func (s *Store) recordHighs() {
-	changed := false
-	s.mu.Lock()
-	for name, ls := range s.logs {
-		if h := ls.next - 1; h != s.highs[name] {
-			s.highs[name] = h
-			changed = true
-		}
-	}
-	s.mu.Unlock()
-	if changed {
-		if err := s.witness.write(s.highs); err != nil {
-			s.log.Warn("cannot update the witness file; a later torn-tail loss may go unreported", "err", err)
-		}
-	}
 }
 
 func (s *Store) fail(r *request, err error) {
