@@ -138,12 +138,12 @@ func BenchmarkIngestQoS1(b *testing.B) {
 	}
 }
 
-// BenchmarkLatencyAt5k is publish→PUBACK latency at a fixed 5,000 msg/s (10 publishers at
-// 500 msg/s each, for 10 s per side), durable and no-op.
+// BenchmarkLatencyAt5k is publish→PUBACK latency at a fixed 5,000 msg/s (50 publishers at
+// 100 msg/s each, for 10 s per side), durable and no-op.
 func BenchmarkLatencyAt5k(b *testing.B) {
 	addr := startGateway(b, "always")
-	set := connect(b, addr, 10)
-	cfg := loadgen.Config{Publishers: 10, Window: 1000, Rate: 5000, Duration: 10 * time.Second}
+	set := connect(b, addr, 50)
+	cfg := loadgen.Config{Publishers: 50, Window: 1000, Rate: 5000, Duration: 10 * time.Second}
 	for i := 0; i < b.N; i++ {
 		cfg.Topic = noopTopic
 		noop := run(b, []*pahoSet{set}, cfg)
@@ -159,11 +159,11 @@ func BenchmarkLatencyAt5k(b *testing.B) {
 }
 
 // BenchmarkDaemonAt10k runs the edgegate binary as its own process (built for this run),
-// drives 10,000 durable msg/s into it for 60 s (LOADGEN_SECONDS overrides) from 20
+// drives 10,000 durable msg/s into it for 60 s (LOADGEN_SECONDS overrides) from 100
 // publishers, and reads its memory and its disk writes from /proc: peak RSS (VmHWM),
 // steady RSS (the median VmRSS of the second half), and bytes the process caused to be
-// written to storage per acknowledged reading. Without GOMEMLIMIT and with the unit's
-// setting scaled to a 48 MiB target.
+// written to storage per acknowledged reading. Without GOMEMLIMIT and with the systemd
+// unit's GOMEMLIMIT=96MiB.
 func BenchmarkDaemonAt10k(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads /proc")
@@ -173,7 +173,7 @@ func BenchmarkDaemonAt10k(b *testing.B) {
 	if s, err := strconv.Atoi(os.Getenv("LOADGEN_SECONDS")); err == nil && s > 0 {
 		secs = s
 	}
-	for _, limit := range []string{"", "40MiB"} {
+	for _, limit := range []string{"", "96MiB"} {
 		name := "gomemlimit=" + limit
 		if limit == "" {
 			name = "gomemlimit=none"
@@ -203,7 +203,7 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 		cmd.Wait()
 	}()
 	pid := cmd.Process.Pid
-	set := connectWait(b, addr, 20)
+	set := connectWait(b, addr, 100)
 	written0 := procIO(b, pid, "write_bytes")
 	samples := make(chan int64, 1024)
 	stop := make(chan struct{})
@@ -220,7 +220,7 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 			}
 		}
 	}()
-	res := run(b, []*pahoSet{set}, loadgen.Config{Publishers: 20, Window: 1000, Rate: 10000, Duration: d, Topic: durableTopic})
+	res := run(b, []*pahoSet{set}, loadgen.Config{Publishers: 100, Window: 1000, Rate: 10000, Duration: d, Topic: durableTopic})
 	close(stop)
 	var rss []int64
 	for s := range samples {
