@@ -8,28 +8,53 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 )
 
+const (
+	// defaultMemTableSize is Badger's memtable size here: the unit of unflushed data in RAM,
+	// and of what a flush builds in memory. Measured at 10k durable msg/s from 100
+	// publishers (BENCHMARKS.md): 8 MiB → 269 MiB steady RSS and 713 disk bytes written
+	// per reading; 4 MiB → 219 MiB and 660 B; 2 MiB → 171 MiB and 1,034 B, with values
+	// limited to 270 KiB. 4 MiB keeps values up to ~550 KiB.
+	defaultMemTableSize = 4 << 20
+	// valueThreshold keeps every value in the LSM tree; Badger requires it ≤ 15% of the
+	// memtable. Accepted MQTT packets are at most 256 KiB (broker.max_packet_bytes), and
+	// the record a payload becomes is bounded by the store, not by hope (MaxValueSize).
+	valueThreshold = 1 << 20
+)
+
 // badgerOptions sizes Badger for a 512 MiB board (DESIGN, "Badger v4.9.6"). Defaults take
-// ~510 MiB of RSS after a million writes; these stay near 160 MiB before Go returns freed
-// arenas, and far less with GOMEMLIMIT set.
-//   - two 8 MiB memtables: the bound on unflushed data in RAM;
-//   - an 8 MiB block cache (compression needs one: a zero cache with compression panics);
-//   - values up to 1 MiB live in the LSM tree (ValueThreshold ≤ 15% of the memtable), so
-//     the value log only holds the WAL-like tail and never needs GC;
+// ~510 MiB of RSS after a million writes. Here:
+//   - two memtables of 4 MiB: the bound on unflushed data in RAM;
+//   - a 4 MiB block cache (compression needs one: a zero cache with compression panics)
+//     and a 2 MiB index cache, so table indexes and bloom filters are not all resident;
+//   - values up to ~550 KiB live in the LSM tree (ValueThreshold ≤ 15% of the memtable),
+//     so the value log stays empty and never needs garbage collection; larger values are
+//     refused (MaxValueSize);
 //   - 16 MiB value-log files instead of 1 GiB ones (mmapped at twice their size);
-//   - L0 of 2 tables, stalling at 4, with the minimum of two compactors.
-func badgerOptions(dir string, lg *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
+//   - 1 MiB tables at every level and an 8 MiB base level: small compactions, hence a
+//     small headroom in the disk budget for their transient output;
+//   - L0 of 2 tables, stalling at 4, with the minimum of two compactors;
+//   - Snappy: JSON records shrink to about half on flash.
+//
+// What remains is mostly Go garbage from table building (flushes and compactions allocate
+// their tables in memory): set GOMEMLIMIT (README, "The disk buffer").
+func badgerOptions(dir string, memTable int64, lg *slog.Logger) badger.Options {
+	o := badger.DefaultOptions(dir)
+	// Tables of one size at every level (default: doubling per level): a compaction then
+	// rewrites at most a few 2 MiB tables, which halves the transient disk use measured
+	// within 100 ms (24 → 11 MiB; see the tuning comment).
+	o.TableSizeMultiplier = 1
+	return o.
 		WithLogger(badgerLogger{lg}).
 		WithSyncWrites(false). // the writer fsyncs once per group
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(memTable).
 		WithNumMemtables(2).
-		WithBaseTableSize(2 << 20).
-		WithBaseLevelSize(8 << 20).
-		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(4 << 20).
-		WithValueThreshold(1 << 20).
+		WithBaseTableSize(memTable / 4).
+		WithBaseLevelSize(2 * memTable).
+		WithBlockCacheSize(4 << 20).
+		WithIndexCacheSize(2 << 20).
+		WithValueThreshold(min(valueThreshold, memTable*15/100)).
 		WithValueLogFileSize(16 << 20).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(4).
@@ -37,6 +62,38 @@ func badgerOptions(dir string, lg *slog.Logger) badger.Options {
 		WithCompression(options.Snappy).
 		WithMetricsEnabled(true)
 }
+
+// tuning holds what the budget derives from Badger's sizes.
+type tuning struct {
+	// headroom is kept free below the limit for what the store cannot see coming between
+	// two measurements of its directory: a memtable flushed to L0 while its write-ahead
+	// log still exists, and compactions whose output exists beside their input. With
+	// 4 MiB memtables, under sustained appends and trims, the directory grew beyond what
+	// was written by up to 16.8 MiB within 100 ms, 26.5 MiB within 250 ms and 60 MiB
+	// within a second (TestMeasureCompactionSpikes); measurements come every 100 ms.
+	headroom int64
+	// floor is what Badger holds whatever the data: the write-ahead logs of the memtables
+	// (each up to a memtable) and level-0 tables waiting for compaction.
+	floor int64
+	// dropSlack is how much more than needed drop_oldest frees at once.
+	dropSlack int64
+	maxValue  int
+}
+
+func newTuning(memTable int64) tuning {
+	return tuning{
+		headroom:  8 * memTable,
+		floor:     3 * memTable,
+		dropSlack: memTable / 8,
+		// Within Badger's value threshold (kept in the LSM tree) and, with its key, within
+		// one transaction (Badger's batch limit is 15% of a memtable; the writer uses 90%).
+		maxValue: int(min(valueThreshold-1, memTable*15/100*9/10-4096)),
+	}
+}
+
+// MinMaxBytes is the smallest max_bytes that leaves room for data: Badger's floor (12 MiB)
+// and headroom (32 MiB) come first, and the dedup index may take a quarter of the rest.
+const MinMaxBytes = 128 << 20
 
 // badgerLogger adapts Badger's printf logger to slog. Badger's info chatter is debug here.
 type badgerLogger struct{ l *slog.Logger }

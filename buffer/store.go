@@ -1,7 +1,8 @@
 // Package buffer is edgegate's durable store: named logs with sequence numbers, a committed
-// position per consumer, a dedup index with TTL and a small state KV, all in one Badger DB.
-// Every write goes through one writer goroutine that groups concurrent requests into one
-// Badger transaction and one fsync (group commit), so ack-after-durable stays fast.
+// position per consumer, a dedup index with TTL and a small state KV, all in one Badger DB,
+// inside a disk budget. Every write goes through one writer goroutine that groups
+// concurrent requests into one Badger transaction and one fsync (group commit), so
+// ack-after-durable stays fast.
 package buffer
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,23 +26,79 @@ import (
 var (
 	ErrClosed   = errors.New("buffer: store closed")
 	ErrTooLarge = errors.New("buffer: request larger than one transaction")
+	// ErrFull is returned by Append when the disk budget (max_bytes, or the file system's
+	// free space less reserve_free) has no room and the policy is to reject, or nothing is
+	// left to drop. The entries were not stored.
+	ErrFull = errors.New("buffer: full")
+	// ErrNeedsRecovery is returned by a read-only Open of a store that was not closed
+	// cleanly: its write-ahead log has a tail to cut, which only a read-write Open does.
+	ErrNeedsRecovery = errors.New("buffer: the store was not closed cleanly and needs recovery")
+	// ErrReadOnly is returned by writes to a store opened read-only.
+	ErrReadOnly = errors.New("buffer: opened read-only")
 )
+
+// OnFull is what the store does when an append does not fit in the budget.
+type OnFull string
+
+const (
+	// DropOldest deletes the oldest entries, of ordinary logs first and of precious logs
+	// (aggregates) only when nothing else is left, and counts them.
+	DropOldest OnFull = "drop_oldest"
+	// Reject refuses the append with ErrFull and counts it.
+	Reject OnFull = "reject"
+)
+
+// MaxValueSize is the largest value an entry may have with the default options (about
+// 550 KiB): Badger keeps values up to its ValueThreshold inside the LSM tree, and a larger
+// one would land in the value log, which then needs garbage collection, which this store
+// never runs. Larger values fail with ErrTooLarge.
+var MaxValueSize = newTuning(defaultMemTableSize).maxValue
 
 // Options configure a Store.
 type Options struct {
-	// Dir is the Badger directory; it is created if missing.
+	// Dir is the Badger directory; it is created if missing (unless ReadOnly).
 	Dir string
+	// ReadOnly opens an existing store for inspection (edgegate buffer stats/tail): no
+	// writer, no maintenance, a shared lock that fails while a daemon holds the store.
+	ReadOnly bool
 	// SyncInterval 0 means every group of writes is fsynced before its waiters are released
-	// (sync: always). A positive interval releases waiters once the write is in the WAL and
-	// fsyncs on that period: a process crash loses nothing, a power cut may lose the last
-	// interval.
+	// (sync: always). A positive interval releases waiters once the write is in the
+	// write-ahead log and fsyncs on that period: a process crash loses nothing, a power cut
+	// may lose what was acknowledged during the last interval.
 	SyncInterval time.Duration
 	// DedupTTL is how long a record id is remembered; 0 disables dedup.
 	DedupTTL time.Duration
 	// DedupCacheSize bounds the in-memory cache of recent ids in front of the durable index.
 	DedupCacheSize int
-	Logger         *slog.Logger
-	Clock          clock.Clock
+
+	// MaxBytes bounds the disk space of Dir (allocated blocks); 0 means no byte budget.
+	MaxBytes int64
+	// ReserveFree is free space left on the file system for everyone else; the store treats
+	// "free space − ReserveFree" as a budget too. 0 disables the check.
+	ReserveFree int64
+	// OnFull is the policy when an append does not fit (default DropOldest).
+	OnFull OnFull
+	// Precious lists logs whose entries are dropped only when no other log has any left
+	// (the gateway passes "agg": aggregates are worth more than raw readings).
+	Precious []string
+	// Retention deletes entries appended longer ago than this, delivered or not (counted);
+	// 0 keeps them until consumed or dropped for room. Applied with one-minute granularity.
+	Retention time.Duration
+	// Consumers names, per log, the consumers whose committed positions bound trimming:
+	// entries below every one's position are deleted by Maintain. A log without consumers
+	// is never trimmed by consumption (retention and the budget still apply).
+	Consumers map[string][]string
+	// MaintainEvery is the period of Maintain (default 10 s).
+	MaintainEvery time.Duration
+	// StatFS reports free space (default SysStatFS).
+	StatFS StatFS
+
+	Logger *slog.Logger
+	Clock  clock.Clock
+
+	// memTableSize overrides Badger's memtable size (tests of the budget use small ones
+	// so that a small budget is meaningful).
+	memTableSize int64
 }
 
 // Entry is one value to append to a log. A non-empty ID is checked against the dedup index:
@@ -54,6 +112,13 @@ type Entry struct {
 type Result struct {
 	Seq uint64 // sequence number assigned; 0 when Dup
 	Dup bool   // the id was seen before; nothing was stored
+}
+
+// Loss is a range of sequence numbers that the witness says were committed but that were
+// not in the log at open: Badger cut a torn or corrupt write-ahead-log tail.
+type Loss struct {
+	Log      string
+	From, To uint64 // inclusive
 }
 
 // Store is the durable buffer. Its methods are safe for concurrent use.
@@ -70,31 +135,54 @@ type Store struct {
 	closeErr error
 	once     sync.Once
 
-	mu   sync.Mutex // guards logs
+	mu   sync.Mutex // guards logs and consumers
 	logs map[string]*logState
+	// consumers per log (Options.Consumers, then SetConsumers)
+	consumers map[string][]string
+	precious  map[string]bool
 
-	dedup *idCache // owned by the writer goroutine
+	// Owned by the writer goroutine.
+	dedup   *idCache
+	witness *witness
+	highs   map[string]uint64 // what the witness last recorded; the syncer's, if any
+	synced  chan []*request   // committed groups waiting for their fsync (sync: always)
+	broken  atomic.Pointer[error]
+	usage   usage
+	tuning  tuning
+	dirty   bool // written since the last fsync (interval mode)
+	dropMax int  // deletes per transaction
 
-	stats Stats
-}
+	dedupKeys atomic.Int64 // estimated dedup ids on disk (see boundDedup)
+	dedupCap  atomic.Int64 // ids the index may hold, set with the capacity; 0 no cap
 
-// Stats are counters read by metrics.
-type Stats struct {
-	Groups    atomic.Uint64 // write groups committed
-	Syncs     atomic.Uint64 // fsyncs
-	Appended  atomic.Uint64 // entries stored
-	DedupHits atomic.Uint64 // entries dropped as duplicates
+	lost        []Loss
+	stats       Stats
+	lastDropLog map[string]time.Time // guarded by mu
 }
 
 type logState struct {
+	name   string
 	last   atomic.Uint64 // last committed sequence number
-	next   uint64        // next number to assign; owned by the writer
 	notify chan struct{} // closed and replaced when last moves; guarded by Store.mu
+
+	// Written by the writer goroutine only; atomics so that inspection may read them.
+	first atomic.Uint64 // a lower bound: entries below are deleted
+	count atomic.Int64
+	bytes atomic.Int64
+
+	// Owned by the writer goroutine.
+	next      uint64 // next number to assign
+	indexedAt int64  // unix minute of the last time-index key written this run; 0 none
 }
 
-// Open opens (or creates) the store in opts.Dir. It starts the writer goroutine, which
-// Close stops.
-func Open(opts Options) (*Store, error) {
+func (ls *logState) meta() logMeta {
+	return logMeta{high: ls.next - 1, first: ls.first.Load(), count: ls.count.Load(), bytes: ls.bytes.Load()}
+}
+
+// Open opens (or creates) the store in opts.Dir. Unless ReadOnly, it starts the writer
+// goroutine, which Close stops. Entries that the witness shows were committed but that
+// Badger dropped at recovery are logged, counted in Stats.Lost and listed by Lost.
+func Open(opts Options) (s *Store, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("buffer: no directory")
 	}
@@ -107,27 +195,156 @@ func Open(opts Options) (*Store, error) {
 	if opts.DedupCacheSize <= 0 {
 		opts.DedupCacheSize = 16384
 	}
-	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
-		return nil, fmt.Errorf("buffer: create %s: %w", opts.Dir, err)
+	if opts.OnFull == "" {
+		opts.OnFull = DropOldest
+	}
+	if opts.OnFull != DropOldest && opts.OnFull != Reject {
+		return nil, fmt.Errorf("buffer: unknown on_full policy %q", opts.OnFull)
+	}
+	if opts.MaintainEvery <= 0 {
+		opts.MaintainEvery = 10 * time.Second
+	}
+	if opts.StatFS == nil {
+		opts.StatFS = SysStatFS
+	}
+	if opts.memTableSize <= 0 {
+		opts.memTableSize = defaultMemTableSize
 	}
 	lg := opts.Logger.With("component", "buffer")
-	db, err := badger.Open(badgerOptions(opts.Dir, lg))
+	if opts.ReadOnly {
+		if _, err := os.Stat(opts.Dir); err != nil {
+			return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, err)
+		}
+	} else if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("buffer: create %s: %w", opts.Dir, err)
+	}
+	s = &Store{
+		opts:      opts,
+		log:       lg,
+		reqs:      make(chan *request, 1024),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+		logs:      make(map[string]*logState),
+		consumers: make(map[string][]string),
+		precious:  make(map[string]bool),
+		dedup:     newIDCache(opts.DedupCacheSize),
+		highs:     make(map[string]uint64),
+		tuning:    newTuning(opts.memTableSize),
+	}
+	for log, cs := range opts.Consumers {
+		s.consumers[log] = append([]string(nil), cs...)
+	}
+	for _, p := range opts.Precious {
+		s.precious[p] = true
+	}
+	bo := badgerOptions(opts.Dir, opts.memTableSize, lg).WithReadOnly(opts.ReadOnly)
+	s.db, err = badger.Open(bo)
 	if err != nil {
+		// Badger's wrapping loses the sentinel; its message survives.
+		if opts.ReadOnly && strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error()) {
+			return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, ErrNeedsRecovery)
+		}
 		return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, err)
 	}
-	s := &Store{
-		db:    db,
-		opts:  opts,
-		log:   lg,
-		reqs:  make(chan *request, 1024),
-		quit:  make(chan struct{}),
-		done:  make(chan struct{}),
-		logs:  make(map[string]*logState),
-		dedup: newIDCache(opts.DedupCacheSize),
+	defer func() {
+		if err != nil {
+			s.db.Close()
+			s.witness.close()
+		}
+	}()
+	if err := s.loadLogs(); err != nil {
+		return nil, err
 	}
+	// Deletes per transaction: within Badger's batch limits (small memtables have small
+	// ones), with room for the time-index deletes and the meta key.
+	s.dropMax = int(min(dropChunk, s.db.MaxBatchCount()/2, s.db.MaxBatchSize()/2/(int64(len(logKey("x", 0)))+80)))
+	if v, ok, err := s.getRaw(dedupCountKey); err != nil {
+		return nil, err
+	} else if ok && len(v) == 8 {
+		s.dedupKeys.Store(int64(binary.BigEndian.Uint64(v)))
+	}
+	if opts.ReadOnly {
+		close(s.done)
+		s.closed.Store(true)
+		return s, nil
+	}
+	var prev map[string]uint64
+	s.witness, prev, err = openWitness(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.recover(prev); err != nil {
+		return nil, err
+	}
+	s.usage.sample(s)
 	go s.writer()
 	return s, nil
 }
+
+// loadLogs reads every log's meta key (or rebuilds it from the entries of a store written
+// before it existed).
+func (s *Store) loadLogs() error {
+	names, err := s.logNames()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := s.logState(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recover compares the logs with the witness of the last run. A log that ends before
+// what was committed lost its tail: the loss is reported and the numbers are skipped, and
+// the new high marks are written at once so that the loss is reported only once.
+func (s *Store) recover(prev map[string]uint64) error {
+	fix := map[string]uint64{}
+	for log, high := range prev {
+		if checkName(log) != nil {
+			continue
+		}
+		ls, err := s.logState(log)
+		if err != nil {
+			return err
+		}
+		have := ls.next - 1
+		if high <= have {
+			continue
+		}
+		s.lost = append(s.lost, Loss{Log: log, From: have + 1, To: high})
+		s.stats.Lost.Add(high - have)
+		s.log.Error("the write-ahead log had a torn or corrupt tail: committed entries were lost at recovery",
+			"log", log, "first_lost", have+1, "last_lost", high, "count", high-have)
+		ls.next = high + 1
+		fix[log] = high
+	}
+	for log := range s.logs {
+		s.highs[log] = s.logs[log].next - 1
+	}
+	if len(fix) == 0 {
+		return s.witness.write(s.highs)
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for log := range fix {
+			if err := txn.Set(metaKey(log), s.logs[log].meta().encode()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = s.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("buffer: record recovered high marks: %w", err)
+	}
+	return s.witness.write(s.highs)
+}
+
+// Lost lists what recovery at open found missing (see Loss).
+func (s *Store) Lost() []Loss { return append([]Loss(nil), s.lost...) }
 
 // Stats returns the store's counters.
 func (s *Store) Stats() *Stats { return &s.stats }
@@ -135,10 +352,17 @@ func (s *Store) Stats() *Stats { return &s.stats }
 // DB exposes the Badger handle to the store's own maintenance code and tests.
 func (s *Store) DB() *badger.DB { return s.db }
 
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.opts.Dir }
+
 // Close waits for queued writes, stops the writer and closes Badger. It is safe to call
 // more than once.
 func (s *Store) Close() error {
 	s.once.Do(func() {
+		if s.opts.ReadOnly {
+			s.closeErr = s.db.Close()
+			return
+		}
 		s.closeMu.Lock()
 		s.closed.Store(true)
 		close(s.quit)
@@ -150,19 +374,28 @@ func (s *Store) Close() error {
 		if err := s.db.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
 		}
+		if err := s.witness.close(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
 	})
 	return s.closeErr
 }
 
 // Append stores entries at the end of the named log and returns once they are durable
 // (per the sync policy). Entries whose id was seen within the dedup TTL are reported as Dup
-// and not stored. On error nothing of this call may be assumed stored; a retry is safe when
-// the entries carry ids.
+// and not stored. When the budget has no room it makes room (DropOldest) or fails with
+// ErrFull (Reject). On error nothing of this call may be assumed stored; a retry is safe
+// when the entries carry ids.
 func (s *Store) Append(ctx context.Context, log string, entries []Entry) ([]Result, error) {
 	if err := checkName(log); err != nil {
 		return nil, err
 	}
-	r := &request{log: log, entries: entries, done: make(chan struct{})}
+	for _, e := range entries {
+		if len(e.Value) > s.tuning.maxValue {
+			return nil, fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(e.Value), s.tuning.maxValue)
+		}
+	}
+	r := &request{kind: reqAppend, log: log, entries: entries, done: make(chan struct{})}
 	if err := s.submit(ctx, r); err != nil {
 		return nil, err
 	}
@@ -171,12 +404,20 @@ func (s *Store) Append(ctx context.Context, log string, entries []Entry) ([]Resu
 
 // Update applies the writes build makes in one atomic, durable transaction (DESIGN
 // invariant 3: a pipeline step commits its state, its panes and its cursor together).
-// build runs on the writer goroutine: it must be quick and must not call the store.
+// build runs before the call returns, on the caller's goroutine. Updates are not refused
+// for lack of room (they carry pipelines' and uplinks' progress, and are small): under
+// DropOldest they make room like appends; under Reject they use the headroom kept below
+// max_bytes.
 func (s *Store) Update(ctx context.Context, build func(tx *Tx)) error {
-	r := &request{tx: &Tx{}, done: make(chan struct{})}
+	r := &request{kind: reqUpdate, tx: &Tx{}, done: make(chan struct{})}
 	build(r.tx)
 	if r.tx.err != nil {
 		return r.tx.err
+	}
+	for _, o := range r.tx.ops {
+		if len(o.value) > s.tuning.maxValue {
+			return fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(o.value), s.tuning.maxValue)
+		}
 	}
 	return s.submit(ctx, r)
 }
@@ -188,6 +429,9 @@ func (s *Store) Commit(ctx context.Context, log, consumer string, next uint64) e
 }
 
 func (s *Store) submit(ctx context.Context, r *request) error {
+	if s.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	s.closeMu.RLock()
 	if s.closed.Load() {
 		s.closeMu.RUnlock()
@@ -235,6 +479,9 @@ func (s *Store) getRaw(key []byte) ([]byte, bool, error) {
 			return err
 		}
 		out, err = it.ValueCopy(nil)
+		if out == nil {
+			out = []byte{}
+		}
 		return err
 	})
 	if err != nil {
@@ -245,9 +492,15 @@ func (s *Store) getRaw(key []byte) ([]byte, bool, error) {
 
 // Read calls fn for each entry of log with from ≤ seq, in order, at most max entries (0: no
 // limit), and returns the sequence number after the last one read. The value passed to fn
-// is only valid during the call. fn may stop the scan by returning ErrStop.
+// is only valid during the call. fn may stop the scan by returning ErrStop. Entries dropped
+// or trimmed leave gaps in the numbers.
 func (s *Store) Read(log string, from uint64, max int, fn func(seq uint64, value []byte) error) (uint64, error) {
 	next := from
+	if ls, err := s.logState(log); err == nil {
+		// Seeking past deleted entries skips their tombstones, which an LSM tree keeps for
+		// a while: without this every read after a trim would wade through them.
+		from = maxU64(from, ls.first.Load())
+	}
 	prefix := logPrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
@@ -315,62 +568,145 @@ func (s *Store) Wait(ctx context.Context, log string, after uint64) error {
 	}
 }
 
-// logState returns the state of a log, loading its last sequence number on first use.
+// MaxRequestBytes is the most one Append or Update may write, counted as keys plus values
+// plus 16 bytes per write: one Badger transaction. Larger requests fail with ErrTooLarge;
+// writers that batch (the pipelines) size their steps from it.
+func (s *Store) MaxRequestBytes() int64 { return s.db.MaxBatchSize() * 9 / 10 }
+
+// SetConsumers replaces the consumers of log whose positions bound its trimming (see
+// Options.Consumers).
+func (s *Store) SetConsumers(log string, consumers []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.consumers[log] = append([]string(nil), consumers...)
+}
+
+// logState returns the state of a log, loading it on first use.
 func (s *Store) logState(log string) (*logState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ls, ok := s.logs[log]; ok {
 		return ls, nil
 	}
-	last, err := s.findLast(log)
+	if err := checkName(log); err != nil {
+		return nil, err
+	}
+	m, err := s.loadMeta(log)
 	if err != nil {
 		return nil, err
 	}
-	ls := &logState{next: last + 1, notify: make(chan struct{})}
-	ls.last.Store(last)
+	ls := &logState{name: log, next: m.high + 1, notify: make(chan struct{})}
+	ls.last.Store(m.high)
+	ls.first.Store(m.first)
+	ls.count.Store(m.count)
+	ls.bytes.Store(m.bytes)
 	s.logs[log] = ls
 	return ls, nil
 }
 
-func (s *Store) findLast(log string) (uint64, error) {
-	var last uint64
+// loadMeta reads m/<log>, or rebuilds it by scanning the log.
+func (s *Store) loadMeta(log string) (logMeta, error) {
+	v, ok, err := s.getRaw(metaKey(log))
+	if err != nil {
+		return logMeta{}, err
+	}
+	if ok {
+		if m, good := decodeMeta(v); good {
+			return m, nil
+		}
+		s.log.Warn("meta key of log is corrupt; rebuilding it from the entries", "log", log)
+	}
+	var m logMeta
 	prefix := logPrefix(log)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
-		o.Reverse = true
 		o.Prefix = prefix
 		o.PrefetchValues = false
 		it := txn.NewIterator(o)
 		defer it.Close()
-		it.Seek(logKey(log, ^uint64(0)))
-		if it.Valid() {
-			last = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
+			if m.count == 0 {
+				m.first = seq
+			}
+			m.high = seq
+			m.count++
+			m.bytes += entrySize(log, int(item.ValueSize()))
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("buffer: find end of log %q: %w", log, err)
+		return logMeta{}, fmt.Errorf("buffer: scan log %q: %w", log, err)
 	}
-	// The last entry may have been trimmed: the high-water mark keeps numbers unique.
-	if v, ok, err := s.getRaw(highKey(log)); err == nil && ok && len(v) == 8 {
-		if h := binary.BigEndian.Uint64(v); h > last {
-			last = h
+	// The last entries may have been trimmed: the old high-water key keeps numbers unique.
+	if v, ok, err := s.getRaw(legacyHighKey(log)); err == nil && ok && len(v) == 8 {
+		m.high = maxU64(m.high, binary.BigEndian.Uint64(v))
+	}
+	if m.count == 0 {
+		m.first = m.high + 1
+	}
+	return m, nil
+}
+
+// logNames lists the logs that have a meta key, or entries or a high mark in a store
+// written before meta keys existed.
+func (s *Store) logNames() ([]string, error) {
+	seen := map[string]bool{}
+	var names []string
+	add := func(name string) {
+		if !seen[name] && checkName(name) == nil {
+			seen[name] = true
+			names = append(names, name)
 		}
 	}
-	return last, nil
-}
-
-func (s *Store) published(log string, last uint64) {
-	s.mu.Lock()
-	ls := s.logs[log]
-	if ls != nil && last > ls.last.Load() {
-		ls.last.Store(last)
-		close(ls.notify)
-		ls.notify = make(chan struct{})
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for _, p := range []string{metaPrefix, "h/"} {
+			for it.Seek([]byte(p)); it.ValidForPrefix([]byte(p)); it.Next() {
+				add(string(it.Item().Key()[len(p):]))
+			}
+		}
+		// Entries: one seek per log, past the end of the log found.
+		for it.Seek([]byte("l/")); it.ValidForPrefix([]byte("l/")); {
+			k := it.Item().Key()[2:]
+			i := indexByte(k, '/')
+			if i < 0 {
+				it.Next()
+				continue
+			}
+			name := string(k[:i])
+			add(name)
+			it.Seek(append([]byte("l/"+name+"/"), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer: list logs: %w", err)
 	}
-	s.mu.Unlock()
+	return names, nil
 }
 
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func maxU64(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// checkName keeps log names to what fits in keys and file names unambiguously.
 func checkName(name string) error {
 	if name == "" || len(name) > 64 {
 		return fmt.Errorf("buffer: bad log name %q", name)

@@ -8,33 +8,27 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Trim deletes the entries of log with a sequence number below `below`, in transactions of
-// at most chunk deletes, and returns how many it deleted.
+// Trim deletes the entries of log with a sequence number below `below` and returns how
+// many it deleted. They count as trimmed (delivered); Maintain calls it with the position
+// every consumer has passed.
 func (s *Store) Trim(ctx context.Context, log string, below uint64) (int, error) {
-	const chunk = 2000
+	return s.deleteBelow(ctx, log, below, dropTrim)
+}
+
+// deleteBelow runs drop requests through the writer, a chunk at a time, so appends
+// interleave with a long deletion.
+func (s *Store) deleteBelow(ctx context.Context, log string, below uint64, why dropReason) (int, error) {
+	if err := checkName(log); err != nil {
+		return 0, err
+	}
 	total := 0
 	for {
-		var seqs []uint64
-		_, err := s.Read(log, 0, chunk, func(seq uint64, _ []byte) error {
-			if seq >= below {
-				return ErrStop
-			}
-			seqs = append(seqs, seq)
-			return nil
-		})
-		if err != nil || len(seqs) == 0 {
-			return total, err
+		r := &request{kind: reqDrop, log: log, below: below, reason: why, done: make(chan struct{})}
+		if err := s.submit(ctx, r); err != nil {
+			return total, fmt.Errorf("buffer: delete entries of log %q below %d: %w", log, below, err)
 		}
-		err = s.Update(ctx, func(tx *Tx) {
-			for _, q := range seqs {
-				tx.deleteEntry(log, q)
-			}
-		})
-		if err != nil {
-			return total, fmt.Errorf("buffer: trim log %q below %d: %w", log, below, err)
-		}
-		total += len(seqs)
-		if len(seqs) < chunk {
+		total += r.dropped
+		if !r.more {
 			return total, nil
 		}
 	}
@@ -46,17 +40,15 @@ func (s *Store) Consumed(log string, consumers []string) (uint64, error) {
 	if len(consumers) == 0 {
 		return 0, nil
 	}
-	min := ^uint64(0)
+	low := ^uint64(0)
 	for _, c := range consumers {
 		n, err := s.Cursor(log, c)
 		if err != nil {
 			return 0, err
 		}
-		if n < min {
-			min = n
-		}
+		low = min(low, n)
 	}
-	return min, nil
+	return low, nil
 }
 
 // Cursors lists every consumer that ever committed a position in log, with its position.
@@ -82,5 +74,8 @@ func (s *Store) Cursors(log string) (map[string]uint64, error) {
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("buffer: read cursors of log %q: %w", log, err)
+	}
+	return out, nil
 }

@@ -56,11 +56,6 @@ func (tx *Tx) SetCursor(log, consumer string, next uint64) {
 	tx.ops = append(tx.ops, op{kind: opSet, key: cursorKey(log, consumer), value: u64(next)})
 }
 
-// deleteEntry removes one entry of a log (used by trimming).
-func (tx *Tx) deleteEntry(log string, seq uint64) {
-	tx.ops = append(tx.ops, op{kind: opDelete, key: logKey(log, seq)})
-}
-
 func (tx *Tx) fail(err error) {
 	if tx.err == nil {
 		tx.err = err

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -11,33 +12,86 @@ import (
 // maxGroup bounds how many queued requests one group commit takes.
 const maxGroup = 4096
 
+// dropChunk bounds the deletes of one transaction when dropping or trimming.
+const dropChunk = 2000
+
+type reqKind uint8
+
+const (
+	reqAppend reqKind = iota // the ingest path: subject to the budget policy
+	reqUpdate                // an atomic Tx: never refused for room
+	reqDrop                  // delete entries of a log below a sequence number
+)
+
+// dropReason says why entries were deleted; each has its own counter.
+type dropReason uint8
+
+const (
+	dropTrim      dropReason = iota // every consumer committed past them
+	dropRetention                   // older than the retention
+	dropRoom                        // the budget needed room (drop_oldest)
+)
+
 type write struct {
-	e   *badger.Entry
-	del bool
+	key, value []byte
+	del        bool
+	ttl        time.Duration
 }
 
 type request struct {
-	// An append of entries to log (the ingest path) ...
+	kind reqKind
+	// reqAppend: entries to append to log.
 	log     string
 	entries []Entry
 	results []Result
-	// ... or an atomic update.
+	// reqUpdate
 	tx *Tx
+	// reqDrop: delete entries of log below `below`, at most dropChunk of them; dropped
+	// and more are the outcome.
+	below   uint64
+	reason  dropReason
+	dropped int
+	more    bool
 
 	err  error
 	done chan struct{}
 
 	// filled in by prepare
-	writes []write
-	size   int64
-	stored int               // entries appended (for stats)
-	ids    []string          // ids added to the dedup cache, undone on failure
-	lasts  map[string]uint64 // last seq assigned per log
+	writes  []write
+	size    int64                   // bytes staged: what it adds to the directory, roughly
+	logical int64                   // what it adds to the budget's logical bytes
+	stored  int                     // entries appended (for stats)
+	ids     []string                // dedup hashes added to the cache, undone on failure
+	deltas  map[*logState]*logDelta // per log: what this request changes
+	dedups  int64                   // dedup keys written
+}
+
+// logDelta is what a request or a transaction changes in one log.
+type logDelta struct {
+	last    uint64 // last sequence number assigned; 0 none
+	count   int64
+	bytes   int64
+	first   uint64 // new first live sequence number (drops); 0 unchanged
+	indexed bool   // a time-index key was written
+}
+
+func (r *request) delta(ls *logState) *logDelta {
+	if r.deltas == nil {
+		r.deltas = map[*logState]*logDelta{}
+	}
+	d := r.deltas[ls]
+	if d == nil {
+		d = &logDelta{}
+		r.deltas[ls] = d
+	}
+	return d
 }
 
 // writer is the only goroutine that writes to Badger. It takes every request that is
-// queued, applies them in as few transactions as Badger's batch limits allow, fsyncs once,
-// then releases all their waiters.
+// queued and applies them in as few transactions as Badger's batch limits allow. With
+// sync: always it hands the committed group to the syncer and goes on with the next one
+// while the fsync runs, so a group fills up during the previous group's fsync (group
+// commit, pipelined); with an interval it releases the waiters at once.
 func (s *Store) writer() {
 	defer close(s.done)
 	var tick <-chan time.Time
@@ -45,8 +99,12 @@ func (s *Store) writer() {
 		t := time.NewTicker(s.opts.SyncInterval)
 		defer t.Stop()
 		tick = t.C
+	} else {
+		s.synced = make(chan []*request, 2)
+		syncerDone := make(chan struct{})
+		go s.syncer(syncerDone)
+		defer func() { close(s.synced); <-syncerDone }()
 	}
-	dirty := false
 	group := make([]*request, 0, 64)
 	for {
 		select {
@@ -62,11 +120,10 @@ func (s *Store) writer() {
 				}
 			}
 			s.apply(group)
-			dirty = true
 		case <-tick:
-			if dirty {
+			if s.dirty {
 				s.sync()
-				dirty = false
+				s.dirty = false
 			}
 		case <-s.quit:
 			for {
@@ -81,6 +138,41 @@ func (s *Store) writer() {
 	}
 }
 
+// syncer fsyncs what the writer committed and releases its waiters, taking every group
+// committed meanwhile under one fsync. It owns the witness while it runs.
+func (s *Store) syncer(done chan struct{}) {
+	defer close(done)
+	for g := range s.synced {
+		batch := g
+	more:
+		for {
+			select {
+			case g, ok := <-s.synced:
+				if !ok {
+					break more
+				}
+				batch = append(batch, g...)
+			default:
+				break more
+			}
+		}
+		if err := s.sync(); err != nil {
+			// The entries are in Badger but maybe not on disk, and Badger's state after a
+			// failed fsync is unknown: refuse everything from now on (a restart recovers
+			// from what is on disk) rather than acknowledge what may be lost.
+			err = fmt.Errorf("buffer: fsync: %w", err)
+			s.broken.CompareAndSwap(nil, &err)
+			for _, r := range batch {
+				r.err = err
+				r.results = nil
+				close(r.done)
+			}
+			continue
+		}
+		s.release(batch)
+	}
+}
+
 func (s *Store) sync() error {
 	s.stats.Syncs.Add(1)
 	if err := s.db.Sync(); err != nil {
@@ -90,23 +182,47 @@ func (s *Store) sync() error {
 	return nil
 }
 
+// apply runs one group: drops first (each in its own transaction), then the budget
+// decision, then appends and updates in shared transactions, one fsync, and the release
+// of every waiter.
 func (s *Store) apply(group []*request) {
+	if e := s.broken.Load(); e != nil {
+		for _, r := range group {
+			s.fail(r, *e)
+		}
+		return
+	}
+	var ok, work []*request
+	for _, r := range group {
+		if r.kind == reqDrop {
+			if err := s.execDrop(r); err != nil {
+				s.fail(r, err)
+				continue
+			}
+			ok = append(ok, r)
+			continue
+		}
+		if err := s.prepare(r); err != nil {
+			s.fail(r, err)
+			continue
+		}
+		work = append(work, r)
+	}
+	work = s.admit(work)
+
 	maxSize := s.db.MaxBatchSize() * 9 / 10
 	maxCount := s.db.MaxBatchCount() * 9 / 10
 	var (
 		txn       *badger.Txn
 		inTxn     []*request
 		size, cnt int64
-		ok        []*request
 	)
 	commit := func() {
 		if txn == nil {
 			return
 		}
-		s.writeHighMarks(txn, inTxn)
-		err := txn.Commit()
+		err := s.commitTxn(txn, inTxn)
 		if err != nil {
-			err = fmt.Errorf("buffer: commit: %w", err)
 			for _, r := range inTxn {
 				s.fail(r, err)
 			}
@@ -115,12 +231,8 @@ func (s *Store) apply(group []*request) {
 		}
 		txn, inTxn, size, cnt = nil, inTxn[:0:0], 0, 0
 	}
-	for _, r := range group {
-		if err := s.prepare(r); err != nil {
-			s.fail(r, err)
-			continue
-		}
-		n := int64(len(r.writes)) + int64(len(r.lasts))
+	for _, r := range work {
+		n := int64(len(r.writes)) + int64(len(r.deltas)) + 1
 		if r.size >= maxSize || n >= maxCount {
 			s.fail(r, fmt.Errorf("%w: %d writes, %d bytes", ErrTooLarge, n, r.size))
 			continue
@@ -131,18 +243,7 @@ func (s *Store) apply(group []*request) {
 		if txn == nil {
 			txn = s.db.NewTransaction(true)
 		}
-		var err error
-		for _, w := range r.writes {
-			if w.del {
-				err = txn.Delete(w.e.Key)
-			} else {
-				err = txn.SetEntry(w.e)
-			}
-			if err != nil {
-				break
-			}
-		}
-		if err != nil {
+		if err := stage(txn, r.writes); err != nil {
 			// Cannot happen with the size accounting above; if it does, this txn may hold
 			// part of r, so the whole txn is discarded rather than committed half-done.
 			txn.Discard()
@@ -158,63 +259,153 @@ func (s *Store) apply(group []*request) {
 		cnt += n
 	}
 	commit()
-	if len(ok) > 0 && s.opts.SyncInterval == 0 {
-		if err := s.sync(); err != nil {
-			err = fmt.Errorf("buffer: fsync: %w", err)
-			for _, r := range ok {
-				s.fail(r, err)
+	if len(ok) == 0 {
+		return
+	}
+	if s.opts.SyncInterval == 0 {
+		s.synced <- ok
+		return
+	}
+	s.dirty = true
+	s.release(ok)
+}
+
+// release makes a durable group visible and returns to its waiters: the log positions
+// move, readers waiting on them wake, and the witness records the new high marks.
+func (s *Store) release(ok []*request) {
+	s.stats.Groups.Add(1)
+	changed := false
+	for _, r := range ok {
+		for ls, d := range r.deltas {
+			if d.last > s.highs[ls.name] {
+				s.highs[ls.name] = d.last
+				changed = true
 			}
-			ok = nil
 		}
 	}
-	if len(ok) > 0 {
-		s.stats.Groups.Add(1)
+	if changed {
+		if err := s.witness.write(s.highs); err != nil {
+			s.log.Warn("cannot update the witness file; a later torn-tail loss may go unreported", "err", err)
+		}
 	}
 	for _, r := range ok {
 		s.stats.Appended.Add(uint64(r.stored))
-		for log, last := range r.lasts {
-			s.published(log, last)
+		for ls, d := range r.deltas {
+			if d.last > 0 {
+				s.published(ls, d.last)
+			}
 		}
 		close(r.done)
 	}
 }
 
-// writeHighMarks records, per log, the highest sequence number assigned in this txn, so
-// numbers are never reused even when trimming empties a log.
-func (s *Store) writeHighMarks(txn *badger.Txn, reqs []*request) {
-	high := map[string]uint64{}
+func stage(txn *badger.Txn, ws []write) error {
+	for _, w := range ws {
+		var err error
+		switch {
+		case w.del:
+			err = txn.Delete(w.key)
+		case w.ttl > 0:
+			err = txn.SetEntry(badger.NewEntry(w.key, w.value).WithTTL(w.ttl))
+		default:
+			err = txn.Set(w.key, w.value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commitTxn writes the meta keys of the logs reqs change, commits, and on success applies
+// their changes to the logs' state and the usage estimate.
+func (s *Store) commitTxn(txn *badger.Txn, reqs []*request) error {
+	total := map[*logState]*logDelta{}
+	var dedups, written int64
 	for _, r := range reqs {
-		for log, last := range r.lasts {
-			if last > high[log] {
-				high[log] = last
+		written += r.size
+		dedups += r.dedups
+		for ls, d := range r.deltas {
+			t := total[ls]
+			if t == nil {
+				t = &logDelta{}
+				total[ls] = t
+			}
+			t.count += d.count
+			t.bytes += d.bytes
+			if d.first > t.first {
+				t.first = d.first
 			}
 		}
 	}
-	for log, last := range high {
+	for ls, t := range total {
+		m := ls.meta() // high is ls.next-1: numbers assigned so far, this txn's included
+		m.count += t.count
+		m.bytes += t.bytes
+		if t.first > m.first {
+			m.first = t.first
+		}
 		// Counted in prepare's size accounting (one write per log per request).
-		_ = txn.Set(highKey(log), u64(last))
+		if err := txn.Set(metaKey(ls.name), m.encode()); err != nil {
+			txn.Discard()
+			return fmt.Errorf("buffer: stage meta of log %q: %w", ls.name, err)
+		}
 	}
+	if dedups > 0 {
+		if err := txn.Set(dedupCountKey, u64(uint64(s.dedupKeys.Load()+dedups))); err != nil {
+			txn.Discard()
+			return fmt.Errorf("buffer: stage dedup count: %w", err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		for _, r := range reqs {
+			for ls, d := range r.deltas {
+				if d.indexed {
+					ls.indexedAt = 0 // write a time-index key again with the next append
+				}
+			}
+		}
+		return fmt.Errorf("buffer: commit: %w", err)
+	}
+	for ls, t := range total {
+		m := ls.meta()
+		ls.count.Add(t.count)
+		ls.bytes.Add(t.bytes)
+		if t.first > m.first {
+			ls.first.Store(t.first)
+		}
+	}
+	s.dedupKeys.Add(dedups)
+	s.usage.written += written
+	return nil
 }
 
 func (s *Store) fail(r *request, err error) {
-	for _, id := range r.ids {
-		s.dedup.remove(id)
+	for _, h := range r.ids {
+		s.dedup.remove(h)
+	}
+	for ls, d := range r.deltas {
+		if d.indexed {
+			ls.indexedAt = 0
+		}
 	}
 	r.err = err
 	r.results = nil
 	close(r.done)
 }
 
-// prepare turns a request into Badger entries: it assigns sequence numbers and checks ids
+// prepare turns a request into Badger writes: it assigns sequence numbers and checks ids
 // against the dedup index.
 func (s *Store) prepare(r *request) error {
 	r.writes = r.writes[:0]
 	r.size = 0
-	r.lasts = map[string]uint64{}
+	r.logical = 0
 	r.stored = 0
-	add := func(e *badger.Entry) {
-		r.writes = append(r.writes, write{e: e})
-		r.size += int64(len(e.Key)+len(e.Value)) + 12
+	r.deltas = nil
+	now := s.opts.Clock.Now()
+	add := func(w write) {
+		r.writes = append(r.writes, w)
+		r.size += int64(len(w.key)+len(w.value)) + 16
 	}
 	appendTo := func(log string, value []byte) (uint64, error) {
 		ls, err := s.logState(log)
@@ -223,9 +414,18 @@ func (s *Store) prepare(r *request) error {
 		}
 		seq := ls.next
 		ls.next++
-		r.lasts[log] = seq
+		d := r.delta(ls)
+		d.last = seq
+		d.count++
+		d.bytes += entrySize(log, len(value))
+		r.logical += entrySize(log, len(value))
 		r.stored++
-		add(badger.NewEntry(logKey(log, seq), value))
+		if m := now.Unix() / 60; m != ls.indexedAt {
+			ls.indexedAt = m
+			d.indexed = true
+			add(write{key: timeKey(log, seq), value: u64(uint64(now.UnixMilli()))})
+		}
+		add(write{key: logKey(log, seq), value: value})
 		return seq, nil
 	}
 	if r.tx != nil {
@@ -236,22 +436,19 @@ func (s *Store) prepare(r *request) error {
 					return err
 				}
 			case opSet:
-				add(badger.NewEntry(o.key, o.value))
+				add(write{key: o.key, value: o.value})
 			case opDelete:
-				add(badger.NewEntry(o.key, nil))
-				r.writes[len(r.writes)-1].del = true
+				add(write{key: o.key, del: true})
 			}
 		}
-		for range r.lasts {
-			r.size += 32 // the high mark written per log
-		}
+		r.size += int64(len(r.deltas)) * 48 // the meta key written per log
 		return nil
 	}
 	r.results = make([]Result, len(r.entries))
-	now := s.opts.Clock.Now()
 	for i, e := range r.entries {
 		if e.ID != "" && s.opts.DedupTTL > 0 {
-			dup, err := s.seen(e.ID, now)
+			h := dedupHash(e.ID)
+			dup, err := s.seen(h, now)
 			if err != nil {
 				return err
 			}
@@ -260,9 +457,18 @@ func (s *Store) prepare(r *request) error {
 				s.stats.DedupHits.Add(1)
 				continue
 			}
-			s.dedup.add(e.ID, now.Add(s.opts.DedupTTL))
-			r.ids = append(r.ids, e.ID)
-			add(badger.NewEntry(dedupKey(e.ID), nil).WithTTL(s.opts.DedupTTL))
+			exp := now.Add(s.opts.DedupTTL).UnixMilli()
+			s.dedup.add(h, exp)
+			r.ids = append(r.ids, h)
+			if c := s.dedupCap.Load(); c > 0 && s.dedupKeys.Load()+r.dedups >= c {
+				// The index is at its share of the budget until Maintain evicts the
+				// oldest ids: remember this one in memory only.
+				s.stats.DedupSkipped.Add(1)
+			} else {
+				r.dedups++
+				r.logical += dedupKeyCost
+				add(write{key: dedupKey(h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
+			}
 		}
 		seq, err := appendTo(r.log, e.Value)
 		if err != nil {
@@ -270,28 +476,47 @@ func (s *Store) prepare(r *request) error {
 		}
 		r.results[i].Seq = seq
 	}
-	for range r.lasts {
-		r.size += 32
-	}
+	r.size += int64(len(r.deltas)) * 48
 	return nil
 }
 
-// seen reports whether id is in the dedup index: the in-memory cache first, then Badger.
-func (s *Store) seen(id string, now time.Time) (bool, error) {
-	if exp, ok := s.dedup.get(id); ok {
-		if now.Before(exp) {
+// seen reports whether the id hashed to h is in the dedup index and not expired on the
+// store's clock: the in-memory cache first, then Badger. (Badger's own TTL, on the system
+// clock, only garbage-collects the keys.)
+func (s *Store) seen(h string, now time.Time) (bool, error) {
+	ms := now.UnixMilli()
+	if exp, ok := s.dedup.get(h); ok {
+		if ms < exp {
 			return true, nil
 		}
-		s.dedup.remove(id)
+		s.dedup.remove(h)
 	}
 	var found bool
 	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(dedupKey(id))
+		item, err := txn.Get(dedupKey(h))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
-		found = err == nil
-		return err
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			found = len(v) == 8 && ms < int64(binary.BigEndian.Uint64(v))
+			return nil
+		})
 	})
-	return found, err
+	if err != nil {
+		return false, fmt.Errorf("buffer: dedup lookup: %w", err)
+	}
+	return found, nil
+}
+
+func (s *Store) published(ls *logState, last uint64) {
+	s.mu.Lock()
+	if last > ls.last.Load() {
+		ls.last.Store(last)
+		close(ls.notify)
+		ls.notify = make(chan struct{})
+	}
+	s.mu.Unlock()
 }

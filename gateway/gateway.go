@@ -111,12 +111,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		return nil, err
 	}
 
-	g.store, err = buffer.Open(buffer.Options{
-		Dir:      filepath.Join(cfg.Gateway.DataDir, "buffer"),
-		DedupTTL: cfg.Dedup.TTL.D(),
-		Logger:   opts.Logger,
-		Clock:    opts.Clock,
-	})
+	g.store, err = buffer.Open(BufferOptions(cfg, opts.Logger, opts.Clock))
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +247,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer backCancel()
 	var back sync.WaitGroup
 	back.Add(1)
-	go func() { defer back.Done(); report("maintenance", g.maintain(backCtx)) }()
+	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
 	back.Add(1)
 	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
 	pipeCtx, pipeCancel := context.WithCancel(context.Background())
@@ -386,45 +381,30 @@ func (g *Gateway) flush(timeout time.Duration) {
 	g.log.Warn("shutdown: uplinks did not drain in time; the rest stays buffered for the next start", "timeout", timeout)
 }
 
-// consumers lists, per log, who must have processed an entry before it may be trimmed:
-// uplinks and pipelines in the raw log, uplinks in the aggregate log.
-func (g *Gateway) consumers() map[string][]string {
+// BufferOptions are the store's options for cfg: the buffer section, the dedup window, and
+// the consumers whose committed positions bound trimming: uplinks and pipelines in the raw
+// log, uplinks in the aggregate log.
+func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer.Options {
 	var names []string
-	for _, u := range g.uplinks {
-		names = append(names, u.Name())
+	for _, u := range cfg.Uplinks {
+		names = append(names, u.Name)
 	}
 	raw := append([]string(nil), names...)
-	for _, p := range g.pipelines {
-		raw = append(raw, p.Consumer())
+	for _, p := range cfg.Pipelines {
+		raw = append(raw, pipeline.ConsumerName(p.Name))
 	}
-	return map[string][]string{broker.RawLog: raw, pipeline.AggLog: names}
-}
-
-// maintain trims what every consumer has committed (see consumers).
-func (g *Gateway) maintain(ctx context.Context) error {
-	consumers := g.consumers()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-g.opts.Clock.After(10 * time.Second):
-		}
-		for _, log := range []string{broker.RawLog, pipeline.AggLog} {
-			if len(consumers[log]) == 0 {
-				continue // nobody reads it: nothing is ever done with
-			}
-			below, err := g.store.Consumed(log, consumers[log])
-			if err != nil {
-				g.log.Warn("maintenance: read cursors", "err", err)
-				continue
-			}
-			if below > 0 {
-				if n, err := g.store.Trim(ctx, log, below); err != nil && ctx.Err() == nil {
-					g.log.Warn("maintenance: trim", "log", log, "err", err)
-				} else if n > 0 {
-					g.log.Debug("trimmed delivered entries", "log", log, "count", n)
-				}
-			}
-		}
+	return buffer.Options{
+		Dir:          filepath.Join(cfg.Gateway.DataDir, "buffer"),
+		SyncInterval: cfg.Buffer.Sync.Interval(),
+		DedupTTL:     cfg.Dedup.TTL.D(),
+		MaxBytes:     int64(cfg.Buffer.MaxBytes),
+		ReserveFree:  int64(cfg.Buffer.ReserveFree),
+		OnFull:       buffer.OnFull(cfg.Buffer.OnFull),
+		Retention:    cfg.Buffer.Retention.D(),
+		// Raw readings go first, held ones and aggregates (worth more) last.
+		Precious:  []string{HoldLog, pipeline.AggLog},
+		Consumers: map[string][]string{broker.RawLog: raw, pipeline.AggLog: names},
+		Logger:    log,
+		Clock:     clk,
 	}
 }

@@ -42,7 +42,7 @@ uplinks:
 	defer g.store.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- g.maintain(ctx) }()
+	go func() { done <- g.store.Maintain(ctx) }()
 	defer func() { cancel(); <-done }()
 
 	st := g.store
@@ -57,7 +57,7 @@ uplinks:
 		return n
 	}
 	tick := func() {
-		// maintain sleeps on the fake clock; one period runs one trim.
+		// the store's maintenance sleeps on the fake clock; one period runs one trim.
 		for clk.Timers() == 0 {
 			time.Sleep(time.Millisecond)
 		}

@@ -234,13 +234,16 @@ func (g *Gateway) refusals() map[string]uint64 {
 	return out
 }
 
-// drops are the records the buffer dropped to stay within its budget, by policy.
+// drops are the records the buffer deleted before every consumer had them: to stay within
+// its budget (drop_oldest) or for their age (retention). Refused appends (reject) are
+// counted by ingest, as refusals with reason buffer_full.
 func (g *Gateway) drops() map[string]uint64 {
-	return map[string]uint64{}
+	st := g.store.Stats()
+	return map[string]uint64{"drop_oldest": st.Dropped.Load(), "retention": st.Expired.Load()}
 }
 
 // budget is the buffer's disk budget in bytes (0: none configured).
-func (g *Gateway) budget() int64 { return 0 }
+func (g *Gateway) budget() int64 { return int64(g.cfg.Buffer.MaxBytes) }
 
 // logs lists the buffer's logs the gateway writes.
 func (g *Gateway) logs() []string {

@@ -40,8 +40,7 @@ type RunnerOptions struct {
 	Clock     clock.Clock
 	Logger    *slog.Logger
 	// MaxStepRecords, MaxStepBytes and MaxStepOps bound one step's transaction (defaults
-	// 4096 records, 512 KiB and 4000 writes; Badger's limits with the store's options are
-	// about 1 MiB and 11k writes).
+	// 4096 records, half the store's MaxRequestBytes (about 280 KiB) and 4000 writes).
 	MaxStepRecords int
 	MaxStepBytes   int
 	MaxStepOps     int
@@ -125,7 +124,7 @@ func NewRunner(spec Spec, o RunnerOptions) (*Runner, error) {
 		o.MaxStepRecords = 4096
 	}
 	if o.MaxStepBytes <= 0 {
-		o.MaxStepBytes = 512 << 10
+		o.MaxStepBytes = int(o.Store.MaxRequestBytes() / 2)
 	}
 	if o.MaxStepOps <= 0 {
 		o.MaxStepOps = 4000
@@ -283,8 +282,9 @@ func (r *Runner) load() error {
 // full reports whether the step's transaction has reached its budget.
 func (r *Runner) full() bool {
 	c := r.core
-	bytes := c.outBytes + c.dirtyBytes + 100*len(c.tombs)
 	ops := len(c.panes) + len(c.dirty) + len(c.tombs)
+	// Each write also costs the store its log or state key prefix and 16 bytes.
+	bytes := c.outBytes + c.dirtyBytes + 100*len(c.tombs) + 64*ops
 	return bytes >= r.o.MaxStepBytes || ops >= r.o.MaxStepOps
 }
 

@@ -373,3 +373,37 @@ func TestRunnerEarlyPanes(t *testing.T) {
 		t.Fatalf("second early pane: %v", got)
 	}
 }
+
+// TestRunnerLargeFiringFitsTheStore: a watermark jump that closes thousands of windows at
+// once (a gateway back from a long silence) is committed in steps the store accepts: no
+// step fails, every pane is in the aggregate log once.
+func TestRunnerLargeFiringFitsTheStore(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	spec := runnerSpec()
+	const keys = 12000
+	var ins []Input
+	for k := range keys {
+		// Long series names: the window keys are a large part of each step's writes.
+		ins = append(ins, Input{Topic: "t", Series: fmt.Sprintf("site-%04d/building-a/floor-3/room-17/temperature", k), TS: 1000, Value: float64(k)})
+	}
+	ins = append(ins, Input{Topic: "t", Series: "clock", TS: 1_000_000, Value: 1})
+	recs := recordsJSON(ins)
+	appendRaw(t, s, recs)
+	h := startRunner(t, spec, RunnerOptions{Store: s})
+	waitPosition(t, h.r, uint64(len(recs)))
+	deadline := time.Now().Add(20 * time.Second)
+	for len(aggLog(t, s)) < keys && h.r.Stats().Errors.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop(t)
+	if n := h.r.Stats().Errors.Load(); n != 0 {
+		t.Fatalf("%d failed steps", n)
+	}
+	got := aggLog(t, s)
+	if want := replayPanes(t, spec, recs); len(got) != len(want) || len(got) != keys {
+		t.Fatalf("%d panes in the aggregate log, replay gives %d, want %d", len(got), len(want), keys)
+	}
+	if c := h.r.Stats().Commits.Load(); c < 2 {
+		t.Fatalf("%d commits: the firing was not split", c)
+	}
+}

@@ -19,9 +19,10 @@ import (
 // fillIDs appends n records with ids prefix%06d on topic, in chunks of one transaction.
 func fillIDs(t testing.TB, s *buffer.Store, prefix, topic string, from, n int) {
 	t.Helper()
-	for lo := from; lo < from+n; lo += 5000 {
+	const chunk = 2000 // ~260 KB: within one transaction (buffer's MaxRequestBytes)
+	for lo := from; lo < from+n; lo += chunk {
 		var es []buffer.Entry
-		for i := lo; i < min(lo+5000, from+n); i++ {
+		for i := lo; i < min(lo+chunk, from+n); i++ {
 			r := record.Record{ID: fmt.Sprintf("%s%06d", prefix, i), Topic: topic, Series: "s", TS: time.UnixMilli(int64(1764158400000 + i)).UTC(), Value: float64(i)}
 			es = append(es, buffer.Entry{Value: r.AppendJSON(nil)})
 		}

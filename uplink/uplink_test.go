@@ -45,14 +45,7 @@ func openStore(t testing.TB, dir string) *buffer.Store {
 // fill appends n records on topic to the raw log.
 func fill(t *testing.T, s *buffer.Store, topic string, from, n int) {
 	t.Helper()
-	var es []buffer.Entry
-	for i := from; i < from+n; i++ {
-		r := record.Record{ID: fmt.Sprintf("r%06d", i), Topic: topic, Series: "s", TS: time.UnixMilli(int64(1764158400000 + i)).UTC(), Value: float64(i)}
-		es = append(es, buffer.Entry{Value: r.AppendJSON(nil)})
-	}
-	if _, err := s.Append(context.Background(), "raw", es); err != nil {
-		t.Fatal(err)
-	}
+	fillIDs(t, s, "r", topic, from, n)
 }
 
 func uplinkConfig(y string) config.Uplink {

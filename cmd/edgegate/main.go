@@ -80,6 +80,8 @@ commands:
   replay -c FILE [--pipeline NAME] [--input F.jsonl]
                      run the config's pipelines over records (JSON Lines; stdin by
                      default), watermark to +inf at the end; panes to stdout
+  buffer stats -d DIR / buffer tail -d DIR [-n N]
+                     inspect a stopped daemon's buffer
   passwd             read a password from stdin, print its bcrypt hash for broker.users
   version            print version, commit, Go version and platform
 `
@@ -101,6 +103,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "replay":
 		return cmdReplay(args[1:], stdin, stdout, stderr)
+	case "buffer":
+		return cmdBuffer(args[1:], stdout, stderr)
 	case "passwd":
 		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "version":

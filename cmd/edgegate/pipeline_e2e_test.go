@@ -470,11 +470,8 @@ func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint
 	c := pahoClient(t, d.addr, "dev")
 	killed := make(chan struct{})
 	restarted := false
+	armed := false
 	for i := 0; i < len(stream); {
-		if i == killAt {
-			delay := time.Duration(r.Int64N(int64(30 * time.Millisecond)))
-			go func() { time.Sleep(delay); d.kill(); close(killed) }()
-		}
 		if err := publishQoS1(c, stream[i].topic, stream[i].payload); err != nil {
 			if killAt < 0 || restarted {
 				t.Fatalf("publish %d: %v", i, err)
@@ -486,6 +483,11 @@ func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint
 			restarted = true
 			c = pahoClient(t, d.addr, "dev")
 			continue // the same reading again: a duplicate id if it was stored
+		}
+		if i == killAt && !armed {
+			armed = true
+			delay := time.Duration(r.Int64N(int64(30 * time.Millisecond)))
+			go func() { time.Sleep(delay); d.kill(); close(killed) }()
 		}
 		i++
 	}

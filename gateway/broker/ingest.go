@@ -95,7 +95,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	err = refusePublish(h.refusals, cl, pk, ie.Reason, ie.Err)
 	v5 := cl.Properties.ProtocolVersion == 5
-	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown {
+	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown || ie.Reason == ingest.ReasonBufferFull {
 		// Not stored, so not acknowledged. A 3.1.1 client only resends an unacknowledged
 		// message after a reconnect: close the connection so it does (DESIGN invariant 1).
 		if !v5 && !cl.Net.Inline && h.disconnect != nil {
@@ -158,8 +158,13 @@ func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, paylo
 	if err != nil {
 		h.stats.StoreErr.Add(1)
 		reason := ingest.ReasonStore
-		if errors.Is(err, buffer.ErrClosed) || errors.Is(err, context.Canceled) {
+		switch {
+		case errors.Is(err, buffer.ErrClosed) || errors.Is(err, context.Canceled):
 			reason = ingest.ReasonShutdown
+		case errors.Is(err, buffer.ErrFull):
+			reason = ingest.ReasonBufferFull // on_full: reject (SPEC §2: MQTT 5 gets 0x97)
+		case errors.Is(err, buffer.ErrTooLarge):
+			reason = ingest.ReasonTooLarge // a record beyond buffer.MaxValueSize: resending cannot help
 		}
 		return OutcomeRefused, &ingest.Error{Reason: reason, Err: err}
 	}

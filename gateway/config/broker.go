@@ -115,8 +115,10 @@ func defaultBroker() Broker {
 
 func (l *Listener) setDefaults() { l.Type = "tcp" }
 
-// maxPacketLimit keeps every accepted payload inside one Badger LSM value (see buffer).
-const maxPacketLimit = 1 << 20
+// maxPacketLimit keeps every accepted payload, once it is a record (base64 for binary
+// formats: 4/3 of it, plus its envelope), inside one buffer value (buffer.MaxValueSize,
+// about 550 KiB with the store's 4 MiB memtables).
+const maxPacketLimit = 256 << 10
 
 // ListenerTypes lists the listener types.
 var ListenerTypes = []string{"tcp", "tls", "ws"}
@@ -197,7 +199,7 @@ func (c *Config) validateBroker(v *validator) {
 		validateGrants(v, p, Grants{Publish: u.Publish, Subscribe: u.Subscribe}, true)
 	}
 	if b.MaxPacketBytes < 1024 || b.MaxPacketBytes > maxPacketLimit {
-		v.at("broker.max_packet_bytes", "broker.max_packet_bytes %s: expected between 1KiB and 1MiB", b.MaxPacketBytes)
+		v.at("broker.max_packet_bytes", "broker.max_packet_bytes %s: expected between 1KiB and 256KiB", b.MaxPacketBytes)
 	}
 	atLeast := func(key string, val, min int) {
 		if val < min {

@@ -1,0 +1,347 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The disk budget (DESIGN invariant 5). The limit L is max_bytes, or what the file system
+// can give while keeping reserve_free for everyone else (Badger on a full disk dies with
+// SIGBUS on an mmap write), whichever is lower. Two rules keep the store within it:
+//
+//   - The policy works on logical bytes, which the store knows exactly: the keys and values
+//     of every log plus dedupKeyCost per dedup id. When they would exceed the capacity
+//     (L less Badger's floor and headroom), drop_oldest deletes the oldest entries and
+//     reject refuses the append. This is deterministic: deleting from an LSM tree frees
+//     space only once a compaction drops the entries, so a policy driven by the measured
+//     size would keep deleting data whose space is already on its way back.
+//   - A guard works on the measured size: the directory's allocated blocks, measured every
+//     100 ms or MiB of writes, plus what was written since. An append that would take it
+//     past L less the headroom is refused, whatever the policy. Records compress to about
+//     half in Badger's tables, so the guard only acts when compaction falls far behind or
+//     the data does not compress.
+type usage struct {
+	at      time.Time // when measured (monotonic; pacing I/O, not processing time)
+	du      int64     // allocated bytes of the directory
+	avail   int64     // free space for us on the file system; -1 unknown
+	written int64     // bytes staged since
+}
+
+const (
+	sampleEvery = 100 * time.Millisecond
+	sampleBytes = 1 << 20
+)
+
+func (u *usage) sample(s *Store) {
+	u.at = time.Now()
+	du, err := DirBytes(s.opts.Dir)
+	if err == nil {
+		u.du = du
+	}
+	u.avail = -1
+	if fi, err := s.opts.StatFS(s.opts.Dir); err == nil {
+		u.avail = int64(fi.Avail)
+	} else if !errors.Is(err, errors.ErrUnsupported) && s.opts.ReserveFree > 0 {
+		s.log.Warn("cannot read free space; only max_bytes is enforced", "err", err)
+	}
+	u.written = 0
+	s.stats.DiskBytes.Store(u.du)
+	s.stats.DiskAvail.Store(u.avail)
+}
+
+func (u *usage) due() bool {
+	return time.Since(u.at) >= sampleEvery || u.written >= sampleBytes
+}
+
+// limits returns the capacity for logical bytes and the guard for the measured size; ok
+// is false when no budget applies.
+func (s *Store) limits() (capacity, guard int64, ok bool) {
+	var lim int64
+	if s.opts.MaxBytes > 0 {
+		lim, ok = s.opts.MaxBytes, true
+	}
+	if s.opts.ReserveFree > 0 && s.usage.avail >= 0 {
+		fs := s.usage.du + s.usage.avail - s.opts.ReserveFree
+		if !ok || fs < lim {
+			lim, ok = fs, true
+		}
+	}
+	guard = max(0, lim-s.tuning.headroom)
+	return max(0, guard-s.tuning.floor), guard, ok
+}
+
+// logical is what the policy counts: every log's keys and values, and the dedup ids.
+func (s *Store) logical() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, ls := range s.logs {
+		n += ls.bytes.Load()
+	}
+	return n + s.dedupKeys.Load()*dedupKeyCost
+}
+
+// admit applies the budget to a group of prepared requests and returns those to commit.
+// Updates always pass (they carry pipelines' and uplinks' progress; the headroom covers
+// them). Appends pass while both rules hold; drop_oldest first makes room by deleting the
+// oldest entries; what still does not fit is refused with ErrFull and counted.
+func (s *Store) admit(work []*request) []*request {
+	if s.usage.due() {
+		s.usage.sample(s)
+	}
+	capacity, guard, ok := s.limits()
+	if !ok {
+		return work
+	}
+	s.stats.Limit.Store(capacity)
+	s.dedupCap.Store(max(1, capacity/dedupShare/dedupKeyCost))
+	var need, needPhys int64
+	for _, r := range work {
+		need += r.logical
+		needPhys += r.size
+	}
+	used := s.logical()
+	phys := s.usage.du + s.usage.written
+	if used+need <= capacity && phys+needPhys <= guard {
+		s.stats.Full.Store(false)
+		return work
+	}
+	if used+need > capacity && s.opts.OnFull == DropOldest {
+		// Free a little more than needed, so that a full buffer drops in chunks rather
+		// than a few entries before every group.
+		s.dropForRoom(capacity - need - s.tuning.dropSlack)
+		used = s.logical()
+	}
+	kept := work[:0]
+	for _, r := range work {
+		fits := used+r.logical <= capacity && phys+r.size <= guard
+		if r.kind == reqUpdate || fits {
+			used += r.logical
+			phys += r.size
+			kept = append(kept, r)
+			continue
+		}
+		s.stats.Full.Store(true)
+		n := uint64(r.stored)
+		s.stats.Rejected.Add(n)
+		s.stats.RejectedAppends.Add(1)
+		s.addLogCounter(&s.stats.rejectedBy, r.log, n)
+		var why string
+		if used+r.logical > capacity {
+			why = fmt.Sprintf("buffered records and dedup ids take %d of %d bytes (%s, less Badger's working space)", used, capacity, s.limitName())
+		} else {
+			why = fmt.Sprintf("the store's files take %d bytes, at the guard of %d (%s, less Badger's headroom): compaction is behind", phys, guard, s.limitName())
+			s.stats.Guarded.Add(n)
+		}
+		s.fail(r, fmt.Errorf("%w: %s", ErrFull, why))
+	}
+	return kept
+}
+
+func (s *Store) limitName() string {
+	if s.opts.MaxBytes > 0 && (s.usage.avail < 0 || s.opts.ReserveFree == 0 ||
+		s.opts.MaxBytes <= s.usage.du+s.usage.avail-s.opts.ReserveFree) {
+		return "max_bytes"
+	}
+	return "free disk space less reserve_free"
+}
+
+// dropForRoom deletes the oldest entries, of ordinary logs before precious ones, until the
+// logical bytes are at most target or nothing is left. It commits as it goes.
+func (s *Store) dropForRoom(target int64) {
+	var ordinary, precious []*logState
+	s.mu.Lock()
+	for name, ls := range s.logs {
+		if s.precious[name] {
+			precious = append(precious, ls)
+		} else {
+			ordinary = append(ordinary, ls)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(ordinary, func(i, j int) bool { return ordinary[i].name < ordinary[j].name })
+	sort.Slice(precious, func(i, j int) bool { return s.preciousRank(precious[i].name) < s.preciousRank(precious[j].name) })
+	for _, ls := range append(ordinary, precious...) {
+		for used := s.logical(); used > target && ls.count.Load() > 0; used = s.logical() {
+			n, _, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
+			if err != nil {
+				s.log.Error("cannot drop entries to make room", "log", ls.name, "err", err)
+				return
+			}
+			if n == 0 {
+				break
+			}
+		}
+	}
+}
+
+func (s *Store) preciousRank(name string) int {
+	for i, p := range s.opts.Precious {
+		if p == name {
+			return i
+		}
+	}
+	return len(s.opts.Precious)
+}
+
+// execDrop runs a drop request (trimming, retention) in its own transaction.
+func (s *Store) execDrop(r *request) error {
+	ls, err := s.logState(r.log)
+	if err != nil {
+		return err
+	}
+	n, _, more, err := s.dropOldest(ls, r.below, 1<<62, r.reason)
+	r.dropped, r.more = n, more
+	return err
+}
+
+// dropOldest deletes, in one committed transaction, the oldest entries of ls below `below`:
+// at most dropMax of them, stopping once maxBytes are freed. It returns how many entries
+// and bytes it deleted, and whether entries below `below` remain.
+func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropReason) (n int, freed int64, more bool, err error) {
+	first := ls.first.Load()
+	if first >= below || ls.count.Load() == 0 {
+		return 0, 0, false, nil
+	}
+	prefix := logPrefix(ls.name)
+	var keys [][]byte
+	newFirst := first
+	err = s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Seek(logKey(ls.name, first)); it.Valid(); it.Next() {
+			item := it.Item()
+			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
+			if seq >= below {
+				newFirst = below
+				return nil
+			}
+			if len(keys) == s.dropMax || freed >= maxBytes {
+				newFirst = seq
+				more = true
+				return nil
+			}
+			keys = append(keys, item.KeyCopy(nil))
+			freed += entrySize(ls.name, int(item.ValueSize()))
+			newFirst = seq + 1
+		}
+		// The end of the log: every committed entry is gone. (Not ls.next: the group being
+		// applied may hold appends with numbers already assigned and not yet committed.)
+		newFirst = maxU64(newFirst, minU64(below, ls.last.Load()+1))
+		return nil
+	})
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("buffer: find oldest entries of log %q: %w", ls.name, err)
+	}
+	idx, err := s.staleIndexKeys(ls.name, newFirst)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if len(keys) == 0 && len(idx) == 0 && newFirst == first {
+		return 0, 0, false, nil
+	}
+	r := &request{kind: reqDrop, log: ls.name}
+	d := r.delta(ls)
+	d.count = -int64(len(keys))
+	d.bytes = -freed
+	d.first = newFirst
+	for _, k := range append(keys, idx...) {
+		r.writes = append(r.writes, write{key: k, del: true})
+		r.size += int64(len(k)) + 16 // a tombstone, until compaction drops it
+	}
+	txn := s.db.NewTransaction(true)
+	if err := stage(txn, r.writes); err != nil {
+		txn.Discard()
+		return 0, 0, false, fmt.Errorf("buffer: stage deletes in log %q: %w", ls.name, err)
+	}
+	if err := s.commitTxn(txn, []*request{r}); err != nil {
+		return 0, 0, false, fmt.Errorf("buffer: delete oldest entries of log %q: %w", ls.name, err)
+	}
+	n = len(keys)
+	switch why {
+	case dropTrim:
+		s.stats.Trimmed.Add(uint64(n))
+	case dropRetention:
+		s.stats.Expired.Add(uint64(n))
+		s.addLogCounter(&s.stats.expiredBy, ls.name, uint64(n))
+	case dropRoom:
+		s.stats.Dropped.Add(uint64(n))
+		s.addLogCounter(&s.stats.droppedBy, ls.name, uint64(n))
+	}
+	if why != dropTrim && n > 0 {
+		s.logDrop(ls.name, why, n, newFirst)
+	}
+	return n, freed, more, nil
+}
+
+// staleIndexKeys returns the time-index keys of log that no longer describe a live entry:
+// all those below first but the last one (which dates the entries from first on).
+func (s *Store) staleIndexKeys(log string, first uint64) ([][]byte, error) {
+	var keys [][]byte
+	prefix := timePrefix(log)
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(keys) <= s.dropMax/4; it.Next() {
+			seq := binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+			if seq > first {
+				break
+			}
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer: read time index of log %q: %w", log, err)
+	}
+	if len(keys) > 0 {
+		keys = keys[:len(keys)-1]
+	}
+	return keys, nil
+}
+
+// logDrop logs drops at most once a minute per log and reason: a full buffer drops often,
+// and the counters carry the totals.
+func (s *Store) logDrop(log string, why dropReason, n int, first uint64) {
+	now := time.Now()
+	k := fmt.Sprintf("%s/%d", log, why)
+	s.mu.Lock()
+	if s.lastDropLog == nil {
+		s.lastDropLog = map[string]time.Time{}
+	}
+	last := s.lastDropLog[k]
+	quiet := now.Sub(last) < time.Minute
+	if !quiet {
+		s.lastDropLog[k] = now
+	}
+	s.mu.Unlock()
+	if quiet {
+		return
+	}
+	switch why {
+	case dropRetention:
+		s.log.Warn("deleted entries older than the retention before every consumer had them",
+			"log", log, "count", n, "first_kept", first, "retention", s.opts.Retention)
+	case dropRoom:
+		s.log.Warn("buffer full: dropped the oldest entries to make room (on_full: drop_oldest)",
+			"log", log, "count", n, "first_kept", first, "total_dropped", s.stats.Dropped.Load())
+	}
+}
+
+func minU64(a, b uint64) uint64 {
+	if a < b {
+		return a
+	}
+	return b
+}

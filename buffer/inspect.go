@@ -1,0 +1,156 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// LogInfo describes one log for `edgegate buffer stats`.
+type LogInfo struct {
+	Name string
+	// First and Last are the oldest and newest entries present (both 0 when empty); High is
+	// the highest number ever assigned (entries above Last were dropped or lost).
+	First, Last, High uint64
+	Count             int64 // entries present
+	Bytes             int64 // their keys and values, before compression
+	// Oldest and Newest are when First and Last were appended, to the minute (zero when
+	// unknown).
+	Oldest, Newest time.Time
+	// Cursors are the committed positions of the log's consumers.
+	Cursors map[string]uint64
+}
+
+// Logs describes every log of the store, by name.
+func (s *Store) Logs() ([]LogInfo, error) {
+	s.mu.Lock()
+	names := sortedKeys(s.logs)
+	s.mu.Unlock()
+	out := make([]LogInfo, 0, len(names))
+	for _, n := range names {
+		li, err := s.logInfo(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, li)
+	}
+	return out, nil
+}
+
+func (s *Store) logInfo(log string) (LogInfo, error) {
+	ls, err := s.logState(log)
+	if err != nil {
+		return LogInfo{}, err
+	}
+	li := LogInfo{Name: log, High: ls.last.Load(), Count: ls.count.Load(), Bytes: ls.bytes.Load()}
+	if !s.opts.ReadOnly {
+		li.High = maxU64(li.High, ls.next-1)
+	}
+	prefix := logPrefix(log)
+	tprefix := timePrefix(log)
+	err = s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		it.Seek(logKey(log, ls.first.Load()))
+		if it.Valid() {
+			li.First = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+		}
+		it.Close()
+		o.Reverse = true
+		it = txn.NewIterator(o)
+		it.Seek(logKey(log, ^uint64(0)))
+		if it.Valid() {
+			li.Last = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+		}
+		it.Close()
+		if li.Count == 0 {
+			return nil
+		}
+		at := func(seq uint64) (time.Time, error) {
+			o := badger.DefaultIteratorOptions
+			o.Prefix = tprefix
+			o.Reverse = true
+			it := txn.NewIterator(o)
+			defer it.Close()
+			it.Seek(timeKey(log, seq))
+			if !it.Valid() {
+				return time.Time{}, nil
+			}
+			var t time.Time
+			err := it.Item().Value(func(v []byte) error {
+				if len(v) == 8 {
+					t = time.UnixMilli(int64(binary.BigEndian.Uint64(v))).UTC().Truncate(time.Minute)
+				}
+				return nil
+			})
+			return t, err
+		}
+		if li.Oldest, err = at(li.First); err != nil {
+			return err
+		}
+		li.Newest, err = at(li.Last)
+		return err
+	})
+	if err != nil {
+		return LogInfo{}, fmt.Errorf("buffer: describe log %q: %w", log, err)
+	}
+	li.Cursors, err = s.Cursors(log)
+	return li, err
+}
+
+// Tail calls fn for the last n entries of log, oldest first.
+func (s *Store) Tail(log string, n int, fn func(seq uint64, value []byte) error) error {
+	if err := checkName(log); err != nil {
+		return err
+	}
+	type kv struct {
+		seq uint64
+		v   []byte
+	}
+	var got []kv
+	prefix := logPrefix(log)
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.Reverse = true
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Seek(logKey(log, ^uint64(0))); it.Valid() && len(got) < n; it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			got = append(got, kv{binary.BigEndian.Uint64(it.Item().Key()[len(prefix):]), v})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer: tail log %q: %w", log, err)
+	}
+	for i := len(got) - 1; i >= 0; i-- {
+		if err := fn(got[i].seq, got[i].v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DiskUsage measures the store's directory and its file system now.
+func (s *Store) DiskUsage() (dirBytes int64, avail int64, err error) {
+	dirBytes, err = DirBytes(s.opts.Dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	fi, err := s.opts.StatFS(s.opts.Dir)
+	if err != nil {
+		return dirBytes, -1, nil
+	}
+	return dirBytes, int64(fi.Avail), nil
+}
+
+// DedupIDs is the estimated number of ids in the dedup index.
+func (s *Store) DedupIDs() int64 { return s.dedupKeys.Load() }

@@ -1,0 +1,105 @@
+package buffer
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Measurements behind the budget's constants, at production sizes. They take minutes, so
+// they run only when asked:
+//
+//	EDGEGATE_MEASURE=1 go test -run TestMeasure -v -timeout 30m ./buffer/
+func measuring(t *testing.T) {
+	if os.Getenv("EDGEGATE_MEASURE") == "" {
+		t.Skip("a measurement, not a test: set EDGEGATE_MEASURE=1 to run it")
+	}
+}
+
+// TestMeasureBudgetAtScale floods a store with production options and a 128 MiB budget
+// (the smallest allowed) with four times its size under each policy, measuring the
+// directory every millisecond.
+func TestMeasureBudgetAtScale(t *testing.T) {
+	measuring(t)
+	for _, onFull := range []OnFull{DropOldest, Reject} {
+		dir := t.TempDir()
+		opts := Options{MaxBytes: 128 << 20, OnFull: onFull, DedupTTL: 24 * time.Hour, MaintainEvery: time.Second}
+		s := open(t, dir, opts)
+		stop := runMaintain(t, s)
+		watch := watchDisk(dir, nil)
+		start := time.Now()
+		res := flood(t, s, "raw", 4*opts.MaxBytes, 8)
+		stop()
+		peak := watch.close()
+		st := s.Stats()
+		ls, _ := s.Logs()
+		var live, bytes int64
+		for _, l := range ls {
+			live += l.Count
+			bytes += l.Bytes
+		}
+		fmt.Printf("%s: %d readings offered in %v; kept %d (%.1f MiB logical), dropped %d, refused %d (guard %d), dedup ids %d (+%d in memory only); peak %.1f MiB = %.3f of max_bytes; final %.1f MiB\n",
+			onFull, res.offered, time.Since(start).Round(time.Second), live, float64(bytes)/(1<<20), st.Dropped.Load(), st.Rejected.Load(), st.Guarded.Load(),
+			s.DedupIDs(), st.DedupSkipped.Load(), float64(peak)/(1<<20), float64(peak)/float64(opts.MaxBytes), float64(st.DiskBytes.Load())/(1<<20))
+		if peak > opts.MaxBytes {
+			t.Errorf("%s: peak %d over max_bytes %d", onFull, peak, opts.MaxBytes)
+		}
+	}
+}
+
+// TestMeasureCompactionSpikes writes with production options while measuring the
+// directory every 5 ms, and reports how far it grew beyond what was written within 100 ms,
+// 250 ms and 1 s: what the headroom must hold.
+func TestMeasureCompactionSpikes(t *testing.T) {
+	measuring(t)
+	dir := t.TempDir()
+	s := open(t, dir, Options{DedupTTL: time.Hour})
+	type point struct {
+		at      time.Time
+		du      int64
+		written int64
+	}
+	var mu sync.Mutex
+	var pts []point
+	var written int64
+	watch := watchDisk(dir, func(du int64) {
+		mu.Lock()
+		pts = append(pts, point{time.Now(), du, written})
+		mu.Unlock()
+	})
+	consumer := "cap"
+	s.SetConsumers("raw", []string{consumer})
+	stop := runMaintain(t, s)
+	start := time.Now()
+	for time.Since(start) < 2*time.Minute {
+		res := flood(t, s, "raw", 4<<20, 8)
+		mu.Lock()
+		written += 4 << 20
+		mu.Unlock()
+		// Keep ~150 MiB of logical data: deliver (and so trim) what is beyond it.
+		last, _ := s.LastSeq("raw")
+		if keep := uint64(150 << 20 / 230); last > keep {
+			if err := s.Commit(bg, "raw", consumer, last-keep); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = res
+	}
+	stop()
+	watch.close()
+	for _, win := range []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, time.Second} {
+		var worst int64
+		j := 0
+		for i := range pts {
+			for pts[i].at.Sub(pts[j].at) > win {
+				j++
+			}
+			for k := j; k < i; k++ {
+				worst = max(worst, (pts[i].du-pts[k].du)-(pts[i].written-pts[k].written))
+			}
+		}
+		fmt.Printf("within %v: the directory grew up to %.1f MiB beyond what was written\n", win, float64(worst)/(1<<20))
+	}
+}

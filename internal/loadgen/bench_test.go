@@ -1,0 +1,281 @@
+package loadgen_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/gateway"
+	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/loadgen"
+)
+
+// The gateway under load: its buffer with the defaults (sync: always, 512 MiB), the
+// per-client rate and per-address connection limits lifted (the publishers are benchmark
+// clients on one address, not hostile devices), readings
+// routed from devices/+device/+metric, and unrouted topics dropped — which makes a publish
+// on bench/... go through the same broker and ingest hook without reaching the store: the
+// no-op baseline of every ratio below.
+const benchConfig = `
+gateway: {id: gw-bench, data_dir: %q}
+broker:
+  listeners: [{type: tcp, address: %q}]
+  allow_anonymous: true
+  max_clients: 1000
+  max_connections_per_ip: 1000    # every publisher is on 127.0.0.1
+  max_rate_per_client: 1000000    # a benchmark client is no flood
+routes:
+  - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
+unrouted: drop
+dedup: {ttl: 24h}
+buffer: {sync: %s}
+ops: {log: {level: warn}, listen: "off", clock: {mode: trust}}
+`
+
+func durableTopic(i int) string { return fmt.Sprintf("devices/bench-%d/temperature", i) }
+func noopTopic(i int) string    { return fmt.Sprintf("bench/noop-%d/temperature", i) }
+
+func freeAddr(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func writeConfig(b *testing.B, dir, addr, sync string) string {
+	p := filepath.Join(dir, "edgegate.yaml")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(benchConfig, dir, addr, sync)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// startGateway runs the real gateway in this process with the given buffer.sync.
+func startGateway(b *testing.B, sync string) string {
+	dir := b.TempDir()
+	addr := freeAddr(b)
+	cfg, err := config.Load(writeConfig(b, dir, addr, sync))
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- g.Run(ctx) }()
+	select {
+	case <-g.Ready():
+	case err := <-errc:
+		cancel()
+		b.Fatalf("gateway stopped at start: %v", err)
+	}
+	b.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			b.Errorf("gateway: %v", err)
+		}
+	})
+	return addr
+}
+
+var loads int
+
+func run(b *testing.B, cs []*pahoSet, cfg loadgen.Config) loadgen.Result {
+	loads++
+	cfg.IDPrefix = fmt.Sprintf("l%d", loads)
+	res, err := loadgen.Run(context.Background(), cs[0].clients, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res
+}
+
+// BenchmarkIngestQoS1 is durable QoS 1 ingest from 1, 10 and 100 paho publishers of
+// 100-byte JSON readings, each keeping 20 messages in flight, next to the same broker and
+// hook with nothing to store in the same run: ratio = durable msg/s ÷ no-op msg/s (target
+// ≥ 0.8). With sync: always each PUBACK waits for the fsync of its group; with sync: 10ms
+// for the write-ahead log only.
+func BenchmarkIngestQoS1(b *testing.B) {
+	for _, sync := range []string{"always", "10ms"} {
+		addr := startGateway(b, sync)
+		for _, pubs := range []int{1, 10, 100} {
+			b.Run(fmt.Sprintf("sync=%s/publishers=%d", sync, pubs), func(b *testing.B) {
+				set := connect(b, addr, pubs)
+				cfg := loadgen.Config{Publishers: pubs, Window: 20, Messages: b.N}
+				// Alternate so that neither side gets the warmer machine.
+				var durable, noop loadgen.Result
+				for round := 0; round < 2; round++ {
+					cfg.Topic = noopTopic
+					r := run(b, []*pahoSet{set}, cfg)
+					noop.Acked += r.Acked
+					noop.Elapsed += r.Elapsed
+					cfg.Topic = durableTopic
+					r = run(b, []*pahoSet{set}, cfg)
+					durable.Acked += r.Acked
+					durable.Elapsed += r.Elapsed
+				}
+				b.ReportMetric(durable.Throughput(), "durable-msg/s")
+				b.ReportMetric(noop.Throughput(), "noop-msg/s")
+				b.ReportMetric(durable.Throughput()/noop.Throughput(), "ratio")
+			})
+		}
+	}
+}
+
+// BenchmarkLatencyAt5k is publish→PUBACK latency at a fixed 5,000 msg/s (50 publishers at
+// 100 msg/s each, for 10 s per side), durable and no-op.
+func BenchmarkLatencyAt5k(b *testing.B) {
+	addr := startGateway(b, "always")
+	set := connect(b, addr, 50)
+	cfg := loadgen.Config{Publishers: 50, Window: 1000, Rate: 5000, Duration: 10 * time.Second}
+	for i := 0; i < b.N; i++ {
+		cfg.Topic = noopTopic
+		noop := run(b, []*pahoSet{set}, cfg)
+		cfg.Topic = durableTopic
+		durable := run(b, []*pahoSet{set}, cfg)
+		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+		b.ReportMetric(durable.Throughput(), "durable-msg/s")
+		b.ReportMetric(ms(durable.Percentile(50)), "durable-p50-ms")
+		b.ReportMetric(ms(durable.Percentile(99)), "durable-p99-ms")
+		b.ReportMetric(ms(noop.Percentile(50)), "noop-p50-ms")
+		b.ReportMetric(ms(noop.Percentile(99)), "noop-p99-ms")
+	}
+}
+
+// BenchmarkDaemonAt10k runs the edgegate binary as its own process (built for this run),
+// drives 10,000 durable msg/s into it for 60 s (LOADGEN_SECONDS overrides) from 100
+// publishers, and reads its memory and its disk writes from /proc: peak RSS (VmHWM),
+// steady RSS (the median VmRSS of the second half), and bytes the process caused to be
+// written to storage per acknowledged reading. Without GOMEMLIMIT and with the systemd
+// unit's GOMEMLIMIT=96MiB.
+func BenchmarkDaemonAt10k(b *testing.B) {
+	if runtime.GOOS != "linux" {
+		b.Skip("reads /proc")
+	}
+	bin := buildDaemon(b)
+	secs := 60
+	if s, err := strconv.Atoi(os.Getenv("LOADGEN_SECONDS")); err == nil && s > 0 {
+		secs = s
+	}
+	for _, limit := range []string{"", "96MiB"} {
+		name := "gomemlimit=" + limit
+		if limit == "" {
+			name = "gomemlimit=none"
+		}
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				daemonRun(b, bin, limit, time.Duration(secs)*time.Second)
+			}
+		})
+	}
+}
+
+func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
+	dir := b.TempDir()
+	addr := freeAddr(b)
+	cmd := exec.Command(bin, "run", "-c", writeConfig(b, dir, addr, "always"))
+	cmd.Env = os.Environ()
+	if gomemlimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+gomemlimit)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	pid := cmd.Process.Pid
+	set := connectWait(b, addr, 100)
+	written0 := procIO(b, pid, "write_bytes")
+	samples := make(chan int64, 1024)
+	stop := make(chan struct{})
+	go func() {
+		defer close(samples)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				samples <- procStatus(b, pid, "VmRSS")
+			}
+		}
+	}()
+	res := run(b, []*pahoSet{set}, loadgen.Config{Publishers: 100, Window: 1000, Rate: 10000, Duration: d, Topic: durableTopic})
+	close(stop)
+	var rss []int64
+	for s := range samples {
+		rss = append(rss, s)
+	}
+	peak := procStatus(b, pid, "VmHWM")
+	written := procIO(b, pid, "write_bytes") - written0
+	second := append([]int64(nil), rss[len(rss)/2:]...)
+	sort.Slice(second, func(i, j int) bool { return second[i] < second[j] })
+	mib := func(kib int64) float64 { return float64(kib) / 1024 }
+	b.ReportMetric(res.Throughput(), "msg/s")
+	b.ReportMetric(mib(peak), "peak-RSS-MiB")
+	b.ReportMetric(mib(second[len(second)/2]), "steady-RSS-MiB")
+	b.ReportMetric(float64(written)/float64(res.Acked), "disk-bytes/record")
+	b.ReportMetric(float64(res.Percentile(99))/1e6, "p99-ms")
+}
+
+func buildDaemon(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "edgegate")
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goBin, "build", "-trimpath", "-o", bin, "github.com/edgegate/edgegate/cmd/edgegate").CombinedOutput()
+	if err != nil {
+		b.Fatalf("build edgegate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// procStatus reads a "Vm..." line of /proc/PID/status, in KiB.
+func procStatus(b *testing.B, pid int, key string) int64 {
+	return procField(b, fmt.Sprintf("/proc/%d/status", pid), key+":")
+}
+
+// procIO reads a line of /proc/PID/io, in bytes.
+func procIO(b *testing.B, pid int, key string) int64 {
+	return procField(b, fmt.Sprintf("/proc/%d/io", pid), key+":")
+}
+
+func procField(b *testing.B, path, key string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), key); ok {
+			fields := strings.Fields(rest)
+			if len(fields) > 0 {
+				n, err := strconv.ParseInt(fields[0], 10, 64)
+				if err == nil {
+					return n
+				}
+			}
+		}
+	}
+	b.Fatalf("%s: no %s", path, key)
+	return 0
+}
