@@ -30,6 +30,7 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_buffer_log_bytes", Type: ops.Gauge, Help: "Bytes of the records kept in a log of the buffer.", Labels: []string{"log"}},
 	{Name: "edgegate_buffer_oldest_age_seconds", Type: ops.Gauge, Help: "Age of the oldest record kept in a log (by its timestamp).", Labels: []string{"log"}},
 	{Name: "edgegate_buffer_dropped_records_total", Type: ops.Counter, Help: "Records dropped to keep the buffer within its budget, by policy.", Labels: []string{"policy"}},
+	{Name: "edgegate_buffer_lost_records_total", Type: ops.Counter, Help: "Committed records found missing when the store was opened (a damaged write-ahead log after a power cut), since the start."},
 	{Name: "edgegate_buffer_commits_total", Type: ops.Counter, Help: "Write groups committed (group commit: many appends share one)."},
 	{Name: "edgegate_buffer_fsyncs_total", Type: ops.Counter, Help: "fsyncs of the buffer."},
 	{Name: "edgegate_pipeline_panes_total", Type: ops.Counter, Help: "Window panes emitted, by timing (EARLY, ON_TIME, LATE).", Labels: []string{"pipeline", "timing"}},
@@ -73,6 +74,7 @@ func (g *Gateway) Collect(w *ops.Writer) {
 
 	st := g.store.Stats()
 	w.AddUint("edgegate_dedup_hits_total", st.DedupHits.Load())
+	w.AddUint("edgegate_buffer_lost_records_total", st.Lost.Load())
 	w.AddUint("edgegate_buffer_commits_total", st.Groups.Load())
 	w.AddUint("edgegate_buffer_fsyncs_total", st.Syncs.Load())
 	b := g.bufferStatus()

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/pipeline"
 )
 
@@ -394,7 +395,7 @@ func (d *e2eDaemon) start() {
 		d.t.Fatal(err)
 	}
 	defer logf.Close()
-	p := &proc{cmd: exec.Command(os.Args[0], "-test.run=^TestDaemonChild$"), done: make(chan struct{})}
+	p := &proc{cmd: testutil.SelfCommand("-test.run=^TestDaemonChild$"), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), "EDGEGATE_TEST_DAEMON="+d.cfg)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
