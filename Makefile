@@ -90,7 +90,7 @@ test-arm:
 		$(GO) test -exec qemu-aarch64-static -timeout 40m $(PKGS)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
 clean:
 	rm -rf bin dist
