@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // TestKill9Loop runs the real gateway in a child process on a temporary data_dir, has
@@ -25,7 +26,7 @@ func TestKill9Loop(t *testing.T) {
 	}
 	const rounds, clients = 20, 4
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	path := writeConfig(t, dir, addr, "")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
 

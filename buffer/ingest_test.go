@@ -21,6 +21,8 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // writeConfig writes a gateway config with its broker on addr and data in dir.
@@ -58,30 +60,12 @@ func startGateway(t *testing.T, path string) (g *gateway.Gateway, stop func()) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	g, err = gateway.New(cfg, gateway.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
+	r := gatewaytest.Start(t, cfg, gateway.Options{Logger: log})
+	return r.G, func() {
+		if err := r.Stop(); err != nil {
+			t.Errorf("gateway: %v", err)
+		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-errc:
-		cancel()
-		t.Fatalf("gateway stopped at start: %v", err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-errc; err != nil {
-				t.Errorf("gateway: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return g, stop
 }
 
 func pahoClient(t *testing.T, addr, id string) paho.Client {
@@ -140,7 +124,7 @@ func rawIDs(t *testing.T, dataDir string) map[string]int {
 
 func TestDedupAcrossConnectionsAndRestart(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	path := writeConfig(t, dir, addr, "")
 	payloads := func(from, to int) []string {
 		var out []string
@@ -186,7 +170,7 @@ func TestDupResendAfterLostPUBACK(t *testing.T) {
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("mqtt-v%d", version), func(t *testing.T) {
 			dir := t.TempDir()
-			addr := freeAddr(t)
+			addr := testutil.FreeAddr(t)
 			path := writeConfig(t, dir, addr, "")
 			_, stop := startGateway(t, path)
 			// No device id: the record id is the hash of series, ts and value.
@@ -244,7 +228,7 @@ func TestRejectWhenFullAtTheBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	hook := broker.NewIngestHook(context.Background(), router, store, clock.Real{}, log)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(
 		"gateway: {id: gw}\nbroker: {allow_anonymous: true, listeners: [{type: tcp, address: %q}]}\n", addr)))
 	if err != nil {

@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
@@ -39,31 +39,13 @@ func runWithKeeper(t *testing.T, cfgPath string, wall clock.Clock, k *timesync.K
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger(t), Clock: wall, Registry: registry(),
+	r := gatewaytest.Start(t, cfg, gateway.Options{Logger: testLogger(t), Clock: wall, Registry: registry(),
 		FlushTimeout: 2 * time.Second, TimeKeeper: k})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-errc:
-		t.Fatalf("gateway stopped at start: %v", err)
-	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-errc; err != nil {
-				t.Errorf("gateway stopped with error: %v", err)
-			}
+	return r.G, func() {
+		if err := r.Stop(); err != nil {
+			t.Errorf("gateway stopped with error: %v", err)
 		}
 	}
-	t.Cleanup(stop)
-	return g, stop
 }
 
 // fileRecords reads every record of a file uplink.

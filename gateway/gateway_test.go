@@ -17,6 +17,7 @@ import (
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
@@ -97,38 +98,8 @@ func start(t testing.TB, path string, clk clock.Clock) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(cfg, gateway.Options{Logger: testLogger(t), Clock: clk, Registry: registry(), FlushTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-errc:
-		cancel()
-		t.Fatalf("gateway stopped at start: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("gateway not ready after 10s")
-	}
-	stopped := false
-	r := &running{g: g}
-	r.stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		return <-errc
-	}
-	t.Cleanup(func() {
-		if err := r.stop(); err != nil {
-			t.Errorf("gateway stopped with error: %v", err)
-		}
-	})
-	return r
+	g := gatewaytest.Start(t, cfg, gateway.Options{Logger: testLogger(t), Clock: clk, Registry: registry(), FlushTimeout: 2 * time.Second})
+	return &running{g: g.G, stop: g.Stop}
 }
 
 func testLogger(t testing.TB) *slog.Logger {

@@ -452,16 +452,6 @@ func (d *e2eDaemon) stop() {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // feed publishes the stream in order, QoS 1, one at a time. When killAt ≥ 0, the daemon is
 // SIGKILLed from another goroutine once reading killAt is acknowledged, at a random moment
 // of what follows (publishes, pipeline steps, uplink sends in flight); the reading whose
@@ -580,7 +570,7 @@ func TestCrashRestart(t *testing.T) {
 	stream := e2eStream(7, 1000)
 	runOnce := func(killAt int, seed uint64) map[string]string {
 		dir := t.TempDir()
-		d := &e2eDaemon{t: t, addr: freeAddr(t), logPath: filepath.Join(dir, "daemon.log")}
+		d := &e2eDaemon{t: t, addr: testutil.FreeAddr(t), logPath: filepath.Join(dir, "daemon.log")}
 		d.cfg = writeE2EConfig(t, dir, d.addr)
 		up := filepath.Join(dir, "upstream.jsonl")
 		d.start()

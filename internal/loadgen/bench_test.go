@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +18,9 @@ import (
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/loadgen"
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // The gateway under load: its buffer with the defaults (sync: always, 512 MiB), the
@@ -47,15 +48,6 @@ ops: {log: {level: warn}, listen: "off", clock: {mode: trust}}
 func durableTopic(i int) string { return fmt.Sprintf("devices/bench-%d/temperature", i) }
 func noopTopic(i int) string    { return fmt.Sprintf("bench/noop-%d/temperature", i) }
 
-func freeAddr(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func writeConfig(b *testing.B, dir, addr, sync string) string {
 	p := filepath.Join(dir, "edgegate.yaml")
 	if err := os.WriteFile(p, []byte(fmt.Sprintf(benchConfig, dir, addr, sync)), 0o644); err != nil {
@@ -67,30 +59,12 @@ func writeConfig(b *testing.B, dir, addr, sync string) string {
 // startGateway runs the real gateway in this process with the given buffer.sync.
 func startGateway(b *testing.B, sync string) string {
 	dir := b.TempDir()
-	addr := freeAddr(b)
+	addr := testutil.FreeAddr(b)
 	cfg, err := config.Load(writeConfig(b, dir, addr, sync))
 	if err != nil {
 		b.Fatal(err)
 	}
-	g, err := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-errc:
-		cancel()
-		b.Fatalf("gateway stopped at start: %v", err)
-	}
-	b.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			b.Errorf("gateway: %v", err)
-		}
-	})
+	gatewaytest.Start(b, cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler)})
 	return addr
 }
 
@@ -188,7 +162,7 @@ func BenchmarkDaemonAt10k(b *testing.B) {
 
 func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	dir := b.TempDir()
-	addr := freeAddr(b)
+	addr := testutil.FreeAddr(b)
 	cmd := exec.Command(bin, "run", "-c", writeConfig(b, dir, addr, "always"))
 	cmd.Env = os.Environ()
 	if gomemlimit != "" {
