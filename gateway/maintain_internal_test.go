@@ -124,3 +124,65 @@ pipelines:
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestPipelineWatchdogProbe: the watchdog's pipeline probe fails only when input waits
+// and the pipeline neither committed nor failed a step since the previous check.
+func TestPipelineWatchdogProbe(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
+broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+pipelines:
+  - name: p1
+    window: {type: tumbling, size: 1m}
+`, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.store.Close()
+	var probe func(context.Context) error
+	for _, p := range g.Probes() {
+		if p.Name == "pipeline/p1" {
+			probe = p.Check
+		}
+	}
+	if probe == nil {
+		t.Fatal("no watchdog probe for pipeline p1")
+	}
+	ctx := context.Background()
+	// Idle: nothing to process is not a stall.
+	for range 2 {
+		if err := probe(ctx); err != nil {
+			t.Fatalf("idle pipeline: %v", err)
+		}
+	}
+	// Input waits and the runner (not started: as if hung) does not move.
+	rec := []byte(`{"id":"a","topic":"t","series":"s","ts":"2026-11-26T12:00:00.000Z","value":1}`)
+	if _, err := g.store.Append(ctx, "raw", []buffer.Entry{{Value: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe(ctx); err == nil {
+		t.Fatal("a pipeline with waiting input and no progress passed the probe")
+	}
+	// Once it runs and commits, it passes again.
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- g.pipelines[0].Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for g.pipelines[0].Stats().Commits.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pipeline did not commit")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := probe(ctx); err != nil {
+		t.Fatalf("after progress: %v", err)
+	}
+	if err := probe(ctx); err != nil {
+		t.Fatalf("caught up, nothing waits: %v", err)
+	}
+}

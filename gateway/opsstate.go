@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
 	"github.com/edgegate/edgegate/internal/timesync"
+	"github.com/edgegate/edgegate/pipeline"
 )
 
 const goarch = runtime.GOARCH
@@ -32,7 +34,11 @@ type opsState struct {
 	// Progress marks, each owned by the one watchdog goroutine that calls the probes.
 	storeGroups    uint64
 	ingestFinished uint64
+	pipelineMarks  map[string]pipelineMark
 }
+
+// pipelineMark is what a pipeline had done at the previous watchdog check.
+type pipelineMark struct{ position, commits, errors uint64 }
 
 const (
 	reloadApplied   = "applied"
@@ -78,13 +84,42 @@ func (g *Gateway) Register(r *ops.Registry) {
 	r.Register(ops.RuntimeCollector(g.ops.started))
 }
 
-// Probes are the systemd watchdog's checks (pinged only while every one passes): the ingest path and the store make progress.
-// Pipelines add theirs when they run.
+// Probes are the systemd watchdog's checks (pinged only while every one passes): the
+// ingest path, the store and every pipeline make progress.
 func (g *Gateway) Probes() []sdnotify.Probe {
-	return []sdnotify.Probe{
+	ps := []sdnotify.Probe{
 		{Name: ProbeIngest, Check: g.probeIngest},
 		{Name: ProbeStore, Check: g.probeStore},
 	}
+	for _, r := range g.pipelines {
+		ps = append(ps, sdnotify.Probe{Name: "pipeline/" + r.Name(), Check: func(context.Context) error { return g.probePipeline(r) }})
+	}
+	return ps
+}
+
+// probePipeline fails when the pipeline has input to process and neither committed nor
+// failed a step since the previous check: it hangs (on a hung disk, typically). A
+// pipeline that keeps failing is alive (its errors are counted and logged), and one
+// with nothing to do is idle, not stuck. The first check only takes the marks.
+func (g *Gateway) probePipeline(r *pipeline.Runner) error {
+	st := r.Stats()
+	now := pipelineMark{position: st.Position.Load(), commits: st.Commits.Load(), errors: st.Errors.Load()}
+	if g.ops.pipelineMarks == nil {
+		g.ops.pipelineMarks = map[string]pipelineMark{}
+	}
+	prev, seen := g.ops.pipelineMarks[r.Name()]
+	g.ops.pipelineMarks[r.Name()] = now
+	if !seen || now != prev {
+		return nil
+	}
+	last, err := g.store.LastSeq(broker.RawLog)
+	if err != nil {
+		return fmt.Errorf("read the input log: %w", err)
+	}
+	if last > 0 && last >= now.position {
+		return fmt.Errorf("input up to %d waits and the pipeline has stayed at %d since the last check", last, now.position)
+	}
+	return nil
 }
 
 // Stalled counts a probe failure (the watchdog calls it).
