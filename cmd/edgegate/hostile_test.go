@@ -181,7 +181,7 @@ broker:
 routes:
   - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
 unrouted: drop
-ops: {log: {level: warn}, clock: {mode: trust}}
+ops: {log: {level: warn}, clock: {mode: trust}, listen: "off"}
 `, d.dataDir, addr, hash("good-pw"), hash("flood-pw"))), 0o600)
 	if err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ uplinks:
     path: "%[1]s/tumble-only.jsonl"
     forward: ["agg/tumble"]
     batch: {max_records: 50, linger: 20ms}
-ops: {log: {level: warn}}
+ops: {log: {level: warn}, listen: "off"}
 `
 
 func writeE2EConfig(t *testing.T, dir, addr string) string {
