@@ -212,10 +212,7 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	var keys [][]byte
 	newFirst := first
 	err = s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
+		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		for it.Seek(logKey(ls.name, first)); it.Valid(); it.Next() {
 			item := it.Item()
@@ -288,10 +285,7 @@ func (s *Store) staleIndexKeys(log string, first uint64) ([][]byte, error) {
 	var keys [][]byte
 	prefix := timePrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
+		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		for it.Rewind(); it.Valid() && len(keys) <= s.dropMax/4; it.Next() {
 			seq := binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])

@@ -51,9 +51,7 @@ func (s *Store) logInfo(log string) (LogInfo, error) {
 	prefix := logPrefix(log)
 	tprefix := timePrefix(log)
 	err = s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
+		o := keysOnly(prefix)
 		it := txn.NewIterator(o)
 		it.Seek(logKey(log, ls.first.Load()))
 		if it.Valid() {

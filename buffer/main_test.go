@@ -1,16 +1,13 @@
 package buffer_test
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
 	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 )
 
 // childEnv names the config a re-executed test binary runs the real gateway on (the kill -9
@@ -23,7 +20,7 @@ const (
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
-		os.Exit(runChild(path))
+		os.Exit(gatewaytest.Child(path, gateway.Options{}))
 	}
 	goleak.VerifyTestMain(m,
 		// Badger's and ristretto's package-level goroutines outlive every DB.
@@ -34,24 +31,4 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/eclipse/paho%2emqtt%2egolang.(*client).Disconnect"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
-}
-
-// runChild is the daemon: the real gateway, until killed.
-func runChild(path string) int {
-	cfg, err := config.Load(path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	g, err := gateway.New(cfg, gateway.Options{Logger: log})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := g.Run(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
 }

@@ -30,3 +30,11 @@ func (s *Store) ScanState(prefix string, fn func(key string, value []byte) error
 	}
 	return nil
 }
+
+// keysOnly are iterator options over the keys under prefix, without fetching values.
+func keysOnly(prefix []byte) badger.IteratorOptions {
+	o := badger.DefaultIteratorOptions
+	o.Prefix = prefix
+	o.PrefetchValues = false
+	return o
+}

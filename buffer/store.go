@@ -503,10 +503,7 @@ func (s *Store) Read(log string, from uint64, max int, fn func(seq uint64, value
 	}
 	prefix := logPrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
+		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		n := 0
 		for it.Seek(logKey(log, from)); it.Valid(); it.Next() {
@@ -619,10 +616,7 @@ func (s *Store) loadMeta(log string) (logMeta, error) {
 	var m logMeta
 	prefix := logPrefix(log)
 	err = s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
+		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()

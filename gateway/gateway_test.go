@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,29 +33,9 @@ const childEnv = "EDGEGATE_TEST_CHILD_CONFIG"
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
-		os.Exit(runChild(path))
+		os.Exit(gatewaytest.Child(path, gateway.Options{Registry: registry()}))
 	}
 	os.Exit(m.Run())
-}
-
-// runChild is the daemon in a child process: it runs until killed.
-func runChild(path string) int {
-	cfg, err := config.Load(path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	g, err := gateway.New(cfg, gateway.Options{Logger: log, Registry: registry()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := g.Run(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
 }
 
 func registry() gateway.Registry {

@@ -3,6 +3,9 @@ package gatewaytest
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -62,4 +65,26 @@ func (r *Running) Stop() error {
 	r.done = true
 	r.cancel()
 	return <-r.errc
+}
+
+// Child is the body of a re-executed test binary that plays the daemon (crash tests): it
+// runs the gateway on the config at path until killed, logging warnings to stderr, and
+// returns the process exit code.
+func Child(path string, opts gateway.Options) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	g, err := gateway.New(cfg, opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := g.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
 }
