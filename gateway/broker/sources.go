@@ -58,7 +58,6 @@ type SourceCounts struct {
 	n        [numSources][numOutcomes]atomic.Uint64
 	refusals sync.Map // ingest.Reason → *atomic.Uint64
 	inflight atomic.Int64
-	finished atomic.Uint64
 }
 
 // Count returns the messages of src that had outcome o.
@@ -101,9 +100,16 @@ func (c *SourceCounts) RefusalReasons() []ingest.Reason {
 }
 
 // Progress returns the messages in the ingest path now and how many finished so far (the
-// watchdog's view of ingest).
+// watchdog's view of ingest). Every finished message has exactly one outcome, so finished
+// is the sum of the outcome counters rather than one more shared counter per message.
 func (c *SourceCounts) Progress() (inflight int64, finished uint64) {
-	return c.inflight.Load(), c.finished.Load()
+	inflight = c.inflight.Load()
+	for src := range c.n {
+		for o := range c.n[src] {
+			finished += c.n[src][o].Load()
+		}
+	}
+	return inflight, finished
 }
 
 // Holder diverts the records of a message to another log than the raw one: the gateway
