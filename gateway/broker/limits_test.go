@@ -14,6 +14,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // TestPublishReasonCodes checks with an MQTT 5 client the reason code of each refusal in its
@@ -181,7 +182,7 @@ func TestQoS0FloodDisconnected(t *testing.T) {
 	if !closedWithin(conn, 10*time.Second) {
 		t.Fatal("flooding 3.1.1 client not disconnected")
 	}
-	waitFor(t, "flood counted", func() bool { return e.b.Refusals().Count(ReasonFlood) == 1 })
+	testutil.Eventually(t, 10*time.Second, "flood counted", func() bool { return e.b.Refusals().Count(ReasonFlood) == 1 })
 	if n := len(e.records(t)); n != 50 {
 		t.Errorf("store holds %d records from the flood, want the 50 of the burst", n)
 	}
@@ -240,7 +241,7 @@ func TestConnectionLimits(t *testing.T) {
 		t.Error("fifth connection accepted with max_clients 4")
 	}
 	a1.Close()
-	waitFor(t, "slot freed", func() bool {
+	testutil.Eventually(t, 10*time.Second, "slot freed", func() bool {
 		c := dialFrom(t, "127.0.0.4", addr)
 		c.Write(connectPacket("after", "dev-1", "dev-1-pw"))
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -275,7 +276,7 @@ func TestConnectTimeout(t *testing.T) {
 			t.Errorf("%s socket not closed after connect_timeout", c.name)
 		}
 	}
-	waitFor(t, "timeouts counted", func() bool { return e.b.Refusals().Count(ReasonConnectTimeout) == 4 })
+	testutil.Eventually(t, 10*time.Second, "timeouts counted", func() bool { return e.b.Refusals().Count(ReasonConnectTimeout) == 4 })
 	good := e.user(t, "dev-1", "slow")
 	time.Sleep(600 * time.Millisecond)
 	if code, err := good.publish(t, "devices/dev-1/t", 1, `1`); code != 0 {
@@ -303,7 +304,7 @@ func TestPacketTooLarge(t *testing.T) {
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
 		t.Errorf("20 huge CONNECTs allocated %d MiB", grew>>20)
 	}
-	waitFor(t, "too_large counted", func() bool { return e.b.Refusals().Count(ingest.ReasonTooLarge) == 20 })
+	testutil.Eventually(t, 10*time.Second, "too_large counted", func() bool { return e.b.Refusals().Count(ingest.ReasonTooLarge) == 20 })
 
 	conn, err := e.dial(t, "tcp", nil)
 	if err != nil {
@@ -319,7 +320,7 @@ func TestPacketTooLarge(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("connection not closed after an oversized PUBLISH")
 	}
-	waitFor(t, "too_large counted", func() bool { return e.b.Refusals().Count(ingest.ReasonTooLarge) == 21 })
+	testutil.Eventually(t, 10*time.Second, "too_large counted", func() bool { return e.b.Refusals().Count(ingest.ReasonTooLarge) == 21 })
 }
 
 // TestConnackMaximumPacketSize: the limit is announced to MQTT 5 clients.
