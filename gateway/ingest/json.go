@@ -61,7 +61,8 @@ func decodeJSON(p []byte) ([]reading, error) {
 	dec := json.NewDecoder(bytes.NewReader(t))
 	dec.UseNumber()
 	var (
-		single         *reading
+		single         reading
+		hasSingle      bool
 		fields         []reading
 		ts             time.Time
 		hasTS          bool
@@ -79,7 +80,7 @@ func decodeJSON(p []byte) ([]reading, error) {
 			if !ok {
 				return malformed(`"value" must be a number or a boolean`)
 			}
-			single = &reading{field: "value", value: v}
+			single, hasSingle = reading{field: "value", value: v}, true
 		case "ts":
 			var err error
 			ts, hasTS, err = parseTS(raw)
@@ -118,8 +119,8 @@ func decodeJSON(p []byte) ([]reading, error) {
 	if err != nil {
 		return nil, err
 	}
-	if single != nil {
-		fields = append(fields[:0], *single)
+	if hasSingle {
+		fields = append(fields[:0], single)
 	} else if tooMany {
 		return nil, malformed("more than %d readings in one message", MaxReadings)
 	}
