@@ -30,7 +30,11 @@ type throttleState struct {
 }
 
 func newThrottle(next slog.Handler, now func() time.Time) *throttle {
-	return &throttle{next: next, st: &throttleState{now: now, last: map[string]time.Time{}, suppressed: map[string]int{}}}
+	return &throttle{next: next, st: newThrottleState(now)}
+}
+
+func newThrottleState(now func() time.Time) *throttleState {
+	return &throttleState{now: now, last: map[string]time.Time{}, suppressed: map[string]int{}}
 }
 
 func (h *throttle) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
@@ -55,6 +59,8 @@ func (h *throttle) Handle(ctx context.Context, r slog.Record) error {
 	return h.next.Handle(ctx, r)
 }
 
+// allow reports whether msg may be logged now (at most once every refusalLogEvery), with
+// how many times it was not since it last was. Refusals uses it too, keyed by reason.
 func (s *throttleState) allow(msg string) (suppressed int, ok bool) {
 	now := s.now()
 	s.mu.Lock()
