@@ -144,7 +144,11 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("refusal %d: %#x", i, code)
 		}
 	}
-	go func() { // the one too many: no PUBACK comes
+	published := make(chan struct{})
+	t.Cleanup(func() { <-published }) // goleak: the publisher goroutine ends with the test
+	// The one too many: no PUBACK comes.
+	go func() {
+		defer close(published)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, _ = c.c.Publish(ctx, &paho.Publish{Topic: "devices/dev-1/t", QoS: 1, Payload: []byte("x")})
