@@ -122,7 +122,7 @@ func TestRefusalsLogRateLimited(t *testing.T) {
 func TestThrottleMochiLogs(t *testing.T) {
 	var buf bytes.Buffer
 	now := time.Unix(1795694400, 0)
-	h := newThrottle(slog.NewTextHandler(&buf, nil), func() time.Time { return now })
+	h := mochiLogHandler(slog.NewTextHandler(&buf, nil), func() time.Time { return now })
 	log := slog.New(h).With("component", "mqtt")
 	for i := 0; i < 50; i++ {
 		log.Warn("error processing packet", "client", "x")
