@@ -67,7 +67,7 @@ func (h *IngestHook) SetRouter(r *ingest.Router) { h.router.Store(r) }
 // Stats returns the hook's counters.
 func (h *IngestHook) Stats() *IngestStats { return &h.stats }
 
-// Sources returns the counters by source and outcome, and refusals by reason.
+// Sources returns the counters by source and outcome.
 func (h *IngestHook) Sources() *SourceCounts { return &h.sources }
 
 func (h *IngestHook) ID() string { return "edgegate-ingest" }
@@ -116,12 +116,8 @@ func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, p
 	h.sources.inflight.Add(1)
 	oc, err := h.ingest(ctx, src, topic, payload)
 	h.sources.inflight.Add(-1)
-	if err != nil {
-		h.sources.refuse(src, err)
-		return err
-	}
-	h.sources.add(src, oc)
-	return nil
+	h.sources.add(src, oc) // OutcomeRefused with err
+	return err
 }
 
 func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte) (Outcome, error) {
