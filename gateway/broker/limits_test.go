@@ -27,14 +27,16 @@ func TestPublishReasonCodes(t *testing.T) {
 		c.Broker.MaxRetainedMessages = 2
 	})
 	c := e.user(t, "dev-1", "rc")
-	retain := func(topic string, payload string) byte {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)})
-		if r == nil {
-			t.Fatalf("retained publish: %v", err)
+	send := func(topic string, qos byte, retain bool, payload string) func() byte {
+		return func() byte {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			r, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Retain: retain, Payload: []byte(payload)})
+			if r == nil {
+				t.Fatalf("publish %s: %v", topic, err)
+			}
+			return r.ReasonCode
 		}
-		return r.ReasonCode
 	}
 	cases := []struct {
 		name   string
@@ -43,20 +45,17 @@ func TestPublishReasonCodes(t *testing.T) {
 		reason ingest.Reason
 		stored bool
 	}{
-		{"accepted", func() byte { code, _ := c.publish(t, "devices/dev-1/t", 1, `{"value": 1}`); return code }, 0x00, "", true},
-		{"accepted QoS 2", func() byte { code, _ := c.publish(t, "devices/dev-1/t", 2, `{"value": 2}`); return code }, 0x00, "", true},
-		{"malformed", func() byte { code, _ := c.publish(t, "devices/dev-1/t", 1, `{"value": "x"}`); return code }, 0x99, ingest.ReasonMalformed, false},
-		{"malformed QoS 2 (PUBREC)", func() byte { code, _ := c.publish(t, "devices/dev-1/t", 2, `not json`); return code }, 0x99, ingest.ReasonMalformed, false},
-		{"not authorized", func() byte { code, _ := c.publish(t, "devices/dev-2/t", 1, `1`); return code }, 0x87, ingest.ReasonNotAuthorized, false},
-		{"topic too long", func() byte {
-			code, _ := c.publish(t, "devices/dev-1/"+strings.Repeat("x", 40), 1, `1`)
-			return code
-		}, 0x90, ingest.ReasonTopicInvalid, false},
-		{"topic too deep", func() byte { code, _ := c.publish(t, "devices/dev-1/a/b/c", 1, `1`); return code }, 0x90, ingest.ReasonTopicInvalid, false},
-		{"retained 1", func() byte { return retain("devices/dev-1/r1", `{"value": 1}`) }, 0x00, "", true},
-		{"retained 2", func() byte { return retain("devices/dev-1/r2", `{"value": 2}`) }, 0x00, "", true},
-		{"retained over the limit", func() byte { return retain("devices/dev-1/r3", `{"value": 3}`) }, 0x97, ingest.ReasonOverQuota, false},
-		{"retained topic replaced", func() byte { return retain("devices/dev-1/r1", `{"value": 4}`) }, 0x00, "", true},
+		{"accepted", send("devices/dev-1/t", 1, false, `{"value": 1}`), 0x00, "", true},
+		{"accepted QoS 2", send("devices/dev-1/t", 2, false, `{"value": 2}`), 0x00, "", true},
+		{"malformed", send("devices/dev-1/t", 1, false, `{"value": "x"}`), 0x99, ingest.ReasonMalformed, false},
+		{"malformed QoS 2 (PUBREC)", send("devices/dev-1/t", 2, false, `not json`), 0x99, ingest.ReasonMalformed, false},
+		{"not authorized", send("devices/dev-2/t", 1, false, `1`), 0x87, ingest.ReasonNotAuthorized, false},
+		{"topic too long", send("devices/dev-1/"+strings.Repeat("x", 40), 1, false, `1`), 0x90, ingest.ReasonTopicInvalid, false},
+		{"topic too deep", send("devices/dev-1/a/b/c", 1, false, `1`), 0x90, ingest.ReasonTopicInvalid, false},
+		{"retained 1", send("devices/dev-1/r1", 1, true, `{"value": 1}`), 0x00, "", true},
+		{"retained 2", send("devices/dev-1/r2", 1, true, `{"value": 2}`), 0x00, "", true},
+		{"retained over the limit", send("devices/dev-1/r3", 1, true, `{"value": 3}`), 0x97, ingest.ReasonOverQuota, false},
+		{"retained topic replaced", send("devices/dev-1/r1", 1, true, `{"value": 4}`), 0x00, "", true},
 	}
 	stored := 0
 	for _, cs := range cases {
