@@ -85,25 +85,6 @@ func TestPublishReasonCodes(t *testing.T) {
 	}
 }
 
-// TestV311MalformedNoPuback: a 3.1.1 client gets no PUBACK for a refused message and keeps
-// its connection.
-func TestV311MalformedNoPuback(t *testing.T) {
-	e := newEnv(t, nil)
-	c, err := e.connect3(t, "tcp", login{clientID: "v3", user: "dev-1", pass: "dev-1-pw"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if acked, _ := publish3(c, "devices/dev-1/t", 1, `{"value": "bad"}`, 500*time.Millisecond); acked {
-		t.Error("malformed message acknowledged")
-	}
-	if acked, err := publish3(c, "devices/dev-1/t", 1, `{"value": 1}`, 5*time.Second); !acked || !c.IsConnectionOpen() {
-		t.Errorf("good message after a refusal: acked %v, %v", acked, err)
-	}
-	if e.b.Refusals().Count(ingest.ReasonMalformed) != 1 {
-		t.Error("refusal not counted")
-	}
-}
-
 // TestRateLimit drives the per-client token bucket with a fake clock: a burst of
 // max_rate_per_client messages passes, the next are refused with 0x97, time refills the
 // bucket, and a client that keeps going past twice its rate is disconnected with 0x96.
