@@ -68,7 +68,7 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 	// alias, and each alias would hold a topic in memory.
 	caps.TopicAliasMaximum = 0
 
-	mlog := slog.New(newThrottle(quietHandler{log.With("component", "mqtt").Handler()}, time.Now))
+	mlog := slog.New(mochiLogHandler(log.With("component", "mqtt").Handler(), time.Now))
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		InlineClient:           true,

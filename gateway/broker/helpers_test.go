@@ -2,17 +2,11 @@ package broker
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,100 +20,43 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 )
 
-// pki is a throw-away CA with a server certificate for 127.0.0.1 and a client certificate,
-// written as PEM files for the listener config.
+// pki is a throw-away CA with a server certificate for 127.0.0.1 and a client certificate
+// (testutil.Certs, whose PEM files the listener config names), plus a client certificate
+// signed by a CA the broker does not trust.
 type pki struct {
-	dir                       string
-	caFile, certFile, keyFile string
-	pool                      *x509.CertPool
-	client                    tls.Certificate
-	otherClient               tls.Certificate // signed by a CA the broker does not trust
+	*testutil.Certs
+	pool        *x509.CertPool
+	client      tls.Certificate
+	otherClient tls.Certificate
 }
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	dir := t.TempDir()
-	p := &pki{dir: dir, pool: x509.NewCertPool()}
-	caKey, caCert := selfSigned(t, "edgegate test CA")
-	p.pool.AddCert(caCert)
-	p.caFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", caCert.Raw)
-
-	srvKey, srvDER := issue(t, caKey, caCert, "127.0.0.1", x509.ExtKeyUsageServerAuth)
-	p.certFile = writePEM(t, dir, "server.pem", "CERTIFICATE", srvDER)
-	p.keyFile = writePEM(t, dir, "server-key.pem", "PRIVATE KEY", marshalKey(t, srvKey))
-
-	cliKey, cliDER := issue(t, caKey, caCert, "dev-1", x509.ExtKeyUsageClientAuth)
-	p.client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
-
-	otherCAKey, otherCA := selfSigned(t, "some other CA")
-	oKey, oDER := issue(t, otherCAKey, otherCA, "dev-1", x509.ExtKeyUsageClientAuth)
-	p.otherClient = tls.Certificate{Certificate: [][]byte{oDER}, PrivateKey: oKey}
+	c := testutil.NewCerts(t)
+	ca, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{Certs: c, pool: x509.NewCertPool()}
+	if !p.pool.AppendCertsFromPEM(ca) {
+		t.Fatal("no CA certificate in " + c.CAFile)
+	}
+	p.client = loadKeyPair(t, c)
+	p.otherClient = loadKeyPair(t, testutil.NewCerts(t))
 	return p
 }
 
-func selfSigned(t *testing.T, cn string) (*ecdsa.PrivateKey, *x509.Certificate) {
+func loadKeyPair(t *testing.T, c *testutil.Certs) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := tls.LoadX509KeyPair(c.ClientCert, c.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert
-}
-
-func issue(t *testing.T, caKey *ecdsa.PrivateKey, ca *x509.Certificate, cn string, usage x509.ExtKeyUsage) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-	}
-	if ip := net.ParseIP(cn); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, der
-}
-
-func marshalKey(t *testing.T, k *ecdsa.PrivateKey) []byte {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return cert
 }
 
 // testUsers are the accounts of every test broker; each password is the user name + "-pw".
@@ -163,10 +100,10 @@ func newEnvClock(t *testing.T, clk clock.Clock, mutate func(c *config.Config)) *
 	c.Gateway.DataDir = t.TempDir()
 	c.Broker.Listeners = []config.Listener{
 		{Type: "tcp", Address: "127.0.0.1:0"},
-		{Type: "tls", Address: "127.0.0.1:0", CertFile: p.certFile, KeyFile: p.keyFile},
-		{Type: "tls", Address: "127.0.0.1:0", CertFile: p.certFile, KeyFile: p.keyFile, ClientCAFile: p.caFile},
+		{Type: "tls", Address: "127.0.0.1:0", CertFile: p.ServerCert, KeyFile: p.ServerKey},
+		{Type: "tls", Address: "127.0.0.1:0", CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.CAFile},
 		{Type: "ws", Address: "127.0.0.1:0"},
-		{Type: "ws", Address: "127.0.0.1:0", CertFile: p.certFile, KeyFile: p.keyFile},
+		{Type: "ws", Address: "127.0.0.1:0", CertFile: p.ServerCert, KeyFile: p.ServerKey},
 	}
 	for _, u := range testUsers {
 		h, err := bcrypt.GenerateFromPassword([]byte(password(u.name)), bcrypt.MinCost)
@@ -271,16 +208,4 @@ func (e *env) records(t *testing.T) []record.Record {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

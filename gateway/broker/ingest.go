@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -68,12 +67,13 @@ func (h *IngestHook) SetRouter(r *ingest.Router) { h.router.Store(r) }
 // Stats returns the hook's counters.
 func (h *IngestHook) Stats() *IngestStats { return &h.stats }
 
-// Sources returns the counters by source and outcome, and refusals by reason.
+// Sources returns the counters by source and outcome.
 func (h *IngestHook) Sources() *SourceCounts { return &h.sources }
 
 func (h *IngestHook) ID() string { return "edgegate-ingest" }
 
-func (h *IngestHook) Provides(b byte) bool { return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b}) }
+// Provides is asked by mochi for every event of every packet: one comparison.
+func (h *IngestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 
 // OnPublish runs on the publisher's read goroutine. Returning nil lets mochi PUBACK and
 // deliver; a refusal is answered by refusePublish (a reason code for MQTT 5, no ack for
@@ -116,13 +116,8 @@ func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, p
 	h.sources.inflight.Add(1)
 	oc, err := h.ingest(ctx, src, topic, payload)
 	h.sources.inflight.Add(-1)
-	h.sources.finished.Add(1)
-	if err != nil {
-		h.sources.refuse(src, err)
-		return err
-	}
-	h.sources.add(src, oc)
-	return nil
+	h.sources.add(src, oc) // OutcomeRefused with err
+	return err
 }
 
 func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte) (Outcome, error) {
@@ -168,16 +163,18 @@ func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, paylo
 		}
 		return OutcomeRefused, &ingest.Error{Reason: reason, Err: err}
 	}
-	h.stats.Accepted.Add(1)
 	dups := 0
 	for _, r := range res {
 		if r.Dup {
-			h.stats.Dups.Add(1)
 			dups++
-		} else {
-			h.stats.Records.Add(1)
 		}
 	}
+	// One add per counter and message, not per record: they are shared by every publisher.
+	h.stats.Accepted.Add(1)
+	if dups > 0 {
+		h.stats.Dups.Add(uint64(dups))
+	}
+	h.stats.Records.Add(uint64(len(res) - dups))
 	if dups == len(res) && oc == OutcomeStored {
 		oc = OutcomeDuplicate
 	}

@@ -188,7 +188,15 @@ type netListener struct {
 	accept   net.Listener // ln, or a TLS listener over it
 	refusals *Refusals
 	log      *slog.Logger
+	conns    connGroup
+}
 
+var _ listeners.Listener = (*netListener)(nil)
+
+// connGroup is the shutdown bookkeeping of a listener: the goroutine of each connection
+// joins it while the listener is open, and shutdown runs once, waiting for all of them and
+// for Serve.
+type connGroup struct {
 	mu      sync.Mutex // guards closed and the Add side of wg
 	closed  bool
 	wg      sync.WaitGroup
@@ -196,10 +204,47 @@ type netListener struct {
 	started atomic.Bool
 }
 
-var _ listeners.Listener = (*netListener)(nil)
+func newConnGroup() connGroup { return connGroup{serving: make(chan struct{})} }
+
+// serve marks Serve as running; the caller defers the returned func.
+func (g *connGroup) serve() (done func()) {
+	g.started.Store(true)
+	return func() { close(g.serving) }
+}
+
+// join adds one connection goroutine, which calls g.wg.Done; false once shutdown began.
+func (g *connGroup) join() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	return true
+}
+
+// shutdown, the first time only: stop (no new connections), disconnect the listener's
+// clients, close connections still waiting for their CONNECT, then wait for every
+// connection goroutine and for Serve.
+func (g *connGroup) shutdown(id string, stop func() error, closeClients listeners.CloseFn, ln *limitedListener) {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return
+	}
+	g.closed = true
+	g.mu.Unlock()
+	_ = stop()
+	closeClients(id)
+	ln.closeAll()
+	g.wg.Wait()
+	if g.started.Load() {
+		<-g.serving
+	}
+}
 
 func newNetListener(id string, ln *limitedListener, tlsCfg *tls.Config, log *slog.Logger) *netListener {
-	l := &netListener{id: id, proto: "tcp", ln: ln, accept: ln, refusals: ln.refusals, log: log, serving: make(chan struct{})}
+	l := &netListener{id: id, proto: "tcp", ln: ln, accept: ln, refusals: ln.refusals, log: log, conns: newConnGroup()}
 	if tlsCfg != nil {
 		l.proto = "tls"
 		l.accept = tls.NewListener(ln, tlsCfg)
@@ -214,8 +259,7 @@ func (l *netListener) Init(*slog.Logger) error { return nil }
 
 // Serve accepts until Close; mochi runs it on a goroutine of its own.
 func (l *netListener) Serve(establish listeners.EstablishFn) {
-	l.started.Store(true)
-	defer close(l.serving)
+	defer l.conns.serve()()
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.accept.Accept()
@@ -230,16 +274,12 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
+		if !l.conns.join() {
 			c.Close()
 			return
 		}
-		l.wg.Add(1)
-		l.mu.Unlock()
 		go func() {
-			defer l.wg.Done()
+			defer l.conns.wg.Done()
 			err := establish(l.id, c)
 			c.Close()
 			connEnded(l.refusals, c, err)
@@ -250,18 +290,5 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 // Close stops accepting, disconnects this listener's clients, closes connections still
 // waiting for their CONNECT and waits for every connection goroutine.
 func (l *netListener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return
-	}
-	l.closed = true
-	l.mu.Unlock()
-	_ = l.accept.Close()
-	closeClients(l.id)
-	l.ln.closeAll()
-	l.wg.Wait()
-	if l.started.Load() {
-		<-l.serving
-	}
+	l.conns.shutdown(l.id, l.accept.Close, closeClients, l.ln)
 }

@@ -7,16 +7,15 @@ import (
 	"time"
 )
 
-// mochiDemoted are mochi log messages about refusals that edgegate already counts and logs
-// itself (rate-limited, see Refusals): mochi logs each at Error with the whole packet.
-var mochiDemoted = map[string]bool{
-	"publish packet error":    true,
-	"publish packet rejected": true,
+// mochiLogHandler is the handler mochi logs through: routine messages demoted to debug
+// (quietHandler), then the rest throttled.
+func mochiLogHandler(next slog.Handler, now func() time.Time) slog.Handler {
+	return quietHandler{newThrottle(next, now)}
 }
 
-// throttle wraps the handler mochi logs through: warnings and errors are logged at most
-// once per message text every 10 s, with the number left unlogged, because a hostile
-// client can make mochi log on every packet. Shared state across WithAttrs/WithGroup.
+// throttle logs warnings and errors at most once per message text every 10 s, with the
+// number left unlogged, because a hostile client can make mochi log on every packet.
+// Shared state across WithAttrs/WithGroup.
 type throttle struct {
 	next slog.Handler
 	st   *throttleState
@@ -30,18 +29,16 @@ type throttleState struct {
 }
 
 func newThrottle(next slog.Handler, now func() time.Time) *throttle {
-	return &throttle{next: next, st: &throttleState{now: now, last: map[string]time.Time{}, suppressed: map[string]int{}}}
+	return &throttle{next: next, st: newThrottleState(now)}
+}
+
+func newThrottleState(now func() time.Time) *throttleState {
+	return &throttleState{now: now, last: map[string]time.Time{}, suppressed: map[string]int{}}
 }
 
 func (h *throttle) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
 
 func (h *throttle) Handle(ctx context.Context, r slog.Record) error {
-	if mochiDemoted[r.Message] {
-		r.Level = slog.LevelDebug
-		if !h.next.Enabled(ctx, r.Level) {
-			return nil
-		}
-	}
 	if r.Level >= slog.LevelWarn {
 		n, ok := h.st.allow(r.Message)
 		if !ok {
@@ -55,6 +52,8 @@ func (h *throttle) Handle(ctx context.Context, r slog.Record) error {
 	return h.next.Handle(ctx, r)
 }
 
+// allow reports whether msg may be logged now (at most once every refusalLogEvery), with
+// how many times it was not since it last was. Refusals uses it too, keyed by reason.
 func (s *throttleState) allow(msg string) (suppressed int, ok bool) {
 	now := s.now()
 	s.mu.Lock()

@@ -3,7 +3,6 @@ package broker
 import (
 	"log/slog"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,21 +39,16 @@ const refusalLogEvery = 10 * time.Second
 // at most once per reason every 10 s with the number left unlogged. Safe for concurrent use.
 type Refusals struct {
 	counts map[ingest.Reason]*atomic.Uint64 // fixed at construction: read without a lock
-	clock  clock.Clock
+	logs   *throttleState                   // keyed by reason
 	log    *slog.Logger
-
-	mu         sync.Mutex // guards last and suppressed
-	last       map[ingest.Reason]time.Time
-	suppressed map[ingest.Reason]int
 }
 
 // NewRefusals builds the counters.
 func NewRefusals(c clock.Clock, log *slog.Logger) *Refusals {
 	r := &Refusals{
 		counts: make(map[ingest.Reason]*atomic.Uint64, len(RefusalReasons)),
-		clock:  c, log: log,
-		last:       map[ingest.Reason]time.Time{},
-		suppressed: map[ingest.Reason]int{},
+		logs:   newThrottleState(c.Now),
+		log:    log,
 	}
 	for _, reason := range RefusalReasons {
 		r.counts[reason] = new(atomic.Uint64)
@@ -68,17 +62,10 @@ func (r *Refusals) Add(reason ingest.Reason, client, topic string, err error) {
 	if c, ok := r.counts[reason]; ok {
 		c.Add(1)
 	}
-	now := r.clock.Now()
-	r.mu.Lock()
-	if last, ok := r.last[reason]; ok && now.Sub(last) < refusalLogEvery {
-		r.suppressed[reason]++
-		r.mu.Unlock()
+	n, ok := r.logs.allow(string(reason))
+	if !ok {
 		return
 	}
-	r.last[reason] = now
-	n := r.suppressed[reason]
-	r.suppressed[reason] = 0
-	r.mu.Unlock()
 	attrs := []any{"reason", string(reason)}
 	if client != "" {
 		attrs = append(attrs, "client", client)

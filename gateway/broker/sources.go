@@ -1,14 +1,10 @@
 package broker
 
 import (
-	"errors"
-	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
-	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/record"
 )
 
@@ -52,13 +48,11 @@ func (o Outcome) String() string {
 	return [...]string{"stored", "duplicate", "raw", "dropped", "refused"}[o]
 }
 
-// SourceCounts counts messages by source and outcome, and refusals by reason. Safe for
-// concurrent use.
+// SourceCounts counts messages by source and outcome (refusals by reason are in Refusals).
+// Safe for concurrent use.
 type SourceCounts struct {
 	n        [numSources][numOutcomes]atomic.Uint64
-	refusals sync.Map // ingest.Reason → *atomic.Uint64
 	inflight atomic.Int64
-	finished atomic.Uint64
 }
 
 // Count returns the messages of src that had outcome o.
@@ -66,44 +60,17 @@ func (c *SourceCounts) Count(src Source, o Outcome) uint64 { return c.n[src][o].
 
 func (c *SourceCounts) add(src Source, o Outcome) { c.n[src][o].Add(1) }
 
-func (c *SourceCounts) refuse(src Source, err error) {
-	c.add(src, OutcomeRefused)
-	reason := ingest.ReasonStore
-	var ie *ingest.Error
-	if errors.As(err, &ie) {
-		reason = ie.Reason
-	}
-	v, ok := c.refusals.Load(reason)
-	if !ok {
-		v, _ = c.refusals.LoadOrStore(reason, new(atomic.Uint64))
-	}
-	v.(*atomic.Uint64).Add(1)
-}
-
-// Refusals returns the refusals counted so far, by reason.
-func (c *SourceCounts) Refusals() map[ingest.Reason]uint64 {
-	out := map[ingest.Reason]uint64{}
-	c.refusals.Range(func(k, v any) bool {
-		out[k.(ingest.Reason)] = v.(*atomic.Uint64).Load()
-		return true
-	})
-	return out
-}
-
-// RefusalReasons returns the reasons seen so far, sorted.
-func (c *SourceCounts) RefusalReasons() []ingest.Reason {
-	var out []ingest.Reason
-	for r := range c.Refusals() {
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
-}
-
 // Progress returns the messages in the ingest path now and how many finished so far (the
-// watchdog's view of ingest).
+// watchdog's view of ingest). Every finished message has exactly one outcome, so finished
+// is the sum of the outcome counters rather than one more shared counter per message.
 func (c *SourceCounts) Progress() (inflight int64, finished uint64) {
-	return c.inflight.Load(), c.finished.Load()
+	inflight = c.inflight.Load()
+	for src := range c.n {
+		for o := range c.n[src] {
+			finished += c.n[src][o].Load()
+		}
+	}
+	return inflight, finished
 }
 
 // Holder diverts the records of a message to another log than the raw one: the gateway

@@ -89,12 +89,16 @@ func TestConnLimiterSources(t *testing.T) {
 	if !take("10.0.0.1:1") || !take("10.0.0.1:2") || take("10.0.0.1:3") || !take("[::ffff:10.0.0.2]:1") {
 		t.Error("IPv4 sources are per address, IPv4-mapped IPv6 included")
 	}
-	release, err := newConnLimiter(1, 1).acquire(addr("10.0.0.9:1"))
+	one := newConnLimiter(1, 1)
+	release, err := one.acquire(addr("10.0.0.9:1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	release()
 	release() // idempotent
+	if one.total != 0 || len(one.perIP) != 0 {
+		t.Errorf("after a double release: %d open, %v per source; want none", one.total, one.perIP)
+	}
 }
 
 func TestRefusalsLogRateLimited(t *testing.T) {
@@ -122,7 +126,7 @@ func TestRefusalsLogRateLimited(t *testing.T) {
 func TestThrottleMochiLogs(t *testing.T) {
 	var buf bytes.Buffer
 	now := time.Unix(1795694400, 0)
-	h := newThrottle(slog.NewTextHandler(&buf, nil), func() time.Time { return now })
+	h := mochiLogHandler(slog.NewTextHandler(&buf, nil), func() time.Time { return now })
 	log := slog.New(h).With("component", "mqtt")
 	for i := 0; i < 50; i++ {
 		log.Warn("error processing packet", "client", "x")

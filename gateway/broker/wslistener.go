@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -28,12 +26,7 @@ type wsListener struct {
 	srv            *http.Server
 	upgrader       websocket.Upgrader
 	establish      listeners.EstablishFn // set by Serve before the first request
-
-	mu      sync.Mutex // guards closed and the Add side of wg
-	closed  bool
-	wg      sync.WaitGroup
-	serving chan struct{}
-	started atomic.Bool
+	conns          connGroup
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
@@ -41,7 +34,7 @@ var _ listeners.Listener = (*wsListener)(nil)
 func newWSListener(id string, ln *limitedListener, tlsCfg *tls.Config, connectTimeout time.Duration, log *slog.Logger) *wsListener {
 	l := &wsListener{
 		id: id, ln: ln, tlsCfg: tlsCfg, connectTimeout: connectTimeout, refusals: ln.refusals, log: log,
-		serving: make(chan struct{}),
+		conns: newConnGroup(),
 		upgrader: websocket.Upgrader{
 			Subprotocols:     []string{"mqtt"},
 			HandshakeTimeout: connectTimeout,
@@ -72,12 +65,11 @@ func (l *wsListener) Init(*slog.Logger) error { return nil }
 
 // Serve runs the HTTP server until Close; mochi runs it on a goroutine of its own.
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
-	l.started.Store(true)
-	defer close(l.serving)
-	l.mu.Lock()
+	defer l.conns.serve()()
+	l.conns.mu.Lock()
 	l.establish = establish
-	closed := l.closed
-	l.mu.Unlock()
+	closed := l.conns.closed
+	l.conns.mu.Unlock()
 	if closed {
 		return
 	}
@@ -91,16 +83,11 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 }
 
 func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.conns.join() {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	l.wg.Add(1)
-	establish := l.establish
-	l.mu.Unlock()
-	defer l.wg.Done()
+	defer l.conns.wg.Done()
 	ws, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered with an HTTP error
@@ -108,7 +95,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	// The HTTP server cleared the accept deadline; the CONNECT gets connectTimeout again.
 	_ = ws.NetConn().SetDeadline(time.Now().Add(l.connectTimeout))
 	c := &wsConn{ws: ws}
-	err = establish(l.id, c)
+	err = l.establish(l.id, c) // set before Serve started the HTTP server
 	c.Close()
 	connEnded(l.refusals, c, err)
 }
@@ -116,20 +103,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 // Close stops the HTTP server, disconnects this listener's clients, closes connections
 // still waiting for their CONNECT and waits for every connection handler.
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return
-	}
-	l.closed = true
-	l.mu.Unlock()
-	_ = l.srv.Close()
-	closeClients(l.id)
-	l.ln.closeAll()
-	l.wg.Wait()
-	if l.started.Load() {
-		<-l.serving
-	}
+	l.conns.shutdown(l.id, l.srv.Close, closeClients, l.ln)
 }
 
 // wsConn carries an MQTT byte stream in binary WebSocket messages: a packet may span

@@ -191,3 +191,37 @@ func TestReasonCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestDuplicateMembers: a repeated name is refused wherever it repeats, before and after
+// nameSet moves from its array to its map.
+func TestDuplicateMembers(t *testing.T) {
+	obj := func(names ...string) []byte {
+		var b strings.Builder
+		b.WriteString("{")
+		for i, n := range names {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			b.WriteString(`"` + n + `":1`)
+		}
+		b.WriteString("}")
+		return []byte(b.String())
+	}
+	var names []string
+	for i := 0; i < 20; i++ {
+		names = append(names, "f"+strconv.Itoa(i))
+	}
+	if rds, err := decodeJSON(obj(names...)); err != nil || len(rds) != 20 {
+		t.Fatalf("20 distinct members: %d readings, %v", len(rds), err)
+	}
+	for _, at := range []int{3, 8, 9, 19} {
+		for _, of := range []int{0, at - 1} {
+			dup := append(append([]string(nil), names[:at]...), names[of])
+			_, err := decodeJSON(obj(dup...))
+			var e *Error
+			if !errors.As(err, &e) || !strings.Contains(e.Err.Error(), "appears twice") {
+				t.Errorf("member %d repeating member %d: %v, want a duplicate refusal", at, of, err)
+			}
+		}
+	}
+}

@@ -61,7 +61,8 @@ func decodeJSON(p []byte) ([]reading, error) {
 	dec := json.NewDecoder(bytes.NewReader(t))
 	dec.UseNumber()
 	var (
-		single         *reading
+		single         reading
+		hasSingle      bool
 		fields         []reading
 		ts             time.Time
 		hasTS          bool
@@ -79,7 +80,7 @@ func decodeJSON(p []byte) ([]reading, error) {
 			if !ok {
 				return malformed(`"value" must be a number or a boolean`)
 			}
-			single = &reading{field: "value", value: v}
+			single, hasSingle = reading{field: "value", value: v}, true
 		case "ts":
 			var err error
 			ts, hasTS, err = parseTS(raw)
@@ -118,8 +119,8 @@ func decodeJSON(p []byte) ([]reading, error) {
 	if err != nil {
 		return nil, err
 	}
-	if single != nil {
-		fields = append(fields[:0], *single)
+	if hasSingle {
+		fields = append(fields[:0], single)
 	} else if tooMany {
 		return nil, malformed("more than %d readings in one message", MaxReadings)
 	}
@@ -164,20 +165,16 @@ func members(dec *json.Decoder, what string, fn func(name string, raw json.RawMe
 
 // objectBody reads the members of an object whose '{' was consumed, and its '}'.
 func objectBody(dec *json.Decoder, fn func(name string, raw json.RawMessage) error) error {
-	var seen map[string]struct{}
+	var seen nameSet
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return malformed("invalid JSON: %v", err)
 		}
 		name, _ := tok.(string)
-		if _, dup := seen[name]; dup {
+		if !seen.add(name) {
 			return malformed("invalid JSON: member %q appears twice", name)
 		}
-		if seen == nil {
-			seen = make(map[string]struct{}, 8)
-		}
-		seen[name] = struct{}{}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			return malformed("invalid JSON: %v", err)
@@ -190,6 +187,40 @@ func objectBody(dec *json.Decoder, fn func(name string, raw json.RawMessage) err
 		return malformed("invalid JSON: %v", err)
 	}
 	return nil
+}
+
+// nameSet holds the member names of one object. Objects have a few members, and this runs
+// for every object of every message (each record of a SenML pack): a scan of an array on
+// the stack for the first ones, a map only past them.
+type nameSet struct {
+	few  [8]string
+	n    int
+	many map[string]struct{}
+}
+
+// add adds name; false if it was there already.
+func (s *nameSet) add(name string) bool {
+	if s.many == nil {
+		for _, f := range s.few[:s.n] {
+			if f == name {
+				return false
+			}
+		}
+		if s.n < len(s.few) {
+			s.few[s.n] = name
+			s.n++
+			return true
+		}
+		s.many = make(map[string]struct{}, 2*len(s.few))
+		for _, f := range s.few {
+			s.many[f] = struct{}{}
+		}
+	}
+	if _, dup := s.many[name]; dup {
+		return false
+	}
+	s.many[name] = struct{}{}
+	return true
 }
 
 // jsonValue reads a JSON number, or a boolean as 1 or 0. ok is false for other types.

@@ -186,7 +186,7 @@ func (r *Route) decode(tp string, payload []byte, now time.Time, caps *captures)
 		}
 		rec.Series = r.series.Expand(lookup)
 		if rd.named && !r.fieldInTpl {
-			rec.Series += "/" + rd.field
+			rec.Series = rec.Series + "/" + rd.field // one concatenation, one allocation
 		}
 		if len(r.labels) > 0 {
 			rec.Labels = make(map[string]string, len(r.labels))

@@ -34,12 +34,19 @@ const senmlRelativeLimit = 1 << 28
 
 const senmlMaxVersion = 10
 
+// senmlRecord holds the labels of one record that edgegate reads. Values, not pointers:
+// this runs per label of every message, and a pointer per label was an allocation each.
 type senmlRecord struct {
-	bn, bu, n, u *string
-	bt, bv, t, v *float64
-	vb           *bool
-	bver         *float64
-	values       int // how many of v, vs, vb, vd are present
+	bn, bu, n, u       opt[string]
+	bt, bv, t, v, bver opt[float64]
+	vb                 opt[bool]
+	values             int // how many of v, vs, vb, vd are present
+}
+
+// opt is a label that may be absent.
+type opt[T any] struct {
+	val T
+	ok  bool
 }
 
 // decodeSenML reads a SenML JSON pack. now resolves relative times.
@@ -76,8 +83,8 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 		if err := objectBody(dec, r.set); err != nil {
 			return nil, senmlErr(count, err)
 		}
-		if r.bver != nil {
-			v := *r.bver
+		if r.bver.ok {
+			v := r.bver.val
 			if v != math.Trunc(v) || v < 1 {
 				return nil, malformed("SenML record %d: bver must be a positive integer", count)
 			}
@@ -89,27 +96,27 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 			}
 			version = v
 		}
-		if r.bn != nil {
-			baseName = *r.bn
+		if r.bn.ok {
+			baseName = r.bn.val
 		}
-		if r.bt != nil {
-			baseTime = *r.bt
+		if r.bt.ok {
+			baseTime = r.bt.val
 		}
-		if r.bu != nil {
-			baseUnit = *r.bu
+		if r.bu.ok {
+			baseUnit = r.bu.val
 		}
-		if r.bv != nil {
-			baseVal = *r.bv
+		if r.bv.ok {
+			baseVal = r.bv.val
 		}
 		if r.values > 1 {
 			return nil, malformed("SenML record %d has more than one of v, vs, vb, vd", count)
 		}
 		var value float64
 		switch {
-		case r.v != nil:
-			value = baseVal + *r.v
-		case r.vb != nil:
-			if *r.vb {
+		case r.v.ok:
+			value = baseVal + r.v.val
+		case r.vb.ok:
+			if r.vb.val {
 				value = 1
 			}
 		default:
@@ -119,22 +126,22 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 			return nil, malformed("SenML record %d: value out of range", count)
 		}
 		name := baseName
-		if r.n != nil {
-			name += *r.n
+		if r.n.ok {
+			name += r.n.val
 		}
 		if err := checkSenMLName(name); err != nil {
 			return nil, senmlErr(count, err)
 		}
 		rd := reading{field: name, named: true, value: value, unit: baseUnit, hasTS: true}
-		if r.u != nil {
-			rd.unit = *r.u
+		if r.u.ok {
+			rd.unit = r.u.val
 		}
 		if len(rd.unit) > maxUnitLen {
 			return nil, malformed("SenML record %d: unit longer than %d bytes", count, maxUnitLen)
 		}
 		tm := baseTime
-		if r.t != nil {
-			tm += *r.t
+		if r.t.ok {
+			tm += r.t.val
 		}
 		switch {
 		case math.IsInf(tm, 0) || math.Abs(tm) > 1e13:
@@ -176,44 +183,44 @@ func senmlErr(rec int, err error) error {
 
 // set fills one SenML label of the record from its JSON value.
 func (r *senmlRecord) set(name string, raw json.RawMessage) error {
-	str := func() (*string, error) {
-		s, err := jsonString(raw, name, maxFieldLen*2)
-		return &s, err
+	str := func(o *opt[string]) (err error) {
+		o.val, err = jsonString(raw, name, maxFieldLen*2)
+		o.ok = true
+		return err
 	}
-	num := func() (*float64, error) {
+	num := func(o *opt[float64]) (err error) {
 		if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
-			return nil, malformed("%q must be a number", name)
+			return malformed("%q must be a number", name)
 		}
-		v, _, err := jsonValue(raw)
-		return &v, err
+		o.val, _, err = jsonValue(raw)
+		o.ok = true
+		return err
 	}
-	var err error
 	switch name {
 	case "bn":
-		r.bn, err = str()
+		return str(&r.bn)
 	case "bu":
-		r.bu, err = str()
+		return str(&r.bu)
 	case "n":
-		r.n, err = str()
+		return str(&r.n)
 	case "u":
-		r.u, err = str()
+		return str(&r.u)
 	case "bt":
-		r.bt, err = num()
+		return num(&r.bt)
 	case "bv":
-		r.bv, err = num()
+		return num(&r.bv)
 	case "t":
-		r.t, err = num()
+		return num(&r.t)
 	case "bver":
-		r.bver, err = num()
+		return num(&r.bver)
 	case "v":
-		r.v, err = num()
 		r.values++
+		return num(&r.v)
 	case "vb":
 		if raw[0] != 't' && raw[0] != 'f' {
 			return malformed(`"vb" must be true or false`)
 		}
-		b := raw[0] == 't'
-		r.vb = &b
+		r.vb = opt[bool]{raw[0] == 't', true}
 		r.values++
 	case "vs", "vd":
 		if raw[0] != '"' {
@@ -221,14 +228,15 @@ func (r *senmlRecord) set(name string, raw json.RawMessage) error {
 		}
 		r.values++
 	case "bs", "s", "ut":
-		_, err = num()
+		var ignored opt[float64]
+		return num(&ignored)
 	case "l":
 	default:
 		if strings.HasSuffix(name, "_") {
 			return malformed("label %q must be understood (RFC 8428 §4.4) and is not", name)
 		}
 	}
-	return err
+	return nil
 }
 
 // checkSenMLName applies RFC 8428 §4.5.1 to a resolved name.
