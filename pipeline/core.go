@@ -77,9 +77,6 @@ type Pane struct {
 // Count is the number of records the pane carries.
 func (p *Pane) Count() int64 { return p.agg.count }
 
-// Sum of the pane's values.
-func (p *Pane) Sum() float64 { return p.agg.sum }
-
 // Counters are what a core did since it was built.
 type Counters struct {
 	Records     uint64 // readings of the pipeline's input
@@ -174,9 +171,6 @@ func NewCore(spec Spec) (*Core, error) {
 	c.gcQ.less = gcOrder
 	return c, nil
 }
-
-// Spec returns the core's spec.
-func (c *Core) Spec() *Spec { return &c.spec }
 
 // Watermark returns W (NegInf before the first record, PosInf after Finish).
 func (c *Core) Watermark() int64 { return c.wm }

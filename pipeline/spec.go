@@ -90,9 +90,6 @@ type Spec struct {
 	MaxOpenWindows int
 }
 
-// LateTopic is where records too late for the pipeline are published.
-func (s *Spec) LateTopic() string { return s.Output + "/late" }
-
 // SpecFromConfig converts a validated pipeline config.
 func SpecFromConfig(p config.Pipeline) (Spec, error) {
 	aggs, err := ParseAggs(p.Aggregates)
