@@ -25,14 +25,12 @@ const (
 	Late
 )
 
+// timingNames are the timings as panes carry them (pane.timing).
+var timingNames = [...]string{Early: "EARLY", OnTime: "ON_TIME", Late: "LATE"}
+
 func (t Timing) String() string {
-	switch t {
-	case Early:
-		return "EARLY"
-	case OnTime:
-		return "ON_TIME"
-	case Late:
-		return "LATE"
+	if t >= Early && int(t) < len(timingNames) {
+		return timingNames[t]
 	}
 	return fmt.Sprintf("Timing(%d)", uint8(t))
 }
@@ -79,11 +77,11 @@ func (p *Pane) Count() int64 { return p.agg.count }
 
 // Counters are what a core did since it was built.
 type Counters struct {
-	Records     uint64 // readings of the pipeline's input
-	LateRecords uint64 // aggregated late (a LATE pane fired)
-	TooLate     uint64 // dropped: beyond allowed lateness
-	CapDrops    uint64 // dropped: open-window cap reached
-	Panes       [4]uint64
+	Records     uint64                   // readings of the pipeline's input
+	LateRecords uint64                   // aggregated late (a LATE pane fired)
+	TooLate     uint64                   // dropped: beyond allowed lateness
+	CapDrops    uint64                   // dropped: open-window cap reached
+	Panes       [len(timingNames)]uint64 // by Timing
 }
 
 type keyState struct {

@@ -19,14 +19,12 @@ const (
 	Session
 )
 
+// kindNames are the kinds' names in the config (window.type).
+var kindNames = [...]string{Tumbling: "tumbling", Sliding: "sliding", Session: "session"}
+
 func (k Kind) String() string {
-	switch k {
-	case Tumbling:
-		return "tumbling"
-	case Sliding:
-		return "sliding"
-	case Session:
-		return "session"
+	if k >= Tumbling && int(k) < len(kindNames) {
+		return kindNames[k]
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -111,14 +109,12 @@ func SpecFromConfig(p config.Pipeline) (Spec, error) {
 		Output:          p.OutputTopic(),
 		MaxOpenWindows:  p.MaxOpenWindows,
 	}
-	switch p.Window.Type {
-	case "tumbling":
-		s.Kind = Tumbling
-	case "sliding":
-		s.Kind = Sliding
-	case "session":
-		s.Kind = Session
-	default:
+	for k := Tumbling; int(k) < len(kindNames); k++ {
+		if kindNames[k] == p.Window.Type {
+			s.Kind = k
+		}
+	}
+	if s.Kind == 0 {
 		return Spec{}, fmt.Errorf("pipeline %q: unknown window type %q", p.Name, p.Window.Type)
 	}
 	return s, s.check()
