@@ -68,23 +68,7 @@ func (e *Encoder) AppendJSON(dst []byte, p *Pane) []byte {
 		dst = append(dst, ',', '"')
 		dst = append(dst, an.name...)
 		dst = append(dst, '"', ':')
-		var v float64
-		switch an.agg {
-		case AggSum:
-			v = a.sum
-		case AggMin:
-			v = a.min
-		case AggMax:
-			v = a.max
-		case AggMean:
-			v = a.meanValue()
-		case AggFirst:
-			v = a.first
-		case AggLast:
-			v = a.last
-		case AggStddev:
-			v = a.stddev()
-		}
+		v := an.value(a)
 		if (a.count == 0 && an.agg != AggSum) || math.IsNaN(v) || math.IsInf(v, 0) {
 			dst = append(dst, "null"...)
 		} else {

@@ -43,12 +43,19 @@ const (
 	AggStddev
 )
 
+// aggNames names each aggregate and reads its value from a window's running state.
 var aggNames = []struct {
-	name string
-	agg  Aggs
+	name  string
+	agg   Aggs
+	value func(*aggState) float64
 }{
-	{"sum", AggSum}, {"min", AggMin}, {"max", AggMax}, {"mean", AggMean},
-	{"first", AggFirst}, {"last", AggLast}, {"stddev", AggStddev},
+	{"sum", AggSum, func(a *aggState) float64 { return a.sum }},
+	{"min", AggMin, func(a *aggState) float64 { return a.min }},
+	{"max", AggMax, func(a *aggState) float64 { return a.max }},
+	{"mean", AggMean, (*aggState).meanValue},
+	{"first", AggFirst, func(a *aggState) float64 { return a.first }},
+	{"last", AggLast, func(a *aggState) float64 { return a.last }},
+	{"stddev", AggStddev, (*aggState).stddev},
 }
 
 // ParseAggs turns aggregate names into a set; "count" is accepted and implied.

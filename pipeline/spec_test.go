@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -41,5 +42,33 @@ func TestAggNamesMatchConfig(t *testing.T) {
 	}
 	if _, err := ParseAggs(config.Aggregates); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEncoderAggregates: each aggregate a pipeline asks for is in its pane, with its value.
+func TestEncoderAggregates(t *testing.T) {
+	c := newCore(t, Spec{Kind: Tumbling, Size: 10000, Aggs: AggSum | AggMin | AggMax | AggMean | AggFirst | AggLast | AggStddev})
+	for i, v := range []float64{2, 1, 4} {
+		c.Step(&Input{Series: "k", TS: sec(float64(3 - i)), Value: v}) // first by ts: 4, last: 2
+	}
+	c.Finish()
+	p, err := DecodePane(NewEncoder(&c.spec).AppendJSON(nil, &c.Panes()[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mean := 7.0 / 3
+	sd := math.Sqrt(((2-mean)*(2-mean) + (1-mean)*(1-mean) + (4-mean)*(4-mean)) / 3)
+	for _, f := range []struct {
+		name string
+		got  *float64
+		want float64
+	}{{"sum", p.Sum, 7}, {"min", p.Min, 1}, {"max", p.Max, 4}, {"mean", p.Mean, mean},
+		{"first", p.First, 4}, {"last", p.Last, 2}, {"stddev", p.Stddev, sd}} {
+		if f.got == nil || !near(*f.got, f.want) {
+			t.Errorf("%s = %v, want %v", f.name, f.got, f.want)
+		}
+	}
+	if p.Count != 3 {
+		t.Errorf("count %d", p.Count)
 	}
 }
