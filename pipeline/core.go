@@ -118,7 +118,8 @@ type tomb struct {
 // Step fires whatever is still due before applying its record, so a caller that bounds
 // Fire (to cut commits) still gets Beam's semantics.
 type Core struct {
-	spec Spec
+	spec  Spec
+	shape uint64 // spec.shape(), saved with every commit
 
 	keys     map[string]*keyState
 	wm       int64
@@ -158,6 +159,7 @@ func NewCore(spec Spec) (*Core, error) {
 	}
 	c := &Core{
 		spec:      spec,
+		shape:     spec.shape(),
 		keys:      map[string]*keyState{},
 		wm:        NegInf,
 		maxTS:     NegInf,

@@ -87,6 +87,9 @@ type Runner struct {
 	core  *Core
 	stats RunnerStats
 
+	// Store keys and names, fixed for the runner's life.
+	metaKey, winPrefix, consumer string
+
 	next      uint64 // committed input position
 	savedWM   int64
 	dirtyMeta bool
@@ -132,6 +135,9 @@ func NewRunner(spec Spec, o RunnerOptions) (*Runner, error) {
 	r := &Runner{
 		spec: spec, o: o, enc: NewEncoder(&spec),
 		lg:         o.Logger.With("component", "pipeline", "pipeline", spec.Name),
+		metaKey:    metaKey(spec.Name),
+		winPrefix:  windowPrefix(spec.Name),
+		consumer:   ConsumerName(spec.Name),
 		lastWarn:   map[string]time.Time{},
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second,
 	}
@@ -158,7 +164,7 @@ func (r *Runner) LastPanes() []PaneSummary {
 func (r *Runner) Name() string { return r.spec.Name }
 
 // Consumer is the runner's consumer name in its input log.
-func (r *Runner) Consumer() string { return ConsumerName(r.spec.Name) }
+func (r *Runner) Consumer() string { return r.consumer }
 
 // Stats returns the runner's counters.
 func (r *Runner) Stats() *RunnerStats { return &r.stats }
@@ -225,7 +231,7 @@ func (r *Runner) load() error {
 	c.trackDirty = true
 	name := r.spec.Name
 	shapeOK := true
-	if v, ok, err := r.o.Store.Get(metaKey(name)); err != nil {
+	if v, ok, err := r.o.Store.Get(r.metaKey); err != nil {
 		return fmt.Errorf("pipeline %q: load state: %w", name, err)
 	} else if ok {
 		m, err := decodeMeta(v)
@@ -233,13 +239,13 @@ func (r *Runner) load() error {
 			return fmt.Errorf("pipeline %q: load state: meta: %w", name, err)
 		}
 		c.restoreMeta(m)
-		if m.shape != r.spec.shape() {
+		if m.shape != c.shape {
 			shapeOK = false
 			r.lg.Warn("window shape changed since the last run: open windows are dropped; the watermark is kept")
 		}
 	}
 	var stale []string
-	err = r.o.Store.ScanState(windowPrefix(name), func(k string, v []byte) error {
+	err = r.o.Store.ScanState(r.winPrefix, func(k string, v []byte) error {
 		if !shapeOK {
 			stale = append(stale, k)
 			return nil
@@ -266,7 +272,7 @@ func (r *Runner) load() error {
 			return fmt.Errorf("pipeline %q: drop stale state: %w", name, err)
 		}
 	}
-	r.next, err = r.o.Store.Cursor(r.o.Input, r.Consumer())
+	r.next, err = r.o.Store.Cursor(r.o.Input, r.consumer)
 	if err != nil {
 		return fmt.Errorf("pipeline %q: %w", name, err)
 	}
@@ -374,7 +380,7 @@ func (r *Runner) commit(next uint64) error {
 	r.keyBuf = r.keyBuf[:0]
 	for _, t := range c.tombs {
 		s := len(r.keyBuf)
-		r.keyBuf = c.windowKey(r.keyBuf, t.ks, t.start)
+		r.keyBuf = r.windowKey(r.keyBuf, t.ks, t.start)
 		keys = append(keys, [2]int{s, len(r.keyBuf)})
 	}
 	nt := len(keys)
@@ -386,7 +392,7 @@ func (r *Runner) commit(next uint64) error {
 		w.dirty = false
 		w.stored = true
 		s := len(r.keyBuf)
-		r.keyBuf = c.windowKey(r.keyBuf, w.ks, w.start)
+		r.keyBuf = r.windowKey(r.keyBuf, w.ks, w.start)
 		keys = append(keys, [2]int{s, len(r.keyBuf)})
 		v := len(r.buf)
 		r.buf = appendWindow(r.buf, w)
@@ -411,8 +417,8 @@ func (r *Runner) commit(next uint64) error {
 				tx.Put(key, buf[v[0]:v[1]])
 			}
 		}
-		tx.Put(metaKey(r.spec.Name), buf[mv:])
-		tx.SetCursor(r.o.Input, r.Consumer(), next)
+		tx.Put(r.metaKey, buf[mv:])
+		tx.SetCursor(r.o.Input, r.consumer, next)
 	})
 	if err != nil {
 		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)

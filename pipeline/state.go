@@ -30,11 +30,11 @@ func keyID(series string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-func (c *Core) windowKey(dst []byte, ks *keyState, start int64) []byte {
+func (r *Runner) windowKey(dst []byte, ks *keyState, start int64) []byte {
 	if ks.id == "" {
 		ks.id = keyID(ks.key)
 	}
-	dst = append(dst, windowPrefix(c.spec.Name)...)
+	dst = append(dst, r.winPrefix...)
 	dst = append(dst, ks.id...)
 	dst = append(dst, '/')
 	var b [8]byte
@@ -71,7 +71,7 @@ func decodeMeta(b []byte) (meta, error) {
 }
 
 func (c *Core) meta() meta {
-	return meta{shape: c.spec.shape(), wm: c.wm, maxTS: c.maxTS, arrival: c.arrival}
+	return meta{shape: c.shape, wm: c.wm, maxTS: c.maxTS, arrival: c.arrival}
 }
 
 func (c *Core) restoreMeta(m meta) {
