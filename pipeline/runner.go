@@ -294,15 +294,20 @@ func (r *Runner) full() bool {
 	return bytes >= r.o.MaxStepBytes || ops >= r.o.MaxStepOps
 }
 
-// fire lets the core emit what is due, within the step's budget.
-func (r *Runner) fire() {
+// fire lets the core emit what is due, within the step's budget, and reports whether the
+// budget is reached. When it is not, nothing is pending: Fire did less than it was allowed.
+func (r *Runner) fire() (full bool) {
 	c := r.core
 	for !r.full() {
 		n := min(64, r.o.MaxStepOps-len(c.panes)-len(c.dirty)-len(c.tombs))
-		if n <= 0 || c.Fire(n) < n {
-			return
+		if n <= 0 {
+			return true
+		}
+		if c.Fire(n) < n {
+			return false
 		}
 	}
+	return true
 }
 
 // step processes what is available, within the budget, and commits it. more reports
@@ -310,10 +315,9 @@ func (r *Runner) fire() {
 func (r *Runner) step() (more bool, err error) {
 	c := r.core
 	c.Tick(r.o.Clock.Now().UnixNano())
-	r.fire()
 	next := r.next
 	r.lates = r.lates[:0]
-	stopped := c.Pending() || r.full()
+	stopped := r.fire()
 	if !stopped {
 		last, err := r.o.Store.LastSeq(r.o.Input)
 		if err != nil {
@@ -322,10 +326,6 @@ func (r *Runner) step() (more bool, err error) {
 		var in Input
 		n := 0
 		_, err = r.o.Store.Read(r.o.Input, r.next, r.o.MaxStepRecords, func(seq uint64, v []byte) error {
-			if r.full() || c.Pending() {
-				stopped = true
-				return buffer.ErrStop
-			}
 			next = seq + 1
 			n++
 			reading, err := ParseRecord(v, &in)
@@ -345,7 +345,10 @@ func (r *Runner) step() (more bool, err error) {
 			case Capped:
 				r.warn("cap", "open-window cap reached: records dropped from aggregation", "max_open_windows", r.spec.MaxOpenWindows)
 			}
-			r.fire()
+			if r.fire() {
+				stopped = true
+				return buffer.ErrStop
+			}
 			return nil
 		})
 		if err != nil {
@@ -358,13 +361,12 @@ func (r *Runner) step() (more bool, err error) {
 			next = last + 1 // the rest of the range was trimmed: nothing to read there
 		}
 	}
-	if next == r.next && len(c.panes) == 0 && len(c.dirty) == 0 && len(c.tombs) == 0 && c.wm == r.savedWM && !r.dirtyMeta {
-		return stopped || c.Pending(), nil
+	if next != r.next || len(c.panes) > 0 || len(c.dirty) > 0 || len(c.tombs) > 0 || c.wm != r.savedWM || r.dirtyMeta {
+		if err := r.commit(next); err != nil {
+			return false, err
+		}
 	}
-	if err := r.commit(next); err != nil {
-		return false, err
-	}
-	return stopped || c.Pending(), nil
+	return stopped, nil // not stopped: nothing is pending either (fire)
 }
 
 // commit writes the step in one transaction, then publishes its panes and late records.
