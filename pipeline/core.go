@@ -332,11 +332,7 @@ func (c *Core) addSession(ksp **keyState, in *Input, w0 int64) Outcome {
 				w.stored = false
 			}
 			w.start, w.end, w.index = start, end, 0
-			if w.fired {
-				c.gcQ.remove(w.pos)
-			} else {
-				c.fireQ.remove(w.pos)
-			}
+			c.dequeue(w)
 			w.earlyAt = 0
 			c.enqueue(w, end <= w0)
 		}
@@ -405,6 +401,15 @@ func (c *Core) newWindow(ks *keyState, start, end int64, late bool) *window {
 	return w
 }
 
+// dequeue takes w out of its queue.
+func (c *Core) dequeue(w *window) {
+	if w.fired {
+		c.gcQ.remove(w.pos)
+	} else {
+		c.fireQ.remove(w.pos)
+	}
+}
+
 func (c *Core) enqueue(w *window, fired bool) {
 	w.fired = fired
 	if fired {
@@ -456,11 +461,7 @@ func (c *Core) emit(w *window, t Timing) {
 // forget removes w from its queue and frees it; the caller removes it from its key.
 func (c *Core) forget(w *window) {
 	if w.pos >= 0 {
-		if w.fired {
-			c.gcQ.remove(w.pos)
-		} else {
-			c.fireQ.remove(w.pos)
-		}
+		c.dequeue(w)
 	}
 	c.release(w)
 }
