@@ -373,53 +373,36 @@ func (r *Runner) step() (more bool, err error) {
 func (r *Runner) commit(next uint64) error {
 	c := r.core
 	r.buf = r.buf[:0]
-	var panes, keys [][2]int // offsets in r.buf
-	for i := range c.panes {
-		s := len(r.buf)
-		r.buf = r.enc.AppendJSON(r.buf, &c.panes[i])
-		panes = append(panes, [2]int{s, len(r.buf)})
-	}
-	r.keyBuf = r.keyBuf[:0]
-	for _, t := range c.tombs {
-		s := len(r.keyBuf)
-		r.keyBuf = r.windowKey(r.keyBuf, t.ks, t.start)
-		keys = append(keys, [2]int{s, len(r.keyBuf)})
-	}
-	nt := len(keys)
-	var vals [][2]int
-	for _, w := range c.dirty {
-		if !w.dirty {
-			continue // freed since, or listed twice
-		}
-		w.dirty = false
-		w.stored = true
-		s := len(r.keyBuf)
-		r.keyBuf = r.windowKey(r.keyBuf, w.ks, w.start)
-		keys = append(keys, [2]int{s, len(r.keyBuf)})
-		v := len(r.buf)
-		r.buf = appendWindow(r.buf, w)
-		vals = append(vals, [2]int{v, len(r.buf)})
-	}
-	m := c.meta()
-	mv := len(r.buf)
-	r.buf = m.appendTo(r.buf)
-	buf, keyBuf := r.buf, r.keyBuf
+	var panes [][2]int // offsets in r.buf, for publishing once committed
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// build encodes into r.buf and hands tx slices of it: a slice stays valid when r.buf
+	// grows (growing copies, it does not overwrite).
 	err := r.o.Store.Update(cctx, func(tx *buffer.Tx) {
-		for _, p := range panes {
-			tx.Append(r.o.Output, buf[p[0]:p[1]])
+		for i := range c.panes {
+			s := len(r.buf)
+			r.buf = r.enc.AppendJSON(r.buf, &c.panes[i])
+			tx.Append(r.o.Output, r.buf[s:])
+			panes = append(panes, [2]int{s, len(r.buf)})
 		}
-		for i, k := range keys {
-			key := string(keyBuf[k[0]:k[1]])
-			if i < nt {
-				tx.Delete(key)
-			} else {
-				v := vals[i-nt]
-				tx.Put(key, buf[v[0]:v[1]])
+		for _, t := range c.tombs {
+			r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
+			tx.Delete(string(r.keyBuf))
+		}
+		for _, w := range c.dirty {
+			if !w.dirty {
+				continue // freed since, or listed twice
 			}
+			w.dirty = false
+			w.stored = true
+			r.keyBuf = r.windowKey(r.keyBuf[:0], w.ks, w.start)
+			s := len(r.buf)
+			r.buf = appendWindow(r.buf, w)
+			tx.Put(string(r.keyBuf), r.buf[s:])
 		}
-		tx.Put(r.metaKey, buf[mv:])
+		m, s := c.meta(), len(r.buf)
+		r.buf = m.appendTo(r.buf)
+		tx.Put(r.metaKey, r.buf[s:])
 		tx.SetCursor(r.o.Input, r.consumer, next)
 	})
 	if err != nil {
@@ -434,7 +417,7 @@ func (r *Runner) commit(next uint64) error {
 	if pub := r.o.Publisher; pub != nil {
 		out := r.Output()
 		for _, p := range panes {
-			if err := pub.PublishLocal(out, bytes.Clone(buf[p[0]:p[1]])); err != nil {
+			if err := pub.PublishLocal(out, bytes.Clone(r.buf[p[0]:p[1]])); err != nil {
 				r.warn("publish", "publishing panes locally failed (they are in the aggregate log)", "err", err)
 			}
 		}
