@@ -128,7 +128,6 @@ type Core struct {
 	fireQ    winHeap // open windows, by (end, key, start)
 	gcQ      winHeap // fired windows, by end
 	free     []*window
-	open     int
 	panes    []Pane
 	outBytes int // estimated JSON bytes of panes
 	scratch  []*window
@@ -175,8 +174,8 @@ func NewCore(spec Spec) (*Core, error) {
 // Watermark returns W (NegInf before the first record, PosInf after Finish).
 func (c *Core) Watermark() int64 { return c.wm }
 
-// OpenWindows returns the number of windows held in state.
-func (c *Core) OpenWindows() int { return c.open }
+// OpenWindows returns the number of windows held in state: each is in one of the queues.
+func (c *Core) OpenWindows() int { return c.fireQ.len() + c.gcQ.len() }
 
 // Counters returns what the core did so far.
 func (c *Core) Counters() Counters { return c.stats }
@@ -265,7 +264,7 @@ func (c *Core) addTo(ksp **keyState, in *Input, start, end, w0 int64) Outcome {
 		}
 	}
 	if w == nil {
-		if c.open >= c.spec.MaxOpenWindows {
+		if c.OpenWindows() >= c.spec.MaxOpenWindows {
 			return Capped
 		}
 		if ks == nil {
@@ -306,7 +305,7 @@ func (c *Core) addSession(ksp **keyState, in *Input, w0 int64) Outcome {
 	}
 	var w *window
 	if i == j {
-		if c.open >= c.spec.MaxOpenWindows {
+		if c.OpenWindows() >= c.spec.MaxOpenWindows {
 			return Capped
 		}
 		if ks == nil {
@@ -396,7 +395,6 @@ func (c *Core) newWindow(ks *keyState, start, end int64, late bool) *window {
 	}
 	w.ks, w.start, w.end = ks, start, end
 	ks.insert(w)
-	c.open++
 	c.enqueue(w, late)
 	return w
 }
@@ -460,9 +458,7 @@ func (c *Core) emit(w *window, t Timing) {
 
 // forget removes w from its queue and frees it; the caller removes it from its key.
 func (c *Core) forget(w *window) {
-	if w.pos >= 0 {
-		c.dequeue(w)
-	}
+	c.dequeue(w)
 	c.release(w)
 }
 
@@ -476,7 +472,6 @@ func (c *Core) release(w *window) {
 	}
 	w.dirty = false // a stale entry in c.dirty is skipped
 	w.ks = nil
-	c.open--
 	c.free = append(c.free, w)
 }
 

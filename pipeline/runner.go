@@ -281,7 +281,7 @@ func (r *Runner) load() error {
 	r.dirtyMeta = !shapeOK
 	r.stats.Position.Store(r.next)
 	r.stats.Watermark.Store(c.wm)
-	r.stats.OpenWindows.Store(int64(c.open))
+	r.stats.OpenWindows.Store(int64(c.OpenWindows()))
 	return nil
 }
 
@@ -450,7 +450,7 @@ func (r *Runner) publishStats() {
 	s := &r.stats
 	s.Position.Store(r.next)
 	s.Watermark.Store(c.wm)
-	s.OpenWindows.Store(int64(c.open))
+	s.OpenWindows.Store(int64(c.OpenWindows()))
 	s.Records.Store(cn.Records)
 	s.LateRecords.Store(cn.LateRecords)
 	s.TooLate.Store(cn.TooLate)
