@@ -90,14 +90,13 @@ type Runner struct {
 	// Store keys and names, fixed for the runner's life.
 	metaKey, winPrefix, consumer string
 
-	next      uint64 // committed input position
-	savedWM   int64
-	dirtyMeta bool
-	buf       []byte
-	keyBuf    []byte
-	lates     [][]byte
-	lastWarn  map[string]time.Time
-	output    atomic.Pointer[string] // the output topic; SetOutput changes it while running
+	next     uint64 // committed input position
+	saved    meta   // the meta last committed (or found at load)
+	buf      []byte
+	keyBuf   []byte
+	lates    [][]byte
+	lastWarn map[string]time.Time
+	output   atomic.Pointer[string] // the output topic; SetOutput changes it while running
 
 	lastMu sync.Mutex // guards last
 	last   []PaneSummary
@@ -230,7 +229,7 @@ func (r *Runner) load() error {
 	}
 	c.trackDirty = true
 	name := r.spec.Name
-	shapeOK := true
+	saved := c.meta() // nothing to save while nothing happens
 	if v, ok, err := r.o.Store.Get(r.metaKey); err != nil {
 		return fmt.Errorf("pipeline %q: load state: %w", name, err)
 	} else if ok {
@@ -239,14 +238,14 @@ func (r *Runner) load() error {
 			return fmt.Errorf("pipeline %q: load state: meta: %w", name, err)
 		}
 		c.restoreMeta(m)
+		saved = m
 		if m.shape != c.shape {
-			shapeOK = false
 			r.lg.Warn("window shape changed since the last run: open windows are dropped; the watermark is kept")
 		}
 	}
 	var stale []string
 	err = r.o.Store.ScanState(r.winPrefix, func(k string, v []byte) error {
-		if !shapeOK {
+		if saved.shape != c.shape {
 			stale = append(stale, k)
 			return nil
 		}
@@ -277,8 +276,7 @@ func (r *Runner) load() error {
 		return fmt.Errorf("pipeline %q: %w", name, err)
 	}
 	r.core = c
-	r.savedWM = c.wm
-	r.dirtyMeta = !shapeOK
+	r.saved = saved // a changed shape differs from c.meta(): the next step saves it
 	r.stats.Position.Store(r.next)
 	r.stats.Watermark.Store(c.wm)
 	r.stats.OpenWindows.Store(int64(c.OpenWindows()))
@@ -361,7 +359,7 @@ func (r *Runner) step() (more bool, err error) {
 			next = last + 1 // the rest of the range was trimmed: nothing to read there
 		}
 	}
-	if next != r.next || len(c.panes) > 0 || len(c.dirty) > 0 || len(c.tombs) > 0 || c.wm != r.savedWM || r.dirtyMeta {
+	if next != r.next || len(c.panes) > 0 || len(c.dirty) > 0 || len(c.tombs) > 0 || c.meta() != r.saved {
 		if err := r.commit(next); err != nil {
 			return false, err
 		}
@@ -408,9 +406,7 @@ func (r *Runner) commit(next uint64) error {
 	if err != nil {
 		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
 	}
-	r.next = next
-	r.savedWM = c.wm
-	r.dirtyMeta = false
+	r.next, r.saved = next, c.meta()
 	c.dirty = c.dirty[:0]
 	c.tombs = c.tombs[:0]
 	c.dirtyBytes = 0
