@@ -84,6 +84,17 @@ type Counters struct {
 	Panes       [len(timingNames)]uint64 // by Timing
 }
 
+func (a Counters) add(b Counters) Counters {
+	a.Records += b.Records
+	a.LateRecords += b.LateRecords
+	a.TooLate += b.TooLate
+	a.CapDrops += b.CapDrops
+	for i := range a.Panes {
+		a.Panes[i] += b.Panes[i]
+	}
+	return a
+}
+
 type keyState struct {
 	key  string
 	id   string    // store id of the key, set by the runner

@@ -90,13 +90,16 @@ type Runner struct {
 	// Store keys and names, fixed for the runner's life.
 	metaKey, winPrefix, consumer string
 
-	next     uint64 // committed input position
-	saved    meta   // the meta last committed (or found at load)
-	buf      []byte
-	keyBuf   []byte
-	lates    [][]byte
-	lastWarn map[string]time.Time
-	output   atomic.Pointer[string] // the output topic; SetOutput changes it while running
+	next  uint64 // committed input position
+	saved meta   // the meta last committed (or found at load)
+	// base is what the cores before this one counted up to their last commit; committed
+	// adds the current core's counts at its last commit. A reload starts a core at zero.
+	base, committed Counters
+	buf             []byte
+	keyBuf          []byte
+	lates           [][]byte
+	lastWarn        map[string]time.Time
+	output          atomic.Pointer[string] // the output topic; SetOutput changes it while running
 
 	lastMu sync.Mutex // guards last
 	last   []PaneSummary
@@ -277,6 +280,7 @@ func (r *Runner) load() error {
 	}
 	r.core = c
 	r.saved = saved // a changed shape differs from c.meta(): the next step saves it
+	r.base = r.committed
 	r.stats.Position.Store(r.next)
 	r.stats.Watermark.Store(c.wm)
 	r.stats.OpenWindows.Store(int64(c.OpenWindows()))
@@ -442,7 +446,8 @@ func (r *Runner) commit(next uint64) error {
 
 func (r *Runner) publishStats() {
 	c := r.core
-	cn := c.Counters()
+	cn := r.base.add(c.Counters())
+	r.committed = cn
 	s := &r.stats
 	s.Position.Store(r.next)
 	s.Watermark.Store(c.wm)
