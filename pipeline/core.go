@@ -25,14 +25,12 @@ const (
 	Late
 )
 
+// timingNames are the timings as panes carry them (pane.timing).
+var timingNames = [...]string{Early: "EARLY", OnTime: "ON_TIME", Late: "LATE"}
+
 func (t Timing) String() string {
-	switch t {
-	case Early:
-		return "EARLY"
-	case OnTime:
-		return "ON_TIME"
-	case Late:
-		return "LATE"
+	if t >= Early && int(t) < len(timingNames) {
+		return timingNames[t]
 	}
 	return fmt.Sprintf("Timing(%d)", uint8(t))
 }
@@ -77,16 +75,24 @@ type Pane struct {
 // Count is the number of records the pane carries.
 func (p *Pane) Count() int64 { return p.agg.count }
 
-// Sum of the pane's values.
-func (p *Pane) Sum() float64 { return p.agg.sum }
-
 // Counters are what a core did since it was built.
 type Counters struct {
-	Records     uint64 // readings of the pipeline's input
-	LateRecords uint64 // aggregated late (a LATE pane fired)
-	TooLate     uint64 // dropped: beyond allowed lateness
-	CapDrops    uint64 // dropped: open-window cap reached
-	Panes       [4]uint64
+	Records     uint64                   // readings of the pipeline's input
+	LateRecords uint64                   // aggregated late (a LATE pane fired)
+	TooLate     uint64                   // dropped: beyond allowed lateness
+	CapDrops    uint64                   // dropped: open-window cap reached
+	Panes       [len(timingNames)]uint64 // by Timing
+}
+
+func (a Counters) add(b Counters) Counters {
+	a.Records += b.Records
+	a.LateRecords += b.LateRecords
+	a.TooLate += b.TooLate
+	a.CapDrops += b.CapDrops
+	for i := range a.Panes {
+		a.Panes[i] += b.Panes[i]
+	}
+	return a
 }
 
 type keyState struct {
@@ -123,7 +129,8 @@ type tomb struct {
 // Step fires whatever is still due before applying its record, so a caller that bounds
 // Fire (to cut commits) still gets Beam's semantics.
 type Core struct {
-	spec Spec
+	spec  Spec
+	shape uint64 // spec.shape(), saved with every commit
 
 	keys     map[string]*keyState
 	wm       int64
@@ -132,7 +139,6 @@ type Core struct {
 	fireQ    winHeap // open windows, by (end, key, start)
 	gcQ      winHeap // fired windows, by end
 	free     []*window
-	open     int
 	panes    []Pane
 	outBytes int // estimated JSON bytes of panes
 	scratch  []*window
@@ -163,6 +169,7 @@ func NewCore(spec Spec) (*Core, error) {
 	}
 	c := &Core{
 		spec:      spec,
+		shape:     spec.shape(),
 		keys:      map[string]*keyState{},
 		wm:        NegInf,
 		maxTS:     NegInf,
@@ -175,14 +182,11 @@ func NewCore(spec Spec) (*Core, error) {
 	return c, nil
 }
 
-// Spec returns the core's spec.
-func (c *Core) Spec() *Spec { return &c.spec }
-
 // Watermark returns W (NegInf before the first record, PosInf after Finish).
 func (c *Core) Watermark() int64 { return c.wm }
 
-// OpenWindows returns the number of windows held in state.
-func (c *Core) OpenWindows() int { return c.open }
+// OpenWindows returns the number of windows held in state: each is in one of the queues.
+func (c *Core) OpenWindows() int { return c.fireQ.len() + c.gcQ.len() }
 
 // Counters returns what the core did so far.
 func (c *Core) Counters() Counters { return c.stats }
@@ -271,7 +275,7 @@ func (c *Core) addTo(ksp **keyState, in *Input, start, end, w0 int64) Outcome {
 		}
 	}
 	if w == nil {
-		if c.open >= c.spec.MaxOpenWindows {
+		if c.OpenWindows() >= c.spec.MaxOpenWindows {
 			return Capped
 		}
 		if ks == nil {
@@ -312,7 +316,7 @@ func (c *Core) addSession(ksp **keyState, in *Input, w0 int64) Outcome {
 	}
 	var w *window
 	if i == j {
-		if c.open >= c.spec.MaxOpenWindows {
+		if c.OpenWindows() >= c.spec.MaxOpenWindows {
 			return Capped
 		}
 		if ks == nil {
@@ -338,11 +342,7 @@ func (c *Core) addSession(ksp **keyState, in *Input, w0 int64) Outcome {
 				w.stored = false
 			}
 			w.start, w.end, w.index = start, end, 0
-			if w.fired {
-				c.gcQ.remove(w.pos)
-			} else {
-				c.fireQ.remove(w.pos)
-			}
+			c.dequeue(w)
 			w.earlyAt = 0
 			c.enqueue(w, end <= w0)
 		}
@@ -406,9 +406,17 @@ func (c *Core) newWindow(ks *keyState, start, end int64, late bool) *window {
 	}
 	w.ks, w.start, w.end = ks, start, end
 	ks.insert(w)
-	c.open++
 	c.enqueue(w, late)
 	return w
+}
+
+// dequeue takes w out of its queue.
+func (c *Core) dequeue(w *window) {
+	if w.fired {
+		c.gcQ.remove(w.pos)
+	} else {
+		c.fireQ.remove(w.pos)
+	}
 }
 
 func (c *Core) enqueue(w *window, fired bool) {
@@ -461,13 +469,7 @@ func (c *Core) emit(w *window, t Timing) {
 
 // forget removes w from its queue and frees it; the caller removes it from its key.
 func (c *Core) forget(w *window) {
-	if w.pos >= 0 {
-		if w.fired {
-			c.gcQ.remove(w.pos)
-		} else {
-			c.fireQ.remove(w.pos)
-		}
-	}
+	c.dequeue(w)
 	c.release(w)
 }
 
@@ -481,7 +483,6 @@ func (c *Core) release(w *window) {
 	}
 	w.dirty = false // a stale entry in c.dirty is skipped
 	w.ks = nil
-	c.open--
 	c.free = append(c.free, w)
 }
 

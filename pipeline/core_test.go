@@ -336,7 +336,7 @@ func TestSessions(t *testing.T) {
 }
 
 func TestWatermarkNeverDecreases(t *testing.T) {
-	c := newCore(t, Spec{Kind: Tumbling, Size: 1000, OutOfOrder: 3000, AllowedLateness: 1 << 40})
+	c := newCore(t, Spec{Kind: Tumbling, Size: 1000, OutOfOrder: 3000, AllowedLateness: 1 << 40, Idle: time.Minute})
 	if c.Watermark() != NegInf {
 		t.Fatalf("initial W = %d, want -inf", c.Watermark())
 	}
@@ -353,10 +353,11 @@ func TestWatermarkNeverDecreases(t *testing.T) {
 		t.Fatalf("W = %s, want 17 (max ts 20 − 3)", wmString(prev))
 	}
 	// The idle clock behind the newest event time does not move W back either.
-	c.Tick(time.UnixMilli(sec(20)).UnixNano())
-	c.Tick(time.UnixMilli(sec(100)).Add(-time.Hour).UnixNano())
-	if c.Watermark() != prev {
-		t.Fatalf("W = %s after ticks, want %s", wmString(c.Watermark()), wmString(prev))
+	behind := time.UnixMilli(sec(-200))
+	c.Tick(behind.UnixNano())
+	c.Tick(behind.Add(time.Minute).UnixNano()) // idle: W follows a clock at -140 s
+	if !c.idleOn || c.Watermark() != prev {
+		t.Fatalf("W = %s after ticks (idle %v), want %s", wmString(c.Watermark()), c.idleOn, wmString(prev))
 	}
 }
 

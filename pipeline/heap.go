@@ -1,7 +1,7 @@
 package pipeline
 
 // winHeap is a binary min-heap of windows that keeps each window's position in
-// window.pos, so a window can be removed or re-keyed (session merges). A window is in at
+// window.pos, so a window can be removed (session merges). A window is in at
 // most one heap: the firing queue while open, the collection queue once fired.
 type winHeap struct {
 	ws   []*window
@@ -37,13 +37,6 @@ func (h *winHeap) remove(i int) *window {
 	}
 	w.pos = -1
 	return w
-}
-
-// fix restores the order after w's key changed.
-func (h *winHeap) fix(w *window) {
-	if !h.down(w.pos) {
-		h.up(w.pos)
-	}
 }
 
 func (h *winHeap) swap(i, j int) {

@@ -37,12 +37,15 @@ func appendPaneID(dst, scratch []byte, pipeline, key string, start, end, index i
 // concurrent use.
 type Encoder struct {
 	pipeline string
+	quoted   []byte // the pipeline's name as a JSON string
 	aggs     Aggs
 	scratch  []byte
 }
 
 // NewEncoder returns the encoder of a pipeline's panes.
-func NewEncoder(s *Spec) *Encoder { return &Encoder{pipeline: s.Name, aggs: s.Aggs} }
+func NewEncoder(s *Spec) *Encoder {
+	return &Encoder{pipeline: s.Name, quoted: record.AppendString(nil, s.Name), aggs: s.Aggs}
+}
 
 // AppendJSON appends p's JSON to dst. Keys come in a fixed order; only the aggregates the
 // pipeline asks for are present, plus count. An aggregate of no data (a discarding pane
@@ -51,7 +54,7 @@ func (e *Encoder) AppendJSON(dst []byte, p *Pane) []byte {
 	dst = append(dst, `{"id":"`...)
 	dst, e.scratch = appendPaneID(dst, e.scratch, e.pipeline, p.Key, p.Start, p.End, p.Index)
 	dst = append(dst, `","pipeline":`...)
-	dst = record.AppendString(dst, e.pipeline)
+	dst = append(dst, e.quoted...)
 	dst = append(dst, `,"key":`...)
 	dst = record.AppendString(dst, p.Key)
 	dst = append(dst, `,"start":"`...)
@@ -68,23 +71,7 @@ func (e *Encoder) AppendJSON(dst []byte, p *Pane) []byte {
 		dst = append(dst, ',', '"')
 		dst = append(dst, an.name...)
 		dst = append(dst, '"', ':')
-		var v float64
-		switch an.agg {
-		case AggSum:
-			v = a.sum
-		case AggMin:
-			v = a.min
-		case AggMax:
-			v = a.max
-		case AggMean:
-			v = a.meanValue()
-		case AggFirst:
-			v = a.first
-		case AggLast:
-			v = a.last
-		case AggStddev:
-			v = a.stddev()
-		}
+		v := an.value(a)
 		if (a.count == 0 && an.agg != AggSum) || math.IsNaN(v) || math.IsInf(v, 0) {
 			dst = append(dst, "null"...)
 		} else {

@@ -228,8 +228,14 @@ func TestPropertyArrivalOrder(t *testing.T) {
 				}
 				if first == nil {
 					first = got
-					if want := batch(spec, uniq); len(want) != len(got) {
+					want := batch(spec, uniq)
+					if len(want) != len(got) {
 						t.Fatalf("spec %d seed %d: %d windows, batch %d", si, seed, len(got), len(want))
+					}
+					for id, w := range want {
+						if g, ok := got[id]; !ok || !sameAgg(g, w, true) {
+							t.Fatalf("spec %d seed %d: %s = %+v, batch %+v", si, seed, id, g, w)
+						}
 					}
 					continue
 				}

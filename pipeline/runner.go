@@ -87,14 +87,19 @@ type Runner struct {
 	core  *Core
 	stats RunnerStats
 
-	next      uint64 // committed input position
-	savedWM   int64
-	dirtyMeta bool
-	buf       []byte
-	keyBuf    []byte
-	lates     [][]byte
-	lastWarn  map[string]time.Time
-	output    atomic.Pointer[string] // the output topic; SetOutput changes it while running
+	// Store keys and names, fixed for the runner's life.
+	metaKey, winPrefix, consumer string
+
+	next  uint64 // committed input position
+	saved meta   // the meta last committed (or found at load)
+	// base is what the cores before this one counted up to their last commit; committed
+	// adds the current core's counts at its last commit. A reload starts a core at zero.
+	base, committed Counters
+	buf             []byte
+	keyBuf          []byte
+	lates           [][]byte
+	lastWarn        map[string]time.Time
+	output          atomic.Pointer[string] // the output topic; SetOutput changes it while running
 
 	lastMu sync.Mutex // guards last
 	last   []PaneSummary
@@ -132,6 +137,9 @@ func NewRunner(spec Spec, o RunnerOptions) (*Runner, error) {
 	r := &Runner{
 		spec: spec, o: o, enc: NewEncoder(&spec),
 		lg:         o.Logger.With("component", "pipeline", "pipeline", spec.Name),
+		metaKey:    metaKey(spec.Name),
+		winPrefix:  windowPrefix(spec.Name),
+		consumer:   ConsumerName(spec.Name),
 		lastWarn:   map[string]time.Time{},
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second,
 	}
@@ -158,7 +166,7 @@ func (r *Runner) LastPanes() []PaneSummary {
 func (r *Runner) Name() string { return r.spec.Name }
 
 // Consumer is the runner's consumer name in its input log.
-func (r *Runner) Consumer() string { return ConsumerName(r.spec.Name) }
+func (r *Runner) Consumer() string { return r.consumer }
 
 // Stats returns the runner's counters.
 func (r *Runner) Stats() *RunnerStats { return &r.stats }
@@ -224,8 +232,8 @@ func (r *Runner) load() error {
 	}
 	c.trackDirty = true
 	name := r.spec.Name
-	shapeOK := true
-	if v, ok, err := r.o.Store.Get(metaKey(name)); err != nil {
+	saved := c.meta() // nothing to save while nothing happens
+	if v, ok, err := r.o.Store.Get(r.metaKey); err != nil {
 		return fmt.Errorf("pipeline %q: load state: %w", name, err)
 	} else if ok {
 		m, err := decodeMeta(v)
@@ -233,14 +241,14 @@ func (r *Runner) load() error {
 			return fmt.Errorf("pipeline %q: load state: meta: %w", name, err)
 		}
 		c.restoreMeta(m)
-		if m.shape != r.spec.shape() {
-			shapeOK = false
+		saved = m
+		if m.shape != c.shape {
 			r.lg.Warn("window shape changed since the last run: open windows are dropped; the watermark is kept")
 		}
 	}
 	var stale []string
-	err = r.o.Store.ScanState(windowPrefix(name), func(k string, v []byte) error {
-		if !shapeOK {
+	err = r.o.Store.ScanState(r.winPrefix, func(k string, v []byte) error {
+		if saved.shape != c.shape {
 			stale = append(stale, k)
 			return nil
 		}
@@ -266,16 +274,16 @@ func (r *Runner) load() error {
 			return fmt.Errorf("pipeline %q: drop stale state: %w", name, err)
 		}
 	}
-	r.next, err = r.o.Store.Cursor(r.o.Input, r.Consumer())
+	r.next, err = r.o.Store.Cursor(r.o.Input, r.consumer)
 	if err != nil {
 		return fmt.Errorf("pipeline %q: %w", name, err)
 	}
 	r.core = c
-	r.savedWM = c.wm
-	r.dirtyMeta = !shapeOK
+	r.saved = saved // a changed shape differs from c.meta(): the next step saves it
+	r.base = r.committed
 	r.stats.Position.Store(r.next)
 	r.stats.Watermark.Store(c.wm)
-	r.stats.OpenWindows.Store(int64(c.open))
+	r.stats.OpenWindows.Store(int64(c.OpenWindows()))
 	return nil
 }
 
@@ -288,15 +296,20 @@ func (r *Runner) full() bool {
 	return bytes >= r.o.MaxStepBytes || ops >= r.o.MaxStepOps
 }
 
-// fire lets the core emit what is due, within the step's budget.
-func (r *Runner) fire() {
+// fire lets the core emit what is due, within the step's budget, and reports whether the
+// budget is reached. When it is not, nothing is pending: Fire did less than it was allowed.
+func (r *Runner) fire() (full bool) {
 	c := r.core
 	for !r.full() {
 		n := min(64, r.o.MaxStepOps-len(c.panes)-len(c.dirty)-len(c.tombs))
-		if n <= 0 || c.Fire(n) < n {
-			return
+		if n <= 0 {
+			return true
+		}
+		if c.Fire(n) < n {
+			return false
 		}
 	}
+	return true
 }
 
 // step processes what is available, within the budget, and commits it. more reports
@@ -304,10 +317,9 @@ func (r *Runner) fire() {
 func (r *Runner) step() (more bool, err error) {
 	c := r.core
 	c.Tick(r.o.Clock.Now().UnixNano())
-	r.fire()
 	next := r.next
 	r.lates = r.lates[:0]
-	stopped := c.Pending() || r.full()
+	stopped := r.fire()
 	if !stopped {
 		last, err := r.o.Store.LastSeq(r.o.Input)
 		if err != nil {
@@ -316,10 +328,6 @@ func (r *Runner) step() (more bool, err error) {
 		var in Input
 		n := 0
 		_, err = r.o.Store.Read(r.o.Input, r.next, r.o.MaxStepRecords, func(seq uint64, v []byte) error {
-			if r.full() || c.Pending() {
-				stopped = true
-				return buffer.ErrStop
-			}
 			next = seq + 1
 			n++
 			reading, err := ParseRecord(v, &in)
@@ -339,7 +347,10 @@ func (r *Runner) step() (more bool, err error) {
 			case Capped:
 				r.warn("cap", "open-window cap reached: records dropped from aggregation", "max_open_windows", r.spec.MaxOpenWindows)
 			}
-			r.fire()
+			if r.fire() {
+				stopped = true
+				return buffer.ErrStop
+			}
 			return nil
 		})
 		if err != nil {
@@ -352,81 +363,61 @@ func (r *Runner) step() (more bool, err error) {
 			next = last + 1 // the rest of the range was trimmed: nothing to read there
 		}
 	}
-	if next == r.next && len(c.panes) == 0 && len(c.dirty) == 0 && len(c.tombs) == 0 && c.wm == r.savedWM && !r.dirtyMeta {
-		return stopped || c.Pending(), nil
+	if next != r.next || len(c.panes) > 0 || len(c.dirty) > 0 || len(c.tombs) > 0 || c.meta() != r.saved {
+		if err := r.commit(next); err != nil {
+			return false, err
+		}
 	}
-	if err := r.commit(next); err != nil {
-		return false, err
-	}
-	return stopped || c.Pending(), nil
+	return stopped, nil // not stopped: nothing is pending either (fire)
 }
 
 // commit writes the step in one transaction, then publishes its panes and late records.
 func (r *Runner) commit(next uint64) error {
 	c := r.core
 	r.buf = r.buf[:0]
-	var panes, keys [][2]int // offsets in r.buf
-	for i := range c.panes {
-		s := len(r.buf)
-		r.buf = r.enc.AppendJSON(r.buf, &c.panes[i])
-		panes = append(panes, [2]int{s, len(r.buf)})
-	}
-	r.keyBuf = r.keyBuf[:0]
-	for _, t := range c.tombs {
-		s := len(r.keyBuf)
-		r.keyBuf = c.windowKey(r.keyBuf, t.ks, t.start)
-		keys = append(keys, [2]int{s, len(r.keyBuf)})
-	}
-	nt := len(keys)
-	var vals [][2]int
-	for _, w := range c.dirty {
-		if !w.dirty {
-			continue // freed since, or listed twice
-		}
-		w.dirty = false
-		w.stored = true
-		s := len(r.keyBuf)
-		r.keyBuf = c.windowKey(r.keyBuf, w.ks, w.start)
-		keys = append(keys, [2]int{s, len(r.keyBuf)})
-		v := len(r.buf)
-		r.buf = appendWindow(r.buf, w)
-		vals = append(vals, [2]int{v, len(r.buf)})
-	}
-	m := c.meta()
-	mv := len(r.buf)
-	r.buf = m.appendTo(r.buf)
-	buf, keyBuf := r.buf, r.keyBuf
+	var panes [][2]int // offsets in r.buf, for publishing once committed
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// build encodes into r.buf and hands tx slices of it: a slice stays valid when r.buf
+	// grows (growing copies, it does not overwrite).
 	err := r.o.Store.Update(cctx, func(tx *buffer.Tx) {
-		for _, p := range panes {
-			tx.Append(r.o.Output, buf[p[0]:p[1]])
+		for i := range c.panes {
+			s := len(r.buf)
+			r.buf = r.enc.AppendJSON(r.buf, &c.panes[i])
+			tx.Append(r.o.Output, r.buf[s:])
+			panes = append(panes, [2]int{s, len(r.buf)})
 		}
-		for i, k := range keys {
-			key := string(keyBuf[k[0]:k[1]])
-			if i < nt {
-				tx.Delete(key)
-			} else {
-				v := vals[i-nt]
-				tx.Put(key, buf[v[0]:v[1]])
+		for _, t := range c.tombs {
+			r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
+			tx.Delete(string(r.keyBuf))
+		}
+		for _, w := range c.dirty {
+			if !w.dirty {
+				continue // freed since, or listed twice
 			}
+			w.dirty = false
+			w.stored = true
+			r.keyBuf = r.windowKey(r.keyBuf[:0], w.ks, w.start)
+			s := len(r.buf)
+			r.buf = appendWindow(r.buf, w)
+			tx.Put(string(r.keyBuf), r.buf[s:])
 		}
-		tx.Put(metaKey(r.spec.Name), buf[mv:])
-		tx.SetCursor(r.o.Input, r.Consumer(), next)
+		m, s := c.meta(), len(r.buf)
+		r.buf = m.appendTo(r.buf)
+		tx.Put(r.metaKey, r.buf[s:])
+		tx.SetCursor(r.o.Input, r.consumer, next)
 	})
 	if err != nil {
 		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
 	}
-	r.next = next
-	r.savedWM = c.wm
-	r.dirtyMeta = false
+	r.next, r.saved = next, c.meta()
 	c.dirty = c.dirty[:0]
 	c.tombs = c.tombs[:0]
 	c.dirtyBytes = 0
 	if pub := r.o.Publisher; pub != nil {
 		out := r.Output()
 		for _, p := range panes {
-			if err := pub.PublishLocal(out, bytes.Clone(buf[p[0]:p[1]])); err != nil {
+			if err := pub.PublishLocal(out, bytes.Clone(r.buf[p[0]:p[1]])); err != nil {
 				r.warn("publish", "publishing panes locally failed (they are in the aggregate log)", "err", err)
 			}
 		}
@@ -455,11 +446,12 @@ func (r *Runner) commit(next uint64) error {
 
 func (r *Runner) publishStats() {
 	c := r.core
-	cn := c.Counters()
+	cn := r.base.add(c.Counters())
+	r.committed = cn
 	s := &r.stats
 	s.Position.Store(r.next)
 	s.Watermark.Store(c.wm)
-	s.OpenWindows.Store(int64(c.open))
+	s.OpenWindows.Store(int64(c.OpenWindows()))
 	s.Records.Store(cn.Records)
 	s.LateRecords.Store(cn.LateRecords)
 	s.TooLate.Store(cn.TooLate)

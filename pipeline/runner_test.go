@@ -407,3 +407,32 @@ func TestRunnerLargeFiringFitsTheStore(t *testing.T) {
 		t.Fatalf("%d commits: the firing was not split", c)
 	}
 }
+
+// TestRunnerStatsSurviveReload: a failed step makes Run reload the state into a new core;
+// the runner's counters go on from the last commit, neither back to zero nor counting the
+// failed step's records twice.
+func TestRunnerStatsSurviveReload(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	appendRaw(t, s, recordsJSON([]Input{{Topic: "t", Series: "k", TS: sec(1), Value: 1}, {Topic: "t", Series: "k", TS: sec(2), Value: 1}}))
+	r, err := NewRunner(runnerSpec(), RunnerOptions{Store: s, Input: "raw", Clock: clock.NewFake(time.Unix(1e9, 0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.step(); err != nil {
+		t.Fatal(err)
+	}
+	appendRaw(t, s, recordsJSON([]Input{{Topic: "t", Series: "k", TS: sec(3), Value: 1}}))
+	r.core.Step(&Input{Topic: "t", Series: "k", TS: sec(3), Value: 1}) // a step that did not commit
+	if err := r.load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.step(); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Stats(); st.Records.Load() != 3 || st.Commits.Load() != 2 || st.Position.Load() != 4 {
+		t.Fatalf("records %d commits %d position %d, want 3, 2, 4", st.Records.Load(), st.Commits.Load(), st.Position.Load())
+	}
+}

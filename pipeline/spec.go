@@ -19,14 +19,12 @@ const (
 	Session
 )
 
+// kindNames are the kinds' names in the config (window.type).
+var kindNames = [...]string{Tumbling: "tumbling", Sliding: "sliding", Session: "session"}
+
 func (k Kind) String() string {
-	switch k {
-	case Tumbling:
-		return "tumbling"
-	case Sliding:
-		return "sliding"
-	case Session:
-		return "session"
+	if k >= Tumbling && int(k) < len(kindNames) {
+		return kindNames[k]
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -45,12 +43,19 @@ const (
 	AggStddev
 )
 
+// aggNames names each aggregate and reads its value from a window's running state.
 var aggNames = []struct {
-	name string
-	agg  Aggs
+	name  string
+	agg   Aggs
+	value func(*aggState) float64
 }{
-	{"sum", AggSum}, {"min", AggMin}, {"max", AggMax}, {"mean", AggMean},
-	{"first", AggFirst}, {"last", AggLast}, {"stddev", AggStddev},
+	{"sum", AggSum, func(a *aggState) float64 { return a.sum }},
+	{"min", AggMin, func(a *aggState) float64 { return a.min }},
+	{"max", AggMax, func(a *aggState) float64 { return a.max }},
+	{"mean", AggMean, (*aggState).meanValue},
+	{"first", AggFirst, func(a *aggState) float64 { return a.first }},
+	{"last", AggLast, func(a *aggState) float64 { return a.last }},
+	{"stddev", AggStddev, (*aggState).stddev},
 }
 
 // ParseAggs turns aggregate names into a set; "count" is accepted and implied.
@@ -90,9 +95,6 @@ type Spec struct {
 	MaxOpenWindows int
 }
 
-// LateTopic is where records too late for the pipeline are published.
-func (s *Spec) LateTopic() string { return s.Output + "/late" }
-
 // SpecFromConfig converts a validated pipeline config.
 func SpecFromConfig(p config.Pipeline) (Spec, error) {
 	aggs, err := ParseAggs(p.Aggregates)
@@ -114,14 +116,12 @@ func SpecFromConfig(p config.Pipeline) (Spec, error) {
 		Output:          p.OutputTopic(),
 		MaxOpenWindows:  p.MaxOpenWindows,
 	}
-	switch p.Window.Type {
-	case "tumbling":
-		s.Kind = Tumbling
-	case "sliding":
-		s.Kind = Sliding
-	case "session":
-		s.Kind = Session
-	default:
+	for k := Tumbling; int(k) < len(kindNames); k++ {
+		if kindNames[k] == p.Window.Type {
+			s.Kind = k
+		}
+	}
+	if s.Kind == 0 {
 		return Spec{}, fmt.Errorf("pipeline %q: unknown window type %q", p.Name, p.Window.Type)
 	}
 	return s, s.check()

@@ -30,11 +30,11 @@ func keyID(series string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-func (c *Core) windowKey(dst []byte, ks *keyState, start int64) []byte {
+func (r *Runner) windowKey(dst []byte, ks *keyState, start int64) []byte {
 	if ks.id == "" {
 		ks.id = keyID(ks.key)
 	}
-	dst = append(dst, windowPrefix(c.spec.Name)...)
+	dst = append(dst, r.winPrefix...)
 	dst = append(dst, ks.id...)
 	dst = append(dst, '/')
 	var b [8]byte
@@ -71,7 +71,7 @@ func decodeMeta(b []byte) (meta, error) {
 }
 
 func (c *Core) meta() meta {
-	return meta{shape: c.spec.shape(), wm: c.wm, maxTS: c.maxTS, arrival: c.arrival}
+	return meta{shape: c.shape, wm: c.wm, maxTS: c.maxTS, arrival: c.arrival}
 }
 
 func (c *Core) restoreMeta(m meta) {
@@ -116,7 +116,7 @@ func (c *Core) restoreWindow(b []byte) error {
 		return errors.New("unknown window version")
 	}
 	key := string(d.bytes(int(d.uvarint())))
-	w := &window{pos: -1, stored: true}
+	var w window
 	w.start = d.varint()
 	w.end = d.varint()
 	w.index = d.varint()
@@ -136,7 +136,6 @@ func (c *Core) restoreWindow(b []byte) error {
 	if w.end <= w.start {
 		return fmt.Errorf("window [%d,%d) is empty", w.start, w.end)
 	}
-	w.changed = f&flagChanged != 0
 	ks := c.keys[key]
 	if ks == nil {
 		ks = c.newKey(key)
@@ -144,10 +143,8 @@ func (c *Core) restoreWindow(b []byte) error {
 	if ks.find(w.start) != nil {
 		return fmt.Errorf("window [%d,%d) of %q twice", w.start, w.end, key)
 	}
-	w.ks = ks
-	ks.insert(w)
-	c.open++
-	c.enqueue(w, f&flagFired != 0)
+	nw := c.newWindow(ks, w.start, w.end, f&flagFired != 0)
+	nw.index, nw.agg, nw.changed, nw.stored = w.index, w.agg, f&flagChanged != 0, true
 	if c.spec.Early > 0 {
 		c.rearmEarly = true
 	}
