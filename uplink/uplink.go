@@ -196,9 +196,12 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	failures := 0
 	// fl is the group in flight, sent by its own goroutine (the only user of the sink while
-	// it runs); whatever happens, Run waits for it before closing the sink.
+	// it runs); whatever happens, Run waits for it before closing the sink. Returning on an
+	// error cancels it first: its batches are resent after a restart, not waited for.
+	ctx, cancel := context.WithCancel(ctx)
 	var fl *flight
 	defer func() {
+		cancel()
 		if fl != nil {
 			<-fl.done
 		}
