@@ -137,6 +137,9 @@ func NewMulti(cfg config.Uplink, gateway string, sources []Source, sink Sink, st
 		MinBackoff: cfg.Backoff.Min.D(), MaxBackoff: cfg.Backoff.Max.D(),
 	}
 	for _, s := range sources {
+		if s.Topic == nil {
+			s.Topic = recordTopic
+		}
 		u.streams = append(u.streams, &stream{Source: s})
 	}
 	return u
@@ -830,12 +833,7 @@ func (u *Uplink) selected(s *stream, v []byte) bool {
 	if len(u.forward) == 1 && u.forward[0] == "#" {
 		return true
 	}
-	var tp string
-	if s.Topic != nil {
-		tp = s.Topic(v)
-	} else {
-		tp = recordTopic(v)
-	}
+	tp := s.Topic(v)
 	for _, f := range u.forward {
 		if topic.Match(f, tp) {
 			return true
