@@ -309,12 +309,11 @@ func (u *Uplink) launch(ctx context.Context, s *stream, bs []*Batch, isHead bool
 
 // headDue reports whether a head lane has a batch to send now (full, or lingered long
 // enough): the backlog lane then yields instead of chaining its next group. It starts the
-// linger of data it sees for the first time, as cutHead would.
+// linger of data it sees for the first time, as cutHead would. No head lane has batches in
+// flight here: pick hands out a backlog group only when none has, and none is cut while
+// the group is in flight.
 func (u *Uplink) headDue(now time.Time) bool {
 	for _, s := range u.streams {
-		if len(s.head) > 0 {
-			return true
-		}
 		last, err := u.store.LastSeq(s.Log)
 		pos := s.lanes.headPos(s.cursor)
 		if err != nil || last < pos {
