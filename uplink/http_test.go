@@ -141,9 +141,10 @@ func TestHTTPStatusClassification(t *testing.T) {
 // the file is rotated, the batch id as Idempotency-Key, {gateway}/{kind} in the path.
 func TestHTTPGzipBearerRotation(t *testing.T) {
 	col := &collector{token: "t1"}
-	var paths sync.Map
+	var paths, encodings sync.Map
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		paths.Store(r.URL.Path, true)
+		encodings.Store(r.Header.Get("Content-Encoding"), true)
 		col.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
@@ -182,6 +183,12 @@ func TestHTTPGzipBearerRotation(t *testing.T) {
 	if _, ok := paths.Load("/ingest/gw/records"); !ok {
 		t.Error("placeholders not expanded in the url path")
 	}
+	encodings.Range(func(k, _ any) bool {
+		if k != "gzip" {
+			t.Errorf("a request with Content-Encoding %q, want gzip", k)
+		}
+		return true
+	})
 }
 
 // TestHTTPFailuresDelaysAndDeadLetter: the collector answers 503 a few times, stalls past

@@ -9,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
@@ -24,11 +27,37 @@ import (
 	"github.com/edgegate/edgegate/uplink/mqttsink"
 )
 
+// recorder keeps the payload of every publish a mochi broker receives.
+type recorder struct {
+	mqtt.HookBase
+	mu       sync.Mutex
+	payloads [][]byte
+}
+
+func (h *recorder) ID() string           { return "test-recorder" }
+func (h *recorder) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *recorder) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if strings.HasPrefix(pk.TopicName, "$") {
+		return pk, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.payloads = append(h.payloads, append([]byte(nil), pk.Payload...))
+	return pk, nil
+}
+
+func (h *recorder) got() [][]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([][]byte(nil), h.payloads...)
+}
+
 // startTLSMochi starts a mochi broker that requires a client certificate signed by the
-// test CA, as AWS IoT Core does, and collects what it receives.
+// test CA, as AWS IoT Core does, and collects what it receives. (testutil.Upstream is the
+// plain-TCP upstream; this one only needs the TLS listener.)
 func startTLSMochi(t *testing.T, certs *testutil.Certs) (addr string, got func() [][]byte) {
 	t.Helper()
-	h := &upstream{}
+	h := &recorder{}
 	srv := mqtt.New(&mqtt.Options{Logger: discard})
 	srv.AddHook(new(auth.AllowHook), nil)
 	srv.AddHook(h, nil)

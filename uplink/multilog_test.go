@@ -15,6 +15,7 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 )
 
@@ -118,17 +119,6 @@ func run(u *Uplink) (stop func() error) {
 	return func() error { cancel(); return <-done }
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // payloadItems returns the records of a batch payload as strings.
 func payloadItems(t *testing.T, b Batch) []string {
 	t.Helper()
@@ -159,7 +149,7 @@ func TestUplinkForwardsAggregatesFirst(t *testing.T) {
 	sink := &recSink{}
 	u := testUplink(st, sink, "agg/p1", "sensors/#")
 	stop := run(u)
-	waitFor(t, "both logs committed", func() bool { return u.Drained(map[string]uint64{"agg": 3, "raw": 3}) })
+	testutil.Eventually(t, 10*time.Second, "both logs committed", func() bool { return u.Drained(map[string]uint64{"agg": 3, "raw": 3}) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +198,7 @@ func TestUplinkResendAfterRestart(t *testing.T) {
 	}}
 	u := testUplink(st, failing)
 	stop := run(u)
-	waitFor(t, "the records batch to be tried twice", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the records batch to be tried twice", func() bool {
 		failing.mu.Lock()
 		defer failing.mu.Unlock()
 		return failing.calls >= 3
@@ -232,7 +222,7 @@ func TestUplinkResendAfterRestart(t *testing.T) {
 	good := &recSink{}
 	u = testUplink(st, good)
 	stop = run(u)
-	waitFor(t, "everything committed", func() bool { return u.Drained(map[string]uint64{"agg": 2, "raw": 3}) })
+	testutil.Eventually(t, 10*time.Second, "everything committed", func() bool { return u.Drained(map[string]uint64{"agg": 2, "raw": 3}) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -137,6 +137,9 @@ func NewMulti(cfg config.Uplink, gateway string, sources []Source, sink Sink, st
 		MinBackoff: cfg.Backoff.Min.D(), MaxBackoff: cfg.Backoff.Max.D(),
 	}
 	for _, s := range sources {
+		if s.Topic == nil {
+			s.Topic = recordTopic
+		}
 		u.streams = append(u.streams, &stream{Source: s})
 	}
 	return u
@@ -196,9 +199,12 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	failures := 0
 	// fl is the group in flight, sent by its own goroutine (the only user of the sink while
-	// it runs); whatever happens, Run waits for it before closing the sink.
+	// it runs); whatever happens, Run waits for it before closing the sink. Returning on an
+	// error cancels it first: its batches are resent after a restart, not waited for.
+	ctx, cancel := context.WithCancel(ctx)
 	var fl *flight
 	defer func() {
+		cancel()
 		if fl != nil {
 			<-fl.done
 		}
@@ -221,17 +227,10 @@ func (u *Uplink) Run(ctx context.Context) error {
 		// out the moment this one is acknowledged, while this one's commit is written.
 		s, bs, isHead := fl.s, fl.bs, fl.isHead
 		var ahead []*Batch
-		if !isHead {
+		if now := u.clock.Now(); !isHead && s.lanes.draining() && u.rateAllows(now) {
 			var err error
-			if ahead, err = u.readAhead(s, bs[len(bs)-1].Last+1); err == nil && len(ahead) > 0 {
-				err = u.record(ctx, s, ahead, false)
-			}
-			if err != nil {
+			if ahead, err = u.cutBacklog(ctx, s, bs[len(bs)-1].Last+1, now); err != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, err)
-			}
-			if len(ahead) > 0 {
-				s.backlog = append(s.backlog, ahead...)
-				u.charge(ahead, u.clock.Now())
 			}
 		}
 		r := <-fl.done
@@ -310,12 +309,11 @@ func (u *Uplink) launch(ctx context.Context, s *stream, bs []*Batch, isHead bool
 
 // headDue reports whether a head lane has a batch to send now (full, or lingered long
 // enough): the backlog lane then yields instead of chaining its next group. It starts the
-// linger of data it sees for the first time, as cutHead would.
+// linger of data it sees for the first time, as cutHead would. No head lane has batches in
+// flight here: pick hands out a backlog group only when none has, and none is cut while
+// the group is in flight.
 func (u *Uplink) headDue(now time.Time) bool {
 	for _, s := range u.streams {
-		if len(s.head) > 0 {
-			return true
-		}
 		last, err := u.store.LastSeq(s.Log)
 		pos := s.lanes.headPos(s.cursor)
 		if err != nil || last < pos {
@@ -500,13 +498,13 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, bs []*Batch, isHead bool,
 			if !s.lanes.draining() {
 				continue
 			}
-			if u.maxRate > 0 && now.Before(u.nextBacklog) {
+			if !u.rateAllows(now) {
 				if wake.IsZero() || u.nextBacklog.Before(wake) {
 					wake = u.nextBacklog
 				}
 				break
 			}
-			if err := u.cutBacklog(ctx, s, now); err != nil {
+			if _, err := u.cutBacklog(ctx, s, s.cursor, now); err != nil {
 				return nil, nil, false, err
 			}
 			if len(s.backlog) > 0 {
@@ -581,17 +579,17 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 	return time.Time{}, nil
 }
 
-// cutBacklog cuts and records the backlog lane's next batches into s.backlog: from the
-// cursor, within the batch limits, before the first acknowledged range, as many as the
-// group allows. Backlog batches do not linger.
-func (u *Uplink) cutBacklog(ctx context.Context, s *stream, now time.Time) error {
+// cutBacklog cuts and records the backlog lane's next batches from pos — the cursor, or
+// the end of the group in flight — within the batch limits, before the first acknowledged
+// range, as many as the group allows; it appends them to s.backlog and returns them.
+// Backlog batches do not linger.
+func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time.Time) ([]*Batch, error) {
 	end := s.lanes.backlogEnd()
-	pos := s.cursor
 	var bs []*Batch
 	for pos < end && len(bs) < u.backlogGroup() {
 		b, _, err := u.read(s, pos, end-1, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if b == nil {
 			// Nothing left below the range (trimmed by the disk budget): an empty batch
@@ -603,30 +601,16 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, now time.Time) error
 		pos = b.Last + 1
 	}
 	if err := u.record(ctx, s, bs, false); err != nil {
-		return err
+		return nil, err
 	}
 	u.charge(bs, now)
-	s.backlog = bs
-	return nil
+	s.backlog = append(s.backlog, bs...)
+	return bs, nil
 }
 
-// readAhead reads the backlog lane's next group from pos, unrecorded, if the lane has one
-// and the rate cap allows sending it now.
-func (u *Uplink) readAhead(s *stream, pos uint64) ([]*Batch, error) {
-	if !s.lanes.draining() || pos >= s.lanes.backlogEnd() || u.maxRate > 0 && u.clock.Now().Before(u.nextBacklog) {
-		return nil, nil
-	}
-	var bs []*Batch
-	end := s.lanes.backlogEnd()
-	for pos < end && len(bs) < u.backlogGroup() {
-		b, _, err := u.read(s, pos, end-1, false)
-		if err != nil || b == nil {
-			return bs, err
-		}
-		bs = append(bs, b)
-		pos = b.Last + 1
-	}
-	return bs, nil
+// rateAllows reports whether max_rate lets the backlog lane cut its next group now.
+func (u *Uplink) rateAllows(now time.Time) bool {
+	return u.maxRate <= 0 || !now.Before(u.nextBacklog)
 }
 
 // charge advances the backlog rate limiter by the records of bs.
@@ -848,12 +832,7 @@ func (u *Uplink) selected(s *stream, v []byte) bool {
 	if len(u.forward) == 1 && u.forward[0] == "#" {
 		return true
 	}
-	var tp string
-	if s.Topic != nil {
-		tp = s.Topic(v)
-	} else {
-		tp = recordTopic(v)
-	}
+	tp := s.Topic(v)
 	for _, f := range u.forward {
 		if topic.Match(f, tp) {
 			return true

@@ -2,23 +2,15 @@ package uplink_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/config"
@@ -139,84 +131,14 @@ func TestMaxBytesSplitsBatches(t *testing.T) {
 	}
 }
 
-// upstream is a mochi broker whose OnPublish can hold back PUBACKs, to stand for an
-// upstream that received a batch but whose ack never arrived.
-type upstream struct {
-	mqtt.HookBase
-	mu      sync.Mutex
-	noAck   bool
-	batches [][]byte
-	arrived map[string]time.Time // records with "fresh" in their topic: when they arrived
-}
-
-func (h *upstream) ID() string { return "test-upstream" }
-func (h *upstream) Provides(b byte) bool {
-	return b == mqtt.OnPublish
-}
-func (h *upstream) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if strings.HasPrefix(pk.TopicName, "$") {
-		return pk, nil
+// payloads returns the payload of every publish up received, in order.
+func payloads(up *testutil.Upstream) [][]byte {
+	ms := up.Messages()
+	out := make([][]byte, len(ms))
+	for i, m := range ms {
+		out[i] = m.Payload
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.batches = append(h.batches, append([]byte(nil), pk.Payload...))
-	if bytes.Contains(pk.Payload, []byte(`"topic":"fresh/`)) {
-		var b struct {
-			Records []struct {
-				ID    string `json:"id"`
-				Topic string `json:"topic"`
-			} `json:"records"`
-		}
-		json.Unmarshal(pk.Payload, &b)
-		for _, r := range b.Records {
-			if strings.HasPrefix(r.Topic, "fresh/") {
-				if h.arrived == nil {
-					h.arrived = map[string]time.Time{}
-				}
-				if _, ok := h.arrived[r.ID]; !ok {
-					h.arrived[r.ID] = time.Now()
-				}
-			}
-		}
-	}
-	if h.noAck {
-		return pk, packets.ErrRejectPacket
-	}
-	return pk, nil
-}
-
-// freshArrival reports when the fresh record id reached the upstream.
-func (h *upstream) freshArrival(id string) (time.Time, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	at, ok := h.arrived[id]
-	return at, ok
-}
-
-func (h *upstream) got() [][]byte {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([][]byte(nil), h.batches...)
-}
-
-func startUpstream(t *testing.T, addr string, noAck bool) (*upstream, func()) {
-	t.Helper()
-	h := &upstream{noAck: noAck}
-	srv := mqtt.New(&mqtt.Options{Logger: discard})
-	srv.AddHook(new(auth.AllowHook), nil)
-	srv.AddHook(h, nil)
-	var ln net.Listener
-	var err error
-	testutil.Eventually(t, 5*time.Second, "bind "+addr, func() bool {
-		ln, err = net.Listen("tcp", addr)
-		return err == nil
-	})
-	srv.AddListener(listeners.NewNet("up", ln))
-	srv.Serve()
-	var once sync.Once
-	stop := func() { once.Do(func() { srv.Close() }) }
-	t.Cleanup(stop)
-	return h, stop
+	return out
 }
 
 // TestCommitOnlyAfterAckAndResendSameBatch: an upstream receives a batch but never acks
@@ -226,28 +148,31 @@ func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
 	fill(t, s, "sensors/a/t", 0, 30)
-	addr := testutil.FreeAddr(t)
-	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tcp://%s", batch: {max_records: 10, linger: 10ms}}`, addr))
+	up := testutil.StartUpstream(t)
+	up.Withhold.Store(true)
+	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, batch: {max_records: 10, linger: 10ms}}`, up.URL()))
 
-	black, stopBlack := startUpstream(t, addr, true)
 	sink, _ := mqttsink.New(cfg, "gw", discard)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	stop := run(t, u)
-	testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(black.got()) >= 1 })
+	testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(up.Messages()) >= 1 })
 	stop()
-	stopBlack()
+	up.Stop()
 	if c, _ := s.Cursor("raw", "cloud"); c != 0 {
 		t.Fatalf("cursor moved to %d without an ack", c)
 	}
-	first := black.got()[0]
+	before := payloads(up)
+	first := before[0]
 
-	good, _ := startUpstream(t, addr, false)
+	// The same address, now acknowledging: what it gets from here on is the new uplink's.
+	up.Withhold.Store(false)
+	up.Start(t)
 	sink2, _ := mqttsink.New(cfg, "gw", discard)
 	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
 	u2.MinBackoff = 10 * time.Millisecond
 	run(t, u2)
 	testutil.Eventually(t, 10*time.Second, "30 records acked", func() bool { return u2.Stats().Records.Load() == 30 })
-	got := good.got()
+	got := payloads(up)[len(before):]
 	if string(got[0]) != string(first) {
 		t.Fatalf("resent batch differs:\nfirst  %s\nresent %s", first, got[0])
 	}
@@ -271,11 +196,13 @@ func TestOfflineThenOnline(t *testing.T) {
 	if u.Stats().Records.Load() != 0 {
 		t.Fatal("records acknowledged while the upstream is down")
 	}
-	up, _ := startUpstream(t, addr, false)
+	up := &testutil.Upstream{Addr: addr}
+	up.Start(t)
+	t.Cleanup(up.Stop)
 	fill(t, s, "sensors/a/t", 20, 20)
 	testutil.Eventually(t, 10*time.Second, "40 records upstream", func() bool { return u.Stats().Records.Load() == 40 })
 	n := 0
-	for _, b := range up.got() {
+	for _, b := range payloads(up) {
 		_, recs := testutil.DecodeBatch(t, b)
 		n += len(recs)
 	}
