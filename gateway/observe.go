@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -190,7 +191,7 @@ func (g *Gateway) Checks() []ops.Check {
 		case <-g.stopping:
 			cs = append(cs, ops.Check{Name: "broker", OK: false, Detail: "shutting down"})
 		default:
-			cs = append(cs, ops.Check{Name: "broker", OK: true, Detail: "listening on " + joinAddrs(g.broker.Addrs())})
+			cs = append(cs, ops.Check{Name: "broker", OK: true, Detail: "listening on " + strings.Join(g.broker.Addrs(), ", ")})
 		}
 	default:
 		cs = append(cs, ops.Check{Name: "broker", OK: false, Detail: "starting"})
@@ -214,17 +215,6 @@ func allOK(cs []ops.Check) bool {
 		}
 	}
 	return len(cs) > 0
-}
-
-func joinAddrs(as []string) string {
-	s := ""
-	for i, a := range as {
-		if i > 0 {
-			s += ", "
-		}
-		s += a
-	}
-	return s
 }
 
 // refusals are the refusal counters by reason.
@@ -257,7 +247,7 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	b := ops.BufferStatus{BudgetBytes: g.budget()}
 	_, _, err := g.store.Get("ops/probe")
 	b.Open = err == nil
-	b.Bytes = dirSize(g.bufferDir())
+	b.Bytes = dirSize(g.store.Dir())
 	for _, name := range g.logs() {
 		ls := ops.LogStatus{Name: name}
 		last, err := g.store.LastSeq(name)

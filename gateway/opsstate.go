@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -72,8 +72,6 @@ func (g *Gateway) initOps() {
 		g.ops.stalls[p.Name] = new(atomic.Uint64)
 	}
 }
-
-func (g *Gateway) bufferDir() string { return filepath.Join(g.cfg.Gateway.DataDir, "buffer") }
 
 // Register declares the gateway's metric families and collectors in r, with the Go
 // runtime's.
@@ -158,10 +156,7 @@ func (g *Gateway) probeStore(ctx context.Context) error {
 		return nil
 	}
 	var b [8]byte
-	now := g.opts.Clock.Now().UnixMilli()
-	for i := range b {
-		b[i] = byte(now >> (8 * (7 - i)))
-	}
+	binary.BigEndian.PutUint64(b[:], uint64(g.opts.Clock.Now().UnixMilli()))
 	if err := g.store.Update(ctx, func(tx *buffer.Tx) { tx.Put("ops/watchdog", b[:]) }); err != nil {
 		return fmt.Errorf("probe write: %w", err)
 	}
