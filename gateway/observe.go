@@ -94,11 +94,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		w.AddUint("edgegate_buffer_dropped_records_total", n, policy)
 	}
 
-	for _, u := range g.uplinks {
-		w.AddUint("edgegate_uplink_dead_letter_batches_total", u.Stats().DeadLetters.Load(), u.Name())
-		w.AddUint("edgegate_uplink_backoffs_total", u.Stats().Backoffs.Load(), u.Name())
-	}
-	for _, u := range g.uplinkStatus() {
+	for i, u := range g.uplinkStatus() {
+		st := g.uplinks[i].Stats()
+		w.AddUint("edgegate_uplink_dead_letter_batches_total", st.DeadLetters.Load(), u.Name)
+		w.AddUint("edgegate_uplink_backoffs_total", st.Backoffs.Load(), u.Name)
 		w.AddUint("edgegate_uplink_batches_total", u.Batches, u.Name)
 		w.AddUint("edgegate_uplink_records_total", u.Records, u.Name)
 		w.AddUint("edgegate_uplink_errors_total", u.Errors, u.Name)
@@ -202,7 +201,7 @@ func (g *Gateway) Checks() []ops.Check {
 		cs = append(cs, ops.Check{Name: "buffer", OK: true, Detail: "open"})
 	}
 	for _, u := range g.uplinks {
-		st := g.uplinkState(u.Name(), u.Status())
+		st := g.uplinkState(u)
 		cs = append(cs, ops.Check{Name: "uplink " + u.Name(), OK: st != "stopped", Detail: st})
 	}
 	return cs
@@ -317,7 +316,7 @@ func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
 	for _, u := range g.uplinks {
 		st := u.Status()
 		us := ops.UplinkStatus{
-			Name: st.Name, Type: st.Type, State: g.uplinkState(u.Name(), st),
+			Name: st.Name, Type: st.Type, State: g.uplinkState(u),
 			Backlog: st.Backlog, Batches: st.Batches, Records: st.Records, Errors: st.Errors,
 			LastError: st.LastError, Draining: st.Draining,
 		}
@@ -331,15 +330,18 @@ func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
 }
 
 // uplinkState is sending (the last send was acknowledged), backoff (the upstream is
-// unreachable), idle (nothing sent yet) or stopped (its goroutine ended).
-func (g *Gateway) uplinkState(name string, st uplink.Status) string {
-	if r, ok := g.ops.running[name]; ok && !r.Load() {
+// unreachable), idle (nothing sent yet) or stopped (its goroutine ended). It reads only
+// counters: unlike Uplink.Status, no store read for the backlog.
+func (g *Gateway) uplinkState(u *uplink.Uplink) string {
+	if r, ok := g.ops.running[u.Name()]; ok && !r.Load() {
 		return "stopped"
 	}
+	st := u.Stats()
+	connected := st.Connected.Load()
 	switch {
-	case st.BackingOff || st.Errors > 0 && !st.Connected:
+	case st.BackoffNow.Load() || st.Errors.Load() > 0 && !connected:
 		return "backoff"
-	case st.Connected:
+	case connected:
 		return "sending"
 	default:
 		return "idle"
