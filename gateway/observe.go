@@ -68,7 +68,7 @@ func (g *Gateway) Collect(w *ops.Writer) {
 			w.AddUint("edgegate_ingest_messages_total", g.hook.Sources().Count(src, oc), src.String(), oc.String())
 		}
 	}
-	w.AddUint("edgegate_ingest_records_total", g.hook.Stats().Records.Load())
+	w.AddUint("edgegate_ingest_records_total", g.IngestedRecords())
 	for reason, n := range g.refusals() {
 		w.AddUint("edgegate_ingest_refusals_total", n, reason)
 	}
@@ -167,7 +167,7 @@ func (g *Gateway) Status() ops.Status {
 		Clock:   g.clockStatus(),
 		Ingest: ops.IngestStatus{
 			Messages:   msgs,
-			Records:    is.Records.Load(),
+			Records:    g.IngestedRecords(),
 			Duplicates: is.Dups.Load(),
 			Refused:    refused,
 			Refusals:   refusals,
@@ -178,6 +178,12 @@ func (g *Gateway) Status() ops.Status {
 		Sensors:   g.sensorStatus(),
 	}
 }
+
+var _ ops.Source = (*Gateway)(nil)
+
+// IngestedRecords is Status().Ingest.Records without the rest of the snapshot (the ops
+// server samples it for the ingest rate).
+func (g *Gateway) IngestedRecords() uint64 { return g.hook.Stats().Records.Load() }
 
 // Checks are the readiness conditions of /readyz (SPEC §6): the broker listens, the buffer
 // is open, every uplink runs (an uplink backing off from an unreachable upstream still

@@ -22,12 +22,14 @@ import (
 //go:embed page.html
 var page []byte
 
-// Source is what the server reports on: a snapshot of the whole gateway and its readiness
-// checks. Both are called on HTTP handler goroutines and must be safe for concurrent use
-// and quick.
+// Source is what the server reports on: a snapshot of the whole gateway, its readiness
+// checks, and the ingest records counter (Status().Ingest.Records) alone, which the server
+// samples every SampleEvery for the rate and so must cost no more than an atomic load. All
+// are called on the server's goroutines and must be safe for concurrent use and quick.
 type Source interface {
 	Status() Status
 	Checks() []Check
+	IngestedRecords() uint64
 }
 
 // Options configure a Server.
@@ -134,8 +136,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) sample() {
-	st := s.opts.Source.Status()
-	s.rate.add(s.opts.Clock.Now(), st.Ingest.Records)
+	s.rate.add(s.opts.Clock.Now(), s.opts.Source.IngestedRecords())
 }
 
 // Handler returns the ops routes: / (status page), /metrics, /healthz, /readyz, /status.
