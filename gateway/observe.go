@@ -257,7 +257,7 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 		ls := ops.LogStatus{Name: name}
 		last, err := g.store.LastSeq(name)
 		if err == nil && last > 0 {
-			first, ts, ok := g.firstEntry(name, 0)
+			first, ts, ok := g.firstEntry(name)
 			if ok {
 				ls.Records = last - first + 1
 				age := now.Sub(ts).Seconds()
@@ -272,10 +272,9 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	return b
 }
 
-// firstEntry returns the sequence number and timestamp of the first entry of log at or
-// after from.
-func (g *Gateway) firstEntry(log string, from uint64) (seq uint64, ts time.Time, ok bool) {
-	_, _ = g.store.Read(log, from, 1, func(s uint64, v []byte) error {
+// firstEntry returns the sequence number and timestamp of the first entry kept in log.
+func (g *Gateway) firstEntry(log string) (seq uint64, ts time.Time, ok bool) {
+	_, _ = g.store.Read(log, 0, 1, func(s uint64, v []byte) error {
 		var r struct {
 			TS  time.Time `json:"ts"`
 			End time.Time `json:"end"` // a pane: its window's end
