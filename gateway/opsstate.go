@@ -61,6 +61,8 @@ func (g *Gateway) initOps() {
 		reloads: map[string]*atomic.Uint64{},
 		stalls:  map[string]*atomic.Uint64{},
 		live:    g.cfg,
+
+		pipelineMarks: map[string]pipelineMark{},
 	}
 	for _, u := range g.uplinks {
 		g.ops.running[u.Name()] = new(atomic.Bool)
@@ -102,9 +104,6 @@ func (g *Gateway) Probes() []sdnotify.Probe {
 func (g *Gateway) probePipeline(r *pipeline.Runner) error {
 	st := r.Stats()
 	now := pipelineMark{position: st.Position.Load(), commits: st.Commits.Load(), errors: st.Errors.Load()}
-	if g.ops.pipelineMarks == nil {
-		g.ops.pipelineMarks = map[string]pipelineMark{}
-	}
 	prev, seen := g.ops.pipelineMarks[r.Name()]
 	g.ops.pipelineMarks[r.Name()] = now
 	if !seen || now != prev {
