@@ -114,6 +114,23 @@ func (c *clockHold) run(ctx context.Context) error {
 	}
 }
 
+// initClock sets up the hold of self-stamped readings (a trusted clock when no keeper).
+func (g *Gateway) initClock() error {
+	k := g.opts.TimeKeeper
+	if k == nil {
+		var err error
+		k, err = timesync.New(timesync.Options{Trust: true, Clock: g.opts.Clock})
+		if err != nil {
+			return err
+		}
+	}
+	g.hold = &clockHold{g: g, k: k, anchors: map[string]time.Time{}}
+	g.hook.SetHolder(g.hold)
+	return nil
+}
+
+func (g *Gateway) clockStatus() ops.ClockStatus { return g.hold.status() }
+
 // anchor returns the start of boot in wall time, when it is known.
 func (c *clockHold) anchor(boot string) (time.Time, bool) {
 	if t, ok := c.anchors[boot]; ok {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -60,7 +61,7 @@ var Metrics = []ops.Desc{
 
 // Collect writes the gateway's figures (the families of Metrics) into w.
 func (g *Gateway) Collect(w *ops.Writer) {
-	w.Add("edgegate_build_info", 1, g.opts.Version, goarch)
+	w.Add("edgegate_build_info", 1, g.opts.Version, runtime.GOARCH)
 	w.AddBool("edgegate_ready", allOK(g.Checks()))
 
 	for _, src := range broker.Sources {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,11 +13,8 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
-	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/pipeline"
 )
-
-const goarch = runtime.GOARCH
 
 // opsState is what the gateway keeps for operations: start time, which uplinks run, the
 // reload and watchdog counters, and the progress marks of the watchdog probes.
@@ -162,20 +158,3 @@ func (g *Gateway) probeStore(ctx context.Context) error {
 	g.ops.storeGroups = g.store.Stats().Groups.Load()
 	return nil
 }
-
-// initClock sets up the hold of self-stamped readings (a trusted clock when no keeper).
-func (g *Gateway) initClock() error {
-	k := g.opts.TimeKeeper
-	if k == nil {
-		var err error
-		k, err = timesync.New(timesync.Options{Trust: true, Clock: g.opts.Clock})
-		if err != nil {
-			return err
-		}
-	}
-	g.hold = &clockHold{g: g, k: k, anchors: map[string]time.Time{}}
-	g.hook.SetHolder(g.hold)
-	return nil
-}
-
-func (g *Gateway) clockStatus() ops.ClockStatus { return g.hold.status() }
