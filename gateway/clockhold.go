@@ -178,8 +178,8 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 				return buffer.ErrStop
 			}
 			oldTS := r.TS
-			if a, ok := c.anchor(h.Stamp.Boot); ok {
-				d, _ := timesync.Correction(h.Stamp, map[string]time.Time{h.Stamp.Boot: a})
+			if _, ok := c.anchor(h.Stamp.Boot); ok { // now cached in c.anchors
+				d, _ := timesync.Correction(h.Stamp, c.anchors)
 				r.TS = record.TruncTime(r.TS.Add(d))
 				fixed++
 			} else {
