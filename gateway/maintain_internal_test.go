@@ -181,3 +181,30 @@ pipelines:
 		t.Fatalf("caught up, nothing waits: %v", err)
 	}
 }
+
+// TestReloadRenamedOrAddedPipeline: a reload cannot rename, add or remove a pipeline; it
+// says so and applies nothing of it.
+func TestReloadRenamedOrAddedPipeline(t *testing.T) {
+	dir := t.TempDir()
+	pipelines := func(names ...string) *config.Config {
+		s := "pipelines:\n"
+		for _, n := range names {
+			s += fmt.Sprintf("  - {name: %s, window: {type: tumbling, size: 1m}}\n", n)
+		}
+		return testConfig(t, dir, s)
+	}
+	g := newTestGateway(t, pipelines("p1"), Options{})
+	for _, tc := range []struct {
+		next []string
+		want string
+	}{
+		{[]string{"p2"}, "[pipelines[0].name]"},
+		{[]string{"p1", "p2"}, "[pipelines (added or removed)]"},
+		{[]string{"p1"}, "[]"},
+	} {
+		res, err := g.Reload(pipelines(tc.next...))
+		if err != nil || len(res.Applied) != 0 || fmt.Sprint(res.NeedRestart) != tc.want {
+			t.Errorf("reload to %v: %+v %v, want NeedRestart %s", tc.next, res, err, tc.want)
+		}
+	}
+}
