@@ -62,7 +62,7 @@ var Metrics = []ops.Desc{
 // Collect writes the gateway's figures (the families of Metrics) into w.
 func (g *Gateway) Collect(w *ops.Writer) {
 	w.Add("edgegate_build_info", 1, g.opts.Version, runtime.GOARCH)
-	w.AddBool("edgegate_ready", allOK(g.Checks()))
+	w.AddBool("edgegate_ready", ops.Ready(g.Checks()))
 
 	for _, src := range broker.Sources {
 		for _, oc := range broker.Outcomes {
@@ -212,15 +212,6 @@ func (g *Gateway) Checks() []ops.Check {
 		cs = append(cs, ops.Check{Name: "uplink " + u.Name(), OK: st != "stopped", Detail: st})
 	}
 	return cs
-}
-
-func allOK(cs []ops.Check) bool {
-	for _, c := range cs {
-		if !c.OK {
-			return false
-		}
-	}
-	return len(cs) > 0
 }
 
 // refusals are the refusal counters by reason.

@@ -180,11 +180,10 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	checks := s.opts.Source.Checks()
 	var b strings.Builder
-	ready := len(checks) > 0
 	for _, c := range checks {
 		mark := "ok"
 		if !c.OK {
-			mark, ready = "FAIL", false
+			mark = "FAIL"
 		}
 		fmt.Fprintf(&b, "%s %s", mark, c.Name)
 		if c.Detail != "" {
@@ -192,7 +191,7 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		}
 		b.WriteByte('\n')
 	}
-	if !ready {
+	if !Ready(checks) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	w.Write([]byte(b.String()))
@@ -213,10 +212,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) Status() Status {
 	st := s.opts.Source.Status()
 	st.Checks = s.opts.Source.Checks()
-	st.Ready = len(st.Checks) > 0
-	for _, c := range st.Checks {
-		st.Ready = st.Ready && c.OK
-	}
+	st.Ready = Ready(st.Checks)
 	st.Ingest.RecordsPerS = s.rate.perSecond(s.opts.Clock.Now(), st.Ingest.Records)
 	return st
 }
