@@ -58,9 +58,17 @@ func BenchmarkOnePahoPublisherQoS1(b *testing.B) {
 	b.Run("edgegate", func(b *testing.B) {
 		path := writeConfig(b, b.TempDir(), "127.0.0.1:0", "")
 		// The per-client rate limit (1000/s by default) would measure itself, not the path.
-		y, _ := os.ReadFile(path)
-		y = bytes.Replace(y, []byte("allow_anonymous: true"), []byte("allow_anonymous: true\n  max_rate_per_client: 1000000"), 1)
-		os.WriteFile(path, y, 0o644)
+		y, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		raised := bytes.Replace(y, []byte("allow_anonymous: true"), []byte("allow_anonymous: true\n  max_rate_per_client: 1000000"), 1)
+		if bytes.Equal(raised, y) {
+			b.Fatal("writeConfig changed: no allow_anonymous line to put max_rate_per_client after")
+		}
+		if err := os.WriteFile(path, raised, 0o644); err != nil {
+			b.Fatal(err)
+		}
 		r := start(b, path, clock.Real{})
 		b.ResetTimer()
 		publishN(b, r.g.BrokerAddrs()[0], b.N)

@@ -114,6 +114,23 @@ func (c *clockHold) run(ctx context.Context) error {
 	}
 }
 
+// initClock sets up the hold of self-stamped readings (a trusted clock when no keeper).
+func (g *Gateway) initClock() error {
+	k := g.opts.TimeKeeper
+	if k == nil {
+		var err error
+		k, err = timesync.New(timesync.Options{Trust: true, Clock: g.opts.Clock})
+		if err != nil {
+			return err
+		}
+	}
+	g.hold = &clockHold{g: g, k: k, anchors: map[string]time.Time{}}
+	g.hook.SetHolder(g.hold)
+	return nil
+}
+
+func (g *Gateway) clockStatus() ops.ClockStatus { return g.hold.status() }
+
 // anchor returns the start of boot in wall time, when it is known.
 func (c *clockHold) anchor(boot string) (time.Time, bool) {
 	if t, ok := c.anchors[boot]; ok {
@@ -161,8 +178,8 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 				return buffer.ErrStop
 			}
 			oldTS := r.TS
-			if a, ok := c.anchor(h.Stamp.Boot); ok {
-				d, _ := timesync.Correction(h.Stamp, map[string]time.Time{h.Stamp.Boot: a})
+			if _, ok := c.anchor(h.Stamp.Boot); ok { // now cached in c.anchors
+				d, _ := timesync.Correction(h.Stamp, c.anchors)
 				r.TS = record.TruncTime(r.TS.Add(d))
 				fixed++
 			} else {

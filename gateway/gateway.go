@@ -235,7 +235,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	fail := make(chan error, 8)
+	// A slot per goroutine that reports (maintenance, clock, sensors, each pipeline and
+	// uplink): a failing store can fail them all, and none may block before the waits below.
+	fail := make(chan error, 3+len(g.pipelines)+len(g.uplinks))
 	report := func(name string, err error) {
 		if err != nil {
 			fail <- fmt.Errorf("%s: %w", name, err)

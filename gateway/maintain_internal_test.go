@@ -11,17 +11,44 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
 )
 
+// testConfig parses a config with data in dir, an anonymous broker on a free loopback
+// port, and the given sections.
+func testConfig(t *testing.T, dir, sections string) *config.Config {
+	t.Helper()
+	c, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
+broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+`, dir)+sections))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// newTestGateway builds (does not run) a gateway on cfg, logging nowhere; its store closes
+// with the test.
+func newTestGateway(t *testing.T, cfg *config.Config, opts Options) *Gateway {
+	t.Helper()
+	opts.Logger = slog.New(slog.DiscardHandler)
+	g, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.store.Close() })
+	return g
+}
+
 // TestTrimWaitsForPipelines: raw records an uplink has sent stay until every pipeline has
 // processed them too; panes stay until every uplink has sent them.
 func TestTrimWaitsForPipelines(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
-broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	g := newTestGateway(t, testConfig(t, dir, fmt.Sprintf(`
 pipelines:
   - name: p1
     window: {type: tumbling, size: 1m}
@@ -29,17 +56,8 @@ uplinks:
   - name: up
     type: file
     path: %q
-`, dir, filepath.Join(dir, "up.jsonl"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := clock.NewFake(time.Unix(1e9, 0))
-	g, err := New(cfg, Options{Clock: clk, Logger: slog.New(slog.DiscardHandler),
+`, filepath.Join(dir, "up.jsonl"))), Options{Clock: clk,
 		Registry: Registry{Sinks: map[string]uplink.SinkFactory{"file": filesink.New}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.store.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.store.Maintain(ctx) }()
@@ -91,23 +109,14 @@ uplinks:
 func TestReloadPipelineOutput(t *testing.T) {
 	dir := t.TempDir()
 	conf := func(output, size string) *config.Config {
-		c, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
-broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+		return testConfig(t, dir, fmt.Sprintf(`
 pipelines:
   - name: p1
     window: {type: tumbling, size: %s}
     output: %s
-`, dir, size, output)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+`, size, output))
 	}
-	g, err := New(conf("agg/a", "1m"), Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.store.Close()
+	g := newTestGateway(t, conf("agg/a", "1m"), Options{})
 	res, err := g.Reload(conf("agg/b", "1m"))
 	if err != nil || fmt.Sprint(res.Applied) != "[pipelines[p1].output]" || len(res.NeedRestart) != 0 {
 		t.Fatalf("reload: %+v %v", res, err)
@@ -128,21 +137,11 @@ pipelines:
 // TestPipelineWatchdogProbe: the watchdog's pipeline probe fails only when input waits
 // and the pipeline neither committed nor failed a step since the previous check.
 func TestPipelineWatchdogProbe(t *testing.T) {
-	dir := t.TempDir()
-	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
-broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
+	g := newTestGateway(t, testConfig(t, t.TempDir(), `
 pipelines:
   - name: p1
     window: {type: tumbling, size: 1m}
-`, dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.store.Close()
+`), Options{})
 	var probe func(context.Context) error
 	for _, p := range g.Probes() {
 		if p.Name == "pipeline/p1" {
@@ -172,17 +171,40 @@ pipelines:
 	done := make(chan error, 1)
 	go func() { done <- g.pipelines[0].Run(rctx) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for g.pipelines[0].Stats().Commits.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the pipeline did not commit")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "the pipeline to commit", func() bool {
+		return g.pipelines[0].Stats().Commits.Load() > 0
+	})
 	if err := probe(ctx); err != nil {
 		t.Fatalf("after progress: %v", err)
 	}
 	if err := probe(ctx); err != nil {
 		t.Fatalf("caught up, nothing waits: %v", err)
+	}
+}
+
+// TestReloadRenamedOrAddedPipeline: a reload cannot rename, add or remove a pipeline; it
+// says so and applies nothing of it.
+func TestReloadRenamedOrAddedPipeline(t *testing.T) {
+	dir := t.TempDir()
+	pipelines := func(names ...string) *config.Config {
+		s := "pipelines:\n"
+		for _, n := range names {
+			s += fmt.Sprintf("  - {name: %s, window: {type: tumbling, size: 1m}}\n", n)
+		}
+		return testConfig(t, dir, s)
+	}
+	g := newTestGateway(t, pipelines("p1"), Options{})
+	for _, tc := range []struct {
+		next []string
+		want string
+	}{
+		{[]string{"p2"}, "[pipelines[0].name]"},
+		{[]string{"p1", "p2"}, "[pipelines (added or removed)]"},
+		{[]string{"p1"}, "[]"},
+	} {
+		res, err := g.Reload(pipelines(tc.next...))
+		if err != nil || len(res.Applied) != 0 || fmt.Sprint(res.NeedRestart) != tc.want {
+			t.Errorf("reload to %v: %+v %v, want NeedRestart %s", tc.next, res, err, tc.want)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"io/fs"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -59,15 +61,15 @@ var Metrics = []ops.Desc{
 
 // Collect writes the gateway's figures (the families of Metrics) into w.
 func (g *Gateway) Collect(w *ops.Writer) {
-	w.Add("edgegate_build_info", 1, g.opts.Version, goarch)
-	w.AddBool("edgegate_ready", allOK(g.Checks()))
+	w.Add("edgegate_build_info", 1, g.opts.Version, runtime.GOARCH)
+	w.AddBool("edgegate_ready", ops.Ready(g.Checks()))
 
 	for _, src := range broker.Sources {
 		for _, oc := range broker.Outcomes {
 			w.AddUint("edgegate_ingest_messages_total", g.hook.Sources().Count(src, oc), src.String(), oc.String())
 		}
 	}
-	w.AddUint("edgegate_ingest_records_total", g.hook.Stats().Records.Load())
+	w.AddUint("edgegate_ingest_records_total", g.IngestedRecords())
 	for reason, n := range g.refusals() {
 		w.AddUint("edgegate_ingest_refusals_total", n, reason)
 	}
@@ -93,11 +95,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		w.AddUint("edgegate_buffer_dropped_records_total", n, policy)
 	}
 
-	for _, u := range g.uplinks {
-		w.AddUint("edgegate_uplink_dead_letter_batches_total", u.Stats().DeadLetters.Load(), u.Name())
-		w.AddUint("edgegate_uplink_backoffs_total", u.Stats().Backoffs.Load(), u.Name())
-	}
-	for _, u := range g.uplinkStatus() {
+	for i, u := range g.uplinkStatus() {
+		st := g.uplinks[i].Stats()
+		w.AddUint("edgegate_uplink_dead_letter_batches_total", st.DeadLetters.Load(), u.Name)
+		w.AddUint("edgegate_uplink_backoffs_total", st.Backoffs.Load(), u.Name)
 		w.AddUint("edgegate_uplink_batches_total", u.Batches, u.Name)
 		w.AddUint("edgegate_uplink_records_total", u.Records, u.Name)
 		w.AddUint("edgegate_uplink_errors_total", u.Errors, u.Name)
@@ -167,7 +168,7 @@ func (g *Gateway) Status() ops.Status {
 		Clock:   g.clockStatus(),
 		Ingest: ops.IngestStatus{
 			Messages:   msgs,
-			Records:    is.Records.Load(),
+			Records:    g.IngestedRecords(),
 			Duplicates: is.Dups.Load(),
 			Refused:    refused,
 			Refusals:   refusals,
@@ -178,6 +179,12 @@ func (g *Gateway) Status() ops.Status {
 		Sensors:   g.sensorStatus(),
 	}
 }
+
+var _ ops.Source = (*Gateway)(nil)
+
+// IngestedRecords is Status().Ingest.Records without the rest of the snapshot (the ops
+// server samples it for the ingest rate).
+func (g *Gateway) IngestedRecords() uint64 { return g.hook.Stats().Records.Load() }
 
 // Checks are the readiness conditions of /readyz (SPEC §6): the broker listens, the buffer
 // is open, every uplink runs (an uplink backing off from an unreachable upstream still
@@ -190,7 +197,7 @@ func (g *Gateway) Checks() []ops.Check {
 		case <-g.stopping:
 			cs = append(cs, ops.Check{Name: "broker", OK: false, Detail: "shutting down"})
 		default:
-			cs = append(cs, ops.Check{Name: "broker", OK: true, Detail: "listening on " + joinAddrs(g.broker.Addrs())})
+			cs = append(cs, ops.Check{Name: "broker", OK: true, Detail: "listening on " + strings.Join(g.broker.Addrs(), ", ")})
 		}
 	default:
 		cs = append(cs, ops.Check{Name: "broker", OK: false, Detail: "starting"})
@@ -201,30 +208,10 @@ func (g *Gateway) Checks() []ops.Check {
 		cs = append(cs, ops.Check{Name: "buffer", OK: true, Detail: "open"})
 	}
 	for _, u := range g.uplinks {
-		st := g.uplinkState(u.Name(), u.Status())
+		st := g.uplinkState(u)
 		cs = append(cs, ops.Check{Name: "uplink " + u.Name(), OK: st != "stopped", Detail: st})
 	}
 	return cs
-}
-
-func allOK(cs []ops.Check) bool {
-	for _, c := range cs {
-		if !c.OK {
-			return false
-		}
-	}
-	return len(cs) > 0
-}
-
-func joinAddrs(as []string) string {
-	s := ""
-	for i, a := range as {
-		if i > 0 {
-			s += ", "
-		}
-		s += a
-	}
-	return s
 }
 
 // refusals are the refusal counters by reason.
@@ -257,12 +244,12 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	b := ops.BufferStatus{BudgetBytes: g.budget()}
 	_, _, err := g.store.Get("ops/probe")
 	b.Open = err == nil
-	b.Bytes = dirSize(g.bufferDir())
+	b.Bytes = dirSize(g.store.Dir())
 	for _, name := range g.logs() {
 		ls := ops.LogStatus{Name: name}
 		last, err := g.store.LastSeq(name)
 		if err == nil && last > 0 {
-			first, ts, ok := g.firstEntry(name, 0)
+			first, ts, ok := g.firstEntry(name)
 			if ok {
 				ls.Records = last - first + 1
 				age := now.Sub(ts).Seconds()
@@ -277,10 +264,9 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	return b
 }
 
-// firstEntry returns the sequence number and timestamp of the first entry of log at or
-// after from.
-func (g *Gateway) firstEntry(log string, from uint64) (seq uint64, ts time.Time, ok bool) {
-	_, _ = g.store.Read(log, from, 1, func(s uint64, v []byte) error {
+// firstEntry returns the sequence number and timestamp of the first entry kept in log.
+func (g *Gateway) firstEntry(log string) (seq uint64, ts time.Time, ok bool) {
+	_, _ = g.store.Read(log, 0, 1, func(s uint64, v []byte) error {
 		var r struct {
 			TS  time.Time `json:"ts"`
 			End time.Time `json:"end"` // a pane: its window's end
@@ -327,7 +313,7 @@ func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
 	for _, u := range g.uplinks {
 		st := u.Status()
 		us := ops.UplinkStatus{
-			Name: st.Name, Type: st.Type, State: g.uplinkState(u.Name(), st),
+			Name: st.Name, Type: st.Type, State: g.uplinkState(u),
 			Backlog: st.Backlog, Batches: st.Batches, Records: st.Records, Errors: st.Errors,
 			LastError: st.LastError, Draining: st.Draining,
 		}
@@ -341,15 +327,18 @@ func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
 }
 
 // uplinkState is sending (the last send was acknowledged), backoff (the upstream is
-// unreachable), idle (nothing sent yet) or stopped (its goroutine ended).
-func (g *Gateway) uplinkState(name string, st uplink.Status) string {
-	if r, ok := g.ops.running[name]; ok && !r.Load() {
+// unreachable), idle (nothing sent yet) or stopped (its goroutine ended). It reads only
+// counters: unlike Uplink.Status, no store read for the backlog.
+func (g *Gateway) uplinkState(u *uplink.Uplink) string {
+	if r, ok := g.ops.running[u.Name()]; ok && !r.Load() {
 		return "stopped"
 	}
+	st := u.Stats()
+	connected := st.Connected.Load()
 	switch {
-	case st.BackingOff || st.Errors > 0 && !st.Connected:
+	case st.BackoffNow.Load() || st.Errors.Load() > 0 && !connected:
 		return "backoff"
-	case st.Connected:
+	case connected:
 		return "sending"
 	default:
 		return "idle"

@@ -2,9 +2,8 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
-	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,11 +13,8 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
-	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/pipeline"
 )
-
-const goarch = runtime.GOARCH
 
 // opsState is what the gateway keeps for operations: start time, which uplinks run, the
 // reload and watchdog counters, and the progress marks of the watchdog probes.
@@ -61,6 +57,8 @@ func (g *Gateway) initOps() {
 		reloads: map[string]*atomic.Uint64{},
 		stalls:  map[string]*atomic.Uint64{},
 		live:    g.cfg,
+
+		pipelineMarks: map[string]pipelineMark{},
 	}
 	for _, u := range g.uplinks {
 		g.ops.running[u.Name()] = new(atomic.Bool)
@@ -72,8 +70,6 @@ func (g *Gateway) initOps() {
 		g.ops.stalls[p.Name] = new(atomic.Uint64)
 	}
 }
-
-func (g *Gateway) bufferDir() string { return filepath.Join(g.cfg.Gateway.DataDir, "buffer") }
 
 // Register declares the gateway's metric families and collectors in r, with the Go
 // runtime's.
@@ -104,9 +100,6 @@ func (g *Gateway) Probes() []sdnotify.Probe {
 func (g *Gateway) probePipeline(r *pipeline.Runner) error {
 	st := r.Stats()
 	now := pipelineMark{position: st.Position.Load(), commits: st.Commits.Load(), errors: st.Errors.Load()}
-	if g.ops.pipelineMarks == nil {
-		g.ops.pipelineMarks = map[string]pipelineMark{}
-	}
 	prev, seen := g.ops.pipelineMarks[r.Name()]
 	g.ops.pipelineMarks[r.Name()] = now
 	if !seen || now != prev {
@@ -158,30 +151,10 @@ func (g *Gateway) probeStore(ctx context.Context) error {
 		return nil
 	}
 	var b [8]byte
-	now := g.opts.Clock.Now().UnixMilli()
-	for i := range b {
-		b[i] = byte(now >> (8 * (7 - i)))
-	}
+	binary.BigEndian.PutUint64(b[:], uint64(g.opts.Clock.Now().UnixMilli()))
 	if err := g.store.Update(ctx, func(tx *buffer.Tx) { tx.Put("ops/watchdog", b[:]) }); err != nil {
 		return fmt.Errorf("probe write: %w", err)
 	}
 	g.ops.storeGroups = g.store.Stats().Groups.Load()
 	return nil
 }
-
-// initClock sets up the hold of self-stamped readings (a trusted clock when no keeper).
-func (g *Gateway) initClock() error {
-	k := g.opts.TimeKeeper
-	if k == nil {
-		var err error
-		k, err = timesync.New(timesync.Options{Trust: true, Clock: g.opts.Clock})
-		if err != nil {
-			return err
-		}
-	}
-	g.hold = &clockHold{g: g, k: k, anchors: map[string]time.Time{}}
-	g.hook.SetHolder(g.hold)
-	return nil
-}
-
-func (g *Gateway) clockStatus() ops.ClockStatus { return g.hold.status() }

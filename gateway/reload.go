@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
@@ -62,90 +64,68 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 		r int
 	}
 	var batches []batchChange
-	if len(cur.Uplinks) != len(next.Uplinks) {
-		res.NeedRestart = append(res.NeedRestart, "uplinks (added or removed)")
-	} else {
-		for i := range cur.Uplinks {
-			a, b := cur.Uplinks[i], next.Uplinks[i]
-			if a.Name != b.Name {
-				res.NeedRestart = append(res.NeedRestart, fmt.Sprintf("uplinks[%d].name", i))
-				continue
-			}
-			if a.Batch != b.Batch || a.MaxRate != b.MaxRate {
-				batches = append(batches, batchChange{i, b.Batch, b.MaxRate})
-			}
-			a.Batch, b.Batch = config.Batch{}, config.Batch{}
-			a.MaxRate, b.MaxRate = 0, 0
-			restart(fmt.Sprintf("uplinks[%s]", a.Name), a, b)
+	for _, i := range res.sameNames("uplinks", len(cur.Uplinks), len(next.Uplinks), func(i int) (string, string) {
+		return cur.Uplinks[i].Name, next.Uplinks[i].Name
+	}) {
+		a, b := cur.Uplinks[i], next.Uplinks[i]
+		if a.Batch != b.Batch || a.MaxRate != b.MaxRate {
+			batches = append(batches, batchChange{i, b.Batch, b.MaxRate})
 		}
+		a.Batch, b.Batch = config.Batch{}, config.Batch{}
+		a.MaxRate, b.MaxRate = 0, 0
+		restart(fmt.Sprintf("uplinks[%s]", a.Name), a, b)
 	}
 
 	// Pipelines: a new output topic applies to the next pane; anything else (a new or
 	// removed pipeline, another window or aggregate) needs a restart.
 	var outputs map[string]string
-	if len(cur.Pipelines) != len(next.Pipelines) {
-		res.NeedRestart = append(res.NeedRestart, "pipelines (added or removed)")
-	} else {
-		for i := range cur.Pipelines {
-			a, b := cur.Pipelines[i], next.Pipelines[i]
-			if a.Name != b.Name {
-				res.NeedRestart = append(res.NeedRestart, fmt.Sprintf("pipelines[%d].name", i))
-				continue
+	for _, i := range res.sameNames("pipelines", len(cur.Pipelines), len(next.Pipelines), func(i int) (string, string) {
+		return cur.Pipelines[i].Name, next.Pipelines[i].Name
+	}) {
+		a, b := cur.Pipelines[i], next.Pipelines[i]
+		if a.OutputTopic() != b.OutputTopic() {
+			if outputs == nil {
+				outputs = map[string]string{}
 			}
-			if a.OutputTopic() != b.OutputTopic() {
-				if outputs == nil {
-					outputs = map[string]string{}
-				}
-				outputs[a.Name] = b.OutputTopic()
-			}
-			a.Output, b.Output = "", ""
-			restart(fmt.Sprintf("pipelines[%s]", a.Name), a, b)
+			outputs[a.Name] = b.OutputTopic()
 		}
+		a.Output, b.Output = "", ""
+		restart(fmt.Sprintf("pipelines[%s]", a.Name), a, b)
 	}
 
-	// Apply.
+	// Apply, and keep what was applied as the current config, so the next reload compares
+	// against what runs.
+	applied := *cur
 	if outputs != nil {
-		all := map[string]string{}
-		for k, v := range *g.outputs.Load() {
-			all[k] = v
-		}
-		nc := *cur
-		nc.Pipelines = append([]config.Pipeline(nil), cur.Pipelines...)
-		for i, p := range nc.Pipelines {
+		all := maps.Clone(*g.outputs.Load())
+		applied.Pipelines = slices.Clone(cur.Pipelines)
+		for i, p := range applied.Pipelines {
 			if t, ok := outputs[p.Name]; ok {
 				g.pipelines[i].SetOutput(t)
 				all[p.Name] = t
-				nc.Pipelines[i].Output = t
+				applied.Pipelines[i].Output = t
 				res.Applied = append(res.Applied, fmt.Sprintf("pipelines[%s].output", p.Name))
 			}
 		}
 		g.outputs.Store(&all)
-		cur = &nc
 	}
 	if router != nil {
 		g.hook.SetRouter(router)
+		applied.Routes, applied.Unrouted = next.Routes, next.Unrouted
 		res.Applied = append(res.Applied, "routes")
 	}
 	if len(batches) > 0 {
-		nc := *cur
-		nc.Uplinks = append([]config.Uplink(nil), cur.Uplinks...)
+		applied.Uplinks = slices.Clone(cur.Uplinks)
 		for _, c := range batches {
 			g.uplinks[c.i].SetLimits(uplink.Limits{Batch: c.b, MaxRate: c.r})
-			nc.Uplinks[c.i].Batch, nc.Uplinks[c.i].MaxRate = c.b, c.r
-			res.Applied = append(res.Applied, fmt.Sprintf("uplinks[%s].limits", nc.Uplinks[c.i].Name))
+			applied.Uplinks[c.i].Batch, applied.Uplinks[c.i].MaxRate = c.b, c.r
+			res.Applied = append(res.Applied, fmt.Sprintf("uplinks[%s].limits", applied.Uplinks[c.i].Name))
 		}
-		cur = &nc
 	}
 	if cur.Ops.Log.Level != next.Ops.Log.Level {
+		applied.Ops.Log.Level = next.Ops.Log.Level
 		res.Applied = append(res.Applied, "ops.log.level")
 	}
-	// Keep what was applied as the current config, so the next reload compares against
-	// what runs.
-	applied := *cur
-	if router != nil {
-		applied.Routes, applied.Unrouted = next.Routes, next.Unrouted
-	}
-	applied.Ops.Log.Level = next.Ops.Log.Level
 	g.ops.live = &applied
 
 	if len(res.Applied) > 0 {
@@ -154,6 +134,26 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 		g.ops.reloads[reloadUnchanged].Add(1)
 	}
 	return res, nil
+}
+
+// sameNames compares two lists of named parts that a reload cannot add to, remove from or
+// reorder: it records a restart for a different length or a renamed index, and returns the
+// indexes whose names match, for the caller to compare further. names gives the current
+// and next name at index i.
+func (res *ReloadResult) sameNames(kind string, nCur, nNext int, names func(i int) (string, string)) []int {
+	if nCur != nNext {
+		res.NeedRestart = append(res.NeedRestart, kind+" (added or removed)")
+		return nil
+	}
+	var same []int
+	for i := range nCur {
+		if a, b := names(i); a != b {
+			res.NeedRestart = append(res.NeedRestart, fmt.Sprintf("%s[%d].name", kind, i))
+			continue
+		}
+		same = append(same, i)
+	}
+	return same
 }
 
 // ReloadFailed counts a reload that could not even load its config.

@@ -15,7 +15,7 @@ import (
 type Type string
 
 // The metric types edgegate exposes. Histograms and summaries are left out on purpose: every
-// figure here is a count or a level read from an atomic at scrape time.
+// figure here is a count or a level read at scrape time.
 const (
 	Counter Type = "counter"
 	Gauge   Type = "gauge"

@@ -120,6 +120,8 @@ type fakeSource struct {
 func (f *fakeSource) Status() Status  { return f.st }
 func (f *fakeSource) Checks() []Check { return f.checks }
 
+func (f *fakeSource) IngestedRecords() uint64 { return f.st.Ingest.Records }
+
 func get(t *testing.T, h http.Handler, path string) (*http.Response, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()

@@ -66,6 +66,8 @@ func (p *pageSource) Status() Status {
 	return p.st
 }
 
+func (p *pageSource) IngestedRecords() uint64 { return p.Status().Ingest.Records }
+
 func (p *pageSource) Checks() []Check {
 	return []Check{{Name: "broker", OK: true}, {Name: "buffer", OK: true}}
 }

@@ -22,12 +22,14 @@ import (
 //go:embed page.html
 var page []byte
 
-// Source is what the server reports on: a snapshot of the whole gateway and its readiness
-// checks. Both are called on HTTP handler goroutines and must be safe for concurrent use
-// and quick.
+// Source is what the server reports on: a snapshot of the whole gateway, its readiness
+// checks, and the ingest records counter (Status().Ingest.Records) alone, which the server
+// samples every SampleEvery for the rate and so must cost no more than an atomic load. All
+// are called on the server's goroutines and must be safe for concurrent use and quick.
 type Source interface {
 	Status() Status
 	Checks() []Check
+	IngestedRecords() uint64
 }
 
 // Options configure a Server.
@@ -134,8 +136,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) sample() {
-	st := s.opts.Source.Status()
-	s.rate.add(s.opts.Clock.Now(), st.Ingest.Records)
+	s.rate.add(s.opts.Clock.Now(), s.opts.Source.IngestedRecords())
 }
 
 // Handler returns the ops routes: / (status page), /metrics, /healthz, /readyz, /status.
@@ -179,11 +180,10 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	checks := s.opts.Source.Checks()
 	var b strings.Builder
-	ready := len(checks) > 0
 	for _, c := range checks {
 		mark := "ok"
 		if !c.OK {
-			mark, ready = "FAIL", false
+			mark = "FAIL"
 		}
 		fmt.Fprintf(&b, "%s %s", mark, c.Name)
 		if c.Detail != "" {
@@ -191,7 +191,7 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		}
 		b.WriteByte('\n')
 	}
-	if !ready {
+	if !Ready(checks) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	w.Write([]byte(b.String()))
@@ -212,10 +212,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) Status() Status {
 	st := s.opts.Source.Status()
 	st.Checks = s.opts.Source.Checks()
-	st.Ready = len(st.Checks) > 0
-	for _, c := range st.Checks {
-		st.Ready = st.Ready && c.OK
-	}
+	st.Ready = Ready(st.Checks)
 	st.Ingest.RecordsPerS = s.rate.perSecond(s.opts.Clock.Now(), st.Ingest.Records)
 	return st
 }

@@ -26,6 +26,16 @@ type Check struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// Ready says whether checks make the gateway ready: there are some, and every one is OK.
+func Ready(checks []Check) bool {
+	for _, c := range checks {
+		if !c.OK {
+			return false
+		}
+	}
+	return len(checks) > 0
+}
+
 // ClockStatus says whether the wall clock is trusted (DESIGN invariant 6).
 type ClockStatus struct {
 	Synced bool `json:"synced"`

@@ -121,7 +121,7 @@ func TestWatchdogPingsOnlyWhileProgressing(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	var healthy atomic.Bool
 	healthy.Store(true)
-	var stalls atomic.Int32
+	var stalls, pings atomic.Int32
 	var n Notifier
 	w := &Watchdog{
 		Interval: 10 * time.Second,
@@ -134,7 +134,9 @@ func TestWatchdogPingsOnlyWhileProgressing(t *testing.T) {
 				return errors.New("stuck")
 			}},
 		},
-		Ping:    n.Watchdog,
+		// Counted where it is sent: the round has ended when settle returns, whereas the
+		// datagram may still be on its way to sd.msgs.
+		Ping:    func() error { pings.Add(1); return n.Watchdog() },
 		OnStall: func(p string, _ error) { stalls.Add(1) },
 		Clock:   clk,
 	}
@@ -159,9 +161,14 @@ func TestWatchdogPingsOnlyWhileProgressing(t *testing.T) {
 		t.Fatalf("healthy round: %q", got)
 	}
 	healthy.Store(false)
+	settle()
+	before := pings.Load()
 	round()
 	round()
 	settle()
+	if p := pings.Load(); p != before {
+		t.Fatalf("pinged %d times while a probe failed", p-before)
+	}
 	select {
 	case m := <-sd.msgs:
 		t.Fatalf("pinged while a probe failed: %q", m)
