@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/pipeline"
 )
@@ -119,17 +119,6 @@ func e2eStream(seed uint64, n int) []devReading {
 	return out
 }
 
-func pahoClient(t *testing.T, addr, id string) paho.Client {
-	t.Helper()
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second))
-	tok := c.Connect()
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect %s: %v", addr, tok.Error())
-	}
-	return c
-}
-
 func publishQoS1(c paho.Client, topic, payload string) error {
 	tok := c.Publish(topic, 1, false, payload)
 	if !tok.WaitTimeout(10 * time.Second) {
@@ -194,7 +183,7 @@ func upstreamPanes(t *testing.T, path string) (panes map[string]string, records 
 	return
 }
 
-// replayExpected runs the records (SPEC §3.1 JSON, arrival order) through replay and
+// replayLines runs the records (SPEC §3.1 JSON, arrival order) through replay and
 // returns the panes a live daemon emits for them: all but those the end of input fires.
 func replayLines(t *testing.T, cfgPath string, records []string) []string {
 	t.Helper()
@@ -219,35 +208,13 @@ func TestLiveEqualsReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	}
-	defer stop()
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	}
+	run := gatewaytest.Start(t, cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler)})
+	g := run.G
 	addr := g.BrokerAddrs()[0]
 
 	var mu sync.Mutex
 	local := map[string][]string{} // topic → payloads
-	sub := pahoClient(t, addr, "local-sub")
-	defer sub.Disconnect(0)
+	sub := testutil.Paho(t, addr, "local-sub")
 	if tok := sub.Subscribe("agg/#", 1, func(_ paho.Client, m paho.Message) {
 		mu.Lock()
 		local[m.Topic()] = append(local[m.Topic()], string(m.Payload()))
@@ -257,8 +224,7 @@ func TestLiveEqualsReplay(t *testing.T) {
 	}
 
 	stream := e2eStream(1, 600)
-	pub := pahoClient(t, addr, "dev-pub")
-	defer pub.Disconnect(0)
+	pub := testutil.Paho(t, addr, "dev-pub")
 	for _, r := range stream {
 		if err := publishQoS1(pub, r.topic, r.payload); err != nil {
 			t.Fatal(err)
@@ -311,7 +277,9 @@ func TestLiveEqualsReplay(t *testing.T) {
 
 	// A clean stop flushes the uplink: every record and pane is upstream, in log order
 	// (the logs themselves are trimmed once delivered).
-	stop()
+	if err := run.Stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
 	up := filepath.Join(dir, "upstream.jsonl")
 	raw := upstreamRecords(t, up)
 	agg := upstreamPaneLines(t, up)
@@ -458,7 +426,7 @@ func (d *e2eDaemon) stop() {
 // publish failed is sent again to the restarted daemon, as a device would.
 func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 3))
-	c := pahoClient(t, d.addr, "dev")
+	c := testutil.Paho(t, d.addr, "dev")
 	killed := make(chan struct{})
 	restarted := false
 	armed := false
@@ -472,7 +440,7 @@ func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint
 			c.Disconnect(0)
 			d.start()
 			restarted = true
-			c = pahoClient(t, d.addr, "dev")
+			c = testutil.Paho(t, d.addr, "dev")
 			continue // the same reading again: a duplicate id if it was stored
 		}
 		if i == killAt && !armed {
@@ -493,6 +461,17 @@ func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint
 // upstreamRecords returns the records upstream in arrival order: the uplink sends the
 // raw log in order, and a batch sent again after a crash repeats records already seen.
 func upstreamRecords(t *testing.T, path string) []string {
+	return upstreamFirstSeen(t, path, "records")
+}
+
+// upstreamPaneLines returns the panes upstream in the order they were first sent.
+func upstreamPaneLines(t *testing.T, path string) []string {
+	return upstreamFirstSeen(t, path, "aggregates")
+}
+
+// upstreamFirstSeen returns the records of the file uplink's batches of that kind, each id
+// once, in the order first sent.
+func upstreamFirstSeen(t *testing.T, path, kind string) []string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -508,7 +487,7 @@ func upstreamRecords(t *testing.T, path string) []string {
 			Kind    string            `json:"kind"`
 			Records []json.RawMessage `json:"records"`
 		}
-		if json.Unmarshal(sc.Bytes(), &b) != nil || b.Kind != "records" {
+		if json.Unmarshal(sc.Bytes(), &b) != nil || b.Kind != kind {
 			continue
 		}
 		for _, r := range b.Records {
@@ -627,36 +606,4 @@ func TestCrashRestart(t *testing.T) {
 			}
 		}
 	}
-}
-
-// upstreamPaneLines returns the panes upstream in the order they were first sent.
-func upstreamPaneLines(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	seen := map[string]bool{}
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		var b struct {
-			Kind    string            `json:"kind"`
-			Records []json.RawMessage `json:"records"`
-		}
-		if json.Unmarshal(sc.Bytes(), &b) != nil || b.Kind != "aggregates" {
-			continue
-		}
-		for _, r := range b.Records {
-			var id struct{ ID string }
-			json.Unmarshal(r, &id)
-			if !seen[id.ID] {
-				seen[id.ID] = true
-				out = append(out, string(r))
-			}
-		}
-	}
-	return out
 }
