@@ -332,15 +332,6 @@ func TestLiveEqualsReplay(t *testing.T) {
 	mu.Unlock()
 }
 
-// TestDaemonChild is the daemon of TestCrashRestart, run in a child process.
-func TestDaemonChild(t *testing.T) {
-	cfg := os.Getenv("EDGEGATE_TEST_DAEMON")
-	if cfg == "" {
-		t.Skip("runs only as the daemon child of TestCrashRestart")
-	}
-	os.Exit(run([]string{"run", "-c", cfg}, os.Stdin, os.Stdout, os.Stderr))
-}
-
 type e2eDaemon struct {
 	t       *testing.T
 	cfg     string
@@ -363,8 +354,8 @@ func (d *e2eDaemon) start() {
 		d.t.Fatal(err)
 	}
 	defer logf.Close()
-	p := &proc{cmd: testutil.SelfCommand("-test.run=^TestDaemonChild$"), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), "EDGEGATE_TEST_DAEMON="+d.cfg)
+	p := &proc{cmd: testutil.SelfCommand("run", "-c", d.cfg), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		d.t.Fatal(err)
