@@ -329,11 +329,12 @@ func validateGrants(v *validator, p string, g Grants, user bool) {
 					}
 				}
 			}
-			if i := strings.IndexByte(ExpandGrant(f, "u", "c"), '{'); i >= 0 {
+			expanded := ExpandGrant(f, "u", "c")
+			if strings.Contains(expanded, "{") {
 				v.at(key, "%s %q: unknown placeholder (use {username}, %%u, {clientid} or %%c)", key, f)
 				continue
 			}
-			if err := topic.ValidFilter(ExpandGrant(f, "u", "c")); err != nil {
+			if err := topic.ValidFilter(expanded); err != nil {
 				v.at(key, "%s %q is not a valid topic filter: %v", key, f, err)
 			}
 		}
