@@ -179,10 +179,17 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	pid := cmd.Process.Pid
 	set := connectWait(b, addr, 100)
 	written0 := procIO(b, pid, "write_bytes")
-	samples := make(chan int64, 1024)
+	// The sampler keeps its own slice, so every sample of however long a run is kept; a
+	// failed read (the daemon died) is reported by the benchmark goroutine.
+	type sampling struct {
+		rss []int64 // KiB
+		err error
+	}
 	stop := make(chan struct{})
+	sampled := make(chan sampling, 1)
 	go func() {
-		defer close(samples)
+		var s sampling
+		defer func() { sampled <- s }()
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -190,15 +197,23 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 			case <-stop:
 				return
 			case <-t.C:
-				samples <- procStatus(b, pid, "VmRSS")
+				var v int64
+				if v, s.err = procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:"); s.err != nil {
+					return
+				}
+				s.rss = append(s.rss, v)
 			}
 		}
 	}()
 	res := run(b, []*pahoSet{set}, loadgen.Config{Publishers: 100, Window: 1000, Rate: 10000, Duration: d, Topic: durableTopic})
 	close(stop)
-	var rss []int64
-	for s := range samples {
-		rss = append(rss, s)
+	smp := <-sampled
+	if smp.err != nil {
+		b.Fatal(smp.err)
+	}
+	rss := smp.rss
+	if len(rss) < 2 {
+		b.Fatalf("%d RSS samples: the run is too short to tell a steady RSS", len(rss))
 	}
 	peak := procStatus(b, pid, "VmHWM")
 	written := procIO(b, pid, "write_bytes") - written0
@@ -224,18 +239,26 @@ func buildDaemon(b *testing.B) string {
 
 // procStatus reads a "Vm..." line of /proc/PID/status, in KiB.
 func procStatus(b *testing.B, pid int, key string) int64 {
-	return procField(b, fmt.Sprintf("/proc/%d/status", pid), key+":")
+	n, err := procField(fmt.Sprintf("/proc/%d/status", pid), key+":")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // procIO reads a line of /proc/PID/io, in bytes.
 func procIO(b *testing.B, pid int, key string) int64 {
-	return procField(b, fmt.Sprintf("/proc/%d/io", pid), key+":")
-}
-
-func procField(b *testing.B, path, key string) int64 {
-	f, err := os.Open(path)
+	n, err := procField(fmt.Sprintf("/proc/%d/io", pid), key+":")
 	if err != nil {
 		b.Fatal(err)
+	}
+	return n
+}
+
+func procField(path, key string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -243,13 +266,11 @@ func procField(b *testing.B, path, key string) int64 {
 		if rest, ok := strings.CutPrefix(sc.Text(), key); ok {
 			fields := strings.Fields(rest)
 			if len(fields) > 0 {
-				n, err := strconv.ParseInt(fields[0], 10, 64)
-				if err == nil {
-					return n
+				if n, err := strconv.ParseInt(fields[0], 10, 64); err == nil {
+					return n, nil
 				}
 			}
 		}
 	}
-	b.Fatalf("%s: no %s", path, key)
-	return 0
+	return 0, fmt.Errorf("%s: no %s", path, key)
 }
