@@ -129,6 +129,7 @@ func BenchmarkLatencyAt5k(b *testing.B) {
 		b.ReportMetric(ms(durable.Percentile(99)), "durable-p99-ms")
 		b.ReportMetric(ms(noop.Percentile(50)), "noop-p50-ms")
 		b.ReportMetric(ms(noop.Percentile(99)), "noop-p99-ms")
+		b.ReportMetric(ms(max(durable.MaxLag, noop.MaxLag)), "max-send-lag-ms")
 	}
 }
 
@@ -225,6 +226,7 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	b.ReportMetric(mib(second[len(second)/2]), "steady-RSS-MiB")
 	b.ReportMetric(float64(written)/float64(res.Acked), "disk-bytes/record")
 	b.ReportMetric(float64(res.Percentile(99))/1e6, "p99-ms")
+	b.ReportMetric(float64(res.MaxLag)/1e6, "max-send-lag-ms")
 }
 
 func buildDaemon(b *testing.B) string {
