@@ -141,12 +141,11 @@ func byPipeline(t *testing.T, lines []string) map[string][]string {
 	return out
 }
 
-// upstreamPanes reads the file uplink's batches: every pane by id (failing on an id seen
-// with two contents) and every record id. A torn last line (a kill during a write) is
-// skipped: that batch is sent again.
-func upstreamPanes(t *testing.T, path string) (panes map[string]string, records map[string]bool) {
+// eachUpstream calls fn for every record of the file uplink's batches, in file order, with
+// its batch's kind and its id. A line that does not parse (torn by a kill during a write)
+// is skipped: that batch is sent again. A missing file has no records.
+func eachUpstream(t *testing.T, path string, fn func(kind, id string, r json.RawMessage)) {
 	t.Helper()
-	panes, records = map[string]string{}, map[string]bool{}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return
@@ -170,16 +169,26 @@ func upstreamPanes(t *testing.T, path string) (panes map[string]string, records 
 			if err := json.Unmarshal(r, &id); err != nil {
 				t.Fatal(err)
 			}
-			if b.Kind == "records" {
-				records[id.ID] = true
-				continue
-			}
-			if old, ok := panes[id.ID]; ok && old != string(r) {
-				t.Fatalf("pane %s upstream twice with different content:\n%s\n%s", id.ID, old, r)
-			}
-			panes[id.ID] = string(r)
+			fn(b.Kind, id.ID, r)
 		}
 	}
+}
+
+// upstreamPanes returns every pane upstream by id (failing on an id seen with two
+// contents) and every record id.
+func upstreamPanes(t *testing.T, path string) (panes map[string]string, records map[string]bool) {
+	t.Helper()
+	panes, records = map[string]string{}, map[string]bool{}
+	eachUpstream(t, path, func(kind, id string, r json.RawMessage) {
+		if kind == "records" {
+			records[id] = true
+			return
+		}
+		if old, ok := panes[id]; ok && old != string(r) {
+			t.Fatalf("pane %s upstream twice with different content:\n%s\n%s", id, old, r)
+		}
+		panes[id] = string(r)
+	})
 	return
 }
 
@@ -464,32 +473,14 @@ func upstreamPaneLines(t *testing.T, path string) []string {
 // once, in the order first sent.
 func upstreamFirstSeen(t *testing.T, path, kind string) []string {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	seen := map[string]bool{}
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		var b struct {
-			Kind    string            `json:"kind"`
-			Records []json.RawMessage `json:"records"`
+	eachUpstream(t, path, func(k, id string, r json.RawMessage) {
+		if k == kind && !seen[id] {
+			seen[id] = true
+			out = append(out, string(r))
 		}
-		if json.Unmarshal(sc.Bytes(), &b) != nil || b.Kind != kind {
-			continue
-		}
-		for _, r := range b.Records {
-			var id struct{ ID string }
-			json.Unmarshal(r, &id)
-			if !seen[id.ID] {
-				seen[id.ID] = true
-				out = append(out, string(r))
-			}
-		}
-	}
+	})
 	return out
 }
 
@@ -549,10 +540,8 @@ func TestCrashRestart(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		var recs []string
 		for {
-			if _, err := os.Stat(up); err == nil {
-				if recs = upstreamRecords(t, up); len(recs) >= len(stream) {
-					break
-				}
+			if recs = upstreamRecords(t, up); len(recs) >= len(stream) {
+				break
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("kill at %d: %d records upstream of %d", killAt, len(recs), len(stream))
