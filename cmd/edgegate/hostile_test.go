@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -226,21 +224,10 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// rss returns the daemon's resident set size in bytes.
+// rss returns the daemon's resident set size in bytes (0 once it is gone).
 func (d *hostileDaemon) rss() int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	kib, _ := testutil.ProcField(d.cmd.Process.Pid, "status", "VmRSS")
+	return kib << 10
 }
 
 // stop sends SIGTERM and returns the exit code (-1 if it had to be killed).

@@ -1,7 +1,6 @@
 package loadgen_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -199,7 +197,7 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 				return
 			case <-t.C:
 				var v int64
-				if v, s.err = procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:"); s.err != nil {
+				if v, s.err = testutil.ProcField(pid, "status", "VmRSS"); s.err != nil {
 					return
 				}
 				s.rss = append(s.rss, v)
@@ -241,7 +239,7 @@ func buildDaemon(b *testing.B) string {
 
 // procStatus reads a "Vm..." line of /proc/PID/status, in KiB.
 func procStatus(b *testing.B, pid int, key string) int64 {
-	n, err := procField(fmt.Sprintf("/proc/%d/status", pid), key+":")
+	n, err := testutil.ProcField(pid, "status", key)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -250,29 +248,9 @@ func procStatus(b *testing.B, pid int, key string) int64 {
 
 // procIO reads a line of /proc/PID/io, in bytes.
 func procIO(b *testing.B, pid int, key string) int64 {
-	n, err := procField(fmt.Sprintf("/proc/%d/io", pid), key+":")
+	n, err := testutil.ProcField(pid, "io", key)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return n
-}
-
-func procField(path, key string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), key); ok {
-			fields := strings.Fields(rest)
-			if len(fields) > 0 {
-				if n, err := strconv.ParseInt(fields[0], 10, 64); err == nil {
-					return n, nil
-				}
-			}
-		}
-	}
-	return 0, fmt.Errorf("%s: no %s", path, key)
 }
