@@ -62,7 +62,7 @@ cross:
 # Static binaries and .deb packages for linux/arm64 and linux/amd64 in dist/.
 dist:
 	rm -rf dist && mkdir -p dist
-	@for arch in arm64 amd64; do \
+	@for arch in $(PLATFORMS:linux/%=%); do \
 		echo "building dist/edgegate-linux-$$arch"; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
 			-o dist/edgegate-linux-$$arch ./cmd/edgegate || exit 1; \

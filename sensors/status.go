@@ -28,7 +28,6 @@ type Stats struct {
 	Timeouts      atomic.Uint64 // reads that did not return within the timeout
 	Published     atomic.Uint64 // readings handed to the ingest path
 	PublishErrors atomic.Uint64 // readings the ingest path refused
-	Up            atomic.Bool   // the last attempt answered (in full or in part)
 
 	driver string
 
@@ -81,7 +80,6 @@ func (s *Stats) setErr(err error, now time.Time) {
 
 func (s *Stats) failed(err error, now time.Time, failures int) {
 	s.Errors.Add(1)
-	s.Up.Store(false)
 	s.mu.Lock()
 	s.setState(StateDown, now)
 	s.lastErr, s.lastErrAt = err.Error(), now
@@ -92,7 +90,6 @@ func (s *Stats) failed(err error, now time.Time, failures int) {
 // partial records a read that answered in part, and returns the error count.
 func (s *Stats) partial(err error, now time.Time) uint64 {
 	n := s.Errors.Add(1)
-	s.Up.Store(true)
 	s.mu.Lock()
 	s.setState(StatePartial, now)
 	s.lastErr, s.lastErrAt = err.Error(), now
@@ -103,7 +100,6 @@ func (s *Stats) partial(err error, now time.Time) uint64 {
 }
 
 func (s *Stats) succeeded(now time.Time) {
-	s.Up.Store(true)
 	s.mu.Lock()
 	s.setState(StateUp, now)
 	s.lastReading = now
@@ -118,7 +114,6 @@ func (s *Stats) nextAttempt(t time.Time) {
 }
 
 func (s *Stats) stopped(now time.Time) {
-	s.Up.Store(false)
 	s.mu.Lock()
 	s.setState(StateStopped, now)
 	s.next = time.Time{}

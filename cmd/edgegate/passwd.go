@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
+
+	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // passwdMaxLen is bcrypt's limit: it ignores (and x/crypto refuses) longer passwords.
@@ -21,7 +23,7 @@ const passwdMaxLen = 72
 func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("edgegate passwd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cost := fs.Int("cost", bcrypt.DefaultCost, "bcrypt cost (4-14): each +1 doubles the time of every login check")
+	cost := fs.Int("cost", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost (%d-%d): each +1 doubles the time of every login check", bcrypt.MinCost, config.MaxPasswordCost))
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: edgegate passwd [-cost N] < password\n\nReads a password from stdin and prints its bcrypt hash for broker.users[].password_hash.")
 		fs.PrintDefaults()
@@ -33,8 +35,8 @@ func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgegate passwd: the password is read from stdin, not from the command line (it would stay in the shell history)")
 		return exitUsage
 	}
-	if *cost < bcrypt.MinCost || *cost > 14 {
-		fmt.Fprintf(stderr, "edgegate passwd: -cost %d: expected %d to 14\n", *cost, bcrypt.MinCost)
+	if *cost < bcrypt.MinCost || *cost > config.MaxPasswordCost {
+		fmt.Fprintf(stderr, "edgegate passwd: -cost %d: expected %d to %d\n", *cost, bcrypt.MinCost, config.MaxPasswordCost)
 		return exitUsage
 	}
 	pw, err := readPassword(stdin, stderr)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/pipeline"
 )
@@ -119,17 +119,6 @@ func e2eStream(seed uint64, n int) []devReading {
 	return out
 }
 
-func pahoClient(t *testing.T, addr, id string) paho.Client {
-	t.Helper()
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second))
-	tok := c.Connect()
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect %s: %v", addr, tok.Error())
-	}
-	return c
-}
-
 func publishQoS1(c paho.Client, topic, payload string) error {
 	tok := c.Publish(topic, 1, false, payload)
 	if !tok.WaitTimeout(10 * time.Second) {
@@ -152,12 +141,11 @@ func byPipeline(t *testing.T, lines []string) map[string][]string {
 	return out
 }
 
-// upstreamPanes reads the file uplink's batches: every pane by id (failing on an id seen
-// with two contents) and every record id. A torn last line (a kill during a write) is
-// skipped: that batch is sent again.
-func upstreamPanes(t *testing.T, path string) (panes map[string]string, records map[string]bool) {
+// eachUpstream calls fn for every record of the file uplink's batches, in file order, with
+// its batch's kind and its id. A line that does not parse (torn by a kill during a write)
+// is skipped: that batch is sent again. A missing file has no records.
+func eachUpstream(t *testing.T, path string, fn func(kind, id string, r json.RawMessage)) {
 	t.Helper()
-	panes, records = map[string]string{}, map[string]bool{}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return
@@ -181,20 +169,30 @@ func upstreamPanes(t *testing.T, path string) (panes map[string]string, records 
 			if err := json.Unmarshal(r, &id); err != nil {
 				t.Fatal(err)
 			}
-			if b.Kind == "records" {
-				records[id.ID] = true
-				continue
-			}
-			if old, ok := panes[id.ID]; ok && old != string(r) {
-				t.Fatalf("pane %s upstream twice with different content:\n%s\n%s", id.ID, old, r)
-			}
-			panes[id.ID] = string(r)
+			fn(b.Kind, id.ID, r)
 		}
 	}
+}
+
+// upstreamPanes returns every pane upstream by id (failing on an id seen with two
+// contents) and every record id.
+func upstreamPanes(t *testing.T, path string) (panes map[string]string, records map[string]bool) {
+	t.Helper()
+	panes, records = map[string]string{}, map[string]bool{}
+	eachUpstream(t, path, func(kind, id string, r json.RawMessage) {
+		if kind == "records" {
+			records[id] = true
+			return
+		}
+		if old, ok := panes[id]; ok && old != string(r) {
+			t.Fatalf("pane %s upstream twice with different content:\n%s\n%s", id, old, r)
+		}
+		panes[id] = string(r)
+	})
 	return
 }
 
-// replayExpected runs the records (SPEC §3.1 JSON, arrival order) through replay and
+// replayLines runs the records (SPEC §3.1 JSON, arrival order) through replay and
 // returns the panes a live daemon emits for them: all but those the end of input fires.
 func replayLines(t *testing.T, cfgPath string, records []string) []string {
 	t.Helper()
@@ -219,35 +217,13 @@ func TestLiveEqualsReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	}
-	defer stop()
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	}
+	run := gatewaytest.Start(t, cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler)})
+	g := run.G
 	addr := g.BrokerAddrs()[0]
 
 	var mu sync.Mutex
 	local := map[string][]string{} // topic → payloads
-	sub := pahoClient(t, addr, "local-sub")
-	defer sub.Disconnect(0)
+	sub := testutil.Paho(t, addr, "local-sub")
 	if tok := sub.Subscribe("agg/#", 1, func(_ paho.Client, m paho.Message) {
 		mu.Lock()
 		local[m.Topic()] = append(local[m.Topic()], string(m.Payload()))
@@ -257,8 +233,7 @@ func TestLiveEqualsReplay(t *testing.T) {
 	}
 
 	stream := e2eStream(1, 600)
-	pub := pahoClient(t, addr, "dev-pub")
-	defer pub.Disconnect(0)
+	pub := testutil.Paho(t, addr, "dev-pub")
 	for _, r := range stream {
 		if err := publishQoS1(pub, r.topic, r.payload); err != nil {
 			t.Fatal(err)
@@ -311,7 +286,9 @@ func TestLiveEqualsReplay(t *testing.T) {
 
 	// A clean stop flushes the uplink: every record and pane is upstream, in log order
 	// (the logs themselves are trimmed once delivered).
-	stop()
+	if err := run.Stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
 	up := filepath.Join(dir, "upstream.jsonl")
 	raw := upstreamRecords(t, up)
 	agg := upstreamPaneLines(t, up)
@@ -364,15 +341,6 @@ func TestLiveEqualsReplay(t *testing.T) {
 	mu.Unlock()
 }
 
-// TestDaemonChild is the daemon of TestCrashRestart, run in a child process.
-func TestDaemonChild(t *testing.T) {
-	cfg := os.Getenv("EDGEGATE_TEST_DAEMON")
-	if cfg == "" {
-		t.Skip("runs only as the daemon child of TestCrashRestart")
-	}
-	os.Exit(run([]string{"run", "-c", cfg}, os.Stdin, os.Stdout, os.Stderr))
-}
-
 type e2eDaemon struct {
 	t       *testing.T
 	cfg     string
@@ -395,8 +363,8 @@ func (d *e2eDaemon) start() {
 		d.t.Fatal(err)
 	}
 	defer logf.Close()
-	p := &proc{cmd: testutil.SelfCommand("-test.run=^TestDaemonChild$"), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), "EDGEGATE_TEST_DAEMON="+d.cfg)
+	p := &proc{cmd: testutil.SelfCommand("run", "-c", d.cfg), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), mainEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -458,7 +426,7 @@ func (d *e2eDaemon) stop() {
 // publish failed is sent again to the restarted daemon, as a device would.
 func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 3))
-	c := pahoClient(t, d.addr, "dev")
+	c := testutil.Paho(t, d.addr, "dev")
 	killed := make(chan struct{})
 	restarted := false
 	armed := false
@@ -472,7 +440,7 @@ func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint
 			c.Disconnect(0)
 			d.start()
 			restarted = true
-			c = pahoClient(t, d.addr, "dev")
+			c = testutil.Paho(t, d.addr, "dev")
 			continue // the same reading again: a duplicate id if it was stored
 		}
 		if i == killAt && !armed {
@@ -493,33 +461,26 @@ func feed(t *testing.T, d *e2eDaemon, stream []devReading, killAt int, seed uint
 // upstreamRecords returns the records upstream in arrival order: the uplink sends the
 // raw log in order, and a batch sent again after a crash repeats records already seen.
 func upstreamRecords(t *testing.T, path string) []string {
+	return upstreamFirstSeen(t, path, "records")
+}
+
+// upstreamPaneLines returns the panes upstream in the order they were first sent.
+func upstreamPaneLines(t *testing.T, path string) []string {
+	return upstreamFirstSeen(t, path, "aggregates")
+}
+
+// upstreamFirstSeen returns the records of the file uplink's batches of that kind, each id
+// once, in the order first sent.
+func upstreamFirstSeen(t *testing.T, path, kind string) []string {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	seen := map[string]bool{}
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		var b struct {
-			Kind    string            `json:"kind"`
-			Records []json.RawMessage `json:"records"`
+	eachUpstream(t, path, func(k, id string, r json.RawMessage) {
+		if k == kind && !seen[id] {
+			seen[id] = true
+			out = append(out, string(r))
 		}
-		if json.Unmarshal(sc.Bytes(), &b) != nil || b.Kind != "records" {
-			continue
-		}
-		for _, r := range b.Records {
-			var id struct{ ID string }
-			json.Unmarshal(r, &id)
-			if !seen[id.ID] {
-				seen[id.ID] = true
-				out = append(out, string(r))
-			}
-		}
-	}
+	})
 	return out
 }
 
@@ -579,10 +540,8 @@ func TestCrashRestart(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		var recs []string
 		for {
-			if _, err := os.Stat(up); err == nil {
-				if recs = upstreamRecords(t, up); len(recs) >= len(stream) {
-					break
-				}
+			if recs = upstreamRecords(t, up); len(recs) >= len(stream) {
+				break
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("kill at %d: %d records upstream of %d", killAt, len(recs), len(stream))
@@ -627,36 +586,4 @@ func TestCrashRestart(t *testing.T) {
 			}
 		}
 	}
-}
-
-// upstreamPaneLines returns the panes upstream in the order they were first sent.
-func upstreamPaneLines(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	seen := map[string]bool{}
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		var b struct {
-			Kind    string            `json:"kind"`
-			Records []json.RawMessage `json:"records"`
-		}
-		if json.Unmarshal(sc.Bytes(), &b) != nil || b.Kind != "aggregates" {
-			continue
-		}
-		for _, r := range b.Records {
-			var id struct{ ID string }
-			json.Unmarshal(r, &id)
-			if !seen[id.ID] {
-				seen[id.ID] = true
-				out = append(out, string(r))
-			}
-		}
-	}
-	return out
 }

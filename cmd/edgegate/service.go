@@ -168,10 +168,7 @@ func reload(path string, g *gateway.Gateway, level *slog.LevelVar, notify sdnoti
 		log.Error("reload: keeping the running config", "err", err)
 		return
 	}
-	var lvl slog.Level
-	if lvl.UnmarshalText([]byte(next.Ops.Log.Level)) == nil {
-		level.Set(lvl)
-	}
+	_ = level.UnmarshalText([]byte(next.Ops.Log.Level)) // validated by config
 	if len(res.Applied) == 0 {
 		log.Info("reload: nothing to apply", "file", path)
 	} else {
@@ -192,9 +189,7 @@ func summary(g *gateway.Gateway, srv *ops.Server) string {
 }
 
 func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.Level)) // validated by config
-	level.Set(lvl)
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
 	o := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, o))

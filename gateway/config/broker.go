@@ -159,6 +159,10 @@ func IdentityOK(s string) bool {
 	return true
 }
 
+// MaxPasswordCost is the highest bcrypt cost a password hash may have: every login checks
+// it, and each step doubles the time on a small board.
+const MaxPasswordCost = 14
+
 func (c *Config) validateBroker(v *validator) {
 	b := &c.Broker
 	if len(b.Listeners) == 0 {
@@ -193,7 +197,7 @@ func (c *Config) validateBroker(v *validator) {
 			v.at(p+".password_hash", "%s.password_hash is required: run `edgegate passwd` and paste its output", p)
 		} else if cost, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			v.at(p+".password_hash", "%s.password_hash is not a bcrypt hash ($2a$/$2b$/$2y$...): run `edgegate passwd` and paste its output", p)
-		} else if cost > 14 {
+		} else if cost > MaxPasswordCost {
 			v.at(p+".password_hash", "%s.password_hash: bcrypt cost %d makes every login take seconds on a small board; use 10 to 12", p, cost)
 		}
 		validateGrants(v, p, Grants{Publish: u.Publish, Subscribe: u.Subscribe}, true)
@@ -325,11 +329,12 @@ func validateGrants(v *validator, p string, g Grants, user bool) {
 					}
 				}
 			}
-			if i := strings.IndexByte(ExpandGrant(f, "u", "c"), '{'); i >= 0 {
+			expanded := ExpandGrant(f, "u", "c")
+			if strings.Contains(expanded, "{") {
 				v.at(key, "%s %q: unknown placeholder (use {username}, %%u, {clientid} or %%c)", key, f)
 				continue
 			}
-			if err := topic.ValidFilter(ExpandGrant(f, "u", "c")); err != nil {
+			if err := topic.ValidFilter(expanded); err != nil {
 				v.at(key, "%s %q is not a valid topic filter: %v", key, f, err)
 			}
 		}

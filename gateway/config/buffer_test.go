@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"testing"
 	"time"
 
@@ -30,5 +31,14 @@ func TestBufferDefaultsAndSyncPolicy(t *testing.T) {
 func TestMinBufferBytesIsTheStoresMinimum(t *testing.T) {
 	if minBufferBytes != buffer.MinMaxBytes {
 		t.Fatalf("config's minimum %d != buffer.MinMaxBytes %d", minBufferBytes, buffer.MinMaxBytes)
+	}
+}
+
+// The largest packet the broker may accept, base64-encoded into a record, still fits one
+// buffer value with room for the envelope (topic, series, labels, id).
+func TestMaxPacketFitsOneBufferValue(t *testing.T) {
+	const envelope = 64 << 10
+	if need := base64.StdEncoding.EncodedLen(maxPacketLimit) + envelope; need > buffer.MaxValueSize {
+		t.Fatalf("max_packet_bytes up to %d: a record needs up to %d bytes, buffer.MaxValueSize is %d", maxPacketLimit, need, buffer.MaxValueSize)
 	}
 }

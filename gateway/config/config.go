@@ -183,6 +183,17 @@ func (c *Config) resolve() {
 	}
 }
 
+// uniqueName checks the name of the i-th entry at path p (e.g. "uplinks[2]"): usable, and
+// not the name of an earlier entry of the same list; names maps each name seen to its index.
+func (v *validator) uniqueName(p, name string, i int, names map[string]int) {
+	if !nameOK(name) {
+		v.at(p+".name", "%s.name %q: use 1 to 64 letters, digits, '.', '_' or '-'", p, name)
+	} else if j, dup := names[name]; dup {
+		v.at(p+".name", "%s.name %q is also the name of %s[%d]", p, name, p[:strings.IndexByte(p, '[')], j)
+	}
+	names[name] = i
+}
+
 // nameOK reports whether s is a usable component name (sensor, uplink, pipeline): it ends
 // up in metric labels, store keys and log lines.
 func nameOK(s string) bool {

@@ -79,12 +79,7 @@ func (c *Config) validatePipelines(v *validator) {
 	for i := range c.Pipelines {
 		pl := &c.Pipelines[i]
 		p := fmt.Sprintf("pipelines[%d]", i)
-		if !nameOK(pl.Name) {
-			v.at(p+".name", "%s.name %q: use 1 to 64 letters, digits, '.', '_' or '-'", p, pl.Name)
-		} else if j, dup := names[pl.Name]; dup {
-			v.at(p+".name", "%s.name %q is also the name of pipelines[%d]", p, pl.Name, j)
-		}
-		names[pl.Name] = i
+		v.uniqueName(p, pl.Name, i, names)
 		if err := topic.ValidFilter(pl.Input); err != nil {
 			v.at(p+".input", "%s.input: %v", p, err)
 		}

@@ -78,12 +78,7 @@ func (c *Config) validateSensors(v *validator) {
 	for i := range c.Sensors {
 		s := &c.Sensors[i]
 		p := fmt.Sprintf("sensors[%d]", i)
-		if !nameOK(s.Name) {
-			v.at(p+".name", "%s.name %q: use 1 to 64 letters, digits, '.', '_' or '-'", p, s.Name)
-		} else if j, dup := names[s.Name]; dup {
-			v.at(p+".name", "%s.name %q is also the name of sensors[%d]", p, s.Name, j)
-		}
-		names[s.Name] = i
+		v.uniqueName(p, s.Name, i, names)
 		if !oneOf(s.Driver, SensorDrivers...) {
 			v.at(p+".driver", "%s.driver %q: unknown driver (known: %s)", p, s.Driver, strings.Join(SensorDrivers, ", "))
 		}

@@ -122,12 +122,7 @@ func (c *Config) validateUplinks(v *validator) {
 	names := map[string]int{}
 	for i, u := range c.Uplinks {
 		p := fmt.Sprintf("uplinks[%d]", i)
-		if !nameOK(u.Name) {
-			v.at(p+".name", "%s.name %q: use 1 to 64 letters, digits, '.', '_' or '-'", p, u.Name)
-		} else if j, dup := names[u.Name]; dup {
-			v.at(p+".name", "%s.name %q is also the name of uplinks[%d]", p, u.Name, j)
-		}
-		names[u.Name] = i
+		v.uniqueName(p, u.Name, i, names)
 		switch u.Type {
 		case "mqtt":
 			c.validateMQTTUplink(v, p, &u)

@@ -10,29 +10,17 @@ import (
 	"github.com/edgegate/edgegate/internal/loadgen"
 )
 
-type pahoSet struct{ clients []paho.Client }
-
 var sets int
 
-func connect(b *testing.B, addr string, n int) *pahoSet {
-	sets++
-	cs, err := loadgen.Connect(addr, n, fmt.Sprintf("bench%d", sets))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { loadgen.Disconnect(cs) })
-	return &pahoSet{cs}
-}
-
-// connectWait connects once the daemon's broker listens.
-func connectWait(b *testing.B, addr string, n int) *pahoSet {
+// connect connects n publishers, retrying until the broker listens (a daemon starting).
+func connect(b *testing.B, addr string, n int) []paho.Client {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		sets++
 		cs, err := loadgen.Connect(addr, n, fmt.Sprintf("bench%d", sets))
 		if err == nil {
 			b.Cleanup(func() { loadgen.Disconnect(cs) })
-			return &pahoSet{cs}
+			return cs
 		}
 		if time.Now().After(deadline) {
 			b.Fatal(err)

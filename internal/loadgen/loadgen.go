@@ -38,6 +38,10 @@ type Result struct {
 	Elapsed time.Duration
 	// Latencies are publish→PUBACK times, one per acknowledged message.
 	Latencies []time.Duration
+	// MaxLag (fixed rate only) is the longest a publish started after its scheduled
+	// instant, waiting for a full window: when it is not small against the latencies, the
+	// rate was not held and the latencies leave out that wait.
+	MaxLag time.Duration
 }
 
 // Throughput is acknowledged messages per second.
@@ -101,7 +105,7 @@ func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error)
 	}
 	window := max(cfg.Window, 1)
 	var (
-		mu   sync.Mutex // guards res and firstErr
+		mu   sync.Mutex // guards res and ferr
 		res  Result
 		ferr error
 		wg   sync.WaitGroup
@@ -157,13 +161,18 @@ func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error)
 			every := time.Duration(float64(time.Second) * float64(cfg.Publishers) / cfg.Rate)
 			// Spread the publishers over one period so the total rate is smooth.
 			next := start.Add(every * time.Duration(p) / time.Duration(cfg.Publishers))
+			var lag time.Duration
 			for n := 0; time.Since(start) < cfg.Duration && ctx.Err() == nil; n++ {
 				if d := time.Until(next); d > 0 {
 					time.Sleep(d)
 				}
+				lag = max(lag, time.Since(next))
 				send(n)
 				next = next.Add(every)
 			}
+			mu.Lock()
+			res.MaxLag = max(res.MaxLag, lag)
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()

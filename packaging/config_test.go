@@ -1,0 +1,15 @@
+package packaging
+
+import (
+	"testing"
+
+	"github.com/edgegate/edgegate/gateway/config"
+)
+
+// TestShippedConfigValid checks the config the package installs on every `make test`;
+// TestDebContents checks it again, through the packaged binary, only under make check-dist.
+func TestShippedConfigValid(t *testing.T) {
+	if _, err := config.Load("edgegate.yaml"); err != nil {
+		t.Fatalf("packaging/edgegate.yaml: %v", err)
+	}
+}
