@@ -348,11 +348,10 @@ func (g *Gateway) uplinkState(u *uplink.Uplink) string {
 func (g *Gateway) sensorStatus() []ops.SensorStatus {
 	var out []ops.SensorStatus
 	for _, st := range g.poller.Status() {
-		c := g.poller.Stats(st.Name)
 		out = append(out, ops.SensorStatus{
 			Name: st.Name, Driver: st.Driver, State: st.State, LastError: st.LastError,
 			Up:    st.State == sensors.StateUp || st.State == sensors.StatePartial,
-			Reads: c.Reads.Load(), Errors: c.Errors.Load(),
+			Reads: st.Reads, Errors: st.Errors,
 		})
 	}
 	return out
