@@ -29,7 +29,6 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_buffer_bytes", Type: ops.Gauge, Help: "Bytes the buffer's store takes on disk."},
 	{Name: "edgegate_buffer_budget_bytes", Type: ops.Gauge, Help: "The buffer's disk budget (buffer.max_bytes)."},
 	{Name: "edgegate_buffer_log_records", Type: ops.Gauge, Help: "Records kept in a log of the buffer.", Labels: []string{"log"}},
-	{Name: "edgegate_buffer_log_bytes", Type: ops.Gauge, Help: "Bytes of the records kept in a log of the buffer.", Labels: []string{"log"}},
 	{Name: "edgegate_buffer_oldest_age_seconds", Type: ops.Gauge, Help: "Age of the oldest record kept in a log (by its timestamp).", Labels: []string{"log"}},
 	{Name: "edgegate_buffer_dropped_records_total", Type: ops.Counter, Help: "Records dropped to keep the buffer within its budget, by policy.", Labels: []string{"policy"}},
 	{Name: "edgegate_buffer_lost_records_total", Type: ops.Counter, Help: "Committed records found missing when the store was opened (a damaged write-ahead log after a power cut), since the start."},
@@ -84,9 +83,6 @@ func (g *Gateway) Collect(w *ops.Writer) {
 	w.Add("edgegate_buffer_budget_bytes", float64(b.BudgetBytes))
 	for _, l := range b.Logs {
 		w.AddUint("edgegate_buffer_log_records", l.Records, l.Name)
-		if l.Bytes != nil {
-			w.Add("edgegate_buffer_log_bytes", float64(*l.Bytes), l.Name)
-		}
 		if l.OldestAgeS != nil {
 			w.Add("edgegate_buffer_oldest_age_seconds", *l.OldestAgeS, l.Name)
 		}

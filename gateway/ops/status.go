@@ -73,7 +73,6 @@ type BufferStatus struct {
 type LogStatus struct {
 	Name       string   `json:"name"`
 	Records    uint64   `json:"records"`
-	Bytes      *int64   `json:"bytes,omitempty"`
 	OldestAgeS *float64 `json:"oldest_age_s,omitempty"`
 }
 
