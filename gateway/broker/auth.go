@@ -23,8 +23,7 @@ type account struct {
 
 // credentials checks user names and passwords against the bcrypt hashes of the config.
 //
-// bcrypt is deliberately slow (tens of milliseconds at cost 10 on a desktop core, several
-// times that on a Raspberry Pi), so two things keep logins from becoming a way to burn the
+// bcrypt is deliberately slow (each cost step doubles the work of a check), so two things keep logins from becoming a way to burn the
 // gateway's CPU: checks run one at a time (a login storm costs at most one core), and a
 // password that verified once is remembered as a SHA-256 digest, so a device that
 // reconnects pays a hash, not a bcrypt. Unknown users are checked against a dummy hash of
