@@ -345,6 +345,9 @@ func (u *Uplink) sendAll(ctx context.Context, bs []*Batch) (int, error) {
 				at = append(at, i)
 			}
 		}
+		if len(send) == 0 {
+			return len(bs), nil // all filtered out: nothing to send, no connection needed
+		}
 		k, err := ms.SendAll(ctx, send)
 		if k == len(send) {
 			return len(bs), err
