@@ -358,20 +358,13 @@ func (s *Store) commitTxn(txn *badger.Txn, reqs []*request) error {
 		}
 	}
 	if err := txn.Commit(); err != nil {
-		for _, r := range reqs {
-			for ls, d := range r.deltas {
-				if d.indexed {
-					ls.indexedAt = 0 // write a time-index key again with the next append
-				}
-			}
-		}
+		// The caller fails every request, which also forgets their time-index keys.
 		return fmt.Errorf("buffer: commit: %w", err)
 	}
 	for ls, t := range total {
-		m := ls.meta()
 		ls.count.Add(t.count)
 		ls.bytes.Add(t.bytes)
-		if t.first > m.first {
+		if t.first > ls.first.Load() {
 			ls.first.Store(t.first)
 		}
 	}
@@ -386,7 +379,7 @@ func (s *Store) fail(r *request, err error) {
 	}
 	for ls, d := range r.deltas {
 		if d.indexed {
-			ls.indexedAt = 0
+			ls.indexedAt = 0 // write a time-index key again with the next append
 		}
 	}
 	r.err = err
