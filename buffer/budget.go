@@ -102,7 +102,7 @@ func (s *Store) admit(work []*request) []*request {
 	s.dedupCap.Store(max(1, capacity/dedupShare/dedupKeyCost))
 	var need, needPhys int64
 	for _, r := range work {
-		need += r.logical
+		need += r.logical()
 		needPhys += r.size
 	}
 	used := s.logical()
@@ -119,9 +119,10 @@ func (s *Store) admit(work []*request) []*request {
 	}
 	kept := work[:0]
 	for _, r := range work {
-		fits := used+r.logical <= capacity && phys+r.size <= guard
+		logical := r.logical()
+		fits := used+logical <= capacity && phys+r.size <= guard
 		if r.kind == reqUpdate || fits {
-			used += r.logical
+			used += logical
 			phys += r.size
 			kept = append(kept, r)
 			continue
@@ -132,7 +133,7 @@ func (s *Store) admit(work []*request) []*request {
 		s.stats.RejectedAppends.Add(1)
 		s.addLogCounter(&s.stats.rejectedBy, r.log, n)
 		var why string
-		if used+r.logical > capacity {
+		if used+logical > capacity {
 			why = fmt.Sprintf("buffered records and dedup ids take %d of %d bytes (%s, less Badger's working space)", used, capacity, s.limitName())
 		} else {
 			why = fmt.Sprintf("the store's files take %d bytes, at the guard of %d (%s, less Badger's headroom): compaction is behind", phys, guard, s.limitName())
