@@ -233,7 +233,7 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 		}
 		// The end of the log: every committed entry is gone. (Not ls.next: the group being
 		// applied may hold appends with numbers already assigned and not yet committed.)
-		newFirst = maxU64(newFirst, minU64(below, ls.last.Load()+1))
+		newFirst = max(newFirst, min(below, ls.last.Load()+1))
 		return nil
 	})
 	if err != nil {
@@ -332,11 +332,4 @@ func (s *Store) logDrop(log string, why dropReason, n int, first uint64) {
 		s.log.Warn("buffer full: dropped the oldest entries to make room (on_full: drop_oldest)",
 			"log", log, "count", n, "first_kept", first, "total_dropped", s.stats.Dropped.Load())
 	}
-}
-
-func minU64(a, b uint64) uint64 {
-	if a < b {
-		return a
-	}
-	return b
 }

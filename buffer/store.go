@@ -6,6 +6,7 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -490,16 +491,16 @@ func (s *Store) getRaw(key []byte) ([]byte, bool, error) {
 	return out, out != nil, nil
 }
 
-// Read calls fn for each entry of log with from ≤ seq, in order, at most max entries (0: no
-// limit), and returns the sequence number after the last one read. The value passed to fn
+// Read calls fn for each entry of log with from ≤ seq, in order, at most limit entries (0:
+// no limit), and returns the sequence number after the last one read. The value passed to fn
 // is only valid during the call. fn may stop the scan by returning ErrStop. Entries dropped
 // or trimmed leave gaps in the numbers.
-func (s *Store) Read(log string, from uint64, max int, fn func(seq uint64, value []byte) error) (uint64, error) {
+func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, value []byte) error) (uint64, error) {
 	next := from
 	if ls, err := s.logState(log); err == nil {
 		// Seeking past deleted entries skips their tombstones, which an LSM tree keeps for
 		// a while: without this every read after a trim would wade through them.
-		from = maxU64(from, ls.first.Load())
+		from = max(from, ls.first.Load())
 	}
 	prefix := logPrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -518,7 +519,7 @@ func (s *Store) Read(log string, from uint64, max int, fn func(seq uint64, value
 			}
 			next = seq + 1
 			n++
-			if max > 0 && n >= max {
+			if limit > 0 && n >= limit {
 				return nil
 			}
 		}
@@ -635,7 +636,7 @@ func (s *Store) loadMeta(log string) (logMeta, error) {
 	}
 	// The last entries may have been trimmed: the old high-water key keeps numbers unique.
 	if v, ok, err := s.getRaw(legacyHighKey(log)); err == nil && ok && len(v) == 8 {
-		m.high = maxU64(m.high, binary.BigEndian.Uint64(v))
+		m.high = max(m.high, binary.BigEndian.Uint64(v))
 	}
 	if m.count == 0 {
 		m.first = m.high + 1
@@ -667,7 +668,7 @@ func (s *Store) logNames() ([]string, error) {
 		// Entries: one seek per log, past the end of the log found.
 		for it.Seek([]byte("l/")); it.ValidForPrefix([]byte("l/")); {
 			k := it.Item().Key()[2:]
-			i := indexByte(k, '/')
+			i := bytes.IndexByte(k, '/')
 			if i < 0 {
 				it.Next()
 				continue
@@ -682,22 +683,6 @@ func (s *Store) logNames() ([]string, error) {
 		return nil, fmt.Errorf("buffer: list logs: %w", err)
 	}
 	return names, nil
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func maxU64(a, b uint64) uint64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // checkName keeps log names to what fits in keys and file names unambiguously.
