@@ -350,9 +350,6 @@ func (s *Store) Lost() []Loss { return append([]Loss(nil), s.lost...) }
 // Stats returns the store's counters.
 func (s *Store) Stats() *Stats { return &s.stats }
 
-// DB exposes the Badger handle to the store's own maintenance code and tests.
-func (s *Store) DB() *badger.DB { return s.db }
-
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.opts.Dir }
 
