@@ -169,7 +169,7 @@ func (s *Store) dropForRoom(target int64) {
 	sort.Slice(precious, func(i, j int) bool { return s.preciousRank(precious[i].name) < s.preciousRank(precious[j].name) })
 	for _, ls := range append(ordinary, precious...) {
 		for used := s.logical(); used > target && ls.count.Load() > 0; used = s.logical() {
-			n, _, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
+			n, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
 			if err != nil {
 				s.log.Error("cannot drop entries to make room", "log", ls.name, "err", err)
 				return
@@ -196,21 +196,22 @@ func (s *Store) execDrop(r *request) error {
 	if err != nil {
 		return err
 	}
-	n, _, more, err := s.dropOldest(ls, r.below, 1<<62, r.reason)
+	n, more, err := s.dropOldest(ls, r.below, 1<<62, r.reason)
 	r.dropped, r.more = n, more
 	return err
 }
 
 // dropOldest deletes, in one committed transaction, the oldest entries of ls below `below`:
 // at most dropMax of them, stopping once maxBytes are freed. It returns how many entries
-// and bytes it deleted, and whether entries below `below` remain.
-func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropReason) (n int, freed int64, more bool, err error) {
+// it deleted, and whether entries below `below` remain.
+func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropReason) (n int, more bool, err error) {
 	first := ls.first.Load()
 	if first >= below || ls.count.Load() == 0 {
-		return 0, 0, false, nil
+		return 0, false, nil
 	}
 	prefix := logPrefix(ls.name)
 	var keys [][]byte
+	var freed int64
 	newFirst := first
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(keysOnly(prefix))
@@ -237,14 +238,14 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 		return nil
 	})
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("buffer: find oldest entries of log %q: %w", ls.name, err)
+		return 0, false, fmt.Errorf("buffer: find oldest entries of log %q: %w", ls.name, err)
 	}
 	idx, err := s.staleIndexKeys(ls.name, newFirst)
 	if err != nil {
-		return 0, 0, false, err
+		return 0, false, err
 	}
 	if len(keys) == 0 && len(idx) == 0 && newFirst == first {
-		return 0, 0, false, nil
+		return 0, false, nil
 	}
 	r := &request{kind: reqDrop, log: ls.name}
 	d := r.delta(ls)
@@ -258,10 +259,10 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	txn := s.db.NewTransaction(true)
 	if err := stage(txn, r.writes); err != nil {
 		txn.Discard()
-		return 0, 0, false, fmt.Errorf("buffer: stage deletes in log %q: %w", ls.name, err)
+		return 0, false, fmt.Errorf("buffer: stage deletes in log %q: %w", ls.name, err)
 	}
 	if err := s.commitTxn(txn, []*request{r}); err != nil {
-		return 0, 0, false, fmt.Errorf("buffer: delete oldest entries of log %q: %w", ls.name, err)
+		return 0, false, fmt.Errorf("buffer: delete oldest entries of log %q: %w", ls.name, err)
 	}
 	n = len(keys)
 	switch why {
@@ -277,7 +278,7 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	if why != dropTrim && n > 0 {
 		s.logDrop(ls.name, why, n, newFirst)
 	}
-	return n, freed, more, nil
+	return n, more, nil
 }
 
 // staleIndexKeys returns the time-index keys of log that no longer describe a live entry:

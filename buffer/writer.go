@@ -209,7 +209,7 @@ func (s *Store) apply(group []*request) {
 	}
 	work = s.admit(work)
 
-	maxSize := s.db.MaxBatchSize() * 9 / 10
+	maxSize := s.MaxRequestBytes()
 	maxCount := s.db.MaxBatchCount() * 9 / 10
 	var (
 		txn       *badger.Txn
