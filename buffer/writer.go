@@ -434,6 +434,7 @@ func (s *Store) prepare(r *request) error {
 	}
 	var ls *logState // looked up at the first entry stored: dups alone create no log
 	var d *logDelta
+	exp := now.Add(s.opts.DedupTTL).UnixMilli() // of the ids stored by this request
 	r.results = make([]Result, len(r.entries))
 	for i, e := range r.entries {
 		if e.ID != "" && s.opts.DedupTTL > 0 {
@@ -447,7 +448,6 @@ func (s *Store) prepare(r *request) error {
 				s.stats.DedupHits.Add(1)
 				continue
 			}
-			exp := now.Add(s.opts.DedupTTL).UnixMilli()
 			s.dedup.add(h, exp)
 			r.ids = append(r.ids, h)
 			if c := s.dedupCap.Load(); c > 0 && s.dedupKeys.Load()+r.dedups >= c {
