@@ -36,6 +36,8 @@ var (
 	ErrNeedsRecovery = errors.New("buffer: the store was not closed cleanly and needs recovery")
 	// ErrReadOnly is returned by writes to a store opened read-only.
 	ErrReadOnly = errors.New("buffer: opened read-only")
+	// ErrInUse is returned by Open when another process (a running daemon) holds the store.
+	ErrInUse = errors.New("buffer: the store is in use by another process")
 )
 
 // OnFull is what the store does when an append does not fit in the budget.
@@ -241,9 +243,13 @@ func Open(opts Options) (s *Store, err error) {
 	bo := badgerOptions(opts.Dir, opts.memTableSize, lg).WithReadOnly(opts.ReadOnly)
 	s.db, err = badger.Open(bo)
 	if err != nil {
-		// Badger's wrapping loses the sentinel; its message survives.
+		// Badger's wrapping loses the sentinel (and it has none for a held lock); its message
+		// survives.
 		if opts.ReadOnly && strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error()) {
 			return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, ErrNeedsRecovery)
+		}
+		if strings.Contains(err.Error(), "Another process is using this Badger database") {
+			return nil, fmt.Errorf("buffer: open %s: %w (%v)", opts.Dir, ErrInUse, err)
 		}
 		return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, err)
 	}
