@@ -22,9 +22,9 @@ import (
 //     size would keep deleting data whose space is already on its way back.
 //   - A guard works on the measured size: the directory's allocated blocks, measured every
 //     100 ms or MiB of writes, plus what was written since. An append that would take it
-//     past L less the headroom is refused, whatever the policy. Records compress to about
-//     half in Badger's tables, so the guard only acts when compaction falls far behind or
-//     the data does not compress.
+//     past L less the headroom is refused, whatever the policy. Records compress well in
+//     Badger's tables (Snappy, see badgerOptions), so the guard only acts when compaction
+//     falls far behind or the data does not compress.
 type usage struct {
 	at      time.Time // when measured (monotonic; pacing I/O, not processing time)
 	du      int64     // allocated bytes of the directory
