@@ -387,12 +387,8 @@ func (s *Store) fail(r *request, err error) {
 }
 
 // prepare turns a request into Badger writes: it assigns sequence numbers and checks ids
-// against the dedup index.
+// against the dedup index. It runs once per request.
 func (s *Store) prepare(r *request) error {
-	r.writes = r.writes[:0]
-	r.size = 0
-	r.stored = 0
-	r.deltas = nil
 	now := s.opts.Clock.Now()
 	minute := now.Unix() / 60
 	add := func(w write) {
