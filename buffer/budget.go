@@ -22,9 +22,9 @@ import (
 //     size would keep deleting data whose space is already on its way back.
 //   - A guard works on the measured size: the directory's allocated blocks, measured every
 //     100 ms or MiB of writes, plus what was written since. An append that would take it
-//     past L less the headroom is refused, whatever the policy. Records compress to about
-//     half in Badger's tables, so the guard only acts when compaction falls far behind or
-//     the data does not compress.
+//     past L less the headroom is refused, whatever the policy. Records compress well in
+//     Badger's tables (Snappy, see badgerOptions), so the guard only acts when compaction
+//     falls far behind or the data does not compress.
 type usage struct {
 	at      time.Time // when measured (monotonic; pacing I/O, not processing time)
 	du      int64     // allocated bytes of the directory
@@ -102,7 +102,7 @@ func (s *Store) admit(work []*request) []*request {
 	s.dedupCap.Store(max(1, capacity/dedupShare/dedupKeyCost))
 	var need, needPhys int64
 	for _, r := range work {
-		need += r.logical
+		need += r.logical()
 		needPhys += r.size
 	}
 	used := s.logical()
@@ -119,9 +119,10 @@ func (s *Store) admit(work []*request) []*request {
 	}
 	kept := work[:0]
 	for _, r := range work {
-		fits := used+r.logical <= capacity && phys+r.size <= guard
+		logical := r.logical()
+		fits := used+logical <= capacity && phys+r.size <= guard
 		if r.kind == reqUpdate || fits {
-			used += r.logical
+			used += logical
 			phys += r.size
 			kept = append(kept, r)
 			continue
@@ -132,7 +133,7 @@ func (s *Store) admit(work []*request) []*request {
 		s.stats.RejectedAppends.Add(1)
 		s.addLogCounter(&s.stats.rejectedBy, r.log, n)
 		var why string
-		if used+r.logical > capacity {
+		if used+logical > capacity {
 			why = fmt.Sprintf("buffered records and dedup ids take %d of %d bytes (%s, less Badger's working space)", used, capacity, s.limitName())
 		} else {
 			why = fmt.Sprintf("the store's files take %d bytes, at the guard of %d (%s, less Badger's headroom): compaction is behind", phys, guard, s.limitName())
@@ -168,7 +169,7 @@ func (s *Store) dropForRoom(target int64) {
 	sort.Slice(precious, func(i, j int) bool { return s.preciousRank(precious[i].name) < s.preciousRank(precious[j].name) })
 	for _, ls := range append(ordinary, precious...) {
 		for used := s.logical(); used > target && ls.count.Load() > 0; used = s.logical() {
-			n, _, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
+			n, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
 			if err != nil {
 				s.log.Error("cannot drop entries to make room", "log", ls.name, "err", err)
 				return
@@ -195,21 +196,22 @@ func (s *Store) execDrop(r *request) error {
 	if err != nil {
 		return err
 	}
-	n, _, more, err := s.dropOldest(ls, r.below, 1<<62, r.reason)
+	n, more, err := s.dropOldest(ls, r.below, 1<<62, r.reason)
 	r.dropped, r.more = n, more
 	return err
 }
 
 // dropOldest deletes, in one committed transaction, the oldest entries of ls below `below`:
 // at most dropMax of them, stopping once maxBytes are freed. It returns how many entries
-// and bytes it deleted, and whether entries below `below` remain.
-func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropReason) (n int, freed int64, more bool, err error) {
+// it deleted, and whether entries below `below` remain.
+func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropReason) (n int, more bool, err error) {
 	first := ls.first.Load()
 	if first >= below || ls.count.Load() == 0 {
-		return 0, 0, false, nil
+		return 0, false, nil
 	}
 	prefix := logPrefix(ls.name)
 	var keys [][]byte
+	var freed int64
 	newFirst := first
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(keysOnly(prefix))
@@ -232,18 +234,18 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 		}
 		// The end of the log: every committed entry is gone. (Not ls.next: the group being
 		// applied may hold appends with numbers already assigned and not yet committed.)
-		newFirst = maxU64(newFirst, minU64(below, ls.last.Load()+1))
+		newFirst = max(newFirst, min(below, ls.last.Load()+1))
 		return nil
 	})
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("buffer: find oldest entries of log %q: %w", ls.name, err)
+		return 0, false, fmt.Errorf("buffer: find oldest entries of log %q: %w", ls.name, err)
 	}
 	idx, err := s.staleIndexKeys(ls.name, newFirst)
 	if err != nil {
-		return 0, 0, false, err
+		return 0, false, err
 	}
 	if len(keys) == 0 && len(idx) == 0 && newFirst == first {
-		return 0, 0, false, nil
+		return 0, false, nil
 	}
 	r := &request{kind: reqDrop, log: ls.name}
 	d := r.delta(ls)
@@ -257,10 +259,10 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	txn := s.db.NewTransaction(true)
 	if err := stage(txn, r.writes); err != nil {
 		txn.Discard()
-		return 0, 0, false, fmt.Errorf("buffer: stage deletes in log %q: %w", ls.name, err)
+		return 0, false, fmt.Errorf("buffer: stage deletes in log %q: %w", ls.name, err)
 	}
 	if err := s.commitTxn(txn, []*request{r}); err != nil {
-		return 0, 0, false, fmt.Errorf("buffer: delete oldest entries of log %q: %w", ls.name, err)
+		return 0, false, fmt.Errorf("buffer: delete oldest entries of log %q: %w", ls.name, err)
 	}
 	n = len(keys)
 	switch why {
@@ -276,7 +278,7 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	if why != dropTrim && n > 0 {
 		s.logDrop(ls.name, why, n, newFirst)
 	}
-	return n, freed, more, nil
+	return n, more, nil
 }
 
 // staleIndexKeys returns the time-index keys of log that no longer describe a live entry:
@@ -331,11 +333,4 @@ func (s *Store) logDrop(log string, why dropReason, n int, first uint64) {
 		s.log.Warn("buffer full: dropped the oldest entries to make room (on_full: drop_oldest)",
 			"log", log, "count", n, "first_kept", first, "total_dropped", s.stats.Dropped.Load())
 	}
-}
-
-func minU64(a, b uint64) uint64 {
-	if a < b {
-		return a
-	}
-	return b
 }

@@ -386,7 +386,7 @@ func contractValueSize(t *testing.T, h *harness) {
 	}
 	mustAppend(t, h.s, "raw", vals("ok")...)
 	// Every value stayed in the LSM tree: the value log files hold no data blocks.
-	if err := h.s.DB().Sync(); err != nil {
+	if err := h.s.db.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	if n := vlogBytes(t, h.dir); n > 64<<10 {

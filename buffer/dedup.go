@@ -1,9 +1,9 @@
 package buffer
 
 // idCache is a bounded cache of recently stored ids (by their dedup hash) in front of the
-// durable dedup index, so the common case (a fresh id, or a resend seconds later) costs no
-// Badger read for a hit. When full it forgets the oldest insertions; the durable index
-// still answers for them. Owned by the writer goroutine.
+// durable dedup index, so the common duplicate (a resend seconds later) is answered without
+// a Badger read; a fresh id still costs one lookup in the index. When full it forgets the
+// oldest insertions; the durable index still answers for them. Owned by the writer goroutine.
 type idCache struct {
 	max  int
 	m    map[string]int64 // hash → expiry, unix ms on the store's clock

@@ -46,7 +46,7 @@ func (s *Store) logInfo(log string) (LogInfo, error) {
 	}
 	li := LogInfo{Name: log, High: ls.last.Load(), Count: ls.count.Load(), Bytes: ls.bytes.Load()}
 	if !s.opts.ReadOnly {
-		li.High = maxU64(li.High, ls.next-1)
+		li.High = max(li.High, ls.next-1)
 	}
 	prefix := logPrefix(log)
 	tprefix := timePrefix(log)

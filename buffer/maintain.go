@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // plausible is the earliest append time the retention trusts. A board without a real-time
@@ -15,9 +13,11 @@ import (
 var plausible = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // dedupShare is the part of the capacity the dedup index may use, and dedupKeyCost what
-// one id costs on disk (measured: 43 bytes per id over 4 M ids). At 100 readings/s a
-// 24 h window needs 8.6 M ids, ~400 MiB: more than a quarter of a 512 MiB budget, so such
-// a gateway keeps the newest ids in memory only rather than dropping data for them.
+// one id is counted for: a 14-byte key and an 8-byte value, plus Badger's per-key overhead
+// (an estimate with margin: no test here measures the on-disk cost per id). At 100
+// readings/s a 24 h window needs 8.6 M ids, ~400 MiB at that cost: more than a quarter of
+// a 512 MiB budget, so such a gateway keeps the newest ids in memory only rather than
+// dropping data for them.
 const (
 	dedupShare   = 4 // max_bytes / dedupShare
 	dedupKeyCost = 48
@@ -86,28 +86,15 @@ func (s *Store) retentionBoundary(log string, cutoff time.Time) (uint64, error) 
 	var below uint64
 	found, any := false, false
 	prefix := timePrefix(log)
-	err = s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			any = true
-			item := it.Item()
-			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
-			var at time.Time
-			if err := item.Value(func(v []byte) error {
-				if len(v) == 8 {
-					at = time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			if !at.After(plausible) || !at.Before(cutoff) {
-				below, found = seq, true
-				return nil
-			}
+	err = s.scan(prefix, func(k, v []byte) error {
+		any = true
+		var at time.Time
+		if len(v) == 8 {
+			at = time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
+		}
+		if !at.After(plausible) || !at.Before(cutoff) {
+			below, found = binary.BigEndian.Uint64(k[len(prefix):]), true
+			return ErrStop
 		}
 		return nil
 	})
@@ -140,48 +127,19 @@ func (s *Store) boundDedup(context.Context) error {
 	}
 	now := s.opts.Clock.Now().UnixMilli()
 	var live int64
-	err := s.scanDedup(func(_ []byte, exp int64) bool {
-		if exp > now {
+	err := s.scan([]byte(dedupPrefix), func(_, v []byte) error {
+		if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now {
 			live++
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	s.dedupKeys.Add(live - before) // the exact count, plus what was written meanwhile
-	if live >= limit {
-		s.log.Warn("dedup index at its share of the buffer: ids of new records are remembered in memory only until older ids expire",
-			"ids", live, "cap", limit, "in_memory_only", s.stats.DedupSkipped.Load())
-	}
-	return nil
-}
-
-func (s *Store) scanDedup(fn func(key []byte, exp int64) bool) error {
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = []byte(dedupPrefix)
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			var exp int64
-			if err := item.Value(func(v []byte) error {
-				if len(v) == 8 {
-					exp = int64(binary.BigEndian.Uint64(v))
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			if !fn(item.Key(), exp) {
-				return nil
-			}
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("buffer: scan dedup index: %w", err)
+	}
+	s.dedupKeys.Add(live - before) // the exact count, plus what was written meanwhile
+	if live >= limit {
+		s.log.Warn("dedup index at its share of the buffer: ids of new records are remembered in memory only until older ids expire",
+			"ids", live, "cap", limit, "in_memory_only", s.stats.DedupSkipped.Load())
 	}
 	return nil
 }

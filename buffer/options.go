@@ -11,9 +11,11 @@ import (
 const (
 	// defaultMemTableSize is Badger's memtable size here: the unit of unflushed data in RAM,
 	// and of what a flush builds in memory. Measured at 10k durable msg/s from 100
-	// publishers (BENCHMARKS.md): 8 MiB → 269 MiB steady RSS and 713 disk bytes written
-	// per reading; 4 MiB → 219 MiB and 660 B; 2 MiB → 171 MiB and 1,034 B, with values
-	// limited to 270 KiB. 4 MiB keeps values up to ~550 KiB.
+	// publishers (BenchmarkDaemonAt10k in internal/loadgen, when 4 MiB was chosen; the
+	// sweep is not recorded in BENCHMARKS.md): 8 MiB → 269 MiB steady RSS and 713 disk
+	// bytes written per reading; 4 MiB → 219 MiB and 660 B; 2 MiB → 171 MiB and 1,034 B,
+	// with values limited to 270 KiB. 4 MiB keeps values up to ~550 KiB. (BENCHMARKS.md's
+	// later run of the same benchmark at 4 MiB reads 240 MiB and 665 B.)
 	defaultMemTableSize = 4 << 20
 	// valueThreshold keeps every value in the LSM tree; Badger requires it ≤ 15% of the
 	// memtable. Accepted MQTT packets are at most 256 KiB (broker.max_packet_bytes), and
@@ -33,15 +35,18 @@ const (
 //   - 1 MiB tables at every level and an 8 MiB base level: small compactions, hence a
 //     small headroom in the disk budget for their transient output;
 //   - L0 of 2 tables, stalling at 4, with the minimum of two compactors;
-//   - Snappy: JSON records shrink to about half on flash.
+//   - Snappy: turned off, the daemon wrote 2.6× the bytes per reading to flash
+//     (BenchmarkDaemonAt10k in BENCHMARKS.md: 1 728 against 665).
 //
 // What remains is mostly Go garbage from table building (flushes and compactions allocate
 // their tables in memory): set GOMEMLIMIT (README, "The disk buffer").
 func badgerOptions(dir string, memTable int64, lg *slog.Logger) badger.Options {
 	o := badger.DefaultOptions(dir)
 	// Tables of one size at every level (default: doubling per level): a compaction then
-	// rewrites at most a few 2 MiB tables, which halves the transient disk use measured
-	// within 100 ms (24 → 11 MiB; see the tuning comment).
+	// rewrites at most a few base-size tables (a quarter of a memtable), so its transient
+	// output beside its input stays small. No test here compares the two settings; what
+	// the headroom must hold with this one is measured by TestMeasureCompactionSpikes
+	// (see the tuning comment).
 	o.TableSizeMultiplier = 1
 	return o.
 		WithLogger(badgerLogger{lg}).

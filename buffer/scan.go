@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -8,27 +9,36 @@ import (
 
 // ScanState calls fn for every key of the state KV that starts with prefix, in key order
 // (pipelines reload their windows at start). The value passed to fn is only valid during
-// the call.
+// the call; fn may stop the scan by returning ErrStop.
 func (s *Store) ScanState(prefix string, fn func(key string, value []byte) error) error {
-	p := stateKey(prefix)
-	err := s.db.View(func(txn *badger.Txn) error {
+	n := len(stateKey(""))
+	err := s.scan(stateKey(prefix), func(k, v []byte) error { return fn(string(k[n:]), v) })
+	if err != nil {
+		return fmt.Errorf("buffer: scan state %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// scan calls fn for every key under prefix, in key order, with its value; both are only
+// valid during the call. fn may stop the scan by returning ErrStop.
+func (s *Store) scan(prefix []byte, fn func(key, value []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
-		o.Prefix = p
+		o.Prefix = prefix
 		it := txn.NewIterator(o)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			k := string(item.Key()[len(stateKey("")):])
-			if err := item.Value(func(v []byte) error { return fn(k, v) }); err != nil {
+			err := item.Value(func(v []byte) error { return fn(item.Key(), v) })
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("buffer: scan state %q: %w", prefix, err)
-	}
-	return nil
 }
 
 // keysOnly are iterator options over the keys under prefix, without fetching values.

@@ -6,6 +6,7 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -35,6 +36,8 @@ var (
 	ErrNeedsRecovery = errors.New("buffer: the store was not closed cleanly and needs recovery")
 	// ErrReadOnly is returned by writes to a store opened read-only.
 	ErrReadOnly = errors.New("buffer: opened read-only")
+	// ErrInUse is returned by Open when another process (a running daemon) holds the store.
+	ErrInUse = errors.New("buffer: the store is in use by another process")
 )
 
 // OnFull is what the store does when an append does not fit in the budget.
@@ -240,9 +243,13 @@ func Open(opts Options) (s *Store, err error) {
 	bo := badgerOptions(opts.Dir, opts.memTableSize, lg).WithReadOnly(opts.ReadOnly)
 	s.db, err = badger.Open(bo)
 	if err != nil {
-		// Badger's wrapping loses the sentinel; its message survives.
+		// Badger's wrapping loses the sentinel (and it has none for a held lock); its message
+		// survives.
 		if opts.ReadOnly && strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error()) {
 			return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, ErrNeedsRecovery)
+		}
+		if strings.Contains(err.Error(), "Another process is using this Badger database") {
+			return nil, fmt.Errorf("buffer: open %s: %w (%v)", opts.Dir, ErrInUse, err)
 		}
 		return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, err)
 	}
@@ -348,9 +355,6 @@ func (s *Store) Lost() []Loss { return append([]Loss(nil), s.lost...) }
 
 // Stats returns the store's counters.
 func (s *Store) Stats() *Stats { return &s.stats }
-
-// DB exposes the Badger handle to the store's own maintenance code and tests.
-func (s *Store) DB() *badger.DB { return s.db }
 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.opts.Dir }
@@ -490,16 +494,16 @@ func (s *Store) getRaw(key []byte) ([]byte, bool, error) {
 	return out, out != nil, nil
 }
 
-// Read calls fn for each entry of log with from ≤ seq, in order, at most max entries (0: no
-// limit), and returns the sequence number after the last one read. The value passed to fn
+// Read calls fn for each entry of log with from ≤ seq, in order, at most limit entries (0:
+// no limit), and returns the sequence number after the last one read. The value passed to fn
 // is only valid during the call. fn may stop the scan by returning ErrStop. Entries dropped
 // or trimmed leave gaps in the numbers.
-func (s *Store) Read(log string, from uint64, max int, fn func(seq uint64, value []byte) error) (uint64, error) {
+func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, value []byte) error) (uint64, error) {
 	next := from
 	if ls, err := s.logState(log); err == nil {
 		// Seeking past deleted entries skips their tombstones, which an LSM tree keeps for
 		// a while: without this every read after a trim would wade through them.
-		from = maxU64(from, ls.first.Load())
+		from = max(from, ls.first.Load())
 	}
 	prefix := logPrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -518,7 +522,7 @@ func (s *Store) Read(log string, from uint64, max int, fn func(seq uint64, value
 			}
 			next = seq + 1
 			n++
-			if max > 0 && n >= max {
+			if limit > 0 && n >= limit {
 				return nil
 			}
 		}
@@ -635,7 +639,7 @@ func (s *Store) loadMeta(log string) (logMeta, error) {
 	}
 	// The last entries may have been trimmed: the old high-water key keeps numbers unique.
 	if v, ok, err := s.getRaw(legacyHighKey(log)); err == nil && ok && len(v) == 8 {
-		m.high = maxU64(m.high, binary.BigEndian.Uint64(v))
+		m.high = max(m.high, binary.BigEndian.Uint64(v))
 	}
 	if m.count == 0 {
 		m.first = m.high + 1
@@ -667,7 +671,7 @@ func (s *Store) logNames() ([]string, error) {
 		// Entries: one seek per log, past the end of the log found.
 		for it.Seek([]byte("l/")); it.ValidForPrefix([]byte("l/")); {
 			k := it.Item().Key()[2:]
-			i := indexByte(k, '/')
+			i := bytes.IndexByte(k, '/')
 			if i < 0 {
 				it.Next()
 				continue
@@ -682,22 +686,6 @@ func (s *Store) logNames() ([]string, error) {
 		return nil, fmt.Errorf("buffer: list logs: %w", err)
 	}
 	return names, nil
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func maxU64(a, b uint64) uint64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // checkName keeps log names to what fits in keys and file names unambiguously.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Trim deletes the entries of log with a sequence number below `below` and returns how
@@ -55,22 +53,9 @@ func (s *Store) Consumed(log string, consumers []string) (uint64, error) {
 func (s *Store) Cursors(log string) (map[string]uint64, error) {
 	out := map[string]uint64{}
 	prefix := cursorPrefix(log)
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			err := item.Value(func(v []byte) error {
-				if len(v) == 8 {
-					out[string(item.Key()[len(prefix):])] = binary.BigEndian.Uint64(v)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
+	err := s.scan(prefix, func(k, v []byte) error {
+		if len(v) == 8 {
+			out[string(k[len(prefix):])] = binary.BigEndian.Uint64(v)
 		}
 		return nil
 	})

@@ -83,7 +83,7 @@ func (w *witness) write(highs map[string]uint64) error {
 	for _, n := range names {
 		w.buf = append(w.buf, n...)
 		w.buf = append(w.buf, ' ')
-		w.buf = append(w.buf, fmt.Sprintf("%020d", highs[n])...)
+		w.buf = fmt.Appendf(w.buf, "%020d", highs[n])
 		w.buf = append(w.buf, '\n')
 	}
 	if _, err := w.f.WriteAt(w.buf, 0); err != nil {

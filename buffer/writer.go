@@ -57,13 +57,12 @@ type request struct {
 	done chan struct{}
 
 	// filled in by prepare
-	writes  []write
-	size    int64                   // bytes staged: what it adds to the directory, roughly
-	logical int64                   // what it adds to the budget's logical bytes
-	stored  int                     // entries appended (for stats)
-	ids     []string                // dedup hashes added to the cache, undone on failure
-	deltas  map[*logState]*logDelta // per log: what this request changes
-	dedups  int64                   // dedup keys written
+	writes []write
+	size   int64                   // bytes staged: what it adds to the directory, roughly
+	stored int                     // entries appended (for stats)
+	ids    []string                // dedup hashes added to the cache, undone on failure
+	deltas map[*logState]*logDelta // per log: what this request changes
+	dedups int64                   // dedup keys written
 }
 
 // logDelta is what a request or a transaction changes in one log.
@@ -210,7 +209,7 @@ func (s *Store) apply(group []*request) {
 	}
 	work = s.admit(work)
 
-	maxSize := s.db.MaxBatchSize() * 9 / 10
+	maxSize := s.MaxRequestBytes()
 	maxCount := s.db.MaxBatchCount() * 9 / 10
 	var (
 		txn       *badger.Txn
@@ -358,20 +357,13 @@ func (s *Store) commitTxn(txn *badger.Txn, reqs []*request) error {
 		}
 	}
 	if err := txn.Commit(); err != nil {
-		for _, r := range reqs {
-			for ls, d := range r.deltas {
-				if d.indexed {
-					ls.indexedAt = 0 // write a time-index key again with the next append
-				}
-			}
-		}
+		// The caller fails every request, which also forgets their time-index keys.
 		return fmt.Errorf("buffer: commit: %w", err)
 	}
 	for ls, t := range total {
-		m := ls.meta()
 		ls.count.Add(t.count)
 		ls.bytes.Add(t.bytes)
-		if t.first > m.first {
+		if t.first > ls.first.Load() {
 			ls.first.Store(t.first)
 		}
 	}
@@ -386,7 +378,7 @@ func (s *Store) fail(r *request, err error) {
 	}
 	for ls, d := range r.deltas {
 		if d.indexed {
-			ls.indexedAt = 0
+			ls.indexedAt = 0 // write a time-index key again with the next append
 		}
 	}
 	r.err = err
@@ -395,55 +387,50 @@ func (s *Store) fail(r *request, err error) {
 }
 
 // prepare turns a request into Badger writes: it assigns sequence numbers and checks ids
-// against the dedup index.
+// against the dedup index. It runs once per request.
 func (s *Store) prepare(r *request) error {
-	r.writes = r.writes[:0]
-	r.size = 0
-	r.logical = 0
-	r.stored = 0
-	r.deltas = nil
 	now := s.opts.Clock.Now()
+	minute := now.Unix() / 60
 	add := func(w write) {
 		r.writes = append(r.writes, w)
 		r.size += int64(len(w.key)+len(w.value)) + 16
 	}
-	appendTo := func(log string, value []byte) (uint64, error) {
-		ls, err := s.logState(log)
-		if err != nil {
-			return 0, err
-		}
+	appendTo := func(ls *logState, d *logDelta, value []byte) uint64 {
 		seq := ls.next
 		ls.next++
-		d := r.delta(ls)
 		d.last = seq
 		d.count++
-		d.bytes += entrySize(log, len(value))
-		r.logical += entrySize(log, len(value))
+		d.bytes += entrySize(ls.name, len(value))
 		r.stored++
-		if m := now.Unix() / 60; m != ls.indexedAt {
-			ls.indexedAt = m
+		if minute != ls.indexedAt {
+			ls.indexedAt = minute
 			d.indexed = true
-			add(write{key: timeKey(log, seq), value: u64(uint64(now.UnixMilli()))})
+			add(write{key: timeKey(ls.name, seq), value: u64(uint64(now.UnixMilli()))})
 		}
-		add(write{key: logKey(log, seq), value: value})
-		return seq, nil
+		add(write{key: logKey(ls.name, seq), value: value})
+		return seq
 	}
+	defer func() { r.size += int64(len(r.deltas)) * 48 }() // the meta key written per log
 	if r.tx != nil {
 		for _, o := range r.tx.ops {
 			switch o.kind {
 			case opAppend:
-				if _, err := appendTo(o.log, o.value); err != nil {
+				ls, err := s.logState(o.log)
+				if err != nil {
 					return err
 				}
+				appendTo(ls, r.delta(ls), o.value)
 			case opSet:
 				add(write{key: o.key, value: o.value})
 			case opDelete:
 				add(write{key: o.key, del: true})
 			}
 		}
-		r.size += int64(len(r.deltas)) * 48 // the meta key written per log
 		return nil
 	}
+	var ls *logState // looked up at the first entry stored: dups alone create no log
+	var d *logDelta
+	exp := now.Add(s.opts.DedupTTL).UnixMilli() // of the ids stored by this request
 	r.results = make([]Result, len(r.entries))
 	for i, e := range r.entries {
 		if e.ID != "" && s.opts.DedupTTL > 0 {
@@ -457,7 +444,6 @@ func (s *Store) prepare(r *request) error {
 				s.stats.DedupHits.Add(1)
 				continue
 			}
-			exp := now.Add(s.opts.DedupTTL).UnixMilli()
 			s.dedup.add(h, exp)
 			r.ids = append(r.ids, h)
 			if c := s.dedupCap.Load(); c > 0 && s.dedupKeys.Load()+r.dedups >= c {
@@ -466,18 +452,28 @@ func (s *Store) prepare(r *request) error {
 				s.stats.DedupSkipped.Add(1)
 			} else {
 				r.dedups++
-				r.logical += dedupKeyCost
 				add(write{key: dedupKey(h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
 			}
 		}
-		seq, err := appendTo(r.log, e.Value)
-		if err != nil {
-			return err
+		if d == nil {
+			var err error
+			if ls, err = s.logState(r.log); err != nil {
+				return err
+			}
+			d = r.delta(ls)
 		}
-		r.results[i].Seq = seq
+		r.results[i].Seq = appendTo(ls, d, e.Value)
 	}
-	r.size += int64(len(r.deltas)) * 48
 	return nil
+}
+
+// logical is what r adds to the budget's logical bytes: its entries and dedup ids.
+func (r *request) logical() int64 {
+	n := r.dedups * dedupKeyCost
+	for _, d := range r.deltas {
+		n += d.bytes
+	}
+	return n
 }
 
 // seen reports whether the id hashed to h is in the dedup index and not expired on the

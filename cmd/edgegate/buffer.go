@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -113,7 +112,7 @@ func openForInspection(dir string, repair bool, stderr io.Writer) (*buffer.Store
 	switch {
 	case errors.Is(err, buffer.ErrNeedsRecovery):
 		return nil, fmt.Errorf("%s was not closed cleanly (a crash or power cut): add -repair to recover it as the daemon does at start (only unacknowledged, torn writes are cut)", path)
-	case err != nil && strings.Contains(err.Error(), "Another process is using this Badger database"):
+	case errors.Is(err, buffer.ErrInUse):
 		return nil, fmt.Errorf("%s is in use, probably by the running daemon: stop it first (systemctl stop edgegate)", path)
 	case err != nil:
 		return nil, err
