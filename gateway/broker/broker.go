@@ -120,9 +120,9 @@ func (b *Broker) Start() error {
 		id := fmt.Sprintf("%s-%d", l.Type, i)
 		var ml listeners.Listener
 		if l.Type == "ws" {
-			ml = newWSListener(id, lim, b.tls[i], b.cfg.ConnectTimeout.D(), b.log)
+			ml = newWSListener(id, lim, b.tls[i], b.cfg.ConnectTimeout.D(), b.disconnect, b.log)
 		} else {
-			ml = newNetListener(id, lim, b.tls[i], b.log)
+			ml = newNetListener(id, lim, b.tls[i], b.disconnect, b.log)
 		}
 		if err := b.srv.AddListener(ml); err != nil {
 			ln.Close()
@@ -184,6 +184,19 @@ func (b *Broker) inject(cl *mqtt.Client, topic string, payload []byte) error {
 		Payload:     payload,
 		Created:     time.Now().Unix(),
 	})
+}
+
+// disconnect disconnects the clients of a listener that is shutting down (MQTT 5 clients
+// are told 0x8B, server shutting down). mochi v2.7.9's own closer lists them with
+// Clients.GetByListener, which takes the clients' read lock twice and deadlocks when a
+// client connects or leaves in between (mochi-mqtt/server#488, fix still open upstream);
+// GetAll takes it once.
+func (b *Broker) disconnect(listener string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // Server exposes the mochi server (for inline subscriptions).

@@ -197,6 +197,10 @@ var _ listeners.Listener = (*netListener)(nil)
 // joins it while the listener is open, and shutdown runs once, waiting for all of them and
 // for Serve.
 type connGroup struct {
+	// disconnect disconnects the listener's clients at shutdown (see Broker.disconnect);
+	// nil: mochi's own closer.
+	disconnect func(listener string)
+
 	mu      sync.Mutex // guards closed and the Add side of wg
 	closed  bool
 	wg      sync.WaitGroup
@@ -204,7 +208,9 @@ type connGroup struct {
 	started atomic.Bool
 }
 
-func newConnGroup() connGroup { return connGroup{serving: make(chan struct{})} }
+func newConnGroup(disconnect func(string)) connGroup {
+	return connGroup{disconnect: disconnect, serving: make(chan struct{})}
+}
 
 // serve marks Serve as running; the caller defers the returned func.
 func (g *connGroup) serve() (done func()) {
@@ -235,7 +241,11 @@ func (g *connGroup) shutdown(id string, stop func() error, closeClients listener
 	g.closed = true
 	g.mu.Unlock()
 	_ = stop()
-	closeClients(id)
+	if g.disconnect != nil {
+		g.disconnect(id)
+	} else {
+		closeClients(id)
+	}
 	ln.closeAll()
 	g.wg.Wait()
 	if g.started.Load() {
@@ -243,8 +253,8 @@ func (g *connGroup) shutdown(id string, stop func() error, closeClients listener
 	}
 }
 
-func newNetListener(id string, ln *limitedListener, tlsCfg *tls.Config, log *slog.Logger) *netListener {
-	l := &netListener{id: id, proto: "tcp", ln: ln, accept: ln, refusals: ln.refusals, log: log, conns: newConnGroup()}
+func newNetListener(id string, ln *limitedListener, tlsCfg *tls.Config, disconnect func(string), log *slog.Logger) *netListener {
+	l := &netListener{id: id, proto: "tcp", ln: ln, accept: ln, refusals: ln.refusals, log: log, conns: newConnGroup(disconnect)}
 	if tlsCfg != nil {
 		l.proto = "tls"
 		l.accept = tls.NewListener(ln, tlsCfg)

@@ -31,10 +31,10 @@ type wsListener struct {
 
 var _ listeners.Listener = (*wsListener)(nil)
 
-func newWSListener(id string, ln *limitedListener, tlsCfg *tls.Config, connectTimeout time.Duration, log *slog.Logger) *wsListener {
+func newWSListener(id string, ln *limitedListener, tlsCfg *tls.Config, connectTimeout time.Duration, disconnect func(string), log *slog.Logger) *wsListener {
 	l := &wsListener{
 		id: id, ln: ln, tlsCfg: tlsCfg, connectTimeout: connectTimeout, refusals: ln.refusals, log: log,
-		conns: newConnGroup(),
+		conns: newConnGroup(disconnect),
 		upgrader: websocket.Upgrader{
 			Subprotocols:     []string{"mqtt"},
 			HandshakeTimeout: connectTimeout,
