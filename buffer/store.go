@@ -391,19 +391,46 @@ func (s *Store) Close() error {
 // ErrFull (Reject). On error nothing of this call may be assumed stored; a retry is safe
 // when the entries carry ids.
 func (s *Store) Append(ctx context.Context, log string, entries []Entry) ([]Result, error) {
+	return s.AppendAsync(ctx, log, entries).Wait()
+}
+
+// AppendAsync queues an append and returns without waiting for it to be durable: it blocks
+// only while the writer's queue is full (or until ctx ends). The Pending's Wait then gives
+// what Append would have returned. Appends queued one after another, from one goroutine,
+// are applied in that order, so a caller can pipeline several and still acknowledge them
+// in order. Once queued, an append completes even if ctx ends.
+func (s *Store) AppendAsync(ctx context.Context, log string, entries []Entry) *Pending {
 	if err := checkName(log); err != nil {
-		return nil, err
+		return &Pending{err: err}
 	}
 	for _, e := range entries {
 		if len(e.Value) > s.tuning.maxValue {
-			return nil, fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(e.Value), s.tuning.maxValue)
+			return &Pending{err: fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(e.Value), s.tuning.maxValue)}
 		}
 	}
 	r := &request{kind: reqAppend, log: log, entries: entries, done: make(chan struct{})}
-	if err := s.submit(ctx, r); err != nil {
-		return nil, err
+	if err := s.enqueue(ctx, r); err != nil {
+		return &Pending{err: err}
 	}
-	return r.results, nil
+	return &Pending{r: r}
+}
+
+// Pending is an append queued by AppendAsync.
+type Pending struct {
+	r   *request // nil when refused before queueing
+	err error
+}
+
+// Wait blocks until the append is durable or failed and returns its results, as Append.
+func (p *Pending) Wait() ([]Result, error) {
+	if p.r == nil {
+		return nil, p.err
+	}
+	<-p.r.done
+	if p.r.err != nil {
+		return nil, p.r.err
+	}
+	return p.r.results, nil
 }
 
 // Update applies the writes build makes in one atomic, durable transaction (DESIGN
@@ -433,6 +460,17 @@ func (s *Store) Commit(ctx context.Context, log, consumer string, next uint64) e
 }
 
 func (s *Store) submit(ctx context.Context, r *request) error {
+	if err := s.enqueue(ctx, r); err != nil {
+		return err
+	}
+	// Once queued, the request completes even if ctx ends: the writer drains its queue
+	// before exiting. Waiting for it keeps "returned nil" equal to "durable".
+	<-r.done
+	return r.err
+}
+
+// enqueue hands r to the writer, which then always completes it (closes r.done).
+func (s *Store) enqueue(ctx context.Context, r *request) error {
 	if s.opts.ReadOnly {
 		return ErrReadOnly
 	}
@@ -448,10 +486,7 @@ func (s *Store) submit(ctx context.Context, r *request) error {
 		s.closeMu.RUnlock()
 		return ctx.Err()
 	}
-	// Once queued, the request completes even if ctx ends: the writer drains its queue
-	// before exiting. Waiting for it keeps "returned nil" equal to "durable".
-	<-r.done
-	return r.err
+	return nil
 }
 
 // Cursor returns the committed position of consumer in log: the next sequence number it

@@ -13,19 +13,25 @@ import (
 // deliver the message. The ack is written here rather than by returning a packets.Code,
 // because mochi v2.7.9 answers a refused QoS 2 publish with a PUBACK and logs every coded
 // refusal at error level with its payload.
-func refusePublish(r *Refusals, cl *mqtt.Client, pk packets.Packet, reason ingest.Reason, err error) error {
+//
+// The coded ack is written after the answers to the client's earlier publishes (acker).
+func refusePublish(r *Refusals, a *acker, cl *mqtt.Client, pk packets.Packet, reason ingest.Reason, err error) error {
 	r.Add(reason, cl.ID, pk.TopicName, err)
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 && !cl.Net.Inline {
-		typ := byte(packets.Puback)
-		if pk.FixedHeader.Qos == 2 {
-			typ = packets.Pubrec
-		}
-		_ = cl.WritePacket(packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: typ},
-			PacketID:    pk.PacketID,
-			ReasonCode:  reason.Code(),
-			Properties:  packets.Properties{ReasonString: string(reason)},
-		})
+		a.then(cl, func() { writeRefusal(cl, pk, reason) })
 	}
 	return packets.ErrRejectPacket
+}
+
+func writeRefusal(cl *mqtt.Client, pk packets.Packet, reason ingest.Reason) {
+	typ := byte(packets.Puback)
+	if pk.FixedHeader.Qos == 2 {
+		typ = packets.Pubrec
+	}
+	_ = cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: typ},
+		PacketID:    pk.PacketID,
+		ReasonCode:  reason.Code(),
+		Properties:  packets.Properties{ReasonString: string(reason)},
+	})
 }

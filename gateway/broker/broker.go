@@ -27,10 +27,14 @@ const (
 	SensorClientID = "edgegate-sensors"
 	// InternalClientID publishes what the gateway derives (pipeline panes): never ingested.
 	InternalClientID = "edgegate-internal"
+	// RelayClientID delivers device publishes to local subscribers once they are stored
+	// (the ingest hook's acker): already ingested.
+	RelayClientID = "edgegate-relay"
 )
 
-// receiveMaximum is how many QoS 1/2 publishes a client may have unacknowledged: the
-// ingest hook handles one client's publishes one at a time anyway.
+// receiveMaximum is how many QoS 1/2 publishes a client may have unacknowledged. The
+// ingest hook keeps up to ackDepth of them waiting for the store at once; the rest wait in
+// the socket.
 const receiveMaximum = 256
 
 // Broker is the embedded broker with edgegate's hooks.
@@ -44,6 +48,7 @@ type Broker struct {
 	log      *slog.Logger
 	sensors  *mqtt.Client
 	internal *mqtt.Client
+	relay    *mqtt.Client
 
 	mu     sync.Mutex // guards addrs and closed
 	addrs  []string
@@ -101,6 +106,9 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 	ingest.disconnect = func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrUnspecifiedError) }
 	b.sensors = srv.NewClient(nil, mqtt.LocalListener, SensorClientID, true)
 	b.internal = srv.NewClient(nil, mqtt.LocalListener, InternalClientID, true)
+	b.relay = srv.NewClient(nil, mqtt.LocalListener, RelayClientID, true)
+	b.guard.acks = ingest.acks
+	ingest.deliver = b.deliver
 	return b, nil
 }
 
@@ -172,18 +180,30 @@ func (b *Broker) PublishLocal(topic string, payload []byte) error {
 }
 
 func (b *Broker) inject(cl *mqtt.Client, topic string, payload []byte) error {
+	return b.injectPacket(cl, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic,
+		Payload:     payload,
+	})
+}
+
+func (b *Broker) injectPacket(cl *mqtt.Client, pk packets.Packet) error {
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
 	if closed {
 		return errors.New("broker: closed")
 	}
-	return b.srv.InjectPacket(cl, packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish},
-		TopicName:   topic,
-		Payload:     payload,
-		Created:     time.Now().Unix(),
-	})
+	return b.srv.InjectPacket(cl, pk)
+}
+
+// deliver hands a stored device publish to local subscribers (and the retained store) as
+// mochi would have: same QoS, retain flag and MQTT 5 properties. Its origin becomes the
+// relay client, so a subscription with No Local does not filter it.
+func (b *Broker) deliver(pk packets.Packet) {
+	pk.FixedHeader.Dup = false
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // resolved already
+	_ = b.injectPacket(b.relay, pk)
 }
 
 // disconnect disconnects the clients of a listener that is shutting down (MQTT 5 clients
@@ -212,5 +232,9 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
-	return b.srv.Close()
+	err := b.srv.Close()
+	// Every read goroutine has returned: what they queued is answered (or its connection
+	// is gone) once the appends complete.
+	b.ingest.acks.wait()
+	return err
 }

@@ -31,6 +31,7 @@ type guard struct {
 	creds    *credentials
 	meters   *meters
 	refusals *Refusals
+	acks     *acker // the ingest hook's: refusals are answered in order; nil in tests
 	clock    clock.Clock
 	log      *slog.Logger
 
@@ -296,16 +297,16 @@ func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 	}
 	s := g.session(cl)
 	if s == nil {
-		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("no session"))
+		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("no session"))
 	}
 	if s.overRate {
-		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonOverRate, fmt.Errorf("over max_rate_per_client (%g/s)", g.cfg.MaxRatePerClient))
+		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonOverRate, fmt.Errorf("over max_rate_per_client (%g/s)", g.cfg.MaxRatePerClient))
 	}
 	if !covered(s.publish, pk.TopicName) {
-		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("publish outside the grants of %s", userName(s.user)))
+		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("publish outside the grants of %s", userName(s.user)))
 	}
 	if err := g.topicOK(pk.TopicName); err != nil {
-		return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonTopicInvalid, err)
+		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonTopicInvalid, err)
 	}
 	if pk.FixedHeader.Retain && len(pk.Payload) > 0 {
 		g.retainMu.Lock()
@@ -313,7 +314,7 @@ func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 		full := len(g.retained) >= g.cfg.MaxRetainedMessages
 		g.retainMu.Unlock()
 		if !exists && full {
-			return pk, refusePublish(g.refusals, cl, pk, ingest.ReasonOverQuota, fmt.Errorf("max_retained_messages (%d) reached", g.cfg.MaxRetainedMessages))
+			return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonOverQuota, fmt.Errorf("max_retained_messages (%d) reached", g.cfg.MaxRetainedMessages))
 		}
 	}
 	return pk, nil

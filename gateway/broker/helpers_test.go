@@ -193,8 +193,14 @@ func (e *env) dial(t *testing.T, listener string, clientCert *tls.Certificate) (
 }
 
 // records returns what the raw log holds.
+// records returns the raw log once no publish waits for its append (they are answered
+// after returning from OnPublish).
 func (e *env) records(t *testing.T) []record.Record {
 	t.Helper()
+	testutil.Eventually(t, 10*time.Second, "ingest settled", func() bool {
+		n, _ := e.b.ingest.Sources().Progress()
+		return n == 0
+	})
 	var out []record.Record
 	_, err := e.store.Read(RawLog, 0, 0, func(_ uint64, v []byte) error {
 		var r record.Record

@@ -29,7 +29,9 @@ type IngestHook struct {
 	log    *slog.Logger
 	ctx    context.Context
 
-	disconnect func(cl *mqtt.Client) // set by the broker
+	disconnect func(cl *mqtt.Client)   // set by the broker
+	deliver    func(pk packets.Packet) // set by the broker: to local subscribers, after the append
+	acks       *acker
 
 	stats    IngestStats
 	sources  SourceCounts
@@ -53,6 +55,7 @@ func NewIngestHook(ctx context.Context, r *ingest.Router, s *buffer.Store, c clo
 		store: s, clock: c, ctx: ctx,
 		log:      log.With("component", "ingest"),
 		refusals: NewRefusals(c, log.With("component", "broker")),
+		acks:     newAcker(ackBytes),
 	}
 	h.router.Store(r)
 	return h
@@ -75,25 +78,83 @@ func (h *IngestHook) ID() string { return "edgegate-ingest" }
 // Provides is asked by mochi for every event of every packet: one comparison.
 func (h *IngestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 
-// OnPublish runs on the publisher's read goroutine. Returning nil lets mochi PUBACK and
-// deliver; a refusal is answered by refusePublish (a reason code for MQTT 5, no ack for
-// 3.1.1) and stops both.
+// OnPublish runs on the publisher's read goroutine. A QoS 0 or 1 message is decoded here
+// and its append queued; the connection's acker writes the PUBACK and delivers the message
+// once it is durable (acker.go), and mochi is told to do neither (ErrRejectPacket). A
+// QoS 2 or retained message is stored before returning, and mochi answers it. A refusal is answered
+// by refusePublish (a reason code for MQTT 5, no ack for 3.1.1).
 func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if len(pk.TopicName) > 0 && pk.TopicName[0] == '$' {
 		return pk, nil
 	}
-	if cl.Net.Inline && (cl.ID == SensorClientID || cl.ID == InternalClientID) {
-		return pk, nil // ingested by Broker.Publish, or derived data with its own log
+	if cl.Net.Inline && (cl.ID == SensorClientID || cl.ID == InternalClientID || cl.ID == RelayClientID) {
+		return pk, nil // ingested already, or derived data with its own log
 	}
-	err := h.Ingest(h.ctx, pk.TopicName, pk.Payload)
+	if pk.FixedHeader.Qos > 1 || pk.FixedHeader.Retain || cl.Net.Inline || h.deliver == nil {
+		// Stored before returning; mochi answers and retains it, after the earlier answers.
+		// Retained messages take this path so the guard's count of retained topics is
+		// exact when the next publish is checked.
+		h.acks.idle(cl)
+		return pk, h.refuse(cl, pk, h.Ingest(h.ctx, pk.TopicName, pk.Payload), false)
+	}
+
+	h.sources.inflight.Add(1)
+	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload)
+	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
+		h.sources.inflight.Add(-1)
+		h.sources.add(SourceMQTT, st.oc)
+		if st.err != nil || !h.acks.busy(cl) {
+			return pk, h.refuse(cl, pk, st.err, false)
+		}
+		h.acks.push(cl, 0, func() { h.accepted(cl, pk) })
+		return pk, packets.ErrRejectPacket
+	}
+	cost := int64(len(pk.Payload)) + ackCost
+	if err := h.acks.reserve(h.ctx, cost); err != nil {
+		h.sources.inflight.Add(-1)
+		h.sources.add(SourceMQTT, OutcomeRefused)
+		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, false)
+	}
+	p := h.store.AppendAsync(h.ctx, st.log, st.entries)
+	h.acks.push(cl, cost, func() {
+		res, err := p.Wait()
+		oc, err := h.settle(st, res, err)
+		h.sources.inflight.Add(-1)
+		h.sources.add(SourceMQTT, oc)
+		if err != nil {
+			_ = h.refuse(cl, pk, err, true)
+			return
+		}
+		h.accepted(cl, pk)
+	})
+	return pk, packets.ErrRejectPacket
+}
+
+// accepted acknowledges a stored publish and delivers it to local subscribers, as mochi
+// does when OnPublish returns nil.
+func (h *IngestHook) accepted(cl *mqtt.Client, pk packets.Packet) {
+	puback(cl, pk)
+	h.deliver(pk)
+}
+
+// refuse answers a publish that ingest refused (err nil: none, it returns nil). inQueue
+// says it runs in the connection's acker, whose answers are in order already.
+func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, inQueue bool) error {
 	if err == nil {
-		return pk, nil
+		return nil
 	}
 	var ie *ingest.Error
 	if !errors.As(err, &ie) {
 		ie = &ingest.Error{Reason: ingest.ReasonStore, Err: err}
 	}
-	err = refusePublish(h.refusals, cl, pk, ie.Reason, ie.Err)
+	if inQueue {
+		h.refusals.Add(ie.Reason, cl.ID, pk.TopicName, ie.Err)
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+			writeRefusal(cl, pk, ie.Reason)
+		}
+	} else {
+		err = refusePublish(h.refusals, h.acks, cl, pk, ie.Reason, ie.Err)
+	}
 	v5 := cl.Properties.ProtocolVersion == 5
 	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown || ie.Reason == ingest.ReasonBufferFull {
 		// Not stored, so not acknowledged. A 3.1.1 client only resends an unacknowledged
@@ -102,7 +163,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			h.disconnect(cl)
 		}
 	}
-	return pk, err
+	return packets.ErrRejectPacket
 }
 
 // Ingest routes, decodes and durably appends one message; nil means it is stored (or was a
@@ -121,35 +182,57 @@ func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, p
 }
 
 func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte) (Outcome, error) {
+	st := h.stage(src, topic, payload)
+	if st.err != nil || st.entries == nil {
+		return st.oc, st.err
+	}
+	res, err := h.store.Append(ctx, st.log, st.entries)
+	return h.settle(st, res, err)
+}
+
+// staged is a message routed and decoded: what to append where, or the outcome already.
+type staged struct {
+	oc      Outcome // OutcomeStored or OutcomeRaw while entries wait; else final
+	err     error   // an *ingest.Error (oc is OutcomeRefused)
+	log     string
+	entries []buffer.Entry
+}
+
+// stage routes and decodes a message and turns its records into entries of the log they
+// go to. It runs on the publisher's goroutine.
+func (h *IngestHook) stage(src Source, topic string, payload []byte) staged {
 	now := h.clock.Now()
 	recs, outcome, err := h.router.Load().Decode(topic, payload, now)
 	if err != nil {
 		h.stats.Malformed.Add(1)
-		return OutcomeRefused, err
+		return staged{oc: OutcomeRefused, err: err}
 	}
-	oc := OutcomeStored
+	st := staged{oc: OutcomeStored, log: RawLog}
 	switch outcome {
 	case ingest.Dropped:
 		h.stats.Dropped.Add(1)
-		return OutcomeDropped, nil
+		return staged{oc: OutcomeDropped}
 	case ingest.Raw:
 		h.stats.Raw.Add(1)
-		oc = OutcomeRaw
+		st.oc = OutcomeRaw
 	}
-	log := RawLog
-	var entries []buffer.Entry
 	if hd := h.holder.Load(); hd != nil {
 		if lg, es, ok := (*hd).Hold(src, recs, now); ok {
-			log, entries = lg, es
+			st.log, st.entries = lg, es
 		}
 	}
-	if entries == nil {
-		entries = make([]buffer.Entry, len(recs))
+	if st.entries == nil {
+		st.entries = make([]buffer.Entry, len(recs))
 		for i := range recs {
-			entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+			st.entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
 		}
 	}
-	res, err := h.store.Append(ctx, log, entries)
+	return st
+}
+
+// settle counts the outcome of a staged message's append and turns a store error into
+// the refusal it means.
+func (h *IngestHook) settle(st staged, res []buffer.Result, err error) (Outcome, error) {
 	if err != nil {
 		h.stats.StoreErr.Add(1)
 		reason := ingest.ReasonStore
@@ -175,6 +258,7 @@ func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, paylo
 		h.stats.Dups.Add(uint64(dups))
 	}
 	h.stats.Records.Add(uint64(len(res) - dups))
+	oc := st.oc
 	if dups == len(res) && oc == OutcomeStored {
 		oc = OutcomeDuplicate
 	}

@@ -1,0 +1,161 @@
+package broker
+
+import (
+	"context"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/sync/semaphore"
+)
+
+// Deferred acknowledgement.
+//
+// mochi calls OnPublish on the connection's read goroutine and writes the PUBACK when it
+// returns. Waiting there for the durable append would let one connection have one message
+// in the store at a time, whatever it has in flight: one fsync per message. So the ingest
+// hook queues the append (buffer.Store.AppendAsync), hands the message to this connection's
+// acker and returns ErrRejectPacket: mochi then neither acknowledges nor delivers it. The
+// acker waits for each append in arrival order and only then writes the PUBACK and
+// delivers the message to local subscribers, so messages a connection has in flight share
+// group commits, and nothing is acknowledged or delivered before it is durable (DESIGN
+// invariant 1).
+//
+// Order: MQTT wants PUBACKs in the order the PUBLISHes came (MQTT 3.1.1 §4.6, 5.0 §4.6).
+// Everything that answers a publish while earlier ones of the same connection wait —
+// refusals with a reason code, duplicates, messages dropped by config — therefore goes
+// through the same queue. When the queue is empty every earlier PUBACK is written, and
+// mochi may acknowledge directly.
+//
+// Memory: at most ackDepth messages per connection, and at most ackBytes of payload over
+// all connections, wait for their appends; beyond that the read goroutine blocks, which
+// paces the client through TCP as the synchronous path did.
+const (
+	ackDepth = 64
+	ackBytes = 8 << 20
+	// ackCost is what a waiting message costs besides its payload (packet, records).
+	ackCost = 1024
+)
+
+// acker keeps one ordered queue per connection with answers waiting to be written.
+type acker struct {
+	mu     sync.Mutex
+	queues map[*mqtt.Client]*ackQueue // present while the connection has answers waiting
+	budget *semaphore.Weighted
+	wg     sync.WaitGroup // one per running queue
+}
+
+// ackQueue is one connection's answers, oldest first. A goroutine runs while it has any.
+type ackQueue struct {
+	items []*answer
+	cond  sync.Cond // on acker.mu: room in items, or the queue ended
+}
+
+// answer is what to do, in order, for one publish: run waits (for its append) and answers.
+type answer struct {
+	run  func()
+	cost int64 // taken from the budget; given back when run returns
+}
+
+func newAcker(budget int64) *acker {
+	return &acker{queues: map[*mqtt.Client]*ackQueue{}, budget: semaphore.NewWeighted(budget)}
+}
+
+// reserve takes cost bytes from the budget, waiting while other connections hold it.
+func (a *acker) reserve(ctx context.Context, cost int64) error {
+	return a.budget.Acquire(ctx, min(cost, ackBytes))
+}
+
+// busy reports whether cl has answers waiting: then its next answer must be queued too.
+func (a *acker) busy(cl *mqtt.Client) bool {
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	_, ok := a.queues[cl]
+	a.mu.Unlock()
+	return ok
+}
+
+// push queues run as cl's next answer (cost was reserved), starting the queue's goroutine
+// if none runs. It blocks while cl has ackDepth answers waiting.
+func (a *acker) push(cl *mqtt.Client, cost int64, run func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for {
+		q := a.queues[cl]
+		if q == nil { // none, or it ended while this waited for room
+			q = &ackQueue{items: make([]*answer, 0, 8)}
+			q.cond.L = &a.mu
+			a.queues[cl] = q
+			a.wg.Add(1)
+			go a.drain(cl, q)
+		}
+		if len(q.items) < ackDepth {
+			q.items = append(q.items, &answer{run: run, cost: min(cost, ackBytes)})
+			return
+		}
+		q.cond.Wait()
+	}
+}
+
+// then runs fn in order after cl's waiting answers, or now when there are none. fn must
+// not block: it is for answers that need no append (refusals, duplicates).
+func (a *acker) then(cl *mqtt.Client, fn func()) {
+	if a != nil {
+		a.mu.Lock()
+		if _, ok := a.queues[cl]; ok {
+			a.mu.Unlock()
+			a.push(cl, 0, fn)
+			return
+		}
+		a.mu.Unlock()
+	}
+	fn()
+}
+
+// idle waits until cl has no answers waiting (before a publish that mochi answers itself).
+func (a *acker) idle(cl *mqtt.Client) {
+	a.mu.Lock()
+	for q := a.queues[cl]; q != nil; q = a.queues[cl] {
+		q.cond.Wait()
+	}
+	a.mu.Unlock()
+}
+
+// drain runs cl's answers in order until none is left, then ends the queue. An answer is
+// removed only after it ran, so busy stays true until the last PUBACK is written.
+func (a *acker) drain(cl *mqtt.Client, q *ackQueue) {
+	defer a.wg.Done()
+	a.mu.Lock()
+	for len(q.items) > 0 {
+		it := q.items[0]
+		a.mu.Unlock()
+		it.run()
+		if it.cost > 0 {
+			a.budget.Release(it.cost)
+		}
+		a.mu.Lock()
+		q.items[0] = nil
+		q.items = q.items[1:]
+		q.cond.Broadcast()
+	}
+	delete(a.queues, cl)
+	q.cond.Broadcast()
+	a.mu.Unlock()
+}
+
+// wait blocks until every queued answer ran (at shutdown, after the listeners closed).
+func (a *acker) wait() { a.wg.Wait() }
+
+// puback acknowledges a QoS 1 publish with success. A closed connection is not an error
+// here: the message is stored, and a client that resends it is answered as a duplicate.
+func puback(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Qos != 1 {
+		return
+	}
+	_ = cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Puback},
+		PacketID:    pk.PacketID,
+	})
+}

@@ -1,0 +1,232 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/edgegate/edgegate/gateway/config"
+)
+
+// Raw MQTT 5 packets, to see the acknowledgements exactly in the order they are written.
+
+func connect5Packet(clientID, user, pass string) []byte {
+	body := appendString(nil, "MQTT")
+	body = append(body, 5, 0x02|0x80|0x40, 0, 60, 0) // clean start, user, password; no properties
+	body = appendString(body, clientID)
+	body = appendString(body, user)
+	body = appendString(body, pass)
+	return append(appendLength([]byte{0x10}, len(body)), body...)
+}
+
+func publish5Packet(topic string, id uint16, payload string) []byte {
+	body := appendString(nil, topic)
+	body = binary.BigEndian.AppendUint16(body, id)
+	body = append(body, 0) // no properties
+	body = append(body, payload...)
+	return append(appendLength([]byte{0x32}, len(body)), body...) // QoS 1
+}
+
+// readPacket reads one packet: its type nibble and body.
+func readPacket(r *bufio.Reader) (byte, []byte, error) {
+	h, err := r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, mult := 0, 1
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, nil, err
+		}
+		n += int(b&0x7f) * mult
+		if b&0x80 == 0 {
+			break
+		}
+		mult *= 128
+	}
+	body := make([]byte, n)
+	_, err = io.ReadFull(r, body)
+	return h >> 4, body, err
+}
+
+// TestAcksInOrder: one MQTT 5 connection sends 200 QoS 1 publishes without waiting, among
+// them malformed ones (refused by ingest), ones outside its grants (refused by the guard)
+// and ones dropped by config. Every PUBACK comes in the order of the PUBLISHes with the
+// right code, the accepted ones are stored, and they shared fsyncs (the connection had
+// many appends in the store at once).
+func TestAcksInOrder(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Unrouted = "drop" })
+	conn, err := e.dial(t, "tcp", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := conn.Write(connect5Packet("order", "dev-1", password("dev-1"))); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body, err := readPacket(r); err != nil || typ != 2 || body[1] != 0 {
+		t.Fatalf("CONNACK: type %d body % x err %v", typ, body, err)
+	}
+
+	const n = 200
+	want := make([]byte, n+1)
+	stored := 0
+	var burst []byte
+	for id := 1; id <= n; id++ {
+		topic, payload := "devices/dev-1/t", fmt.Sprintf(`{"value": %d, "id": "o-%d"}`, id, id)
+		switch {
+		case id%10 == 0:
+			payload, want[id] = `{"value": "x"}`, 0x99 // malformed
+		case id%15 == 0:
+			topic, want[id] = "devices/dev-2/t", 0x87 // outside dev-1's grants
+		case id%17 == 0:
+			topic = "devices/dev-1/a/b" // no route: dropped by config, acknowledged
+		default:
+			stored++
+		}
+		burst = append(burst, publish5Packet(topic, uint16(id), payload)...)
+	}
+	syncs := e.store.Stats().Syncs.Load()
+	if _, err := conn.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		typ, body, err := readPacket(r)
+		if err != nil {
+			t.Fatalf("after %d PUBACKs: %v", i-1, err)
+		}
+		if typ != 4 {
+			t.Fatalf("packet type %d, want PUBACK", typ)
+		}
+		id := int(binary.BigEndian.Uint16(body))
+		code := byte(0)
+		if len(body) > 2 {
+			code = body[2]
+		}
+		if id != i || code != want[i] {
+			t.Fatalf("PUBACK %d: packet id %d code %#x, want id %d code %#x", i, id, code, i, want[i])
+		}
+	}
+	if got := len(e.records(t)); got != stored {
+		t.Errorf("store holds %d records, want %d", got, stored)
+	}
+	if d := e.store.Stats().Syncs.Load() - syncs; d >= uint64(stored) {
+		t.Errorf("%d fsyncs for %d messages of one connection: its appends were not pipelined", d, stored)
+	}
+}
+
+// TestDeliveredAfterStored: what a device publishes reaches local subscribers with its QoS
+// and MQTT 5 properties once stored, in order; what is refused does not.
+func TestDeliveredAfterStored(t *testing.T) {
+	e := newEnv(t, nil)
+	sub := e.user(t, "reader", "sub")
+	sub.subscribe(t, "devices/#")
+	pub := e.user(t, "dev-1", "pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 20; i++ {
+		p := &paho.Publish{
+			Topic: "devices/dev-1/t", QoS: 1, Payload: []byte(fmt.Sprintf(`{"value": %d}`, i)),
+			Properties: &paho.PublishProperties{ContentType: "application/json", User: paho.UserProperties{{Key: "n", Value: fmt.Sprint(i)}}},
+		}
+		if i == 10 {
+			p.Payload = []byte(`{"value": "refused"}`)
+		}
+		if r, err := pub.c.Publish(ctx, p); r == nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		if i == 10 {
+			continue
+		}
+		m := sub.next(t)
+		if got, want := string(m.Payload), fmt.Sprintf(`{"value": %d}`, i); got != want {
+			t.Fatalf("delivery %d: %s, want %s", i, got, want)
+		}
+		if m.QoS != 1 || m.Properties == nil || m.Properties.ContentType != "application/json" || m.Properties.User.Get("n") != fmt.Sprint(i) {
+			t.Fatalf("delivery %d lost its QoS or properties: QoS %d, %+v", i, m.QoS, m.Properties)
+		}
+	}
+	sub.none(t, 200*time.Millisecond)
+	if got := len(e.records(t)); got != 19 {
+		t.Errorf("store holds %d records, want 19", got)
+	}
+}
+
+// TestAckerBounds: a connection has at most ackDepth answers waiting; the next push waits
+// for room, answers run in order, and idle returns once all ran.
+func TestAckerBounds(t *testing.T) {
+	a := newAcker(1 << 20)
+	cl := &mqtt.Client{}
+	release := make(chan struct{})
+	var ran []int
+	ctx := context.Background()
+	for i := 0; i < ackDepth; i++ {
+		if err := a.reserve(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+		a.push(cl, 10, func() { <-release; ran = append(ran, i) })
+	}
+	var pushed atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.reserve(ctx, 10)
+		a.push(cl, 10, func() { ran = append(ran, ackDepth) })
+		pushed.Store(true)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if pushed.Load() {
+		t.Fatalf("push beyond ackDepth (%d) did not wait", ackDepth)
+	}
+	if !a.busy(cl) {
+		t.Fatal("busy is false with answers waiting")
+	}
+	close(release)
+	<-done
+	a.idle(cl)
+	a.wait()
+	if !pushed.Load() || a.busy(cl) {
+		t.Fatalf("pushed %v busy %v after idle", pushed.Load(), a.busy(cl))
+	}
+	if len(ran) != ackDepth+1 {
+		t.Fatalf("%d answers ran, want %d", len(ran), ackDepth+1)
+	}
+	for i, v := range ran {
+		if v != i {
+			t.Fatalf("answers ran in order %v", ran)
+		}
+	}
+
+	// then waits behind a waiting answer.
+	release = make(chan struct{})
+	first := false
+	a.push(cl, 0, func() { <-release; first = true })
+	var after bool
+	a.then(cl, func() { after = first })
+	close(release)
+	a.idle(cl)
+	if !after {
+		t.Fatal("then ran before the answer queued ahead of it")
+	}
+	if err := a.reserve(ctx, 1<<20); err != nil {
+		t.Fatalf("budget not given back: %v", err)
+	}
+	ok := false
+	a.then(cl, func() { ok = true }) // nothing waiting: now
+	if !ok {
+		t.Fatal("then with nothing waiting did not run at once")
+	}
+}
