@@ -2,11 +2,13 @@ package buffer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func open(t *testing.T, dir string, opts Options) *Store {
@@ -72,5 +74,44 @@ func TestScanState(t *testing.T) {
 	})
 	if err != nil || fmt.Sprint(got) != "[p/a/1=x p/a/2=y]" {
 		t.Fatalf("scan: %v %v", got, err)
+	}
+}
+
+// TestAppendAsyncPipelined: appends queued one after another without waiting are applied
+// in that order, share fsyncs, and each Wait gives what Append would have: its sequence
+// numbers, duplicates, or the refusal (an oversized value, a closed store).
+func TestAppendAsyncPipelined(t *testing.T) {
+	s := open(t, t.TempDir(), Options{DedupTTL: time.Hour})
+	ctx := context.Background()
+	syncs := s.Stats().Syncs.Load()
+	const n = 500
+	ps := make([]*Pending, 0, n+2)
+	for i := 0; i < n; i++ {
+		ps = append(ps, s.AppendAsync(ctx, "raw", []Entry{{ID: fmt.Sprint("id-", i), Value: []byte(fmt.Sprint(i))}}))
+	}
+	ps = append(ps, s.AppendAsync(ctx, "raw", []Entry{{ID: "id-7", Value: []byte("again")}}))
+	ps = append(ps, s.AppendAsync(ctx, "raw", []Entry{{Value: make([]byte, s.tuning.maxValue+1)}}))
+	for i, p := range ps[:n] {
+		res, err := p.Wait()
+		if err != nil || len(res) != 1 || res[0].Dup || res[0].Seq != uint64(i+1) {
+			t.Fatalf("append %d: %+v %v, want seq %d", i, res, err, i+1)
+		}
+	}
+	if res, err := ps[n].Wait(); err != nil || !res[0].Dup {
+		t.Fatalf("re-sent id: %+v %v, want a duplicate", res, err)
+	}
+	if _, err := ps[n+1].Wait(); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized value: %v, want ErrTooLarge", err)
+	}
+	if d := s.Stats().Syncs.Load() - syncs; d >= n {
+		t.Errorf("%d fsyncs for %d pipelined appends", d, n)
+	}
+	seqs, vals := readAll(t, s, "raw", 0)
+	if len(seqs) != n || vals[0] != "0" || vals[n-1] != fmt.Sprint(n-1) {
+		t.Fatalf("log holds %d entries (%q … %q)", len(seqs), vals[0], vals[len(vals)-1])
+	}
+	s.Close()
+	if _, err := s.AppendAsync(ctx, "raw", []Entry{{Value: []byte("late")}}).Wait(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v, want ErrClosed", err)
 	}
 }
