@@ -1,12 +1,18 @@
 package ingest
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/edgegate/edgegate/gateway/config"
 )
@@ -128,6 +134,79 @@ func FuzzRouter(f *testing.F) {
 			if r.Topic != tp || !strings.HasPrefix(r.Series, tp+"/") || r.ID == "" || r.Labels["l"] != tp {
 				t.Fatalf("record %+v from topic %q", r, tp)
 			}
+		}
+	})
+}
+
+// refMembers is the decoder the scanner replaced: encoding/json's Decoder walking tokens.
+// FuzzScanner holds the scanner to its answers.
+func refMembers(p []byte) (names []string, raws []string, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(p))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil, false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, nil, false
+		}
+		name, _ := tok.(string)
+		if seen[name] {
+			return nil, nil, false
+		}
+		seen[name] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, nil, false
+		}
+		names, raws = append(names, name), append(raws, string(raw))
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, nil, false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, nil, false
+	}
+	return names, raws, true
+}
+
+// FuzzScanner: on any valid UTF-8 text, the scanner accepts exactly the objects
+// encoding/json accepts (unique member names, nothing after), with the same members and
+// the same raw values.
+func FuzzScanner(f *testing.F) {
+	addCorpus(f, "json")
+	for _, s := range []string{`{}`, `{"a":[1,{"b":null}],"c":"\u00e9\n"}`, `{"a":01}`, `{"a":1.}`, `{"a":-}`,
+		`{"a":1e+}`, `{"a" 1}`, `{"a":1,}`, `{"a":tru}`, `{"a":"\x"}`, "{\"a\":\"\t\"}", `{"\u0061":1,"a":2}`, ` { "a" : [ ] } `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if !utf8.Valid(p) {
+			return
+		}
+		p = bytes.Trim(p, " \t\r\n")
+		names, raws, ok := refMembers(p)
+		var gotNames, gotRaws []string
+		sc := jsonScanner{p: p}
+		err := sc.object(func(name string, raw json.RawMessage) error {
+			gotNames, gotRaws = append(gotNames, name), append(gotRaws, string(raw))
+			return nil
+		})
+		if err == nil {
+			err = sc.end("object")
+		}
+		if (err == nil) != ok {
+			t.Fatalf("%q: scanner error %v, encoding/json ok %v", p, err, ok)
+		}
+		if err != nil {
+			if _, isErr := err.(*Error); !isErr {
+				t.Fatalf("error %v is not an *Error", err)
+			}
+			return
+		}
+		if !slices.Equal(names, gotNames) || !slices.Equal(raws, gotRaws) {
+			t.Fatalf("%q:\n scanner %q %q\n encoding/json %q %q", p, gotNames, gotRaws, names, raws)
 		}
 	})
 }

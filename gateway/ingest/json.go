@@ -3,8 +3,6 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -58,8 +56,7 @@ func decodeJSON(p []byte) ([]reading, error) {
 	if !utf8.Valid(t) {
 		return nil, malformed("payload is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(t))
-	dec.UseNumber()
+	sc := jsonScanner{p: t}
 	var (
 		single         reading
 		hasSingle      bool
@@ -70,7 +67,7 @@ func decodeJSON(p []byte) ([]reading, error) {
 		hasID, hasUnit bool
 		tooMany        bool
 	)
-	err := members(dec, "JSON object", func(name string, raw json.RawMessage) error {
+	err := sc.object(func(name string, raw json.RawMessage) error {
 		switch name {
 		case "value":
 			v, ok, err := jsonValue(raw)
@@ -116,6 +113,9 @@ func decodeJSON(p []byte) ([]reading, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = sc.end("JSON object")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -141,52 +141,6 @@ func decodeJSON(p []byte) ([]reading, error) {
 		}
 	}
 	return fields, nil
-}
-
-// members calls fn for each member of the JSON object that dec is at, in order, and checks
-// that nothing follows the object. Duplicate names are an error: which one a device meant
-// is unknowable. fn's errors are returned as they are.
-func members(dec *json.Decoder, what string, fn func(name string, raw json.RawMessage) error) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return malformed("invalid JSON: %v", err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return malformed("%s expected", what)
-	}
-	if err := objectBody(dec, fn); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return malformed("invalid JSON: data after the %s", what)
-	}
-	return nil
-}
-
-// objectBody reads the members of an object whose '{' was consumed, and its '}'.
-func objectBody(dec *json.Decoder, fn func(name string, raw json.RawMessage) error) error {
-	var seen nameSet
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return malformed("invalid JSON: %v", err)
-		}
-		name, _ := tok.(string)
-		if !seen.add(name) {
-			return malformed("invalid JSON: member %q appears twice", name)
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return malformed("invalid JSON: %v", err)
-		}
-		if err := fn(name, raw); err != nil {
-			return err
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return malformed("invalid JSON: %v", err)
-	}
-	return nil
 }
 
 // nameSet holds the member names of one object. Objects have a few members, and this runs
@@ -242,8 +196,11 @@ func jsonValue(raw json.RawMessage) (v float64, ok bool, err error) {
 
 // jsonString reads a JSON string member of at most max bytes.
 func jsonString(raw json.RawMessage, name string, max int) (string, error) {
-	var s string
-	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+	if raw[0] != '"' {
+		return "", malformed("%q must be a string", name)
+	}
+	s, ok := unquote(raw)
+	if !ok {
 		return "", malformed("%q must be a string", name)
 	}
 	if len(s) > max {

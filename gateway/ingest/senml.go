@@ -58,11 +58,7 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 	if !utf8.Valid(t) {
 		return nil, malformed("payload is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(t))
-	dec.UseNumber()
-	if _, err := dec.Token(); err != nil {
-		return nil, malformed("invalid JSON: %v", err)
-	}
+	sc := jsonScanner{p: t}
 	var (
 		out                []reading
 		baseName, baseUnit string
@@ -70,29 +66,28 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 		version            float64 = -1
 		count              int
 	)
-	for dec.More() {
+	err := sc.array(func() error {
 		count++
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, malformed("invalid JSON: %v", err)
-		}
-		if d, ok := tok.(json.Delim); !ok || d != '{' {
-			return nil, malformed("SenML record %d is not a JSON object", count)
+		if sc.peek() != '{' {
+			if _, err := sc.value(1); err != nil {
+				return err
+			}
+			return malformed("SenML record %d is not a JSON object", count)
 		}
 		var r senmlRecord
-		if err := objectBody(dec, r.set); err != nil {
-			return nil, senmlErr(count, err)
+		if err := sc.object(r.set); err != nil {
+			return senmlErr(count, err)
 		}
 		if r.bver.ok {
 			v := r.bver.val
 			if v != math.Trunc(v) || v < 1 {
-				return nil, malformed("SenML record %d: bver must be a positive integer", count)
+				return malformed("SenML record %d: bver must be a positive integer", count)
 			}
 			if v > senmlMaxVersion {
-				return nil, malformed("SenML record %d: version %g is not supported (at most %d)", count, v, senmlMaxVersion)
+				return malformed("SenML record %d: version %g is not supported (at most %d)", count, v, senmlMaxVersion)
 			}
 			if version >= 0 && version != v {
-				return nil, malformed("SenML record %d: bver %g differs from the pack's %g", count, v, version)
+				return malformed("SenML record %d: bver %g differs from the pack's %g", count, v, version)
 			}
 			version = v
 		}
@@ -109,7 +104,7 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 			baseVal = r.bv.val
 		}
 		if r.values > 1 {
-			return nil, malformed("SenML record %d has more than one of v, vs, vb, vd", count)
+			return malformed("SenML record %d has more than one of v, vs, vb, vd", count)
 		}
 		var value float64
 		switch {
@@ -120,24 +115,24 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 				value = 1
 			}
 		default:
-			continue // string, data, sum-only or base-only record: no reading
+			return nil // string, data, sum-only or base-only record: no reading
 		}
 		if math.IsInf(value, 0) {
-			return nil, malformed("SenML record %d: value out of range", count)
+			return malformed("SenML record %d: value out of range", count)
 		}
 		name := baseName
 		if r.n.ok {
 			name += r.n.val
 		}
 		if err := checkSenMLName(name); err != nil {
-			return nil, senmlErr(count, err)
+			return senmlErr(count, err)
 		}
 		rd := reading{field: name, named: true, value: value, unit: baseUnit, hasTS: true}
 		if r.u.ok {
 			rd.unit = r.u.val
 		}
 		if len(rd.unit) > maxUnitLen {
-			return nil, malformed("SenML record %d: unit longer than %d bytes", count, maxUnitLen)
+			return malformed("SenML record %d: unit longer than %d bytes", count, maxUnitLen)
 		}
 		tm := baseTime
 		if r.t.ok {
@@ -145,25 +140,26 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 		}
 		switch {
 		case math.IsInf(tm, 0) || math.Abs(tm) > 1e13:
-			return nil, malformed("SenML record %d: time out of range", count)
+			return malformed("SenML record %d: time out of range", count)
 		case tm >= senmlRelativeLimit:
 			rd.ts = unixSeconds(tm)
 			if err := checkTS(rd.ts); err != nil {
-				return nil, malformed("SenML record %d: time %.3f is %v", count, tm, err)
+				return malformed("SenML record %d: time %.3f is %v", count, tm, err)
 			}
 		default:
 			rd.ts = now.Add(time.Duration(math.Round(tm*1e6)) * time.Microsecond)
 		}
 		if len(out) == MaxReadings {
-			return nil, malformed("more than %d readings in one message", MaxReadings)
+			return malformed("more than %d readings in one message", MaxReadings)
 		}
 		out = append(out, rd)
+		return nil
+	})
+	if err == nil {
+		err = sc.end("SenML pack")
 	}
-	if _, err := dec.Token(); err != nil { // the closing ']'
-		return nil, malformed("invalid JSON: %v", err)
-	}
-	if _, err := dec.Token(); err == nil {
-		return nil, malformed("invalid JSON: data after the SenML pack")
+	if err != nil {
+		return nil, err
 	}
 	if count == 0 {
 		return nil, malformed("empty SenML pack")

@@ -28,9 +28,9 @@ func parseTS(raw json.RawMessage) (ts time.Time, ok bool, err error) {
 	case 'n':
 		return ts, false, nil
 	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return ts, false, malformed(`"ts": %v`, err)
+		s, ok := unquote(raw)
+		if !ok {
+			return ts, false, malformed(`"ts" is not a valid string`)
 		}
 		ts, err = time.Parse(time.RFC3339Nano, s)
 		if err != nil {
