@@ -296,8 +296,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	close(g.stopping)
 
-	// Stop the inputs. Closing the broker waits for its client goroutines, and so for
-	// every OnPublish in flight: their appends complete (acked) or fail (not acked).
+	// Stop the inputs. Closing the broker waits for its client goroutines and for the
+	// acknowledgements they queued: every append in flight completes (acked, if its
+	// client is still connected) or fails (not acked).
 	frontCancel()
 	front.Wait()
 	g.closing.Store(true)
