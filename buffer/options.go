@@ -11,11 +11,11 @@ import (
 const (
 	// defaultMemTableSize is Badger's memtable size here: the unit of unflushed data in RAM,
 	// and of what a flush builds in memory. Measured at 10k durable msg/s from 100
-	// publishers (BenchmarkDaemonAt10k in internal/loadgen, when 4 MiB was chosen; the
-	// sweep is not recorded in BENCHMARKS.md): 8 MiB → 269 MiB steady RSS and 713 disk
-	// bytes written per reading; 4 MiB → 219 MiB and 660 B; 2 MiB → 171 MiB and 1,034 B,
-	// with values limited to 270 KiB. 4 MiB keeps values up to ~550 KiB. (BENCHMARKS.md's
-	// later run of the same benchmark at 4 MiB reads 240 MiB and 665 B.)
+	// publishers (BenchmarkDaemonAt10k in internal/loadgen; the sweep is in BENCHMARKS.md,
+	// "The daemon at 10k msg/s"): 1 MiB halves the steady RSS but writes 1.6× the bytes
+	// to flash and limits values to 134 KiB; 2 MiB saves ~25% at 1.3× the bytes and
+	// 272 KiB values; 3 MiB saves nothing. 4 MiB keeps values up to ~550 KiB (a 256 KiB
+	// packet always fits) with the fewest bytes written per reading.
 	defaultMemTableSize = 4 << 20
 	// valueThreshold keeps every value in the LSM tree; Badger requires it ≤ 15% of the
 	// memtable. Accepted MQTT packets are at most 256 KiB (broker.max_packet_bytes), and
