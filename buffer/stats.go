@@ -33,7 +33,7 @@ type Stats struct {
 	// corrupt write-ahead-log tail; see Store.Lost).
 	Lost atomic.Uint64
 
-	DiskBytes atomic.Int64 // allocated bytes of the directory at the last measurement
+	DiskBytes atomic.Int64 // allocated bytes of the directory at the last measurement (at most a maintenance round old)
 	DiskAvail atomic.Int64 // free bytes on its file system at the last measurement; -1 unknown
 	Limit     atomic.Int64 // logical bytes the buffer may hold (its capacity); 0 none
 	Full      atomic.Bool  // the last group found the budget full

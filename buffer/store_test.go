@@ -115,3 +115,25 @@ func TestAppendAsyncPipelined(t *testing.T) {
 		t.Fatalf("append after close: %v, want ErrClosed", err)
 	}
 }
+
+// TestMaintainMeasuresDisk: a maintenance round refreshes DiskBytes even with no appends
+// (what /metrics reports without walking the directory itself).
+func TestMaintainMeasuresDisk(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	if _, err := s.Append(context.Background(), "raw", []Entry{{Value: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.stats.DiskBytes.Store(-1) // stale
+	if err := s.MaintainOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Stats().DiskBytes.Load()
+	want, err := DirBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got <= 0 || got > want+(1<<20) || got < want-(1<<20) {
+		t.Fatalf("DiskBytes %d after a maintenance round; the directory takes %d", got, want)
+	}
+}

@@ -2,11 +2,8 @@ package gateway
 
 import (
 	"encoding/json"
-	"io/fs"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
@@ -240,7 +237,9 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	b := ops.BufferStatus{BudgetBytes: g.budget()}
 	_, _, err := g.store.Get("ops/probe")
 	b.Open = err == nil
-	b.Bytes = dirSize(g.store.Dir())
+	// The store's own measurement (what the budget uses), not a walk of the directory
+	// here: a scrape must not wait on a slow or hung disk.
+	b.Bytes = g.store.Stats().DiskBytes.Load()
 	for _, name := range g.logs() {
 		ls := ops.LogStatus{Name: name}
 		last, err := g.store.LastSeq(name)
@@ -280,28 +279,6 @@ func (g *Gateway) firstEntry(log string) (seq uint64, ts time.Time, ok bool) {
 		ts = g.opts.Clock.Now()
 	}
 	return seq, ts, ok
-}
-
-// dirSize is the disk space the files under dir take (allocated blocks, as du counts:
-// Badger preallocates sparse files whose apparent size says little).
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			n += st.Blocks * 512
-		} else {
-			n += fi.Size()
-		}
-		return nil
-	})
-	return n
 }
 
 func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
