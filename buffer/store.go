@@ -421,6 +421,19 @@ type Pending struct {
 	err error
 }
 
+// Ready reports whether Wait would return at once.
+func (p *Pending) Ready() bool {
+	if p.r == nil {
+		return true
+	}
+	select {
+	case <-p.r.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Wait blocks until the append is durable or failed and returns its results, as Append.
 func (p *Pending) Wait() ([]Result, error) {
 	if p.r == nil {

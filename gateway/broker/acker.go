@@ -53,8 +53,9 @@ type ackQueue struct {
 
 // answer is what to do, in order, for one publish: run waits (for its append) and answers.
 type answer struct {
-	run  func()
-	cost int64 // taken from the budget; given back when run returns
+	run   func()
+	ready func() bool // whether run would not wait; nil: it never waits
+	cost  int64       // taken from the budget; given back when run returns
 }
 
 func newAcker(budget int64) *acker {
@@ -79,7 +80,7 @@ func (a *acker) busy(cl *mqtt.Client) bool {
 
 // push queues run as cl's next answer (cost was reserved), starting the queue's goroutine
 // if none runs. It blocks while cl has ackDepth answers waiting.
-func (a *acker) push(cl *mqtt.Client, cost int64, run func()) {
+func (a *acker) push(cl *mqtt.Client, cost int64, ready func() bool, run func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for {
@@ -92,7 +93,7 @@ func (a *acker) push(cl *mqtt.Client, cost int64, run func()) {
 			go a.drain(cl, q)
 		}
 		if len(q.items) < ackDepth {
-			q.items = append(q.items, &answer{run: run, cost: min(cost, ackBytes)})
+			q.items = append(q.items, &answer{run: run, ready: ready, cost: min(cost, ackBytes)})
 			return
 		}
 		q.cond.Wait()
@@ -106,7 +107,7 @@ func (a *acker) then(cl *mqtt.Client, fn func()) {
 		a.mu.Lock()
 		if _, ok := a.queues[cl]; ok {
 			a.mu.Unlock()
-			a.push(cl, 0, fn)
+			a.push(cl, 0, nil, fn)
 			return
 		}
 		a.mu.Unlock()
@@ -124,13 +125,37 @@ func (a *acker) idle(cl *mqtt.Client) {
 }
 
 // drain runs cl's answers in order until none is left, then ends the queue. An answer is
-// removed only after it ran, so busy stays true until the last PUBACK is written.
+// removed only after it ran, so busy stays true until the last PUBACK is written. While
+// the next answers are ready (their appends became durable together), the connection is
+// corked, so their PUBACKs leave in one write; it is uncorked before waiting for an
+// append and at the end.
 func (a *acker) drain(cl *mqtt.Client, q *ackQueue) {
 	defer a.wg.Done()
+	lc := baseConn(cl.Net.Conn) // nil for an inline client
+	corked := false
 	a.mu.Lock()
-	for len(q.items) > 0 {
+	for {
+		if len(q.items) == 0 {
+			if !corked {
+				break
+			}
+			a.mu.Unlock()
+			lc.uncork()
+			corked = false
+			a.mu.Lock()
+			continue // more may have come meanwhile
+		}
 		it := q.items[0]
 		a.mu.Unlock()
+		if it.ready == nil || it.ready() {
+			if !corked && lc != nil {
+				lc.cork()
+				corked = true
+			}
+		} else if corked {
+			lc.uncork()
+			corked = false
+		}
 		it.run()
 		if it.cost > 0 {
 			a.budget.Release(it.cost)

@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -177,14 +180,14 @@ func TestAckerBounds(t *testing.T) {
 		if err := a.reserve(ctx, 10); err != nil {
 			t.Fatal(err)
 		}
-		a.push(cl, 10, func() { <-release; ran = append(ran, i) })
+		a.push(cl, 10, nil, func() { <-release; ran = append(ran, i) })
 	}
 	var pushed atomic.Bool
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = a.reserve(ctx, 10)
-		a.push(cl, 10, func() { ran = append(ran, ackDepth) })
+		a.push(cl, 10, nil, func() { ran = append(ran, ackDepth) })
 		pushed.Store(true)
 	}()
 	time.Sleep(50 * time.Millisecond)
@@ -213,7 +216,7 @@ func TestAckerBounds(t *testing.T) {
 	// then waits behind a waiting answer.
 	release = make(chan struct{})
 	first := false
-	a.push(cl, 0, func() { <-release; first = true })
+	a.push(cl, 0, nil, func() { <-release; first = true })
 	var after bool
 	a.then(cl, func() { after = first })
 	close(release)
@@ -228,5 +231,42 @@ func TestAckerBounds(t *testing.T) {
 	a.then(cl, func() { ok = true }) // nothing waiting: now
 	if !ok {
 		t.Fatal("then with nothing waiting did not run at once")
+	}
+}
+
+// writeLog is a net.Conn that records each Write.
+type writeLog struct {
+	net.Conn
+	writes []string
+}
+
+func (w *writeLog) Write(p []byte) (int, error) {
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+
+// TestCork: a corked connection holds writes and sends them as one, in order; past
+// maxHeld it writes what it holds first; uncorked it writes at once.
+func TestCork(t *testing.T) {
+	w := &writeLog{}
+	c := &limitedConn{Conn: w}
+	c.cork()
+	c.Write([]byte("a"))
+	c.Write([]byte("b"))
+	if len(w.writes) != 0 {
+		t.Fatalf("corked connection wrote %q", w.writes)
+	}
+	c.uncork()
+	c.Write([]byte("c"))
+	big := strings.Repeat("x", maxHeld-1)
+	c.cork()
+	c.Write([]byte("d"))
+	c.Write([]byte(big)) // fits exactly
+	c.Write([]byte("e")) // does not: what is held goes first
+	c.uncork()
+	c.uncork() // nothing held: no empty write
+	want := []string{"ab", "c", "d" + big, "e"}
+	if !slices.Equal(w.writes, want) {
+		t.Fatalf("writes %.20q, want %.20q", w.writes, want)
 	}
 }

@@ -106,7 +106,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if st.err != nil || !h.acks.busy(cl) {
 			return pk, h.refuse(cl, pk, st.err, false)
 		}
-		h.acks.push(cl, 0, func() { h.accepted(cl, pk) })
+		h.acks.push(cl, 0, nil, func() { h.accepted(cl, pk) })
 		return pk, packets.ErrRejectPacket
 	}
 	cost := int64(len(pk.Payload)) + ackCost
@@ -116,7 +116,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, false)
 	}
 	p := h.store.AppendAsync(h.ctx, st.log, st.entries)
-	h.acks.push(cl, cost, func() {
+	h.acks.push(cl, cost, p.Ready, func() {
 		res, err := p.Wait()
 		oc, err := h.settle(st, res, err)
 		h.sources.inflight.Add(-1)

@@ -126,13 +126,64 @@ func (l *limitedListener) closeAll() {
 	}
 }
 
-// limitedConn gives its limiter slot back when closed.
+// limitedConn gives its limiter slot back when closed. It can also hold writes back
+// (cork) so that several packets leave in one write: the ingest hook's acker corks a
+// connection while it writes the PUBACKs of a group that became durable together.
 type limitedConn struct {
 	net.Conn
 	release   func()
 	owner     *limitedListener
 	connected atomic.Bool // a CONNECT was read (set by the guard hook)
 	once      sync.Once
+
+	wmu    sync.Mutex // orders writes with a flush of held ones
+	corked bool
+	held   []byte
+}
+
+// maxHeld bounds what a corked connection holds before writing it anyway.
+const maxHeld = 64 << 10
+
+func (c *limitedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.corked && len(c.held)+len(p) <= maxHeld {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// cork holds further writes until uncork.
+func (c *limitedConn) cork() {
+	c.wmu.Lock()
+	c.corked = true
+	c.wmu.Unlock()
+}
+
+// uncork writes what was held, in one write, and stops holding. A failed write is left
+// for mochi to find at its next read or write on the connection.
+func (c *limitedConn) uncork() {
+	c.wmu.Lock()
+	c.corked = false
+	_ = c.flushLocked()
+	c.wmu.Unlock()
+}
+
+func (c *limitedConn) flushLocked() error {
+	if len(c.held) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.held)
+	if cap(c.held) > maxHeld {
+		c.held = nil
+	} else {
+		c.held = c.held[:0]
+	}
+	return err
 }
 
 func (c *limitedConn) Close() error {
