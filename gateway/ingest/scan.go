@@ -73,49 +73,17 @@ func (s *jsonScanner) end(what string) error {
 // name and the raw bytes of its value. Duplicate names are an error: which one a device
 // meant is unknowable. fn's errors are returned as they are.
 func (s *jsonScanner) object(fn func(name string, raw json.RawMessage) error) error {
-	if err := s.expect('{', "where an object should begin"); err != nil {
-		return err
-	}
 	var seen nameSet
-	if s.peek() == '}' {
-		s.i++
-		return nil
-	}
-	for {
-		if s.peek() != '"' {
-			return s.unexpected("where a member name should begin")
-		}
-		rawName, err := s.str()
-		if err != nil {
-			return err
-		}
+	return s.members(0, func(rawName, raw json.RawMessage) error {
 		name, ok := unquote(rawName)
 		if !ok {
-			return s.fail("bad string %s", rawName)
+			return malformed("invalid JSON: bad string %s", rawName)
 		}
 		if !seen.add(name) {
 			return malformed("invalid JSON: member %q appears twice", name)
 		}
-		if err := s.expect(':', "after a member name"); err != nil {
-			return err
-		}
-		raw, err := s.value(1)
-		if err != nil {
-			return err
-		}
-		if err := fn(name, raw); err != nil {
-			return err
-		}
-		switch s.peek() {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return nil
-		default:
-			return s.unexpected("after an object member")
-		}
-	}
+		return fn(name, raw)
+	})
 }
 
 // array reads the array that comes next and calls fn before each element; fn must read
@@ -145,6 +113,48 @@ func (s *jsonScanner) array(fn func() error) error {
 	}
 }
 
+// members reads the object that comes next, its values at depth+1, and passes each member
+// to fn with its name still quoted (fn nil: the object is only checked).
+func (s *jsonScanner) members(depth int, fn func(rawName, raw json.RawMessage) error) error {
+	if err := s.expect('{', "where an object should begin"); err != nil {
+		return err
+	}
+	if s.peek() == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		if s.peek() != '"' {
+			return s.unexpected("where a member name should begin")
+		}
+		rawName, err := s.str()
+		if err != nil {
+			return err
+		}
+		if err := s.expect(':', "after a member name"); err != nil {
+			return err
+		}
+		raw, err := s.value(depth + 1)
+		if err != nil {
+			return err
+		}
+		if fn != nil {
+			if err := fn(rawName, raw); err != nil {
+				return err
+			}
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return s.unexpected("after an object member")
+		}
+	}
+}
+
 // value reads any value and returns its bytes.
 func (s *jsonScanner) value(depth int) (json.RawMessage, error) {
 	if depth > maxDepth {
@@ -152,56 +162,17 @@ func (s *jsonScanner) value(depth int) (json.RawMessage, error) {
 	}
 	s.ws()
 	start := s.i
+	var err error
 	switch c := s.peek(); c {
 	case '"':
 		return s.str()
 	case '{':
-		s.i++
-		if s.peek() == '}' {
-			s.i++
-			break
-		}
-		for {
-			if s.peek() != '"' {
-				return nil, s.unexpected("where a member name should begin")
-			}
-			if _, err := s.str(); err != nil {
-				return nil, err
-			}
-			if err := s.expect(':', "after a member name"); err != nil {
-				return nil, err
-			}
-			if _, err := s.value(depth + 1); err != nil {
-				return nil, err
-			}
-			if c := s.peek(); c == ',' {
-				s.i++
-				continue
-			} else if c == '}' {
-				s.i++
-				break
-			}
-			return nil, s.unexpected("after an object member")
-		}
+		err = s.members(depth, nil)
 	case '[':
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			break
-		}
-		for {
-			if _, err := s.value(depth + 1); err != nil {
-				return nil, err
-			}
-			if c := s.peek(); c == ',' {
-				s.i++
-				continue
-			} else if c == ']' {
-				s.i++
-				break
-			}
-			return nil, s.unexpected("after an array element")
-		}
+		err = s.array(func() error {
+			_, err := s.value(depth + 1)
+			return err
+		})
 	case 't':
 		return s.literal("true")
 	case 'f':
@@ -213,6 +184,9 @@ func (s *jsonScanner) value(depth int) (json.RawMessage, error) {
 			return s.number()
 		}
 		return nil, s.unexpected("where a value should begin")
+	}
+	if err != nil {
+		return nil, err
 	}
 	return s.p[start:s.i], nil
 }
