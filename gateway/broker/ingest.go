@@ -80,9 +80,9 @@ func (h *IngestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 
 // OnPublish runs on the publisher's read goroutine. A QoS 0 or 1 message is decoded here
 // and its append queued; the connection's acker writes the PUBACK and delivers the message
-// once it is durable (acker.go), and mochi is told to do neither (ErrRejectPacket). A
-// QoS 2 or retained message is stored before returning, and mochi answers it. A refusal is answered
-// by refusePublish (a reason code for MQTT 5, no ack for 3.1.1).
+// once it is durable (acker.go), and mochi is told to do neither (ErrRejectPacket). A QoS 2
+// or retained message is stored before returning, and mochi answers it. A refusal is
+// answered by refusePublish (a reason code for MQTT 5, no ack for 3.1.1).
 func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if len(pk.TopicName) > 0 && pk.TopicName[0] == '$' {
 		return pk, nil
