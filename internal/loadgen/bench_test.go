@@ -117,6 +117,27 @@ func BenchmarkIngestQoS1(b *testing.B) {
 
 // BenchmarkLatencyAt5k is publish→PUBACK latency at a fixed 5,000 msg/s (50 publishers at
 // 100 msg/s each, for 10 s per side), durable and no-op.
+// BenchmarkIngestOneConnection: what one connection gets from the durable path as it keeps
+// more QoS 1 messages in flight (the acker lets up to 64 wait for the store at once, and
+// they share fsyncs), against the same connection on the no-op topic.
+func BenchmarkIngestOneConnection(b *testing.B) {
+	addr := startGateway(b, "always")
+	set := connect(b, addr, 1)
+	for _, window := range []int{1, 20, 100} {
+		b.Run(fmt.Sprintf("in-flight=%d", window), func(b *testing.B) {
+			cfg := loadgen.Config{Publishers: 1, Window: window, Messages: b.N}
+			cfg.Topic = noopTopic
+			noop := run(b, set, cfg)
+			cfg.Topic = durableTopic
+			durable := run(b, set, cfg)
+			b.ReportMetric(durable.Throughput(), "durable-msg/s")
+			b.ReportMetric(noop.Throughput(), "noop-msg/s")
+			b.ReportMetric(durable.Throughput()/noop.Throughput(), "ratio")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
 func BenchmarkLatencyAt5k(b *testing.B) {
 	addr := startGateway(b, "always")
 	set := connect(b, addr, 50)
