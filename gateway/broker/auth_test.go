@@ -32,6 +32,7 @@ func TestAuthentication(t *testing.T) {
 		{"client id starting with '$'", login{clientID: "$SYS", user: "dev-1", pass: "dev-1-pw"}, 0x85},
 		{"client id of 257 bytes", login{clientID: strings.Repeat("c", 257), user: "dev-1", pass: "dev-1-pw"}, 0x85},
 		{"reserved client id", login{clientID: SensorClientID, user: "ops", pass: "ops-pw"}, 0x85},
+		{"the relay's client id", login{clientID: RelayClientID, user: "ops", pass: "ops-pw"}, 0x85},
 		{"will to a granted topic", login{clientID: "c-will-ok", user: "dev-1", pass: "dev-1-pw",
 			will: &paho.WillMessage{Topic: "devices/dev-1/status", Payload: []byte("offline")}}, 0x00},
 		{"will to another device's topic", login{clientID: "c-will-bad", user: "dev-1", pass: "dev-1-pw",
@@ -47,7 +48,7 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 	}
-	for reason, want := range map[ingest.Reason]uint64{ReasonAuthFailed: 4, ReasonBadIdentity: 7, ReasonWillDenied: 2} {
+	for reason, want := range map[ingest.Reason]uint64{ReasonAuthFailed: 4, ReasonBadIdentity: 8, ReasonWillDenied: 2} {
 		if got := e.b.Refusals().Count(reason); got != want {
 			t.Errorf("%s counted %d times, want %d (one per refused case)", reason, got, want)
 		}

@@ -57,7 +57,7 @@ type session struct {
 }
 
 // Client ids nobody may connect with: the broker's own inline clients.
-var reservedClientIDs = map[string]bool{SensorClientID: true, InternalClientID: true, mqtt.InlineClientId: true}
+var reservedClientIDs = map[string]bool{SensorClientID: true, InternalClientID: true, RelayClientID: true, mqtt.InlineClientId: true}
 
 // refusedFilter replaces a subscription filter the guard refuses: mochi sees an invalid
 // filter and subscribes nothing; OnSubscribed then puts the true reason code in the SUBACK.
