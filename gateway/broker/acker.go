@@ -42,12 +42,13 @@ type acker struct {
 	mu     sync.Mutex
 	queues map[*mqtt.Client]*ackQueue // present while the connection has answers waiting
 	budget *semaphore.Weighted
+	size   int64          // of the budget
 	wg     sync.WaitGroup // one per running queue
 }
 
 // ackQueue is one connection's answers, oldest first. A goroutine runs while it has any.
 type ackQueue struct {
-	items []*answer
+	items []answer
 	cond  sync.Cond // on acker.mu: room in items, or the queue ended
 }
 
@@ -55,16 +56,18 @@ type ackQueue struct {
 type answer struct {
 	run   func()
 	ready func() bool // whether run would not wait; nil: it never waits
-	cost  int64       // taken from the budget; given back when run returns
+	cost  int64       // taken from the budget (reserve); given back when run returns
 }
 
 func newAcker(budget int64) *acker {
-	return &acker{queues: map[*mqtt.Client]*ackQueue{}, budget: semaphore.NewWeighted(budget)}
+	return &acker{queues: map[*mqtt.Client]*ackQueue{}, budget: semaphore.NewWeighted(budget), size: budget}
 }
 
-// reserve takes cost bytes from the budget, waiting while other connections hold it.
-func (a *acker) reserve(ctx context.Context, cost int64) error {
-	return a.budget.Acquire(ctx, min(cost, ackBytes))
+// reserve takes cost bytes from the budget (at most all of it), waiting while other
+// connections hold it, and returns what it took: the cost to push with.
+func (a *acker) reserve(ctx context.Context, cost int64) (int64, error) {
+	cost = min(cost, a.size)
+	return cost, a.budget.Acquire(ctx, cost)
 }
 
 // busy reports whether cl has answers waiting: then its next answer must be queued too.
@@ -86,14 +89,14 @@ func (a *acker) push(cl *mqtt.Client, cost int64, ready func() bool, run func())
 	for {
 		q := a.queues[cl]
 		if q == nil { // none, or it ended while this waited for room
-			q = &ackQueue{items: make([]*answer, 0, 8)}
+			q = &ackQueue{items: make([]answer, 0, 8)}
 			q.cond.L = &a.mu
 			a.queues[cl] = q
 			a.wg.Add(1)
 			go a.drain(cl, q)
 		}
 		if len(q.items) < ackDepth {
-			q.items = append(q.items, &answer{run: run, ready: ready, cost: min(cost, ackBytes)})
+			q.items = append(q.items, answer{run: run, ready: ready, cost: cost})
 			return
 		}
 		q.cond.Wait()
@@ -161,7 +164,7 @@ func (a *acker) drain(cl *mqtt.Client, q *ackQueue) {
 			a.budget.Release(it.cost)
 		}
 		a.mu.Lock()
-		q.items[0] = nil
+		q.items[0] = answer{}
 		q.items = q.items[1:]
 		q.cond.Broadcast()
 	}

@@ -177,7 +177,7 @@ func TestAckerBounds(t *testing.T) {
 	var ran []int
 	ctx := context.Background()
 	for i := 0; i < ackDepth; i++ {
-		if err := a.reserve(ctx, 10); err != nil {
+		if _, err := a.reserve(ctx, 10); err != nil {
 			t.Fatal(err)
 		}
 		a.push(cl, 10, nil, func() { <-release; ran = append(ran, i) })
@@ -186,7 +186,7 @@ func TestAckerBounds(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = a.reserve(ctx, 10)
+		_, _ = a.reserve(ctx, 10)
 		a.push(cl, 10, nil, func() { ran = append(ran, ackDepth) })
 		pushed.Store(true)
 	}()
@@ -224,7 +224,7 @@ func TestAckerBounds(t *testing.T) {
 	if !after {
 		t.Fatal("then ran before the answer queued ahead of it")
 	}
-	if err := a.reserve(ctx, 1<<20); err != nil {
+	if _, err := a.reserve(ctx, 1<<20); err != nil {
 		t.Fatalf("budget not given back: %v", err)
 	}
 	ok := false

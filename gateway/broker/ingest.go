@@ -95,34 +95,31 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// Retained messages take this path so the guard's count of retained topics is
 		// exact when the next publish is checked.
 		h.acks.idle(cl)
-		return pk, h.refuse(cl, pk, h.Ingest(h.ctx, pk.TopicName, pk.Payload), false)
+		return pk, h.refuse(cl, pk, h.Ingest(h.ctx, pk.TopicName, pk.Payload), h.acks)
 	}
 
-	h.sources.inflight.Add(1)
+	h.sources.begin()
 	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload)
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
-		h.sources.inflight.Add(-1)
-		h.sources.add(SourceMQTT, st.oc)
+		h.sources.done(SourceMQTT, st.oc)
 		if st.err != nil || !h.acks.busy(cl) {
-			return pk, h.refuse(cl, pk, st.err, false)
+			return pk, h.refuse(cl, pk, st.err, h.acks)
 		}
 		h.acks.push(cl, 0, nil, func() { h.accepted(cl, pk) })
 		return pk, packets.ErrRejectPacket
 	}
-	cost := int64(len(pk.Payload)) + ackCost
-	if err := h.acks.reserve(h.ctx, cost); err != nil {
-		h.sources.inflight.Add(-1)
-		h.sources.add(SourceMQTT, OutcomeRefused)
-		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, false)
+	cost, err := h.acks.reserve(h.ctx, int64(len(pk.Payload))+ackCost)
+	if err != nil {
+		h.sources.done(SourceMQTT, OutcomeRefused)
+		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, h.acks)
 	}
 	p := h.store.AppendAsync(h.ctx, st.log, st.entries)
 	h.acks.push(cl, cost, p.Ready, func() {
 		res, err := p.Wait()
 		oc, err := h.settle(st, res, err)
-		h.sources.inflight.Add(-1)
-		h.sources.add(SourceMQTT, oc)
+		h.sources.done(SourceMQTT, oc)
 		if err != nil {
-			_ = h.refuse(cl, pk, err, true)
+			_ = h.refuse(cl, pk, err, nil) // in order already: answer now
 			return
 		}
 		h.accepted(cl, pk)
@@ -137,9 +134,9 @@ func (h *IngestHook) accepted(cl *mqtt.Client, pk packets.Packet) {
 	h.deliver(pk)
 }
 
-// refuse answers a publish that ingest refused (err nil: none, it returns nil). inQueue
-// says it runs in the connection's acker, whose answers are in order already.
-func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, inQueue bool) error {
+// refuse answers a publish that ingest refused (err nil: none, it returns nil), after the
+// answers waiting in a (nil: at once, for the acker itself, which runs them in order).
+func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, a *acker) error {
 	if err == nil {
 		return nil
 	}
@@ -147,14 +144,7 @@ func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, inQue
 	if !errors.As(err, &ie) {
 		ie = &ingest.Error{Reason: ingest.ReasonStore, Err: err}
 	}
-	if inQueue {
-		h.refusals.Add(ie.Reason, cl.ID, pk.TopicName, ie.Err)
-		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-			writeRefusal(cl, pk, ie.Reason)
-		}
-	} else {
-		err = refusePublish(h.refusals, h.acks, cl, pk, ie.Reason, ie.Err)
-	}
+	_ = refusePublish(h.refusals, a, cl, pk, ie.Reason, ie.Err)
 	v5 := cl.Properties.ProtocolVersion == 5
 	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown || ie.Reason == ingest.ReasonBufferFull {
 		// Not stored, so not acknowledged. A 3.1.1 client only resends an unacknowledged
@@ -174,10 +164,9 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 
 // IngestFrom is Ingest for a message from src; it counts the outcome by source.
 func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, payload []byte) error {
-	h.sources.inflight.Add(1)
+	h.sources.begin()
 	oc, err := h.ingest(ctx, src, topic, payload)
-	h.sources.inflight.Add(-1)
-	h.sources.add(src, oc) // OutcomeRefused with err
+	h.sources.done(src, oc) // OutcomeRefused with err
 	return err
 }
 

@@ -58,7 +58,13 @@ type SourceCounts struct {
 // Count returns the messages of src that had outcome o.
 func (c *SourceCounts) Count(src Source, o Outcome) uint64 { return c.n[src][o].Load() }
 
-func (c *SourceCounts) add(src Source, o Outcome) { c.n[src][o].Add(1) }
+// begin counts a message entering the ingest path; done counts it out with its outcome.
+func (c *SourceCounts) begin() { c.inflight.Add(1) }
+
+func (c *SourceCounts) done(src Source, o Outcome) {
+	c.inflight.Add(-1)
+	c.n[src][o].Add(1)
+}
 
 // Progress returns the messages in the ingest path now and how many finished so far (the
 // watchdog's view of ingest). Every finished message has exactly one outcome, so finished
