@@ -16,7 +16,6 @@ import (
 
 // Config describes one load.
 type Config struct {
-	Addr       string // broker host:port
 	Publishers int
 	// Topic is where publisher i publishes.
 	Topic func(i int) string
@@ -131,17 +130,21 @@ func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error)
 				count++
 			}
 		}
-		// Acknowledgements of one connection come in order: a waiter takes them FIFO.
+		// Acknowledgements of one connection come in order: a waiter takes them FIFO and
+		// frees a slot for each; a publish takes a slot first, so exactly `window` are
+		// ever unacknowledged.
 		acks := make(chan inflight, window)
+		slots := make(chan struct{}, window)
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			for f := range acks {
 				if !f.tok.WaitTimeout(60 * time.Second) {
 					record(0, fmt.Errorf("loadgen: no PUBACK within 60s"))
-					continue
+				} else {
+					record(time.Since(f.at), f.tok.Error())
 				}
-				record(time.Since(f.at), f.tok.Error())
+				<-slots
 			}
 		}()
 		go func() {
@@ -149,12 +152,13 @@ func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error)
 			defer close(acks)
 			c, topic := clients[p], cfg.Topic(p)
 			send := func(n int) {
+				slots <- struct{}{} // blocks while `window` messages are unacknowledged
 				at := time.Now()
 				acks <- inflight{at, c.Publish(topic, 1, false, Payload(cfg.IDPrefix, p, n))}
 			}
 			if cfg.Rate == 0 {
 				for n := 0; n < count && ctx.Err() == nil; n++ {
-					send(n) // blocks while `window` messages are unacknowledged
+					send(n)
 				}
 				return
 			}
