@@ -150,6 +150,7 @@ type Store struct {
 	highs   map[string]uint64 // what the witness last recorded; the syncer's, if any
 	synced  chan []*request   // committed groups waiting for their fsync (sync: always)
 	broken  atomic.Pointer[error]
+	syncFn  func() error // Badger's Sync; a test may fail it
 	usage   usage
 	tuning  tuning
 	dirty   bool // written since the last fsync (interval mode)
@@ -242,6 +243,9 @@ func Open(opts Options) (s *Store, err error) {
 	}
 	bo := badgerOptions(opts.Dir, opts.memTableSize, lg).WithReadOnly(opts.ReadOnly)
 	s.db, err = badger.Open(bo)
+	if err == nil {
+		s.syncFn = s.db.Sync
+	}
 	if err != nil {
 		// Badger's wrapping loses the sentinel (and it has none for a held lock); its message
 		// survives.

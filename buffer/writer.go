@@ -121,7 +121,9 @@ func (s *Store) writer() {
 			s.apply(group)
 		case <-tick:
 			if s.dirty {
-				s.sync()
+				if err := s.sync(); err != nil {
+					s.breakOn(err) // what was acknowledged since the last fsync may be lost
+				}
 				s.dirty = false
 			}
 		case <-s.quit:
@@ -155,12 +157,15 @@ func (s *Store) syncer(done chan struct{}) {
 				break more
 			}
 		}
-		if err := s.sync(); err != nil {
-			// The entries are in Badger but maybe not on disk, and Badger's state after a
-			// failed fsync is unknown: refuse everything from now on (a restart recovers
-			// from what is on disk) rather than acknowledge what may be lost.
-			err = fmt.Errorf("buffer: fsync: %w", err)
-			s.broken.CompareAndSwap(nil, &err)
+		// Groups committed before an fsync failed are not released by a later fsync that
+		// happens to succeed: the failed one may have dropped their pages.
+		err := s.brokenErr()
+		if err == nil {
+			if err = s.sync(); err != nil {
+				err = s.breakOn(err)
+			}
+		}
+		if err != nil {
 			for _, r := range batch {
 				r.err = err
 				r.results = nil
@@ -172,9 +177,27 @@ func (s *Store) syncer(done chan struct{}) {
 	}
 }
 
+// breakOn records a failed fsync: the entries are in Badger but maybe not on disk, and
+// Badger's state after a failed fsync is unknown, so the store refuses everything from
+// now on (a restart recovers from what is on disk) rather than acknowledge what may be
+// lost. It returns the error every refusal carries.
+func (s *Store) breakOn(err error) error {
+	err = fmt.Errorf("buffer: fsync: %w", err)
+	s.broken.CompareAndSwap(nil, &err)
+	return *s.broken.Load()
+}
+
+// brokenErr is the error of the fsync that broke the store, or nil.
+func (s *Store) brokenErr() error {
+	if e := s.broken.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
 func (s *Store) sync() error {
 	s.stats.Syncs.Add(1)
-	if err := s.db.Sync(); err != nil {
+	if err := s.syncFn(); err != nil {
 		s.log.Error("fsync failed", "err", err)
 		return err
 	}
@@ -185,9 +208,9 @@ func (s *Store) sync() error {
 // decision, then appends and updates in shared transactions, one fsync, and the release
 // of every waiter.
 func (s *Store) apply(group []*request) {
-	if e := s.broken.Load(); e != nil {
+	if err := s.brokenErr(); err != nil {
 		for _, r := range group {
-			s.fail(r, *e)
+			s.fail(r, err)
 		}
 		return
 	}
