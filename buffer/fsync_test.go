@@ -51,6 +51,9 @@ func TestFailedFsyncBreaksTheStore(t *testing.T) {
 	if last, _ := s.LastSeq("raw"); last != 1 {
 		t.Errorf("last durable sequence %d, want 1 (only what was acknowledged)", last)
 	}
+	if seqs, vals := readAll(t, s, "raw", 0); len(seqs) != 1 || vals[0] != "ok" {
+		t.Errorf("readers see %q, want only the acknowledged entry (the others are in Badger, not durable)", vals)
+	}
 }
 
 // TestFailedIntervalFsyncBreaksTheStore: with sync: <interval> appends are acknowledged

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -546,16 +547,21 @@ func (s *Store) getRaw(key []byte) ([]byte, bool, error) {
 	return out, out != nil, nil
 }
 
-// Read calls fn for each entry of log with from ≤ seq, in order, at most limit entries (0:
+// Read calls fn for each entry of log with from ≤ seq ≤ LastSeq, in order (entries whose
+// append has not returned are not read), at most limit entries (0:
 // no limit), and returns the sequence number after the last one read. The value passed to fn
 // is only valid during the call. fn may stop the scan by returning ErrStop. Entries dropped
 // or trimmed leave gaps in the numbers.
 func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, value []byte) error) (uint64, error) {
 	next := from
+	end := uint64(math.MaxUint64)
 	if ls, err := s.logState(log); err == nil {
 		// Seeking past deleted entries skips their tombstones, which an LSM tree keeps for
 		// a while: without this every read after a trim would wade through them.
 		from = max(from, ls.first.Load())
+		// Entries committed but not yet released (their fsync is running, or failed) are
+		// not handed out: a reader sees what an Append has returned for.
+		end = ls.last.Load()
 	}
 	prefix := logPrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -565,6 +571,9 @@ func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, val
 		for it.Seek(logKey(log, from)); it.Valid(); it.Next() {
 			item := it.Item()
 			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
+			if seq > end {
+				return nil
+			}
 			err := item.Value(func(v []byte) error { return fn(seq, v) })
 			if errors.Is(err, ErrStop) {
 				return nil
