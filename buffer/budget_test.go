@@ -236,6 +236,9 @@ func TestBudgetReject(t *testing.T) {
 			t.Fatalf("seq %d holds %q, acked %q", q, got[i], res.acked[q])
 		}
 	}
+	if n, err := s.Count("raw"); err != nil || n != int64(len(seqs)) {
+		t.Fatalf("Count %d (%v), log holds %d", n, err, len(seqs))
+	}
 	// Updates (pipeline and uplink progress) are never refused for room.
 	if err := s.Update(bg, func(tx *Tx) { tx.SetCursor("raw", "up", 5); tx.Put("pipeline/x", []byte("state")) }); err != nil {
 		t.Fatalf("update while full: %v", err)

@@ -598,6 +598,17 @@ func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, val
 // ErrStop, returned by a Read callback, ends the scan without error.
 var ErrStop = errors.New("stop")
 
+// Count returns how many entries log holds: those appended, less those dropped, trimmed
+// or aged out. Sequence numbers leave gaps (refused appends use some), so it is not
+// LastSeq − first + 1.
+func (s *Store) Count(log string) (int64, error) {
+	ls, err := s.logState(log)
+	if err != nil {
+		return 0, err
+	}
+	return ls.count.Load(), nil
+}
+
 // LastSeq returns the last committed sequence number of log (0 when empty).
 func (s *Store) LastSeq(log string) (uint64, error) {
 	ls, err := s.logState(log)

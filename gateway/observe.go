@@ -242,11 +242,9 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	b.Bytes = g.store.Stats().DiskBytes.Load()
 	for _, name := range g.logs() {
 		ls := ops.LogStatus{Name: name}
-		last, err := g.store.LastSeq(name)
-		if err == nil && last > 0 {
-			first, ts, ok := g.firstEntry(name)
-			if ok {
-				ls.Records = last - first + 1
+		if n, err := g.store.Count(name); err == nil && n > 0 {
+			ls.Records = uint64(n)
+			if ts, ok := g.oldestEntry(name); ok {
 				age := now.Sub(ts).Seconds()
 				ls.OldestAgeS = &age
 			}
@@ -259,14 +257,14 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	return b
 }
 
-// firstEntry returns the sequence number and timestamp of the first entry kept in log.
-func (g *Gateway) firstEntry(log string) (seq uint64, ts time.Time, ok bool) {
-	_, _ = g.store.Read(log, 0, 1, func(s uint64, v []byte) error {
+// oldestEntry returns the timestamp of the first entry kept in log.
+func (g *Gateway) oldestEntry(log string) (ts time.Time, ok bool) {
+	_, _ = g.store.Read(log, 0, 1, func(_ uint64, v []byte) error {
 		var r struct {
 			TS  time.Time `json:"ts"`
 			End time.Time `json:"end"` // a pane: its window's end
 		}
-		seq, ok = s, true
+		ok = true
 		if json.Unmarshal(v, &r) == nil {
 			ts = r.TS
 			if ts.IsZero() {
@@ -278,7 +276,7 @@ func (g *Gateway) firstEntry(log string) (seq uint64, ts time.Time, ok bool) {
 	if ok && ts.IsZero() {
 		ts = g.opts.Clock.Now()
 	}
-	return seq, ts, ok
+	return ts, ok
 }
 
 func (g *Gateway) uplinkStatus() []ops.UplinkStatus {
