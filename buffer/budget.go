@@ -51,7 +51,6 @@ func (u *usage) sample(s *Store) {
 	}
 	u.written = 0
 	s.stats.DiskBytes.Store(u.du)
-	s.stats.DiskAvail.Store(u.avail)
 }
 
 func (u *usage) due() bool {
@@ -98,7 +97,6 @@ func (s *Store) admit(work []*request) []*request {
 	if !ok {
 		return work
 	}
-	s.stats.Limit.Store(capacity)
 	s.dedupCap.Store(max(1, capacity/dedupShare/dedupKeyCost))
 	var need, needPhys int64
 	for _, r := range work {
@@ -108,7 +106,6 @@ func (s *Store) admit(work []*request) []*request {
 	used := s.logical()
 	phys := s.usage.du + s.usage.written
 	if used+need <= capacity && phys+needPhys <= guard {
-		s.stats.Full.Store(false)
 		return work
 	}
 	if used+need > capacity && s.opts.OnFull == DropOldest {
@@ -127,7 +124,6 @@ func (s *Store) admit(work []*request) []*request {
 			kept = append(kept, r)
 			continue
 		}
-		s.stats.Full.Store(true)
 		n := uint64(r.stored)
 		s.stats.Rejected.Add(n)
 		s.stats.RejectedAppends.Add(1)

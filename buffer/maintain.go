@@ -78,7 +78,7 @@ func (s *Store) MaintainOnce(ctx context.Context) error {
 	if du, err := DirBytes(s.opts.Dir); err == nil {
 		s.stats.DiskBytes.Store(du)
 	}
-	return s.boundDedup(ctx)
+	return s.boundDedup()
 }
 
 // retentionBoundary returns the first sequence number of log appended at or after cutoff,
@@ -121,7 +121,7 @@ func (s *Store) retentionBoundary(log string, cutoff time.Time) (uint64, error) 
 // past the cap one scan counts the live ids exactly. Old ids are left to expire rather
 // than deleted early: deleting random keys from an LSM tree costs compactions across the
 // whole index, and the space would come back late anyway.
-func (s *Store) boundDedup(context.Context) error {
+func (s *Store) boundDedup() error {
 	limit := s.dedupCap.Load()
 	if limit <= 0 || s.opts.DedupTTL <= 0 {
 		return nil

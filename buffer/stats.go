@@ -34,9 +34,6 @@ type Stats struct {
 	Lost atomic.Uint64
 
 	DiskBytes atomic.Int64 // allocated bytes of the directory at the last measurement (at most a maintenance round old)
-	DiskAvail atomic.Int64 // free bytes on its file system at the last measurement; -1 unknown
-	Limit     atomic.Int64 // logical bytes the buffer may hold (its capacity); 0 none
-	Full      atomic.Bool  // the last group found the budget full
 
 	mu         sync.Mutex // guards the per-log maps
 	droppedBy  map[string]uint64
