@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -74,13 +73,8 @@ func readWitness(path string) (map[string]uint64, error) {
 // write records highs. Fixed-width numbers keep the file the same size while the set of
 // logs is unchanged, so one pwrite replaces it.
 func (w *witness) write(highs map[string]uint64) error {
-	names := make([]string, 0, len(highs))
-	for n := range highs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	w.buf = w.buf[:0]
-	for _, n := range names {
+	for _, n := range sortedKeys(highs) {
 		w.buf = append(w.buf, n...)
 		w.buf = append(w.buf, ' ')
 		w.buf = fmt.Appendf(w.buf, "%020d", highs[n])

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -185,12 +186,7 @@ func bufferStats(s *buffer.Store, asJSON bool, w io.Writer) error {
 		return err
 	}
 	for _, l := range out.Logs {
-		names := make([]string, 0, len(l.Cursors))
-		for c := range l.Cursors {
-			names = append(names, c)
-		}
-		sort.Strings(names)
-		for _, c := range names {
+		for _, c := range slices.Sorted(maps.Keys(l.Cursors)) {
 			pos := l.Cursors[c]
 			behind := int64(0)
 			if l.Entries > 0 && pos <= l.Last {
