@@ -74,8 +74,9 @@ type tuning struct {
 	// two measurements of its directory: a memtable flushed to L0 while its write-ahead
 	// log still exists, and compactions whose output exists beside their input. With
 	// 4 MiB memtables, under sustained appends and trims, the directory grew beyond what
-	// was written by up to 16.8 MiB within 100 ms, 26.5 MiB within 250 ms and 60 MiB
-	// within a second (TestMeasureCompactionSpikes); measurements come every 100 ms.
+	// was written by up to 15.3–16.8 MiB within 100 ms, 25.5–26.5 MiB within 250 ms and
+	// 60–66 MiB within a second (TestMeasureCompactionSpikes, two runs; BENCHMARKS.md);
+	// measurements come every 100 ms.
 	headroom int64
 	// floor is what Badger holds whatever the data: the write-ahead logs of the memtables
 	// (each up to a memtable) and level-0 tables waiting for compaction.
