@@ -48,6 +48,9 @@ func TestFailedFsyncBreaksTheStore(t *testing.T) {
 	if _, err := s.Append(ctx, "raw", []Entry{{Value: []byte("c")}}); !errors.Is(err, errDisk) {
 		t.Errorf("append after the failure: %v, want the fsync error", err)
 	}
+	if err := s.Err(); !errors.Is(err, errDisk) {
+		t.Errorf("Err() = %v, want the fsync error (readiness reports it)", err)
+	}
 	if last, _ := s.LastSeq("raw"); last != 1 {
 		t.Errorf("last durable sequence %d, want 1 (only what was acknowledged)", last)
 	}

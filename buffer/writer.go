@@ -187,6 +187,15 @@ func (s *Store) breakOn(err error) error {
 	return *s.broken.Load()
 }
 
+// Err says why the store takes no more writes: ErrClosed, or the error of the fsync that
+// broke it; nil while it works.
+func (s *Store) Err() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.brokenErr()
+}
+
 // brokenErr is the error of the fsync that broke the store, or nil.
 func (s *Store) brokenErr() error {
 	if e := s.broken.Load(); e != nil {

@@ -195,7 +195,7 @@ func (g *Gateway) Checks() []ops.Check {
 	default:
 		cs = append(cs, ops.Check{Name: "broker", OK: false, Detail: "starting"})
 	}
-	if _, _, err := g.store.Get("ops/probe"); err != nil {
+	if err := g.storeErr(); err != nil {
 		cs = append(cs, ops.Check{Name: "buffer", OK: false, Detail: err.Error()})
 	} else {
 		cs = append(cs, ops.Check{Name: "buffer", OK: true, Detail: "open"})
@@ -232,13 +232,22 @@ func (g *Gateway) logs() []string {
 	return []string{broker.RawLog, pipeline.AggLog, HoldLog}
 }
 
+// storeErr says why the buffer cannot take data: closed, broken by a failed fsync, or
+// unreadable.
+func (g *Gateway) storeErr() error {
+	if err := g.store.Err(); err != nil {
+		return err
+	}
+	_, _, err := g.store.Get("ops/probe")
+	return err
+}
+
 func (g *Gateway) bufferStatus() ops.BufferStatus {
 	now := g.opts.Clock.Now()
 	b := ops.BufferStatus{BudgetBytes: g.budget()}
-	_, _, err := g.store.Get("ops/probe")
-	b.Open = err == nil
-	// The store's own measurement (what the budget uses), not a walk of the directory
-	// here: a scrape must not wait on a slow or hung disk.
+	b.Open = g.storeErr() == nil
+	// The store's own measurement (what the budget uses), not a walk of the directory on
+	// every scrape.
 	b.Bytes = g.store.Stats().DiskBytes.Load()
 	for _, name := range g.logs() {
 		ls := ops.LogStatus{Name: name}
