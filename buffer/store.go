@@ -151,7 +151,8 @@ type Store struct {
 	highs   map[string]uint64 // what the witness last recorded; the syncer's, if any
 	synced  chan []*request   // committed groups waiting for their fsync (sync: always)
 	broken  atomic.Pointer[error]
-	syncFn  func() error // Badger's Sync; a test may fail it
+	wal     *walSyncer
+	syncFn  func() error // wal.Sync; a test may replace it
 	usage   usage
 	tuning  tuning
 	dirty   bool // written since the last fsync (interval mode)
@@ -244,9 +245,6 @@ func Open(opts Options) (s *Store, err error) {
 	}
 	bo := badgerOptions(opts.Dir, opts.memTableSize, lg).WithReadOnly(opts.ReadOnly)
 	s.db, err = badger.Open(bo)
-	if err == nil {
-		s.syncFn = s.db.Sync
-	}
 	if err != nil {
 		// Badger's wrapping loses the sentinel (and it has none for a held lock); its message
 		// survives.
@@ -261,6 +259,9 @@ func Open(opts Options) (s *Store, err error) {
 	defer func() {
 		if err != nil {
 			s.db.Close()
+			if s.wal != nil {
+				s.wal.Close()
+			}
 			s.witness.close()
 		}
 	}()
@@ -280,6 +281,10 @@ func Open(opts Options) (s *Store, err error) {
 		s.closed.Store(true)
 		return s, nil
 	}
+	if s.wal, err = newWALSyncer(opts.Dir); err != nil {
+		return nil, err
+	}
+	s.syncFn = s.wal.Sync
 	var prev map[string]uint64
 	s.witness, prev, err = openWitness(opts.Dir)
 	if err != nil {
@@ -347,7 +352,7 @@ func (s *Store) recover(prev map[string]uint64) error {
 		return nil
 	})
 	if err == nil {
-		err = s.db.Sync()
+		err = s.syncFn()
 	}
 	if err != nil {
 		return fmt.Errorf("buffer: record recovered high marks: %w", err)
@@ -377,9 +382,10 @@ func (s *Store) Close() error {
 		close(s.quit)
 		s.closeMu.Unlock()
 		<-s.done
-		if err := s.db.Sync(); err != nil {
+		if err := s.syncFn(); err != nil {
 			s.closeErr = err
 		}
+		s.wal.Close()
 		if err := s.db.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
 		}

@@ -1,0 +1,121 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// walSyncer makes durable what Badger has committed: it fdatasyncs the write-ahead log of
+// every memtable Badger still holds (its *.mem files) and the value-log file being
+// written (the newest *.vlog; values stay in the LSM tree here, so it is normally clean).
+//
+// Why not badger.DB.Sync (v4.9.6, db.go): it msyncs the current memtable's log only,
+// holding the read side of db.lock.
+//   - When a memtable is full, the next write rotates it (ensureRoomForWrite) without
+//     syncing it. A Sync that starts after that rotation syncs the new, nearly empty log
+//     and leaves what the group before it wrote in an unsynced file until the old
+//     memtable's flush to L0: acknowledged as durable, lost on a power cut.
+//   - Every write takes the write side of db.lock (ensureRoomForWrite), so while Sync's
+//     msync runs no group can be committed: the fsync of one group and the commit of the
+//     next, which the writer means to overlap, ran one after the other.
+//
+// Listing the directory at every sync is what makes the first point safe: a group's
+// entries are in a memtable log that existed when the group was committed, so at the
+// next sync that file is either listed, and synced, or gone, which Badger does only after
+// the memtable's L0 table was synced and recorded in its (synced) manifest. On Linux,
+// msync(MS_SYNC) of a shared file mapping is vfs_fsync_range on the file: an fdatasync of
+// the same file through another descriptor writes the same pages.
+//
+// One goroutine at a time calls Sync (the syncer, or the writer with sync: <interval>).
+type walSyncer struct {
+	dir   *os.File            // the store's directory, rewound for every listing
+	files map[string]*os.File // open logs by name; closed once they are gone
+	seen  map[string]bool     // scratch: the logs of the current listing
+	// datasync is fdatasync(2) (a test records the calls).
+	datasync func(*os.File) error
+}
+
+func newWALSyncer(dir string) (*walSyncer, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: open %s for fsync: %w", dir, err)
+	}
+	return &walSyncer{dir: d, files: map[string]*os.File{}, seen: map[string]bool{}, datasync: datasync}, nil
+}
+
+// Sync fdatasyncs every memtable log and the newest value log present now.
+func (w *walSyncer) Sync() error {
+	names, err := w.list()
+	if err != nil {
+		return err
+	}
+	clear(w.seen)
+	for _, name := range names {
+		w.seen[name] = true
+		f := w.files[name]
+		if f == nil {
+			f, err = os.Open(filepath.Join(w.dir.Name(), name))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // flushed to L0 and deleted since the listing: durable there
+			}
+			if err != nil {
+				return fmt.Errorf("buffer: open %s for fsync: %w", name, err)
+			}
+			w.files[name] = f
+		}
+		if err := w.datasync(f); err != nil {
+			return fmt.Errorf("buffer: fsync %s: %w", name, err)
+		}
+	}
+	for name, f := range w.files {
+		if !w.seen[name] {
+			f.Close()
+			delete(w.files, name)
+		}
+	}
+	return nil
+}
+
+// list names the memtable logs and the newest value log in the directory.
+func (w *walSyncer) list() ([]string, error) {
+	if _, err := w.dir.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("buffer: list %s: %w", w.dir.Name(), err)
+	}
+	all, err := w.dir.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: list %s: %w", w.dir.Name(), err)
+	}
+	names, vlog := all[:0], ""
+	for _, n := range all {
+		switch {
+		case strings.HasSuffix(n, ".mem"):
+			names = append(names, n)
+		case strings.HasSuffix(n, ".vlog") && vlogNewer(n, vlog):
+			vlog = n
+		}
+	}
+	if vlog != "" {
+		names = append(names, vlog)
+	}
+	return names, nil
+}
+
+// vlogNewer reports whether value-log file a has a higher number than b ("" is none).
+// Badger names them with zero-padded numbers (%06d.vlog), so a longer name is a larger one.
+func vlogNewer(a, b string) bool {
+	return b == "" || len(a) > len(b) || len(a) == len(b) && a > b
+}
+
+// Close closes the directory and every log.
+func (w *walSyncer) Close() error {
+	for name, f := range w.files {
+		f.Close()
+		delete(w.files, name)
+	}
+	return w.dir.Close()
+}
