@@ -38,3 +38,17 @@ func BenchmarkGuardPublish(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIngestHookDropped is the ingest hook's cost for a publish that configuration
+// drops (unrouted: drop): the route lookup and the answer, the floor every publish pays.
+func BenchmarkIngestHookDropped(b *testing.B) {
+	e := newEnv(b, func(c *config.Config) { c.Unrouted = "drop" })
+	cl := e.b.srv.NewClient(nil, "tcp", "dev-1", false)
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "bench/noop/temperature", PacketID: 1, Payload: []byte(`{"value":21.5}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.hook.OnPublish(cl, pk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -34,7 +34,7 @@ type pki struct {
 	otherClient tls.Certificate
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	c := testutil.NewCerts(t)
 	ca, err := os.ReadFile(c.CAFile)
@@ -50,7 +50,7 @@ func newPKI(t *testing.T) *pki {
 	return p
 }
 
-func loadKeyPair(t *testing.T, c *testutil.Certs) tls.Certificate {
+func loadKeyPair(t testing.TB, c *testutil.Certs) tls.Certificate {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(c.ClientCert, c.ClientKey)
 	if err != nil {
@@ -86,13 +86,13 @@ type env struct {
 
 var listenerNames = []string{"tcp", "tls", "mtls", "ws", "wss"}
 
-func newEnv(t *testing.T, mutate func(c *config.Config)) *env {
+func newEnv(t testing.TB, mutate func(c *config.Config)) *env {
 	t.Helper()
 	return newEnvClock(t, clock.Real{}, mutate)
 }
 
 // newEnvClock is newEnv with the hooks on clk (the store keeps real time).
-func newEnvClock(t *testing.T, clk clock.Clock, mutate func(c *config.Config)) *env {
+func newEnvClock(t testing.TB, clk clock.Clock, mutate func(c *config.Config)) *env {
 	t.Helper()
 	p := newPKI(t)
 	c := config.Default()

@@ -105,7 +105,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if st.err != nil || !h.acks.busy(cl) {
 			return pk, h.refuse(cl, pk, st.err, h.acks)
 		}
-		h.acks.push(cl, 0, nil, func() { h.accepted(cl, pk) })
+		h.acks.push(cl, 0, nil, h.acceptLater(cl, pk))
 		return pk, packets.ErrRejectPacket
 	}
 	cost, err := h.acks.reserve(h.ctx, int64(len(pk.Payload))+ackCost)
@@ -114,7 +114,19 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, h.acks)
 	}
 	p := h.store.AppendAsync(h.ctx, st.log, st.entries)
-	h.acks.push(cl, cost, p.Ready, func() {
+	h.acks.push(cl, cost, p.Ready, h.answerWhenStored(cl, pk, st, p))
+	return pk, packets.ErrRejectPacket
+}
+
+// The closures the acker runs are made by functions of their own: a variable a closure
+// captures lives on the heap from the start of the function that declares it, so a
+// closure in OnPublish would cost every publish a heap copy of its 800-byte packet,
+// whichever way it is answered.
+
+// answerWhenStored is the answer to a queued append: the PUBACK and the delivery once it
+// is durable, a refusal if it failed.
+func (h *IngestHook) answerWhenStored(cl *mqtt.Client, pk packets.Packet, st staged, p *buffer.Pending) func() {
+	return func() {
 		res, err := p.Wait()
 		oc, err := h.settle(st, res, err)
 		h.sources.done(SourceMQTT, oc)
@@ -123,8 +135,13 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			return
 		}
 		h.accepted(cl, pk)
-	})
-	return pk, packets.ErrRejectPacket
+	}
+}
+
+// acceptLater is the answer to a publish that needs no append (dropped by config) queued
+// behind earlier ones.
+func (h *IngestHook) acceptLater(cl *mqtt.Client, pk packets.Packet) func() {
+	return func() { h.accepted(cl, pk) }
 }
 
 // accepted acknowledges a stored publish and delivers it to local subscribers, as mochi
