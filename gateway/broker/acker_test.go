@@ -15,6 +15,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgegate/edgegate/gateway/config"
 )
@@ -165,6 +166,44 @@ func TestDeliveredAfterStored(t *testing.T) {
 	sub.none(t, 200*time.Millisecond)
 	if got := len(e.records(t)); got != 19 {
 		t.Errorf("store holds %d records, want 19", got)
+	}
+}
+
+// TestDeliveredToEverySubscriberKind: a stored publish reaches a shared subscription and
+// an inline (in-process) one (the relay skips topics without subscribers, so it must see
+// every kind); a publish on a topic nobody subscribes to is still stored and acknowledged.
+func TestDeliveredToEverySubscriberKind(t *testing.T) {
+	e := newEnv(t, nil)
+	shared := e.user(t, "reader", "shared")
+	shared.subscribe(t, "$share/g/devices/dev-1/t")
+	inline := make(chan string, 4)
+	if err := e.b.srv.Subscribe("devices/dev-1/t", 7, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		inline <- string(pk.Payload)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pub := e.user(t, "dev-1", "pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, topic := range []string{"devices/dev-1/nobody", "devices/dev-1/t"} {
+		if r, err := pub.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(`{"value": 1}`)}); r == nil || r.ReasonCode != 0 {
+			t.Fatalf("publish on %s: %v %v", topic, r, err)
+		}
+	}
+	if m := shared.next(t); m.Topic != "devices/dev-1/t" {
+		t.Errorf("shared subscription got %s", m.Topic)
+	}
+	select {
+	case p := <-inline:
+		if p != `{"value": 1}` {
+			t.Errorf("inline subscription got %s", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the inline subscription got nothing")
+	}
+	shared.none(t, 100*time.Millisecond)
+	if got := len(e.records(t)); got != 2 {
+		t.Errorf("store holds %d records, want 2", got)
 	}
 }
 

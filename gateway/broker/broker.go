@@ -200,10 +200,23 @@ func (b *Broker) injectPacket(cl *mqtt.Client, pk packets.Packet) error {
 // deliver hands a stored device publish to local subscribers (and the retained store) as
 // mochi would have: same QoS, retain flag and MQTT 5 properties. Its origin becomes the
 // relay client, so a subscription with No Local does not filter it.
+//
+// A message not to be retained is not injected when no one subscribes to its topic, the
+// usual case for readings: the injection would run every hook and publish check again to
+// find nobody. (A subscription made meanwhile misses it, as it would in mochi.)
 func (b *Broker) deliver(pk packets.Packet) {
+	if !pk.FixedHeader.Retain && !b.subscribed(pk.TopicName) {
+		return
+	}
 	pk.FixedHeader.Dup = false
 	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // resolved already
 	_ = b.injectPacket(b.relay, pk)
+}
+
+// subscribed reports whether any client, shared group or inline handler subscribes to topic.
+func (b *Broker) subscribed(topic string) bool {
+	subs := b.srv.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
 }
 
 // disconnect disconnects the clients of a listener that is shutting down (MQTT 5 clients
