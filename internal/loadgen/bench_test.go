@@ -8,8 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -160,9 +161,10 @@ func BenchmarkLatencyAt5k(b *testing.B) {
 // BenchmarkDaemonAt10k runs the edgegate binary as its own process (built for this run),
 // drives 10,000 durable msg/s into it for 60 s (LOADGEN_SECONDS overrides) from 100
 // publishers, and reads its memory and its disk writes from /proc: peak RSS (VmHWM),
-// steady RSS (the median VmRSS of the second half), and bytes the process caused to be
-// written to storage per acknowledged reading. Without GOMEMLIMIT and with the systemd
-// unit's GOMEMLIMIT=96MiB.
+// steady RSS (the median VmRSS of the second half, and of its two parts: RssAnon, the
+// heap and stacks, and RssFile, the resident pages of Badger's memory-mapped files), and
+// bytes the process caused to be written to storage per acknowledged reading. Without GOMEMLIMIT and with the systemd
+// unit's GOMEMLIMIT=96MiB (LOADGEN_GOMEMLIMITS="none,64MiB" picks others).
 func BenchmarkDaemonAt10k(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads /proc")
@@ -172,7 +174,11 @@ func BenchmarkDaemonAt10k(b *testing.B) {
 	if s, err := strconv.Atoi(os.Getenv("LOADGEN_SECONDS")); err == nil && s > 0 {
 		secs = s
 	}
-	for _, limit := range []string{"", "96MiB"} {
+	limits := []string{"", "96MiB"}
+	if l := os.Getenv("LOADGEN_GOMEMLIMITS"); l != "" { // e.g. "none,64MiB"
+		limits = strings.Split(strings.ReplaceAll(l, "none", ""), ",")
+	}
+	for _, limit := range limits {
 		name := "gomemlimit=" + limit
 		if limit == "" {
 			name = "gomemlimit=none"
@@ -207,8 +213,8 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	// The sampler keeps its own slice, so every sample of however long a run is kept; a
 	// failed read (the daemon died) is reported by the benchmark goroutine.
 	type sampling struct {
-		rss []int64 // KiB
-		err error
+		rss, anon, file []int64 // KiB
+		err             error
 	}
 	stop := make(chan struct{})
 	sampled := make(chan sampling, 1)
@@ -222,11 +228,16 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 			case <-stop:
 				return
 			case <-t.C:
-				var v int64
-				if v, s.err = testutil.ProcField(pid, "status", "VmRSS"); s.err != nil {
-					return
+				for _, f := range []struct {
+					key string
+					to  *[]int64
+				}{{"VmRSS", &s.rss}, {"RssAnon", &s.anon}, {"RssFile", &s.file}} {
+					var v int64
+					if v, s.err = testutil.ProcField(pid, "status", f.key); s.err != nil {
+						return
+					}
+					*f.to = append(*f.to, v)
 				}
-				s.rss = append(s.rss, v)
 			}
 		}
 	}()
@@ -242,12 +253,16 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	}
 	peak := procStatus(b, pid, "VmHWM")
 	written := procIO(b, pid, "write_bytes") - written0
-	second := append([]int64(nil), rss[len(rss)/2:]...)
-	sort.Slice(second, func(i, j int) bool { return second[i] < second[j] })
-	mib := func(kib int64) float64 { return float64(kib) / 1024 }
+	steady := func(kib []int64) float64 { // MiB
+		second := slices.Clone(kib[len(kib)/2:])
+		slices.Sort(second)
+		return float64(second[len(second)/2]) / 1024
+	}
 	b.ReportMetric(res.Throughput(), "msg/s")
-	b.ReportMetric(mib(peak), "peak-RSS-MiB")
-	b.ReportMetric(mib(second[len(second)/2]), "steady-RSS-MiB")
+	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
+	b.ReportMetric(steady(rss), "steady-RSS-MiB")
+	b.ReportMetric(steady(smp.anon), "steady-anon-MiB")
+	b.ReportMetric(steady(smp.file), "steady-file-MiB")
 	b.ReportMetric(float64(written)/float64(res.Acked), "disk-bytes/record")
 	b.ReportMetric(float64(res.Percentile(99))/1e6, "p99-ms")
 	b.ReportMetric(float64(res.MaxLag)/1e6, "max-send-lag-ms")
