@@ -44,10 +44,8 @@ func (s *Store) logInfo(log string) (LogInfo, error) {
 	if err != nil {
 		return LogInfo{}, err
 	}
+	// The last number published, not ls.next, which only the writer may read.
 	li := LogInfo{Name: log, High: ls.last.Load(), Count: ls.count.Load(), Bytes: ls.bytes.Load()}
-	if !s.opts.ReadOnly {
-		li.High = max(li.High, ls.next-1)
-	}
 	prefix := logPrefix(log)
 	tprefix := timePrefix(log)
 	err = s.db.View(func(txn *badger.Txn) error {

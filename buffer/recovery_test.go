@@ -132,6 +132,14 @@ func TestRecoveryFromADamagedTail(t *testing.T) {
 			if !strings.Contains(logs.String(), "committed entries were lost at recovery") {
 				t.Fatalf("not logged:\n%s", logs.String())
 			}
+			// Its numbers stay taken: the log's high mark is the last one committed, as
+			// the next open will also say.
+			if last, _ := s.LastSeq("raw"); last != 50 {
+				t.Errorf("LastSeq after recovery = %d, want 50", last)
+			}
+			if ls, _ := s.Logs(); len(ls) != 1 || ls[0].High != 50 || ls[0].Last != uint64(len(seqs)) {
+				t.Errorf("Logs after recovery = %+v, want High 50, Last %d", ls, len(seqs))
+			}
 			// It keeps serving, and never hands out the lost numbers again.
 			if res := mustAppend(t, s, "raw", vals("after")...); res[0].Seq != 51 {
 				t.Fatalf("first append after recovery got seq %d, want 51", res[0].Seq)

@@ -335,6 +335,7 @@ func (s *Store) recover(prev map[string]uint64) error {
 		s.log.Error("the write-ahead log had a torn or corrupt tail: committed entries were lost at recovery",
 			"log", log, "first_lost", have+1, "last_lost", high, "count", high-have)
 		ls.next = high + 1
+		ls.last.Store(high) // as the meta written below will say at the next open
 		fix[log] = high
 	}
 	for log := range s.logs {
