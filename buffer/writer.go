@@ -224,6 +224,7 @@ func (s *Store) apply(group []*request) {
 		return
 	}
 	var ok, work []*request
+	rd := &groupReader{db: s.db}
 	for _, r := range group {
 		if r.kind == reqDrop {
 			if err := s.execDrop(r); err != nil {
@@ -233,12 +234,13 @@ func (s *Store) apply(group []*request) {
 			ok = append(ok, r)
 			continue
 		}
-		if err := s.prepare(r); err != nil {
+		if err := s.prepare(r, rd); err != nil {
 			s.fail(r, err)
 			continue
 		}
 		work = append(work, r)
 	}
+	rd.done()
 	work = s.admit(work)
 
 	maxSize := s.MaxRequestBytes()
@@ -420,7 +422,7 @@ func (s *Store) fail(r *request, err error) {
 
 // prepare turns a request into Badger writes: it assigns sequence numbers and checks ids
 // against the dedup index. It runs once per request.
-func (s *Store) prepare(r *request) error {
+func (s *Store) prepare(r *request, rd *groupReader) error {
 	now := s.opts.Clock.Now()
 	minute := now.Unix() / 60
 	add := func(w write) {
@@ -467,7 +469,7 @@ func (s *Store) prepare(r *request) error {
 	for i, e := range r.entries {
 		if e.ID != "" && s.opts.DedupTTL > 0 {
 			h := dedupHash(e.ID)
-			dup, err := s.seen(h, now)
+			dup, err := s.seen(rd, h, now)
 			if err != nil {
 				return err
 			}
@@ -511,7 +513,7 @@ func (r *request) logical() int64 {
 // seen reports whether the id hashed to h is in the dedup index and not expired on the
 // store's clock: the in-memory cache first, then Badger. (Badger's own TTL, on the system
 // clock, only garbage-collects the keys.)
-func (s *Store) seen(h string, now time.Time) (bool, error) {
+func (s *Store) seen(rd *groupReader, h string, now time.Time) (bool, error) {
 	ms := now.UnixMilli()
 	if exp, ok := s.dedup.get(h); ok {
 		if ms < exp {
@@ -520,23 +522,41 @@ func (s *Store) seen(h string, now time.Time) (bool, error) {
 		s.dedup.remove(h)
 	}
 	var found bool
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(dedupKey(h))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
+	item, err := rd.txn().Get(dedupKey(h))
+	if err == nil {
+		err = item.Value(func(v []byte) error {
 			found = len(v) == 8 && ms < int64(binary.BigEndian.Uint64(v))
 			return nil
 		})
-	})
-	if err != nil {
+	}
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 		return false, fmt.Errorf("buffer: dedup lookup: %w", err)
 	}
 	return found, nil
+}
+
+// groupReader is one read transaction for a group's dedup lookups, begun at the first one.
+// Each Badger transaction costs wake-ups of its watermark goroutine when it begins and
+// ends; a group of fifty appends took fifty. It sees every group committed before this
+// one; ids stored earlier in the same group are in the id cache.
+type groupReader struct {
+	db *badger.DB
+	t  *badger.Txn
+}
+
+func (g *groupReader) txn() *badger.Txn {
+	if g.t == nil {
+		g.t = g.db.NewTransaction(false)
+	}
+	return g.t
+}
+
+// done ends the transaction, if one was begun.
+func (g *groupReader) done() {
+	if g.t != nil {
+		g.t.Discard()
+		g.t = nil
+	}
 }
 
 func (s *Store) published(ls *logState, last uint64) {
