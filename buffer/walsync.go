@@ -35,10 +35,16 @@ import (
 // msync(MS_SYNC) of a shared file mapping is vfs_fsync_range on the file: an fdatasync of
 // the same file through another descriptor writes the same pages.
 //
+// Badger writes only to its current memtable, which has the highest-numbered log; an
+// older log is complete once a newer one exists. So an older log, once synced, is skipped
+// until its flush deletes it: an fdatasync of a clean file still costs a device cache
+// flush.
+//
 // One goroutine at a time calls Sync (the syncer, or the writer with sync: <interval>).
 type walSyncer struct {
 	dir   *os.File            // the store's directory, rewound for every listing
 	files map[string]*os.File // open logs by name; closed once they are gone
+	done  map[string]bool     // older logs synced since a newer one existed
 	seen  map[string]bool     // scratch: the logs of the current listing
 	// datasync is fdatasync(2) (a test records the calls).
 	datasync func(*os.File) error
@@ -49,7 +55,7 @@ func newWALSyncer(dir string) (*walSyncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("buffer: open %s for fsync: %w", dir, err)
 	}
-	return &walSyncer{dir: d, files: map[string]*os.File{}, seen: map[string]bool{}, datasync: datasync}, nil
+	return &walSyncer{dir: d, files: map[string]*os.File{}, done: map[string]bool{}, seen: map[string]bool{}, datasync: datasync}, nil
 }
 
 // Sync fdatasyncs every memtable log present now.
@@ -58,9 +64,18 @@ func (w *walSyncer) Sync() error {
 	if err != nil {
 		return err
 	}
+	newest := ""
+	for _, name := range names {
+		if numberedAfter(name, newest) {
+			newest = name
+		}
+	}
 	clear(w.seen)
 	for _, name := range names {
 		w.seen[name] = true
+		if w.done[name] {
+			continue
+		}
 		f := w.files[name]
 		if f == nil {
 			f, err = os.Open(filepath.Join(w.dir.Name(), name))
@@ -75,6 +90,11 @@ func (w *walSyncer) Sync() error {
 		if err := w.datasync(f); err != nil {
 			return fmt.Errorf("buffer: fsync %s: %w", name, err)
 		}
+		if name != newest {
+			w.done[name] = true
+			f.Close()
+			delete(w.files, name)
+		}
 	}
 	for name, f := range w.files {
 		if !w.seen[name] {
@@ -82,7 +102,18 @@ func (w *walSyncer) Sync() error {
 			delete(w.files, name)
 		}
 	}
+	for name := range w.done {
+		if !w.seen[name] {
+			delete(w.done, name)
+		}
+	}
 	return nil
+}
+
+// numberedAfter reports whether log a has a higher number than b ("" is none). Badger
+// names them with zero-padded numbers (%05d.mem), so a longer name is a larger number.
+func numberedAfter(a, b string) bool {
+	return b == "" || len(a) > len(b) || len(a) == len(b) && a > b
 }
 
 // list names the memtable logs in the directory.

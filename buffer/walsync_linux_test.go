@@ -51,8 +51,7 @@ func dirtyMapped(suffix string) (map[string]int, error) {
 func newestMem[V any](m map[string]V) string {
 	newest := ""
 	for p := range m {
-		// Badger numbers them zero-padded (%05d.mem): a longer name is a larger number.
-		if a, b := filepath.Base(p), filepath.Base(newest); newest == "" || len(a) > len(b) || len(a) == len(b) && a > b {
+		if newest == "" || numberedAfter(filepath.Base(p), filepath.Base(newest)) {
 			newest = p
 		}
 	}

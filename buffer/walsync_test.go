@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,7 +9,8 @@ import (
 )
 
 // TestWALSyncerCoversEveryLog: each Sync datasyncs every memtable log in the directory (and
-// no other file), picks up logs created since the last Sync and lets go of deleted ones.
+// no other file), picks up logs created since the last Sync, syncs an older log once more
+// after a newer one appeared and then no more, and lets go of deleted ones.
 func TestWALSyncerCoversEveryLog(t *testing.T) {
 	dir := t.TempDir()
 	touch := func(names ...string) {
@@ -29,7 +31,8 @@ func TestWALSyncerCoversEveryLog(t *testing.T) {
 		synced = append(synced, filepath.Base(f.Name()))
 		return datasync(f)
 	}
-	check := func(want ...string) {
+	sorted := func(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
+	check := func(want, done []string, open string) {
 		t.Helper()
 		synced = synced[:0]
 		if err := w.Sync(); err != nil {
@@ -39,20 +42,22 @@ func TestWALSyncerCoversEveryLog(t *testing.T) {
 		if !slices.Equal(synced, want) {
 			t.Errorf("synced %q, want %q", synced, want)
 		}
-		var open []string
-		for n := range w.files {
-			open = append(open, n)
+		if got := sorted(w.done); !slices.Equal(got, done) {
+			t.Errorf("done with %q, want %q", got, done)
 		}
-		slices.Sort(open)
-		if !slices.Equal(open, want) {
-			t.Errorf("holds %q open, want %q", open, want)
+		if len(w.files) != 1 || w.files[open] == nil {
+			t.Errorf("holds %d files open, want only %s", len(w.files), open)
 		}
 	}
-	check("00001.mem", "00002.mem")
+	check([]string{"00001.mem", "00002.mem"}, []string{"00001.mem"}, "00002.mem")
+	check([]string{"00002.mem"}, []string{"00001.mem"}, "00002.mem")
 	// Badger rotated the memtable (a new log) and flushed the oldest (its log deleted).
 	if err := os.Remove(filepath.Join(dir, "00001.mem")); err != nil {
 		t.Fatal(err)
 	}
 	touch("00003.mem", "000003.vlog")
-	check("00002.mem", "00003.mem")
+	check([]string{"00002.mem", "00003.mem"}, []string{"00002.mem"}, "00003.mem")
+	check([]string{"00003.mem"}, []string{"00002.mem"}, "00003.mem")
+	touch("100000.mem") // past 99999: longer names are larger numbers
+	check([]string{"00003.mem", "100000.mem"}, []string{"00002.mem", "00003.mem"}, "100000.mem")
 }
