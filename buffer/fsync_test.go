@@ -89,3 +89,29 @@ func TestFailedIntervalFsyncBreaksTheStore(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestFsyncTimeCounted: the time spent in fsyncs is counted, so that /metrics can show the
+// mean fsync an operator chooses buffer.sync by.
+func TestFsyncTimeCounted(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	if _, err := s.Append(ctx, "raw", []Entry{{Value: []byte("warm")}}); err != nil {
+		t.Fatal(err)
+	}
+	sync := s.syncFn
+	s.syncFn = func() error { // a slow card: only the syncer calls it from here on
+		time.Sleep(20 * time.Millisecond)
+		return sync()
+	}
+	st := s.Stats()
+	syncs, nanos := st.Syncs.Load(), st.SyncNanos.Load()
+	for i := 0; i < 3; i++ {
+		if _, err := s.Append(ctx, "raw", []Entry{{Value: []byte("x")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, d := st.Syncs.Load()-syncs, time.Duration(st.SyncNanos.Load()-nanos)
+	if n < 3 || d < time.Duration(n)*20*time.Millisecond {
+		t.Errorf("%d fsyncs took %v by the counters, want at least 3 taking 20ms each", n, d)
+	}
+}

@@ -12,8 +12,11 @@ import (
 // every consumer had it, or expired by the retention, or dropped for room; an append is
 // either stored, a duplicate, or rejected.
 type Stats struct {
-	Groups    atomic.Uint64 // write groups committed
-	Syncs     atomic.Uint64 // fsyncs
+	Groups atomic.Uint64 // write groups committed
+	Syncs  atomic.Uint64 // fsyncs
+	// SyncNanos is the time spent in them, so that SyncNanos/Syncs is the mean fsync: what
+	// decides between sync: always and an interval on slow flash.
+	SyncNanos atomic.Uint64
 	Appended  atomic.Uint64 // entries stored
 	DedupHits atomic.Uint64 // entries not stored: their id was seen within the TTL
 

@@ -205,8 +205,11 @@ func (s *Store) brokenErr() error {
 }
 
 func (s *Store) sync() error {
+	start := time.Now()
+	err := s.syncFn()
+	s.stats.SyncNanos.Add(uint64(time.Since(start)))
 	s.stats.Syncs.Add(1)
-	if err := s.syncFn(); err != nil {
+	if err != nil {
 		s.log.Error("fsync failed", "err", err)
 		return err
 	}

@@ -31,6 +31,7 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_buffer_lost_records_total", Type: ops.Counter, Help: "Committed records found missing when the store was opened (a damaged write-ahead log after a power cut), since the start."},
 	{Name: "edgegate_buffer_commits_total", Type: ops.Counter, Help: "Write groups committed (group commit: many appends share one)."},
 	{Name: "edgegate_buffer_fsyncs_total", Type: ops.Counter, Help: "fsyncs of the buffer."},
+	{Name: "edgegate_buffer_fsync_seconds_total", Type: ops.Counter, Help: "Time spent in the buffer's fsyncs; divided by edgegate_buffer_fsyncs_total, the mean fsync."},
 	{Name: "edgegate_pipeline_panes_total", Type: ops.Counter, Help: "Window panes emitted, by timing (EARLY, ON_TIME, LATE).", Labels: []string{"pipeline", "timing"}},
 	{Name: "edgegate_pipeline_late_dropped_total", Type: ops.Counter, Help: "Records too late for their window (past allowed_lateness), sent to the late topic.", Labels: []string{"pipeline"}},
 	{Name: "edgegate_pipeline_watermark_seconds", Type: ops.Gauge, Help: "The pipeline's watermark, in unix seconds.", Labels: []string{"pipeline"}},
@@ -75,6 +76,7 @@ func (g *Gateway) Collect(w *ops.Writer) {
 	w.AddUint("edgegate_buffer_lost_records_total", st.Lost.Load())
 	w.AddUint("edgegate_buffer_commits_total", st.Groups.Load())
 	w.AddUint("edgegate_buffer_fsyncs_total", st.Syncs.Load())
+	w.Add("edgegate_buffer_fsync_seconds_total", float64(st.SyncNanos.Load())/1e9)
 	b := g.bufferStatus()
 	w.Add("edgegate_buffer_bytes", float64(b.Bytes))
 	w.Add("edgegate_buffer_budget_bytes", float64(b.BudgetBytes))
