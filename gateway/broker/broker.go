@@ -197,15 +197,16 @@ func (b *Broker) injectPacket(cl *mqtt.Client, pk packets.Packet) error {
 	return b.srv.InjectPacket(cl, pk)
 }
 
-// deliver hands a stored device publish to local subscribers (and the retained store) as
-// mochi would have: same QoS, retain flag and MQTT 5 properties. Its origin becomes the
-// relay client, so a subscription with No Local does not filter it.
+// deliver hands a stored device publish to local subscribers as mochi would have: same
+// QoS and MQTT 5 properties. Its origin becomes the relay client, so a subscription with
+// No Local does not filter it. (Retained publishes never come here: the ingest hook
+// stores them synchronously and lets mochi deliver and retain them.)
 //
-// A message not to be retained is not injected when no one subscribes to its topic, the
-// usual case for readings: the injection would run every hook and publish check again to
-// find nobody. (A subscription made meanwhile misses it, as it would in mochi.)
+// Nothing is injected when no one subscribes to the topic, the usual case for readings:
+// the injection would run every hook and publish check again to find nobody. (A
+// subscription made meanwhile misses it, as it would in mochi.)
 func (b *Broker) deliver(pk packets.Packet) {
-	if !pk.FixedHeader.Retain && !b.subscribed(pk.TopicName) {
+	if !b.subscribed(pk.TopicName) {
 		return
 	}
 	pk.FixedHeader.Dup = false
