@@ -227,7 +227,7 @@ func (s *Store) apply(group []*request) {
 		return
 	}
 	var ok, work []*request
-	rd := &groupReader{db: s.db}
+	rd := groupReader{db: s.db}
 	for _, r := range group {
 		if r.kind == reqDrop {
 			if err := s.execDrop(r); err != nil {
@@ -237,7 +237,7 @@ func (s *Store) apply(group []*request) {
 			ok = append(ok, r)
 			continue
 		}
-		if err := s.prepare(r, rd); err != nil {
+		if err := s.prepare(r, &rd); err != nil {
 			s.fail(r, err)
 			continue
 		}
