@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -42,10 +43,9 @@ import (
 //
 // One goroutine at a time calls Sync (the syncer, or the writer with sync: <interval>).
 type walSyncer struct {
-	dir   *os.File            // the store's directory, rewound for every listing
-	files map[string]*os.File // open logs by name; closed once they are gone
-	done  map[string]bool     // older logs synced since a newer one existed
-	seen  map[string]bool     // scratch: the logs of the current listing
+	dir  *os.File        // the store's directory, rewound for every listing
+	cur  *os.File        // the newest log, kept open from one sync to the next; nil: none yet
+	done map[string]bool // older logs synced since a newer one existed, until deleted
 	// datasync is fdatasync(2) (a test records the calls).
 	datasync func(*os.File) error
 }
@@ -55,10 +55,10 @@ func newWALSyncer(dir string) (*walSyncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("buffer: open %s for fsync: %w", dir, err)
 	}
-	return &walSyncer{dir: d, files: map[string]*os.File{}, done: map[string]bool{}, seen: map[string]bool{}, datasync: datasync}, nil
+	return &walSyncer{dir: d, done: map[string]bool{}, datasync: datasync}, nil
 }
 
-// Sync fdatasyncs every memtable log present now.
+// Sync fdatasyncs every memtable log present now that may hold unsynced writes.
 func (w *walSyncer) Sync() error {
 	names, err := w.list()
 	if err != nil {
@@ -70,14 +70,21 @@ func (w *walSyncer) Sync() error {
 			newest = name
 		}
 	}
-	clear(w.seen)
+	if w.cur != nil && filepath.Base(w.cur.Name()) != newest {
+		w.cur.Close() // rotated out: synced once more below, as an older log
+		w.cur = nil
+	}
+	for name := range w.done {
+		if !slices.Contains(names, name) {
+			delete(w.done, name) // flushed and deleted
+		}
+	}
 	for _, name := range names {
-		w.seen[name] = true
 		if w.done[name] {
 			continue
 		}
-		f := w.files[name]
-		if f == nil {
+		f := w.cur
+		if name != newest || f == nil {
 			f, err = os.Open(filepath.Join(w.dir.Name(), name))
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // flushed to L0 and deleted since the listing: durable there
@@ -85,26 +92,18 @@ func (w *walSyncer) Sync() error {
 			if err != nil {
 				return fmt.Errorf("buffer: open %s for fsync: %w", name, err)
 			}
-			w.files[name] = f
 		}
-		if err := w.datasync(f); err != nil {
+		err := w.datasync(f)
+		if name == newest {
+			w.cur = f
+		} else {
+			f.Close()
+			if err == nil {
+				w.done[name] = true
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("buffer: fsync %s: %w", name, err)
-		}
-		if name != newest {
-			w.done[name] = true
-			f.Close()
-			delete(w.files, name)
-		}
-	}
-	for name, f := range w.files {
-		if !w.seen[name] {
-			f.Close()
-			delete(w.files, name)
-		}
-	}
-	for name := range w.done {
-		if !w.seen[name] {
-			delete(w.done, name)
 		}
 	}
 	return nil
@@ -134,11 +133,11 @@ func (w *walSyncer) list() ([]string, error) {
 	return names, nil
 }
 
-// Close closes the directory and every log.
+// Close closes the directory and the newest log.
 func (w *walSyncer) Close() error {
-	for name, f := range w.files {
-		f.Close()
-		delete(w.files, name)
+	if w.cur != nil {
+		w.cur.Close()
+		w.cur = nil
 	}
 	return w.dir.Close()
 }
