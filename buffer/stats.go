@@ -33,6 +33,9 @@ type Stats struct {
 	// DedupSkipped counts ids remembered in memory only because the index was at its share
 	// of the capacity.
 	DedupSkipped atomic.Uint64
+	// DedupLookups counts the ids looked up in the dedup index on disk: those the cache
+	// and the filter of ids never stored could not answer.
+	DedupLookups atomic.Uint64
 	// Lost counts entries that were committed but found missing at open (a torn or
 	// corrupt write-ahead-log tail; see Store.Lost).
 	Lost atomic.Uint64

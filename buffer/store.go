@@ -146,17 +146,19 @@ type Store struct {
 	precious  map[string]bool
 
 	// Owned by the writer goroutine.
-	dedup   *idCache
-	witness *witness
-	highs   map[string]uint64 // what the witness last recorded; the syncer's, if any
-	synced  chan []*request   // committed groups waiting for their fsync (sync: always)
-	broken  atomic.Pointer[error]
-	wal     *walSyncer
-	syncFn  func() error // wal.Sync; a test may replace it
-	usage   usage
-	tuning  tuning
-	dirty   bool // written since the last fsync (interval mode)
-	dropMax int  // deletes per transaction
+	dedup      *idCache
+	filter     *idFilter     // nil without dedup
+	filterDone chan struct{} // closed when loadFilter returns
+	witness    *witness
+	highs      map[string]uint64 // what the witness last recorded; the syncer's, if any
+	synced     chan []*request   // committed groups waiting for their fsync (sync: always)
+	broken     atomic.Pointer[error]
+	wal        *walSyncer
+	syncFn     func() error // wal.Sync; a test may replace it
+	usage      usage
+	tuning     tuning
+	dirty      bool // written since the last fsync (interval mode)
+	dropMax    int  // deletes per transaction
 
 	dedupKeys atomic.Int64 // estimated dedup ids on disk (see boundDedup)
 	dedupCap  atomic.Int64 // ids the index may hold, set with the capacity; 0 no cap
@@ -294,6 +296,11 @@ func Open(opts Options) (s *Store, err error) {
 		return nil, err
 	}
 	s.usage.sample(s)
+	if opts.DedupTTL > 0 {
+		s.filter = newIDFilter(opts.DedupTTL.Milliseconds(), s.dedupCap.Load)
+		s.filterDone = make(chan struct{})
+		go s.loadFilter(s.filter, s.filterDone)
+	}
 	go s.writer()
 	return s, nil
 }
@@ -383,6 +390,9 @@ func (s *Store) Close() error {
 		close(s.quit)
 		s.closeMu.Unlock()
 		<-s.done
+		if s.filterDone != nil {
+			<-s.filterDone
+		}
 		if err := s.syncFn(); err != nil {
 			s.closeErr = err
 		}

@@ -490,6 +490,7 @@ func (s *Store) prepare(r *request, rd *groupReader) error {
 			} else {
 				r.dedups++
 				add(write{key: dedupKey(h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
+				s.filter.add(h, exp, now.UnixMilli())
 			}
 		}
 		if d == nil {
@@ -514,8 +515,8 @@ func (r *request) logical() int64 {
 }
 
 // seen reports whether the id hashed to h is in the dedup index and not expired on the
-// store's clock: the in-memory cache first, then Badger. (Badger's own TTL, on the system
-// clock, only garbage-collects the keys.)
+// store's clock: the in-memory cache first, then the filter of ids never stored, then
+// Badger. (Badger's own TTL, on the system clock, only garbage-collects the keys.)
 func (s *Store) seen(rd *groupReader, h string, now time.Time) (bool, error) {
 	ms := now.UnixMilli()
 	if exp, ok := s.dedup.get(h); ok {
@@ -524,6 +525,10 @@ func (s *Store) seen(rd *groupReader, h string, now time.Time) (bool, error) {
 		}
 		s.dedup.remove(h)
 	}
+	if !s.filter.mayHold(h, ms) {
+		return false, nil
+	}
+	s.stats.DedupLookups.Add(1)
 	var found bool
 	item, err := rd.txn().Get(dedupKey(h))
 	if err == nil {

@@ -1,0 +1,226 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/bits"
+)
+
+// idFilter answers "never stored" for most fresh ids without a Badger lookup, which costs
+// ~5 µs per id on the writer goroutine (a skiplist walk per memtable, then a table per
+// level). It is a Bloom filter over the hashes of the ids written to the dedup index: a
+// hash it does not hold is not in the index; one it holds (every stored id, and ~1% of the
+// others) is looked up as before, so it changes no answer.
+//
+// It is kept in generations so that expired ids leave it: the newest takes the ids written
+// for a quarter of the TTL, or until it holds its capacity, and a generation is dropped
+// once every id in it has expired on the store's clock. A new generation is sized from the
+// ids its predecessor took, so memory follows the rate of stored ids, and the whole filter
+// stays under filterBitsPerID × 2 × maxIDs bits: past that the newest generation keeps
+// filling and only answers "maybe" more often. The ids in the index when the store opened
+// are read by a background scan (loadFilter); until it hands them over, every id is looked
+// up. Owned by the writer goroutine.
+type idFilter struct {
+	ttl    int64    // ms
+	gens   []*bloom // oldest first; the last takes new ids
+	base   *bloom   // the ids in the index at open, once loaded
+	ready  bool     // base was received (or there was nothing to load)
+	loaded chan *bloom
+	maxIDs func() int64 // ids the index may hold (the store's dedup cap); ≤ 0 none
+}
+
+const (
+	filterBitsPerID = 10      // with 7 probes, ~0.8% false positives at capacity
+	filterProbes    = 7       //
+	filterMinIDs    = 1 << 12 // the smallest generation: 5 KiB
+	filterMaxIDs    = 1 << 22 // the largest when the index has no cap: 5 MiB
+	filterMaxGens   = 16
+)
+
+func newIDFilter(ttlMS int64, maxIDs func() int64) *idFilter {
+	return &idFilter{ttl: ttlMS, loaded: make(chan *bloom, 1), maxIDs: maxIDs}
+}
+
+// capIDs is the most ids one generation is sized for.
+func (f *idFilter) capIDs() int {
+	if c := f.maxIDs(); c > 0 && c < filterMaxIDs {
+		return int(max(c, filterMinIDs))
+	}
+	return filterMaxIDs
+}
+
+// mayHold reports whether the id hashed to h may be in the index at now (unix ms): false
+// means it is not.
+func (f *idFilter) mayHold(h string, now int64) bool {
+	if !f.ready {
+		select {
+		case b := <-f.loaded:
+			f.base, f.ready = b, true
+		default:
+			return true
+		}
+	}
+	f.expire(now)
+	h1, h2 := bloomHashes(h)
+	if f.base != nil && f.base.has(h1, h2) {
+		return true
+	}
+	for _, g := range f.gens {
+		if g.has(h1, h2) {
+			return true
+		}
+	}
+	return false
+}
+
+// add records that the id hashed to h was written to the index with expiry exp, at now.
+func (f *idFilter) add(h string, exp, now int64) {
+	f.expire(now)
+	var cur *bloom
+	if n := len(f.gens); n > 0 {
+		cur = f.gens[n-1]
+	}
+	if cur == nil || ((now-cur.start >= f.span() || cur.n >= cur.capacity) && f.roomFor(cur)) {
+		size := filterMinIDs
+		if cur != nil {
+			size = cur.n * 2
+		}
+		cur = newBloom(min(max(size, filterMinIDs), f.capIDs()), now)
+		f.gens = append(f.gens, cur)
+	}
+	cur.add(bloomHashes(h))
+	cur.exp = max(cur.exp, exp)
+}
+
+// span is how long a generation takes new ids: a quarter of the TTL, so that the filter
+// holds ids for at most 1¼ TTL, but at least a second.
+func (f *idFilter) span() int64 { return max(f.ttl/4, 1000) }
+
+// roomFor reports whether a generation after cur fits the memory bound.
+func (f *idFilter) roomFor(cur *bloom) bool {
+	if len(f.gens) >= filterMaxGens {
+		return false
+	}
+	total := 0
+	for _, g := range f.gens {
+		total += len(g.words) * 64
+	}
+	if f.base != nil {
+		total += len(f.base.words) * 64
+	}
+	next := min(max(cur.n*2, filterMinIDs), f.capIDs()) * filterBitsPerID
+	return total+next <= 2*f.capIDs()*filterBitsPerID
+}
+
+// expire drops the generations whose ids have all expired: an id whose expiry is at or
+// before now is not a duplicate any more (Store.seen).
+func (f *idFilter) expire(now int64) {
+	if f.base != nil && f.base.exp <= now {
+		f.base = nil
+	}
+	i := 0
+	for i < len(f.gens)-1 && f.gens[i].exp <= now { // the newest stays: it takes new ids
+		i++
+	}
+	if i > 0 {
+		f.gens = append(f.gens[:0], f.gens[i:]...)
+	}
+}
+
+// bytes is the memory the filter's bit sets take.
+func (f *idFilter) bytes() int {
+	n := 0
+	for _, g := range f.gens {
+		n += len(g.words) * 8
+	}
+	if f.base != nil {
+		n += len(f.base.words) * 8
+	}
+	return n
+}
+
+// bloom is one generation: a Bloom filter of filterBitsPerID bits per id of its capacity.
+type bloom struct {
+	words    []uint64
+	m        uint64 // bits
+	n        int    // ids added
+	capacity int
+	start    int64 // unix ms, store clock, when it began taking ids
+	exp      int64 // the latest expiry of an id in it
+}
+
+func newBloom(capacity int, start int64) *bloom {
+	words := (capacity*filterBitsPerID + 63) / 64
+	return &bloom{words: make([]uint64, words), m: uint64(words) * 64, capacity: capacity, start: start}
+}
+
+// bloomHashes derives the probe sequence's start and step from a dedup hash (the first 12
+// bytes of a SHA-256, uniform already): double hashing, h1 + i·h2.
+func bloomHashes[H ~string | ~[]byte](h H) (h1, h2 uint64) {
+	for i := 7; i >= 0; i-- {
+		h1 = h1<<8 | uint64(h[i])
+	}
+	var x uint64
+	for i := dedupHashLen - 1; i >= 8; i-- {
+		x = x<<8 | uint64(h[i])
+	}
+	return h1, x*0x9E3779B97F4A7C15 | 1
+}
+
+func (b *bloom) add(h1, h2 uint64) {
+	for range filterProbes {
+		i, _ := bits.Mul64(h1, b.m) // h1 scaled to [0, m)
+		b.words[i>>6] |= 1 << (i & 63)
+		h1 += h2
+	}
+	b.n++
+}
+
+func (b *bloom) has(h1, h2 uint64) bool {
+	for range filterProbes {
+		i, _ := bits.Mul64(h1, b.m)
+		if b.words[i>>6]&(1<<(i&63)) == 0 {
+			return false
+		}
+		h1 += h2
+	}
+	return true
+}
+
+var errLoadStopped = errors.New("store closing")
+
+// loadFilter reads the ids in the dedup index that have not expired into one generation
+// and hands it to the writer's filter, which looks every id up until then. It runs once,
+// beside the writer, from Open; a failed scan leaves the filter unready (every id is
+// looked up, as without a filter).
+func (s *Store) loadFilter(f *idFilter, done chan<- struct{}) {
+	defer close(done)
+	now := s.opts.Clock.Now().UnixMilli()
+	b := newBloom(min(max(int(s.dedupKeys.Load()), filterMinIDs), f.capIDs()), now)
+	err := s.scan([]byte(dedupPrefix), func(k, v []byte) error {
+		select {
+		case <-s.quit:
+			return errLoadStopped
+		default:
+		}
+		h := k[len(dedupPrefix):]
+		if len(h) != dedupHashLen || len(v) != 8 {
+			return nil
+		}
+		if exp := int64(binary.BigEndian.Uint64(v)); exp > now {
+			b.add(bloomHashes(h))
+			b.exp = max(b.exp, exp)
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errLoadStopped):
+		return
+	case err != nil:
+		s.log.Warn("cannot read the dedup index into its filter: every record id is looked up on disk", "err", err)
+		return
+	case b.n == 0:
+		b = nil
+	}
+	f.loaded <- b
+}

@@ -1,0 +1,197 @@
+package buffer
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/internal/clock"
+)
+
+func hashOf(i int) string { return dedupHash(fmt.Sprintf("id-%d", i)) }
+
+// TestBloomAnswers: every hash added is held, and the false-positive rate at capacity is
+// the designed ~0.8%.
+func TestBloomAnswers(t *testing.T) {
+	const n = 50_000
+	b := newBloom(n, 0)
+	for i := 0; i < n; i++ {
+		b.add(bloomHashes(hashOf(i)))
+	}
+	for i := 0; i < n; i++ {
+		if !b.has(bloomHashes(hashOf(i))) {
+			t.Fatalf("hash %d was added but is not held", i)
+		}
+	}
+	fp := 0
+	for i := n; i < 3*n; i++ {
+		if b.has(bloomHashes(hashOf(i))) {
+			fp++
+		}
+	}
+	if rate := float64(fp) / (2 * n); rate > 0.015 {
+		t.Errorf("false-positive rate %.4f at capacity, want about 0.008", rate)
+	}
+	// The []byte form (the loader's) probes the same bits as the string form (the writer's).
+	h := hashOf(7)
+	a1, a2 := bloomHashes(h)
+	b1, b2 := bloomHashes([]byte(h))
+	if a1 != b1 || a2 != b2 {
+		t.Errorf("bloomHashes differs between string and []byte: %x/%x vs %x/%x", a1, a2, b1, b2)
+	}
+}
+
+func readyFilter(ttl int64, maxIDs int64) *idFilter {
+	f := newIDFilter(ttl, func() int64 { return maxIDs })
+	f.loaded <- nil // nothing in the index at open
+	return f
+}
+
+// TestIDFilterGenerations: ids are held until they expire, generations rotate with time and
+// size, expired ones are dropped, and memory stays within the bound however many ids come.
+func TestIDFilterGenerations(t *testing.T) {
+	const ttl = 60_000 // ms
+	f := readyFilter(ttl, 0)
+	if f.mayHold(hashOf(-1), 0) {
+		t.Fatal("an empty filter holds an id")
+	}
+	// 1000 ids a second for two TTLs: each is held until its expiry.
+	id := 0
+	for now := int64(0); now < 2*ttl; now += 100 {
+		for range 100 {
+			f.add(hashOf(id), now+ttl, now)
+			id++
+		}
+		if now%5000 == 0 {
+			for back := id - 1; back >= 0 && back > id-60_000; back -= 997 {
+				if !f.mayHold(hashOf(back), now) {
+					t.Fatalf("at %d ms, id %d (expires at %d) is not held", now, back, int64(back/1000)*1000+ttl)
+				}
+			}
+		}
+	}
+	if n := len(f.gens); n > 6 {
+		t.Errorf("%d generations at a steady rate; a generation spans a quarter TTL, so at most 6 should be alive", n)
+	}
+	// Expired ids leave the filter: long after the last expiry, only the newest generation
+	// (empty of live ids) stays, and fresh ids are answered "never stored".
+	later := int64(10 * ttl)
+	fp := 0
+	for i := 0; i < 1000; i++ {
+		if f.mayHold(hashOf(1_000_000+i), later) {
+			fp++
+		}
+	}
+	if len(f.gens) != 1 {
+		t.Errorf("%d generations after every id expired, want only the newest", len(f.gens))
+	}
+	if fp > 20 {
+		t.Errorf("%d of 1000 fresh ids answered maybe", fp)
+	}
+
+	// A flood far beyond the index's cap: memory stays within 2 × cap × bits per id.
+	const maxIDs = 20_000
+	g := readyFilter(ttl, maxIDs)
+	for i := 0; i < 1_000_000; i++ {
+		g.add(hashOf(i), ttl, 0)
+	}
+	if bound := 2 * maxIDs * filterBitsPerID / 8; g.bytes() > bound+64 {
+		t.Errorf("filter takes %d bytes after a flood, bound %d", g.bytes(), bound)
+	}
+	for i := 0; i < 1_000_000; i += 4999 {
+		if !g.mayHold(hashOf(i), 1) {
+			t.Fatalf("id %d of the flood is not held", i)
+		}
+	}
+}
+
+// TestIDFilterWaitsForLoad: until the scan of the index hands its generation over, every
+// id may be held (looked up); after, the loaded ids are held until their expiry.
+func TestIDFilterWaitsForLoad(t *testing.T) {
+	f := newIDFilter(60_000, func() int64 { return 0 })
+	if !f.mayHold(hashOf(1), 0) {
+		t.Fatal("an unloaded filter answered never stored")
+	}
+	base := newBloom(100, 0)
+	base.add(bloomHashes(hashOf(1)))
+	base.exp = 5000
+	f.loaded <- base
+	if !f.mayHold(hashOf(1), 4999) {
+		t.Error("a loaded id is not held before its expiry")
+	}
+	if f.mayHold(hashOf(1), 5000) || f.base != nil {
+		t.Error("the loaded generation outlived its ids")
+	}
+}
+
+// TestDedupFilterSavesLookups: a fresh id costs no lookup in the index once the filter is
+// loaded; a stored one is still found, in this run and after a reopen (the loaded
+// generation), until it expires.
+func TestDedupFilterSavesLookups(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	opts := Options{DedupTTL: time.Hour, DedupCacheSize: 1, Clock: clk} // the cache answers almost nothing
+	ctx := context.Background()
+	batch := func(s *Store, from, n int) (dups int) {
+		t.Helper()
+		for start := from; start < from+n; start += 500 {
+			es := make([]Entry, min(500, from+n-start))
+			for i := range es {
+				es[i] = Entry{ID: fmt.Sprintf("r-%d", start+i), Value: []byte("v")}
+			}
+			res, err := s.Append(ctx, "raw", es)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range res {
+				if r.Dup {
+					dups++
+				}
+			}
+		}
+		return dups
+	}
+	loaded := func(s *Store) {
+		t.Helper()
+		<-s.filterDone
+		batch(s, -1, 1) // the writer takes the loaded generation at its next id (r--1)
+	}
+	s := open(t, dir, opts)
+	loaded(s)
+	before := s.Stats().DedupLookups.Load()
+	if d := batch(s, 0, 2000); d != 0 {
+		t.Fatalf("%d fresh ids reported duplicate", d)
+	}
+	if n := s.Stats().DedupLookups.Load() - before; n > 60 {
+		t.Errorf("2000 fresh ids cost %d lookups in the index, want about 1%%", n)
+	}
+	if d := batch(s, 0, 2000); d != 2000 {
+		t.Fatalf("%d of 2000 resent ids reported duplicate", d)
+	}
+	s.Close()
+
+	s = open(t, dir, opts)
+	loaded(s)
+	before = s.Stats().DedupLookups.Load()
+	if d := batch(s, 0, 2000); d != 2000 {
+		t.Fatalf("after a reopen, %d of 2000 resent ids reported duplicate", d)
+	}
+	if d := batch(s, 2000, 2000); d != 0 {
+		t.Fatalf("after a reopen, %d fresh ids reported duplicate", d)
+	}
+	if n := s.Stats().DedupLookups.Load() - before; n < 2000 || n > 2000+60 {
+		t.Errorf("2000 resent and 2000 fresh ids cost %d lookups, want the 2000 resent and about 1%% of the fresh", n)
+	}
+	s.Close()
+
+	clk.Advance(time.Hour + time.Millisecond) // every id expired
+	s = open(t, dir, opts)
+	loaded(s)
+	if s.filter.base != nil {
+		t.Error("the loader kept expired ids")
+	}
+	if d := batch(s, 0, 4000); d != 0 {
+		t.Errorf("%d expired ids reported duplicate", d)
+	}
+}
