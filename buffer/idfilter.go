@@ -15,7 +15,8 @@ import (
 // It is kept in generations so that expired ids leave it: the newest takes the ids written
 // for a quarter of the TTL, or until it holds its capacity, and a generation is dropped
 // once every id in it has expired on the store's clock. A new generation is sized from the
-// ids its predecessor took, so memory follows the rate of stored ids, and the whole filter
+// ids its predecessor took, so memory follows the rate of stored ids (at a steady rate,
+// ~2 bytes per id stored within the TTL: 12.5 bits per id for 1¼ TTL), and the whole filter
 // stays under filterBitsPerID × 2 × maxIDs bits: past that the newest generation keeps
 // filling and only answers "maybe" more often. The ids in the index when the store opened
 // are read by a background scan (loadFilter); until it hands them over, every id is looked
@@ -81,11 +82,7 @@ func (f *idFilter) add(h string, exp, now int64) {
 		cur = f.gens[n-1]
 	}
 	if cur == nil || ((now-cur.start >= f.span() || cur.n >= cur.capacity) && f.roomFor(cur)) {
-		size := filterMinIDs
-		if cur != nil {
-			size = cur.n * 2
-		}
-		cur = newBloom(min(max(size, filterMinIDs), f.capIDs()), now)
+		cur = newBloom(f.nextSize(cur), now)
 		f.gens = append(f.gens, cur)
 	}
 	cur.add(bloomHashes(h))
@@ -108,8 +105,21 @@ func (f *idFilter) roomFor(cur *bloom) bool {
 	if f.base != nil {
 		total += len(f.base.words) * 64
 	}
-	next := min(max(cur.n*2, filterMinIDs), f.capIDs()) * filterBitsPerID
-	return total+next <= 2*f.capIDs()*filterBitsPerID
+	return total+f.nextSize(cur)*filterBitsPerID <= 2*f.capIDs()*filterBitsPerID
+}
+
+// nextSize is the capacity of the generation after cur: a quarter more than cur took at a
+// steady rate, twice as much when cur filled up (the rate is growing).
+func (f *idFilter) nextSize(cur *bloom) int {
+	size := filterMinIDs
+	switch {
+	case cur == nil:
+	case cur.n >= cur.capacity:
+		size = cur.n * 2
+	default:
+		size = cur.n + cur.n/4
+	}
+	return min(max(size, filterMinIDs), f.capIDs())
 }
 
 // expire drops the generations whose ids have all expired: an id whose expiry is at or

@@ -74,6 +74,21 @@ func TestIDFilterGenerations(t *testing.T) {
 	if n := len(f.gens); n > 6 {
 		t.Errorf("%d generations at a steady rate; a generation spans a quarter TTL, so at most 6 should be alive", n)
 	}
+	// At a steady rate: about 2 bytes per id stored within the TTL, and few false positives.
+	if perID := float64(f.bytes()) / (ttl / 1000 * 1000); perID > 2.6 {
+		t.Errorf("%.2f bytes per id stored within the TTL at a steady rate, want about 2", perID)
+	}
+	fresh := 0
+	for i := 0; i < 10_000; i++ {
+		if f.mayHold(hashOf(2_000_000+i), 2*ttl) {
+			fresh++
+		}
+	}
+	if fresh > 300 {
+		t.Errorf("%d of 10000 fresh ids answered maybe at a steady rate", fresh)
+	}
+	t.Logf("steady rate: %d generations, %.2f bytes per id stored within the TTL, %.2f%% false positives",
+		len(f.gens), float64(f.bytes())/(ttl/1000*1000), float64(fresh)/100)
 	// Expired ids leave the filter: long after the last expiry, only the newest generation
 	// (empty of live ids) stays, and fresh ids are answered "never stored".
 	later := int64(10 * ttl)

@@ -102,3 +102,35 @@ func TestMeasureCompactionSpikes(t *testing.T) {
 		fmt.Printf("within %v: the directory grew up to %.1f MiB beyond what was written\n", win, float64(worst)/(1<<20))
 	}
 }
+
+// TestMeasureFilterLoad times the scan that reads the dedup index into the filter at open,
+// with a million ids stored.
+func TestMeasureFilterLoad(t *testing.T) {
+	measuring(t)
+	const ids = 1_000_000
+	dir := t.TempDir()
+	opts := Options{DedupTTL: 24 * time.Hour}
+	s := open(t, dir, opts)
+	for start := 0; start < ids; start += 500 {
+		es := make([]Entry, 500)
+		for i := range es {
+			es[i] = Entry{ID: fmt.Sprintf("device-%d:%09d", (start+i)%100, start+i), Value: []byte(`{"v":1}`)}
+		}
+		if _, err := s.Append(bg, "raw", es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	start := time.Now()
+	s = open(t, dir, opts)
+	opened := time.Since(start)
+	<-s.filterDone
+	loaded := time.Since(start)
+	b := <-s.filter.loaded
+	t.Logf("%d ids: open %v, filter loaded %v after open began (%.2f µs per id), %d ids in %d KiB",
+		ids, opened.Round(time.Millisecond), loaded.Round(time.Millisecond),
+		float64(loaded-opened)/float64(time.Microsecond)/ids, b.n, len(b.words)*8>>10)
+	if b.n != ids {
+		t.Errorf("loaded %d ids, want %d", b.n, ids)
+	}
+}
