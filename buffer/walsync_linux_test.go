@@ -143,8 +143,11 @@ func TestSyncCoversRotatedMemtables(t *testing.T) {
 	}
 	ctx := context.Background()
 	val := make([]byte, 400<<10) // a 4 MiB memtable holds about ten
-	conclusive := 0
-	for round := 0; conclusive < 3 && round < 400; round++ {
+	// A round is conclusive when b rotated the memtable and the old one was not flushed yet
+	// when a's fsync ended; on a loaded machine that takes more rounds.
+	conclusive, rotations, rounds := 0, 0, 0
+	for end := time.Now().Add(time.Minute); conclusive < 3 && (rounds < 400 || time.Now().Before(end)); rounds++ {
+		round := rounds
 		a := s.AppendAsync(ctx, "raw", []Entry{{Value: val}})
 		<-entered // a is committed; its fsync waits
 		holder := newestMem(memLogs(t, dir))
@@ -159,6 +162,9 @@ func TestSyncCoversRotatedMemtables(t *testing.T) {
 		r := <-reports
 		if r.err != nil {
 			t.Fatal(r.err)
+		}
+		if rotated {
+			rotations++
 		}
 		if kb, mapped := r.dirty[holder]; rotated && mapped {
 			conclusive++
@@ -176,7 +182,8 @@ func TestSyncCoversRotatedMemtables(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	t.Logf("%d conclusive of %d rounds, %d rotated the memtable", conclusive, rounds, rotations)
 	if conclusive < 3 {
-		t.Fatalf("only %d rounds had a group rotate the memtable out from under the previous group's fsync", conclusive)
+		t.Fatalf("only %d of %d rounds had a group rotate the memtable out from under the previous group's fsync (%d rotated it, the rest of those saw it flushed first)", conclusive, rounds, rotations)
 	}
 }
