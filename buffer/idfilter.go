@@ -207,7 +207,7 @@ func (s *Store) loadFilter(f *idFilter, done chan<- struct{}) {
 	defer close(done)
 	now := s.opts.Clock.Now().UnixMilli()
 	b := newBloom(min(max(int(s.dedupKeys.Load()), filterMinIDs), f.capIDs()), now)
-	err := s.scan([]byte(dedupPrefix), func(k, v []byte) error {
+	err := s.scanInSteps([]byte(dedupPrefix), func(k, v []byte) error {
 		select {
 		case <-s.quit:
 			return errLoadStopped

@@ -210,3 +210,44 @@ func TestDedupFilterSavesLookups(t *testing.T) {
 		t.Errorf("%d expired ids reported duplicate", d)
 	}
 }
+
+// TestDedupIndexCap: past its cap the index takes no more ids (they are remembered in
+// memory only, and counted); once its ids expire, the recount lets new ones in again.
+func TestDedupIndexCap(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	s := open(t, t.TempDir(), Options{DedupTTL: time.Minute, Clock: clk})
+	s.dedupCap.Store(100)
+	defer func(n int) { scanSteps = n }(scanSteps)
+	scanSteps = 7 // the recount reads the index in steps
+	appendIDs := func(from, n int) {
+		t.Helper()
+		es := make([]Entry, n)
+		for i := range es {
+			es[i] = Entry{ID: fmt.Sprintf("c-%d", from+i), Value: []byte("v")}
+		}
+		if _, err := s.Append(context.Background(), "raw", es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendIDs(0, 150)
+	if n, skipped := s.DedupIDs(), s.Stats().DedupSkipped.Load(); n != 100 || skipped != 50 {
+		t.Fatalf("index holds %d ids and %d were skipped, want 100 and 50", n, skipped)
+	}
+	if err := s.boundDedup(); err != nil { // all 100 live: the count stays
+		t.Fatal(err)
+	}
+	if n := s.DedupIDs(); n != 100 {
+		t.Fatalf("recount of 100 live ids gave %d", n)
+	}
+	clk.Advance(time.Minute)
+	if err := s.boundDedup(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.DedupIDs(); n != 0 {
+		t.Fatalf("recount after every id expired gave %d, want 0", n)
+	}
+	appendIDs(150, 10)
+	if n, skipped := s.DedupIDs(), s.Stats().DedupSkipped.Load(); n != 10 || skipped != 50 {
+		t.Fatalf("after the recount the index holds %d ids (%d skipped), want 10 (50)", n, skipped)
+	}
+}

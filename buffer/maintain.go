@@ -132,7 +132,7 @@ func (s *Store) boundDedup() error {
 	}
 	now := s.opts.Clock.Now().UnixMilli()
 	var live int64
-	err := s.scan([]byte(dedupPrefix), func(_, v []byte) error {
+	err := s.scanInSteps([]byte(dedupPrefix), func(_, v []byte) error {
 		if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now {
 			live++
 		}

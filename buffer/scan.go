@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -39,6 +40,50 @@ func (s *Store) scan(prefix []byte, fn func(key, value []byte) error) error {
 		}
 		return nil
 	})
+}
+
+// scanSteps is how many keys scanInSteps reads per transaction.
+var scanSteps = 10_000 // a test makes it small
+
+// scanInSteps is scan for long prefixes (the dedup index: millions of keys), in read
+// transactions of scanSteps keys each: a read transaction holds the tables it started with
+// (their files stay on disk, outside the budget's sight, until it ends) and keeps
+// compactions from discarding older versions. Keys written during the scan may or may not
+// be seen.
+func (s *Store) scanInSteps(prefix []byte, fn func(key, value []byte) error) error {
+	var after []byte // the last key handed to fn: the next step starts there
+	for {
+		n := 0
+		var last []byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(keysOnly(prefix))
+			defer it.Close()
+			if after == nil {
+				it.Rewind()
+			} else {
+				it.Seek(after)
+			}
+			for ; it.Valid() && n < scanSteps; it.Next() {
+				item := it.Item()
+				if after != nil && bytes.Equal(item.Key(), after) {
+					continue
+				}
+				if err := item.Value(func(v []byte) error { return fn(item.Key(), v) }); err != nil {
+					return err
+				}
+				last = item.KeyCopy(last)
+				n++
+			}
+			return nil
+		})
+		if errors.Is(err, ErrStop) {
+			return nil
+		}
+		if err != nil || n < scanSteps {
+			return err
+		}
+		after = last
+	}
 }
 
 // keysOnly are iterator options over the keys under prefix, without fetching values.

@@ -137,3 +137,45 @@ func TestMaintainMeasuresDisk(t *testing.T) {
 		t.Fatalf("DiskBytes %d after a maintenance round; the directory takes %d", got, want)
 	}
 }
+
+// TestScanInSteps: a scan in several read transactions hands every key under the prefix
+// to fn once, in order, whatever the step, and stops at ErrStop.
+func TestScanInSteps(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	err := s.Update(context.Background(), func(tx *Tx) {
+		for i := range 50 {
+			tx.Put(fmt.Sprintf("p/%03d", i), []byte{byte(i)})
+		}
+		tx.Put("q", []byte("outside"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(n int) { scanSteps = n }(scanSteps)
+	for _, step := range []int{1, 7, 10, 50, 51, 1000} {
+		scanSteps = step
+		var got []string
+		err := s.scanInSteps(stateKey("p/"), func(k, v []byte) error {
+			got = append(got, fmt.Sprintf("%s=%d", k, v[0]))
+			return nil
+		})
+		if err != nil || len(got) != 50 {
+			t.Fatalf("step %d: %d keys (%v)", step, len(got), err)
+		}
+		for i, g := range got {
+			if want := fmt.Sprintf("s/p/%03d=%d", i, i); g != want {
+				t.Fatalf("step %d: key %d is %s, want %s", step, i, g, want)
+			}
+		}
+		n := 0
+		err = s.scanInSteps(stateKey("p/"), func(k, v []byte) error {
+			if n++; n == 20 {
+				return ErrStop
+			}
+			return nil
+		})
+		if err != nil || n != 20 {
+			t.Fatalf("step %d: stopped after %d keys (%v), want 20", step, n, err)
+		}
+	}
+}
