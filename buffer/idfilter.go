@@ -202,11 +202,35 @@ var errLoadStopped = errors.New("store closing")
 // loadFilter reads the ids in the dedup index that have not expired into one generation
 // and hands it to the writer's filter, which looks every id up until then. It runs once,
 // beside the writer, from Open; a failed scan leaves the filter unready (every id is
-// looked up, as without a filter).
+// looked up, as without a filter). The generation is sized from the store's count of ids;
+// when the index holds more than that (a count from before a crash), the scan runs again
+// at the size it found rather than hand over a saturated filter.
 func (s *Store) loadFilter(f *idFilter, done chan<- struct{}) {
 	defer close(done)
 	now := s.opts.Clock.Now().UnixMilli()
-	b := newBloom(min(max(int(s.dedupKeys.Load()), filterMinIDs), f.capIDs()), now)
+	size := min(max(int(s.dedupKeys.Load()), filterMinIDs), f.capIDs())
+	for {
+		b, err := s.readIDs(now, size)
+		switch {
+		case errors.Is(err, errLoadStopped):
+			return
+		case err != nil:
+			s.log.Warn("cannot read the dedup index into its filter: every record id is looked up on disk", "err", err)
+			return
+		case b.n > b.capacity && size < f.capIDs():
+			size = min(b.n+b.n/4, f.capIDs())
+			continue
+		case b.n == 0:
+			b = nil
+		}
+		f.loaded <- b
+		return
+	}
+}
+
+// readIDs reads the ids of the index that expire after now into a generation for size ids.
+func (s *Store) readIDs(now int64, size int) (*bloom, error) {
+	b := newBloom(size, now)
 	err := s.scanInSteps([]byte(dedupPrefix), func(k, v []byte) error {
 		select {
 		case <-s.quit:
@@ -223,14 +247,5 @@ func (s *Store) loadFilter(f *idFilter, done chan<- struct{}) {
 		}
 		return nil
 	})
-	switch {
-	case errors.Is(err, errLoadStopped):
-		return
-	case err != nil:
-		s.log.Warn("cannot read the dedup index into its filter: every record id is looked up on disk", "err", err)
-		return
-	case b.n == 0:
-		b = nil
-	}
-	f.loaded <- b
+	return b, err
 }

@@ -251,3 +251,32 @@ func TestDedupIndexCap(t *testing.T) {
 		t.Fatalf("after the recount the index holds %d ids (%d skipped), want 10 (50)", n, skipped)
 	}
 }
+
+// TestFilterLoadOutgrowsCount: when the index holds more ids than the store's count says,
+// the load reads it again at the size it found instead of handing over a saturated filter.
+func TestFilterLoadOutgrowsCount(t *testing.T) {
+	s := open(t, t.TempDir(), Options{DedupTTL: time.Hour})
+	const n = 25 * 500 // three times the smallest generation
+	for start := 0; start < n; start += 500 {
+		es := make([]Entry, 500)
+		for i := range es {
+			es[i] = Entry{ID: fmt.Sprintf("o-%d", start+i), Value: []byte("v")}
+		}
+		if _, err := s.Append(context.Background(), "raw", es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.dedupKeys.Store(0) // a count that lost track
+	f := newIDFilter(time.Hour.Milliseconds(), func() int64 { return 0 })
+	done := make(chan struct{})
+	s.loadFilter(f, done)
+	b := <-f.loaded
+	if b == nil || b.n != n || b.capacity < n {
+		t.Fatalf("loaded generation is nil or holds more ids than its capacity, want %d within it", n)
+	}
+	for i := 0; i < n; i += 97 {
+		if !b.has(bloomHashes(dedupHash(fmt.Sprintf("o-%d", i)))) {
+			t.Fatalf("id %d not in the loaded generation", i)
+		}
+	}
+}
