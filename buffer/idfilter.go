@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/bits"
+	"sync/atomic"
 )
 
 // idFilter answers "never stored" for most fresh ids without a Badger lookup, which costs
@@ -28,6 +29,7 @@ type idFilter struct {
 	ready  bool     // base was received (or there was nothing to load)
 	loaded chan *bloom
 	maxIDs func() int64 // ids the index may hold (the store's dedup cap); ≤ 0 none
+	size   *atomic.Int64 // set to bytes() at every change, for metrics
 }
 
 const (
@@ -38,8 +40,8 @@ const (
 	filterMaxGens   = 16
 )
 
-func newIDFilter(ttlMS int64, maxIDs func() int64) *idFilter {
-	return &idFilter{ttl: ttlMS, loaded: make(chan *bloom, 1), maxIDs: maxIDs}
+func newIDFilter(ttlMS int64, maxIDs func() int64, size *atomic.Int64) *idFilter {
+	return &idFilter{ttl: ttlMS, loaded: make(chan *bloom, 1), maxIDs: maxIDs, size: size}
 }
 
 // capIDs is the most ids one generation is sized for.
@@ -57,6 +59,7 @@ func (f *idFilter) mayHold(h string, now int64) bool {
 		select {
 		case b := <-f.loaded:
 			f.base, f.ready = b, true
+			f.size.Store(int64(f.bytes()))
 		default:
 			return true
 		}
@@ -84,6 +87,7 @@ func (f *idFilter) add(h string, exp, now int64) {
 	if cur == nil || ((now-cur.start >= f.span() || cur.n >= cur.capacity) && f.roomFor(cur)) {
 		cur = newBloom(f.nextSize(cur), now)
 		f.gens = append(f.gens, cur)
+		f.size.Store(int64(f.bytes()))
 	}
 	cur.add(bloomHashes(h))
 	cur.exp = max(cur.exp, exp)
@@ -125,15 +129,22 @@ func (f *idFilter) nextSize(cur *bloom) int {
 // expire drops the generations whose ids have all expired: an id whose expiry is at or
 // before now is not a duplicate any more (Store.seen).
 func (f *idFilter) expire(now int64) {
+	changed := false
 	if f.base != nil && f.base.exp <= now {
-		f.base = nil
+		f.base, changed = nil, true
 	}
 	i := 0
 	for i < len(f.gens)-1 && f.gens[i].exp <= now { // the newest stays: it takes new ids
 		i++
 	}
 	if i > 0 {
-		f.gens = append(f.gens[:0], f.gens[i:]...)
+		n := copy(f.gens, f.gens[i:])
+		clear(f.gens[n:]) // let the dropped generations' bits go
+		f.gens = f.gens[:n]
+		changed = true
+	}
+	if changed {
+		f.size.Store(int64(f.bytes()))
 	}
 }
 

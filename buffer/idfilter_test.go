@@ -3,6 +3,7 @@ package buffer
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func TestBloomAnswers(t *testing.T) {
 }
 
 func readyFilter(ttl int64, maxIDs int64) *idFilter {
-	f := newIDFilter(ttl, func() int64 { return maxIDs })
+	f := newIDFilter(ttl, func() int64 { return maxIDs }, new(atomic.Int64))
 	f.loaded <- nil // nothing in the index at open
 	return f
 }
@@ -101,6 +102,9 @@ func TestIDFilterGenerations(t *testing.T) {
 	if len(f.gens) != 1 {
 		t.Errorf("%d generations after every id expired, want only the newest", len(f.gens))
 	}
+	if n := f.size.Load(); n != int64(f.bytes()) {
+		t.Errorf("size gauge %d after expiry, the filter takes %d", n, f.bytes())
+	}
 	if fp > 20 {
 		t.Errorf("%d of 1000 fresh ids answered maybe", fp)
 	}
@@ -124,7 +128,7 @@ func TestIDFilterGenerations(t *testing.T) {
 // TestIDFilterWaitsForLoad: until the scan of the index hands its generation over, every
 // id may be held (looked up); after, the loaded ids are held until their expiry.
 func TestIDFilterWaitsForLoad(t *testing.T) {
-	f := newIDFilter(60_000, func() int64 { return 0 })
+	f := newIDFilter(60_000, func() int64 { return 0 }, new(atomic.Int64))
 	if !f.mayHold(hashOf(1), 0) {
 		t.Fatal("an unloaded filter answered never stored")
 	}
@@ -174,6 +178,9 @@ func TestDedupFilterSavesLookups(t *testing.T) {
 	}
 	s := open(t, dir, opts)
 	loaded(s)
+	if n := s.Stats().DedupFilterBytes.Load(); n != int64(s.filter.bytes()) || n == 0 {
+		t.Errorf("DedupFilterBytes %d, the filter takes %d", n, s.filter.bytes())
+	}
 	before := s.Stats().DedupLookups.Load()
 	if d := batch(s, 0, 2000); d != 0 {
 		t.Fatalf("%d fresh ids reported duplicate", d)
@@ -267,7 +274,7 @@ func TestFilterLoadOutgrowsCount(t *testing.T) {
 		}
 	}
 	s.dedupKeys.Store(0) // a count that lost track
-	f := newIDFilter(time.Hour.Milliseconds(), func() int64 { return 0 })
+	f := newIDFilter(time.Hour.Milliseconds(), func() int64 { return 0 }, new(atomic.Int64))
 	done := make(chan struct{})
 	s.loadFilter(f, done)
 	b := <-f.loaded

@@ -36,6 +36,8 @@ type Stats struct {
 	// DedupLookups counts the ids looked up in the dedup index on disk: those the cache
 	// and the filter of ids never stored could not answer.
 	DedupLookups atomic.Uint64
+	// DedupFilterBytes is the memory the filter of stored ids takes.
+	DedupFilterBytes atomic.Int64
 	// Lost counts entries that were committed but found missing at open (a torn or
 	// corrupt write-ahead-log tail; see Store.Lost).
 	Lost atomic.Uint64

@@ -297,7 +297,7 @@ func Open(opts Options) (s *Store, err error) {
 	}
 	s.usage.sample(s)
 	if opts.DedupTTL > 0 {
-		s.filter = newIDFilter(opts.DedupTTL.Milliseconds(), s.dedupCap.Load)
+		s.filter = newIDFilter(opts.DedupTTL.Milliseconds(), s.dedupCap.Load, &s.stats.DedupFilterBytes)
 		s.filterDone = make(chan struct{})
 		go s.loadFilter(s.filter, s.filterDone)
 	}

@@ -23,6 +23,8 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_ingest_records_total", Type: ops.Counter, Help: "Records appended to the raw log (duplicates excluded)."},
 	{Name: "edgegate_ingest_refusals_total", Type: ops.Counter, Help: "Refused messages, by reason.", Labels: []string{"reason"}},
 	{Name: "edgegate_dedup_hits_total", Type: ops.Counter, Help: "Records dropped because their id was seen within the dedup TTL."},
+	{Name: "edgegate_dedup_lookups_total", Type: ops.Counter, Help: "Record ids looked up in the dedup index on disk: those the in-memory cache and filter could not answer."},
+	{Name: "edgegate_dedup_filter_bytes", Type: ops.Gauge, Help: "Memory taken by the in-memory filter of stored record ids."},
 	{Name: "edgegate_buffer_bytes", Type: ops.Gauge, Help: "Bytes the buffer's store takes on disk."},
 	{Name: "edgegate_buffer_budget_bytes", Type: ops.Gauge, Help: "The buffer's disk budget (buffer.max_bytes)."},
 	{Name: "edgegate_buffer_log_records", Type: ops.Gauge, Help: "Records kept in a log of the buffer.", Labels: []string{"log"}},
@@ -73,6 +75,8 @@ func (g *Gateway) Collect(w *ops.Writer) {
 
 	st := g.store.Stats()
 	w.AddUint("edgegate_dedup_hits_total", st.DedupHits.Load())
+	w.AddUint("edgegate_dedup_lookups_total", st.DedupLookups.Load())
+	w.Add("edgegate_dedup_filter_bytes", float64(st.DedupFilterBytes.Load()))
 	w.AddUint("edgegate_buffer_lost_records_total", st.Lost.Load())
 	w.AddUint("edgegate_buffer_commits_total", st.Groups.Load())
 	w.AddUint("edgegate_buffer_fsyncs_total", st.Syncs.Load())
