@@ -28,7 +28,7 @@ type idFilter struct {
 	base   *bloom   // the ids in the index at open, once loaded
 	ready  bool     // base was received (or there was nothing to load)
 	loaded chan *bloom
-	maxIDs func() int64 // ids the index may hold (the store's dedup cap); ≤ 0 none
+	maxIDs func() int64  // ids the index may hold (the store's dedup cap); ≤ 0 none
 	size   *atomic.Int64 // set to bytes() at every change, for metrics
 }
 
