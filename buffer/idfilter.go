@@ -33,8 +33,8 @@ type idFilter struct {
 }
 
 const (
-	filterBitsPerID = 10      // with 7 probes, ~0.8% false positives at capacity
-	filterProbes    = 7       //
+	filterBitsPerID = 10 // with 7 probes, ~0.8% false positives at capacity
+	filterProbes    = 7
 	filterMinIDs    = 1 << 12 // the smallest generation: 5 KiB
 	filterMaxIDs    = 1 << 22 // the largest when the index has no cap: 5 MiB
 	filterMaxGens   = 16
