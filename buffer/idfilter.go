@@ -21,7 +21,10 @@ import (
 // stays under filterBitsPerID × 2 × maxIDs bits: past that the newest generation keeps
 // filling and only answers "maybe" more often. The ids in the index when the store opened
 // are read by a background scan (loadFilter); until it hands them over, every id is looked
-// up. Owned by the writer goroutine.
+// up. A clock set back keeps every generation; one set forward past a generation's last
+// expiry drops it for good, so its ids are not duplicates even if the clock comes back
+// (Badger's own TTL, on the system clock, may have dropped them from the index as well).
+// Owned by the writer goroutine.
 type idFilter struct {
 	ttl    int64    // ms
 	gens   []*bloom // oldest first; the last takes new ids

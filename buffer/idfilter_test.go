@@ -288,3 +288,27 @@ func TestFilterLoadOutgrowsCount(t *testing.T) {
 		}
 	}
 }
+
+// TestIDFilterClockBack: a clock set back keeps every id held (expiry is on the store's
+// clock, and an id stored "later" is still unexpired), and adds go on into the newest
+// generation rather than rotating on a negative age.
+func TestIDFilterClockBack(t *testing.T) {
+	const ttl = 60_000
+	f := readyFilter(ttl, 0)
+	t0 := int64(1_800_000_000_000)
+	for i := range 1000 {
+		f.add(hashOf(i), t0+ttl, t0)
+	}
+	back := t0 - 3600_000 // an hour back, as NTP correcting a fast RTC would
+	for i := range 1000 {
+		f.add(hashOf(1000+i), back+ttl, back)
+	}
+	if len(f.gens) != 1 {
+		t.Errorf("%d generations after the clock went back, want the one taking ids", len(f.gens))
+	}
+	for i := 0; i < 2000; i++ {
+		if !f.mayHold(hashOf(i), back+1) {
+			t.Fatalf("id %d not held after the clock went back", i)
+		}
+	}
+}
