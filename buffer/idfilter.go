@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"encoding/binary"
 	"errors"
 	"math/bits"
 	"sync/atomic"
@@ -252,10 +251,7 @@ func (s *Store) readIDs(now int64, size int) (*bloom, error) {
 		default:
 		}
 		h := k[len(dedupPrefix):]
-		if len(h) != dedupHashLen || len(v) != 8 {
-			return nil
-		}
-		if exp := int64(binary.BigEndian.Uint64(v)); exp > now {
+		if exp, ok := dedupExpiry(v); ok && exp > now && len(h) == dedupHashLen {
 			b.add(bloomHashes(h))
 			b.exp = max(b.exp, exp)
 		}

@@ -58,6 +58,15 @@ func dedupHash(id string) string {
 
 func dedupKey(hash string) []byte { return append([]byte(dedupPrefix), hash...) }
 
+// dedupExpiry decodes the value of a dedup key: the id's expiry, unix ms on the store's
+// clock; ok is false for a value that is not one.
+func dedupExpiry(v []byte) (exp int64, ok bool) {
+	if len(v) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(v)), true
+}
+
 var dedupCountKey = []byte("x/dedup")
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

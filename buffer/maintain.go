@@ -133,7 +133,7 @@ func (s *Store) boundDedup() error {
 	now := s.opts.Clock.Now().UnixMilli()
 	var live int64
 	err := s.scanInSteps([]byte(dedupPrefix), func(_, v []byte) error {
-		if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now {
+		if exp, ok := dedupExpiry(v); ok && exp > now {
 			live++
 		}
 		return nil

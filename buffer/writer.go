@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -533,7 +532,8 @@ func (s *Store) seen(rd *groupReader, h string, now time.Time) (bool, error) {
 	item, err := rd.txn().Get(dedupKey(h))
 	if err == nil {
 		err = item.Value(func(v []byte) error {
-			found = len(v) == 8 && ms < int64(binary.BigEndian.Uint64(v))
+			exp, ok := dedupExpiry(v)
+			found = ok && ms < exp
 			return nil
 		})
 	}
