@@ -31,7 +31,7 @@ type idFilter struct {
 	ready  bool     // base was received (or there was nothing to load)
 	loaded chan *bloom
 	maxIDs func() int64  // ids the index may hold (the store's dedup cap); ≤ 0 none
-	size   *atomic.Int64 // set to bytes() at every change, for metrics
+	size   *atomic.Int64 // bytes(), for metrics: see resized
 }
 
 const (
@@ -61,7 +61,7 @@ func (f *idFilter) mayHold(h string, now int64) bool {
 		select {
 		case b := <-f.loaded:
 			f.base, f.ready = b, true
-			f.size.Store(int64(f.bytes()))
+			f.resized()
 		default:
 			return true
 		}
@@ -89,7 +89,7 @@ func (f *idFilter) add(h string, exp, now int64) {
 	if cur == nil || ((now-cur.start >= f.span() || cur.n >= cur.capacity) && f.roomFor(cur)) {
 		cur = newBloom(f.nextSize(cur), now)
 		f.gens = append(f.gens, cur)
-		f.size.Store(int64(f.bytes()))
+		f.resized()
 	}
 	cur.add(bloomHashes(h))
 	cur.exp = max(cur.exp, exp)
@@ -104,14 +104,7 @@ func (f *idFilter) roomFor(cur *bloom) bool {
 	if len(f.gens) >= filterMaxGens {
 		return false
 	}
-	total := 0
-	for _, g := range f.gens {
-		total += len(g.words) * 64
-	}
-	if f.base != nil {
-		total += len(f.base.words) * 64
-	}
-	return total+f.nextSize(cur)*filterBitsPerID <= 2*f.capIDs()*filterBitsPerID
+	return f.bytes()*8+f.nextSize(cur)*filterBitsPerID <= 2*f.capIDs()*filterBitsPerID
 }
 
 // nextSize is the capacity of the generation after cur: a quarter more than cur took at a
@@ -146,9 +139,12 @@ func (f *idFilter) expire(now int64) {
 		changed = true
 	}
 	if changed {
-		f.size.Store(int64(f.bytes()))
+		f.resized()
 	}
 }
+
+// resized publishes the filter's memory after a generation came or went.
+func (f *idFilter) resized() { f.size.Store(int64(f.bytes())) }
 
 // bytes is the memory the filter's bit sets take.
 func (f *idFilter) bytes() int {
