@@ -162,9 +162,10 @@ func BenchmarkLatencyAt5k(b *testing.B) {
 // drives 10,000 durable msg/s into it for 60 s (LOADGEN_SECONDS overrides) from 100
 // publishers, and reads its memory and its disk writes from /proc: peak RSS (VmHWM),
 // steady RSS (the median VmRSS of the second half, and of its two parts: RssAnon, the
-// heap and stacks, and RssFile, the resident pages of Badger's memory-mapped files), and
-// bytes the process caused to be written to storage per acknowledged reading. Without GOMEMLIMIT and with the systemd
-// unit's GOMEMLIMIT=96MiB (LOADGEN_GOMEMLIMITS="none,64MiB" picks others).
+// heap and stacks, and RssFile, resident file-backed pages: the binary's and those of
+// Badger's memory-mapped files), and bytes the process caused to be written to storage
+// per acknowledged reading. Without GOMEMLIMIT and with the systemd unit's
+// GOMEMLIMIT=96MiB (LOADGEN_GOMEMLIMITS="none,64MiB" picks others).
 func BenchmarkDaemonAt10k(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads /proc")
