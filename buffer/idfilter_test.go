@@ -222,11 +222,8 @@ func TestDedupFilterSavesLookups(t *testing.T) {
 // memory only, and counted); once its ids expire, the recount lets new ones in again.
 func TestDedupIndexCap(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	s := open(t, t.TempDir(), Options{DedupTTL: time.Minute, Clock: clk})
+	s := open(t, t.TempDir(), Options{DedupTTL: time.Minute, Clock: clk, scanSteps: 7}) // the recount reads the index in steps
 	s.dedupCap.Store(100)
-	<-s.filterDone // its load reads scanSteps
-	defer func(n int) { scanSteps = n }(scanSteps)
-	scanSteps = 7 // the recount reads the index in steps
 	appendIDs := func(from, n int) {
 		t.Helper()
 		es := make([]Entry, n)

@@ -42,15 +42,13 @@ func (s *Store) scan(prefix []byte, fn func(key, value []byte) error) error {
 	})
 }
 
-// scanSteps is how many keys scanInSteps reads per transaction.
-var scanSteps = 10_000 // a test makes it small
-
 // scanInSteps is scan for long prefixes (the dedup index: millions of keys), in read
-// transactions of scanSteps keys each: a read transaction holds the tables it started with
-// (their files stay on disk, outside the budget's sight, until it ends) and keeps
-// compactions from discarding older versions. Keys written during the scan may or may not
-// be seen.
+// transactions of Options.scanSteps keys each: a read transaction holds the tables it
+// started with (their files stay on disk, outside the budget's sight, until it ends) and
+// keeps compactions from discarding older versions. Keys written during the scan may or
+// may not be seen.
 func (s *Store) scanInSteps(prefix []byte, fn func(key, value []byte) error) error {
+	steps := s.opts.scanSteps
 	var after []byte // the last key handed to fn: the next step starts there
 	for {
 		n := 0
@@ -63,7 +61,7 @@ func (s *Store) scanInSteps(prefix []byte, fn func(key, value []byte) error) err
 			} else {
 				it.Seek(after)
 			}
-			for ; it.Valid() && n < scanSteps; it.Next() {
+			for ; it.Valid() && n < steps; it.Next() {
 				item := it.Item()
 				if after != nil && bytes.Equal(item.Key(), after) {
 					continue
@@ -79,7 +77,7 @@ func (s *Store) scanInSteps(prefix []byte, fn func(key, value []byte) error) err
 		if errors.Is(err, ErrStop) {
 			return nil
 		}
-		if err != nil || n < scanSteps {
+		if err != nil || n < steps {
 			return err
 		}
 		after = last

@@ -103,6 +103,9 @@ type Options struct {
 	// memTableSize overrides Badger's memtable size (tests of the budget use small ones
 	// so that a small budget is meaningful).
 	memTableSize int64
+	// scanSteps is how many keys scanInSteps reads per read transaction (tests make it
+	// small); 0: 10 000.
+	scanSteps int
 }
 
 // Entry is one value to append to a log. A non-empty ID is checked against the dedup index:
@@ -217,6 +220,9 @@ func Open(opts Options) (s *Store, err error) {
 	}
 	if opts.memTableSize <= 0 {
 		opts.memTableSize = defaultMemTableSize
+	}
+	if opts.scanSteps <= 0 {
+		opts.scanSteps = 10_000
 	}
 	lg := opts.Logger.With("component", "buffer")
 	if opts.ReadOnly {

@@ -151,9 +151,8 @@ func TestScanInSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func(n int) { scanSteps = n }(scanSteps)
 	for _, step := range []int{1, 7, 10, 50, 51, 1000} {
-		scanSteps = step
+		s.opts.scanSteps = step // nothing else scans this store
 		var got []string
 		err := s.scanInSteps(stateKey("p/"), func(k, v []byte) error {
 			got = append(got, fmt.Sprintf("%s=%d", k, v[0]))
