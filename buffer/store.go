@@ -264,13 +264,14 @@ func Open(opts Options) (s *Store, err error) {
 		}
 		return nil, fmt.Errorf("buffer: open %s: %w", opts.Dir, err)
 	}
+	st := s // s is nil once an error is returned
 	defer func() {
 		if err != nil {
-			s.db.Close()
-			if s.wal != nil {
-				s.wal.Close()
+			st.db.Close()
+			if st.wal != nil {
+				st.wal.Close()
 			}
-			s.witness.close()
+			st.witness.close()
 		}
 	}()
 	if err := s.loadLogs(); err != nil {
