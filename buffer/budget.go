@@ -205,14 +205,14 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	if first >= below || ls.count.Load() == 0 {
 		return 0, false, nil
 	}
-	prefix := logPrefix(ls.name)
+	prefix := s.logPrefix(ls.name)
 	var keys [][]byte
 	var freed int64
 	newFirst := first
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
-		for it.Seek(logKey(ls.name, first)); it.Valid(); it.Next() {
+		for it.Seek(s.logKey(ls.name, first)); it.Valid(); it.Next() {
 			item := it.Item()
 			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
 			if seq >= below {

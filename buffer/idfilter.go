@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"errors"
+	"math"
 	"math/bits"
 	"sync/atomic"
 )
@@ -57,26 +58,35 @@ func (f *idFilter) capIDs() int {
 // mayHold reports whether the id hashed to h may be in the index at now (unix ms): false
 // means it is not.
 func (f *idFilter) mayHold(h string, now int64) bool {
+	_, _, ok := f.expiries(h, now)
+	return ok
+}
+
+// expiries is mayHold that also bounds the id's expiry, if it is in the index: between
+// the earliest and the latest expiry of the generations that may hold it (the whole range
+// until the ids at open are loaded). A lookup reads the index's buckets in that range only.
+func (f *idFilter) expiries(h string, now int64) (lo, hi int64, ok bool) {
 	if !f.ready {
 		select {
 		case b := <-f.loaded:
 			f.base, f.ready = b, true
 			f.resized()
 		default:
-			return true
+			return math.MinInt64, math.MaxInt64, true
 		}
 	}
 	f.expire(now)
 	h1, h2 := bloomHashes(h)
-	if f.base != nil && f.base.has(h1, h2) {
-		return true
-	}
+	lo, hi = math.MaxInt64, math.MinInt64
 	for _, g := range f.gens {
 		if g.has(h1, h2) {
-			return true
+			lo, hi, ok = min(lo, g.minExp), max(hi, g.exp), true
 		}
 	}
-	return false
+	if f.base != nil && f.base.has(h1, h2) {
+		lo, hi, ok = min(lo, f.base.minExp), max(hi, f.base.exp), true
+	}
+	return lo, hi, ok
 }
 
 // add records that the id hashed to h was written to the index with expiry exp, at now.
@@ -92,7 +102,7 @@ func (f *idFilter) add(h string, exp, now int64) {
 		f.resized()
 	}
 	cur.add(bloomHashes(h))
-	cur.exp = max(cur.exp, exp)
+	cur.note(exp)
 }
 
 // span is how long a generation takes new ids: a quarter of the TTL, so that the filter
@@ -166,11 +176,18 @@ type bloom struct {
 	capacity int
 	start    int64 // unix ms, store clock, when it began taking ids
 	exp      int64 // the latest expiry of an id in it
+	minExp   int64 // the earliest
 }
 
 func newBloom(capacity int, start int64) *bloom {
 	words := (capacity*filterBitsPerID + 63) / 64
-	return &bloom{words: make([]uint64, words), m: uint64(words) * 64, capacity: capacity, start: start}
+	return &bloom{words: make([]uint64, words), m: uint64(words) * 64, capacity: capacity, start: start, minExp: math.MaxInt64}
+}
+
+// note widens the generation's range of expiries to exp.
+func (b *bloom) note(exp int64) {
+	b.exp = max(b.exp, exp)
+	b.minExp = min(b.minExp, exp)
 }
 
 // bloomHashes derives the probe sequence's start and step from a dedup hash (the first 12
@@ -246,10 +263,10 @@ func (s *Store) readIDs(now int64, size int) (*bloom, error) {
 			return errLoadStopped
 		default:
 		}
-		h := k[len(dedupPrefix):]
-		if exp, ok := dedupExpiry(v); ok && exp > now && len(h) == dedupHashLen {
+		_, h, kok := parseDedupKey(k)
+		if exp, ok := dedupExpiry(v); ok && kok && exp > now {
 			b.add(bloomHashes(h))
-			b.exp = max(b.exp, exp)
+			b.note(exp)
 		}
 		return nil
 	})

@@ -46,19 +46,19 @@ func (s *Store) logInfo(log string) (LogInfo, error) {
 	}
 	// The last number published, not ls.next, which only the writer may read.
 	li := LogInfo{Name: log, High: ls.last.Load(), Count: ls.count.Load(), Bytes: ls.bytes.Load()}
-	prefix := logPrefix(log)
+	prefix := s.logPrefix(log)
 	tprefix := timePrefix(log)
 	err = s.db.View(func(txn *badger.Txn) error {
 		o := keysOnly(prefix)
 		it := txn.NewIterator(o)
-		it.Seek(logKey(log, ls.first.Load()))
+		it.Seek(s.logKey(log, ls.first.Load()))
 		if it.Valid() {
 			li.First = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
 		}
 		it.Close()
 		o.Reverse = true
 		it = txn.NewIterator(o)
-		it.Seek(logKey(log, ^uint64(0)))
+		it.Seek(s.logKey(log, ^uint64(0)))
 		if it.Valid() {
 			li.Last = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
 		}
@@ -108,14 +108,14 @@ func (s *Store) Tail(log string, n int, fn func(seq uint64, value []byte) error)
 		v   []byte
 	}
 	var got []kv
-	prefix := logPrefix(log)
+	prefix := s.logPrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = prefix
 		o.Reverse = true
 		it := txn.NewIterator(o)
 		defer it.Close()
-		for it.Seek(logKey(log, ^uint64(0))); it.Valid() && len(got) < n; it.Next() {
+		for it.Seek(s.logKey(log, ^uint64(0))); it.Valid() && len(got) < n; it.Next() {
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err

@@ -7,18 +7,51 @@ import (
 
 // Key layout (one Badger DB, prefixes keep the kinds apart):
 //
-//	l/<log>/<seq:8 BE>       an entry of a log
+//	a/<BulkLog>/<seq:8 BE>   an entry of the bulk log (the gateway's raw readings)
+//	c/<log>/<consumer>       a consumer's committed position (next seq, 8 BE)
+//	h/<log>                  high mark of stores written before the meta key existed
+//	l/<log>/<seq:8 BE>       an entry of any other log
 //	m/<log>                  a log's meta: high mark, first live seq, live count and bytes
+//	s/<key>                  state KV (pipelines' windows, uplinks' ranges)
 //	t/<log>/<seq:8 BE>       time index: entries from seq on were appended at or after this
 //	                         time (unix ms, 8 BE); one key per log per minute of appends
-//	c/<log>/<consumer>       a consumer's committed position (next seq, 8 BE)
-//	s/<key>                  state KV (pipelines' windows, uplinks' ranges)
-//	d/<sha256(id)[:12]>      dedup index: expiry (unix ms, 8 BE), with a Badger TTL
 //	x/dedup                  how many dedup keys were written since the last recount
-//	h/<log>                  high mark of stores written before the meta key existed
-func logPrefix(log string) []byte { return []byte("l/" + log + "/") }
+//	x/dedup-width            the width of the dedup index's expiry buckets (ms, 8 BE)
+//	z/<^end:8 BE><hash>      dedup index: the id's expiry (unix ms, 8 BE) under the end of
+//	                         its expiry bucket, newest bucket first; with a Badger TTL
+//
+// The order is for compactions. Badger flushes a memtable into one L0 table, and moving
+// L0 down rewrites every L1 table whose keys lie between the L0 tables' smallest and
+// largest key. A memtable holds the newest entries of the bulk log, the newest dedup ids
+// and a few small keys (meta, time index, cursors, state, the other logs). With the bulk
+// log lowest, in ascending order, and the dedup index highest, newest first, that span
+// holds the new keys and the small kinds only: the backlog of readings below it and the
+// older ids above it stay where they are. With the previous layout (entries under
+// l/<log>/ and ids under d/<hash>, random), every flush spanned the whole store, and each
+// compaction rewrote all of L1, backlog included (BENCHMARKS.md, "Write amplification").
+// convertLayout moves a store written with it at open.
 
-func logKey(log string, seq uint64) []byte { return seqKey('l', log, seq) }
+// BulkLog is the log nearly every entry goes to (the gateway's raw readings); its entries
+// are keyed apart, below every other key (see the key layout).
+const BulkLog = "raw"
+
+// legacyBulkPrefix is where the previous layout kept the bulk log's entries.
+const legacyBulkPrefix = "l/" + BulkLog + "/"
+
+// logKind is the key kind of log's entries: the store's bulk kind ('a', or 'l' for a
+// read-only store in the previous layout) for BulkLog, 'l' for the others.
+func (s *Store) logKind(log string) byte {
+	if log == BulkLog {
+		return s.bulkKind
+	}
+	return 'l'
+}
+
+func (s *Store) logPrefix(log string) []byte {
+	return []byte(string(s.logKind(log)) + "/" + log + "/")
+}
+
+func (s *Store) logKey(log string, seq uint64) []byte { return seqKey(s.logKind(log), log, seq) }
 
 func timeKey(log string, seq uint64) []byte { return seqKey('t', log, seq) }
 
@@ -44,7 +77,14 @@ func cursorPrefix(log string) []byte { return []byte("c/" + log + "/") }
 
 func stateKey(key string) []byte { return []byte("s/" + key) }
 
-const dedupPrefix = "d/"
+const dedupPrefix = "z/"
+
+// legacyDedupPrefix is where the previous layout kept dedup ids: d/<hash>.
+const legacyDedupPrefix = "d/"
+
+// dedupBuckets is how many expiry buckets a TTL spans: a lookup of an id the filter may
+// hold reads its key in each live bucket, newest first.
+const dedupBuckets = 64
 
 // dedupHashLen is the length of the id hash kept per dedup key: 96 bits make a collision
 // among a billion ids a one-in-10¹¹ event, and keep every key 14 bytes whatever the id.
@@ -56,7 +96,30 @@ func dedupHash(id string) string {
 	return string(sum[:dedupHashLen])
 }
 
-func dedupKey(hash string) []byte { return append([]byte(dedupPrefix), hash...) }
+// dedupBucketEnd is the end (unix ms, exclusive) of the bucket of ids that expire at exp,
+// for buckets width ms wide: once it has passed, every id in the bucket has expired.
+func dedupBucketEnd(exp, width int64) int64 { return (exp/width + 1) * width }
+
+// dedupKey is the key of the id hashed to hash in the bucket ending at end.
+func dedupKey(end int64, hash string) []byte {
+	k := make([]byte, 0, len(dedupPrefix)+8+dedupHashLen)
+	k = append(k, dedupPrefix...)
+	k = binary.BigEndian.AppendUint64(k, ^uint64(end))
+	return append(k, hash...)
+}
+
+// dedupBucketKey is where the keys of the bucket ending at end begin.
+func dedupBucketKey(end int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(dedupPrefix), ^uint64(end))
+}
+
+// parseDedupKey splits a dedup key into its bucket's end and the id's hash.
+func parseDedupKey(k []byte) (end int64, hash []byte, ok bool) {
+	if len(k) != len(dedupPrefix)+8+dedupHashLen {
+		return 0, nil, false
+	}
+	return int64(^binary.BigEndian.Uint64(k[len(dedupPrefix):])), k[len(dedupPrefix)+8:], true
+}
 
 // dedupExpiry decodes the value of a dedup key: the id's expiry, unix ms on the store's
 // clock; ok is false for a value that is not one.
@@ -68,6 +131,10 @@ func dedupExpiry(v []byte) (exp int64, ok bool) {
 }
 
 var dedupCountKey = []byte("x/dedup")
+
+// dedupWidthKey holds the width (ms, 8 BE) of the dedup index's buckets: lookups compute
+// bucket ends with the width the live keys were written with.
+var dedupWidthKey = []byte("x/dedup-width")
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 

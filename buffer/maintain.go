@@ -119,8 +119,7 @@ func (s *Store) retentionBoundary(log string, cutoff time.Time) (uint64, error) 
 // boundDedup corrects the estimated number of dedup ids. The estimate only grows (ids
 // expire silently); while it is at the cap, new ids are remembered in memory only, so once
 // past the cap one scan counts the live ids exactly. Old ids are left to expire rather
-// than deleted early: deleting random keys from an LSM tree costs compactions across the
-// whole index, and the space would come back late anyway.
+// than deleted early: the space of deleted keys comes back only with later compactions.
 func (s *Store) boundDedup() error {
 	limit := s.dedupCap.Load()
 	if limit <= 0 || s.opts.DedupTTL <= 0 {

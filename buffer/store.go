@@ -163,6 +163,10 @@ type Store struct {
 	dirty      bool // written since the last fsync (interval mode)
 	dropMax    int  // deletes per transaction
 
+	bulkKind   byte    // key kind of BulkLog's entries (keys.go)
+	dedupWidth int64   // ms: the width of the dedup index's expiry buckets
+	dedupEnds  []int64 // the ends of the live buckets, newest first; the writer's after Open
+
 	dedupKeys atomic.Int64 // estimated dedup ids on disk (see boundDedup)
 	dedupCap  atomic.Int64 // ids the index may hold, set with the capacity; 0 no cap
 
@@ -244,6 +248,7 @@ func Open(opts Options) (s *Store, err error) {
 		dedup:     newIDCache(opts.DedupCacheSize),
 		highs:     make(map[string]uint64),
 		tuning:    newTuning(opts.memTableSize),
+		bulkKind:  'a',
 	}
 	for log, cs := range opts.Consumers {
 		s.consumers[log] = append([]string(nil), cs...)
@@ -274,12 +279,24 @@ func Open(opts Options) (s *Store, err error) {
 			st.witness.close()
 		}
 	}()
+	if opts.ReadOnly {
+		if err := s.detectLayout(); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := s.pickDedupWidth(); err != nil {
+			return nil, err
+		}
+		if err := s.convertLayout(); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.loadLogs(); err != nil {
 		return nil, err
 	}
 	// Deletes per transaction: within Badger's batch limits (small memtables have small
 	// ones), with room for the time-index deletes and the meta key.
-	s.dropMax = int(min(dropChunk, s.db.MaxBatchCount()/2, s.db.MaxBatchSize()/2/(int64(len(logKey("x", 0)))+80)))
+	s.dropMax = int(min(dropChunk, s.db.MaxBatchCount()/2, s.db.MaxBatchSize()/2/(int64(len(seqKey('l', "x", 0)))+80)))
 	if v, ok, err := s.getRaw(dedupCountKey); err != nil {
 		return nil, err
 	} else if ok && len(v) == 8 {
@@ -304,6 +321,9 @@ func Open(opts Options) (s *Store, err error) {
 	}
 	s.usage.sample(s)
 	if opts.DedupTTL > 0 {
+		if err := s.loadDedupBuckets(); err != nil {
+			return nil, err
+		}
 		s.filter = newIDFilter(opts.DedupTTL.Milliseconds(), s.dedupCap.Load, &s.stats.DedupFilterBytes)
 		s.filterDone = make(chan struct{})
 		go s.loadFilter(s.filter, s.filterDone)
@@ -587,12 +607,12 @@ func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, val
 		// not handed out: a reader sees what an Append has returned for.
 		end = ls.last.Load()
 	}
-	prefix := logPrefix(log)
+	prefix := s.logPrefix(log)
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		n := 0
-		for it.Seek(logKey(log, from)); it.Valid(); it.Next() {
+		for it.Seek(s.logKey(log, from)); it.Valid(); it.Next() {
 			item := it.Item()
 			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
 			if seq > end {
@@ -714,7 +734,7 @@ func (s *Store) loadMeta(log string) (logMeta, error) {
 		s.log.Warn("meta key of log is corrupt; rebuilding it from the entries", "log", log)
 	}
 	var m logMeta
-	prefix := logPrefix(log)
+	prefix := s.logPrefix(log)
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
@@ -763,6 +783,10 @@ func (s *Store) logNames() ([]string, error) {
 			for it.Seek([]byte(p)); it.ValidForPrefix([]byte(p)); it.Next() {
 				add(string(it.Item().Key()[len(p):]))
 			}
+		}
+		bulk := s.logPrefix(BulkLog)
+		if it.Seek(bulk); it.ValidForPrefix(bulk) {
+			add(BulkLog)
 		}
 		// Entries: one seek per log, past the end of the log found.
 		for it.Seek([]byte("l/")); it.ValidForPrefix([]byte("l/")); {

@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -443,7 +442,7 @@ func (s *Store) prepare(r *request, rd *groupReader) error {
 			d.indexed = true
 			add(write{key: timeKey(ls.name, seq), value: u64(uint64(now.UnixMilli()))})
 		}
-		add(write{key: logKey(ls.name, seq), value: value})
+		add(write{key: s.logKey(ls.name, seq), value: value})
 		return seq
 	}
 	defer func() { r.size += int64(len(r.deltas)) * 48 }() // the meta key written per log
@@ -488,7 +487,9 @@ func (s *Store) prepare(r *request, rd *groupReader) error {
 				s.stats.DedupSkipped.Add(1)
 			} else {
 				r.dedups++
-				add(write{key: dedupKey(h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
+				end := dedupBucketEnd(exp, s.dedupWidth)
+				s.noteDedupEnd(end)
+				add(write{key: dedupKey(end, h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
 				s.filter.add(h, exp, now.UnixMilli())
 			}
 		}
@@ -524,23 +525,16 @@ func (s *Store) seen(rd *groupReader, h string, now time.Time) (bool, error) {
 		}
 		s.dedup.remove(h)
 	}
-	if !s.filter.mayHold(h, ms) {
+	lo, hi, maybe := s.filter.expiries(h, ms)
+	if !maybe {
 		return false, nil
 	}
 	s.stats.DedupLookups.Add(1)
-	var found bool
-	item, err := rd.txn().Get(dedupKey(h))
-	if err == nil {
-		err = item.Value(func(v []byte) error {
-			exp, ok := dedupExpiry(v)
-			found = ok && ms < exp
-			return nil
-		})
-	}
-	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+	exp, found, err := s.lookupDedup(rd.txn(), h, ms, lo, hi)
+	if err != nil {
 		return false, fmt.Errorf("buffer: dedup lookup: %w", err)
 	}
-	return found, nil
+	return found && ms < exp, nil
 }
 
 // groupReader is one read transaction for a group's dedup lookups, begun at the first one.

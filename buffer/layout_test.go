@@ -1,0 +1,372 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgegate/edgegate/internal/clock"
+)
+
+// appendIDs appends n entries with ids prefix-0 … to log and returns how many were
+// duplicates.
+func appendIDs(t *testing.T, s *Store, log, prefix string, n int) (dups int) {
+	t.Helper()
+	for start := 0; start < n; start += 500 {
+		es := make([]Entry, min(500, n-start))
+		for i := range es {
+			es[i] = Entry{ID: fmt.Sprintf("%s-%d", prefix, start+i), Value: fmt.Appendf(nil, "%s-%d", prefix, start+i)}
+		}
+		res, err := s.Append(context.Background(), log, es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			if r.Dup {
+				dups++
+			}
+		}
+	}
+	return dups
+}
+
+// allKeys lists the store's keys in order.
+func allKeys(t *testing.T, db *badger.DB) [][]byte {
+	t.Helper()
+	var keys [][]byte
+	err := db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k := it.Item().Key(); !bytes.HasPrefix(k, []byte("!badger!")) {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// TestKeyLayoutOrder: the bulk log's entries sort below every other key and the dedup
+// index above, newest bucket first, so that a memtable's new keys span neither backlog.
+func TestKeyLayoutOrder(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	s := open(t, t.TempDir(), Options{DedupTTL: 16 * time.Minute, Clock: clk})
+	ctx := context.Background()
+	for round := range 3 {
+		appendIDs(t, s, BulkLog, fmt.Sprintf("r%d", round), 50)
+		appendIDs(t, s, "agg", fmt.Sprintf("a%d", round), 5)
+		if err := s.Commit(ctx, BulkLog, "uplink", uint64(10*round+1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Update(ctx, func(tx *Tx) { tx.Put("window/x", []byte{byte(round)}) }); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(5 * time.Minute)
+	}
+	keys := allKeys(t, s.db)
+	var bulk, dedup, other int
+	var lastEnd int64 = 1 << 62
+	for i, k := range keys {
+		switch {
+		case bytes.HasPrefix(k, s.logPrefix(BulkLog)):
+			bulk++
+			if other+dedup > 0 {
+				t.Fatalf("key %d %q of the bulk log sorts after %d other keys", i, k, other+dedup)
+			}
+		case bytes.HasPrefix(k, []byte(dedupPrefix)):
+			dedup++
+			end, _, ok := parseDedupKey(k)
+			if !ok || end > lastEnd {
+				t.Fatalf("dedup key %d %x: bucket end %d after %d (want newest first)", i, k, end, lastEnd)
+			}
+			lastEnd = end
+		default:
+			other++
+			if dedup > 0 {
+				t.Fatalf("key %q sorts among the dedup keys", k)
+			}
+		}
+	}
+	if bulk != 150 || dedup != 165 || other == 0 {
+		t.Errorf("%d bulk entries, %d dedup keys, %d others; want 150, 165 and some", bulk, dedup, other)
+	}
+	if len(s.dedupEnds) != 3 {
+		t.Errorf("live buckets %v, want 3 (one per round)", s.dedupEnds)
+	}
+}
+
+// TestDedupBuckets: ids in several expiry buckets are found in each, across a reopen, until
+// they expire; buckets whose ids all expired are dropped; a clock set back still finds
+// the ids written before.
+func TestDedupBuckets(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	opts := Options{DedupTTL: 16 * time.Minute, DedupCacheSize: 1, Clock: clk} // buckets of 15 s
+	s := open(t, dir, opts)
+	for _, b := range []string{"a", "b", "c", "d"} { // at 0, 4, 8 and 12 minutes
+		if d := appendIDs(t, s, BulkLog, b, 300); d != 0 {
+			t.Fatalf("%d fresh ids of %s reported duplicate", d, b)
+		}
+		clk.Advance(4 * time.Minute)
+	}
+	clk.Set(t0.Add(13 * time.Minute))
+	ends := slices.Clone(s.dedupEnds)
+	if len(ends) != 4 || !slices.IsSortedFunc(ends, func(a, b int64) int { return int(b - a) }) {
+		t.Fatalf("live buckets %v, want 4, newest first", ends)
+	}
+	for _, b := range []string{"a", "b", "c", "d"} {
+		if d := appendIDs(t, s, BulkLog, b, 300); d != 300 {
+			t.Errorf("%d of 300 resent ids of %s reported duplicate", d, b)
+		}
+	}
+	s.Close()
+
+	s = open(t, dir, opts)
+	if !slices.Equal(s.dedupEnds, ends) {
+		t.Errorf("after a reopen, live buckets %v, want %v", s.dedupEnds, ends)
+	}
+	<-s.filterDone
+	if d := appendIDs(t, s, BulkLog, "b", 300); d != 300 {
+		t.Errorf("after a reopen, %d of 300 resent ids reported duplicate", d)
+	}
+
+	clk.Set(t0.Add(17*time.Minute + time.Millisecond)) // a expired (at 16 min), and its bucket (16¼ min)
+	if d := appendIDs(t, s, BulkLog, "a", 300); d != 0 {
+		t.Errorf("%d expired ids reported duplicate", d)
+	}
+	if d := appendIDs(t, s, BulkLog, "c", 300); d != 300 {
+		t.Errorf("%d of 300 live ids reported duplicate", d)
+	}
+	if len(s.dedupEnds) != 4 || s.dedupEnds[len(s.dedupEnds)-1] != ends[2] {
+		t.Errorf("live buckets %v: want a's dropped, b's %d the oldest (and a's new one the newest)", s.dedupEnds, ends[2])
+	}
+
+	clk.Set(t0.Add(-time.Hour)) // the clock goes back an hour
+	if d := appendIDs(t, s, BulkLog, "d", 300); d != 300 {
+		t.Errorf("after the clock went back, %d of 300 stored ids reported duplicate", d)
+	}
+	if d := appendIDs(t, s, BulkLog, "e", 300); d != 0 {
+		t.Errorf("after the clock went back, %d fresh ids reported duplicate", d)
+	}
+	if d := appendIDs(t, s, BulkLog, "e", 300); d != 300 {
+		t.Errorf("after the clock went back, %d of 300 resent ids reported duplicate", d)
+	}
+}
+
+// toLegacyLayout rewrites a closed store's bulk log and dedup index as the previous
+// layout kept them (l/raw/<seq> and d/<hash>), the first `entries` entries only (-1: all),
+// and adds a legacy id that expired.
+func toLegacyLayout(t *testing.T, dir string, entries int, expired []byte) {
+	t.Helper()
+	db, err := badger.Open(badgerOptions(dir, defaultMemTableSize, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	wb := db.NewWriteBatch()
+	moved := 0
+	for _, k := range allKeys(t, db) {
+		var nk []byte
+		switch {
+		case bytes.HasPrefix(k, []byte("a/"+BulkLog+"/")) && (entries < 0 || moved < entries):
+			nk = append([]byte(legacyBulkPrefix), k[len("a/"+BulkLog+"/"):]...)
+			moved++
+		case bytes.HasPrefix(k, []byte(dedupPrefix)):
+			_, h, _ := parseDedupKey(k)
+			nk = append([]byte(legacyDedupPrefix), h...)
+		default:
+			continue
+		}
+		err := db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(k)
+			if err != nil {
+				return err
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			e := badger.NewEntry(nk, v)
+			if exp := item.ExpiresAt(); exp > 0 {
+				e = e.WithTTL(time.Until(time.Unix(int64(exp), 0)))
+			}
+			if err := wb.SetEntry(e); err != nil {
+				return err
+			}
+			return wb.Delete(k)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.SetEntry(badger.NewEntry(append([]byte(legacyDedupPrefix), "expired-id-h"...), expired)); err != nil {
+		t.Fatal(err)
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// entries lists every entry of log as "seq:value".
+func entries(t *testing.T, s *Store, log string) []string {
+	t.Helper()
+	seqs, vals := readAll(t, s, log, 0)
+	out := make([]string, len(seqs))
+	for i := range seqs {
+		out[i] = fmt.Sprintf("%d:%s", seqs[i], vals[i])
+	}
+	return out
+}
+
+// TestConvertLayout: a store written with the previous key layout is read as it is by a
+// read-only open (buffer stats and tail), and converted by the first writable one: every
+// entry in place with its sequence number, every live id still a duplicate, the expired
+// id gone, and no key left under the old prefixes. A conversion cut short is finished by
+// the next open.
+func TestConvertLayout(t *testing.T) {
+	for _, cut := range []int{-1, 1200} {
+		t.Run(fmt.Sprintf("moved=%d", cut), func(t *testing.T) {
+			dir := t.TempDir()
+			clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			opts := Options{DedupTTL: time.Hour, DedupCacheSize: 1, Clock: clk}
+			s := open(t, dir, opts)
+			appendIDs(t, s, BulkLog, "r", 3000)
+			appendIDs(t, s, "agg", "g", 20)
+			raw, agg := entries(t, s, BulkLog), entries(t, s, "agg")
+			s.Close()
+			past := u64(uint64(clk.Now().Add(-time.Minute).UnixMilli()))
+			toLegacyLayout(t, dir, cut, past)
+
+			ro, err := Open(Options{Dir: dir, ReadOnly: true})
+			switch {
+			case cut >= 0:
+				if err == nil || !strings.Contains(err.Error(), "interrupted") {
+					t.Fatalf("read-only open of a half-converted store: %v, want an error saying the conversion was interrupted", err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			default:
+				if got := entries(t, ro, BulkLog); !slices.Equal(got, raw) {
+					t.Errorf("read-only, the previous layout reads %d entries, want %d", len(got), len(raw))
+				}
+				ro.Close()
+			}
+
+			s = open(t, dir, opts)
+			for _, p := range []string{legacyBulkPrefix, legacyDedupPrefix} {
+				if left, err := s.exists([]byte(p)); err != nil || left {
+					t.Errorf("keys left under %q: %v %v", p, left, err)
+				}
+			}
+			if got := entries(t, s, BulkLog); !slices.Equal(got, raw) {
+				t.Errorf("converted, %d entries of %q (first %q), want %d (%q)", len(got), BulkLog, got[:min(1, len(got))], len(raw), raw[0])
+			}
+			if got := entries(t, s, "agg"); !slices.Equal(got, agg) {
+				t.Errorf("agg changed: %d entries, want %d", len(got), len(agg))
+			}
+			<-s.filterDone
+			if d := appendIDs(t, s, BulkLog, "r", 3000); d != 3000 {
+				t.Errorf("converted, %d of 3000 resent ids reported duplicate", d)
+			}
+			if n, err := s.LastSeq(BulkLog); err != nil || n != 3000 {
+				t.Errorf("LastSeq %d %v, want 3000", n, err)
+			}
+			if d := appendIDs(t, s, BulkLog, "new", 10); d != 0 {
+				t.Errorf("%d fresh ids reported duplicate", d)
+			}
+			if got := entries(t, s, BulkLog); len(got) != 3010 || got[3000] != "3001:new-0" {
+				t.Errorf("after the conversion, appends go on at %q, want 3001:new-0", got[min(3000, len(got)-1)])
+			}
+		})
+	}
+}
+
+// TestDedupLookupNarrowed: a lookup reads only the buckets in the expiry range the filter
+// gives, and the filter's generations bound the expiries of the ids they hold.
+func TestDedupLookupNarrowed(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	ttl := 16 * time.Minute
+	s := open(t, t.TempDir(), Options{DedupTTL: ttl, DedupCacheSize: 1, Clock: clk})
+	<-s.filterDone
+	appendIDs(t, s, BulkLog, "a", 10) // a at 0 min, b at 8 min: two filter generations
+	clk.Advance(8 * time.Minute)
+	appendIDs(t, s, BulkLog, "b", 10)
+	clk.Advance(time.Minute)
+	now := clk.Now().UnixMilli()
+	expA := t0.Add(ttl).UnixMilli()
+	expB := t0.Add(8*time.Minute + ttl).UnixMilli()
+	for _, c := range []struct {
+		id     string
+		exp    int64
+		lo, hi int64 // the range searched
+		found  bool
+	}{
+		{"a-3", expA, expA, expA, true},
+		{"a-3", expA, expB, expB, false}, // b's bucket only
+		{"b-3", expB, expB - 1000, expB + 1000, true},
+		{"b-3", expB, expA, expA + 60_000, false},
+		{"b-3", expB, math.MinInt64, math.MaxInt64, true},
+	} {
+		txn := s.db.NewTransaction(false)
+		exp, ok, err := s.lookupDedup(txn, dedupHash(c.id), now, c.lo, c.hi)
+		txn.Discard()
+		if err != nil || ok != c.found || ok && exp != c.exp {
+			t.Errorf("lookup of %s in [%d, %d]: %d %v %v, want found %v (expiry %d)", c.id, c.lo, c.hi, exp, ok, err, c.found, c.exp)
+		}
+	}
+	for _, c := range []struct {
+		id  string
+		exp int64
+	}{{"a-3", expA}, {"b-3", expB}} {
+		lo, hi, ok := s.filter.expiries(dedupHash(c.id), now)
+		if !ok || c.exp < lo || c.exp > hi || hi-lo > ttl.Milliseconds()/4 {
+			t.Errorf("filter bounds %s in [%d, %d] (%v), want a quarter TTL around %d", c.id, lo, hi, ok, c.exp)
+		}
+	}
+}
+
+// TestDedupWidthKept: the bucket width is the one the live keys were written with, though
+// the TTL changed; once they all expired, the new TTL's.
+func TestDedupWidthKept(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	s := open(t, dir, Options{DedupTTL: 16 * time.Minute, DedupCacheSize: 1, Clock: clk})
+	if s.dedupWidth != 15_000 {
+		t.Fatalf("width %d ms for a 16 min TTL, want 15 000", s.dedupWidth)
+	}
+	appendIDs(t, s, BulkLog, "a", 100)
+	s.Close()
+
+	longer := Options{DedupTTL: 64 * time.Minute, DedupCacheSize: 1, Clock: clk}
+	s = open(t, dir, longer)
+	if s.dedupWidth != 15_000 {
+		t.Errorf("width %d ms with live keys of 15 000", s.dedupWidth)
+	}
+	<-s.filterDone
+	if d := appendIDs(t, s, BulkLog, "a", 100); d != 100 {
+		t.Errorf("with the TTL changed, %d of 100 resent ids reported duplicate", d)
+	}
+	s.Close()
+
+	clk.Advance(time.Hour) // every id expired
+	s = open(t, dir, longer)
+	if s.dedupWidth != 60_000 {
+		t.Errorf("width %d ms once the keys expired, want 60 000 (a 64th of 64 min)", s.dedupWidth)
+	}
+}

@@ -1,0 +1,89 @@
+package buffer
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
+)
+
+// TestMeasureWriteAmp measures what the store writes to disk per reading as an offline
+// backlog grows (nothing is delivered, so nothing is trimmed): readings of ~230 bytes with
+// ids from 8 writers in appends of 50, an aggregate every 100 readings as the pipeline
+// appends them, dedup ids kept 24 h, in steps of 32 MiB of readings up to 384 MiB. The
+// store's clock runs at 100 readings per second (a busy gateway), so the backlog spans
+// hours of ids as it would; bytes written are the process's own (/proc/self/io
+// write_bytes): Badger's logs, flushes and compactions.
+func TestMeasureWriteAmp(t *testing.T) {
+	measuring(t)
+	const perSecond = 100
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC))
+	s := open(t, dir, Options{MaxBytes: 2 << 30, DedupTTL: 24 * time.Hour, SyncInterval: 10 * time.Millisecond, Clock: clk})
+	ctx := context.Background()
+	agg := []Entry{{Value: []byte(`{"series":"dev-1/temperature","start":"2026-11-27T10:00:00Z","end":"2026-11-27T10:01:00Z","mean":21.5,"count":60}`)}}
+	var n int // readings offered, guarded by mu
+	var mu sync.Mutex
+	step := func(bytes int64) (readings int) {
+		var offered int64
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(uint64(w), uint64(n)))
+				for {
+					mu.Lock()
+					if offered >= bytes {
+						mu.Unlock()
+						return
+					}
+					withAgg := n%100 == 0 // one aggregate per 100 readings
+					es := make([]Entry, 50)
+					for i := range es {
+						v := record(n, r)
+						n++
+						readings++
+						offered += int64(len(v))
+						es[i] = Entry{ID: string(v[7:41]), Value: v}
+					}
+					mu.Unlock()
+					if _, err := s.Append(ctx, "raw", es); err != nil {
+						t.Error(err)
+						return
+					}
+					if withAgg {
+						if _, err := s.Append(ctx, "agg", agg); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+					clk.Advance(time.Second * 50 / perSecond)
+				}
+			}()
+		}
+		wg.Wait()
+		return readings
+	}
+	var total, records, written int64
+	for total < 384<<20 {
+		w0, err := testutil.ProcField(os.Getpid(), "io", "write_bytes")
+		if err != nil {
+			t.Skip("no /proc/self/io:", err)
+		}
+		start := time.Now()
+		got := step(32 << 20)
+		w1, _ := testutil.ProcField(os.Getpid(), "io", "write_bytes")
+		total += 32 << 20
+		records += int64(got)
+		written += w1 - w0
+		fmt.Printf("backlog %3d MiB (%4.1f h of readings): %4.0f disk bytes per reading in this step, %4.0f so far; %.0f readings/s\n",
+			total>>20, float64(records)/perSecond/3600, float64(w1-w0)/float64(got), float64(written)/float64(records), float64(got)/time.Since(start).Seconds())
+	}
+}
