@@ -51,6 +51,19 @@ func (s *Store) detectLayout() error {
 func (s *Store) convertLayout() error {
 	start := time.Now()
 	now := s.opts.Clock.Now().UnixMilli()
+	legacy := false
+	for _, p := range []string{legacyBulkPrefix, legacyDedupPrefix} {
+		found, err := s.exists([]byte(p))
+		if err != nil {
+			return fmt.Errorf("buffer: look for keys of the previous layout: %w", err)
+		}
+		legacy = legacy || found
+	}
+	if !legacy {
+		return nil
+	}
+	s.log.Info("converting the buffer to the current key layout (once, after an upgrade)")
+	s.progress("converting the buffer to the current key layout")
 	entries, err := s.moveKeys([]byte(legacyBulkPrefix), func(k, v []byte) ([]byte, time.Duration) {
 		return append(s.logPrefix(BulkLog), k[len(legacyBulkPrefix):]...), 0
 	})
@@ -78,6 +91,13 @@ func (s *Store) convertLayout() error {
 	return nil
 }
 
+// progress reports a long Open's progress to Options.Progress, if set.
+func (s *Store) progress(status string) {
+	if s.opts.Progress != nil {
+		s.opts.Progress(status)
+	}
+}
+
 // moveKeys rewrites every key under prefix as to says (nil: delete it; ttl > 0: a Badger
 // TTL), in transactions of at most dropMax moves, and returns how many it read.
 func (s *Store) moveKeys(prefix []byte, to func(k, v []byte) ([]byte, time.Duration)) (int, error) {
@@ -86,12 +106,17 @@ func (s *Store) moveKeys(prefix []byte, to func(k, v []byte) ([]byte, time.Durat
 	n := 0
 	var txn *badger.Txn
 	var ops, size int64
+	told := time.Now()
 	commit := func() error {
 		if txn == nil {
 			return nil
 		}
 		err := txn.Commit()
 		txn, ops, size = nil, 0, 0
+		if time.Since(told) >= time.Second {
+			told = time.Now()
+			s.progress(fmt.Sprintf("converting the buffer to the current key layout: %d keys under %q moved", n, prefix))
+		}
 		return err
 	}
 	err := s.scanInSteps(prefix, func(k, v []byte) error {

@@ -267,7 +267,13 @@ func TestConvertLayout(t *testing.T) {
 				ro.Close()
 			}
 
-			s = open(t, dir, opts)
+			var told []string
+			withProgress := opts
+			withProgress.Progress = func(status string) { told = append(told, status) }
+			s = open(t, dir, withProgress)
+			if len(told) == 0 || !strings.Contains(told[0], "key layout") {
+				t.Errorf("progress told %q, want the conversion announced", told)
+			}
 			for _, p := range []string{legacyBulkPrefix, legacyDedupPrefix} {
 				if left, err := s.exists([]byte(p)); err != nil || left {
 					t.Errorf("keys left under %q: %v %v", p, left, err)
@@ -291,6 +297,12 @@ func TestConvertLayout(t *testing.T) {
 			}
 			if got := entries(t, s, BulkLog); len(got) != 3010 || got[3000] != "3001:new-0" {
 				t.Errorf("after the conversion, appends go on at %q, want 3001:new-0", got[min(3000, len(got)-1)])
+			}
+			s.Close()
+			told = nil
+			s = open(t, dir, withProgress)
+			if len(told) != 0 {
+				t.Errorf("a converted store's open told %q", told)
 			}
 		})
 	}

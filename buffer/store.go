@@ -99,6 +99,10 @@ type Options struct {
 
 	Logger *slog.Logger
 	Clock  clock.Clock
+	// Progress, if set, hears from an Open that takes long (converting a store written with
+	// the previous key layout): at its start, then at most once a second. A daemon under
+	// systemd extends its start timeout with it.
+	Progress func(status string)
 
 	// memTableSize overrides Badger's memtable size (tests of the budget use small ones
 	// so that a small budget is meaningful).

@@ -45,6 +45,9 @@ type Options struct {
 	// TimeKeeper says whether the wall clock can be trusted (a board without an RTC); nil
 	// trusts it.
 	TimeKeeper *timesync.Keeper
+	// Starting, if set, hears from a start step that takes long (the buffer converting a
+	// store written by an earlier version), at most once a second.
+	Starting func(status string)
 }
 
 // Gateway is one running edgegate.
@@ -111,7 +114,9 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		return nil, err
 	}
 
-	g.store, err = buffer.Open(BufferOptions(cfg, opts.Logger, opts.Clock))
+	bo := BufferOptions(cfg, opts.Logger, opts.Clock)
+	bo.Progress = opts.Starting
+	g.store, err = buffer.Open(bo)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,13 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 	}
 	g, err := gateway.New(cfg, gateway.Options{
 		Logger: log, Clock: clk, Registry: registry(), Version: version, TimeKeeper: keeper,
+		// A long step (a buffer conversion after an upgrade) keeps TimeoutStartSec from
+		// killing a start that progresses.
+		Starting: func(status string) {
+			if err := notify.ExtendStart(30*time.Second, status); err != nil {
+				log.Warn("systemd notify", "err", err)
+			}
+		},
 	})
 	if err != nil {
 		log.Error("start failed", "err", err)

@@ -49,6 +49,12 @@ func (Notifier) Stopping(status string) error {
 // Status updates the one-line status.
 func (Notifier) Status(status string) error { return send("STATUS=" + oneLine(status)) }
 
+// ExtendStart asks systemd for d more to start (EXTEND_TIMEOUT_USEC, systemd ≥ 236: the
+// start timeout becomes d from now) and shows status.
+func (Notifier) ExtendStart(d time.Duration, status string) error {
+	return send(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d\nSTATUS=%s", d.Microseconds(), oneLine(status)))
+}
+
 // Watchdog pings the watchdog.
 func (Notifier) Watchdog() error { return send(daemon.SdNotifyWatchdog) }
 

@@ -70,6 +70,7 @@ func TestNotifierStates(t *testing.T) {
 		{n.Watchdog, []string{"WATCHDOG=1"}},
 		{n.Reloading, []string{"RELOADING=1", "MONOTONIC_USEC="}},
 		{func() error { return n.Status("two\nlines") }, []string{"STATUS=two lines"}},
+		{func() error { return n.ExtendStart(30*time.Second, "converting") }, []string{"EXTEND_TIMEOUT_USEC=30000000", "STATUS=converting"}},
 		{func() error { return n.Stopping("bye") }, []string{"STOPPING=1", "STATUS=bye"}},
 	}
 	for _, s := range steps {
