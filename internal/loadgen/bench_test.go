@@ -1,9 +1,11 @@
 package loadgen_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,9 +165,10 @@ func BenchmarkLatencyAt5k(b *testing.B) {
 // publishers, and reads its memory and its disk writes from /proc: peak RSS (VmHWM),
 // steady RSS (the median VmRSS of the second half, and of its two parts: RssAnon, the
 // heap and stacks, and RssFile, resident file-backed pages: the binary's and those of
-// Badger's memory-mapped files), and bytes the process caused to be written to storage
-// per acknowledged reading. Without GOMEMLIMIT and with the systemd unit's
-// GOMEMLIMIT=96MiB (LOADGEN_GOMEMLIMITS="none,64MiB" picks others).
+// Badger's memory-mapped files), bytes the process caused to be written to storage per
+// acknowledged reading, and readings per fsync (from its /metrics). Without GOMEMLIMIT
+// and with the systemd unit's GOMEMLIMIT=96MiB (LOADGEN_GOMEMLIMITS="none,64MiB" picks
+// others).
 func BenchmarkDaemonAt10k(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads /proc")
@@ -195,7 +198,17 @@ func BenchmarkDaemonAt10k(b *testing.B) {
 func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	dir := b.TempDir()
 	addr := testutil.FreeAddr(b)
-	cmd := exec.Command(bin, "run", "-c", writeConfig(b, dir, addr, "always"))
+	cfgPath := writeConfig(b, dir, addr, "always")
+	opsAddr := testutil.FreeAddr(b) // for /metrics: the fsyncs
+	cfgText, err := os.ReadFile(cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfgText = []byte(strings.Replace(string(cfgText), `listen: "off"`, fmt.Sprintf("listen: %q", opsAddr), 1))
+	if err := os.WriteFile(cfgPath, cfgText, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "-c", cfgPath)
 	cmd.Env = os.Environ()
 	if gomemlimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+gomemlimit)
@@ -211,6 +224,7 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	pid := cmd.Process.Pid
 	set := connect(b, addr, 100)
 	written0 := procIO(b, pid, "write_bytes")
+	fsyncs0 := metric(b, opsAddr, "edgegate_buffer_fsyncs_total")
 	// The sampler keeps its own slice, so every sample of however long a run is kept; a
 	// failed read (the daemon died) is reported by the benchmark goroutine.
 	type sampling struct {
@@ -254,6 +268,7 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	}
 	peak := procStatus(b, pid, "VmHWM")
 	written := procIO(b, pid, "write_bytes") - written0
+	fsyncs := metric(b, opsAddr, "edgegate_buffer_fsyncs_total") - fsyncs0
 	steady := func(kib []int64) float64 { // MiB
 		second := slices.Clone(kib[len(kib)/2:])
 		slices.Sort(second)
@@ -265,6 +280,7 @@ func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	b.ReportMetric(steady(smp.anon), "steady-anon-MiB")
 	b.ReportMetric(steady(smp.file), "steady-file-MiB")
 	b.ReportMetric(float64(written)/float64(res.Acked), "disk-bytes/record")
+	b.ReportMetric(float64(res.Acked)/fsyncs, "records/fsync")
 	b.ReportMetric(float64(res.Percentile(99))/1e6, "p99-ms")
 	b.ReportMetric(float64(res.MaxLag)/1e6, "max-send-lag-ms")
 }
@@ -277,6 +293,27 @@ func buildDaemon(b *testing.B) string {
 		b.Fatalf("build edgegate: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// metric reads a sample without labels from the daemon's /metrics.
+func metric(b *testing.B, opsAddr, name string) float64 {
+	res, err := http.Get("http://" + opsAddr + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	b.Fatalf("no %s in /metrics", name)
+	return 0
 }
 
 // procStatus reads a "Vm..." line of /proc/PID/status, in KiB.
