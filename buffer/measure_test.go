@@ -134,3 +134,33 @@ func TestMeasureFilterLoad(t *testing.T) {
 		t.Errorf("loaded %d ids, want %d", b.n, ids)
 	}
 }
+
+// TestMeasureConvert times the conversion at open of a store written with the previous
+// key layout: a million readings with their ids.
+func TestMeasureConvert(t *testing.T) {
+	measuring(t)
+	const n = 1_000_000
+	dir := t.TempDir()
+	opts := Options{DedupTTL: 24 * time.Hour, MaxBytes: 2 << 30}
+	s := open(t, dir, opts)
+	for start := 0; start < n; start += 500 {
+		es := make([]Entry, 500)
+		for i := range es {
+			es[i] = Entry{ID: fmt.Sprintf("device-%d:%09d", (start+i)%100, start+i),
+				Value: fmt.Appendf(nil, `{"id":"device-%d:%09d","series":"dev/temperature","ts":"2026-11-27T12:00:00.000Z","value":21.5}`, (start+i)%100, start+i)}
+		}
+		if _, err := s.Append(bg, "raw", es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	toLegacyLayout(t, dir, -1, u64(0))
+	start := time.Now()
+	s = open(t, dir, opts)
+	took := time.Since(start)
+	c, err := s.Count("raw")
+	if err != nil || c != n {
+		t.Fatalf("%d entries after the conversion (%v), want %d", c, err, n)
+	}
+	t.Logf("converted %d entries and their ids in %v (%.1f µs per entry)", n, took.Round(time.Millisecond), float64(took.Microseconds())/n)
+}
