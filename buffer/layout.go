@@ -99,7 +99,8 @@ func (s *Store) progress(status string) {
 }
 
 // moveKeys rewrites every key under prefix as to says (nil: delete it; ttl > 0: a Badger
-// TTL), in transactions of at most dropMax moves, and returns how many it read.
+// TTL), in transactions of a quarter of Badger's batch limits, and returns how many keys
+// it read.
 func (s *Store) moveKeys(prefix []byte, to func(k, v []byte) ([]byte, time.Duration)) (int, error) {
 	maxOps := max(s.db.MaxBatchCount()/4, 1)
 	maxBytes := s.db.MaxBatchSize() / 4
@@ -218,12 +219,10 @@ func (s *Store) loadDedupBuckets() error {
 				it.Next()
 				continue
 			}
-			if end > now {
-				s.dedupEnds = append(s.dedupEnds, end)
+			if end <= now {
+				break // this bucket and every older one expired
 			}
-			if end == 0 {
-				break
-			}
+			s.dedupEnds = append(s.dedupEnds, end)
 			it.Seek(dedupBucketKey(end - 1)) // the next (older) bucket
 		}
 		return nil
