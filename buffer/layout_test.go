@@ -156,6 +156,16 @@ func TestDedupBuckets(t *testing.T) {
 		t.Errorf("live buckets %v: want a's dropped, b's %d the oldest (and a's new one the newest)", s.dedupEnds, ends[2])
 	}
 
+	// One filter generation (a quarter TTL) spans several buckets (15 s): a lookup reads
+	// past the newest bucket in its range.
+	appendIDs(t, s, BulkLog, "f", 300)
+	clk.Advance(30 * time.Second)
+	appendIDs(t, s, BulkLog, "g", 300)
+	clk.Advance(30 * time.Second)
+	if d := appendIDs(t, s, BulkLog, "f", 300); d != 300 {
+		t.Errorf("%d of 300 ids resent a minute later reported duplicate", d)
+	}
+
 	clk.Set(t0.Add(-time.Hour)) // the clock goes back an hour
 	if d := appendIDs(t, s, BulkLog, "d", 300); d != 300 {
 		t.Errorf("after the clock went back, %d of 300 stored ids reported duplicate", d)
