@@ -13,20 +13,59 @@ import (
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
-// TestMeasureWriteAmp measures what the store writes to disk per reading as an offline
-// backlog grows (nothing is delivered, so nothing is trimmed): readings of ~230 bytes with
-// ids from 8 writers in appends of 50, an aggregate every 100 readings as the pipeline
-// appends them, dedup ids kept 24 h, in steps of 32 MiB of readings up to 384 MiB. The
-// store's clock runs at 100 readings per second (a busy gateway), so the backlog spans
-// hours of ids as it would; bytes written are the process's own (/proc/self/io
-// write_bytes): Badger's logs, flushes and compactions.
+// TestMeasureWriteAmp measures what the store writes to disk per reading: readings of
+// ~230 bytes with ids from 8 writers in appends of 50, an aggregate every 100 readings as
+// the pipeline appends them, dedup ids kept 24 h, in steps of 32 MiB of readings up to
+// 384 MiB. The store's clock runs at 100 readings per second (a busy gateway), so the ids
+// span hours as they would; bytes written are the process's own (/proc/self/io
+// write_bytes): Badger's logs, flushes and compactions. Offline, nothing is delivered and
+// the backlog grows; online, an uplink commits all but the newest 20 000 readings every
+// 20 ms and Maintain trims them.
 func TestMeasureWriteAmp(t *testing.T) {
 	measuring(t)
+	for _, online := range []bool{false, true} {
+		name := "offline"
+		if online {
+			name = "online"
+		}
+		t.Run(name, func(t *testing.T) { measureWriteAmp(t, online) })
+	}
+}
+
+func measureWriteAmp(t *testing.T, online bool) {
 	const perSecond = 100
 	dir := t.TempDir()
 	clk := clock.NewFake(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC))
-	s := open(t, dir, Options{MaxBytes: 2 << 30, DedupTTL: 24 * time.Hour, SyncInterval: 10 * time.Millisecond, Clock: clk})
+	opts := Options{MaxBytes: 2 << 30, DedupTTL: 24 * time.Hour, SyncInterval: 10 * time.Millisecond, Clock: clk}
+	if online {
+		opts.Consumers = map[string][]string{"raw": {"uplink"}}
+	}
+	s := open(t, dir, opts)
 	ctx := context.Background()
+	if online {
+		stop := runMaintain(t, s)
+		defer stop()
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		defer func() { close(done); wg.Wait() }()
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if last, err := s.LastSeq("raw"); err == nil && last > 20_000 {
+					if err := s.Commit(ctx, "raw", "uplink", last-20_000); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
 	agg := []Entry{{Value: []byte(`{"series":"dev-1/temperature","start":"2026-11-27T10:00:00Z","end":"2026-11-27T10:01:00Z","mean":21.5,"count":60}`)}}
 	var n int // readings offered, guarded by mu
 	var mu sync.Mutex
@@ -83,7 +122,7 @@ func TestMeasureWriteAmp(t *testing.T) {
 		total += 32 << 20
 		records += int64(got)
 		written += w1 - w0
-		fmt.Printf("backlog %3d MiB (%4.1f h of readings): %4.0f disk bytes per reading in this step, %4.0f so far; %.0f readings/s\n",
-			total>>20, float64(records)/perSecond/3600, float64(w1-w0)/float64(got), float64(written)/float64(records), float64(got)/time.Since(start).Seconds())
+		fmt.Printf("%s: %3d MiB of readings (%4.1f h): %4.0f disk bytes per reading in this step, %4.0f so far; %.0f readings/s\n",
+			t.Name(), total>>20, float64(records)/perSecond/3600, float64(w1-w0)/float64(got), float64(written)/float64(records), float64(got)/time.Since(start).Seconds())
 	}
 }
