@@ -280,6 +280,7 @@ func TestConvertLayout(t *testing.T) {
 			var told []string
 			withProgress := opts
 			withProgress.Progress = func(status string) { told = append(told, status) }
+			withProgress.scanSteps = 97 // the conversion reads in many steps, and writes in several transactions
 			s = open(t, dir, withProgress)
 			if len(told) == 0 || !strings.Contains(told[0], "key layout") {
 				t.Errorf("progress told %q, want the conversion announced", told)
