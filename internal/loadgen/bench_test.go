@@ -1,9 +1,9 @@
 package loadgen_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -302,18 +302,15 @@ func metric(b *testing.B, opsAddr, name string) float64 {
 		b.Fatal(err)
 	}
 	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatalf("%s: %v", name, err)
-			}
-			return f
-		}
+	text, err := io.ReadAll(res.Body)
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.Fatalf("no %s in /metrics", name)
-	return 0
+	f := testutil.ParseText(b, string(text))[name]
+	if f == nil {
+		b.Fatalf("no %s in /metrics", name)
+	}
+	return f.Samples[""]
 }
 
 // procStatus reads a "Vm..." line of /proc/PID/status, in KiB.
