@@ -151,25 +151,9 @@ func TestDedupFilterSavesLookups(t *testing.T) {
 	dir := t.TempDir()
 	clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	opts := Options{DedupTTL: time.Hour, DedupCacheSize: 1, Clock: clk} // the cache answers almost nothing
-	ctx := context.Background()
 	batch := func(s *Store, from, n int) (dups int) {
 		t.Helper()
-		for start := from; start < from+n; start += 500 {
-			es := make([]Entry, min(500, from+n-start))
-			for i := range es {
-				es[i] = Entry{ID: fmt.Sprintf("r-%d", start+i), Value: []byte("v")}
-			}
-			res, err := s.Append(ctx, "raw", es)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range res {
-				if r.Dup {
-					dups++
-				}
-			}
-		}
-		return dups
+		return appendIDs(t, s, "raw", "r", from, n)
 	}
 	loaded := func(s *Store) {
 		t.Helper()
@@ -224,17 +208,7 @@ func TestDedupIndexCap(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	s := open(t, t.TempDir(), Options{DedupTTL: time.Minute, Clock: clk, scanSteps: 7}) // the recount reads the index in steps
 	s.dedupCap.Store(100)
-	appendIDs := func(from, n int) {
-		t.Helper()
-		es := make([]Entry, n)
-		for i := range es {
-			es[i] = Entry{ID: fmt.Sprintf("c-%d", from+i), Value: []byte("v")}
-		}
-		if _, err := s.Append(context.Background(), "raw", es); err != nil {
-			t.Fatal(err)
-		}
-	}
-	appendIDs(0, 150)
+	appendIDs(t, s, "raw", "c", 0, 150)
 	if n, skipped := s.DedupIDs(), s.Stats().DedupSkipped.Load(); n != 100 || skipped != 50 {
 		t.Fatalf("index holds %d ids and %d were skipped, want 100 and 50", n, skipped)
 	}
@@ -251,7 +225,7 @@ func TestDedupIndexCap(t *testing.T) {
 	if n := s.DedupIDs(); n != 0 {
 		t.Fatalf("recount after every id expired gave %d, want 0", n)
 	}
-	appendIDs(150, 10)
+	appendIDs(t, s, "raw", "c", 150, 10)
 	if n, skipped := s.DedupIDs(), s.Stats().DedupSkipped.Load(); n != 10 || skipped != 50 {
 		t.Fatalf("after the recount the index holds %d ids (%d skipped), want 10 (50)", n, skipped)
 	}

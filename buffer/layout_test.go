@@ -16,28 +16,6 @@ import (
 	"github.com/edgegate/edgegate/internal/clock"
 )
 
-// appendIDs appends n entries with ids prefix-0 … to log and returns how many were
-// duplicates.
-func appendIDs(t *testing.T, s *Store, log, prefix string, n int) (dups int) {
-	t.Helper()
-	for start := 0; start < n; start += 500 {
-		es := make([]Entry, min(500, n-start))
-		for i := range es {
-			es[i] = Entry{ID: fmt.Sprintf("%s-%d", prefix, start+i), Value: fmt.Appendf(nil, "%s-%d", prefix, start+i)}
-		}
-		res, err := s.Append(context.Background(), log, es)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range res {
-			if r.Dup {
-				dups++
-			}
-		}
-	}
-	return dups
-}
-
 // allKeys lists the store's keys in order.
 func allKeys(t *testing.T, db *badger.DB) [][]byte {
 	t.Helper()
@@ -67,8 +45,8 @@ func TestKeyLayoutOrder(t *testing.T) {
 	s := open(t, t.TempDir(), Options{DedupTTL: 16 * time.Minute, Clock: clk})
 	ctx := context.Background()
 	for round := range 3 {
-		appendIDs(t, s, BulkLog, fmt.Sprintf("r%d", round), 50)
-		appendIDs(t, s, "agg", fmt.Sprintf("a%d", round), 5)
+		appendIDs(t, s, BulkLog, fmt.Sprintf("r%d", round), 0, 50)
+		appendIDs(t, s, "agg", fmt.Sprintf("a%d", round), 0, 5)
 		if err := s.Commit(ctx, BulkLog, "uplink", uint64(10*round+1)); err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +97,7 @@ func TestDedupBuckets(t *testing.T) {
 	opts := Options{DedupTTL: 16 * time.Minute, DedupCacheSize: 1, Clock: clk} // buckets of 15 s
 	s := open(t, dir, opts)
 	for _, b := range []string{"a", "b", "c", "d"} { // at 0, 4, 8 and 12 minutes
-		if d := appendIDs(t, s, BulkLog, b, 300); d != 0 {
+		if d := appendIDs(t, s, BulkLog, b, 0, 300); d != 0 {
 			t.Fatalf("%d fresh ids of %s reported duplicate", d, b)
 		}
 		clk.Advance(4 * time.Minute)
@@ -130,7 +108,7 @@ func TestDedupBuckets(t *testing.T) {
 		t.Fatalf("live buckets %v, want 4, newest first", ends)
 	}
 	for _, b := range []string{"a", "b", "c", "d"} {
-		if d := appendIDs(t, s, BulkLog, b, 300); d != 300 {
+		if d := appendIDs(t, s, BulkLog, b, 0, 300); d != 300 {
 			t.Errorf("%d of 300 resent ids of %s reported duplicate", d, b)
 		}
 	}
@@ -141,15 +119,15 @@ func TestDedupBuckets(t *testing.T) {
 		t.Errorf("after a reopen, live buckets %v, want %v", s.dedupEnds, ends)
 	}
 	<-s.filterDone
-	if d := appendIDs(t, s, BulkLog, "b", 300); d != 300 {
+	if d := appendIDs(t, s, BulkLog, "b", 0, 300); d != 300 {
 		t.Errorf("after a reopen, %d of 300 resent ids reported duplicate", d)
 	}
 
 	clk.Set(t0.Add(17*time.Minute + time.Millisecond)) // a expired (at 16 min), and its bucket (16¼ min)
-	if d := appendIDs(t, s, BulkLog, "a", 300); d != 0 {
+	if d := appendIDs(t, s, BulkLog, "a", 0, 300); d != 0 {
 		t.Errorf("%d expired ids reported duplicate", d)
 	}
-	if d := appendIDs(t, s, BulkLog, "c", 300); d != 300 {
+	if d := appendIDs(t, s, BulkLog, "c", 0, 300); d != 300 {
 		t.Errorf("%d of 300 live ids reported duplicate", d)
 	}
 	if len(s.dedupEnds) != 4 || s.dedupEnds[len(s.dedupEnds)-1] != ends[2] {
@@ -158,22 +136,22 @@ func TestDedupBuckets(t *testing.T) {
 
 	// One filter generation (a quarter TTL) spans several buckets (15 s): a lookup reads
 	// past the newest bucket in its range.
-	appendIDs(t, s, BulkLog, "f", 300)
+	appendIDs(t, s, BulkLog, "f", 0, 300)
 	clk.Advance(30 * time.Second)
-	appendIDs(t, s, BulkLog, "g", 300)
+	appendIDs(t, s, BulkLog, "g", 0, 300)
 	clk.Advance(30 * time.Second)
-	if d := appendIDs(t, s, BulkLog, "f", 300); d != 300 {
+	if d := appendIDs(t, s, BulkLog, "f", 0, 300); d != 300 {
 		t.Errorf("%d of 300 ids resent a minute later reported duplicate", d)
 	}
 
 	clk.Set(t0.Add(-time.Hour)) // the clock goes back an hour
-	if d := appendIDs(t, s, BulkLog, "d", 300); d != 300 {
+	if d := appendIDs(t, s, BulkLog, "d", 0, 300); d != 300 {
 		t.Errorf("after the clock went back, %d of 300 stored ids reported duplicate", d)
 	}
-	if d := appendIDs(t, s, BulkLog, "e", 300); d != 0 {
+	if d := appendIDs(t, s, BulkLog, "e", 0, 300); d != 0 {
 		t.Errorf("after the clock went back, %d fresh ids reported duplicate", d)
 	}
-	if d := appendIDs(t, s, BulkLog, "e", 300); d != 300 {
+	if d := appendIDs(t, s, BulkLog, "e", 0, 300); d != 300 {
 		t.Errorf("after the clock went back, %d of 300 resent ids reported duplicate", d)
 	}
 }
@@ -255,8 +233,8 @@ func TestConvertLayout(t *testing.T) {
 			clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 			opts := Options{DedupTTL: time.Hour, DedupCacheSize: 1, Clock: clk}
 			s := open(t, dir, opts)
-			appendIDs(t, s, BulkLog, "r", 3000)
-			appendIDs(t, s, "agg", "g", 20)
+			appendIDs(t, s, BulkLog, "r", 0, 3000)
+			appendIDs(t, s, "agg", "g", 0, 20)
 			raw, agg := entries(t, s, BulkLog), entries(t, s, "agg")
 			s.Close()
 			past := u64(uint64(clk.Now().Add(-time.Minute).UnixMilli()))
@@ -297,13 +275,13 @@ func TestConvertLayout(t *testing.T) {
 				t.Errorf("agg changed: %d entries, want %d", len(got), len(agg))
 			}
 			<-s.filterDone
-			if d := appendIDs(t, s, BulkLog, "r", 3000); d != 3000 {
+			if d := appendIDs(t, s, BulkLog, "r", 0, 3000); d != 3000 {
 				t.Errorf("converted, %d of 3000 resent ids reported duplicate", d)
 			}
 			if n, err := s.LastSeq(BulkLog); err != nil || n != 3000 {
 				t.Errorf("LastSeq %d %v, want 3000", n, err)
 			}
-			if d := appendIDs(t, s, BulkLog, "new", 10); d != 0 {
+			if d := appendIDs(t, s, BulkLog, "new", 0, 10); d != 0 {
 				t.Errorf("%d fresh ids reported duplicate", d)
 			}
 			if got := entries(t, s, BulkLog); len(got) != 3010 || got[3000] != "3001:new-0" {
@@ -327,9 +305,9 @@ func TestDedupLookupNarrowed(t *testing.T) {
 	ttl := 16 * time.Minute
 	s := open(t, t.TempDir(), Options{DedupTTL: ttl, DedupCacheSize: 1, Clock: clk})
 	<-s.filterDone
-	appendIDs(t, s, BulkLog, "a", 10) // a at 0 min, b at 8 min: two filter generations
+	appendIDs(t, s, BulkLog, "a", 0, 10) // a at 0 min, b at 8 min: two filter generations
 	clk.Advance(8 * time.Minute)
-	appendIDs(t, s, BulkLog, "b", 10)
+	appendIDs(t, s, BulkLog, "b", 0, 10)
 	clk.Advance(time.Minute)
 	now := clk.Now().UnixMilli()
 	expA := t0.Add(ttl).UnixMilli()
@@ -373,7 +351,7 @@ func TestDedupWidthKept(t *testing.T) {
 	if s.dedupWidth != 15_000 {
 		t.Fatalf("width %d ms for a 16 min TTL, want 15 000", s.dedupWidth)
 	}
-	appendIDs(t, s, BulkLog, "a", 100)
+	appendIDs(t, s, BulkLog, "a", 0, 100)
 	s.Close()
 
 	longer := Options{DedupTTL: 64 * time.Minute, DedupCacheSize: 1, Clock: clk}
@@ -382,7 +360,7 @@ func TestDedupWidthKept(t *testing.T) {
 		t.Errorf("width %d ms with live keys of 15 000", s.dedupWidth)
 	}
 	<-s.filterDone
-	if d := appendIDs(t, s, BulkLog, "a", 100); d != 100 {
+	if d := appendIDs(t, s, BulkLog, "a", 0, 100); d != 100 {
 		t.Errorf("with the TTL changed, %d of 100 resent ids reported duplicate", d)
 	}
 	s.Close()

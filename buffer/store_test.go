@@ -47,6 +47,28 @@ func readAll(t *testing.T, s *Store, log string, from uint64) (seqs []uint64, va
 	return seqs, vals
 }
 
+// appendIDs appends n entries with ids prefix-from … prefix-(from+n-1) to log, in
+// appends of 500, and returns how many were duplicates.
+func appendIDs(t *testing.T, s *Store, log, prefix string, from, n int) (dups int) {
+	t.Helper()
+	for start := from; start < from+n; start += 500 {
+		es := make([]Entry, min(500, from+n-start))
+		for i := range es {
+			es[i] = Entry{ID: fmt.Sprintf("%s-%d", prefix, start+i), Value: fmt.Appendf(nil, "%s-%d", prefix, start+i)}
+		}
+		res, err := s.Append(context.Background(), log, es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			if r.Dup {
+				dups++
+			}
+		}
+	}
+	return dups
+}
+
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
 }
