@@ -55,16 +55,10 @@ func (f *idFilter) capIDs() int {
 	return filterMaxIDs
 }
 
-// mayHold reports whether the id hashed to h may be in the index at now (unix ms): false
-// means it is not.
-func (f *idFilter) mayHold(h string, now int64) bool {
-	_, _, ok := f.expiries(h, now)
-	return ok
-}
-
-// expiries is mayHold that also bounds the id's expiry, if it is in the index: between
-// the earliest and the latest expiry of the generations that may hold it (the whole range
-// until the ids at open are loaded). A lookup reads the index's buckets in that range only.
+// expiries reports whether the id hashed to h may be in the index at now (unix ms) —
+// ok false means it is not — and if so bounds its expiry: between the earliest and the
+// latest expiry of the generations that may hold it (the whole range until the ids at
+// open are loaded). A lookup reads the index's buckets in that range only.
 func (f *idFilter) expiries(h string, now int64) (lo, hi int64, ok bool) {
 	if !f.ready {
 		select {

@@ -10,6 +10,12 @@ import (
 	"github.com/edgegate/edgegate/internal/clock"
 )
 
+// mayHold is expiries' answer alone.
+func (f *idFilter) mayHold(h string, now int64) bool {
+	_, _, ok := f.expiries(h, now)
+	return ok
+}
+
 func hashOf(i int) string { return dedupHash(fmt.Sprintf("id-%d", i)) }
 
 // TestBloomAnswers: every hash added is held, and the false-positive rate at capacity is
