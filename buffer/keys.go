@@ -105,16 +105,13 @@ func dedupHash(id string) string {
 func dedupBucketEnd(exp, width int64) int64 { return (exp/width + 1) * width }
 
 // dedupKey is the key of the id hashed to hash in the bucket ending at end.
-func dedupKey(end int64, hash string) []byte {
-	k := make([]byte, 0, len(dedupPrefix)+8+dedupHashLen)
-	k = append(k, dedupPrefix...)
-	k = binary.BigEndian.AppendUint64(k, ^uint64(end))
-	return append(k, hash...)
-}
+func dedupKey(end int64, hash string) []byte { return append(dedupBucketKey(end), hash...) }
 
 // dedupBucketKey is where the keys of the bucket ending at end begin.
 func dedupBucketKey(end int64) []byte {
-	return binary.BigEndian.AppendUint64([]byte(dedupPrefix), ^uint64(end))
+	k := make([]byte, 0, len(dedupPrefix)+8+dedupHashLen)
+	k = append(k, dedupPrefix...)
+	return binary.BigEndian.AppendUint64(k, ^uint64(end))
 }
 
 // parseDedupKey splits a dedup key into its bucket's end and the id's hash.

@@ -45,9 +45,10 @@ func (s *Store) detectLayout() error {
 
 // convertLayout moves what the previous key layout kept elsewhere: the bulk log's entries
 // from l/raw/ to a/raw/, and the dedup ids from d/<hash> to their expiry bucket (expired
-// ids are deleted). A move writes the new key and deletes the old one; a crash between
-// chunks leaves keys in both places, and the next open moves the rest (moving a key again
-// writes the same new key).
+// ids are deleted). A move writes the new key and deletes the old one in one transaction;
+// a crash leaves each key in one place or the other, and the next open moves the rest. So
+// the conversion needs no fsync of its own: the writer's first one covers it (walsync.go),
+// and what a power cut takes before then is moved again.
 func (s *Store) convertLayout() error {
 	start := time.Now()
 	now := s.opts.Clock.Now().UnixMilli()
@@ -76,18 +77,15 @@ func (s *Store) convertLayout() error {
 		if !ok || exp <= now || len(h) != dedupHashLen {
 			return nil, 0
 		}
-		return dedupKey(dedupBucketEnd(exp, s.dedupWidth), string(h)), time.Duration(exp-now) * time.Millisecond
+		end := dedupBucketEnd(exp, s.dedupWidth)
+		s.noteDedupEnd(end)
+		return dedupKey(end, string(h)), time.Duration(exp-now) * time.Millisecond
 	})
 	if err != nil {
 		return fmt.Errorf("buffer: convert the dedup index to the current key layout: %w", err)
 	}
-	if entries+ids > 0 {
-		if err := s.db.Sync(); err != nil {
-			return fmt.Errorf("buffer: sync after converting the key layout: %w", err)
-		}
-		s.log.Info("converted the buffer to the current key layout", "entries", entries, "dedup_keys", ids,
-			"took", time.Since(start).Round(time.Millisecond))
-	}
+	s.log.Info("converted the buffer to the current key layout", "entries", entries, "dedup_keys", ids,
+		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -157,8 +155,8 @@ func (s *Store) moveKeys(prefix []byte, to func(k, v []byte) ([]byte, time.Durat
 }
 
 // pickDedupWidth sets the width of the dedup index's buckets: the one its keys were
-// written with while any are left, else a dedupBuckets-th of the TTL (of a day while dedup
-// is off), and records it.
+// written with while any are live (loadDedupBuckets found them), else a dedupBuckets-th of
+// the TTL (of a day while dedup is off), and records it.
 func (s *Store) pickDedupWidth() error {
 	ttl := s.opts.DedupTTL
 	if ttl <= 0 {
@@ -171,15 +169,7 @@ func (s *Store) pickDedupWidth() error {
 	}
 	if ok && len(v) == 8 {
 		stored := int64(binary.BigEndian.Uint64(v))
-		if stored == want {
-			s.dedupWidth = want
-			return nil
-		}
-		newest, err := s.newestDedupEnd()
-		if err != nil {
-			return err
-		}
-		if stored > 0 && newest > s.opts.Clock.Now().UnixMilli() {
+		if stored == want || stored > 0 && len(s.dedupEnds) > 0 {
 			s.dedupWidth = stored // live keys were written with it
 			return nil
 		}
@@ -190,20 +180,6 @@ func (s *Store) pickDedupWidth() error {
 		return fmt.Errorf("buffer: record the dedup index's bucket width: %w", err)
 	}
 	return nil
-}
-
-// newestDedupEnd is the end of the dedup index's newest bucket (the first key); 0: none.
-func (s *Store) newestDedupEnd() (int64, error) {
-	var end int64
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(keysOnly([]byte(dedupPrefix)))
-		defer it.Close()
-		if it.Rewind(); it.Valid() {
-			end, _, _ = parseDedupKey(it.Item().Key())
-		}
-		return nil
-	})
-	return end, err
 }
 
 // loadDedupBuckets finds the dedup index's live buckets: one seek per bucket.

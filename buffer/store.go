@@ -288,6 +288,9 @@ func Open(opts Options) (s *Store, err error) {
 			return nil, err
 		}
 	} else {
+		if err := s.loadDedupBuckets(); err != nil {
+			return nil, err
+		}
 		if err := s.pickDedupWidth(); err != nil {
 			return nil, err
 		}
@@ -325,9 +328,6 @@ func Open(opts Options) (s *Store, err error) {
 	}
 	s.usage.sample(s)
 	if opts.DedupTTL > 0 {
-		if err := s.loadDedupBuckets(); err != nil {
-			return nil, err
-		}
 		s.filter = newIDFilter(opts.DedupTTL.Milliseconds(), s.dedupCap.Load, &s.stats.DedupFilterBytes)
 		s.filterDone = make(chan struct{})
 		go s.loadFilter(s.filter, s.filterDone)
