@@ -45,15 +45,17 @@ routes:
 unrouted: drop
 dedup: {ttl: 24h}
 buffer: {sync: %s}
-ops: {log: {level: warn}, listen: "off", clock: {mode: trust}}
+ops: {log: {level: warn}, listen: %q, clock: {mode: trust}}
 `
 
 func durableTopic(i int) string { return fmt.Sprintf("devices/bench-%d/temperature", i) }
 func noopTopic(i int) string    { return fmt.Sprintf("bench/noop-%d/temperature", i) }
 
-func writeConfig(b *testing.B, dir, addr, sync string) string {
+// writeConfig writes benchConfig for a gateway listening on addr, with buffer.sync and
+// ops.listen ("off": no ops server).
+func writeConfig(b *testing.B, dir, addr, sync, opsListen string) string {
 	p := filepath.Join(dir, "edgegate.yaml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf(benchConfig, dir, addr, sync)), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(benchConfig, dir, addr, sync, opsListen)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return p
@@ -63,7 +65,7 @@ func writeConfig(b *testing.B, dir, addr, sync string) string {
 func startGateway(b *testing.B, sync string) string {
 	dir := b.TempDir()
 	addr := testutil.FreeAddr(b)
-	cfg, err := config.Load(writeConfig(b, dir, addr, sync))
+	cfg, err := config.Load(writeConfig(b, dir, addr, sync, "off"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -198,17 +200,8 @@ func BenchmarkDaemonAt10k(b *testing.B) {
 func daemonRun(b *testing.B, bin, gomemlimit string, d time.Duration) {
 	dir := b.TempDir()
 	addr := testutil.FreeAddr(b)
-	cfgPath := writeConfig(b, dir, addr, "always")
 	opsAddr := testutil.FreeAddr(b) // for /metrics: the fsyncs
-	cfgText, err := os.ReadFile(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfgText = []byte(strings.Replace(string(cfgText), `listen: "off"`, fmt.Sprintf("listen: %q", opsAddr), 1))
-	if err := os.WriteFile(cfgPath, cfgText, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "-c", cfgPath)
+	cmd := exec.Command(bin, "run", "-c", writeConfig(b, dir, addr, "always", opsAddr))
 	cmd.Env = os.Environ()
 	if gomemlimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+gomemlimit)
