@@ -19,6 +19,12 @@ func record(n int, r *rand.Rand) []byte {
 		r.Uint64(), r.Uint64(), n%50, n%50, (n/60000)%60, (n/1000)%60, n%1000, 15+10*r.Float64()))
 }
 
+// reading is record(n, r) as an entry, with the record's id ("h-…") as its dedup id.
+func reading(n int, r *rand.Rand) Entry {
+	v := record(n, r)
+	return Entry{ID: string(v[7:41]), Value: v}
+}
+
 // diskWatch measures a directory every millisecond and keeps the peak.
 type diskWatch struct {
 	peak atomic.Int64
@@ -86,10 +92,9 @@ func flood(t *testing.T, s *Store, log string, total int64, writers int) floodRe
 					return
 				}
 				for i := range es {
-					v := record(res.offered, r)
+					es[i] = reading(res.offered, r)
 					res.offered++
-					offered += int64(len(v))
-					es[i] = Entry{ID: string(v[7:41]), Value: v}
+					offered += int64(len(es[i].Value))
 				}
 				mu.Unlock()
 				rs, err := s.Append(bg, log, es)

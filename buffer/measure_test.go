@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"testing"
@@ -143,11 +144,11 @@ func TestMeasureConvert(t *testing.T) {
 	dir := t.TempDir()
 	opts := Options{DedupTTL: 24 * time.Hour, MaxBytes: 2 << 30}
 	s := open(t, dir, opts)
+	r := rand.New(rand.NewPCG(1, 2))
 	for start := 0; start < n; start += 500 {
 		es := make([]Entry, 500)
 		for i := range es {
-			es[i] = Entry{ID: fmt.Sprintf("device-%d:%09d", (start+i)%100, start+i),
-				Value: fmt.Appendf(nil, `{"id":"device-%d:%09d","series":"dev/temperature","ts":"2026-11-27T12:00:00.000Z","value":21.5}`, (start+i)%100, start+i)}
+			es[i] = reading(start+i, r)
 		}
 		if _, err := s.Append(bg, "raw", es); err != nil {
 			t.Fatal(err)

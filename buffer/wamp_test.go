@@ -86,11 +86,10 @@ func measureWriteAmp(t *testing.T, online bool) {
 					withAgg := n%100 == 0 // one aggregate per 100 readings
 					es := make([]Entry, 50)
 					for i := range es {
-						v := record(n, r)
+						es[i] = reading(n, r)
 						n++
 						readings++
-						offered += int64(len(v))
-						es[i] = Entry{ID: string(v[7:41]), Value: v}
+						offered += int64(len(es[i].Value))
 					}
 					mu.Unlock()
 					if _, err := s.Append(ctx, "raw", es); err != nil {
