@@ -11,7 +11,7 @@ PKGS     := ./...
 # 64-bit only: Badger v4 loses keys or panics on 32-bit targets (SPEC §6).
 PLATFORMS := linux/arm64 linux/amd64
 
-.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short
+.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short install uninstall
 
 # nfpm builds the .deb packages; run at a pinned version so its large module graph stays
 # out of go.mod.
@@ -59,7 +59,8 @@ cross:
 			-o bin/edgegate-$$os-$$arch ./cmd/edgegate || exit 1; \
 	done
 
-# Static binaries and .deb packages for linux/arm64 and linux/amd64 in dist/.
+# Static binaries and .deb packages for linux/arm64 and linux/amd64 in dist/, named with the
+# version (the tag without its v; see docs/releasing.md), and their SHA256SUMS.
 dist:
 	rm -rf dist && mkdir -p dist
 	@for arch in $(PLATFORMS:linux/%=%); do \
@@ -69,7 +70,9 @@ dist:
 		sed -e "s/\$${ARCH}/$$arch/g" -e "s/\$${VERSION}/$(DEB_VERSION)/g" packaging/nfpm.yaml > dist/nfpm-$$arch.yaml; \
 		$(NFPM) package -f dist/nfpm-$$arch.yaml -p deb -t dist/edgegate_$(DEB_VERSION)_$$arch.deb || exit 1; \
 		rm dist/nfpm-$$arch.yaml; \
+		mv dist/edgegate-linux-$$arch dist/edgegate_$(DEB_VERSION)_linux_$$arch; \
 	done
+	cd dist && sha256sum edgegate_* > SHA256SUMS
 	@ls -l dist
 
 # Checks the packages `make dist` built: contents (dpkg-deb -c), conffiles, static binaries.
@@ -83,6 +86,51 @@ test-arm:
 	@command -v qemu-aarch64-static >/dev/null || { echo "test-arm needs qemu-aarch64-static: apt-get install qemu-user-static" >&2; exit 1; }
 	CGO_ENABLED=0 GOARCH=arm64 EDGEGATE_TEST_EXEC=qemu-aarch64-static \
 		$(GO) test -exec qemu-aarch64-static -timeout 40m $(PKGS)
+
+# Installs what the .deb installs, laid out the same way under PREFIX (default /usr/local;
+# PREFIX=/usr gives the .deb's paths) and DESTDIR (a staging root for packagers). The config
+# goes to SYSCONFDIR/edgegate (default /etc, where the unit reads it) and is never
+# overwritten. Run as root on the board itself, it also creates the edgegate user and
+# reloads systemd; then edit /etc/edgegate/edgegate.yaml and `systemctl enable --now edgegate`.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+BINDIR      = $(PREFIX)/bin
+UNITDIR     = $(PREFIX)/lib/systemd/system
+SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
+DOCDIR      = $(PREFIX)/share/doc/edgegate
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/edgegate
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's#/usr/bin/edgegate#$(BINDIR)/edgegate#g' -e 's#/etc/edgegate/#$(SYSCONFDIR)/edgegate/#g' \
+		systemd/edgegate.service > $(DESTDIR)$(UNITDIR)/edgegate.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/edgegate.service
+	install -D -m 0644 systemd/edgegate.sysusers $(DESTDIR)$(SYSUSERSDIR)/edgegate.conf
+	install -D -m 0644 configs/edgegate.yaml $(DESTDIR)$(DOCDIR)/edgegate.yaml.example
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/LICENSE
+	install -D -m 0644 NOTICE $(DESTDIR)$(DOCDIR)/NOTICE
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/edgegate/edgegate.yaml ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/edgegate/edgegate.yaml"; \
+	else \
+		install -D -m 0640 packaging/edgegate.yaml $(DESTDIR)$(SYSCONFDIR)/edgegate/edgegate.yaml; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && [ -d /run/systemd/system ]; then \
+		systemd-sysusers $(SYSUSERSDIR)/edgegate.conf && \
+		chgrp edgegate $(SYSCONFDIR)/edgegate/edgegate.yaml && \
+		systemctl daemon-reload && \
+		echo "edgegate: edit $(SYSCONFDIR)/edgegate/edgegate.yaml, then: systemctl enable --now edgegate"; \
+	fi
+
+# Removes what `make install` installed, with the same PREFIX and DESTDIR. The config and
+# the buffer (/var/lib/edgegate: unsent data) stay; remove them by hand to purge.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/edgegate $(DESTDIR)$(UNITDIR)/edgegate.service \
+		$(DESTDIR)$(SYSUSERSDIR)/edgegate.conf
+	rm -rf $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+	@echo "kept $(SYSCONFDIR)/edgegate and /var/lib/edgegate (the buffer); remove them to purge"
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)

@@ -59,6 +59,8 @@ func TestDebContents(t *testing.T) {
 				"/etc/edgegate/edgegate.yaml":                   "-rw-r-----",
 				"/usr/share/doc/edgegate/README.md":             "-rw-r--r--",
 				"/usr/share/doc/edgegate/edgegate.yaml.example": "-rw-r--r--",
+				"/usr/share/doc/edgegate/LICENSE":               "-rw-r--r--",
+				"/usr/share/doc/edgegate/NOTICE":                "-rw-r--r--",
 			} {
 				got, ok := files[path]
 				if !ok {
@@ -130,5 +132,25 @@ func TestDebContents(t *testing.T) {
 			st, _ := os.Stat(bin)
 			t.Logf("%s: binary %.1f MiB, package %s", arch, float64(st.Size())/(1<<20), deb)
 		})
+	}
+}
+
+// TestDebSums checks that SHA256SUMS covers every package and binary of the release and
+// that each sum is right (what a user runs after downloading: sha256sum -c SHA256SUMS).
+func TestDebSums(t *testing.T) {
+	debs(t) // skips unless make check-dist
+	dir := os.Getenv("EDGEGATE_DIST")
+	sums, err := os.ReadFile(filepath.Join(dir, "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "edgegate_*"))
+	if n := strings.Count(string(sums), "\n"); n != len(files) || n != 4 {
+		t.Errorf("SHA256SUMS has %d lines for %d release files (want 2 binaries and 2 packages):\n%s", n, len(files), sums)
+	}
+	cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("sha256sum -c: %v\n%s", err, out)
 	}
 }
