@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 )
 
 // Kind says what a batch holds.
@@ -49,4 +51,39 @@ func AppendBatch(dst []byte, gateway, id string, kind Kind, items [][]byte) []by
 		dst = append(dst, it...)
 	}
 	return append(dst, "]}"...)
+}
+
+// Batch is a decoded SPEC §3.3 batch: its envelope, and its items as they were sent (records
+// or panes, by Kind).
+type Batch struct {
+	V       int               `json:"v"`
+	Gateway string            `json:"gateway"`
+	Batch   string            `json:"batch"`
+	Kind    Kind              `json:"kind"`
+	Records []json.RawMessage `json:"records"`
+}
+
+// DecodeBatch parses a batch envelope. It checks the version and the kind, not the items.
+func DecodeBatch(b []byte) (Batch, error) {
+	var bt Batch
+	if err := json.Unmarshal(b, &bt); err != nil {
+		return Batch{}, fmt.Errorf("batch: %w", err)
+	}
+	if bt.V != 1 {
+		return Batch{}, fmt.Errorf("batch: version %d, want 1", bt.V)
+	}
+	if bt.Kind != KindRecords && bt.Kind != KindAggregates {
+		return Batch{}, fmt.Errorf("batch: kind %q, want %q or %q", bt.Kind, KindRecords, KindAggregates)
+	}
+	return bt, nil
+}
+
+// IsBatch reports whether a JSON object looks like a batch rather than a record: it has the
+// envelope's "v" and "batch" members at its top level. It does not validate b.
+func IsBatch(b []byte) bool {
+	var probe struct {
+		V     *int    `json:"v"`
+		Batch *string `json:"batch"`
+	}
+	return json.Unmarshal(b, &probe) == nil && probe.V != nil && probe.Batch != nil
 }

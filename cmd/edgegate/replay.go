@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/record"
 )
 
 // cmdReplay is `edgegate replay` (SPEC §1): the config's pipelines over a JSON Lines file
@@ -17,7 +18,7 @@ import (
 func cmdReplay(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs, path := newFlags("replay", stderr)
 	only := fs.String("pipeline", "", "run only the pipeline of this name (default: every pipeline)")
-	input := fs.String("input", "", "JSON Lines file of records, SPEC §3.1 form (default: stdin)")
+	input := fs.String("input", "", "JSON Lines file of records (SPEC §3.1 form) or of batches, as the file uplink writes them (default: stdin)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -76,18 +77,42 @@ func cmdReplay(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
-	line, records := 0, 0
+	line, records, batches, aggBatches := 0, 0, 0, 0
 	for sc.Scan() {
 		line++
 		b := bytes.TrimSpace(sc.Bytes())
 		if len(b) == 0 {
 			continue
 		}
-		records++
-		if err := rp.Record(b, emit); err != nil {
-			out.Flush()
-			fmt.Fprintf(stderr, "%s:%d: %v\n", name, line, err)
-			return exitUser
+		items := [][]byte{b}
+		if record.IsBatch(b) { // a line of the file uplink's output: a batch of records
+			bt, err := record.DecodeBatch(b)
+			if err != nil {
+				out.Flush()
+				fmt.Fprintf(stderr, "%s:%d: %v\n", name, line, err)
+				return exitUser
+			}
+			batches++
+			if bt.Kind != record.KindRecords {
+				aggBatches++ // panes are the output, not the input
+				continue
+			}
+			items = items[:0]
+			for _, raw := range bt.Records {
+				items = append(items, raw)
+			}
+		}
+		for i, it := range items {
+			records++
+			if err := rp.Record(it, emit); err != nil {
+				out.Flush()
+				where := fmt.Sprintf("%s:%d", name, line)
+				if batches > 0 && len(items) > 1 {
+					where += fmt.Sprintf(": record %d of the batch", i+1)
+				}
+				fmt.Fprintf(stderr, "%s: %v\n", where, err)
+				return exitUser
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -108,6 +133,21 @@ func cmdReplay(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		parts = append(parts, fmt.Sprintf("%s: %d records, %d panes, %d too late", specs[i].Name, c.Records,
 			c.Panes[pipeline.Early]+c.Panes[pipeline.OnTime]+c.Panes[pipeline.Late], c.TooLate))
 	}
-	fmt.Fprintf(stderr, "edgegate replay: %d lines; %s\n", records, strings.Join(parts, "; "))
+	read := fmt.Sprintf("%d lines", records)
+	if batches > 0 {
+		read = fmt.Sprintf("%d records from %s", records, plural(batches-aggBatches, "batch", "batches"))
+		if aggBatches > 0 {
+			read += fmt.Sprintf(" (%s of aggregates skipped)", plural(aggBatches, "batch", "batches"))
+		}
+	}
+	fmt.Fprintf(stderr, "edgegate replay: %s; %s\n", read, strings.Join(parts, "; "))
 	return exitOK
+}
+
+// plural is "1 batch" or "n batches".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

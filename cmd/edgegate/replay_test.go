@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/record"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -83,6 +84,56 @@ func TestReplayWorkedExample(t *testing.T) {
 	}
 	if code != exitOK || strings.TrimSpace(out2) != strings.Join(only, "\n") {
 		t.Fatalf("--pipeline example from stdin: exit %d\n%s\n%s", code, out2, errs)
+	}
+}
+
+// TestReplayBatches feeds `edgegate replay` the worked example as the file uplink writes it
+// (batches of records, with a batch of aggregates among them) and gets the golden panes.
+func TestReplayBatches(t *testing.T) {
+	dir := filepath.Join("testdata", "replay")
+	in, err := os.ReadFile(filepath.Join(dir, "worked.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items [][]byte
+	for _, l := range strings.Split(strings.TrimSpace(string(in)), "\n") {
+		if l != "" { // the file has a blank line, which replay skips
+			items = append(items, []byte(l))
+		}
+	}
+	golden, err := os.ReadFile(filepath.Join(dir, "worked.golden.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pane := []byte(strings.SplitN(string(golden), "\n", 2)[0])
+	var file []byte
+	for _, b := range []struct {
+		kind  record.Kind
+		items [][]byte
+	}{{record.KindRecords, items[:4]}, {record.KindAggregates, [][]byte{pane}}, {record.KindRecords, items[4:]}} {
+		file = record.AppendBatch(file, "gw", "b", b.kind, b.items)
+		file = append(file, '\n')
+	}
+	path := filepath.Join(t.TempDir(), "uplink.jsonl")
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("", "replay", "-c", filepath.Join(dir, "worked.yaml"), "--input", path)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if out != string(golden) {
+		t.Fatalf("panes from batches differ from worked.golden.jsonl:\n%s", out)
+	}
+	if !strings.Contains(errs, "11 records from 2 batches (1 batch of aggregates skipped)") {
+		t.Errorf("summary: %s", errs)
+	}
+
+	// A record the core refuses is located by line and place in its batch.
+	bad := record.AppendBatch(nil, "gw", "b", record.KindRecords, [][]byte{items[0], []byte(`{"ts":1}`)})
+	code, _, errs = runCLI(string(bad)+"\n", "replay", "-c", filepath.Join(dir, "worked.yaml"))
+	if code != exitUser || !strings.Contains(errs, "stdin:1: record 2 of the batch: not a record") {
+		t.Errorf("bad record in a batch: exit %d, %s", code, errs)
 	}
 }
 
