@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -288,7 +289,7 @@ func (r *sensorRun) attempt(ctx context.Context) error {
 func (r *sensorRun) publish(ctx context.Context, rs []Reading, now time.Time) {
 	for _, rd := range rs {
 		if cal, ok := r.s.Calibration[rd.Metric]; ok {
-			rd.Value = rd.Value*cal.Scale + cal.Offset
+			rd.Value = roundSignificant(rd.Value*cal.Scale+cal.Offset, 12)
 			if cal.Unit != "" {
 				rd.Unit = cal.Unit
 			}
@@ -373,4 +374,18 @@ func (r *sensorRun) shutdown() {
 		}
 	}
 	r.st.stopped(r.p.clock.Now())
+}
+
+// roundSignificant rounds v to n significant decimal digits. Calibration multiplies and adds
+// in binary floating point, so 0.5668 × 1000 is 566.8000000000001; no sensor has 16
+// significant digits, and 12 keep every digit a sensor can mean while the noise goes.
+func roundSignificant(v float64, n int) float64 {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return v
+	}
+	r, err := strconv.ParseFloat(strconv.FormatFloat(v, 'g', n, 64), 64)
+	if err != nil {
+		return v
+	}
+	return r
 }

@@ -201,7 +201,7 @@ func TestScheduleAndPayload(t *testing.T) {
 	s := sensor(t, "greenhouse", d, 10*time.Second, 0)
 	s.Calibration = map[string]config.Calibration{
 		"temperature": {Scale: 1, Offset: -0.5},
-		"count":       {Scale: 0.2794, Unit: "mm"},
+		"count":       {Scale: 0.1, Unit: "mm"}, // a 0.1 mm tipping bucket
 	}
 	h := start(t, clk, s)
 	defer h.end()
@@ -227,7 +227,8 @@ func TestScheduleAndPayload(t *testing.T) {
 		if !m.ts.Equal(at) || m.value != 20+float64(k+1)-0.5 || m.unit != "Cel" {
 			t.Errorf("temperature %d = %+v, want %v at %s", k, m, 20+float64(k+1)-0.5, at)
 		}
-		if want := float64(k+1) * 0.2794; math.Abs(rain[k].value-want) > 1e-12 || rain[k].unit != "mm" {
+		// Calibrated values carry no float noise: 3 × 0.1 is 0.3, not 0.30000000000000004.
+		if want := []float64{0.1, 0.2, 0.3, 0.4}[k]; rain[k].value != want || rain[k].unit != "mm" {
 			t.Errorf("count %d = %+v, want %v mm", k, rain[k], want)
 		}
 	}
