@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -76,16 +77,46 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	if args[0] == "stats" {
 		err = bufferStats(s, *asJSON, stdout)
 	} else {
-		err = s.Tail(*log, *n, func(_ uint64, v []byte) error {
-			_, err := fmt.Fprintf(stdout, "%s\n", v)
-			return err
-		})
+		err = bufferTail(s, *log, *n, stdout, stderr)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "edgegate: %v\n", err)
 		return exitUser
 	}
 	return exitOK
+}
+
+// bufferTail prints the last n entries of a log, one per line. When it prints none, it says
+// why on stderr (stdout stays the entries alone, for pipes): the log is empty, or the buffer
+// has no such log, and which logs it has.
+func bufferTail(s *buffer.Store, log string, n int, stdout, stderr io.Writer) error {
+	printed := 0
+	err := s.Tail(log, n, func(_ uint64, v []byte) error {
+		printed++
+		_, err := fmt.Fprintf(stdout, "%s\n", v)
+		return err
+	})
+	if err != nil || printed > 0 || n == 0 {
+		return err
+	}
+	logs, err := s.Logs()
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, l := range logs {
+		if l.Name == log {
+			fmt.Fprintf(stderr, "edgegate buffer tail: log %q is empty (%d appended so far: all delivered and trimmed, or dropped; see buffer stats)\n", log, l.High)
+			return nil
+		}
+		names = append(names, l.Name)
+	}
+	have := "none yet"
+	if len(names) > 0 {
+		have = strings.Join(names, ", ")
+	}
+	fmt.Fprintf(stderr, "edgegate buffer tail: log %q has had no entries (logs in this buffer: %s)\n", log, have)
+	return nil
 }
 
 // openForInspection opens the store under dir (a data_dir or the buffer directory itself)

@@ -80,6 +80,25 @@ func TestBufferTail(t *testing.T) {
 	if code, out, _ = runCmd("buffer", "tail", "-d", dir, "-n", "0"); code != 0 || out != "" {
 		t.Fatalf("tail -n 0: exit %d, %q", code, out)
 	}
+	// Nothing to print is said on stderr, with what the buffer has instead.
+	code, out, errOut = runCmd("buffer", "tail", "-d", dir, "-log", "deadletter")
+	if code != 0 || out != "" || !strings.Contains(errOut, `log "deadletter" has had no entries (logs in this buffer: agg, raw)`) {
+		t.Fatalf("tail -log deadletter: exit %d, out %q, err %q", code, out, errOut)
+	}
+	s, err := buffer.Open(buffer.Options{Dir: filepath.Join(dir, "buffer")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Trim(context.Background(), "agg", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runCmd("buffer", "tail", "-d", dir, "-log", "agg")
+	if code != 0 || out != "" || !strings.Contains(errOut, `log "agg" is empty (1 appended so far: all delivered and trimmed`) {
+		t.Fatalf("tail of the trimmed agg log: exit %d, out %q, err %q", code, out, errOut)
+	}
 }
 
 func TestBufferErrors(t *testing.T) {
