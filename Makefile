@@ -11,7 +11,7 @@ PKGS     := ./...
 # 64-bit only: Badger v4 loses keys or panics on 32-bit targets (SPEC §6).
 PLATFORMS := linux/arm64 linux/amd64
 
-.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short install uninstall
+.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short install uninstall soak soak-short
 
 # nfpm builds the .deb packages; run at a pinned version so its large module graph stays
 # out of go.mod.
@@ -131,6 +131,17 @@ uninstall:
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 	@echo "kept $(SYSCONFDIR)/edgegate and /var/lib/edgegate (the buffer); remove them to purge"
+
+# The randomized fault soak (internal/soak): a child daemon against devices of every kind,
+# flapping and refusing upstreams, kill -9 and SIGTERM at random moments; then every
+# acknowledged reading is checked upstream. It prints its seed: SOAK_SEED=<seed> replays the
+# schedule. soak-short is the form CI runs.
+SOAK_DURATION ?= 10m
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -v -run TestSoak -timeout 60m ./internal/soak/
+
+soak-short:
+	SOAK_DURATION=100s $(GO) test -count=1 -v -run TestSoak -timeout 20m ./internal/soak/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)

@@ -1,0 +1,325 @@
+package soak
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgegate/edgegate/record"
+)
+
+// upstreamView is what the upstreams received, decoded.
+type upstreamView struct {
+	keyIDs    map[string]map[string]bool // reading key → the record ids it arrived with
+	idKeys    map[string]map[string]bool // record id → the reading keys that carried it
+	delivered map[string]map[string]bool // uplink → reading keys in accepted batches
+	refused   map[string]map[string]bool // uplink → reading keys in batches refused for good
+	panes     map[string]string          // pane id → its JSON, as first received
+	batches   map[string]string          // uplink/batch id → payload, as first received
+	problems  []string
+	nBatches  int
+	nRecords  int
+}
+
+func (s *soak) upstream() *upstreamView {
+	v := &upstreamView{
+		keyIDs: map[string]map[string]bool{}, idKeys: map[string]map[string]bool{},
+		delivered: map[string]map[string]bool{"cloud": {}, "collector": {}},
+		refused:   map[string]map[string]bool{"cloud": {}, "collector": {}},
+		panes:     map[string]string{}, batches: map[string]string{},
+	}
+	arrivals := s.col.all()
+	for _, m := range s.mqttUp.Messages() {
+		arrivals = append(arrivals, arrival{uplink: "cloud", payload: m.Payload})
+	}
+	for _, a := range arrivals {
+		v.add(a)
+	}
+	return v
+}
+
+func (v *upstreamView) problem(format string, args ...any) {
+	if len(v.problems) < 50 {
+		v.problems = append(v.problems, fmt.Sprintf(format, args...))
+	}
+}
+
+func add(m map[string]map[string]bool, k, v string) {
+	if m[k] == nil {
+		m[k] = map[string]bool{}
+	}
+	m[k][v] = true
+}
+
+// add decodes one batch. A batch id must always come with the same bytes (a resend after
+// a crash or reconnect carries the same id and records).
+func (v *upstreamView) add(a arrival) {
+	v.nBatches++
+	b, err := record.DecodeBatch(a.payload)
+	if err != nil {
+		v.problem("%s: undecodable batch: %v", a.uplink, err)
+		return
+	}
+	bk := a.uplink + "/" + b.Batch
+	if prev, ok := v.batches[bk]; !ok {
+		v.batches[bk] = string(a.payload)
+	} else if prev != string(a.payload) {
+		v.problem("batch %s re-sent with different bytes", bk)
+	}
+	for _, item := range b.Records {
+		if b.Kind == record.KindAggregates {
+			var p struct {
+				ID string `json:"id"`
+			}
+			if err := json.Unmarshal(item, &p); err != nil || p.ID == "" {
+				v.problem("%s: pane without id: %s", a.uplink, item)
+				continue
+			}
+			if a.refused {
+				continue
+			}
+			if prev, ok := v.panes[p.ID]; !ok {
+				v.panes[p.ID] = string(item)
+			} else if prev != string(item) {
+				v.problem("pane %s arrived with two contents:\n  %s\n  %s", p.ID, prev, item)
+			}
+			continue
+		}
+		var r record.Record
+		if err := json.Unmarshal(item, &r); err != nil {
+			v.problem("%s: undecodable record: %v: %s", a.uplink, err, item)
+			continue
+		}
+		v.nRecords++
+		k := keyOf(&r)
+		if a.refused {
+			add(v.refused, a.uplink, k)
+			continue
+		}
+		add(v.delivered, a.uplink, k)
+		add(v.keyIDs, k, r.ID)
+		add(v.idKeys, r.ID, k)
+	}
+}
+
+// keyOf is how a record is matched to the reading a device published: series and value
+// (values are unique per device and reading), or topic and payload for raw records.
+func keyOf(r *record.Record) string {
+	if r.Raw {
+		return r.Topic + "|" + string(r.Payload)
+	}
+	return r.Series + "|" + strconv.FormatFloat(r.Value, 'f', -1, 64)
+}
+
+// check runs every check of the promise over what the devices were told and what arrived
+// upstream, and reports the soak's figures.
+func (s *soak) check() {
+	t := s.t
+	v := s.upstream()
+	for _, p := range v.problems {
+		t.Error(p)
+	}
+
+	// Every record arrived with one id, and no id stands for two readings.
+	for k, ids := range v.keyIDs {
+		if len(ids) > 1 {
+			t.Errorf("reading %s arrived with %d ids: %v", k, len(ids), sortedSet(ids))
+		}
+	}
+	for id, ks := range v.idKeys {
+		if len(ks) > 1 {
+			t.Errorf("id %s arrived for %d readings: %v", id, len(ks), sortedSet(ks))
+		}
+	}
+
+	// Every acknowledged reading arrived at every uplink (or was dead-lettered there, or
+	// counted as dropped); nothing refused went upstream; nothing arrived that nobody sent.
+	known := map[string]bool{}
+	var sent, acked, refusedOK, unacked, qos0 int
+	missing := map[string][]string{}
+	for _, dv := range s.devices {
+		for _, r := range dv.all() {
+			sent++
+			if r.kind == malformed {
+				if k := r.topic + "|" + r.payload; v.delivered["cloud"][k] || v.delivered["collector"][k] {
+					t.Errorf("%s: refused reading %q went upstream", dv.spec.name, r.payload)
+				}
+				// 3.1.1 gets a PUBACK for a permanent refusal (SPEC §2), MQTT 5 its code.
+				switch code := r.refused.Load(); {
+				case dv.spec.v5 && code == 0x99:
+					refusedOK++
+				case !dv.spec.v5 && r.acked.Load():
+					refusedOK++
+				case dv.resends():
+					t.Errorf("%s: malformed reading %d: acked %v, reason %#x; want a PUBACK (3.1.1) or 0x99 (MQTT 5)", dv.spec.name, r.seq, r.acked.Load(), code)
+				}
+				continue
+			}
+			known[r.key] = true
+			if r.qos == 0 {
+				qos0++
+				continue
+			}
+			if !r.acked.Load() {
+				unacked++
+				if dv.resends() {
+					t.Errorf("%s: reading %d (%s) never acknowledged, though the device kept resending (a wedged client?)", dv.spec.name, r.seq, r.payload)
+				}
+				continue
+			}
+			acked++
+			for _, up := range []string{"cloud", "collector"} {
+				if !v.delivered[up][r.key] && !v.refused[up][r.key] {
+					missing[up] = append(missing[up], r.key)
+				}
+			}
+		}
+	}
+	for k := range v.keyIDs {
+		if !known[k] {
+			t.Errorf("a record arrived that no device sent: %s", k)
+		}
+	}
+	losses := s.countedLosses()
+	for up, ks := range missing {
+		if len(ks) > losses[up] {
+			sort.Strings(ks)
+			t.Errorf("uplink %s: %d acknowledged readings never arrived, %d counted as dropped or expired; first: %v",
+				up, len(ks), losses[up], ks[:min(5, len(ks))])
+		}
+	}
+
+	s.checkPanes(v)
+	s.checkRefusedLog()
+
+	if len(s.d.slowStops) > 0 {
+		t.Errorf("%d SIGTERMs took longer than flush_timeout (%s) + 5s: %v", len(s.d.slowStops), flushTimeout, s.d.slowStops)
+	}
+	t.Logf("%s: %d readings sent (%d QoS 0), %d acknowledged, %d malformed answered as SPEC §2 says, %d not acknowledged (clean sessions lose what was in flight); "+
+		"upstream: %d batches, %d records, %d distinct readings at cloud and %d at collector, %d refused for good at collector, %d panes; "+
+		"faults: %v, daemon starts %d (kill -9 %d, SIGTERM %d); the slow reader was disconnected %d times",
+		s.policy, sent, qos0, acked, refusedOK, unacked, v.nBatches, v.nRecords, len(v.delivered["cloud"]), len(v.delivered["collector"]),
+		len(v.refused["collector"]), len(v.panes), s.faults, s.d.starts, s.d.kills, s.d.terms, s.slowDisc.Load())
+}
+
+// countedLosses is, per uplink, how many records the daemon counted as dropped for room or
+// expired by the retention (they may be missing upstream).
+func (s *soak) countedLosses() map[string]int {
+	out := map[string]int{}
+	stats := s.d.cli("buffer", "stats", "-d", s.d.dataDir, "-json")
+	var st struct {
+		Logs []struct {
+			Name    string         `json:"name"`
+			Dropped int            `json:"dropped"`
+			Expired int            `json:"expired"`
+			Missed  map[string]int `json:"missed"` // per consumer: entries gone before it had them
+		} `json:"logs"`
+	}
+	if err := json.Unmarshal([]byte(stats), &st); err != nil {
+		s.t.Fatalf("buffer stats -json: %v\n%s", err, stats)
+	}
+	for _, l := range st.Logs {
+		if l.Name != "raw" {
+			continue
+		}
+		for _, up := range []string{"cloud", "collector"} {
+			if n, ok := l.Missed[up]; ok {
+				out[up] = n
+			} else {
+				out[up] = l.Dropped + l.Expired
+			}
+		}
+	}
+	return out
+}
+
+// checkPanes replays the pipelines' input (p0's readings, which it publishes one by one,
+// so the store has them in publish order) through `edgegate replay` and compares the panes
+// with those that arrived upstream: same ids, same bytes. Panes of windows still open in
+// the daemon (their end is past its final watermark) fire in replay only, at end of input.
+func (s *soak) checkPanes(v *upstreamView) {
+	t := s.t
+	var p0 *device
+	for _, dv := range s.devices {
+		if dv.spec.name == "p0" {
+			p0 = dv
+		}
+	}
+	var lines []string
+	maxTS := int64(0)
+	for _, r := range p0.all() {
+		if !r.acked.Load() {
+			continue
+		}
+		maxTS = max(maxTS, r.ts)
+		lines = append(lines, fmt.Sprintf(`{"id":%q,"topic":%q,"series":"p0/id","ts":%q,"value":%s}`,
+			r.id, r.topic, time.UnixMilli(r.ts).UTC().Format(record.TimeLayout), strings.SplitN(r.key, "|", 2)[1]))
+	}
+	in := filepath.Join(s.dir, "p0.jsonl")
+	if err := os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := s.d.cli("replay", "-c", s.d.cfg, "--input", in)
+	watermark := maxTS - 2000 // out_of_order
+	want, compared, open := 0, 0, 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var p struct {
+			ID  string `json:"id"`
+			End string `json:"end"`
+		}
+		if err := json.Unmarshal([]byte(line), &p); err != nil {
+			t.Fatalf("replay output: %v: %s", err, line)
+		}
+		end, err := time.Parse(time.RFC3339Nano, p.End)
+		if err != nil {
+			t.Fatalf("replay pane end %q: %v", p.End, err)
+		}
+		got, ok := v.panes[p.ID]
+		switch {
+		case end.UnixMilli() > watermark:
+			open++ // fired by the end of input only
+		case !ok:
+			want++
+			if want <= 5 {
+				t.Errorf("pane missing upstream: %s", line)
+			}
+		case got != line:
+			t.Errorf("pane %s differs from replay:\n  upstream %s\n  replay   %s", p.ID, got, line)
+		default:
+			compared++
+		}
+	}
+	if want > 0 {
+		t.Errorf("%d panes of closed windows never arrived upstream", want)
+	}
+	t.Logf("%s: %d panes equal to replay's, %d windows still open (fired by replay's end of input only), from %d readings",
+		s.policy, compared, open, len(lines))
+}
+
+// checkRefusedLog checks that every malformed reading a 3.1.1 device was acknowledged for
+// is kept in the refused log (SPEC §2: nothing refused is silently dropped).
+func (s *soak) checkRefusedLog() {
+	t := s.t
+	out := s.d.cli("buffer", "tail", "-d", s.d.dataDir, "-log", "refused", "-n", "1000000")
+	for _, dv := range s.devices {
+		for _, r := range dv.all() {
+			if r.kind == malformed && r.acked.Load() && !strings.Contains(out, strconv.Quote(r.payload)) {
+				t.Errorf("%s: malformed reading %q was acknowledged but is not in the refused log", dv.spec.name, r.payload)
+			}
+		}
+	}
+}
+
+func sortedSet(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

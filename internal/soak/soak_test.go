@@ -1,0 +1,377 @@
+package soak
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/internal/testutil"
+)
+
+var (
+	soakDuration = flag.Duration("soak.duration", 0, "how long to soak (default $SOAK_DURATION; none: skip)")
+	soakSeed     = flag.Uint64("soak.seed", 0, "seed of the fault schedule (default $SOAK_SEED, else random)")
+)
+
+// settings reads the soak's duration and seed; the soak runs only when a duration is set
+// (make soak, make soak-short), not in `make test`.
+func settings(t *testing.T) (time.Duration, uint64) {
+	d := *soakDuration
+	if d == 0 {
+		if s := os.Getenv("SOAK_DURATION"); s != "" {
+			var err error
+			if d, err = time.ParseDuration(s); err != nil {
+				t.Fatalf("SOAK_DURATION=%q: %v", s, err)
+			}
+		}
+	}
+	if d == 0 {
+		t.Skip("the soak runs with make soak or make soak-short (SOAK_DURATION)")
+	}
+	seed := *soakSeed
+	if seed == 0 {
+		if s := os.Getenv("SOAK_SEED"); s != "" {
+			var err error
+			if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+				t.Fatalf("SOAK_SEED=%q: %v", s, err)
+			}
+		}
+	}
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return d, seed
+}
+
+// TestSoak runs the fault schedule of its seed twice, once per on_full policy, each for
+// half the duration, and checks every reading (check_test.go). A failure names the seed
+// that replays the schedule: SOAK_SEED=<seed> make soak.
+func TestSoak(t *testing.T) {
+	d, seed := settings(t)
+	t.Logf("soak: %s, seed %d (replay: SOAK_SEED=%d SOAK_DURATION=%s make soak)", d, seed, seed, d)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("FAILED with seed %d: replay with SOAK_SEED=%d SOAK_DURATION=%s make soak", seed, seed, d)
+		}
+	})
+	for i, policy := range []string{"drop_oldest", "reject"} {
+		t.Run(policy, func(t *testing.T) {
+			s := newSoak(t, policy, seed+uint64(i), d/2)
+			s.run()
+			s.check()
+		})
+	}
+}
+
+// flushTimeout is the daemon's ops.flush_timeout in the soak: a SIGTERM must end within it.
+const flushTimeout = 5 * time.Second
+
+const soakConfig = `gateway: {id: gw-soak, data_dir: %q}
+broker:
+  listeners: [{type: tcp, address: %q}]
+  allow_anonymous: true
+  anonymous: {publish: ["dev/#", "raw/#"], subscribe: ["dev/#", "agg/#"]}
+  max_rate_per_client: 2000
+  max_session_expiry: 1h
+routes:
+  - {topic: "dev/+device/id", format: json, series: "{device}/id"}
+  - {topic: "dev/+device/stamp", format: json, series: "{device}/stamp"}
+  - {topic: "dev/+device/num", format: number, series: "{device}/num"}
+unrouted: forward
+dedup: {ttl: 1h}
+buffer: {max_bytes: 128MiB, reserve_free: %d, on_full: %s, retention: 2m}
+pipelines:
+  - name: tumble
+    input: "dev/p0/id"
+    window: {type: tumbling, size: 10s}
+    aggregates: [count, sum, min, max, first, last]
+    out_of_order: 2s
+    allowed_lateness: 10s
+    idle: 0s
+  - name: sess
+    input: "dev/p0/id"
+    window: {type: session, gap: 3s}
+    aggregates: [count, sum]
+    out_of_order: 2s
+    allowed_lateness: 20s
+    accumulation: discarding
+    idle: 0s
+uplinks:
+  - name: cloud
+    type: mqtt
+    url: "tcp://%s"
+    topic: "soak/{gateway}/{kind}"
+    qos: 1
+    batch: {max_records: 200, max_bytes: 256KiB, linger: 100ms}
+    timeout: 2s
+    backoff: {min: 100ms, max: 2s}
+  - name: collector
+    type: http
+    url: %q
+    batch: {max_records: 300, max_bytes: 256KiB, linger: 150ms}
+    timeout: 2s
+    backoff: {min: 100ms, max: 2s}
+ops: {listen: %q, flush_timeout: 5s, log: {level: info}, clock: {mode: trust}}
+`
+
+// room is the disk space the daemon may use: Badger's floor and headroom (44 MiB) and 10
+// MiB of records, so that an outage of a minute fills the budget. max_bytes may not go
+// below 128 MiB, so the room is made by the file system: smallDisk.
+const room = 54 << 20
+
+// smallDisk gives the data directory a file system with room bytes free, and returns the
+// reserve_free to configure. As root, it mounts a tmpfs of room + 1 MiB (reserve_free 1
+// MiB): nothing else writes there. Otherwise it uses the temporary directory's file system
+// with reserve_free = free space less room, which another process writing meanwhile
+// shrinks (the soak then logs the free space it started with).
+func smallDisk(t *testing.T, dir string) int64 {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", room+1<<20)); err == nil {
+			t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+			return 1 << 20
+		} else {
+			t.Logf("cannot mount a tmpfs for the buffer (%v): using reserve_free on %s", err, dir)
+		}
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	avail := int64(st.Bavail) * int64(st.Bsize)
+	if avail-room < 1<<30 {
+		t.Fatalf("the soak needs %d MiB free beside a 1 GiB reserve on %s; %d MiB free", room>>20, dir, avail>>20)
+	}
+	t.Logf("buffer on %s: %d MiB free, reserve_free leaves %d MiB; other writers shrink it", dir, avail>>20, room>>20)
+	return avail - room
+}
+
+type soak struct {
+	t        *testing.T
+	policy   string
+	seed     uint64
+	duration time.Duration
+	dir      string
+
+	d        *daemon
+	mqttUp   *mqttUpstream
+	httpUp   *httpUpstream
+	col      *collector
+	devices  []*device
+	slowDisc atomic.Int64
+
+	faults map[string]int // what the schedule injected, by kind
+}
+
+func newSoak(t *testing.T, policy string, seed uint64, duration time.Duration) *soak {
+	dir := t.TempDir()
+	s := &soak{t: t, policy: policy, seed: seed, duration: duration, dir: dir, col: &collector{}, faults: map[string]int{}}
+	s.mqttUp = startMQTTUpstream(t)
+	s.httpUp = startHTTPUpstream(t, s.col, 40)
+	brokerAddr, opsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	data := filepath.Join(dir, "data")
+	reserve := smallDisk(t, data)
+	cfg := filepath.Join(dir, "edgegate.yaml")
+	body := fmt.Sprintf(soakConfig, data, brokerAddr, reserve, policy,
+		s.mqttUp.Addr, s.httpUp.url(), opsAddr)
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.d = newDaemon(t, cfg, filepath.Join(dir, "data"), opsAddr)
+	specs := []deviceSpec{
+		{name: "p0", kind: withID, qos: 1, every: 20 * time.Millisecond, oneByOne: true}, // the pipelines' input, in order
+		{name: "i1", kind: withID, qos: 1, every: 16 * time.Millisecond},
+		{name: "i2", kind: withID, qos: 1, every: 16 * time.Millisecond, clean: true},
+		{name: "s1", kind: stamped, qos: 1, every: 25 * time.Millisecond},              // gateway-stamped, resent after reconnects
+		{name: "n1", kind: number, qos: 1, every: 25 * time.Millisecond, badOneIn: 50}, // with malformed ones among them
+		{name: "n2", kind: number, qos: 1, every: 40 * time.Millisecond, clean: true},
+		{name: "n0", kind: number, qos: 0, every: 50 * time.Millisecond},
+		{name: "r1", kind: raw, qos: 1, every: 50 * time.Millisecond},
+		{name: "v5", kind: withID, v5: true, qos: 1, every: 25 * time.Millisecond},
+		{name: "v6", kind: stamped, v5: true, qos: 1, every: 50 * time.Millisecond, badOneIn: 40},
+	}
+	for i, sp := range specs {
+		s.devices = append(s.devices, newDevice(sp, i+1, brokerAddr, seed))
+	}
+	return s
+}
+
+// event is one fault of the schedule, at an offset from the start.
+type event struct {
+	at   time.Duration
+	kind string
+	dur  time.Duration
+}
+
+// schedule draws the faults of the seed: the daemon killed or stopped every 5–20 s,
+// upstream faults every 2–10 s, and one long outage of both upstreams that fills the
+// budget.
+func (s *soak) schedule() []event {
+	r := rand.New(rand.NewPCG(s.seed, 7))
+	var evs []event
+	for at := 3*time.Second + jitter(r, 5*time.Second); at < s.duration-10*time.Second; at += 5*time.Second + jitter(r, 15*time.Second) {
+		kind := "kill9"
+		if r.IntN(10) < 3 {
+			kind = "sigterm"
+		}
+		evs = append(evs, event{at: at, kind: kind, dur: jitter(r, 2*time.Second)})
+	}
+	kinds := []string{"mqtt-down", "mqtt-stall", "http-down", "http-fail", "http-stall"}
+	for at := 2*time.Second + jitter(r, 3*time.Second); at < s.duration-10*time.Second; at += 2*time.Second + jitter(r, 8*time.Second) {
+		evs = append(evs, event{at: at, kind: kinds[r.IntN(len(kinds))], dur: time.Second + jitter(r, 5*time.Second)})
+	}
+	outage := min(90*time.Second, s.duration/3)
+	evs = append(evs, event{at: s.duration / 4, kind: "outage", dur: outage})
+	return evs
+}
+
+func jitter(r *rand.Rand, d time.Duration) time.Duration { return time.Duration(r.Int64N(int64(d) + 1)) }
+
+// run starts everything, plays the schedule, then lets the devices finish and the daemon
+// drain to healthy upstreams.
+func (s *soak) run() {
+	s.d.start()
+	genCtx, stopGen := context.WithCancel(context.Background())
+	connCtx, stopConn := context.WithCancel(context.Background())
+	defer stopConn()
+	t0 := time.Now().UnixMilli()
+	var wg sync.WaitGroup
+	for _, dv := range s.devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dv.run(genCtx, connCtx, t0)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		slowReader(connCtx, s.devices[0].addr, &s.slowDisc)
+	}()
+
+	start := time.Now()
+	var faults sync.WaitGroup
+	for _, ev := range s.schedule() {
+		time.Sleep(time.Until(start.Add(ev.at)))
+		s.faults[ev.kind]++
+		switch ev.kind {
+		case "kill9", "sigterm":
+			if ev.kind == "kill9" {
+				s.d.kill9()
+			} else {
+				s.d.sigterm(flushTimeout)
+			}
+			time.Sleep(ev.dur)
+			s.d.start()
+		default:
+			faults.Add(1)
+			go func() {
+				defer faults.Done()
+				s.upstreamFault(ev.kind, ev.dur)
+			}()
+		}
+	}
+	time.Sleep(time.Until(start.Add(s.duration)))
+	faults.Wait()
+	stopGen()
+
+	// Every device that resends gets its answers; the upstreams are healthy now.
+	s.setUpstreams(false)
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, dv := range s.devices {
+		for _, r := range dv.all() {
+			if !dv.resends() || r.qos == 0 {
+				continue
+			}
+			for !r.acked.Load() && r.refused.Load() == 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	stopConn()
+	wg.Wait()
+	s.waitDrained()
+	s.d.sigterm(flushTimeout)
+}
+
+// upstreamFault injects one upstream fault for dur.
+func (s *soak) upstreamFault(kind string, dur time.Duration) {
+	switch kind {
+	case "mqtt-down":
+		s.mqttUp.setDown(s.t, true)
+		time.Sleep(dur)
+		s.mqttUp.setDown(s.t, false)
+	case "mqtt-stall":
+		s.mqttUp.setStalled(true)
+		time.Sleep(dur)
+		s.mqttUp.setStalled(false)
+	case "http-down":
+		s.httpUp.setDown(s.t, true)
+		time.Sleep(dur)
+		s.httpUp.setDown(s.t, false)
+	case "http-fail":
+		s.httpUp.failing.Store(true)
+		time.Sleep(dur)
+		s.httpUp.failing.Store(false)
+	case "http-stall":
+		s.httpUp.stall.Store(true)
+		time.Sleep(dur)
+		s.httpUp.stall.Store(false)
+	case "outage":
+		s.setUpstreams(true)
+		time.Sleep(dur)
+		s.setUpstreams(false)
+	}
+}
+
+// setUpstreams takes both upstreams down, or brings them back healthy.
+func (s *soak) setUpstreams(down bool) {
+	s.mqttUp.setDown(s.t, down)
+	s.httpUp.setDown(s.t, down)
+	if !down {
+		s.mqttUp.setStalled(false)
+		s.httpUp.stall.Store(false)
+		s.httpUp.failing.Store(false)
+	}
+}
+
+// waitDrained waits until every uplink and pipeline has caught up with the store, as the
+// daemon's metrics say.
+func (s *soak) waitDrained() {
+	t := s.t
+	var last string
+	testutil.Eventually(t, 3*time.Minute, "uplinks drained", func() bool {
+		code, body := s.d.get("/metrics")
+		if code != 200 {
+			return false
+		}
+		fams := testutil.ParseText(t, body)
+		f := fams["edgegate_uplink_backlog_records"]
+		if f == nil {
+			return false
+		}
+		var behind []string
+		for labels, v := range f.Samples {
+			if v != 0 {
+				behind = append(behind, fmt.Sprintf("%s=%g", labels, v))
+			}
+		}
+		last = strings.Join(behind, " ")
+		return len(behind) == 0
+	})
+	if last != "" {
+		t.Logf("backlog left: %s", last)
+	}
+}
