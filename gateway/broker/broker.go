@@ -95,6 +95,16 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 		}
 		b.tls = append(b.tls, tc)
 	}
+	if ingest.store != nil {
+		rl, err := newRefusedLog(ingest.store, cfg.RefusedLog, &ingest.refusedStats)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		if err := rl.trim(context.Background()); err != nil {
+			return nil, fmt.Errorf("broker: refused log: %w", err)
+		}
+		ingest.refused = rl
+	}
 	b.guard = newGuard(cfg, ingest.refusals, ingest.clock, log.With("component", "broker"))
 	b.guard.srv = srv
 	if err := srv.AddHook(b.guard, nil); err != nil { // before ingest: its refusals come first
@@ -107,7 +117,7 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 	b.sensors = srv.NewClient(nil, mqtt.LocalListener, SensorClientID, true)
 	b.internal = srv.NewClient(nil, mqtt.LocalListener, InternalClientID, true)
 	b.relay = srv.NewClient(nil, mqtt.LocalListener, RelayClientID, true)
-	b.guard.acks = ingest.acks
+	b.guard.refuse = ingest.refuseForGuard
 	ingest.deliver = b.deliver
 	return b, nil
 }
@@ -122,7 +132,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("broker: listen on %s: %w", l.Address, err)
 		}
 		lim := &limitedListener{
-			Listener: ln, lim: b.limiter, connectTimeout: b.cfg.ConnectTimeout.D(),
+			Listener: ln, lim: b.limiter, connectTimeout: b.cfg.ConnectTimeout.D(), writeTimeout: b.cfg.WriteTimeout.D(),
 			refusals: b.ingest.refusals, conns: map[*limitedConn]struct{}{},
 		}
 		id := fmt.Sprintf("%s-%d", l.Type, i)
