@@ -43,8 +43,8 @@ const (
 
 // acker keeps one ordered queue per connection with answers waiting to be written.
 type acker struct {
-	mu     sync.Mutex
-	queues map[*mqtt.Client]*ackQueue // present while the connection has answers waiting
+	mu      sync.Mutex
+	queues  map[*mqtt.Client]*ackQueue // present while the connection has answers waiting
 	budget  *semaphore.Weighted
 	size    int64          // of the budget
 	perConn int64          // the most one connection holds (a single answer may hold more)

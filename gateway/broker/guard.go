@@ -35,7 +35,7 @@ type guard struct {
 	// answered in order); without an ingest hook (tests) it only counts.
 	refuse func(cl *mqtt.Client, pk packets.Packet, reason ingest.Reason, err error) error
 	clock  clock.Clock
-	log      *slog.Logger
+	log    *slog.Logger
 
 	mu       sync.RWMutex // guards sessions and byID
 	sessions map[*mqtt.Client]*session
