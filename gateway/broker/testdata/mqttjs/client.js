@@ -57,7 +57,8 @@ async function main() {
     out({ ev: 'good', result: good === 'timeout' ? 'timeout' : 'acked' });
     for (let r = 0; r < o.reconnects; r++) {
       c.stream.destroy();
-      await new Promise((res) => c.once('connect', res));
+      const again = await Promise.race([new Promise((res) => c.once('connect', () => res(true))), sleep(10000).then(() => false)]);
+      if (!again) { out({ ev: 'reconnect', result: 'timeout' }); break; }
       await sleep(300);
     }
     const settled = await Promise.race([Promise.all(pending).then(() => 'acked'), sleep(1000).then(() => 'pending')]);
@@ -67,7 +68,7 @@ async function main() {
   default:
     throw new Error('unknown scenario ' + o.scenario);
   }
-  await new Promise((r) => c.end(false, {}, r));
+  await Promise.race([new Promise((r) => c.end(false, {}, r)), sleep(2000).then(() => c.end(true))]);
 }
 
 main().then(() => process.exit(0), (err) => { out({ ev: 'fatal', err: String(err && err.stack || err) }); process.exit(1); });
