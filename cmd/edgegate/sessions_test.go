@@ -174,8 +174,8 @@ type sub311 struct {
 func newSub311(t *testing.T, addr string) *sub311 {
 	t.Helper()
 	s := &sub311{msgs: make(chan string, 16)}
-	o := paho.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("sub-311").SetUsername("sub").SetPassword("sub-pw").
-		SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(5*time.Second).
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("sub-311").SetUsername("sub").SetPassword("sub-pw").
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { s.msgs <- m.Topic() + " " + string(m.Payload()) })
 	s.c = paho.NewClient(o)
 	tok := s.c.Connect()
