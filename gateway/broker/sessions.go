@@ -49,8 +49,10 @@ const (
 	// maxSessionQueue bounds the bytes of session writes waiting for the writer; a hook
 	// that would pass it waits (the store is far behind).
 	maxSessionQueue = 8 << 20
-	// maxSessionBatch bounds one transaction of session writes.
+	// maxSessionBatch bounds one transaction of session writes (and the store's own
+	// limit, buffer.Store.MaxRequestBytes, smaller on small memtables).
 	maxSessionBatch = 1 << 20
+	maxSessionOps   = 1000
 )
 
 // SessionStats count the durable sessions (metrics).
@@ -78,6 +80,8 @@ type sessionOp struct {
 	value []byte
 }
 
+// size is what the op costs in a transaction, as the store counts it (key with its state
+// prefix, value, 16 bytes per write), with room to spare.
 func (o sessionOp) size() int64 { return int64(len(o.key)+len(o.value)) + 32 }
 
 // sessionHook is the mochi storage hook of durable sessions.
@@ -89,6 +93,8 @@ type sessionHook struct {
 	log       *slog.Logger
 	maxExpiry time.Duration
 	stats     SessionStats
+
+	batchBytes int64 // the most one transaction of session writes may hold
 
 	mu       sync.Mutex // guards queue, queued, closed and index
 	cond     sync.Cond  // on mu: ops queued, room in the queue, or closed
@@ -113,7 +119,8 @@ type storedClient struct {
 }
 
 func newSessionHook(s *buffer.Store, c clock.Clock, maxExpiry time.Duration, log *slog.Logger) *sessionHook {
-	h := &sessionHook{store: s, clock: c, maxExpiry: maxExpiry, log: log, index: map[string]*sessionEntry{}}
+	h := &sessionHook{store: s, clock: c, maxExpiry: maxExpiry, log: log, index: map[string]*sessionEntry{},
+		batchBytes: min(maxSessionBatch, s.MaxRequestBytes()/2)}
 	h.cond.L = &h.mu
 	return h
 }
@@ -470,7 +477,7 @@ func (h *sessionHook) write() {
 		var batch []sessionOp
 		var size int64
 		n := 0
-		for n < len(h.queue) && (n == 0 || size+h.queue[n].size() <= maxSessionBatch) {
+		for n < len(h.queue) && (n == 0 || size+h.queue[n].size() <= h.batchBytes && n < maxSessionOps) {
 			if h.queue[n].kind == opDrop && n > 0 {
 				break // a drop scans what is committed: the writes before it first
 			}
