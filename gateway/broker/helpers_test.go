@@ -147,12 +147,12 @@ func newEnvClock(t testing.TB, clk clock.Clock, mutate func(c *config.Config)) *
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
+	e := &env{b: b, hook: hook, store: store, pki: p, cfg: c.Broker, ctx: ctx, router: router, clk: clk, log: log}
 	t.Cleanup(func() {
-		b.Close()
+		e.b.Close() // the last one, after a restart
 		cancel()
 		store.Close()
 	})
-	e := &env{b: b, hook: hook, store: store, pki: p, cfg: c.Broker, ctx: ctx, router: router, clk: clk, log: log}
 	e.mapAddrs()
 	return e
 }
@@ -183,8 +183,7 @@ func (e *env) restart(t testing.TB) {
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Close() })
-	e.b = b
+	e.b = b // closed by newEnv's cleanup; the old one is garbage
 	e.mapAddrs()
 }
 
