@@ -50,7 +50,7 @@ ops: {log: {level: warn}, clock: {mode: trust}, listen: "off"}
 	d.start()
 	host, port, _ := net.SplitHostPort(d.addr)
 	for _, m := range []struct{ topic, payload string }{
-		{"devices/dev/temperature", "warm"},        // malformed for its json route
+		{"devices/dev/temperature", "warm"},       // malformed for its json route
 		{"devices/other/temperature", `{"v": 1}`}, // outside the grants
 		{"devices/dev/temperature", `{"value": 21.5}`},
 	} {
