@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -195,5 +194,3 @@ func last(t *testing.T, evs []map[string]any, ev string) map[string]any {
 	t.Fatalf("no %q event from MQTT.js: %v", ev, evs)
 	return nil
 }
-
-var _ = fmt.Sprint

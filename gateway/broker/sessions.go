@@ -39,7 +39,7 @@ import (
 //
 // Bounds: a session lives at most max_session_expiry after its disconnect (and its
 // expiry restarts when the daemon does); mochi holds at most max_inflight messages for
-// one session; sessionIndex counts sessions, messages and bytes per client, so limits per
+// one session; the hook's index counts sessions, messages and bytes per client, so limits per
 // user or overall can be checked where a write is queued.
 const (
 	sessionPrefix = "mqtt/"
