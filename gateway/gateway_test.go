@@ -224,10 +224,11 @@ func TestMalformedIsRefusedNotStored(t *testing.T) {
 	c := testutil.Paho(t, r.g.BrokerAddrs()[0], "bad-device")
 	// QoS 0: nothing to refuse with, but it must not be stored.
 	publish(t, c, "devices/d1/temperature", 0, `{"value": "warm"}`)
-	// QoS 1 on 3.1.1: no PUBACK (the token does not complete), the connection stays up.
+	// QoS 1 on 3.1.1: refused for good, so acknowledged (SPEC §2: a withheld PUBACK would
+	// fill the client's in-flight window) and kept in the refused log; the connection stays up.
 	tok := c.Publish("devices/d1/temperature", 1, false, `{"temp": "warm"}`) // no numeric field
-	if tok.WaitTimeout(500 * time.Millisecond) {
-		t.Errorf("a malformed QoS 1 publish was acknowledged (err %v)", tok.Error())
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Errorf("a malformed QoS 1 publish was not acknowledged (err %v)", tok.Error())
 	}
 	publish(t, c, "devices/d1/temperature", 1, `{"value": 1}`)
 	if !c.IsConnectionOpen() {
@@ -238,6 +239,10 @@ func TestMalformedIsRefusedNotStored(t *testing.T) {
 	if last, _ := r.g.Store().LastSeq("raw"); last != 1 {
 		t.Errorf("raw log holds %d entries, want only the good one", last)
 	}
+	testutil.Eventually(t, 5*time.Second, "both kept in the refused log", func() bool {
+		n, _ := r.g.Store().Count("refused")
+		return n == 2
+	})
 }
 
 func TestSimSensorReadingsFlowThroughIngest(t *testing.T) {

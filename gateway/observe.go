@@ -22,6 +22,11 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_ingest_messages_total", Type: ops.Counter, Help: "Messages that entered the ingest path, by source (mqtt, sensor) and outcome (stored, duplicate, raw, dropped, refused).", Labels: []string{"source", "outcome"}},
 	{Name: "edgegate_ingest_records_total", Type: ops.Counter, Help: "Records appended to the raw log (duplicates excluded)."},
 	{Name: "edgegate_ingest_refusals_total", Type: ops.Counter, Help: "Refused messages, by reason.", Labels: []string{"reason"}},
+	{Name: "edgegate_refused_log_records_total", Type: ops.Counter, Help: "Permanently refused messages by what became of them in the refused log: kept, trimmed (the oldest, past refused_log's bounds), failed (the store could not take them).", Labels: []string{"result"}},
+	{Name: "edgegate_broker_sessions", Type: ops.Gauge, Help: "Persistent MQTT sessions stored durably (clean:false, or a session expiry)."},
+	{Name: "edgegate_broker_session_messages", Type: ops.Gauge, Help: "QoS 1/2 messages stored for persistent sessions: queued while offline, or sent and not yet acknowledged."},
+	{Name: "edgegate_broker_session_message_bytes", Type: ops.Gauge, Help: "Payload bytes of those messages."},
+	{Name: "edgegate_broker_session_writes_pending", Type: ops.Gauge, Help: "Session changes queued for the store, not yet committed."},
 	{Name: "edgegate_dedup_hits_total", Type: ops.Counter, Help: "Records dropped because their id was seen within the dedup TTL."},
 	{Name: "edgegate_dedup_lookups_total", Type: ops.Counter, Help: "Record ids looked up in the dedup index on disk: those the in-memory cache and filter could not answer."},
 	{Name: "edgegate_dedup_filter_bytes", Type: ops.Gauge, Help: "Memory taken by the in-memory filter of stored record ids."},
@@ -71,6 +76,17 @@ func (g *Gateway) Collect(w *ops.Writer) {
 	w.AddUint("edgegate_ingest_records_total", g.IngestedRecords())
 	for reason, n := range g.refusals() {
 		w.AddUint("edgegate_ingest_refusals_total", n, reason)
+	}
+
+	rs := g.hook.RefusedStats()
+	w.AddUint("edgegate_refused_log_records_total", rs.Kept.Load(), "kept")
+	w.AddUint("edgegate_refused_log_records_total", rs.Trimmed.Load(), "trimmed")
+	w.AddUint("edgegate_refused_log_records_total", rs.Failed.Load(), "failed")
+	if ss := g.broker.Sessions(); ss != nil {
+		w.Add("edgegate_broker_sessions", float64(ss.Sessions.Load()))
+		w.Add("edgegate_broker_session_messages", float64(ss.Messages.Load()))
+		w.Add("edgegate_broker_session_message_bytes", float64(ss.MessageBytes.Load()))
+		w.Add("edgegate_broker_session_writes_pending", float64(ss.Pending.Load()))
 	}
 
 	st := g.store.Stats()
@@ -235,7 +251,7 @@ func (g *Gateway) budget() int64 { return int64(g.cfg.Buffer.MaxBytes) }
 
 // logs lists the buffer's logs the gateway writes.
 func (g *Gateway) logs() []string {
-	return []string{broker.RawLog, pipeline.AggLog, HoldLog}
+	return []string{broker.RawLog, pipeline.AggLog, HoldLog, broker.RefusedLog}
 }
 
 // storeErr says why the buffer cannot take data: closed, broken by a failed fsync, or

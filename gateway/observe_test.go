@@ -110,7 +110,7 @@ uplinks:
 	r := start(t, path, clock.Real{})
 	c := testutil.Paho(t, broker, "doc-pub")
 	publish(t, c, "devices/d1/temperature", 1, `{"value": 1}`)
-	publish(t, c, "devices/d1/temperature", 0, `not json`) // refused: a 3.1.1 client gets no PUBACK
+	publish(t, c, "devices/d1/temperature", 0, `not json`) // refused, kept in the refused log
 	reg := ops.NewRegistry()
 	r.g.Register(reg)
 	testutil.Eventually(t, 10*time.Second, "an uplink batch and the refusal", func() bool {

@@ -49,7 +49,7 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 		asJSON = fs.Bool("json", false, "print JSON instead of a table")
 	case "tail":
 		n = fs.Int("n", 10, "number of entries")
-		log = fs.String("log", "raw", "log to read (raw, agg, ...)")
+		log = fs.String("log", "raw", "log to read (raw, agg, refused, deadletter, ...)")
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, bufferUsage)
 		return exitOK

@@ -36,9 +36,9 @@ import (
 //   - 50 CONNECTs claiming a 256 MiB remaining length,
 //   - 500 sockets that never send a CONNECT, from 20 loopback addresses,
 //   - two clients flooding QoS 0 publishes at 50,000 msg/s each, reconnecting whenever they
-//     are cut off: one on a routed topic (each message is appended durably, so the daemon
-//     reads it no faster than the disk allows: TCP backpressure), one on a topic no route
-//     takes (dropped at once, so it meets the per-client rate limit and is disconnected).
+//     are cut off: one on a routed topic (each message is appended durably), one on a topic
+//     no route takes (dropped at once). Both are read at their max_rate_per_client (TCP
+//     backpressure) and disconnected as floods after flood_after (2 s here) without a pause.
 //
 // It measures the daemon's RSS (from /proc) and the good device's publish→PUBACK latency,
 // alone first and then under attack, and asserts only generous bounds; the figures are
@@ -169,6 +169,7 @@ gateway: {id: hostile, data_dir: %q}
 broker:
   listeners: [{type: tcp, address: %q}]
   connect_timeout: 3s
+  flood_after: 2s
   users:
     - {username: good, password_hash: %q, publish: ["devices/{username}/#"]}
     - {username: flood, password_hash: %q, publish: ["devices/{username}/#"]}

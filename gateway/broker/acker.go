@@ -27,28 +27,34 @@ import (
 // through the same queue. When the queue is empty every earlier PUBACK is written, and
 // mochi may acknowledge directly.
 //
-// Memory: at most ackDepth messages per connection, and at most ackBytes of payload over
-// all connections, wait for their appends; beyond that the read goroutine blocks, which
-// paces the client through TCP as the synchronous path did.
+// Memory: at most ackDepth messages per connection, at most ackConnBytes of payload per
+// connection, and at most ackBytes over all connections, wait for their appends; beyond
+// that the read goroutine blocks, which paces the client through TCP as the synchronous
+// path did. The share per connection keeps a few clients whose answers cannot be written
+// (they do not read their socket) from holding the whole budget: each holds at most its
+// share until the socket's write deadline (broker.write_timeout) disconnects it.
 const (
-	ackDepth = 64
-	ackBytes = 8 << 20
+	ackDepth     = 64
+	ackBytes     = 8 << 20
+	ackConnBytes = ackBytes / 16
 	// ackCost is what a waiting message costs besides its payload (packet, records).
 	ackCost = 1024
 )
 
 // acker keeps one ordered queue per connection with answers waiting to be written.
 type acker struct {
-	mu     sync.Mutex
-	queues map[*mqtt.Client]*ackQueue // present while the connection has answers waiting
-	budget *semaphore.Weighted
-	size   int64          // of the budget
-	wg     sync.WaitGroup // one per running queue
+	mu      sync.Mutex
+	queues  map[*mqtt.Client]*ackQueue // present while the connection has answers waiting
+	budget  *semaphore.Weighted
+	size    int64          // of the budget
+	perConn int64          // the most one connection holds (a single answer may hold more)
+	wg      sync.WaitGroup // one per running queue
 }
 
 // ackQueue is one connection's answers, oldest first. A goroutine runs while it has any.
 type ackQueue struct {
 	items []answer
+	held  int64     // budget the items hold
 	cond  sync.Cond // on acker.mu: room in items, or the queue ended
 }
 
@@ -59,14 +65,21 @@ type answer struct {
 	cost  int64       // taken from the budget (reserve); given back when run returns
 }
 
-func newAcker(budget int64) *acker {
-	return &acker{queues: map[*mqtt.Client]*ackQueue{}, budget: semaphore.NewWeighted(budget), size: budget}
+func newAcker(budget, perConn int64) *acker {
+	return &acker{queues: map[*mqtt.Client]*ackQueue{}, budget: semaphore.NewWeighted(budget), size: budget, perConn: perConn}
 }
 
-// reserve takes cost bytes from the budget (at most all of it), waiting while other
-// connections hold it, and returns what it took: the cost to push with.
-func (a *acker) reserve(ctx context.Context, cost int64) (int64, error) {
+// reserve takes cost bytes from the budget (at most all of it) for cl's next answer: it
+// waits while cl's waiting answers hold its share, then while other connections hold the
+// budget, and returns what it took: the cost to push with. Only cl's read goroutine
+// reserves and pushes for cl, so nothing comes between its reserve and its push.
+func (a *acker) reserve(ctx context.Context, cl *mqtt.Client, cost int64) (int64, error) {
 	cost = min(cost, a.size)
+	a.mu.Lock()
+	for q := a.queues[cl]; q != nil && q.held > 0 && q.held+cost > a.perConn; q = a.queues[cl] {
+		q.cond.Wait() // its answers are written or fail within the write deadline
+	}
+	a.mu.Unlock()
 	return cost, a.budget.Acquire(ctx, cost)
 }
 
@@ -97,6 +110,7 @@ func (a *acker) push(cl *mqtt.Client, cost int64, ready func() bool, run func())
 		}
 		if len(q.items) < ackDepth {
 			q.items = append(q.items, answer{run: run, ready: ready, cost: cost})
+			q.held += cost
 			return
 		}
 		q.cond.Wait()
@@ -164,6 +178,7 @@ func (a *acker) drain(cl *mqtt.Client, q *ackQueue) {
 			a.budget.Release(it.cost)
 		}
 		a.mu.Lock()
+		q.held -= it.cost
 		q.items[0] = answer{}
 		q.items = q.items[1:]
 		q.cond.Broadcast()

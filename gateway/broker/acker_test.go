@@ -210,13 +210,13 @@ func TestDeliveredToEverySubscriberKind(t *testing.T) {
 // TestAckerBounds: a connection has at most ackDepth answers waiting; the next push waits
 // for room, answers run in order, and idle returns once all ran.
 func TestAckerBounds(t *testing.T) {
-	a := newAcker(1 << 20)
+	a := newAcker(1<<20, 1<<20)
 	cl := &mqtt.Client{}
 	release := make(chan struct{})
 	var ran []int
 	ctx := context.Background()
 	for i := 0; i < ackDepth; i++ {
-		if _, err := a.reserve(ctx, 10); err != nil {
+		if _, err := a.reserve(ctx, cl, 10); err != nil {
 			t.Fatal(err)
 		}
 		a.push(cl, 10, nil, func() { <-release; ran = append(ran, i) })
@@ -225,7 +225,7 @@ func TestAckerBounds(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = a.reserve(ctx, 10)
+		_, _ = a.reserve(ctx, cl, 10)
 		a.push(cl, 10, nil, func() { ran = append(ran, ackDepth) })
 		pushed.Store(true)
 	}()
@@ -263,7 +263,7 @@ func TestAckerBounds(t *testing.T) {
 	if !after {
 		t.Fatal("then ran before the answer queued ahead of it")
 	}
-	if _, err := a.reserve(ctx, 1<<20); err != nil {
+	if _, err := a.reserve(ctx, cl, 1<<20); err != nil {
 		t.Fatalf("budget not given back: %v", err)
 	}
 	ok := false

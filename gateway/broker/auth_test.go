@@ -196,8 +196,9 @@ func TestWillDelivered(t *testing.T) {
 }
 
 // TestV311Refusals: 3.1.1 clients have no reason codes: a denied subscription gets 0x80, a
-// publish refused by the guard (denied) or by ingest (malformed) gets no PUBACK and the
-// connection stays up, a refused login fails the CONNECT.
+// publish refused for good by the guard (denied) or by ingest (malformed) is acknowledged
+// and kept in the refused log, not stored, and the connection stays up; a refused login
+// fails the CONNECT.
 func TestV311Refusals(t *testing.T) {
 	e := newEnv(t, nil)
 	if _, err := e.connect3(t, "tcp", login{clientID: "v3-bad", user: "dev-1", pass: "nope"}, nil); err == nil {
@@ -217,11 +218,11 @@ func TestV311Refusals(t *testing.T) {
 		t.Errorf("allowed 3.1.1 publish not acked: %v", err)
 	}
 	publish3(c, "devices/dev-2/t", 0, "1", time.Second)
-	if acked, _ := publish3(c, "devices/dev-2/t", 1, "1", 500*time.Millisecond); acked {
-		t.Error("a denied QoS 1 publish was acknowledged")
+	if acked, err := publish3(c, "devices/dev-2/t", 1, "1", 5*time.Second); !acked {
+		t.Errorf("a denied QoS 1 publish was not acknowledged: %v", err)
 	}
-	if acked, _ := publish3(c, "devices/dev-1/t", 1, `{"value": "bad"}`, 500*time.Millisecond); acked {
-		t.Error("a malformed QoS 1 publish was acknowledged")
+	if acked, err := publish3(c, "devices/dev-1/t", 1, `{"value": "bad"}`, 5*time.Second); !acked {
+		t.Errorf("a malformed QoS 1 publish was not acknowledged: %v", err)
 	}
 	if acked, err := publish3(c, "devices/dev-1/t", 1, "2", 5*time.Second); !acked || !c.IsConnectionOpen() {
 		t.Errorf("connection unusable after denied publishes: %v", err)
@@ -234,5 +235,8 @@ func TestV311Refusals(t *testing.T) {
 	}
 	if n := len(e.records(t)); n != 2 {
 		t.Errorf("store holds %d records, want the 2 allowed ones", n)
+	}
+	if got := refusedReasons(t, e); got != "not_authorized,not_authorized,malformed" {
+		t.Errorf("refused log holds %s", got)
 	}
 }

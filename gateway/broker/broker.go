@@ -45,6 +45,7 @@ type Broker struct {
 	guard    *guard
 	tls      []*tls.Config // per listener; nil for plain ones
 	limiter  *connLimiter
+	sessions *sessionHook // nil without a store
 	log      *slog.Logger
 	sensors  *mqtt.Client
 	internal *mqtt.Client
@@ -95,6 +96,16 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 		}
 		b.tls = append(b.tls, tc)
 	}
+	if ingest.store != nil {
+		rl, err := newRefusedLog(ingest.store, cfg.RefusedLog, &ingest.refusedStats)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		if err := rl.trim(context.Background()); err != nil {
+			return nil, fmt.Errorf("broker: refused log: %w", err)
+		}
+		ingest.refused = rl
+	}
 	b.guard = newGuard(cfg, ingest.refusals, ingest.clock, log.With("component", "broker"))
 	b.guard.srv = srv
 	if err := srv.AddHook(b.guard, nil); err != nil { // before ingest: its refusals come first
@@ -103,11 +114,18 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 	if err := srv.AddHook(ingest, nil); err != nil {
 		return nil, fmt.Errorf("broker: ingest hook: %w", err)
 	}
+	if ingest.store != nil {
+		b.sessions = newSessionHook(ingest.store, ingest.clock, cfg.MaxSessionExpiry.D(), log.With("component", "sessions"))
+		b.sessions.srv = srv
+		if err := srv.AddHook(b.sessions, nil); err != nil {
+			return nil, fmt.Errorf("broker: session hook: %w", err)
+		}
+	}
 	ingest.disconnect = func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrUnspecifiedError) }
 	b.sensors = srv.NewClient(nil, mqtt.LocalListener, SensorClientID, true)
 	b.internal = srv.NewClient(nil, mqtt.LocalListener, InternalClientID, true)
 	b.relay = srv.NewClient(nil, mqtt.LocalListener, RelayClientID, true)
-	b.guard.acks = ingest.acks
+	b.guard.refuse = ingest.refuseForGuard
 	ingest.deliver = b.deliver
 	return b, nil
 }
@@ -122,7 +140,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("broker: listen on %s: %w", l.Address, err)
 		}
 		lim := &limitedListener{
-			Listener: ln, lim: b.limiter, connectTimeout: b.cfg.ConnectTimeout.D(),
+			Listener: ln, lim: b.limiter, connectTimeout: b.cfg.ConnectTimeout.D(), writeTimeout: b.cfg.WriteTimeout.D(),
 			refusals: b.ingest.refusals, conns: map[*limitedConn]struct{}{},
 		}
 		id := fmt.Sprintf("%s-%d", l.Type, i)
@@ -140,6 +158,9 @@ func (b *Broker) Start() error {
 		b.mu.Lock()
 		b.addrs = append(b.addrs, ln.Addr().String())
 		b.mu.Unlock()
+	}
+	if b.sessions != nil {
+		b.sessions.start() // Serve restores the stored sessions, and may forget expired ones
 	}
 	if err := b.srv.Serve(); err != nil {
 		b.Close()
@@ -250,5 +271,16 @@ func (b *Broker) Close() error {
 	// Every read goroutine has returned: what they queued is answered (or its connection
 	// is gone) once the appends complete.
 	b.ingest.acks.wait()
+	if b.sessions != nil {
+		b.sessions.close() // writes what the disconnects changed
+	}
 	return err
+}
+
+// Sessions returns the counters of durable sessions (nil without a store).
+func (b *Broker) Sessions() *SessionStats {
+	if b.sessions == nil {
+		return nil
+	}
+	return &b.sessions.stats
 }

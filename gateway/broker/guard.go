@@ -31,9 +31,11 @@ type guard struct {
 	creds    *credentials
 	meters   *meters
 	refusals *Refusals
-	acks     *acker // the ingest hook's: refusals are answered in order; nil in tests
-	clock    clock.Clock
-	log      *slog.Logger
+	// refuse answers a refused publish (the ingest hook's refusePublish: counted, kept,
+	// answered in order); without an ingest hook (tests) it only counts.
+	refuse func(cl *mqtt.Client, pk packets.Packet, reason ingest.Reason, err error) error
+	clock  clock.Clock
+	log    *slog.Logger
 
 	mu       sync.RWMutex // guards sessions and byID
 	sessions map[*mqtt.Client]*session
@@ -52,7 +54,6 @@ type session struct {
 	meter *meter // shared with later connections of the same identity
 
 	// Read goroutine only.
-	overRate   bool // the packet being processed came without a token
 	pendingSub []ingest.Reason
 }
 
@@ -66,6 +67,10 @@ const refusedFilter = "#/refused"
 func newGuard(cfg config.Broker, refusals *Refusals, c clock.Clock, log *slog.Logger) *guard {
 	return &guard{
 		cfg: cfg, creds: newCredentials(cfg.Users), refusals: refusals, clock: c, log: log,
+		refuse: func(cl *mqtt.Client, pk packets.Packet, reason ingest.Reason, err error) error {
+			refusals.Add(reason, cl.ID, pk.TopicName, err)
+			return packets.ErrRejectPacket
+		},
 		sessions: map[*mqtt.Client]*session{},
 		byID:     map[string]*mqtt.Client{},
 		retained: map[string]struct{}{},
@@ -112,6 +117,8 @@ func (g *guard) refuseConnect(cl *mqtt.Client, code packets.Code, reason ingest.
 func (g *guard) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if lc := baseConn(cl.Net.Conn); lc != nil {
 		lc.connected.Store(true)
+		id := cl.ID
+		lc.clientID.Store(&id)
 	}
 	user := string(pk.Connect.Username)
 	const rule = "1 to 256 bytes without '+', '#', '/', control characters or a leading '$'"
@@ -257,9 +264,11 @@ func (g *guard) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	s.pendingSub = nil
 }
 
-// OnPacketRead meters every packet a client initiates: a publish over the rate is refused
-// in OnPublish; a client out of strikes (it keeps sending at more than twice its rate) is
-// disconnected.
+// OnPacketRead meters every packet a client initiates. A client over its rate is paced: its
+// read goroutine (this call) waits for the token, so its socket is read no faster than
+// max_rate_per_client and TCP pushes back on it (SPEC §2: slowed down, not refused); no
+// other client waits. A client that stays over its rate without a pause for flood_after is
+// disconnected as a flood.
 func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	switch pk.FixedHeader.Type {
 	case packets.Publish, packets.Subscribe, packets.Unsubscribe, packets.Pingreq, packets.Auth:
@@ -270,26 +279,32 @@ func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if s == nil {
 		return pk, nil // the CONNECT itself, or a client being torn down
 	}
-	switch s.meter.admit(pk.FixedHeader.Type == packets.Publish, g.clock.Now()) {
-	case admitted:
-		s.overRate = false
-		return pk, nil
-	case overRate:
-		s.overRate = pk.FixedHeader.Type == packets.Publish
-		return pk, nil
+	wait, flood := s.meter.pace(pk.FixedHeader.Type == packets.Publish, g.clock.Now(), g.cfg.FloodAfter.D())
+	if flood {
+		g.refusals.Add(ReasonFlood, cl.ID, "", fmt.Errorf("over max_rate_per_client (%g/s) without a pause for flood_after (%v): disconnected", g.cfg.MaxRatePerClient, g.cfg.FloodAfter))
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = g.srv.DisconnectClient(cl, packets.ErrMessageRateTooHigh)
+		} else {
+			cl.Stop(packets.ErrMessageRateTooHigh) // 3.1.1 has no server DISCONNECT
+		}
+		// mochi v2.7.9 ignores any other error from OnPacketRead and would process the packet.
+		return pk, packets.ErrRejectPacket
 	}
-	g.refusals.Add(ReasonFlood, cl.ID, "", fmt.Errorf("sending at more than twice max_rate_per_client (%g/s): disconnected", g.cfg.MaxRatePerClient))
-	if cl.Properties.ProtocolVersion == 5 {
-		_ = g.srv.DisconnectClient(cl, packets.ErrMessageRateTooHigh)
-	} else {
-		cl.Stop(packets.ErrMessageRateTooHigh) // 3.1.1 has no server DISCONNECT
+	if wait > 0 {
+		var closed <-chan struct{} // nil (never) without a socket of ours
+		if lc := baseConn(cl.Net.Conn); lc != nil {
+			closed = lc.done()
+		}
+		select {
+		case <-g.clock.After(wait):
+		case <-closed: // disconnected or shutting down: mochi drops the packet
+			return pk, packets.ErrRejectPacket
+		}
 	}
-	// mochi v2.7.9 ignores any other error from OnPacketRead and would process the packet.
-	return pk, packets.ErrRejectPacket
+	return pk, nil
 }
 
-// OnPublish refuses, before the ingest hook sees them, publishes over the client's rate,
-// outside its publish grants (default deny), on topics too long or deep, and new retained
+// OnPublish refuses, before the ingest hook sees them, publishes outside the client's grants (default deny), on topics too long or deep, and new retained
 // messages over max_retained_messages.
 func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
@@ -297,16 +312,13 @@ func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 	}
 	s := g.session(cl)
 	if s == nil {
-		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("no session"))
-	}
-	if s.overRate {
-		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonOverRate, fmt.Errorf("over max_rate_per_client (%g/s)", g.cfg.MaxRatePerClient))
+		return pk, g.refuse(cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("no session"))
 	}
 	if !covered(s.publish, pk.TopicName) {
-		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("publish outside the grants of %s", userName(s.user)))
+		return pk, g.refuse(cl, pk, ingest.ReasonNotAuthorized, fmt.Errorf("publish outside the grants of %s", userName(s.user)))
 	}
 	if err := g.topicOK(pk.TopicName); err != nil {
-		return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonTopicInvalid, err)
+		return pk, g.refuse(cl, pk, ingest.ReasonTopicInvalid, err)
 	}
 	if pk.FixedHeader.Retain && len(pk.Payload) > 0 {
 		g.retainMu.Lock()
@@ -314,7 +326,7 @@ func (g *guard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 		full := len(g.retained) >= g.cfg.MaxRetainedMessages
 		g.retainMu.Unlock()
 		if !exists && full {
-			return pk, refusePublish(g.refusals, g.acks, cl, pk, ingest.ReasonOverQuota, fmt.Errorf("max_retained_messages (%d) reached", g.cfg.MaxRetainedMessages))
+			return pk, g.refuse(cl, pk, ingest.ReasonOverQuota, fmt.Errorf("max_retained_messages (%d) reached", g.cfg.MaxRetainedMessages))
 		}
 	}
 	return pk, nil

@@ -82,6 +82,12 @@ type env struct {
 	pki   *pki
 	cfg   config.Broker
 	addr  map[string]string // by listener name: tcp, tls, mtls, ws, wss
+
+	// What restart needs to build another broker on the same store.
+	ctx    context.Context
+	router *ingest.Router
+	clk    clock.Clock
+	log    *slog.Logger
 }
 
 var listenerNames = []string{"tcp", "tls", "mtls", "ws", "wss"}
@@ -141,20 +147,44 @@ func newEnvClock(t testing.TB, clk clock.Clock, mutate func(c *config.Config)) *
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
+	e := &env{b: b, hook: hook, store: store, pki: p, cfg: c.Broker, ctx: ctx, router: router, clk: clk, log: log}
 	t.Cleanup(func() {
-		b.Close()
+		e.b.Close() // the last one, after a restart
 		cancel()
 		store.Close()
 	})
-	e := &env{b: b, hook: hook, store: store, pki: p, cfg: c.Broker, addr: map[string]string{}}
-	for i, a := range b.Addrs() {
-		if i < len(listenerNames) && len(c.Broker.Listeners) == len(listenerNames) {
+	e.mapAddrs()
+	return e
+}
+
+func (e *env) mapAddrs() {
+	e.addr = map[string]string{}
+	for i, a := range e.b.Addrs() {
+		if i < len(listenerNames) && len(e.cfg.Listeners) == len(listenerNames) {
 			e.addr[listenerNames[i]] = a
 		} else if i == 0 {
 			e.addr["tcp"] = a
 		}
 	}
-	return e
+}
+
+// restart closes the broker and starts another, with a new ingest hook, on the same store
+// (as a restart of the daemon does); the listeners get new ports.
+func (e *env) restart(t testing.TB) {
+	t.Helper()
+	if err := e.b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.hook = NewIngestHook(e.ctx, e.router, e.store, e.clk, e.log)
+	b, err := New(e.cfg, e.hook, e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.b = b // closed by newEnv's cleanup; the old one is garbage
+	e.mapAddrs()
 }
 
 // dial opens a transport to one of the env's listeners; clientCert may be nil.

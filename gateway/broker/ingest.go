@@ -36,6 +36,9 @@ type IngestHook struct {
 	stats    IngestStats
 	sources  SourceCounts
 	refusals *Refusals // shared with the broker's guard
+
+	refused      *refusedLog // set by the broker; nil: refused messages are only counted
+	refusedStats RefusedStats
 }
 
 // IngestStats count what the hook did, by outcome.
@@ -55,7 +58,7 @@ func NewIngestHook(ctx context.Context, r *ingest.Router, s *buffer.Store, c clo
 		store: s, clock: c, ctx: ctx,
 		log:      log.With("component", "ingest"),
 		refusals: NewRefusals(c, log.With("component", "broker")),
-		acks:     newAcker(ackBytes),
+		acks:     newAcker(ackBytes, ackConnBytes),
 	}
 	h.router.Store(r)
 	return h
@@ -82,7 +85,7 @@ func (h *IngestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 // and its append queued; the connection's acker writes the PUBACK and delivers the message
 // once it is durable (acker.go), and mochi is told to do neither (ErrRejectPacket). A QoS 2
 // or retained message is stored before returning, and mochi answers it. A refusal is
-// answered by refusePublish (a reason code for MQTT 5, no ack for 3.1.1).
+// answered by refusePublish (SPEC §2).
 func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if len(pk.TopicName) > 0 && pk.TopicName[0] == '$' {
 		return pk, nil
@@ -95,7 +98,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// Retained messages take this path so the guard's count of retained topics is
 		// exact when the next publish is checked.
 		h.acks.idle(cl)
-		return pk, h.refuse(cl, pk, h.Ingest(h.ctx, pk.TopicName, pk.Payload), h.acks)
+		return pk, h.refuse(cl, pk, h.Ingest(h.ctx, pk.TopicName, pk.Payload), false)
 	}
 
 	h.sources.begin()
@@ -103,15 +106,15 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
 		h.sources.done(SourceMQTT, st.oc)
 		if st.err != nil || !h.acks.busy(cl) {
-			return pk, h.refuse(cl, pk, st.err, h.acks)
+			return pk, h.refuse(cl, pk, st.err, false)
 		}
 		h.acks.push(cl, 0, nil, h.acceptLater(cl, pk))
 		return pk, packets.ErrRejectPacket
 	}
-	cost, err := h.acks.reserve(h.ctx, int64(len(pk.Payload))+ackCost)
+	cost, err := h.acks.reserve(h.ctx, cl, int64(len(pk.Payload))+ackCost)
 	if err != nil {
 		h.sources.done(SourceMQTT, OutcomeRefused)
-		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, h.acks)
+		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, false)
 	}
 	p := h.store.AppendAsync(h.ctx, st.log, st.entries)
 	h.acks.push(cl, cost, p.Ready, h.answerWhenStored(cl, pk, st, p))
@@ -131,7 +134,7 @@ func (h *IngestHook) answerWhenStored(cl *mqtt.Client, pk packets.Packet, st sta
 		oc, err := h.settle(st, res, err)
 		h.sources.done(SourceMQTT, oc)
 		if err != nil {
-			_ = h.refuse(cl, pk, err, nil) // in order already: answer now
+			_ = h.refuse(cl, pk, err, true) // in order already: answer now
 			return
 		}
 		h.accepted(cl, pk)
@@ -151,9 +154,9 @@ func (h *IngestHook) accepted(cl *mqtt.Client, pk packets.Packet) {
 	h.deliver(pk)
 }
 
-// refuse answers a publish that ingest refused (err nil: none, it returns nil), after the
-// answers waiting in a (nil: at once, for the acker itself, which runs them in order).
-func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, a *acker) error {
+// refuse answers a publish that ingest refused (err nil: none, it returns nil) with
+// refusePublish; inOrder: the caller is the acker, answering in order already.
+func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, inOrder bool) error {
 	if err == nil {
 		return nil
 	}
@@ -161,17 +164,11 @@ func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, a *ac
 	if !errors.As(err, &ie) {
 		ie = &ingest.Error{Reason: ingest.ReasonStore, Err: err}
 	}
-	_ = refusePublish(h.refusals, a, cl, pk, ie.Reason, ie.Err)
-	v5 := cl.Properties.ProtocolVersion == 5
-	if ie.Reason == ingest.ReasonStore || ie.Reason == ingest.ReasonShutdown || ie.Reason == ingest.ReasonBufferFull {
-		// Not stored, so not acknowledged. A 3.1.1 client only resends an unacknowledged
-		// message after a reconnect: close the connection so it does (DESIGN invariant 1).
-		if !v5 && !cl.Net.Inline && h.disconnect != nil {
-			h.disconnect(cl)
-		}
-	}
-	return packets.ErrRejectPacket
+	return h.refusePublish(cl, pk, ie.Reason, ie.Err, inOrder)
 }
+
+// RefusedStats returns the counters of the refused log.
+func (h *IngestHook) RefusedStats() *RefusedStats { return &h.refusedStats }
 
 // Ingest routes, decodes and durably appends one message; nil means it is stored (or was a
 // duplicate, or unrouted and dropped by config). Errors are *ingest.Error.

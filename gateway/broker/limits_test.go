@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
-	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -82,106 +80,6 @@ func TestPublishReasonCodes(t *testing.T) {
 	}
 	if code, _ := c.publish(t, "devices/dev-1/t", 1, `{"value": 9}`); code != 0 {
 		t.Errorf("connection unusable after refusals: %#x", code)
-	}
-}
-
-// TestRateLimit drives the per-client token bucket with a fake clock: a burst of
-// max_rate_per_client messages passes, the next are refused with 0x97, time refills the
-// bucket, and a client that keeps going past twice its rate is disconnected with 0x96.
-func TestRateLimit(t *testing.T) {
-	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
-	const rate = 10
-	e := newEnvClock(t, clk, func(c *config.Config) { c.Broker.MaxRatePerClient = rate })
-	c := e.user(t, "dev-1", "rl")
-	codes := make([]byte, 0, 2*rate)
-	n := 0
-	pub := func() byte {
-		n++
-		code, _ := c.publish(t, "devices/dev-1/t", 1, strconv.Itoa(n)) // distinct values: no dedup
-		return code
-	}
-	for i := 0; i < rate+5; i++ {
-		code := pub()
-		codes = append(codes, code)
-	}
-	want := strings.Repeat("0x0,", rate) + strings.Repeat("0x97,", 5)
-	if got := fmtCodes(codes) + ","; got != want {
-		t.Fatalf("codes %s, want %s", got, want)
-	}
-	clk.Advance(500 * time.Millisecond) // half a second: rate/2 tokens back
-	codes = codes[:0]
-	for i := 0; i < rate/2+1; i++ {
-		code := pub()
-		codes = append(codes, code)
-	}
-	if got, want := fmtCodes(codes)+",", strings.Repeat("0x0,", rate/2)+"0x97,"; got != want {
-		t.Fatalf("after 500 ms: %s, want %s", got, want)
-	}
-	// Strikes: 2·rate packets over rate are tolerated, refilled at the rate like the
-	// bucket; the half second refilled them, and one is spent.
-	for i := 0; i < 2*rate-1; i++ {
-		if code := pub(); code != 0x97 {
-			t.Fatalf("refusal %d: %#x", i, code)
-		}
-	}
-	published := make(chan struct{})
-	t.Cleanup(func() { <-published }) // goleak: the publisher goroutine ends with the test
-	// The one too many: no PUBACK comes.
-	go func() {
-		defer close(published)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, _ = c.c.Publish(ctx, &paho.Publish{Topic: "devices/dev-1/t", QoS: 1, Payload: []byte("x")})
-	}()
-	select {
-	case d := <-c.disc:
-		if d.ReasonCode != 0x96 {
-			t.Errorf("DISCONNECT %#x, want 0x96 message rate too high", d.ReasonCode)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("flooding client not disconnected")
-	}
-	if e.b.Refusals().Count(ReasonFlood) != 1 || e.b.Refusals().Count(ingest.ReasonOverRate) != 2*rate+5 {
-		t.Errorf("counted flood %d, over_rate %d", e.b.Refusals().Count(ReasonFlood), e.b.Refusals().Count(ingest.ReasonOverRate))
-	}
-	if n := len(e.records(t)); n != rate+rate/2 {
-		t.Errorf("store holds %d records, want %d", n, rate+rate/2)
-	}
-}
-
-// TestQoS0FloodDisconnected: a raw 3.1.1 client firing QoS 0 publishes as fast as it can is
-// cut off; what it got stored is bounded by its burst.
-func TestQoS0FloodDisconnected(t *testing.T) {
-	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
-	e := newEnvClock(t, clk, func(c *config.Config) { c.Broker.MaxRatePerClient = 50 })
-	conn := dialFrom(t, "127.0.0.1", e.addr["tcp"])
-	if code := rawLogin(t, conn, "flood", "dev-1", "dev-1-pw"); code != 0 {
-		t.Fatalf("CONNACK %d", code)
-	}
-	var burst []byte
-	for i := 0; i < 1000; i++ {
-		burst = append(burst, publishPacket("devices/dev-1/t", []byte(strconv.Itoa(i)))...)
-	}
-	_, _ = conn.Write(burst) // the broker may close mid-write
-	if !closedWithin(conn, 10*time.Second) {
-		t.Fatal("flooding 3.1.1 client not disconnected")
-	}
-	testutil.Eventually(t, 10*time.Second, "flood counted", func() bool { return e.b.Refusals().Count(ReasonFlood) == 1 })
-	if n := len(e.records(t)); n != 50 {
-		t.Errorf("store holds %d records from the flood, want the 50 of the burst", n)
-	}
-	// Reconnecting does not refill the buckets: the same identity is cut at its first
-	// packet until time passes.
-	again := dialFrom(t, "127.0.0.1", e.addr["tcp"])
-	if code := rawLogin(t, again, "flood", "dev-1", "dev-1-pw"); code != 0 {
-		t.Fatalf("reconnect CONNACK %d", code)
-	}
-	again.Write(publishPacket("devices/dev-1/t", []byte("1001")))
-	if !closedWithin(again, 5*time.Second) {
-		t.Error("a flooder that reconnected got a fresh burst")
-	}
-	if n := len(e.records(t)); n != 50 {
-		t.Errorf("store holds %d records after the reconnect, want 50", n)
 	}
 }
 

@@ -78,6 +78,7 @@ type limitedListener struct {
 	net.Listener
 	lim            *connLimiter
 	connectTimeout time.Duration
+	writeTimeout   time.Duration // of every write to an accepted connection
 	refusals       *Refusals
 
 	mu     sync.Mutex // guards conns and closed
@@ -98,7 +99,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
-		lc := &limitedConn{Conn: c, release: release, owner: l}
+		lc := &limitedConn{Conn: c, release: release, owner: l, writeTimeout: l.writeTimeout, closed: make(chan struct{})}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -129,17 +130,61 @@ func (l *limitedListener) closeAll() {
 // limitedConn gives its limiter slot back when closed. It can also hold writes back
 // (cork) so that several packets leave in one write: the ingest hook's acker corks a
 // connection while it writes the PUBACKs of a group that became durable together.
+//
+// Every write has a deadline of writeTimeout. mochi writes under the client's lock with
+// no deadline of its own (its keepalive deadline is refreshed by every packet read), so a
+// client that stops reading would block every writer of that client, the acker's among
+// them, and with them what they hold. A write that times out closes the connection: a
+// packet may have been cut in the middle, and the client could not take its answers.
 type limitedConn struct {
 	net.Conn
-	release   func()
-	owner     *limitedListener
-	connected atomic.Bool // a CONNECT was read (set by the guard hook)
-	once      sync.Once
+	release      func()
+	owner        *limitedListener
+	writeTimeout time.Duration
+	connected    atomic.Bool            // a CONNECT was read (set by the guard hook)
+	clientID     atomic.Pointer[string] // set by the guard hook, for the log
+	once         sync.Once
+	timedOut     sync.Once
+	closed       chan struct{} // closed by Close
 
 	wmu    sync.Mutex // orders writes with a flush of held ones
 	corked bool
 	held   []byte
 }
+
+// SetDeadline sets the read deadline only: mochi sets its keepalive deadline with it
+// before every read, which must not lift the deadline of a write in progress.
+func (c *limitedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// SetWriteDeadline is ignored: every write gets writeTimeout (WebSocket and TLS layers
+// set their own, possibly none).
+func (c *limitedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// write writes p within the write deadline; on a timeout it closes the connection and
+// counts it.
+func (c *limitedConn) write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	n, err := c.Conn.Write(p)
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		c.timedOut.Do(func() {
+			id := ""
+			if p := c.clientID.Load(); p != nil {
+				id = *p
+			}
+			if c.owner != nil {
+				c.owner.refusals.Add(ReasonWriteTimeout, id, "", fmt.Errorf("connection from %s took nothing for write_timeout (%v): disconnected", c.RemoteAddr(), c.writeTimeout))
+			}
+			c.Close()
+		})
+	}
+	return n, err
+}
+
+// done is closed once the connection is closed.
+func (c *limitedConn) done() <-chan struct{} { return c.closed }
 
 // maxHeld bounds what a corked connection holds before writing it anyway.
 const maxHeld = 64 << 10
@@ -154,7 +199,7 @@ func (c *limitedConn) Write(p []byte) (int, error) {
 	if err := c.flushLocked(); err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(p)
+	return c.write(p)
 }
 
 // cork holds further writes until uncork.
@@ -177,7 +222,7 @@ func (c *limitedConn) flushLocked() error {
 	if len(c.held) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(c.held)
+	_, err := c.write(c.held)
 	if cap(c.held) > maxHeld {
 		c.held = nil
 	} else {
@@ -189,10 +234,17 @@ func (c *limitedConn) flushLocked() error {
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
-		c.release()
-		c.owner.mu.Lock()
-		delete(c.owner.conns, c)
-		c.owner.mu.Unlock()
+		if c.closed != nil {
+			close(c.closed)
+		}
+		if c.release != nil {
+			c.release()
+		}
+		if c.owner != nil {
+			c.owner.mu.Lock()
+			delete(c.owner.conns, c)
+			c.owner.mu.Unlock()
+		}
 	})
 	return err
 }

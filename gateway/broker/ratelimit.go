@@ -9,7 +9,7 @@ import (
 // concurrent use.
 type tokenBucket struct {
 	rate, burst float64
-	tokens      float64
+	tokens      float64 // below 0 while a reservation waits for its token
 	last        time.Time
 }
 
@@ -17,42 +17,43 @@ func newTokenBucket(rate, burst float64) tokenBucket {
 	return tokenBucket{rate: rate, burst: burst, tokens: burst}
 }
 
-// take spends one token if there is one.
-func (b *tokenBucket) take(now time.Time) bool {
+func (b *tokenBucket) refill(now time.Time) {
 	if !b.last.IsZero() {
 		if d := now.Sub(b.last).Seconds(); d > 0 {
 			b.tokens = min(b.burst, b.tokens+d*b.rate)
 		}
 	}
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return true
+	if now.After(b.last) {
+		b.last = now
 	}
-	return false
 }
 
-// verdict of a meter on one packet.
-type verdict int
-
-const (
-	admitted verdict = iota // within the rate
-	overRate                // over the rate: refuse the message, keep the connection
-	flooding                // over the rate and out of strikes: disconnect
-)
+// reserve spends one token and returns how long to wait until it is there: 0 when the
+// bucket had one.
+func (b *tokenBucket) reserve(now time.Time) time.Duration {
+	b.refill(now)
+	b.tokens--
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+}
 
 // meter rates one client identity (user name and client id): PUBLISH packets and other
-// client-initiated packets each at max_rate_per_client, bursts of one second; packets over
-// the rate spend strikes, refilled at the same rate with room for two seconds' worth, so a
-// client that keeps sending at more than twice its rate runs out and is disconnected.
-// Meters outlive connections: a client that reconnects finds its buckets as it left them.
+// client-initiated packets each at max_rate_per_client, bursts of one second. A packet
+// without a token waits for it (pace). Meters outlive connections: a client that
+// reconnects finds its buckets, and its pacing, as it left them.
 type meter struct {
-	mu                        sync.Mutex // guards all below: a taken-over connection may still be reading
-	publish, control, strikes tokenBucket
-	lastUsed                  time.Time
+	mu               sync.Mutex // guards all below: a taken-over connection may still be reading
+	publish, control tokenBucket
+	pacedSince       time.Time // when the client's packets began to wait, without a pause since; zero: not paced
+	lastUsed         time.Time
 }
 
-func (m *meter) admit(publish bool, now time.Time) verdict {
+// pace takes a token for one packet and returns how long the packet must wait for it. A
+// packet that found its token ends a stretch of pacing; flood is true when the client has
+// been paced without a pause for floodAfter.
+func (m *meter) pace(publish bool, now time.Time, floodAfter time.Duration) (wait time.Duration, flood bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lastUsed = now
@@ -60,14 +61,19 @@ func (m *meter) admit(publish bool, now time.Time) verdict {
 	if publish {
 		b = &m.publish
 	}
-	switch {
-	case b.take(now):
-		return admitted
-	case m.strikes.take(now):
-		return overRate
-	default:
-		return flooding
+	wait = b.reserve(now)
+	if wait == 0 {
+		m.pacedSince = time.Time{}
+		return 0, false
 	}
+	if m.pacedSince.IsZero() {
+		m.pacedSince = now
+	}
+	if now.Sub(m.pacedSince) >= floodAfter {
+		b.tokens++ // the packet is not processed: give its token back
+		return 0, true
+	}
+	return wait, false
 }
 
 // meters holds the meter of each identity seen recently, at most max of them.
@@ -80,7 +86,7 @@ type meters struct {
 }
 
 // meterIdle is how long an unused meter is kept: past it, its buckets would be full again
-// anyway (a burst refills in one second, strikes in two).
+// anyway (a burst refills in one second).
 const meterIdle = 10 * time.Second
 
 func newMeters(rate float64, max int) *meters {
@@ -109,7 +115,6 @@ func (ms *meters) get(user, clientID string, now time.Time) *meter {
 	m := &meter{
 		publish:  newTokenBucket(ms.rate, burst),
 		control:  newTokenBucket(ms.rate, burst),
-		strikes:  newTokenBucket(ms.rate, 2*burst),
 		lastUsed: now,
 	}
 	if len(ms.m) < ms.max { // all busy: this one is not remembered past its connection

@@ -18,17 +18,18 @@ const (
 	ReasonWillDenied     ingest.Reason = "will_denied"      // will topic outside the publish grants
 	ReasonConnLimit      ingest.Reason = "connection_limit" // max_clients or max_connections_per_ip reached
 	ReasonConnectTimeout ingest.Reason = "connect_timeout"  // no CONNECT within connect_timeout
-	ReasonFlood          ingest.Reason = "flood"            // disconnected for sending far over its rate
+	ReasonFlood          ingest.Reason = "flood"            // disconnected for staying over its rate without a pause for flood_after
+	ReasonWriteTimeout   ingest.Reason = "write_timeout"    // disconnected for taking nothing the broker sent for write_timeout
 	ReasonSubscription   ingest.Reason = "subscription_limit"
 )
 
 // RefusalReasons lists every reason Refusals counts, in a stable order.
 var RefusalReasons = []ingest.Reason{
-	ingest.ReasonMalformed, ingest.ReasonTooLarge, ingest.ReasonOverRate, ingest.ReasonOverQuota,
+	ingest.ReasonMalformed, ingest.ReasonTooLarge, ingest.ReasonOverQuota,
 	ingest.ReasonBufferFull, ingest.ReasonNotAuthorized, ingest.ReasonTopicInvalid,
 	ingest.ReasonStore, ingest.ReasonShutdown,
 	ReasonAuthFailed, ReasonBadIdentity, ReasonTakeover, ReasonWillDenied, ReasonConnLimit,
-	ReasonConnectTimeout, ReasonFlood, ReasonSubscription,
+	ReasonConnectTimeout, ReasonFlood, ReasonWriteTimeout, ReasonSubscription,
 }
 
 // refusalLogEvery is how often one reason may be logged: a misbehaving device must not

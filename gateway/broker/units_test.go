@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -16,44 +17,71 @@ import (
 func TestTokenBucket(t *testing.T) {
 	t0 := time.Unix(1795694400, 0)
 	b := newTokenBucket(10, 5)
-	got := ""
+	var waits []time.Duration
 	for i := 0; i < 7; i++ {
-		if b.take(t0) {
-			got += "+"
-		} else {
-			got += "-"
+		waits = append(waits, b.reserve(t0))
+	}
+	want := []time.Duration{0, 0, 0, 0, 0, 100 * time.Millisecond, 200 * time.Millisecond}
+	for i := range want {
+		if waits[i] != want[i] {
+			t.Fatalf("burst of 5 at 10/s then two more: waits %v, want %v", waits, want)
 		}
 	}
-	if got != "+++++--" {
-		t.Errorf("burst: %s", got)
+	// The two reservations are paid at t0+200ms: the next token is due 100 ms later.
+	if w := b.reserve(t0.Add(200 * time.Millisecond)); w != 100*time.Millisecond {
+		t.Errorf("after the reservations were paid: wait %v, want 100ms", w)
 	}
-	if !b.take(t0.Add(100*time.Millisecond)) || b.take(t0.Add(100*time.Millisecond)) {
-		t.Error("100 ms at 10/s should give exactly one token")
+	if w := b.reserve(t0.Add(time.Hour)); w != 0 || b.tokens != 4 {
+		t.Errorf("refill is capped at the burst: wait %v, %v tokens after a take", w, b.tokens)
 	}
-	if !b.take(t0.Add(time.Hour)) || b.tokens != 4 {
-		t.Errorf("refill is capped at the burst: %v tokens after a take", b.tokens)
-	}
-	if b.take(t0.Add(-time.Hour)); b.tokens != 3 {
+	if b.reserve(t0.Add(-time.Hour)); b.tokens != 3 {
 		t.Errorf("a clock going backwards must not add tokens: %v", b.tokens)
 	}
 }
 
-func TestMeterVerdicts(t *testing.T) {
+func TestMeterPace(t *testing.T) {
 	t0 := time.Unix(1795694400, 0)
 	ms := newMeters(2, 10)
 	m := ms.get("u", "c", t0)
-	var got []verdict
-	for i := 0; i < 7; i++ {
-		got = append(got, m.admit(true, t0))
-	}
-	want := []verdict{admitted, admitted, overRate, overRate, overRate, overRate, flooding}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("verdicts %v, want %v", got, want)
+	const floodAfter = 3 * time.Second
+	now := t0
+	var got []time.Duration
+	for i := 0; i < 4; i++ {
+		w, flood := m.pace(true, now, floodAfter)
+		if flood {
+			t.Fatalf("packet %d: flood after %v", i, now.Sub(t0))
 		}
+		got = append(got, w)
+		now = now.Add(w) // the read goroutine waits, then reads the next packet
 	}
-	if m.admit(false, t0) != admitted || m.admit(false, t0) != admitted || m.admit(false, t0) != flooding {
-		t.Error("control packets have their own bucket but share the strikes")
+	if want := []time.Duration{0, 0, 500 * time.Millisecond, 500 * time.Millisecond}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", got, want)
+	}
+	if w, _ := m.pace(false, now, floodAfter); w != 0 {
+		t.Error("control packets have their own bucket")
+	}
+	// Paced without a pause (always a packet ready when its token comes) for floodAfter: a flood.
+	flood := false
+	for i := 0; i < 100 && !flood; i++ {
+		var w time.Duration
+		w, flood = m.pace(true, now, floodAfter)
+		now = now.Add(w)
+	}
+	if !flood || now.Sub(t0) < floodAfter {
+		t.Fatalf("flood %v after %v paced", flood, now.Sub(t0))
+	}
+	// A pause (the client sent slower than its rate, a token was there) ends the stretch.
+	m2 := ms.get("u", "pause", t0)
+	now = t0
+	for i := 0; i < 40; i++ {
+		w, flood := m2.pace(true, now, floodAfter)
+		if flood {
+			t.Fatalf("a client pausing every 4 packets flagged as a flood at %v", now.Sub(t0))
+		}
+		now = now.Add(w)
+		if i%4 == 3 {
+			now = now.Add(time.Second)
+		}
 	}
 	if ms.get("u", "c", t0) != m {
 		t.Error("the same identity got a new meter")
@@ -108,7 +136,7 @@ func TestRefusalsLogRateLimited(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		r.Add(ingest.ReasonMalformed, "dev", "devices/dev/t", errors.New("bad"))
 	}
-	r.Add(ingest.ReasonOverRate, "dev", "", nil)
+	r.Add(ingest.ReasonBufferFull, "dev", "", nil)
 	clk.Advance(11 * time.Second)
 	r.Add(ingest.ReasonMalformed, "dev", "devices/dev/t", errors.New("bad"))
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
@@ -118,7 +146,7 @@ func TestRefusalsLogRateLimited(t *testing.T) {
 	if !strings.Contains(lines[2], "unlogged_since_last=99") {
 		t.Errorf("the unlogged count is missing: %s", lines[2])
 	}
-	if r.Count(ingest.ReasonMalformed) != 101 || r.Snapshot()[ingest.ReasonOverRate] != 1 {
+	if r.Count(ingest.ReasonMalformed) != 101 || r.Snapshot()[ingest.ReasonBufferFull] != 1 {
 		t.Errorf("counts %v", r.Snapshot())
 	}
 }

@@ -41,9 +41,17 @@ type Broker struct {
 	// upgrade and its CONNECT packet.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// MaxRatePerClient is each client's sustained PUBLISH rate (messages/s, token bucket,
-	// burst of one second). Messages over it are refused; a client that keeps sending at
-	// more than twice its rate is disconnected.
+	// burst of one second). A client over it is slowed down: its socket is read no faster
+	// than its rate allows (TCP backpressure), nothing is refused.
 	MaxRatePerClient float64 `yaml:"max_rate_per_client"`
+	// FloodAfter is how long a client may be held at its rate without a pause (it always
+	// has its next packet ready when its token comes) before it is disconnected as a
+	// flood.
+	FloodAfter Duration `yaml:"flood_after"`
+	// WriteTimeout bounds every write to a client's socket: a client that does not read
+	// what the broker sends it (acknowledgements, messages) for that long is disconnected,
+	// so that it cannot hold what other clients need.
+	WriteTimeout Duration `yaml:"write_timeout"`
 	// MaxTopicBytes and MaxTopicLevels bound topic names and filters.
 	MaxTopicBytes  int `yaml:"max_topic_bytes"`
 	MaxTopicLevels int `yaml:"max_topic_levels"`
@@ -59,6 +67,16 @@ type Broker struct {
 	MaxRetainedMessages int `yaml:"max_retained_messages"`
 	// MaxSessionExpiry caps how long a disconnected persistent session is kept.
 	MaxSessionExpiry Duration `yaml:"max_session_expiry"`
+	// RefusedLog bounds the log of permanently refused messages.
+	RefusedLog RefusedLog `yaml:"refused_log"`
+}
+
+// RefusedLog bounds the `refused` log of the buffer, where messages refused for good
+// (malformed, not authorized, too large, invalid topic, over a broker-wide cap) are kept
+// with their reason: inspectable, never forwarded, trimmed oldest first past either bound.
+type RefusedLog struct {
+	MaxEntries int      `yaml:"max_entries"`
+	MaxBytes   ByteSize `yaml:"max_bytes"`
 }
 
 // Listener is one socket of the broker.
@@ -103,6 +121,8 @@ func defaultBroker() Broker {
 		MaxConnectionsPerIP:       64,
 		ConnectTimeout:            Duration(10 * time.Second),
 		MaxRatePerClient:          1000,
+		FloodAfter:                Duration(30 * time.Second),
+		WriteTimeout:              Duration(15 * time.Second),
 		MaxTopicBytes:             512,
 		MaxTopicLevels:            16,
 		MaxSubscriptionsPerClient: 100,
@@ -110,6 +130,7 @@ func defaultBroker() Broker {
 		MaxQueuedMessages:         256,
 		MaxRetainedMessages:       1000,
 		MaxSessionExpiry:          Duration(24 * time.Hour),
+		RefusedLog:                RefusedLog{MaxEntries: 10000, MaxBytes: 8 << 20},
 	}
 }
 
@@ -225,6 +246,18 @@ func (c *Config) validateBroker(v *validator) {
 	}
 	if b.MaxRatePerClient <= 0 {
 		v.at("broker.max_rate_per_client", "broker.max_rate_per_client must be > 0 (messages per second)")
+	}
+	if b.FloodAfter.D() < time.Second {
+		v.at("broker.flood_after", "broker.flood_after %s: expected at least 1s", b.FloodAfter)
+	}
+	if b.WriteTimeout.D() < 100*time.Millisecond {
+		v.at("broker.write_timeout", "broker.write_timeout %s: expected at least 100ms", b.WriteTimeout)
+	}
+	if b.RefusedLog.MaxEntries < 1 {
+		v.at("broker.refused_log.max_entries", "broker.refused_log.max_entries %d: expected at least 1", b.RefusedLog.MaxEntries)
+	}
+	if b.RefusedLog.MaxBytes < 64<<10 || b.RefusedLog.MaxBytes > 1<<30 {
+		v.at("broker.refused_log.max_bytes", "broker.refused_log.max_bytes %s: expected between 64KiB and 1GiB", b.RefusedLog.MaxBytes)
 	}
 	if b.ConnectTimeout.D() < 100*time.Millisecond {
 		v.at("broker.connect_timeout", "broker.connect_timeout %s: expected at least 100ms", b.ConnectTimeout)

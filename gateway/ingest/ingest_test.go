@@ -183,11 +183,20 @@ func TestMaxReadings(t *testing.T) {
 
 func TestReasonCodes(t *testing.T) {
 	for r, want := range map[Reason]byte{
-		ReasonMalformed: 0x99, ReasonOverRate: 0x97, ReasonOverQuota: 0x97, ReasonBufferFull: 0x97,
+		ReasonMalformed: 0x99, ReasonOverQuota: 0x97, ReasonBufferFull: 0x97,
 		ReasonNotAuthorized: 0x87, ReasonTopicInvalid: 0x90, ReasonTooLarge: 0x95, ReasonStore: 0x80,
 	} {
 		if got := r.Code(); got != want {
 			t.Errorf("%s.Code() = %#x, want %#x", r, got, want)
+		}
+	}
+	// SPEC §2: what resending cannot fix is permanent; what time fixes is transient.
+	for r, want := range map[Reason]bool{
+		ReasonMalformed: true, ReasonTooLarge: true, ReasonNotAuthorized: true, ReasonTopicInvalid: true,
+		ReasonOverQuota: true, ReasonBufferFull: false, ReasonStore: false, ReasonShutdown: false,
+	} {
+		if got := r.Permanent(); got != want {
+			t.Errorf("%s.Permanent() = %v, want %v", r, got, want)
 		}
 	}
 }

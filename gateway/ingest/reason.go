@@ -9,7 +9,6 @@ type Reason string
 const (
 	ReasonMalformed     Reason = "malformed"      // payload invalid for its route's format
 	ReasonTooLarge      Reason = "too_large"      // packet over broker.max_packet_bytes
-	ReasonOverRate      Reason = "over_rate"      // client over broker.max_rate_per_client
 	ReasonOverQuota     Reason = "over_quota"     // a broker-wide cap (retained messages)
 	ReasonBufferFull    Reason = "buffer_full"    // disk budget reached with on_full: reject
 	ReasonNotAuthorized Reason = "not_authorized" // the client's ACL denies the topic
@@ -27,7 +26,7 @@ func (r Reason) Code() byte {
 		return 0x99 // payload format invalid
 	case ReasonTooLarge:
 		return 0x95 // packet too large
-	case ReasonOverRate, ReasonOverQuota, ReasonBufferFull:
+	case ReasonOverQuota, ReasonBufferFull:
 		return 0x97 // quota exceeded
 	case ReasonNotAuthorized:
 		return 0x87 // not authorized
@@ -36,6 +35,21 @@ func (r Reason) Code() byte {
 	default:
 		return 0x80 // unspecified error
 	}
+}
+
+// Permanent reports whether resending the same message cannot succeed: it is malformed for
+// its route, too large, outside the client's grants, on an invalid topic, or over a
+// broker-wide cap that does not drain by itself (retained topics). A permanent refusal is
+// acknowledged (an MQTT 5 client gets the reason code, a 3.1.1 client a plain PUBACK) and the
+// message is kept in the refused log (SPEC §2): withholding the PUBACK would fill a 3.1.1
+// client's in-flight window for good. The others (buffer full, store error, shutting down)
+// are transient: no PUBACK, and a 3.1.1 client is disconnected so it resends later.
+func (r Reason) Permanent() bool {
+	switch r {
+	case ReasonMalformed, ReasonTooLarge, ReasonNotAuthorized, ReasonTopicInvalid, ReasonOverQuota:
+		return true
+	}
+	return false
 }
 
 // Error is a refusal with its reason.
