@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
-	paho5 "github.com/eclipse/paho.golang/paho"
 	pahopackets "github.com/eclipse/paho.golang/packets"
+	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 

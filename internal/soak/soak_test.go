@@ -237,7 +237,9 @@ func (s *soak) schedule() []event {
 	return evs
 }
 
-func jitter(r *rand.Rand, d time.Duration) time.Duration { return time.Duration(r.Int64N(int64(d) + 1)) }
+func jitter(r *rand.Rand, d time.Duration) time.Duration {
+	return time.Duration(r.Int64N(int64(d) + 1))
+}
 
 // run starts everything, plays the schedule, then lets the devices finish and the daemon
 // drain to healthy upstreams.
