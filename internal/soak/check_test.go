@@ -168,7 +168,7 @@ func (s *soak) check() {
 			if !r.acked.Load() {
 				unacked++
 				if dv.resends() {
-					t.Errorf("%s: reading %d (%s) never acknowledged, though the device kept resending (a wedged client?)", dv.spec.name, r.seq, r.payload)
+					t.Errorf("%s: reading %d (%s) never acknowledged (sent %d times), though the device kept resending (a wedged client?)", dv.spec.name, r.seq, r.payload, r.sends.Load())
 				}
 				continue
 			}
@@ -249,6 +249,9 @@ func (s *soak) checkPanes(v *upstreamView) {
 		if dv.spec.name == "p0" {
 			p0 = dv
 		}
+	}
+	if p0 == nil {
+		return // not in this run (SOAK_DEVICES)
 	}
 	var lines []string
 	maxTS := int64(0)

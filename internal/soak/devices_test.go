@@ -42,6 +42,7 @@ type reading struct {
 
 	acked   atomic.Bool  // a PUBACK with a success code came back
 	refused atomic.Int32 // a PUBACK with this reason code ≥ 0x80 came back (MQTT 5)
+	sends   atomic.Int32 // PUBLISH packets that carried it (resends included)
 }
 
 // deviceSpec describes one simulated device.
@@ -139,6 +140,11 @@ type connEvents struct {
 func (d *device) events() *connEvents { return &connEvents{d: d, pid: map[uint16]string{}} }
 
 func (e *connEvents) sent(pid uint16, qos byte, _ string, payload []byte) {
+	e.d.mu.Lock()
+	if r := e.d.byKey[string(payload)]; r != nil {
+		r.sends.Add(1)
+	}
+	e.d.mu.Unlock()
 	if qos == 0 {
 		return
 	}

@@ -113,23 +113,24 @@ type sniffConn struct {
 	v5 bool
 	ev wireEvents
 
-	wmu sync.Mutex // guards out: a client may write from several goroutines
+	wmu sync.Mutex // serialises writes and guards out: a client may write from several goroutines
 	out frameReader
 	in  frameReader // read goroutine only
 }
 
 func (c *sniffConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	// The packets are noted before they leave: the answer can be read before Write returns.
+	// The lock keeps the parser seeing the bytes in the order they go out.
 	c.wmu.Lock()
-	c.out.feed(p[:n], func(f frame) {
+	defer c.wmu.Unlock()
+	c.out.feed(p, func(f frame) {
 		if f.typ == pktPublish {
 			if tp, pid, qos, pl, ok := publishOf(f, c.v5); ok {
 				c.ev.sent(pid, qos, tp, pl)
 			}
 		}
 	})
-	c.wmu.Unlock()
-	return n, err
+	return c.Conn.Write(p)
 }
 
 func (c *sniffConn) Read(p []byte) (int, error) {
