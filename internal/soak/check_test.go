@@ -126,14 +126,24 @@ func (s *soak) check() {
 	}
 
 	// Every record arrived with one id, and no id stands for two readings.
+	byKey := map[string]*reading{}
+	for _, dv := range s.devices {
+		for _, r := range dv.all() {
+			byKey[r.key] = r
+		}
+	}
 	for k, ids := range v.keyIDs {
 		if len(ids) > 1 {
-			t.Errorf("reading %s arrived with %d ids: %v", k, len(ids), sortedSet(ids))
+			how := "no device sent it"
+			if r := byKey[k]; r != nil {
+				how = fmt.Sprintf("published %d times, acknowledged %v", r.sends.Load(), r.acked.Load())
+			}
+			t.Errorf("reading %s arrived with %d ids (%s): %v", short(k), len(ids), how, sortedSet(ids))
 		}
 	}
 	for id, ks := range v.idKeys {
 		if len(ks) > 1 {
-			t.Errorf("id %s arrived for %d readings: %v", id, len(ks), sortedSet(ks))
+			t.Errorf("id %s arrived for %d readings: %v", id, len(ks), shortAll(sortedSet(ks)))
 		}
 	}
 
@@ -182,7 +192,7 @@ func (s *soak) check() {
 	}
 	for k := range v.keyIDs {
 		if !known[k] {
-			t.Errorf("a record arrived that no device sent: %s", k)
+			t.Errorf("a record arrived that no device sent: %s", short(k))
 		}
 	}
 	losses := s.countedLosses()
@@ -190,7 +200,7 @@ func (s *soak) check() {
 		if len(ks) > losses[up] {
 			sort.Strings(ks)
 			t.Errorf("uplink %s: %d acknowledged readings never arrived, %d counted as dropped or expired; first: %v",
-				up, len(ks), losses[up], ks[:min(5, len(ks))])
+				up, len(ks), losses[up], shortAll(ks[:min(5, len(ks))]))
 		}
 	}
 
@@ -324,5 +334,21 @@ func sortedSet(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// short cuts a reading key for a message (bulk payloads are 16 KiB).
+func short(k string) string {
+	if len(k) > 60 {
+		return k[:60] + "…"
+	}
+	return k
+}
+
+func shortAll(ks []string) []string {
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = short(k)
+	}
 	return out
 }

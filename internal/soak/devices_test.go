@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,8 @@ type deviceSpec struct {
 	oneByOne bool          // wait for each PUBACK before the next publish (in-order store)
 	// badOneIn makes every n-th reading malformed (0: never).
 	badOneIn int
+	// size pads raw payloads to this many bytes (bulk data that fills the budget fast).
+	size int
 }
 
 // device runs one deviceSpec against the gateway's broker, keeping the ledger of every
@@ -110,6 +113,9 @@ func (d *device) next(seq int, t0 int64) *reading {
 	case raw:
 		r.topic = "raw/" + d.spec.name
 		r.payload = fmt.Sprintf("raw %s %d", d.spec.name, seq)
+		if pad := d.spec.size - len(r.payload); pad > 0 {
+			r.payload += " " + strings.Repeat("x", pad-1)
+		}
 		r.key = r.topic + "|" + r.payload
 	case malformed:
 		r.topic = "dev/" + d.spec.name + "/num"
@@ -195,11 +201,12 @@ func (d *device) dial() (net.Conn, error) {
 // persistent session (the client resends after reconnecting), or one by one.
 func (d *device) resends() bool { return !d.spec.clean || d.spec.oneByOne || d.spec.v5 }
 
-// run publishes new readings until gen ends, then stays connected until conn ends (so
-// that what is in flight is resent and answered). t0 is the base of event time (unix ms).
-func (d *device) run(gen, conn context.Context, t0 int64) {
+// run publishes new readings until gen ends, calls stopped, then stays connected until
+// conn ends (so that what is in flight is resent and answered). t0 is the base of event
+// time (unix ms).
+func (d *device) run(gen, conn context.Context, t0 int64, stopped func()) {
 	if d.spec.v5 {
-		d.run5(gen, conn, t0)
+		d.run5(gen, conn, t0, stopped)
 		return
 	}
 	o := paho.NewClientOptions().AddBroker("tcp://" + d.addr).SetClientID("soak-" + d.spec.name).
@@ -215,9 +222,13 @@ func (d *device) run(gen, conn context.Context, t0 int64) {
 	for seq := 1; ; seq++ {
 		select {
 		case <-gen.Done():
+			stopped()
 			<-conn.Done()
 			return
 		case <-tick.C:
+			if gen.Err() != nil { // both were ready: stop all the same
+				continue
+			}
 		}
 		r := d.next(seq, t0)
 		tok := c.Publish(r.topic, r.qos, false, r.payload)
@@ -238,7 +249,7 @@ func (d *device) run(gen, conn context.Context, t0 int64) {
 // connections, so what is in flight is resent with its packet id after a reconnect). It
 // publishes one reading at a time; a reading refused with a transient code (0x97 buffer
 // full) is published again later, and one with a device id also after a long silence.
-func (d *device) run5(gen, conn context.Context, t0 int64) {
+func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 	u, _ := url.Parse("mqtt://" + d.addr)
 	expiry := uint32(3600)
 	if d.spec.clean {
@@ -269,9 +280,13 @@ func (d *device) run5(gen, conn context.Context, t0 int64) {
 	for seq := 1; ; seq++ {
 		select {
 		case <-gen.Done():
+			stopped()
 			<-conn.Done()
 			return
 		case <-tick.C:
+			if gen.Err() != nil { // both were ready: stop all the same
+				continue
+			}
 		}
 		r := d.next(seq, t0)
 		for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil {

@@ -199,6 +199,7 @@ func newSoak(t *testing.T, policy string, seed uint64, duration time.Duration) *
 		{name: "n2", kind: number, qos: 1, every: 40 * time.Millisecond, clean: true},
 		{name: "n0", kind: number, qos: 0, every: 50 * time.Millisecond},
 		{name: "r1", kind: raw, qos: 1, every: 50 * time.Millisecond},
+		{name: "b1", kind: raw, qos: 1, every: 25 * time.Millisecond, size: 16 << 10}, // bulk: fills the budget in an outage
 		{name: "v5", kind: withID, v5: true, qos: 1, every: 25 * time.Millisecond},
 		{name: "v6", kind: stamped, v5: true, qos: 1, every: 50 * time.Millisecond, badOneIn: 40},
 	}
@@ -253,12 +254,13 @@ func (s *soak) run() {
 	connCtx, stopConn := context.WithCancel(context.Background())
 	defer stopConn()
 	t0 := time.Now().UnixMilli()
-	var wg sync.WaitGroup
+	var wg, generating sync.WaitGroup
 	for _, dv := range s.devices {
 		wg.Add(1)
+		generating.Add(1)
 		go func() {
 			defer wg.Done()
-			dv.run(genCtx, connCtx, t0)
+			dv.run(genCtx, connCtx, t0, generating.Done)
 		}()
 	}
 	wg.Add(1)
@@ -292,6 +294,7 @@ func (s *soak) run() {
 	time.Sleep(time.Until(start.Add(s.duration)))
 	faults.Wait()
 	stopGen()
+	generating.Wait() // no reading is made after this
 
 	// Every device that resends gets its answers; the upstreams are healthy now.
 	s.setUpstreams(false)
