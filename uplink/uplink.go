@@ -56,6 +56,8 @@ type Batch struct {
 	Encoding    string // "" or "gzip" (HTTP's Content-Encoding names)
 	// Items are the records' own JSON, for sinks that send one message per record.
 	Items [][]byte
+	// Seqs are the items' sequence numbers in the log.
+	Seqs []uint64
 }
 
 // Stats of one uplink, read by metrics and /status (Uplink.Status gives a snapshot).
@@ -72,6 +74,7 @@ type Stats struct {
 	Backoffs          atomic.Uint64 // waits after a failed send
 	DeadLetters       atomic.Uint64 // batches refused permanently, kept in the dead-letter log
 	DeadLetterRecords atomic.Uint64 // their records
+	DeadLetterOmitted atomic.Uint64 // of those, records too large to copy (kept by position)
 }
 
 // Source is one log an uplink forwards, with the kind of batch its records make.
@@ -774,6 +777,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 	head = head[:len(head)-2] // without "]}"
 	buf := make([]byte, len(head), 4096)
 	var spans [][2]int
+	var seqs []uint64
 	var end uint64
 	found := false
 	_, err = u.store.Read(s.Log, first, 0, func(seq uint64, v []byte) error {
@@ -790,6 +794,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 				buf = append(buf, ',')
 			}
 			spans = append(spans, [2]int{len(buf), len(buf) + len(v)})
+			seqs = append(seqs, seq)
 			buf = append(buf, v...)
 		}
 		if !exact && len(spans) >= u.batch.MaxRecords {
@@ -809,7 +814,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 	if !found {
 		return nil, full, nil
 	}
-	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(spans)}
+	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(spans), Seqs: seqs}
 	b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
 	copy(buf, record.AppendBatch(head[:0], u.gateway, b.ID, s.Kind, nil)[:len(head)])
 	buf = append(buf, "]}"...)
