@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -227,5 +229,61 @@ func TestQuotedLen(t *testing.T) {
 		if got, want := quotedLen(s), len(record.AppendString(nil, s)); got != want {
 			t.Fatalf("case %d: quotedLen(%q) = %d, want %d (valid UTF-8: %v)", i, s, got, want, utf8.ValidString(s))
 		}
+	}
+}
+
+// syncLog collects log lines.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRunnerStepLargerThanEstimated: the step budget is an estimate, and panes of series
+// full of characters JSON escapes (6 bytes each) are larger than estimated. With steps
+// allowed as large as a transaction, a firing of thousands of such windows comes out
+// larger than one: nothing is written, the step is done again in smaller steps, and the
+// aggregate log is the replay's.
+func TestRunnerStepLargerThanEstimated(t *testing.T) {
+	spec := runnerSpec()
+	var ins []Input
+	for k := range 2000 {
+		ins = append(ins, Input{Topic: "t", Series: fmt.Sprintf("%04d", k) + strings.Repeat("<", 300), TS: sec(1), Value: longValue(k)})
+	}
+	ins = append(ins, Input{Topic: "t", Series: "clock", TS: sec(100), Value: 1}) // fires them all
+	recs := recordsJSON(ins)
+	s := openStore(t, t.TempDir())
+	for i := 0; i < len(recs); i += 100 {
+		appendRaw(t, s, recs[i:min(i+100, len(recs))]) // 2 KB records: 100 per transaction
+	}
+	logs := &syncLog{}
+	h := startRunner(t, spec, RunnerOptions{Store: s, Clock: clock.NewFake(time.Unix(1e9, 0)), MaxStepBytes: int(s.MaxRequestBytes()),
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	waitAll(t, h, len(recs))
+	deadline := time.Now().Add(60 * time.Second)
+	for len(aggLog(t, s)) < 2000 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop(t)
+	got, want := aggLog(t, s), replayPanes(t, spec, recs)
+	if len(want) != 2000 || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("aggregate log: %d panes, replay %d (want 2000)", len(got), len(want))
+	}
+	if !strings.Contains(logs.String(), "larger than one store transaction") {
+		t.Error("no step came out too large: the test tests nothing")
+	}
+	if n := h.r.Stats().Errors.Load(); n != 0 {
+		t.Errorf("%d failed steps", n)
 	}
 }
