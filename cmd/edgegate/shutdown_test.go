@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,45 +71,91 @@ func TestSIGTERMStopsOnceDrained(t *testing.T) {
 	}
 }
 
-// TestSIGTERMWithAnUnreachableUpstream: an uplink whose upstream is unreachable really has
-// a backlog. The stop does not wait for it beyond flush_timeout, logs that it did not drain
-// (and only it: the file uplink beside it drained), and the backlog stays buffered.
+// TestSIGTERMWithAnUnreachableUpstream: an uplink whose upstream is unreachable (nothing
+// listens) or stalled (it accepts the request and never answers) really has a backlog.
+// The stop does not wait for it beyond flush_timeout (the unreachable one, backing off, is
+// not waited for at all), logs by name that it did not drain, and only it (the file uplink
+// beside it drained).
 func TestSIGTERMWithAnUnreachableUpstream(t *testing.T) {
-	dead := testutil.FreeAddr(t) // nothing listens there
-	d := startDaemonWith(t, 0, func(y string) string {
-		y = strings.Replace(y, "flush_timeout: 5s", "flush_timeout: 3s", 1)
-		return strings.Replace(y, "uplinks:\n", fmt.Sprintf("uplinks:\n  - {name: cloud, type: http, url: \"http://%s/in\", batch: {linger: 100ms}, backoff: {min: 100ms, max: 500ms}}\n", dead), 1)
-	})
-	publishReading(t, d, "backlog-pub", "backlog-1")
-	testutil.Eventually(t, 30*time.Second, "the reading in the file, and the http uplink failing", func() bool {
-		if !delivered(t, d, "backlog-1") {
-			return false
-		}
-		_, body := d.get("/status")
-		var st struct {
-			Uplinks []struct {
-				Name    string
-				Errors  uint64
-				Backlog uint64
+	for _, tc := range []struct{ name, why string }{
+		{"unreachable", "backing off"},
+		{"stalled", "flush_timeout reached"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := testutil.FreeAddr(t) // nothing listens there
+			if tc.name == "stalled" {
+				addr = stalledServer(t)
 			}
-		}
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
-			t.Fatalf("/status: %v", err)
-		}
-		for _, u := range st.Uplinks {
-			if u.Name == "cloud" && u.Errors > 0 && u.Backlog > 0 {
-				return true
+			d := startDaemonWith(t, 0, func(y string) string {
+				y = strings.Replace(y, "flush_timeout: 5s", "flush_timeout: 3s", 1)
+				return strings.Replace(y, "uplinks:\n", fmt.Sprintf("uplinks:\n  - {name: cloud, type: http, url: \"http://%s/in\", timeout: 10m, batch: {linger: 100ms}, backoff: {min: 100ms, max: 500ms}}\n", addr), 1)
+			})
+			publishReading(t, d, "backlog-pub", "backlog-1")
+			testutil.Eventually(t, 30*time.Second, "the reading in the file, and the http uplink behind", func() bool {
+				if !delivered(t, d, "backlog-1") {
+					return false
+				}
+				_, body := d.get("/status")
+				var st struct {
+					Uplinks []struct {
+						Name    string
+						Errors  uint64
+						Backlog uint64
+					}
+				}
+				if err := json.Unmarshal([]byte(body), &st); err != nil {
+					t.Fatalf("/status: %v", err)
+				}
+				for _, u := range st.Uplinks {
+					if u.Name == "cloud" && u.Backlog > 0 && (u.Errors > 0 || tc.name == "stalled") {
+						return true
+					}
+				}
+				return false
+			})
+			d.signal(syscall.SIGTERM)
+			d.wait(unitTimeoutStopSec(t))
+			logs := d.stderr.String()
+			if d.exitCode != 0 {
+				t.Fatalf("exit code %d, logs:\n%s", d.exitCode, logs)
 			}
+			if u := notDrained(logs); len(u) != 1 || u[0] != "cloud" || !strings.Contains(logs, tc.why) {
+				t.Fatalf("uplinks logged as not drained: %v, want [cloud] (%s); logs:\n%s", u, tc.why, logs)
+			}
+		})
+	}
+}
+
+// stalledServer accepts connections and never answers; it returns its address.
+func stalledServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 		}
-		return false
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
 	})
-	d.signal(syscall.SIGTERM)
-	d.wait(unitTimeoutStopSec(t))
-	logs := d.stderr.String()
-	if d.exitCode != 0 {
-		t.Fatalf("exit code %d, logs:\n%s", d.exitCode, logs)
-	}
-	if u := notDrained(logs); len(u) != 1 || u[0] != "cloud" {
-		t.Fatalf("uplinks logged as not drained: %v, want [cloud]; logs:\n%s", u, logs)
-	}
+	return l.Addr().String()
 }
