@@ -93,13 +93,21 @@ func findValue(recs []record.Record, v float64) *record.Record {
 // ts is held, not sent with a 1970 date; a reading with the device's own ts flows at once.
 // When NTP steps the clock, the held reading is rewritten to its true time (boot start +
 // monotonic time) and sent, with the id a reading of that time has.
+//
+// The keeper reads the board's two clocks, wall and monotonic, one after the other: the
+// test moves them only while the keeper cannot sync (its source says unsynchronised), and
+// leaves them still once it can, so whenever the holder checks, it reads a consistent
+// pair. The gateway's own clock (arrival stamps, timers) is a separate fake that the test
+// advances to wake the holder. Moving both keeper clocks while the holder checked gave it
+// a torn pair, and a correction one second off, on a loaded machine.
 func TestClockHeldThenCorrected(t *testing.T) {
 	path, out, broker := archiveConfig(t)
 	src := &syncSource{}
 	mono := &monoClock{}
-	mono.advance(3 * time.Second) // the kernel booted 3 s ago
-	wall := clock.NewFake(time.Unix(3, 0).UTC())
-	k, err := timesync.New(timesync.Options{Floor: buildFloor, Source: src, Mono: mono.now, Boot: "boot-1", Clock: wall})
+	mono.advance(3 * time.Second)                 // the kernel booted 3 s ago
+	kwall := clock.NewFake(time.Unix(3, 0).UTC()) // the wall clock as the keeper reads it
+	wall := clock.NewFake(time.Unix(3, 0).UTC())  // the same, for the gateway
+	k, err := timesync.New(timesync.Options{Floor: buildFloor, Source: src, Mono: mono.now, Boot: "boot-1", Clock: kwall})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +115,12 @@ func TestClockHeldThenCorrected(t *testing.T) {
 
 	// 10 s after boot (true time: trueTime), two readings arrive.
 	mono.advance(7 * time.Second)
+	kwall.Advance(7 * time.Second)
 	wall.Advance(7 * time.Second)
 	c := testutil.Paho(t, broker, "clock-pub")
 	publish(t, c, "devices/d1/temperature", 1, `{"value": 1}`)
 	publish(t, c, "devices/d1/temperature", 1, `{"value": 2, "ts": "2026-11-26T11:00:00Z"}`)
-	testutil.Eventually(t, 10*time.Second, "the device-stamped reading upstream", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the device-stamped reading upstream", func() bool {
 		return findValue(fileRecords(t, out), 2) != nil
 	})
 	if r := findValue(fileRecords(t, out), 1); r != nil {
@@ -122,13 +131,16 @@ func TestClockHeldThenCorrected(t *testing.T) {
 		t.Fatalf("clock status while waiting: %+v", st)
 	}
 
-	// 30 s after boot NTP steps the clock to the true time.
+	// 30 s after boot NTP steps the clock to the true time: the keeper's clocks first,
+	// then its source says synchronised. A check before that is not synced; a check
+	// after it reads the new pair (a check that reads the new wall time reads the new
+	// monotonic time too: it was set before).
 	mono.advance(20 * time.Second)
+	kwall.Set(trueTime.Add(20 * time.Second))
 	src.synced.Store(true)
 	wall.Set(trueTime.Add(20 * time.Second))
-	testutil.Eventually(t, 10*time.Second, "the held reading upstream", func() bool {
-		mono.advance(time.Second) // the holder checks the clock every second
-		wall.Advance(time.Second)
+	testutil.Eventually(t, 30*time.Second, "the held reading upstream", func() bool {
+		wall.Advance(time.Second) // the holder checks the clock every second
 		return findValue(fileRecords(t, out), 1) != nil
 	})
 	r := findValue(fileRecords(t, out), 1)
@@ -141,7 +153,7 @@ func TestClockHeldThenCorrected(t *testing.T) {
 	if _, flagged := r.Labels[gateway.UnsyncedLabel]; flagged {
 		t.Error("a corrected reading is flagged")
 	}
-	testutil.Eventually(t, 5*time.Second, "the status to settle", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the status to settle", func() bool {
 		st = g.Status().Clock
 		return st.Held == 0 && st.Corrected == 1
 	})

@@ -353,40 +353,50 @@ func (g *Gateway) drainPipelines(timeout time.Duration) {
 	g.log.Warn("shutdown: pipelines did not catch up in time; they continue at the next start", "timeout", timeout)
 }
 
-// flush waits until every uplink has committed the end of every log it forwards, or
-// timeout. An uplink that is backing off (upstream unreachable) is not waited for: what it
-// has not sent stays in the buffer for the next start.
+// flush lets every uplink send what the logs it forwards hold now, and returns as soon as
+// none has anything left to send, or at timeout. Partial batches no longer linger. An
+// uplink that is backing off (upstream unreachable) is not waited for. Each uplink left
+// with a backlog is logged: it stays in the buffer for the next start.
 func (g *Gateway) flush(timeout time.Duration) {
 	if len(g.uplinks) == 0 {
 		return
 	}
 	lasts := map[string]uint64{}
-	var total uint64
 	for _, log := range []string{pipeline.AggLog, broker.RawLog} {
 		last, err := g.store.LastSeq(log)
 		if err != nil {
+			g.log.Warn("shutdown: uplinks not flushed", "err", err)
 			return
 		}
 		lasts[log] = last
-		total += last
 	}
-	if total == 0 {
-		return // nothing was ever appended: nothing to flush
+	for _, u := range g.uplinks {
+		u.Flush()
 	}
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	for {
 		done := true
 		for _, u := range g.uplinks {
 			if !u.Drained(lasts) && !u.Stats().BackoffNow.Load() {
 				done = false
 			}
 		}
-		if done {
-			return
+		if done || !time.Now().Before(deadline) {
+			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	g.log.Warn("shutdown: uplinks did not drain in time; the rest stays buffered for the next start", "timeout", timeout)
+	for _, u := range g.uplinks {
+		if u.Drained(lasts) {
+			continue
+		}
+		why := "flush_timeout reached"
+		if u.Stats().BackoffNow.Load() {
+			why = "upstream unreachable (backing off)"
+		}
+		g.log.Warn("shutdown: uplink did not drain; the rest stays buffered for the next start",
+			"uplink", u.Name(), "backlog", u.Status().Backlog, "reason", why, "timeout", timeout)
+	}
 }
 
 // BufferOptions are the store's options for cfg: the buffer section, the dedup window, and

@@ -41,6 +41,7 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_buffer_fsync_seconds_total", Type: ops.Counter, Help: "Time spent in the buffer's fsyncs; divided by edgegate_buffer_fsyncs_total, the mean fsync."},
 	{Name: "edgegate_pipeline_panes_total", Type: ops.Counter, Help: "Window panes emitted, by timing (EARLY, ON_TIME, LATE).", Labels: []string{"pipeline", "timing"}},
 	{Name: "edgegate_pipeline_late_dropped_total", Type: ops.Counter, Help: "Records too late for their window (past allowed_lateness), sent to the late topic.", Labels: []string{"pipeline"}},
+	{Name: "edgegate_pipeline_dropped_total", Type: ops.Counter, Help: "Records dropped from aggregation for another reason than lateness: max_open_windows reached, or oversized (their window state could not be committed at once).", Labels: []string{"pipeline", "reason"}},
 	{Name: "edgegate_pipeline_watermark_seconds", Type: ops.Gauge, Help: "The pipeline's watermark, in unix seconds.", Labels: []string{"pipeline"}},
 	{Name: "edgegate_pipeline_watermark_lag_seconds", Type: ops.Gauge, Help: "How far the watermark is behind the gateway clock.", Labels: []string{"pipeline"}},
 	{Name: "edgegate_uplink_batches_total", Type: ops.Counter, Help: "Batches the upstream acknowledged.", Labels: []string{"uplink"}},
@@ -144,6 +145,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		if p.WatermarkLag != nil {
 			w.Add("edgegate_pipeline_watermark_lag_seconds", *p.WatermarkLag, p.Name)
 		}
+	}
+	for _, r := range g.pipelines {
+		w.AddUint("edgegate_pipeline_dropped_total", r.Stats().CapDrops.Load(), r.Name(), "max_open_windows")
+		w.AddUint("edgegate_pipeline_dropped_total", r.Stats().Oversized.Load(), r.Name(), "oversized")
 	}
 
 	c := g.clockStatus()

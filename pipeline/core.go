@@ -81,6 +81,7 @@ type Counters struct {
 	LateRecords uint64                   // aggregated late (a LATE pane fired)
 	TooLate     uint64                   // dropped: beyond allowed lateness
 	CapDrops    uint64                   // dropped: open-window cap reached
+	Oversized   uint64                   // dropped: too large to commit (see tooBigToCommit)
 	Panes       [len(timingNames)]uint64 // by Timing
 }
 
@@ -89,6 +90,7 @@ func (a Counters) add(b Counters) Counters {
 	a.LateRecords += b.LateRecords
 	a.TooLate += b.TooLate
 	a.CapDrops += b.CapDrops
+	a.Oversized += b.Oversized
 	for i := range a.Panes {
 		a.Panes[i] += b.Panes[i]
 	}

@@ -6,10 +6,11 @@ import "fmt"
 // replay`): the same core and the same record parser as the daemon, with no processing
 // time (idle and early never apply) and the watermark advanced to +∞ by Finish.
 type Replay struct {
-	cores []*Core
-	encs  []*Encoder
-	buf   []byte
-	in    Input
+	cores  []*Core
+	bounds []commitBound
+	encs   []*Encoder
+	buf    []byte
+	in     Input
 }
 
 // NewReplay builds a replay of specs, in the order their panes are written when one record
@@ -23,6 +24,7 @@ func NewReplay(specs []Spec) (*Replay, error) {
 			return nil, err
 		}
 		r.cores = append(r.cores, c)
+		r.bounds = append(r.bounds, newCommitBound(&s))
 		r.encs = append(r.encs, NewEncoder(&s))
 	}
 	return r, nil
@@ -39,6 +41,10 @@ func (r *Replay) Record(b []byte, emit func(pane []byte) error) error {
 		return nil
 	}
 	for i, c := range r.cores {
+		if c.match(r.in.Topic) && r.bounds[i].tooBig(r.in.Series) {
+			c.stats.Oversized++ // as the runner does: the same panes
+			continue
+		}
 		c.Step(&r.in)
 		c.Fire(-1)
 		if err := r.flush(i, emit); err != nil {

@@ -240,3 +240,64 @@ func TestUplinkResendAfterRestart(t *testing.T) {
 		t.Fatalf("new records %v", items)
 	}
 }
+
+// TestDrainedWithAnEmptyLog: an uplink over the aggregate and raw logs, with no pipeline
+// (the aggregate log empty), has nothing left once the raw records are sent. Before,
+// Drained said otherwise (its cursor 0 is not past the empty log's last sequence number
+// 0), and every shutdown waited the whole flush_timeout.
+func TestDrainedWithAnEmptyLog(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	st := testStore(t, t.TempDir())
+	defer st.Close()
+	sink := &recSink{}
+	u := testUplink(st, sink)
+	if !u.Drained(map[string]uint64{"agg": 0, "raw": 0}) {
+		t.Error("not drained with nothing ever stored")
+	}
+	appendN(t, st, "raw", rec("sensors/a", 1), rec("sensors/b", 2), rec("devices/c", 3))
+	if u.Drained(map[string]uint64{"agg": 0, "raw": 3}) {
+		t.Error("drained before anything was sent")
+	}
+	stop := run(u)
+	testutil.Eventually(t, 10*time.Second, "the raw records sent, with the aggregate log empty", func() bool {
+		return u.Drained(map[string]uint64{"agg": 0, "raw": 3})
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sink.batches()); n != 2 {
+		t.Errorf("%d batches, want 2", n)
+	}
+}
+
+// TestFlushEndsLinger: a partial batch waits for its linger (an hour here, on a clock
+// that does not move) until Flush, which the gateway calls when it stops; then it goes at
+// once.
+func TestFlushEndsLinger(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	st := testStore(t, t.TempDir())
+	defer st.Close()
+	sink := &recSink{}
+	cfg := config.Uplink{Name: "up", Type: "file", Forward: []string{"#"},
+		Batch: config.Batch{MaxRecords: 100, MaxBytes: 1 << 20, Linger: config.Duration(time.Hour)}}
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	u := New(cfg, "gw", "raw", record.KindRecords, sink, st, clk, slog.New(slog.DiscardHandler))
+	appendN(t, st, "raw", rec("sensors/a", 1))
+	stop := run(u)
+	// The uplink has seen the record and sleeps on its linger.
+	testutil.Eventually(t, 10*time.Second, "the uplink waiting on its linger", func() bool { return clk.Timers() > 0 })
+	if n := len(sink.batches()); n != 0 {
+		t.Fatalf("%d batches sent before the linger", n)
+	}
+	u.Flush()
+	u.Flush() // idempotent
+	testutil.Eventually(t, 10*time.Second, "the partial batch sent after Flush", func() bool { return u.Drained(nil) })
+	appendN(t, st, "raw", rec("sensors/a", 2))
+	testutil.Eventually(t, 10*time.Second, "a later record sent at once too", func() bool { return u.Drained(nil) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sink.batches()); n != 2 {
+		t.Errorf("%d batches, want 2", n)
+	}
+}

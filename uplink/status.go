@@ -32,6 +32,9 @@ type Status struct {
 	Backoffs          uint64 `json:"backoffs"`
 	DeadLetters       uint64 `json:"dead_letters"`
 	DeadLetterRecords uint64 `json:"dead_letter_records"`
+	// DeadLetterOmitted counts dead-lettered records too large for a dead-letter entry:
+	// the log keeps their positions and the error, not their content.
+	DeadLetterOmitted uint64 `json:"dead_letter_omitted"`
 }
 
 func (s *Stats) noteError(err error, now time.Time) {
@@ -48,6 +51,7 @@ func (u *Uplink) Status() Status {
 		Connected: st.Connected.Load(), BackingOff: st.BackoffNow.Load(),
 		Batches: st.Batches.Load(), Records: st.Records.Load(), Errors: st.Errors.Load(),
 		Backoffs: st.Backoffs.Load(), DeadLetters: st.DeadLetters.Load(), DeadLetterRecords: st.DeadLetterRecords.Load(),
+		DeadLetterOmitted: st.DeadLetterOmitted.Load(),
 	}
 	if e, ok := st.LastError.Load().(string); ok {
 		s.LastError = e

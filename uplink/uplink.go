@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,8 @@ type Batch struct {
 	Encoding    string // "" or "gzip" (HTTP's Content-Encoding names)
 	// Items are the records' own JSON, for sinks that send one message per record.
 	Items [][]byte
+	// Seqs are the items' sequence numbers in the log.
+	Seqs []uint64
 }
 
 // Stats of one uplink, read by metrics and /status (Uplink.Status gives a snapshot).
@@ -72,6 +75,7 @@ type Stats struct {
 	Backoffs          atomic.Uint64 // waits after a failed send
 	DeadLetters       atomic.Uint64 // batches refused permanently, kept in the dead-letter log
 	DeadLetterRecords atomic.Uint64 // their records
+	DeadLetterOmitted atomic.Uint64 // of those, records too large to copy (kept by position)
 }
 
 // Source is one log an uplink forwards, with the kind of batch its records make.
@@ -87,19 +91,21 @@ type Source struct {
 // order given (aggregates before raw records), each with its own position, lanes and batch
 // in flight.
 type Uplink struct {
-	name    string
-	gateway string
-	sink    Sink
-	store   *buffer.Store
-	forward []string
-	batch   config.Batch
-	gzip    bool
-	typ     string
-	maxRate int
-	reload  atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
-	clock   clock.Clock
-	lg      *slog.Logger
-	stats   Stats
+	name      string
+	gateway   string
+	sink      Sink
+	store     *buffer.Store
+	forward   []string
+	batch     config.Batch
+	gzip      bool
+	typ       string
+	maxRate   int
+	reload    atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
+	flushing  chan struct{}          // closed by Flush: partial batches go at once
+	flushOnce sync.Once
+	clock     clock.Clock
+	lg        *slog.Logger
+	stats     Stats
 
 	streams     []*stream // owned by Run's goroutine, except the atomics
 	nextBacklog time.Time // the backlog lanes' rate limiter: no backlog batch before this
@@ -135,6 +141,7 @@ func NewMulti(cfg config.Uplink, gateway string, sources []Source, sink Sink, st
 		gzip: cfg.Compression == "gzip", typ: cfg.Type, maxRate: cfg.MaxRate,
 		lg:         lg.With("component", "uplink", "uplink", cfg.Name),
 		MinBackoff: cfg.Backoff.Min.D(), MaxBackoff: cfg.Backoff.Max.D(),
+		flushing: make(chan struct{}),
 	}
 	for _, s := range sources {
 		if s.Topic == nil {
@@ -161,8 +168,10 @@ type Limits struct {
 // cut uses them.
 func (u *Uplink) SetLimits(l Limits) { u.reload.Store(&l) }
 
-// Drained reports whether every source's cursor is past the given sequence numbers (by
-// log; a log not in the map must be fully sent): all of it was acknowledged.
+// Drained reports whether the uplink has nothing left to send up to the given sequence
+// numbers (by log; a log not in the map up to its end): every source's cursor is past
+// them, or no entry is left between the cursor and them (an empty log, entries dropped by
+// the disk budget or retention). Safe to call from any goroutine.
 func (u *Uplink) Drained(upTo map[string]uint64) bool {
 	for _, s := range u.streams {
 		last, ok := upTo[s.Log]
@@ -172,11 +181,36 @@ func (u *Uplink) Drained(upTo map[string]uint64) bool {
 				return false
 			}
 		}
-		if s.position.Load() <= last {
+		from := max(s.position.Load(), 1) // sequence numbers start at 1
+		if from > last {
+			continue
+		}
+		left := false
+		if _, err := u.store.Read(s.Log, from, 1, func(seq uint64, _ []byte) error {
+			left = seq <= last
+			return nil
+		}); err != nil || left {
 			return false
 		}
 	}
 	return true
+}
+
+// Flush makes the uplink send what it holds without waiting for batches to fill: partial
+// batches no longer linger. The gateway calls it when it stops; it cannot be undone.
+func (u *Uplink) Flush() {
+	u.flushOnce.Do(func() { close(u.flushing) })
+}
+
+// linger is how long a partial batch waits for more records: batch.linger, or nothing
+// once Flush was called.
+func (u *Uplink) linger() time.Duration {
+	select {
+	case <-u.flushing:
+		return 0
+	default:
+		return u.batch.Linger.D()
+	}
 }
 
 func (u *Uplink) laneKey(s *stream) string { return "uplink/" + u.name + "/" + s.Log + "/lanes" }
@@ -325,7 +359,7 @@ func (u *Uplink) headDue(now time.Time) bool {
 		if s.seenAt.IsZero() {
 			s.seenAt = now
 		}
-		if !now.Before(s.seenAt.Add(u.batch.Linger.D())) {
+		if !now.Before(s.seenAt.Add(u.linger())) {
 			return true
 		}
 	}
@@ -558,7 +592,7 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 				// Linger counts from when the uplink first saw the batch's first record.
 				s.seenAt = now
 			}
-			if d := s.seenAt.Add(u.batch.Linger.D()); now.Before(d) {
+			if d := s.seenAt.Add(u.linger()); now.Before(d) {
 				if len(bs) == 0 {
 					due = d
 				}
@@ -659,8 +693,8 @@ func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool
 	return nil
 }
 
-// wait returns when a log grows past what was seen (known), the wake time passes, or ctx
-// ends.
+// wait returns when a log grows past what was seen (known), the wake time passes, Flush
+// is called, or ctx ends.
 func (u *Uplink) wait(ctx context.Context, known []uint64, wake time.Time) error {
 	wctx, cancel := context.WithCancel(ctx)
 	woke := make(chan error, len(u.streams))
@@ -673,11 +707,20 @@ func (u *Uplink) wait(ctx context.Context, known []uint64, wake time.Time) error
 		defer t.Stop()
 		timer = t.C()
 	}
+	// Flush ends a linger: wake up for it, unless it came already (a closed channel would
+	// wake every wait).
+	var flush <-chan struct{}
+	select {
+	case <-u.flushing:
+	default:
+		flush = u.flushing
+	}
 	pending := len(u.streams)
 	var err error
 	select {
 	case <-ctx.Done():
 		err = ctx.Err()
+	case <-flush:
 	case <-timer:
 	case err = <-woke:
 		pending--
@@ -774,6 +817,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 	head = head[:len(head)-2] // without "]}"
 	buf := make([]byte, len(head), 4096)
 	var spans [][2]int
+	var seqs []uint64
 	var end uint64
 	found := false
 	_, err = u.store.Read(s.Log, first, 0, func(seq uint64, v []byte) error {
@@ -790,6 +834,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 				buf = append(buf, ',')
 			}
 			spans = append(spans, [2]int{len(buf), len(buf) + len(v)})
+			seqs = append(seqs, seq)
 			buf = append(buf, v...)
 		}
 		if !exact && len(spans) >= u.batch.MaxRecords {
@@ -809,7 +854,7 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 	if !found {
 		return nil, full, nil
 	}
-	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(spans)}
+	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(spans), Seqs: seqs}
 	b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
 	copy(buf, record.AppendBatch(head[:0], u.gateway, b.ID, s.Kind, nil)[:len(head)])
 	buf = append(buf, "]}"...)

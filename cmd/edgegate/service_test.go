@@ -46,6 +46,7 @@ type daemon struct {
 	stderr   *syncBuffer
 	exited   chan struct{}
 	exitCode int
+	edit     func(config string) string // rewrites the config before it is written
 }
 
 type syncBuffer struct {
@@ -144,9 +145,13 @@ ops:
   clock: {mode: trust}   # test machines often run no NTP daemon (the kernel says unsynchronised)
 %s`
 
-// writeDaemonConfig writes the config; extra is appended (more routes, say).
+// writeDaemonConfig writes the config; extra is appended (more routes, say), then the
+// daemon's edit, if any, rewrites it.
 func (d *daemon) writeConfig(maxRecords int, extra string) {
 	y := fmt.Sprintf(daemonConfig, filepath.Join(d.dir, "data"), d.broker, filepath.Join(d.dir, "uplink.jsonl"), maxRecords, d.opsAddr, extra)
+	if d.edit != nil {
+		y = d.edit(y)
+	}
 	if err := os.WriteFile(d.cfg, []byte(y), 0o644); err != nil {
 		d.t.Fatal(err)
 	}
@@ -156,8 +161,14 @@ func (d *daemon) writeConfig(maxRecords int, extra string) {
 // watchdog (none when 0).
 func startDaemon(t *testing.T, watchdog time.Duration) *daemon {
 	t.Helper()
+	return startDaemonWith(t, watchdog, nil)
+}
+
+// startDaemonWith is startDaemon with the config rewritten by edit (nil: as is).
+func startDaemonWith(t *testing.T, watchdog time.Duration, edit func(config string) string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), broker: testutil.FreeAddr(t), opsAddr: testutil.FreeAddr(t),
-		notify: newNotifySocket(t), stderr: &syncBuffer{}, exited: make(chan struct{})}
+		notify: newNotifySocket(t), stderr: &syncBuffer{}, exited: make(chan struct{}), edit: edit}
 	d.cfg = filepath.Join(d.dir, "edgegate.yaml")
 	d.writeConfig(500, "")
 	d.cmd = testutil.SelfCommand("run", "-c", d.cfg)

@@ -55,6 +55,12 @@ type Uplink struct {
 	Backoff Backoff  `yaml:"backoff"`
 }
 
+// MaxBatchBytes caps batch.max_bytes: a batch the upstream refuses for good is kept in the
+// buffer's dead-letter log, whole in one entry when it fits in a store value
+// (buffer.MaxValueSize, about 549 KiB with the store's 4 MiB memtables, less the entry's
+// header; uplink's TestDeadLetterAtTheCap checks the margin).
+const MaxBatchBytes = 512 << 10
+
 // Batch bounds one uplink message.
 type Batch struct {
 	MaxRecords int      `yaml:"max_records"`
@@ -156,8 +162,8 @@ func (c *Config) validateUplinks(v *validator) {
 		if b.MaxRecords < 1 || b.MaxRecords > 10000 {
 			v.at(p+".batch.max_records", "%s.batch.max_records %d: expected 1 to 10000", p, b.MaxRecords)
 		}
-		if b.MaxBytes < 1024 || b.MaxBytes > 16<<20 {
-			v.at(p+".batch.max_bytes", "%s.batch.max_bytes %s: expected 1KiB to 16MiB", p, b.MaxBytes)
+		if b.MaxBytes < 1024 || b.MaxBytes > MaxBatchBytes {
+			v.at(p+".batch.max_bytes", "%s.batch.max_bytes %s: expected 1KiB to %s (a refused batch is kept whole in one buffer entry)", p, b.MaxBytes, ByteSize(MaxBatchBytes))
 		}
 		if b.Linger.D() > time.Hour {
 			v.at(p+".batch.linger", "%s.batch.linger %s: at most 1h", p, b.Linger)
