@@ -130,8 +130,12 @@ func cmdReplay(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var parts []string
 	for i, c := range rp.Counters() {
-		parts = append(parts, fmt.Sprintf("%s: %d records, %d panes, %d too late", specs[i].Name, c.Records,
-			c.Panes[pipeline.Early]+c.Panes[pipeline.OnTime]+c.Panes[pipeline.Late], c.TooLate))
+		part := fmt.Sprintf("%s: %d records, %d panes, %d too late", specs[i].Name, c.Records,
+			c.Panes[pipeline.Early]+c.Panes[pipeline.OnTime]+c.Panes[pipeline.Late], c.TooLate)
+		if c.Oversized > 0 { // as the daemon does (edgegate_pipeline_dropped_total{reason="oversized"})
+			part += fmt.Sprintf(", %d too large to aggregate", c.Oversized)
+		}
+		parts = append(parts, part)
 	}
 	read := fmt.Sprintf("%d lines", records)
 	if batches > 0 {

@@ -137,6 +137,29 @@ func TestReplayBatches(t *testing.T) {
 	}
 }
 
+// TestReplayCountsOversized: a record whose window state could never be committed (a 2 KB
+// series in a 1000-window sliding pipeline) is dropped from aggregation by replay as by the
+// daemon, and the summary says so.
+func TestReplayCountsOversized(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "slide.yaml")
+	if err := os.WriteFile(cfg, []byte(`gateway: {id: gw, data_dir: "`+dir+`"}
+pipelines:
+  - name: slide
+    input: "#"
+    window: {type: sliding, size: 1000s, every: 1s}
+    aggregates: [count]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := `{"topic":"t","series":"k","ts":"2026-11-26T12:00:00Z","value":1}` + "\n" +
+		`{"topic":"t","series":"` + strings.Repeat("x", 2000) + `","ts":"2026-11-26T12:00:01Z","value":2}` + "\n"
+	code, _, errs := runCLI(in, "replay", "-c", cfg)
+	if code != exitOK || !strings.Contains(errs, "slide: 1 records, ") || !strings.Contains(errs, "1 too large to aggregate") {
+		t.Fatalf("exit %d, summary %q", code, errs)
+	}
+}
+
 func ms(t *testing.T, s string) int64 {
 	t.Helper()
 	var in pipeline.Input
