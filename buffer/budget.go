@@ -124,10 +124,8 @@ func (s *Store) admit(work []*request) []*request {
 			kept = append(kept, r)
 			continue
 		}
-		n := uint64(r.stored)
-		s.stats.Rejected.Add(n)
-		s.stats.RejectedAppends.Add(1)
-		s.addLogCounter(&s.stats.rejectedBy, r.log, n)
+		n := uint64(r.stored + r.pending)
+		s.countRejected(r, n)
 		var why string
 		if used+logical > capacity {
 			why = fmt.Sprintf("buffered records and dedup ids take %d of %d bytes (%s, less Badger's working space)", used, capacity, s.limitName())
@@ -138,6 +136,14 @@ func (s *Store) admit(work []*request) []*request {
 		s.fail(r, fmt.Errorf("%w: %s", ErrFull, why))
 	}
 	return kept
+}
+
+// countRejected counts an append refused with ErrFull, n of whose entries would have been
+// stored.
+func (s *Store) countRejected(r *request, n uint64) {
+	s.stats.Rejected.Add(n)
+	s.stats.RejectedAppends.Add(1)
+	s.addLogCounter(&s.stats.rejectedBy, r.log, n)
 }
 
 func (s *Store) limitName() string {

@@ -154,6 +154,7 @@ type Store struct {
 
 	// Owned by the writer goroutine.
 	dedup      *idCache
+	group      uint64        // the number of the write group being applied (dedup cache)
 	filter     *idFilter     // nil without dedup
 	filterDone chan struct{} // closed when loadFilter returns
 	witness    *witness
