@@ -74,7 +74,8 @@ func (s *Store) limits() (capacity, guard int64, ok bool) {
 	return max(0, guard-s.tuning.floor), guard, ok
 }
 
-// logical is what the policy counts: every log's keys and values, and the dedup ids.
+// logical is what the policy counts: every log's keys and values, the dedup ids and the
+// records of arrivals.
 func (s *Store) logical() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -82,7 +83,7 @@ func (s *Store) logical() int64 {
 	for _, ls := range s.logs {
 		n += ls.bytes.Load()
 	}
-	return n + s.dedupKeys.Load()*dedupKeyCost
+	return n + s.dedupKeys.Load()*dedupKeyCost + s.arrivalCount.Load()*arrivalKeyCost
 }
 
 // admit applies the budget to a group of prepared requests and returns those to commit.

@@ -78,6 +78,7 @@ func (s *Store) MaintainOnce(ctx context.Context) error {
 			}
 		}
 	}
+	s.sweepArrivals()
 	// The writer measures the directory while data comes in; when none does, compactions
 	// still change it: measure here too, so DiskBytes is never older than a round.
 	if du, err := DirBytes(s.opts.Dir); err == nil {

@@ -43,6 +43,7 @@ type request struct {
 	// reqAppend: entries to append to log.
 	log     string
 	entries []Entry
+	extra   []write // written with the entries (arrivals.go)
 	results []Result
 	// reqUpdate
 	tx *Tx
@@ -565,6 +566,9 @@ func (s *Store) prepare(r *request, i int, rd *groupReader) error {
 			}
 		}
 		return nil
+	}
+	for _, w := range r.extra {
+		add(w)
 	}
 	var ls *logState // looked up at the first entry stored: dups alone create no log
 	var d *logDelta
