@@ -3,6 +3,8 @@ package buffer
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +96,40 @@ func TestDupOfRefusedAppendIsRefused(t *testing.T) {
 			res, err := s.Append(bg, "raw", []Entry{reading})
 			if err != nil || res[0].Dup {
 				t.Fatalf("with room: %+v, %v; want the reading stored", res, err)
+			}
+		})
+	}
+}
+
+// Item 1, the guard on the measured size, which refuses under either policy: the store's
+// files take more room than its data says (here another file in its directory), and the
+// first copy does not fit beside them.
+func TestDupOfGuardedAppendIsRefused(t *testing.T) {
+	for _, onFull := range []OnFull{Reject, DropOldest} {
+		t.Run(string(onFull), func(t *testing.T) {
+			dir := t.TempDir()
+			opts, _ := tinyBudget(dir, onFull, 4<<20)
+			s := open(t, dir, opts)
+			_, guard, _ := s.limits()
+			du, err := DirBytes(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			junk := make([]byte, guard-du-30_000)
+			if err := os.WriteFile(filepath.Join(dir, "junk"), junk, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s.usage.at = time.Time{} // measure at the next append
+			reading := Entry{ID: "dev-1:0002", Value: []byte(strings.Repeat("x", 60_000))}
+			send := func() *Pending { return s.AppendAsync(bg, "raw", []Entry{reading}) }
+			ps := inOneGroup(t, s, send, send)
+			for i, p := range ps {
+				if res, err := p.Wait(); !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "guard") {
+					t.Errorf("copy %d of the reading: results %+v, error %v; want the guard's ErrFull like the first copy", i+1, res, err)
+				}
+			}
+			if st := s.Stats(); st.Rejected.Load() != 2 || st.DedupHits.Load() != 0 {
+				t.Errorf("rejected %d, dedup hits %d; want 2, 0", st.Rejected.Load(), st.DedupHits.Load())
 			}
 		})
 	}
