@@ -96,24 +96,27 @@ func (h *IngestHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // recorded by the store under its client, packet id and payload, and a resend of it gets
 // its first arrival (buffer.Store.Arrive): readings stamped on arrival then get the ids they
 // were stored with, and the id dedup drops the resend, with or without the DUP flag.
-func (h *IngestHook) arrive(cl *mqtt.Client, pk packets.Packet) (time.Time, buffer.Arrival) {
+func (h *IngestHook) arrive(cl *mqtt.Client, pk *packets.Packet) (time.Time, buffer.Arrival) {
 	now := h.clock.Now()
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return now, buffer.Arrival{}
 	}
-	p := buffer.Publish{
-		Client: cl.ID, PacketID: pk.PacketID, Payload: pk.Payload, Dup: pk.FixedHeader.Dup,
-		Resumed: !cl.Properties.Clean,
-	}
 	// How long the session outlives the connection, as mochi keeps it (an MQTT 5 expiry is
 	// capped by the broker's maximum at CONNACK).
+	var keep time.Duration
 	switch {
 	case cl.Properties.ProtocolVersion == 5:
-		p.Keep = time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second
+		keep = time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second
 	case !cl.Properties.Clean && h.Opts != nil && h.Opts.Capabilities != nil:
-		p.Keep = time.Duration(h.Opts.Capabilities.MaximumSessionExpiryInterval) * time.Second
+		keep = time.Duration(h.Opts.Capabilities.MaximumSessionExpiryInterval) * time.Second
 	}
-	a := h.store.Arrive(p, now)
+	if cl.Properties.Clean && keep == 0 {
+		return now, buffer.Arrival{} // a clean session that ends with the connection
+	}
+	a := h.store.Arrive(buffer.Publish{
+		Client: cl.ID, PacketID: pk.PacketID, Payload: pk.Payload, Dup: pk.FixedHeader.Dup,
+		Resumed: !cl.Properties.Clean, Keep: keep,
+	}, now)
 	return a.At, a
 }
 
@@ -134,14 +137,14 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// Retained messages take this path so the guard's count of retained topics is
 		// exact when the next publish is checked.
 		h.acks.idle(cl)
-		now, arr := h.arrive(cl, pk)
+		now, arr := h.arrive(cl, &pk)
 		h.sources.begin()
 		oc, err := h.ingest(h.ctx, SourceMQTT, pk.TopicName, pk.Payload, now, arr)
 		h.sources.done(SourceMQTT, oc)
 		return pk, h.refuse(cl, pk, err, h.acks)
 	}
 
-	now, arr := h.arrive(cl, pk)
+	now, arr := h.arrive(cl, &pk)
 	h.sources.begin()
 	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload, now)
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
