@@ -74,7 +74,8 @@ func (s *Store) limits() (capacity, guard int64, ok bool) {
 	return max(0, guard-s.tuning.floor), guard, ok
 }
 
-// logical is what the policy counts: every log's keys and values, and the dedup ids.
+// logical is what the policy counts: every log's keys and values, the dedup ids and the
+// records of arrivals.
 func (s *Store) logical() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -82,7 +83,7 @@ func (s *Store) logical() int64 {
 	for _, ls := range s.logs {
 		n += ls.bytes.Load()
 	}
-	return n + s.dedupKeys.Load()*dedupKeyCost
+	return n + s.dedupKeys.Load()*dedupKeyCost + s.arrivalCount.Load()*arrivalKeyCost
 }
 
 // admit applies the budget to a group of prepared requests and returns those to commit.
@@ -124,10 +125,8 @@ func (s *Store) admit(work []*request) []*request {
 			kept = append(kept, r)
 			continue
 		}
-		n := uint64(r.stored)
-		s.stats.Rejected.Add(n)
-		s.stats.RejectedAppends.Add(1)
-		s.addLogCounter(&s.stats.rejectedBy, r.log, n)
+		n := uint64(r.stored + r.pending)
+		s.countRejected(r, n)
 		var why string
 		if used+logical > capacity {
 			why = fmt.Sprintf("buffered records and dedup ids take %d of %d bytes (%s, less Badger's working space)", used, capacity, s.limitName())
@@ -138,6 +137,14 @@ func (s *Store) admit(work []*request) []*request {
 		s.fail(r, fmt.Errorf("%w: %s", ErrFull, why))
 	}
 	return kept
+}
+
+// countRejected counts an append refused with ErrFull, n of whose entries would have been
+// stored.
+func (s *Store) countRejected(r *request, n uint64) {
+	s.stats.Rejected.Add(n)
+	s.stats.RejectedAppends.Add(1)
+	s.addLogCounter(&s.stats.rejectedBy, r.log, n)
 }
 
 func (s *Store) limitName() string {

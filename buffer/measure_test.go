@@ -41,9 +41,9 @@ func TestMeasureBudgetAtScale(t *testing.T) {
 			live += l.Count
 			bytes += l.Bytes
 		}
-		fmt.Printf("%s: %d readings offered in %v; kept %d (%.1f MiB logical), dropped %d, refused %d (guard %d), dedup ids %d (+%d in memory only); peak %.1f MiB = %.3f of max_bytes; final %.1f MiB\n",
+		fmt.Printf("%s: %d readings offered in %v; kept %d (%.1f MiB logical), dropped %d, refused %d (guard %d), dedup ids %d (%d older ones forgotten); peak %.1f MiB = %.3f of max_bytes; final %.1f MiB\n",
 			onFull, res.offered, time.Since(start).Round(time.Second), live, float64(bytes)/(1<<20), st.Dropped.Load(), st.Rejected.Load(), st.Guarded.Load(),
-			s.DedupIDs(), st.DedupSkipped.Load(), float64(peak)/(1<<20), float64(peak)/float64(opts.MaxBytes), float64(st.DiskBytes.Load())/(1<<20))
+			s.DedupIDs(), st.DedupEvicted.Load(), float64(peak)/(1<<20), float64(peak)/float64(opts.MaxBytes), float64(st.DiskBytes.Load())/(1<<20))
 		if peak > opts.MaxBytes {
 			t.Errorf("%s: peak %d over max_bytes %d", onFull, peak, opts.MaxBytes)
 		}

@@ -30,9 +30,12 @@ type Stats struct {
 	Guarded atomic.Uint64
 	// RejectedAppends counts the Append calls refused with ErrFull (one per MQTT message).
 	RejectedAppends atomic.Uint64
-	// DedupSkipped counts ids remembered in memory only because the index was at its share
-	// of the capacity.
-	DedupSkipped atomic.Uint64
+	// DedupEvicted counts ids forgotten before their TTL: the oldest, deleted to keep the
+	// dedup index within its share of the capacity.
+	DedupEvicted atomic.Uint64
+	// Resends counts publishes recognised as resends by their client, packet id and payload
+	// (Store.Arrive): given the arrival time of the first copy, hence its ids.
+	Resends atomic.Uint64
 	// DedupLookups counts the ids looked up in the dedup index on disk: those the cache
 	// and the filter of ids never stored could not answer.
 	DedupLookups atomic.Uint64

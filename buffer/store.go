@@ -154,6 +154,7 @@ type Store struct {
 
 	// Owned by the writer goroutine.
 	dedup      *idCache
+	group      uint64        // the number of the write group being applied (dedup cache)
 	filter     *idFilter     // nil without dedup
 	filterDone chan struct{} // closed when loadFilter returns
 	witness    *witness
@@ -173,6 +174,9 @@ type Store struct {
 
 	dedupKeys atomic.Int64 // estimated dedup ids on disk (see boundDedup)
 	dedupCap  atomic.Int64 // ids the index may hold, set with the capacity; 0 no cap
+
+	arrivals     *arrivalTable // arrivals.go
+	arrivalCount atomic.Int64  // records in arrivals, for the budget
 
 	lost        []Loss
 	stats       Stats
@@ -250,6 +254,7 @@ func Open(opts Options) (s *Store, err error) {
 		consumers: make(map[string][]string),
 		precious:  make(map[string]bool),
 		dedup:     newIDCache(opts.DedupCacheSize),
+		arrivals:  newArrivalTable(),
 		highs:     make(map[string]uint64),
 		tuning:    newTuning(opts.memTableSize),
 		bulkKind:  'a',
@@ -313,6 +318,9 @@ func Open(opts Options) (s *Store, err error) {
 		close(s.done)
 		s.closed.Store(true)
 		return s, nil
+	}
+	if err := s.loadArrivals(); err != nil {
+		return nil, err
 	}
 	if s.wal, err = newWALSyncer(opts.Dir); err != nil {
 		return nil, err
@@ -453,6 +461,12 @@ func (s *Store) Append(ctx context.Context, log string, entries []Entry) ([]Resu
 // are applied in that order, so a caller can pipeline several and still acknowledge them
 // in order. Once queued, an append completes even if ctx ends.
 func (s *Store) AppendAsync(ctx context.Context, log string, entries []Entry) *Pending {
+	return s.appendAsync(ctx, log, entries, nil)
+}
+
+// appendAsync is AppendAsync with writes to make in the same transaction as the entries
+// (an arrival's record, arrivals.go).
+func (s *Store) appendAsync(ctx context.Context, log string, entries []Entry, extra []write) *Pending {
 	if err := checkName(log); err != nil {
 		return &Pending{err: err}
 	}
@@ -461,7 +475,7 @@ func (s *Store) AppendAsync(ctx context.Context, log string, entries []Entry) *P
 			return &Pending{err: fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(e.Value), s.tuning.maxValue)}
 		}
 	}
-	r := &request{kind: reqAppend, log: log, entries: entries, done: make(chan struct{})}
+	r := &request{kind: reqAppend, log: log, entries: entries, extra: extra, done: make(chan struct{})}
 	if err := s.enqueue(ctx, r); err != nil {
 		return &Pending{err: err}
 	}

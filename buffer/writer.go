@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,9 +17,10 @@ const dropChunk = 2000
 type reqKind uint8
 
 const (
-	reqAppend reqKind = iota // the ingest path: subject to the budget policy
-	reqUpdate                // an atomic Tx: never refused for room
-	reqDrop                  // delete entries of a log below a sequence number
+	reqAppend  reqKind = iota // the ingest path: subject to the budget policy
+	reqUpdate                 // an atomic Tx: never refused for room
+	reqDrop                   // delete entries of a log below a sequence number
+	reqDropIDs                // delete the oldest ids of a dedup bucket (boundDedup)
 )
 
 // dropReason says why entries were deleted; each has its own counter.
@@ -41,6 +43,7 @@ type request struct {
 	// reqAppend: entries to append to log.
 	log     string
 	entries []Entry
+	extra   []write // written with the entries (arrivals.go)
 	results []Result
 	// reqUpdate
 	tx *Tx
@@ -50,6 +53,10 @@ type request struct {
 	reason  dropReason
 	dropped int
 	more    bool
+	// reqDropIDs: the bucket, the expiry below which its ids go (in below), and where the
+	// next chunk starts (the key after the last one read; nil: the bucket's start).
+	bucket int64
+	from   []byte
 
 	err  error
 	done chan struct{}
@@ -58,18 +65,26 @@ type request struct {
 	writes []write
 	size   int64                   // bytes staged: what it adds to the directory, roughly
 	stored int                     // entries appended (for stats)
+	hits   int                     // entries not stored: duplicates (counted once released)
 	ids    []string                // dedup hashes added to the cache, undone on failure
 	deltas map[*logState]*logDelta // per log: what this request changes
-	dedups int64                   // dedup keys written
+	dedups int64                   // dedup keys written (deleted: negative)
+	// after lists the requests of the group (by index) that added ids this one repeats:
+	// they are not committed yet, so this request shares their fate (see prepare).
+	after   []int32
+	pending int // entries that repeat such ids
 }
 
 // logDelta is what a request or a transaction changes in one log.
 type logDelta struct {
-	last    uint64 // last sequence number assigned; 0 none
-	count   int64
-	bytes   int64
-	first   uint64 // new first live sequence number (drops); 0 unchanged
-	indexed bool   // a time-index key was written
+	last  uint64 // last sequence number assigned; 0 none
+	count int64
+	bytes int64
+	first uint64 // new first live sequence number (drops); 0 unchanged
+	// Appends: the first sequence number assigned, and when (unix ms, the store's clock):
+	// the time-index key the writer may stage with them (stageIndex).
+	from uint64
+	at   int64
 }
 
 func (r *request) delta(ls *logState) *logDelta {
@@ -224,18 +239,23 @@ func (s *Store) apply(group []*request) {
 		}
 		return
 	}
+	s.group++
 	var ok, work []*request
 	rd := groupReader{db: s.db}
-	for _, r := range group {
-		if r.kind == reqDrop {
-			if err := s.execDrop(r); err != nil {
+	for i, r := range group {
+		if r.kind == reqDrop || r.kind == reqDropIDs {
+			exec := s.execDrop
+			if r.kind == reqDropIDs {
+				exec = s.execDropIDs
+			}
+			if err := exec(r); err != nil {
 				s.fail(r, err)
 				continue
 			}
 			ok = append(ok, r)
 			continue
 		}
-		if err := s.prepare(r, &rd); err != nil {
+		if err := s.prepare(r, i, &rd); err != nil {
 			s.fail(r, err)
 			continue
 		}
@@ -250,6 +270,7 @@ func (s *Store) apply(group []*request) {
 		txn       *badger.Txn
 		inTxn     []*request
 		size, cnt int64
+		index     txnIndex
 	)
 	commit := func() {
 		if txn == nil {
@@ -261,12 +282,15 @@ func (s *Store) apply(group []*request) {
 				s.fail(r, err)
 			}
 		} else {
+			index.committed()
 			ok = append(ok, inTxn...)
 		}
 		txn, inTxn, size, cnt = nil, inTxn[:0:0], 0, 0
+		index.reset()
 	}
 	for _, r := range work {
-		n := int64(len(r.writes)) + int64(len(r.deltas)) + 1
+		// The meta key and a time-index key per log besides the request's own writes.
+		n := int64(len(r.writes)) + 2*int64(len(r.deltas)) + 1
 		if r.size >= maxSize || n >= maxCount {
 			s.fail(r, fmt.Errorf("%w: %d writes, %d bytes", ErrTooLarge, n, r.size))
 			continue
@@ -274,10 +298,23 @@ func (s *Store) apply(group []*request) {
 		if size+r.size >= maxSize || cnt+n >= maxCount {
 			commit()
 		}
+		// Known now: the requests r repeats ids of were committed, failed, or are in this
+		// transaction (r then shares its outcome).
+		if err := r.failedBefore(group); err != nil {
+			if errors.Is(err, ErrFull) {
+				s.countRejected(r, uint64(r.stored+r.pending))
+			}
+			s.fail(r, err)
+			continue
+		}
 		if txn == nil {
 			txn = s.db.NewTransaction(true)
 		}
-		if err := stage(txn, r.writes); err != nil {
+		err := stage(txn, r.writes)
+		if err == nil {
+			err = index.stage(txn, r)
+		}
+		if err != nil {
 			// Cannot happen with the size accounting above; if it does, this txn may hold
 			// part of r, so the whole txn is discarded rather than committed half-done.
 			txn.Discard()
@@ -286,6 +323,7 @@ func (s *Store) apply(group []*request) {
 				s.fail(o, err)
 			}
 			txn, inTxn, size, cnt = nil, inTxn[:0:0], 0, 0
+			index.reset()
 			continue
 		}
 		inTxn = append(inTxn, r)
@@ -324,6 +362,9 @@ func (s *Store) release(ok []*request) {
 	}
 	for _, r := range ok {
 		s.stats.Appended.Add(uint64(r.stored))
+		if r.hits > 0 {
+			s.stats.DedupHits.Add(uint64(r.hits))
+		}
 		for ls, d := range r.deltas {
 			if d.last > 0 {
 				s.published(ls, d.last)
@@ -385,14 +426,13 @@ func (s *Store) commitTxn(txn *badger.Txn, reqs []*request) error {
 			return fmt.Errorf("buffer: stage meta of log %q: %w", ls.name, err)
 		}
 	}
-	if dedups > 0 {
-		if err := txn.Set(dedupCountKey, u64(uint64(s.dedupKeys.Load()+dedups))); err != nil {
+	if dedups != 0 {
+		if err := txn.Set(dedupCountKey, u64(uint64(max(0, s.dedupKeys.Load()+dedups)))); err != nil {
 			txn.Discard()
 			return fmt.Errorf("buffer: stage dedup count: %w", err)
 		}
 	}
 	if err := txn.Commit(); err != nil {
-		// The caller fails every request, which also forgets their time-index keys.
 		return fmt.Errorf("buffer: commit: %w", err)
 	}
 	for ls, t := range total {
@@ -411,21 +451,86 @@ func (s *Store) fail(r *request, err error) {
 	for _, h := range r.ids {
 		s.dedup.remove(h)
 	}
-	for ls, d := range r.deltas {
-		if d.indexed {
-			ls.indexedAt = 0 // write a time-index key again with the next append
-		}
-	}
 	r.err = err
 	r.results = nil
 	close(r.done)
 }
 
-// prepare turns a request into Badger writes: it assigns sequence numbers and checks ids
-// against the dedup index. It runs once per request.
-func (s *Store) prepare(r *request, rd *groupReader) error {
+// failedBefore returns the error r fails with because a request it repeats ids of failed
+// (nil if none did). A duplicate shares the fate of its original: reported as a duplicate
+// it would be acknowledged though nothing was stored. It fails with the same error, so a
+// full buffer refuses both; but not as ErrTooLarge, which says that sending it again cannot
+// help: the original was too large, not this one, and sent again it is fresh (the original's
+// ids left the cache when it failed).
+func (r *request) failedBefore(group []*request) error {
+	for _, i := range r.after {
+		o := group[i]
+		if o.err == nil {
+			continue
+		}
+		if errors.Is(o.err, ErrTooLarge) {
+			return fmt.Errorf("buffer: %d entries repeat ids of an append that failed (%v): send them again", r.pending, o.err)
+		}
+		return o.err
+	}
+	return nil
+}
+
+// txnIndex stages the time-index keys of one transaction: a key for the first entry a log
+// gets in each minute. It is decided when the entries are staged, not when they are
+// prepared, so that every committed entry is dated by a key of its own minute whichever
+// requests of its group fail (a key prepared with a request that then failed left the
+// entries after it dated by an older key, and the retention deleted them early).
+type txnIndex struct {
+	minutes map[*logState]int64 // per log: the minute of the last key staged in this txn
+}
+
+// stage adds the time-index keys r's appends need to txn.
+func (x *txnIndex) stage(txn *badger.Txn, r *request) error {
+	for ls, d := range r.deltas {
+		if d.from == 0 {
+			continue
+		}
+		minute := floorDiv(d.at, 60_000)
+		last, ok := x.minutes[ls]
+		if !ok {
+			last = ls.indexedAt
+		}
+		if minute == last {
+			continue
+		}
+		if err := txn.Set(timeKey(ls.name, d.from), u64(uint64(d.at))); err != nil {
+			return err
+		}
+		if x.minutes == nil {
+			x.minutes = map[*logState]int64{}
+		}
+		x.minutes[ls] = minute
+	}
+	return nil
+}
+
+// committed records the keys of a committed transaction as written.
+func (x *txnIndex) committed() {
+	for ls, m := range x.minutes {
+		ls.indexedAt = m
+	}
+}
+
+func (x *txnIndex) reset() { clear(x.minutes) }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// prepare turns request i of the group into Badger writes: it assigns sequence numbers and
+// checks ids against the dedup index. It runs once per request.
+func (s *Store) prepare(r *request, i int, rd *groupReader) error {
 	now := s.opts.Clock.Now()
-	minute := now.Unix() / 60
 	add := func(w write) {
 		r.writes = append(r.writes, w)
 		r.size += int64(len(w.key)+len(w.value)) + 16
@@ -433,15 +538,14 @@ func (s *Store) prepare(r *request, rd *groupReader) error {
 	appendTo := func(ls *logState, d *logDelta, value []byte) uint64 {
 		seq := ls.next
 		ls.next++
+		if d.from == 0 {
+			d.from, d.at = seq, now.UnixMilli()
+			r.size += int64(len(ls.name)+11+8) + 16 // the time-index key the writer may stage
+		}
 		d.last = seq
 		d.count++
 		d.bytes += entrySize(ls.name, len(value))
 		r.stored++
-		if minute != ls.indexedAt {
-			ls.indexedAt = minute
-			d.indexed = true
-			add(write{key: timeKey(ls.name, seq), value: u64(uint64(now.UnixMilli()))})
-		}
 		add(write{key: s.logKey(ls.name, seq), value: value})
 		return seq
 	}
@@ -463,35 +567,42 @@ func (s *Store) prepare(r *request, rd *groupReader) error {
 		}
 		return nil
 	}
+	for _, w := range r.extra {
+		add(w)
+	}
 	var ls *logState // looked up at the first entry stored: dups alone create no log
 	var d *logDelta
 	exp := now.Add(s.opts.DedupTTL).UnixMilli() // of the ids stored by this request
 	r.results = make([]Result, len(r.entries))
-	for i, e := range r.entries {
+	for k, e := range r.entries {
 		if e.ID != "" && s.opts.DedupTTL > 0 {
 			h := dedupHash(e.ID)
-			dup, err := s.seen(rd, h, now)
+			dup, by, err := s.seen(rd, h, now)
 			if err != nil {
 				return err
 			}
 			if dup {
-				r.results[i].Dup = true
-				s.stats.DedupHits.Add(1)
+				r.results[k].Dup = true
+				r.hits++
+				if by >= 0 && by != int32(i) {
+					// Added by an earlier request of this group: committed with it or not
+					// at all (apply).
+					r.pending++
+					if len(r.after) == 0 || r.after[len(r.after)-1] != by {
+						r.after = append(r.after, by)
+					}
+				}
 				continue
 			}
-			s.dedup.add(h, exp)
+			// Always written, the newest ids above all: at its cap the index forgets its
+			// oldest (Maintain), never a resend's original.
+			s.dedup.add(h, exp, s.group, i)
 			r.ids = append(r.ids, h)
-			if c := s.dedupCap.Load(); c > 0 && s.dedupKeys.Load()+r.dedups >= c {
-				// The index is at its share of the budget until Maintain evicts the
-				// oldest ids: remember this one in memory only.
-				s.stats.DedupSkipped.Add(1)
-			} else {
-				r.dedups++
-				end := dedupBucketEnd(exp, s.dedupWidth)
-				s.noteDedupEnd(end)
-				add(write{key: dedupKey(end, h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
-				s.filter.add(h, exp, now.UnixMilli())
-			}
+			r.dedups++
+			end := dedupBucketEnd(exp, s.dedupWidth)
+			s.noteDedupEnd(end)
+			add(write{key: dedupKey(end, h), value: u64(uint64(exp)), ttl: s.opts.DedupTTL})
+			s.filter.add(h, exp, now.UnixMilli())
 		}
 		if d == nil {
 			var err error
@@ -500,7 +611,7 @@ func (s *Store) prepare(r *request, rd *groupReader) error {
 			}
 			d = r.delta(ls)
 		}
-		r.results[i].Seq = appendTo(ls, d, e.Value)
+		r.results[k].Seq = appendTo(ls, d, e.Value)
 	}
 	return nil
 }
@@ -516,25 +627,30 @@ func (r *request) logical() int64 {
 
 // seen reports whether the id hashed to h is in the dedup index and not expired on the
 // store's clock: the in-memory cache first, then the filter of ids never stored, then
-// Badger. (Badger's own TTL, on the system clock, only garbage-collects the keys.)
-func (s *Store) seen(rd *groupReader, h string, now time.Time) (bool, error) {
+// Badger. (Badger's own TTL, on the system clock, only garbage-collects the keys.) by is
+// the index in the group of the request that added the id when that was in this group
+// (not committed yet), else -1.
+func (s *Store) seen(rd *groupReader, h string, now time.Time) (dup bool, by int32, err error) {
 	ms := now.UnixMilli()
-	if exp, ok := s.dedup.get(h); ok {
-		if ms < exp {
-			return true, nil
+	if c, ok := s.dedup.get(h); ok {
+		if ms < c.exp {
+			if c.group == s.group {
+				return true, c.req, nil
+			}
+			return true, -1, nil
 		}
 		s.dedup.remove(h)
 	}
 	lo, hi, maybe := s.filter.expiries(h, ms)
 	if !maybe {
-		return false, nil
+		return false, -1, nil
 	}
 	s.stats.DedupLookups.Add(1)
 	exp, found, err := s.lookupDedup(rd.txn(), h, ms, lo, hi)
 	if err != nil {
-		return false, fmt.Errorf("buffer: dedup lookup: %w", err)
+		return false, -1, fmt.Errorf("buffer: dedup lookup: %w", err)
 	}
-	return found && ms < exp, nil
+	return found && ms < exp, -1, nil
 }
 
 // groupReader is one read transaction for a group's dedup lookups, begun at the first one.

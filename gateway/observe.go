@@ -30,6 +30,8 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_dedup_hits_total", Type: ops.Counter, Help: "Records dropped because their id was seen within the dedup TTL."},
 	{Name: "edgegate_dedup_lookups_total", Type: ops.Counter, Help: "Record ids looked up in the dedup index on disk: those the in-memory cache and filter could not answer."},
 	{Name: "edgegate_dedup_filter_bytes", Type: ops.Gauge, Help: "Memory taken by the in-memory filter of stored record ids."},
+	{Name: "edgegate_dedup_evicted_total", Type: ops.Counter, Help: "Record ids forgotten before the dedup TTL: the oldest, to keep the index within its share of the buffer."},
+	{Name: "edgegate_dedup_resends_total", Type: ops.Counter, Help: "Publishes recognised as resends by client, packet id and payload, and given the arrival time of their first copy."},
 	{Name: "edgegate_buffer_bytes", Type: ops.Gauge, Help: "Bytes the buffer's store takes on disk."},
 	{Name: "edgegate_buffer_budget_bytes", Type: ops.Gauge, Help: "The buffer's disk budget (buffer.max_bytes)."},
 	{Name: "edgegate_buffer_log_records", Type: ops.Gauge, Help: "Records kept in a log of the buffer.", Labels: []string{"log"}},
@@ -94,6 +96,8 @@ func (g *Gateway) Collect(w *ops.Writer) {
 	w.AddUint("edgegate_dedup_hits_total", st.DedupHits.Load())
 	w.AddUint("edgegate_dedup_lookups_total", st.DedupLookups.Load())
 	w.Add("edgegate_dedup_filter_bytes", float64(st.DedupFilterBytes.Load()))
+	w.AddUint("edgegate_dedup_evicted_total", st.DedupEvicted.Load())
+	w.AddUint("edgegate_dedup_resends_total", st.Resends.Load())
 	w.AddUint("edgegate_buffer_lost_records_total", st.Lost.Load())
 	w.AddUint("edgegate_buffer_commits_total", st.Groups.Load())
 	w.AddUint("edgegate_buffer_fsyncs_total", st.Syncs.Load())

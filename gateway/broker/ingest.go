@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -78,8 +79,49 @@ func (h *IngestHook) Sources() *SourceCounts { return &h.sources }
 
 func (h *IngestHook) ID() string { return "edgegate-ingest" }
 
-// Provides is asked by mochi for every event of every packet: one comparison.
-func (h *IngestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+// Provides is asked by mochi for every event of every packet: two comparisons.
+func (h *IngestHook) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished
+}
+
+// OnSessionEstablished tells the store of each connection, before its first publish is
+// read: a clean one discards the client's records of arrivals (buffer.Store.Connected).
+func (h *IngestHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	if err := h.store.Connected(h.ctx, cl.ID, cl.Properties.Clean); err != nil && h.ctx.Err() == nil {
+		h.log.Warn("cannot forget the arrivals of a session the client discarded", "client", cl.ID, "err", err)
+	}
+}
+
+// arrive returns when pk arrived first. A QoS ≥ 1 publish in a persistent session is
+// recorded by the store under its client, packet id and payload, and a resend of it gets
+// its first arrival (buffer.Store.Arrive): readings stamped on arrival then get the ids they
+// were stored with, and the id dedup drops the resend, with or without the DUP flag.
+func (h *IngestHook) arrive(cl *mqtt.Client, pk *packets.Packet) (time.Time, buffer.Arrival) {
+	now := h.clock.Now()
+	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		return now, buffer.Arrival{}
+	}
+	// How long the session outlives the connection, as mochi keeps it (an MQTT 5 expiry is
+	// capped by the broker's maximum at CONNACK).
+	var keep time.Duration
+	switch {
+	case cl.Properties.ProtocolVersion == 5:
+		keep = time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second
+	case !cl.Properties.Clean && h.Opts != nil && h.Opts.Capabilities != nil:
+		keep = time.Duration(h.Opts.Capabilities.MaximumSessionExpiryInterval) * time.Second
+	}
+	if cl.Properties.Clean && keep == 0 {
+		return now, buffer.Arrival{} // a clean session that ends with the connection
+	}
+	a := h.store.Arrive(buffer.Publish{
+		Client: cl.ID, PacketID: pk.PacketID, Payload: pk.Payload, Dup: pk.FixedHeader.Dup,
+		Resumed: !cl.Properties.Clean, Keep: keep,
+	}, now)
+	return a.At, a
+}
 
 // OnPublish runs on the publisher's read goroutine. A QoS 0 or 1 message is decoded here
 // and its append queued; the connection's acker writes the PUBACK and delivers the message
@@ -98,11 +140,16 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// Retained messages take this path so the guard's count of retained topics is
 		// exact when the next publish is checked.
 		h.acks.idle(cl)
-		return pk, h.refuse(cl, pk, h.Ingest(h.ctx, pk.TopicName, pk.Payload), false)
+		now, arr := h.arrive(cl, &pk)
+		h.sources.begin()
+		oc, err := h.ingest(h.ctx, SourceMQTT, pk.TopicName, pk.Payload, now, arr)
+		h.sources.done(SourceMQTT, oc)
+		return pk, h.refuse(cl, pk, err, false)
 	}
 
+	now, arr := h.arrive(cl, &pk)
 	h.sources.begin()
-	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload)
+	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload, now)
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
 		h.sources.done(SourceMQTT, st.oc)
 		if st.err != nil || !h.acks.busy(cl) {
@@ -116,7 +163,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		h.sources.done(SourceMQTT, OutcomeRefused)
 		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, false)
 	}
-	p := h.store.AppendAsync(h.ctx, st.log, st.entries)
+	p := h.store.AppendArrived(h.ctx, st.log, st.entries, arr)
 	h.acks.push(cl, cost, p.Ready, h.answerWhenStored(cl, pk, st, p))
 	return pk, packets.ErrRejectPacket
 }
@@ -179,17 +226,19 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 // IngestFrom is Ingest for a message from src; it counts the outcome by source.
 func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, payload []byte) error {
 	h.sources.begin()
-	oc, err := h.ingest(ctx, src, topic, payload)
+	now := h.clock.Now()
+	oc, err := h.ingest(ctx, src, topic, payload, now, buffer.Arrival{At: now})
 	h.sources.done(src, oc) // OutcomeRefused with err
 	return err
 }
 
-func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte) (Outcome, error) {
-	st := h.stage(src, topic, payload)
+// ingest stages a message that arrived (first) at now and appends it with arr.
+func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte, now time.Time, arr buffer.Arrival) (Outcome, error) {
+	st := h.stage(src, topic, payload, now)
 	if st.err != nil || st.entries == nil {
 		return st.oc, st.err
 	}
-	res, err := h.store.Append(ctx, st.log, st.entries)
+	res, err := h.store.AppendArrived(ctx, st.log, st.entries, arr).Wait()
 	return h.settle(st, res, err)
 }
 
@@ -201,10 +250,9 @@ type staged struct {
 	entries []buffer.Entry
 }
 
-// stage routes and decodes a message and turns its records into entries of the log they
-// go to. It runs on the publisher's goroutine.
-func (h *IngestHook) stage(src Source, topic string, payload []byte) staged {
-	now := h.clock.Now()
+// stage routes and decodes a message that arrived (first) at now and turns its records
+// into entries of the log they go to. It runs on the publisher's goroutine.
+func (h *IngestHook) stage(src Source, topic string, payload []byte, now time.Time) staged {
 	recs, outcome, err := h.router.Load().Decode(topic, payload, now)
 	if err != nil {
 		h.stats.Malformed.Add(1)

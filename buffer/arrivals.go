@@ -1,0 +1,444 @@
+package buffer
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash/crc64"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Arrival keys: a resend of a reading the gateway stamped gets the ids stored the first time
+// (SPEC §2).
+//
+// A reading without its own time (JSON without ts, a bare number, an unrouted raw message)
+// is stamped with its arrival, and its id hashes that time (record.HashID, record.RawID):
+// resent after a lost PUBACK it would arrive later, get new ids, and the id dedup could not
+// recognise it. So the arrival of a QoS ≥ 1 publish in a persistent session is recorded
+// under its client and packet id, with a hash of its payload, and written in the same
+// transaction as its entries (after a kill -9 both or neither exist). A resend (the same
+// client, packet id and payload) is given the recorded arrival, hence the same ids, and the
+// id dedup drops it; while the first copy is still queued, the two share a group and the
+// duplicate shares the original's fate (writer.go).
+//
+// When is a publish a resend? MQTT resends unacknowledged publishes only at a reconnect
+// that resumes the session (3.1.1 §4.4, 5.0 §4.4), with their packet ids, and reuses a
+// packet id only once its PUBACK arrived. MQTT.js resends without the DUP flag, so the flag
+// cannot be the test. The rules:
+//   - Only a publish on a connection that resumed a session (clean session / clean start 0)
+//     is looked up, and only a publish whose session outlives its connection (3.1.1 clean
+//     session 0, MQTT 5 session expiry > 0) is recorded: a clean session discards the
+//     client's records (Connected), so a device that connects clean and sends the same
+//     number with the same packet id each time has every reading stored.
+//   - A record matches on a later connection than the one it came on (or after a restart);
+//     on the same connection only with DUP set, as the MQTT 3.1.1 clients that retransmit
+//     on a timeout mark it. So a client reusing a packet id for the same payload on one
+//     connection (its PUBACK came) is not taken for a resend.
+//   - A client resends at most what it had unacknowledged, and PUBACKs come in order, so
+//     only its last publishes can come again: each client keeps its last arrivalsPerClient
+//     records (the broker's receive maximum, 256, bounds what an MQTT 5 client may have
+//     unacknowledged), and a record lives as long as the session may (its expiry, at most
+//     broker.max_session_expiry).
+//   - Memory is bounded: at most maxArrivals records in all, past which the client with the
+//     most loses its oldest: 1.0–1.6 MiB of heap when they belong to 64–1000 clients, 4 MiB
+//     if each is a client's only one (measured with runtime.MemStats).
+//
+// What remains ambiguous, and is taken for a resend: a client of a persistent session that
+// restarts, numbers its packets from 1 again, and sends as its first publishes the very
+// payloads it sent with those packet ids among its last 256 publishes within the session's
+// expiry (say, a bare "1" from a door sensor). Such readings should carry a ts or an id.
+//
+// Key layout: k/<client: 12 bytes of SHA-256><slot: 2 BE> → epoch (8), seq (4), packet id
+// (2), payload hash (8), arrival (8, unix ms), expiry (8, unix ms on the store's clock), with
+// a Badger TTL. A client's records take the slots seq mod arrivalsPerClient in turn, so a
+// client never has more keys than records it can keep; the epoch tells the keys of its
+// current records from any left by records it no longer has (evicted whole, see evict).
+
+const (
+	arrivalsPerClient = 256
+	maxArrivals       = 1 << 14
+	arrivalPrefix     = "k/"
+	// arrivalKeyCost is what one record is counted for in the budget: a 16-byte key, a
+	// 38-byte value and Badger's overhead, with margin (as dedupKeyCost).
+	arrivalKeyCost  = 96
+	arrivalValueLen = 38
+)
+
+// Publish describes a QoS ≥ 1 MQTT publish for Arrive.
+type Publish struct {
+	Client   string
+	PacketID uint16
+	Payload  []byte
+	// Dup is the DUP flag: a resend on the connection of the first copy is recognised only
+	// with it.
+	Dup bool
+	// Resumed: the connection resumed the client's session (clean session / clean start
+	// 0), so a resend of an earlier publish may come on it.
+	Resumed bool
+	// Keep is how long the session outlives the connection (its expiry): how long a resend
+	// of this publish may come. 0: the session ends with the connection; it is not recorded.
+	Keep time.Duration
+}
+
+// Arrival is when a publish arrived, first: the time to stamp its readings with. Pass it
+// to AppendArrived with the publish's entries, which then also records it.
+type Arrival struct {
+	At time.Time
+	// Resend: the publish repeats one recorded earlier; At is that one's arrival.
+	Resend bool
+	writes []write // the record, and records evicted to make room
+}
+
+type clientKey [12]byte
+
+// arrivalRec is one recorded publish (its key also holds its client's epoch).
+type arrivalRec struct {
+	at, exp int64  // unix ms: arrival, and expiry on the store's clock
+	hash    uint64 // of the payload
+	seq     uint32 // the client's publishes recorded before it: its slot is seq mod arrivalsPerClient
+	conn    uint32 // the connection it came on (clientArrivals.conn then)
+	pid     uint16
+}
+
+// clientArrivals are one client's records, oldest first.
+type clientArrivals struct {
+	key clientKey
+	// epoch numbers the client's records from their first on, higher than any earlier
+	// records of the client had (unix ms of their first, made unique): keys of records it
+	// had before are ignored at Open.
+	epoch int64
+	conn  uint32 // connections of the client seen this run (Connected)
+	next  uint32 // seq of the next record
+	recs  []arrivalRec
+	pids  []uint16 // recs[i].pid, apart: a lookup scans them only
+	pos   int      // index in arrivalTable.bySize[len(recs)]
+}
+
+// arrivalTable holds the records in memory (loaded at Open): lookups never read the disk,
+// and see a record as soon as Arrive made it, before its append is committed.
+type arrivalTable struct {
+	mu      sync.Mutex // guards all below: Arrive runs on every publisher's goroutine
+	clients map[clientKey]*clientArrivals
+	bySize  [][]*clientArrivals // clients by their number of records, to evict from the largest
+	largest int
+	total   int
+	limit   int   // maxArrivals (tests make it small)
+	epoch   int64 // the last epoch given out
+}
+
+func newArrivalTable() *arrivalTable {
+	return &arrivalTable{
+		clients: map[clientKey]*clientArrivals{},
+		bySize:  make([][]*clientArrivals, arrivalsPerClient+1),
+		limit:   maxArrivals,
+	}
+}
+
+func keyOfClient(id string) clientKey {
+	sum := sha256.Sum256([]byte(id))
+	return clientKey(sum[:12])
+}
+
+// payloadHash tells a resend's payload from another publish's with the same packet id. A
+// CRC suffices (with a collision a client could only confuse itself), and costs less than
+// SHA-256, which boards without SHA instructions (a Raspberry Pi) compute in software.
+func payloadHash(p []byte) uint64 { return crc64.Checksum(p, crcTable) }
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+func arrivalKey(c clientKey, seq uint32) []byte {
+	k := make([]byte, 0, len(arrivalPrefix)+len(c)+2)
+	k = append(k, arrivalPrefix...)
+	k = append(k, c[:]...)
+	return binary.BigEndian.AppendUint16(k, uint16(seq%arrivalsPerClient))
+}
+
+func (r *arrivalRec) encode(epoch int64) []byte {
+	b := make([]byte, 0, arrivalValueLen)
+	b = binary.BigEndian.AppendUint64(b, uint64(epoch))
+	b = binary.BigEndian.AppendUint32(b, r.seq)
+	b = binary.BigEndian.AppendUint16(b, r.pid)
+	b = binary.BigEndian.AppendUint64(b, r.hash)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.at))
+	return binary.BigEndian.AppendUint64(b, uint64(r.exp))
+}
+
+func decodeArrival(b []byte) (epoch int64, r arrivalRec, ok bool) {
+	if len(b) != arrivalValueLen {
+		return 0, arrivalRec{}, false
+	}
+	return int64(binary.BigEndian.Uint64(b)), arrivalRec{
+		seq:  binary.BigEndian.Uint32(b[8:]),
+		pid:  binary.BigEndian.Uint16(b[12:]),
+		hash: binary.BigEndian.Uint64(b[14:]),
+		at:   int64(binary.BigEndian.Uint64(b[22:])),
+		exp:  int64(binary.BigEndian.Uint64(b[30:])),
+	}, true
+}
+
+// Arrive returns when p arrived first: now, or for a resend the arrival recorded for it;
+// and records p when its session outlives the connection. Pass the result to AppendArrived
+// with p's entries, stamped with its At. It does no I/O.
+func (s *Store) Arrive(p Publish, now time.Time) Arrival {
+	a := Arrival{At: now}
+	if !p.Resumed && p.Keep <= 0 {
+		return a
+	}
+	t := s.arrivals
+	ck := keyOfClient(p.Client)
+	h := payloadHash(p.Payload)
+	ms := s.opts.Clock.Now().UnixMilli()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.clients[ck]
+	if c != nil && p.Resumed {
+		if i := c.find(p.PacketID); i >= 0 {
+			r := c.recs[i]
+			if r.hash == h && ms < r.exp && (r.conn != c.conn || p.Dup) {
+				a.At, a.Resend = time.UnixMilli(r.at), true
+				s.stats.Resends.Add(1)
+			}
+		}
+	}
+	if p.Keep <= 0 {
+		return a
+	}
+	if c == nil {
+		t.epoch = max(t.epoch+1, ms)
+		c = &clientArrivals{key: ck, epoch: t.epoch}
+		t.clients[ck] = c
+	}
+	rec := arrivalRec{at: a.At.UnixMilli(), exp: ms + p.Keep.Milliseconds(), hash: h, seq: c.next, conn: c.conn, pid: p.PacketID}
+	t.add(c, rec)
+	a.writes = append(a.writes, write{key: arrivalKey(ck, rec.seq), value: rec.encode(c.epoch), ttl: p.Keep})
+	for t.total > t.limit {
+		v, old := t.evict()
+		// The victim's next record takes the slot of its oldest when it has a full set:
+		// then the key is left to be overwritten (deleting it could race with that write).
+		if v.next-old.seq < arrivalsPerClient {
+			a.writes = append(a.writes, write{key: arrivalKey(v.key, old.seq), del: true})
+		}
+	}
+	s.arrivalCount.Store(int64(t.total))
+	return a
+}
+
+// find returns the index of c's record of packet id pid, or -1.
+func (c *clientArrivals) find(pid uint16) int {
+	for i := len(c.pids) - 1; i >= 0; i-- {
+		if c.pids[i] == pid {
+			return i
+		}
+	}
+	return -1
+}
+
+// push appends rec. A slice trimmed at its front loses that room for good, so when full
+// the records move to a new array with a quarter more room than a full set: memory stays
+// within 1.25× the records, and the copy comes once every 64 publishes of a busy client.
+func (c *clientArrivals) push(rec arrivalRec) {
+	if len(c.recs) == cap(c.recs) {
+		n := len(c.recs)
+		size := min(max(2*n, 2), arrivalsPerClient+arrivalsPerClient/4)
+		c.recs = append(make([]arrivalRec, 0, size), c.recs...)
+		c.pids = append(make([]uint16, 0, size), c.pids...)
+	}
+	c.recs, c.pids = append(c.recs, rec), append(c.pids, rec.pid)
+}
+
+// drop removes c's records [i, j).
+func (c *clientArrivals) drop(i, j int) {
+	if i == 0 {
+		c.recs, c.pids = c.recs[j:], c.pids[j:]
+		return
+	}
+	c.recs, c.pids = slices.Delete(c.recs, i, j), slices.Delete(c.pids, i, j)
+}
+
+// add appends rec (seq c.next) to c's records: it replaces c's record of the same packet
+// id, and records whose slot it takes go.
+func (t *arrivalTable) add(c *clientArrivals, rec arrivalRec) {
+	before := len(c.recs)
+	c.next = rec.seq + 1
+	n := 0
+	for n < len(c.recs) && rec.seq-c.recs[n].seq >= arrivalsPerClient {
+		n++
+	}
+	c.drop(0, n)
+	if i := c.find(rec.pid); i >= 0 {
+		c.drop(i, i+1)
+	}
+	c.push(rec)
+	t.resized(c, before)
+}
+
+// resized moves c to the bySize list of its new number of records (and out of the table
+// when it has none left).
+func (t *arrivalTable) resized(c *clientArrivals, before int) {
+	after := len(c.recs)
+	if after == before {
+		return
+	}
+	if before > 0 {
+		l := t.bySize[before]
+		last := l[len(l)-1]
+		l[c.pos], last.pos = last, c.pos
+		t.bySize[before] = l[:len(l)-1]
+	}
+	if after > 0 {
+		c.pos = len(t.bySize[after])
+		t.bySize[after] = append(t.bySize[after], c)
+		t.largest = max(t.largest, after)
+	} else {
+		delete(t.clients, c.key)
+	}
+	t.total += after - before
+}
+
+// evict drops the oldest record of the client with the most, and returns both.
+func (t *arrivalTable) evict() (*clientArrivals, arrivalRec) {
+	for len(t.bySize[t.largest]) == 0 {
+		t.largest--
+	}
+	v := t.bySize[t.largest][0]
+	old := v.recs[0]
+	v.drop(0, 1)
+	t.resized(v, len(v.recs)+1)
+	return v, old
+}
+
+// Connected notes a new connection of client. A clean one discards its session, hence its
+// records: a publish of the new session is never taken for a resend of the old one. Its
+// keys are deleted by a write queued to the writer, ahead of any append of the connection
+// (Connected waits while the writer's queue is full, or until ctx ends); a client with no
+// records in memory costs one seek on disk to make sure it has no keys either.
+func (s *Store) Connected(ctx context.Context, client string, clean bool) error {
+	t := s.arrivals
+	ck := keyOfClient(client)
+	t.mu.Lock()
+	c := t.clients[ck]
+	if c != nil {
+		c.conn++
+	}
+	if !clean {
+		t.mu.Unlock()
+		return nil
+	}
+	if c != nil {
+		before := len(c.recs)
+		c.recs, c.pids = nil, nil
+		t.resized(c, before)
+		s.arrivalCount.Store(int64(t.total))
+	}
+	t.mu.Unlock()
+	if c == nil {
+		found, err := s.exists(arrivalKey(ck, 0)[:len(arrivalPrefix)+len(ck)])
+		if err != nil || !found {
+			return err
+		}
+	}
+	// Every slot: keys of the client's current records, of records whose appends are still
+	// queued, and any a client it had before left.
+	tx := &Tx{}
+	for slot := range uint32(arrivalsPerClient) {
+		tx.ops = append(tx.ops, op{kind: opDelete, key: arrivalKey(ck, slot)})
+	}
+	r := &request{kind: reqUpdate, tx: tx, done: make(chan struct{})}
+	if err := s.enqueue(ctx, r); err != nil {
+		return fmt.Errorf("buffer: forget the arrivals of client %q: %w", client, err)
+	}
+	return nil
+}
+
+// AppendArrived is AppendAsync for the entries of a publish that Arrive described: the
+// record of its arrival is written with them.
+func (s *Store) AppendArrived(ctx context.Context, log string, entries []Entry, a Arrival) *Pending {
+	return s.appendAsync(ctx, log, entries, a.writes)
+}
+
+// loadArrivals reads the records of arrivals at Open: those not expired of each client's
+// current epoch, in order, within the bounds.
+func (s *Store) loadArrivals() error {
+	now := s.opts.Clock.Now().UnixMilli()
+	type keyed struct {
+		c     clientKey
+		epoch int64
+		rec   arrivalRec
+	}
+	var all []keyed
+	err := s.scanInSteps([]byte(arrivalPrefix), func(k, v []byte) error {
+		if len(k) != len(arrivalPrefix)+len(clientKey{})+2 {
+			return nil
+		}
+		epoch, r, ok := decodeArrival(v)
+		if !ok || r.exp <= now {
+			return nil
+		}
+		all = append(all, keyed{clientKey(k[len(arrivalPrefix) : len(arrivalPrefix)+12]), epoch, r})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer: load arrivals: %w", err)
+	}
+	// By client, its latest epoch last, each in its order.
+	slices.SortFunc(all, func(a, b keyed) int {
+		if c := bytes.Compare(a.c[:], b.c[:]); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.epoch, b.epoch); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.rec.seq, b.rec.seq)
+	})
+	t := s.arrivals
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var latest int64 // the epoch of the current client's last record
+	for i, e := range all {
+		if i == 0 || all[i-1].c != e.c {
+			j := i
+			for j+1 < len(all) && all[j+1].c == e.c {
+				j++
+			}
+			latest = all[j].epoch
+		}
+		if e.epoch != latest {
+			continue // an older epoch: keys of records the client no longer had
+		}
+		c := t.clients[e.c]
+		if c == nil {
+			c = &clientArrivals{key: e.c, epoch: e.epoch}
+			t.clients[e.c] = c
+		}
+		t.epoch = max(t.epoch, e.epoch)
+		t.add(c, e.rec) // conn 0: an earlier connection than any of this run (Connected counts from 1)
+		for t.total > t.limit {
+			t.evict()
+		}
+	}
+	s.arrivalCount.Store(int64(t.total))
+	return nil
+}
+
+// sweepArrivals drops expired records from memory (their keys expire in Badger).
+func (s *Store) sweepArrivals() {
+	now := s.opts.Clock.Now().UnixMilli()
+	t := s.arrivals
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.clients {
+		before := len(c.recs)
+		c.recs = slices.DeleteFunc(c.recs, func(r arrivalRec) bool { return r.exp <= now })
+		c.pids = c.pids[:0]
+		for _, r := range c.recs {
+			c.pids = append(c.pids, r.pid)
+		}
+		t.resized(c, before)
+	}
+	s.arrivalCount.Store(int64(t.total))
+}

@@ -1,0 +1,244 @@
+package buffer
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/internal/clock"
+)
+
+// publishOnce is what the ingest hook does with one QoS 1 publish: Arrive, stamp, append.
+// The entry's id is a hash of the arrival (as record.HashID for a reading without ts), so
+// a resend is stored once only if it gets its first copy's arrival.
+func publishOnce(t *testing.T, s *Store, p Publish, now time.Time) (Arrival, []Result) {
+	t.Helper()
+	a := s.Arrive(p, now)
+	id := fmt.Sprintf("h-%s-%d-%s", p.Client, a.At.UnixMilli(), p.Payload)
+	res, err := s.AppendArrived(bg, "raw", []Entry{{ID: id, Value: p.Payload}}, a).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, res
+}
+
+func TestArrivalRules(t *testing.T) {
+	const keep = time.Hour
+	persistent := Publish{Client: "dev-1", PacketID: 7, Payload: []byte("21.5"), Resumed: true, Keep: keep}
+	cases := []struct {
+		name string
+		// after the first publish (at t0): what happens before the second (at t0+1s)
+		between func(t *testing.T, s *Store, dir string, opts Options) *Store
+		second  func(p Publish) Publish
+		resend  bool
+	}{
+		{"a later connection of the session", reconnect(false), same, true},
+		{"after a restart", func(t *testing.T, s *Store, dir string, opts Options) *Store {
+			s.Close()
+			s = open(t, dir, opts)
+			return reconnect(false)(t, s, dir, opts)
+		}, same, true},
+		{"the same connection, no DUP: the packet id was reused", nil, same, false},
+		{"the same connection with DUP", nil, func(p Publish) Publish { p.Dup = true; return p }, true},
+		{"another payload", reconnect(false), func(p Publish) Publish { p.Payload = []byte("21.6"); return p }, false},
+		{"another packet id", reconnect(false), func(p Publish) Publish { p.PacketID = 8; return p }, false},
+		{"another client", reconnect(false), func(p Publish) Publish { p.Client = "dev-2"; return p }, false},
+		{"after a clean connect", reconnect(true), same, false},
+		{"after a clean connect and a restart", func(t *testing.T, s *Store, dir string, opts Options) *Store {
+			reconnect(true)(t, s, dir, opts)
+			s.Close()
+			s = open(t, dir, opts)
+			return reconnect(false)(t, s, dir, opts)
+		}, same, false},
+		{"on a connection that did not resume the session", reconnect(false), func(p Publish) Publish { p.Resumed = false; return p }, false},
+		{"after the session's expiry", func(t *testing.T, s *Store, dir string, opts Options) *Store {
+			opts.Clock.(*clock.Fake).Advance(keep)
+			return reconnect(false)(t, s, dir, opts)
+		}, same, false},
+		{"256 publishes later", func(t *testing.T, s *Store, dir string, opts Options) *Store {
+			for i := range arrivalsPerClient {
+				q := persistent
+				q.PacketID, q.Payload = uint16(100+i), []byte(fmt.Sprint(i))
+				publishOnce(t, s, q, t0)
+			}
+			return reconnect(false)(t, s, dir, opts)
+		}, same, false},
+		{"255 publishes later", func(t *testing.T, s *Store, dir string, opts Options) *Store {
+			for i := range arrivalsPerClient - 1 {
+				q := persistent
+				q.PacketID, q.Payload = uint16(100+i), []byte(fmt.Sprint(i))
+				publishOnce(t, s, q, t0)
+			}
+			s.Close() // and the keys of all on disk
+			s = open(t, dir, opts)
+			return reconnect(false)(t, s, dir, opts)
+		}, same, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{DedupTTL: 24 * time.Hour, Clock: clock.NewFake(t0)}
+			s := open(t, dir, opts)
+			first, res := publishOnce(t, s, persistent, t0)
+			if first.Resend || !first.At.Equal(t0) || res[0].Dup {
+				t.Fatalf("first publish: %+v %+v", first, res)
+			}
+			if c.between != nil {
+				s = c.between(t, s, dir, opts)
+			}
+			a, res := publishOnce(t, s, c.second(persistent), t0.Add(time.Second))
+			if a.Resend != c.resend || res[0].Dup != c.resend {
+				t.Fatalf("second publish: resend %v, stored as duplicate %v; want %v", a.Resend, res[0].Dup, c.resend)
+			}
+			if c.resend && !a.At.Equal(t0) {
+				t.Fatalf("a resend stamped %v, want the first arrival %v", a.At, t0)
+			}
+			if !c.resend && !a.At.Equal(t0.Add(time.Second)) {
+				t.Fatalf("a new publish stamped %v, want its arrival", a.At)
+			}
+		})
+	}
+}
+
+func same(p Publish) Publish { return p }
+
+func reconnect(clean bool) func(t *testing.T, s *Store, dir string, opts Options) *Store {
+	return func(t *testing.T, s *Store, dir string, opts Options) *Store {
+		t.Helper()
+		if err := s.Connected(bg, "dev-1", clean); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+}
+
+// A resend that arrives while the first copy's append is still queued gets its arrival
+// (the record is in memory from Arrive on), and the two share a group: when the first is
+// refused, so is the resend (item 1), and sent again later it is stored with that arrival.
+func TestArrivalOfAQueuedFirstCopy(t *testing.T) {
+	dir := t.TempDir()
+	opts, disk := tinyBudget(dir, Reject, 1000)
+	opts.Clock = clock.NewFake(t0)
+	s := open(t, dir, opts)
+	p := Publish{Client: "dev-1", PacketID: 3, Payload: []byte(fmt.Sprintf("%02000d", 1)), Resumed: true, Keep: time.Hour}
+	entry := func(a Arrival) []Entry {
+		return []Entry{{ID: fmt.Sprintf("h-%d", a.At.UnixMilli()), Value: p.Payload}}
+	}
+	var as [2]Arrival
+	ps := inOneGroup(t, s,
+		func() *Pending { as[0] = s.Arrive(p, t0); return s.AppendArrived(bg, "raw", entry(as[0]), as[0]) },
+		func() *Pending {
+			if err := s.Connected(bg, "dev-1", false); err != nil {
+				t.Error(err)
+			}
+			as[1] = s.Arrive(p, t0.Add(time.Second))
+			return s.AppendArrived(bg, "raw", entry(as[1]), as[1])
+		})
+	if !as[1].Resend || !as[1].At.Equal(t0) {
+		t.Fatalf("the resend of a queued publish: %+v", as[1])
+	}
+	for i, pd := range ps {
+		if _, err := pd.Wait(); err == nil {
+			t.Fatalf("copy %d was accepted, over the budget", i+1)
+		}
+	}
+	disk.size += 1 << 20
+	s.usage.at = time.Time{}
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	a := s.Arrive(p, t0.Add(time.Minute))
+	res, err := s.AppendArrived(bg, "raw", entry(a), a).Wait()
+	if err != nil || res[0].Dup || !a.At.Equal(t0) {
+		t.Fatalf("sent again with room: %+v %+v %v; want it stored at the first arrival", a, res, err)
+	}
+	// Its record is durable now (it is written again with every copy).
+	s.Close()
+	s = open(t, dir, opts)
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Arrive(p, t0.Add(2*time.Minute)); !a.Resend || !a.At.Equal(t0) {
+		t.Fatalf("after a restart: %+v", a)
+	}
+}
+
+// The record is written with the entries, not before: an Arrive whose append never came
+// leaves nothing after a restart.
+func TestArrivalDurableWithItsEntries(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Clock: clock.NewFake(t0)}
+	s := open(t, dir, opts)
+	p := Publish{Client: "dev-1", PacketID: 1, Payload: []byte("1"), Resumed: true, Keep: time.Hour}
+	s.Arrive(p, t0)
+	s.Close()
+	s = open(t, dir, opts)
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Arrive(p, t0.Add(time.Second)); a.Resend {
+		t.Fatal("a record without its append survived a restart")
+	}
+}
+
+// Memory is bounded: past the limit the client with the most records loses its oldest, so
+// a quiet client keeps its last publish (the one a reconnect resends) beside a busy one.
+func TestArrivalsBounded(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Clock: clock.NewFake(t0)}
+	s := open(t, dir, opts)
+	s.arrivals.limit = 100
+	pub := func(client string, pid int) Publish {
+		return Publish{Client: client, PacketID: uint16(pid), Payload: []byte(fmt.Sprint(pid)), Resumed: true, Keep: time.Hour}
+	}
+	publishOnce(t, s, pub("quiet", 1), t0)
+	for i := range 1000 {
+		publishOnce(t, s, pub("busy", i%300), t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if n := s.arrivalCount.Load(); n != 100 {
+		t.Fatalf("%d records, the limit is 100", n)
+	}
+	check := func(s *Store) {
+		t.Helper()
+		for _, c := range []string{"quiet", "busy"} {
+			if err := s.Connected(bg, c, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if a := s.Arrive(pub("quiet", 1), t0.Add(time.Hour/2)); !a.Resend {
+			t.Error("the quiet client's record was evicted")
+		}
+		// The busy one keeps its newest 99: packet ids 1000-99 … 999, mod 300.
+		if a := s.Arrive(pub("busy", 999%300), t0.Add(time.Hour/2)); !a.Resend {
+			t.Error("the busy client's newest record was evicted")
+		}
+		if a := s.Arrive(pub("busy", (1000-100)%300), t0.Add(time.Hour/2)); a.Resend {
+			t.Error("the busy client kept more than its share")
+		}
+	}
+	check(s)
+	s.Close()
+	s = open(t, dir, opts)
+	s.arrivals.limit = 100
+	if n := s.arrivalCount.Load(); n > 100+arrivalsPerClient {
+		t.Fatalf("%d records loaded", n)
+	}
+	check(s)
+}
+
+// BenchmarkArrive is what a QoS 1 publish of a persistent session adds on its publisher's
+// goroutine: the lookup and the record, for 100 clients of 256 records each.
+func BenchmarkArrive(b *testing.B) {
+	s := benchStore(b, Options{})
+	payload := record(1, rand.New(rand.NewPCG(1, 2)))
+	clients := make([]string, 100)
+	for i := range clients {
+		clients[i] = fmt.Sprintf("device-%03d", i)
+	}
+	now := time.Now()
+	b.ResetTimer()
+	for i := range b.N {
+		s.Arrive(Publish{Client: clients[i%100], PacketID: uint16(i / 100), Payload: payload, Resumed: true, Keep: time.Hour}, now)
+	}
+}
