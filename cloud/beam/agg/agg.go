@@ -5,7 +5,10 @@ package agg
 import (
 	"math"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/typex"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/edgegate/edgegate/cloud/beam/wire"
 )
 
 // Reading is one value entering a window: its event time (Unix ms) and its arrival rank,
@@ -83,6 +86,52 @@ func (a *Acc) MeanValue() float64 { return a.Sum / float64(a.Count) }
 
 // Stddev is the population standard deviation.
 func (a *Acc) Stddev() float64 { return math.Sqrt(math.Max(a.M2, 0) / float64(a.Count)) }
+
+// Pane is the SPEC §3.2 pane of a with these bounds (Unix ms) and firing: count, and the
+// aggregates named in aggs. An empty aggregate carries count 0 and nothing else.
+func (a *Acc) Pane(pipeline, key string, start, end, index int64, timing string, aggs []string) wire.Pane {
+	p := wire.Pane{
+		ID: wire.PaneID(pipeline, key, start, end, index), Pipeline: pipeline, Key: key,
+		Start: wire.FormatTime(start), End: wire.FormatTime(end), Count: a.Count,
+		Pane: wire.PaneInfo{Index: index, Timing: timing},
+	}
+	if a.Count == 0 {
+		return p
+	}
+	val := func(v float64) *float64 { return &v }
+	for _, name := range aggs {
+		switch name {
+		case "sum":
+			p.Sum = val(a.Sum)
+		case "min":
+			p.Min = val(a.Min)
+		case "max":
+			p.Max = val(a.Max)
+		case "mean":
+			p.Mean = val(a.MeanValue())
+		case "first":
+			p.First = val(a.First)
+		case "last":
+			p.Last = val(a.Last)
+		case "stddev":
+			p.Stddev = val(a.Stddev())
+		}
+	}
+	return p
+}
+
+// Timing names a Beam pane timing as edgegate's panes do.
+func Timing(t typex.PaneTiming) string {
+	switch t {
+	case typex.PaneEarly:
+		return "EARLY"
+	case typex.PaneOnTime:
+		return "ON_TIME"
+	case typex.PaneLate:
+		return "LATE"
+	}
+	return "UNKNOWN"
+}
 
 // StatsFn is the Beam CombineFn over Readings: its output is the accumulator, which the
 // pane formatter turns into the aggregates a pipeline asks for.

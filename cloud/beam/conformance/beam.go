@@ -20,7 +20,6 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/typex"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/teststream"
 
@@ -171,7 +170,7 @@ func Accumulate(ps []BeamPane, aggs []string) []BeamPane {
 		running[w] = a
 		start, _ := wire.ParseTime(p.Start)
 		end, _ := wire.ParseTime(p.End)
-		out[i].Pane = FormatPane(p.Pipeline, p.Key, start, end, p.Pane.Pane.Index, p.Pane.Pane.Timing, a, aggs)
+		out[i].Pane = a.Pane(p.Pipeline, p.Key, start, end, p.Pane.Pane.Index, p.Pane.Pane.Timing, aggs)
 		out[i].Acc = a
 	}
 	return out
@@ -209,7 +208,7 @@ func (f *writePaneFn) write(pn beam.PaneInfo, w beam.Window, key string, a agg.A
 		return fmt.Errorf("pane of %q: window %v is not an interval", key, w)
 	}
 	bp := BeamPane{
-		Pane:                FormatPane(f.Pipeline, key, iw.Start.Milliseconds(), iw.End.Milliseconds(), pn.Index, timing(pn.Timing), a, f.Aggregates),
+		Pane:                a.Pane(f.Pipeline, key, iw.Start.Milliseconds(), iw.End.Milliseconds(), pn.Index, agg.Timing(pn.Timing), f.Aggregates),
 		IsFirst:             pn.IsFirst,
 		IsLast:              pn.IsLast,
 		NonSpeculativeIndex: pn.NonSpeculativeIndex,
@@ -237,50 +236,6 @@ type writeAccFn struct{ W *writePaneFn }
 
 func (f *writeAccFn) ProcessElement(pn beam.PaneInfo, w beam.Window, key string, a agg.Acc) error {
 	return f.W.write(pn, w, key, a)
-}
-
-func timing(t typex.PaneTiming) string {
-	switch t {
-	case typex.PaneEarly:
-		return "EARLY"
-	case typex.PaneOnTime:
-		return "ON_TIME"
-	case typex.PaneLate:
-		return "LATE"
-	}
-	return "UNKNOWN"
-}
-
-// FormatPane is the SPEC §3.2 pane of an aggregate: count, plus the aggregates asked for.
-func FormatPane(pipeline, key string, start, end, index int64, timing string, a agg.Acc, aggs []string) wire.Pane {
-	p := wire.Pane{
-		ID: wire.PaneID(pipeline, key, start, end, index), Pipeline: pipeline, Key: key,
-		Start: wire.FormatTime(start), End: wire.FormatTime(end), Count: a.Count,
-		Pane: wire.PaneInfo{Index: index, Timing: timing},
-	}
-	if a.Count == 0 {
-		return p
-	}
-	val := func(v float64) *float64 { return &v }
-	for _, name := range aggs {
-		switch name {
-		case "sum":
-			p.Sum = val(a.Sum)
-		case "min":
-			p.Min = val(a.Min)
-		case "max":
-			p.Max = val(a.Max)
-		case "mean":
-			p.Mean = val(a.MeanValue())
-		case "first":
-			p.First = val(a.First)
-		case "last":
-			p.Last = val(a.Last)
-		case "stddev":
-			p.Stddev = val(a.Stddev())
-		}
-	}
-	return p
 }
 
 // Run executes p on runner (prism: in-process) and returns the panes it wrote to out.
