@@ -57,14 +57,15 @@ type Variant struct {
 	Late winspec.Late
 	// Combine aggregates with beam.CombinePerKey (the CombineFn agg.StatsFn) instead of a
 	// GroupByKey and a DoFn that folds the same accumulator. In Beam 2.78.0 the Go SDK's
-	// combine drops the PaneInfo of what it combines (see TestGapCombineDropsPaneInfo), so
+	// combine drops the PaneInfo of what it combines (see TestGapCombinePaneInfo), so
 	// comparisons use the GroupByKey form.
 	Combine bool
-	// Restamp moves every windowed element's timestamp to the end of time before it is
-	// grouped. Windows are already assigned and the grouping's output timestamp is the end
-	// of the window, so under the model nothing changes; Prism 2.78.0 however holds an
-	// aggregation's input watermark at the oldest element it buffers, and restamping is
-	// what takes that hold away (see gaps.go, GapHeldWatermark).
+	// Restamp moves every windowed element's timestamp to its window's last instant before
+	// it is grouped. Windows are already assigned and the grouping's output timestamp is
+	// the end of the window, so under the model nothing changes; Prism 2.78.0 however holds
+	// an aggregation's watermarks at the oldest element it buffers, and restamping takes
+	// that hold away for open windows (see GapHeldWatermark). Not to the end of time: Prism
+	// then collects a window's state while its elements still wait, and panics.
 	Restamp bool
 }
 
@@ -222,13 +223,16 @@ func (f *writePaneFn) write(pn beam.PaneInfo, w beam.Window, key string, a agg.A
 	defer fileMu.Unlock()
 	fh, err := os.OpenFile(f.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return fmt.Errorf("pane of %q: %w", key, err)
 	}
 	if _, err := fh.Write(append(b, '\n')); err != nil {
 		fh.Close()
-		return err
+		return fmt.Errorf("pane of %q: write %s: %w", key, f.Path, err)
 	}
-	return fh.Close()
+	if err := fh.Close(); err != nil {
+		return fmt.Errorf("pane of %q: close %s: %w", key, f.Path, err)
+	}
+	return nil
 }
 
 // writeAccFn writes what beam.CombinePerKey outputs.
