@@ -314,6 +314,12 @@ func TestFleetOverTwoGateways(t *testing.T) {
 	if in.readings == len(in.distinct) {
 		t.Fatal("the input holds no duplicate reading: the test would prove nothing")
 	}
+	// Both gateways aggregate device s1 in the same pipeline: SPEC §3.2's pane id (a hash of
+	// pipeline, key, bounds and index) gives their panes the same ids, which is why the job
+	// keys gateway panes by gateway and id. If ids ever name the gateway, this changes.
+	if in.sharedPaneIDs == 0 {
+		t.Error("no pane id is used by both gateways: did SPEC §3.2 put the gateway in pane ids? Then gateway panes can be deduplicated by id alone")
+	}
 
 	for _, run := range []struct {
 		name, spec, groupBy string
