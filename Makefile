@@ -11,7 +11,7 @@ PKGS     := ./...
 # 64-bit only: Badger v4 loses keys or panics on 32-bit targets (SPEC §6).
 PLATFORMS := linux/arm64 linux/amd64
 
-.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short install uninstall soak soak-short
+.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short install uninstall soak soak-short beam-test
 
 # nfpm builds the .deb packages; run at a pinned version so its large module graph stays
 # out of go.mod.
@@ -40,6 +40,13 @@ test:
 FUZZTIME ?= 10s
 fuzz-short:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz-short.sh
+
+# The cloud side, cloud/beam (its own go.mod, so Apache Beam stays out of the daemon's): the
+# conformance suite of edgegate's windowing against Beam's Prism runner, and the fleet job
+# over two real daemons. Its tests build ./cmd/edgegate themselves. -v: the suite prints
+# what it compared and every gap it met.
+beam-test:
+	cd cloud/beam && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m -v ./...
 
 test-short:
 	$(GO) test -short $(PKGS)
