@@ -89,6 +89,16 @@ ops: {log: {level: info}, clock: {mode: trust}, listen: %q}
 				d.stop()
 			}
 			d.start()
+			// The broker's port takes connections into its backlog before the sessions are
+			// restored; /readyz answers once the daemon runs.
+			testutil.Eventually(t, 30*time.Second, "ready after the restart", func() bool {
+				res, err := http.Get("http://" + opsAddr + "/readyz")
+				if err != nil {
+					return false
+				}
+				res.Body.Close()
+				return res.StatusCode == http.StatusOK
+			})
 			if m := scrape(t, opsAddr); m["edgegate_broker_sessions"] != 2 || m["edgegate_broker_session_messages"] != 2 {
 				t.Errorf("after the restart: %v sessions, %v messages stored, want 2 and 2", m["edgegate_broker_sessions"], m["edgegate_broker_session_messages"])
 			}

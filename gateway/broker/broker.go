@@ -232,7 +232,10 @@ func (b *Broker) deliver(pk packets.Packet) {
 	}
 	pk.FixedHeader.Dup = false
 	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // resolved already
-	_ = b.injectPacket(b.relay, pk)
+	// Not refused once Close began: a publish acknowledged during the shutdown still goes
+	// to the persistent sessions of offline subscribers (and so survives the restart).
+	// Close waits for these deliveries before mochi stops (IngestHook.OnStopped).
+	_ = b.srv.InjectPacket(b.relay, pk)
 }
 
 // subscribed reports whether any client, shared group or inline handler subscribes to topic.
@@ -267,9 +270,10 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	// mochi closes the listeners and waits for every read goroutine, then calls the ingest
+	// hook's OnStopped, which waits until what they queued is answered (or its connection
+	// is gone) and delivered, while the server still routes to sessions.
 	err := b.srv.Close()
-	// Every read goroutine has returned: what they queued is answered (or its connection
-	// is gone) once the appends complete.
 	b.ingest.acks.wait()
 	if b.sessions != nil {
 		b.sessions.close() // writes what the disconnects changed

@@ -79,10 +79,15 @@ func (h *IngestHook) Sources() *SourceCounts { return &h.sources }
 
 func (h *IngestHook) ID() string { return "edgegate-ingest" }
 
-// Provides is asked by mochi for every event of every packet: two comparisons.
+// Provides is asked by mochi for every event of every packet: three comparisons.
 func (h *IngestHook) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished
+	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished || b == mqtt.OnStopped
 }
+
+// OnStopped runs when mochi has closed the listeners and every read goroutine returned:
+// the answers they queued run now, deliveries included, while the server can still route
+// them to subscribers' sessions.
+func (h *IngestHook) OnStopped() { h.acks.wait() }
 
 // OnSessionEstablished tells the store of each connection, before its first publish is
 // read: a clean one discards the client's records of arrivals (buffer.Store.Connected).

@@ -343,6 +343,9 @@ func (h *sessionHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int6
 			SubscriptionIdentifier: p.SubscriptionIdentifier, User: p.User,
 		},
 	})
+	// Queued before it is counted: while the gauges show the message, its write is pending
+	// or done (what a caller waiting for the writes to settle relies on).
+	h.enqueue(sessionOp{kind: opPut, key: msgKey(cl.ID, pk.PacketID), value: b})
 	e := h.entry(cl.ID)
 	h.mu.Lock()
 	if old, ok := e.msgs[pk.PacketID]; ok {
@@ -353,7 +356,6 @@ func (h *sessionHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int6
 	e.msgs[pk.PacketID] = int64(len(pk.Payload))
 	h.stats.MessageBytes.Add(int64(len(pk.Payload)))
 	h.mu.Unlock()
-	h.enqueue(sessionOp{kind: opPut, key: msgKey(cl.ID, pk.PacketID), value: b})
 }
 
 // OnQosComplete forgets a message the client acknowledged.
