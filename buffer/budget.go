@@ -259,6 +259,14 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 		r.writes = append(r.writes, write{key: k, del: true})
 		r.size += int64(len(k)) + 16 // a tombstone, until compaction drops it
 	}
+	if why != dropTrim && len(keys) > 0 {
+		// Counted in the same transaction as the deletes: exact after any crash.
+		ws, err := s.missedWrites(ls.name, prefix, keys, why)
+		if err != nil {
+			return 0, false, err
+		}
+		r.writes = append(r.writes, ws...)
+	}
 	txn := s.db.NewTransaction(true)
 	if err := stage(txn, r.writes); err != nil {
 		txn.Discard()

@@ -149,6 +149,7 @@ func offeredBytes(budget int64) int64 { return 2 * budget }
 func TestBudgetDropOldest(t *testing.T) {
 	dir := t.TempDir()
 	opts := budgetOptions(DropOldest)
+	opts.Consumers = map[string][]string{"raw": {"up"}}
 	s := open(t, dir, opts)
 	stop := runMaintain(t, s)
 	for i := 0; i < 20; i++ {
@@ -197,6 +198,17 @@ func TestBudgetDropOldest(t *testing.T) {
 	}
 	if missing != st.Dropped.Load() || st.PerLog()["raw"].Dropped != missing {
 		t.Fatalf("%d acknowledged readings are gone, %d counted as dropped (%+v)", missing, st.Dropped.Load(), st.PerLog())
+	}
+	// The uplink, which never committed, never had any of them; the count is on disk.
+	if m, err := s.MissedBy("raw"); err != nil || m["up"] != (Missed{Room: missing}) {
+		t.Fatalf("missed by the uplink: %+v, %v; want %d dropped for room", m, err, missing)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, opts)
+	if m, err := s.MissedBy("raw"); err != nil || m["up"] != (Missed{Room: missing}) {
+		t.Fatalf("missed by the uplink after a reopen: %+v, %v; want %d dropped for room", m, err, missing)
 	}
 	// Aggregates are worth more: untouched while raw readings were left to drop.
 	if aggs, _ := readAll(t, s, "agg", 0); len(aggs) != 20 {

@@ -21,6 +21,8 @@ type LogInfo struct {
 	Oldest, Newest time.Time
 	// Cursors are the committed positions of the log's consumers.
 	Cursors map[string]uint64
+	// Missed are, per consumer, the entries deleted before it had them (none: absent).
+	Missed map[string]Missed
 }
 
 // Logs describes every log of the store, by name.
@@ -94,7 +96,10 @@ func (s *Store) logInfo(log string) (LogInfo, error) {
 	if err != nil {
 		return LogInfo{}, fmt.Errorf("buffer: describe log %q: %w", log, err)
 	}
-	li.Cursors, err = s.Cursors(log)
+	if li.Cursors, err = s.Cursors(log); err != nil {
+		return li, err
+	}
+	li.Missed, err = s.MissedBy(log)
 	return li, err
 }
 

@@ -12,6 +12,8 @@ import (
 //	h/<log>                  high mark of stores written before the meta key existed
 //	l/<log>/<seq:8 BE>       an entry of any other log
 //	m/<log>                  a log's meta: high mark, first live seq, live count and bytes
+//	n/<log>/<consumer>       entries deleted before the consumer had them: dropped for room
+//	                         and expired by the retention (8 BE each)
 //	s/<key>                  state KV (pipelines' windows, uplinks' ranges)
 //	t/<log>/<seq:8 BE>       time index: entries from seq on were appended at or after this
 //	                         time (unix ms, 8 BE); one key per log per minute of appends
@@ -76,6 +78,10 @@ func cursorKey(log, consumer string) []byte { return []byte("c/" + log + "/" + c
 func cursorPrefix(log string) []byte { return []byte("c/" + log + "/") }
 
 func stateKey(key string) []byte { return []byte("s/" + key) }
+
+func missedKey(log, consumer string) []byte { return []byte("n/" + log + "/" + consumer) }
+
+func missedPrefix(log string) []byte { return []byte("n/" + log + "/") }
 
 const dedupPrefix = "z/"
 

@@ -45,6 +45,10 @@ func TestRetentionDeletesByAgeAndCountsUndelivered(t *testing.T) {
 	if pl := st.PerLog()["raw"]; pl.Expired != 11 {
 		t.Fatalf("per-log counts %+v", pl)
 	}
+	// The consumer had 1–4: the 11 expired entries are the ones it never had, durably.
+	if m, err := s.MissedBy("raw"); err != nil || m["up"] != (Missed{Retention: 11}) {
+		t.Fatalf("missed by up: %+v, %v; want 11 expired", m, err)
+	}
 	// Nothing more to do: a second round changes nothing.
 	if err := s.MaintainOnce(bg); err != nil {
 		t.Fatal(err)
@@ -63,6 +67,9 @@ func TestRetentionDeletesByAgeAndCountsUndelivered(t *testing.T) {
 	}
 	if seqs, _ := readAll(t, s, "raw", 0); len(seqs) != 0 || st.Expired.Load() != 16 {
 		t.Fatalf("everything is old now: kept %v, expired %d", seqs, st.Expired.Load())
+	}
+	if ls, _ := s.Logs(); ls[0].Missed["up"] != (Missed{Retention: 16}) {
+		t.Fatalf("missed by up: %+v; want 16 expired", ls[0].Missed)
 	}
 	// Numbers go on.
 	if res := mustAppend(t, s, "raw", vals("new")...); res[0].Seq != 21 {

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"encoding/json"
+	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +39,7 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_buffer_log_records", Type: ops.Gauge, Help: "Records kept in a log of the buffer.", Labels: []string{"log"}},
 	{Name: "edgegate_buffer_oldest_age_seconds", Type: ops.Gauge, Help: "Age of the oldest record kept in a log (by its timestamp).", Labels: []string{"log"}},
 	{Name: "edgegate_buffer_dropped_records_total", Type: ops.Counter, Help: "Records dropped to keep the buffer within its budget, by policy.", Labels: []string{"policy"}},
+	{Name: "edgegate_buffer_missed_records_total", Type: ops.Counter, Help: "Records a consumer (an uplink, a pipeline) never had: deleted for room or by the retention before it committed past them. Durable: kept across restarts.", Labels: []string{"log", "consumer", "reason"}},
 	{Name: "edgegate_buffer_lost_records_total", Type: ops.Counter, Help: "Committed records found missing when the store was opened (a damaged write-ahead log after a power cut), since the start."},
 	{Name: "edgegate_buffer_commits_total", Type: ops.Counter, Help: "Write groups committed (group commit: many appends share one)."},
 	{Name: "edgegate_buffer_fsyncs_total", Type: ops.Counter, Help: "fsyncs of the buffer."},
@@ -113,6 +116,16 @@ func (g *Gateway) Collect(w *ops.Writer) {
 	}
 	for policy, n := range g.drops() {
 		w.AddUint("edgegate_buffer_dropped_records_total", n, policy)
+	}
+	for _, l := range b.Logs {
+		missed, err := g.store.MissedBy(l.Name)
+		if err != nil {
+			continue
+		}
+		for _, c := range slices.Sorted(maps.Keys(missed)) {
+			w.AddUint("edgegate_buffer_missed_records_total", missed[c].Room, l.Name, c, "room")
+			w.AddUint("edgegate_buffer_missed_records_total", missed[c].Retention, l.Name, c, "retention")
+		}
 	}
 
 	for i, u := range g.uplinkStatus() {

@@ -175,6 +175,13 @@ type logJSON struct {
 	Oldest  *time.Time        `json:"oldest,omitempty"`
 	Newest  *time.Time        `json:"newest,omitempty"`
 	Cursors map[string]uint64 `json:"cursors"`
+	// Missed: per consumer, the entries deleted before it had them.
+	Missed map[string]missedJSON `json:"missed,omitempty"`
+}
+
+type missedJSON struct {
+	Room      uint64 `json:"room"`
+	Retention uint64 `json:"retention"`
 }
 
 func bufferStats(s *buffer.Store, asJSON bool, w io.Writer) error {
@@ -189,6 +196,12 @@ func bufferStats(s *buffer.Store, asJSON bool, w io.Writer) error {
 	out := statsJSON{Dir: s.Dir(), DiskBytes: du, FreeBytes: avail, DedupIDs: s.DedupIDs(), Logs: []logJSON{}}
 	for _, l := range logs {
 		lj := logJSON{Name: l.Name, Entries: l.Count, Bytes: l.Bytes, First: l.First, Last: l.Last, High: l.High, Cursors: l.Cursors}
+		for c, m := range l.Missed {
+			if lj.Missed == nil {
+				lj.Missed = map[string]missedJSON{}
+			}
+			lj.Missed[c] = missedJSON{Room: m.Room, Retention: m.Retention}
+		}
 		if !l.Oldest.IsZero() {
 			lj.Oldest, lj.Newest = &l.Oldest, &l.Newest
 		}
@@ -217,13 +230,26 @@ func bufferStats(s *buffer.Store, asJSON bool, w io.Writer) error {
 		return err
 	}
 	for _, l := range out.Logs {
-		for _, c := range slices.Sorted(maps.Keys(l.Cursors)) {
-			pos := l.Cursors[c]
+		consumers := maps.Clone(l.Cursors)
+		for c := range l.Missed { // one that never committed has missed counts only
+			if _, ok := consumers[c]; !ok {
+				if consumers == nil {
+					consumers = map[string]uint64{}
+				}
+				consumers[c] = 0
+			}
+		}
+		for _, c := range slices.Sorted(maps.Keys(consumers)) {
+			pos := consumers[c]
 			behind := int64(0)
 			if l.Entries > 0 && pos <= l.Last {
 				behind = int64(l.Last - max(pos, l.First) + 1)
 			}
-			fmt.Fprintf(w, "cursor %s/%s: next %d (%d entries behind)\n", l.Name, c, pos, behind)
+			never := ""
+			if m, ok := l.Missed[c]; ok {
+				never = fmt.Sprintf("; never had %d: %d dropped for room, %d expired", m.Room+m.Retention, m.Room, m.Retention)
+			}
+			fmt.Fprintf(w, "cursor %s/%s: next %d (%d entries behind%s)\n", l.Name, c, pos, behind, never)
 		}
 	}
 	if len(out.Logs) == 0 {

@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/internal/clock"
 )
 
 // makeBuffer leaves a stopped daemon's data_dir: a raw log of 5 readings of which an uplink
@@ -167,5 +169,50 @@ func TestBufferStatsAfterACrash(t *testing.T) {
 	code, out, errOut := runCmd("buffer", "tail", "-d", img, "-n", "1", "-repair")
 	if code != 0 || out != "{\"id\":\"r6\"}\n" {
 		t.Fatalf("-repair: exit %d, out %q, err %q", code, out, errOut)
+	}
+}
+
+// TestBufferStatsMissed: entries the retention deleted before an uplink had them are
+// shown beside its cursor, and in the JSON, from the counts the store keeps on disk.
+func TestBufferStatsMissed(t *testing.T) {
+	dataDir := t.TempDir()
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	opts := buffer.Options{Dir: filepath.Join(dataDir, "buffer"), Clock: clk, Retention: time.Hour,
+		Consumers: map[string][]string{"raw": {"cloud", "archive"}}}
+	s, err := buffer.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		if _, err := s.Append(ctx, "raw", []buffer.Entry{{Value: []byte(`{"value":1}`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(ctx, "raw", "cloud", 4); err != nil { // cloud had 1–3, archive none
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(2 * time.Hour))
+	if err := s.MaintainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd("buffer", "stats", "-d", dataDir)
+	for _, want := range []string{
+		"cursor raw/archive: next 0 (0 entries behind; never had 5: 0 dropped for room, 5 expired)",
+		"cursor raw/cloud: next 4 (0 entries behind; never had 2: 0 dropped for room, 2 expired)",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("stats lacks %q: exit %d\n%s%s", want, code, out, errOut)
+		}
+	}
+	_, out, _ = runCmd("buffer", "stats", "-d", dataDir, "-json")
+	var st statsJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Logs) != 1 ||
+		st.Logs[0].Missed["cloud"] != (missedJSON{Retention: 2}) || st.Logs[0].Missed["archive"] != (missedJSON{Retention: 5}) {
+		t.Fatalf("json: %v\n%s", err, out)
 	}
 }

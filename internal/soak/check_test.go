@@ -217,31 +217,27 @@ func (s *soak) check() {
 		len(v.refused["collector"]), len(v.panes), s.faults, s.d.starts, s.d.kills, s.d.terms, s.slowDisc.Load())
 }
 
-// countedLosses is, per uplink, how many records the daemon counted as dropped for room or
-// expired by the retention (they may be missing upstream).
+// countedLosses is, per uplink, how many raw records the daemon deleted (for room, or by
+// the retention) before the uplink had them: its durable count, exact across kill -9.
 func (s *soak) countedLosses() map[string]int {
 	out := map[string]int{}
 	stats := s.d.cli("buffer", "stats", "-d", s.d.dataDir, "-json")
 	var st struct {
 		Logs []struct {
-			Name    string         `json:"name"`
-			Dropped int            `json:"dropped"`
-			Expired int            `json:"expired"`
-			Missed  map[string]int `json:"missed"` // per consumer: entries gone before it had them
+			Name   string `json:"name"`
+			Missed map[string]struct {
+				Room      int `json:"room"`
+				Retention int `json:"retention"`
+			} `json:"missed"` // per consumer: entries deleted before it had them
 		} `json:"logs"`
 	}
 	if err := json.Unmarshal([]byte(stats), &st); err != nil {
 		s.t.Fatalf("buffer stats -json: %v\n%s", err, stats)
 	}
 	for _, l := range st.Logs {
-		if l.Name != "raw" {
-			continue
-		}
-		for _, up := range []string{"cloud", "collector"} {
-			if n, ok := l.Missed[up]; ok {
-				out[up] = n
-			} else {
-				out[up] = l.Dropped + l.Expired
+		if l.Name == "raw" {
+			for up, m := range l.Missed {
+				out[up] = m.Room + m.Retention
 			}
 		}
 	}
