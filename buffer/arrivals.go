@@ -26,19 +26,24 @@ import (
 // id dedup drops it; while the first copy is still queued, the two share a group and the
 // duplicate shares the original's fate (writer.go).
 //
-// When is a publish a resend? MQTT resends unacknowledged publishes only at a reconnect
-// that resumes the session (3.1.1 §4.4, 5.0 §4.4), with their packet ids, and reuses a
-// packet id only once its PUBACK arrived. MQTT.js resends without the DUP flag, so the flag
-// cannot be the test. The rules:
-//   - Only a publish on a connection that resumed a session (clean session / clean start 0)
-//     is looked up, and only a publish whose session outlives its connection (3.1.1 clean
-//     session 0, MQTT 5 session expiry > 0) is recorded: a clean session discards the
-//     client's records (Connected), so a device that connects clean and sends the same
-//     number with the same packet id each time has every reading stored.
-//   - A record matches on a later connection than the one it came on (or after a restart);
-//     on the same connection only with DUP set, as the MQTT 3.1.1 clients that retransmit
-//     on a timeout mark it. So a client reusing a packet id for the same payload on one
+// When is a publish a resend? MQTT resends unacknowledged publishes at a reconnect that
+// resumes the session (3.1.1 §4.4, 5.0 §4.4), with their packet ids, and reuses a packet
+// id only once its PUBACK arrived. MQTT.js resends without the DUP flag, so the flag cannot
+// be the only test; and paho (Go) resends what it had in flight even on a clean session,
+// with the flag. The rules:
+//   - Every QoS ≥ 1 publish is recorded. A record of a session that ends with its
+//     connection (3.1.1 clean session 1, MQTT 5 without a session expiry), or of a session
+//     a clean connect ended, matches only a publish marked DUP: a device that connects
+//     clean and sends the same number with the same packet id each time (DUP 0) has every
+//     reading stored, and a clean-session client resending after a reconnect is recognised.
+//   - A record of a persistent session matches, on a later connection that resumed the
+//     session (clean session / clean start 0), with or without DUP (or after a restart); on
+//     the same connection only with DUP set, as the MQTT 3.1.1 clients that retransmit on a
+//     timeout mark it. So a client reusing a packet id for the same payload on one
 //     connection (its PUBACK came) is not taken for a resend.
+//   - A resend updates the record it matched, in place: however often a client resends
+//     (a full buffer refusing it again and again), its records still cover its last
+//     publishes.
 //   - A client resends at most what it had unacknowledged, and PUBACKs come in order, so
 //     only its last publishes can come again: each client keeps its last arrivalsPerClient
 //     records (the broker's receive maximum, 256, bounds what an MQTT 5 client may have
@@ -54,8 +59,9 @@ import (
 // expiry (say, a bare "1" from a door sensor). Such readings should carry a ts or an id.
 //
 // Key layout: k/<client: 12 bytes of SHA-256><slot: 2 BE> → epoch (8), seq (4), packet id
-// (2), payload hash (8), arrival (8, unix ms), expiry (8, unix ms on the store's clock), with
-// a Badger TTL. A client's records take the slots seq mod arrivalsPerClient in turn, so a
+// (2), payload hash (8), arrival (8, unix ms), expiry (8, unix ms on the store's clock),
+// flags (1: dupOnly), with a Badger TTL. (Records written before the flags byte existed
+// have 38 bytes and are persistent ones.) A client's records take the slots seq mod arrivalsPerClient in turn, so a
 // client never has more keys than records it can keep; the epoch tells the keys of its
 // current records from any left by records it no longer has (evicted whole, see evict).
 
@@ -66,7 +72,7 @@ const (
 	// arrivalKeyCost is what one record is counted for in the budget: a 16-byte key, a
 	// 38-byte value and Badger's overhead, with margin (as dedupKeyCost).
 	arrivalKeyCost  = 96
-	arrivalValueLen = 38
+	arrivalValueLen = 39
 )
 
 // Publish describes a QoS ≥ 1 MQTT publish for Arrive.
@@ -74,15 +80,19 @@ type Publish struct {
 	Client   string
 	PacketID uint16
 	Payload  []byte
-	// Dup is the DUP flag: a resend on the connection of the first copy is recognised only
-	// with it.
+	// Dup is the DUP flag: a resend on the connection of the first copy, or on a clean
+	// session, is recognised only with it.
 	Dup bool
 	// Resumed: the connection resumed the client's session (clean session / clean start
-	// 0), so a resend of an earlier publish may come on it.
+	// 0), so a resend of an earlier publish may come on it without DUP.
 	Resumed bool
-	// Keep is how long the session outlives the connection (its expiry): how long a resend
-	// of this publish may come. 0: the session ends with the connection; it is not recorded.
+	// Keep is how long a resend of this publish may come: the session's expiry, or for a
+	// session that ends with its connection, how long its client may take to reconnect.
+	// 0: not recorded.
 	Keep time.Duration
+	// Ends: the session ends with the connection (3.1.1 clean session 1, MQTT 5 without a
+	// session expiry). Its record matches only a publish marked DUP.
+	Ends bool
 }
 
 // Arrival is when a publish arrived, first: the time to stamp its readings with. Pass it
@@ -103,6 +113,7 @@ type arrivalRec struct {
 	seq     uint32 // the client's publishes recorded before it: its slot is seq mod arrivalsPerClient
 	conn    uint32 // the connection it came on (clientArrivals.conn then)
 	pid     uint16
+	dupOnly bool // its session ended (or ends) with a connection: only a DUP publish matches
 }
 
 // clientArrivals are one client's records, oldest first.
@@ -165,19 +176,25 @@ func (r *arrivalRec) encode(epoch int64) []byte {
 	b = binary.BigEndian.AppendUint16(b, r.pid)
 	b = binary.BigEndian.AppendUint64(b, r.hash)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.at))
-	return binary.BigEndian.AppendUint64(b, uint64(r.exp))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.exp))
+	var flags byte
+	if r.dupOnly {
+		flags = 1
+	}
+	return append(b, flags)
 }
 
 func decodeArrival(b []byte) (epoch int64, r arrivalRec, ok bool) {
-	if len(b) != arrivalValueLen {
+	if len(b) != arrivalValueLen && len(b) != arrivalValueLen-1 { // the latter: no flags
 		return 0, arrivalRec{}, false
 	}
 	return int64(binary.BigEndian.Uint64(b)), arrivalRec{
-		seq:  binary.BigEndian.Uint32(b[8:]),
-		pid:  binary.BigEndian.Uint16(b[12:]),
-		hash: binary.BigEndian.Uint64(b[14:]),
-		at:   int64(binary.BigEndian.Uint64(b[22:])),
-		exp:  int64(binary.BigEndian.Uint64(b[30:])),
+		seq:     binary.BigEndian.Uint32(b[8:]),
+		pid:     binary.BigEndian.Uint16(b[12:]),
+		hash:    binary.BigEndian.Uint64(b[14:]),
+		at:      int64(binary.BigEndian.Uint64(b[22:])),
+		exp:     int64(binary.BigEndian.Uint64(b[30:])),
+		dupOnly: len(b) == arrivalValueLen && b[38]&1 != 0,
 	}, true
 }
 
@@ -186,7 +203,7 @@ func decodeArrival(b []byte) (epoch int64, r arrivalRec, ok bool) {
 // with p's entries, stamped with its At. It does no I/O.
 func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 	a := Arrival{At: now}
-	if !p.Resumed && p.Keep <= 0 {
+	if !p.Resumed && !p.Dup && p.Keep <= 0 {
 		return a
 	}
 	t := s.arrivals
@@ -196,12 +213,19 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := t.clients[ck]
-	if c != nil && p.Resumed {
+	if c != nil && (p.Resumed || p.Dup) {
 		if i := c.find(p.PacketID); i >= 0 {
-			r := c.recs[i]
-			if r.hash == h && ms < r.exp && (r.conn != c.conn || p.Dup) {
+			r := &c.recs[i]
+			if r.hash == h && ms < r.exp && (p.Dup || (p.Resumed && !r.dupOnly && r.conn != c.conn)) {
 				a.At, a.Resend = time.UnixMilli(r.at), true
 				s.stats.Resends.Add(1)
+				if p.Keep > 0 {
+					// The same record, written again with the resend's entries (the first
+					// copy's may have failed): in its slot, so resends take none.
+					r.conn, r.exp = c.conn, max(r.exp, ms+p.Keep.Milliseconds())
+					a.writes = append(a.writes, write{key: arrivalKey(ck, r.seq), value: r.encode(c.epoch), ttl: p.Keep})
+				}
+				return a
 			}
 		}
 	}
@@ -213,7 +237,7 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 		c = &clientArrivals{key: ck, epoch: t.epoch}
 		t.clients[ck] = c
 	}
-	rec := arrivalRec{at: a.At.UnixMilli(), exp: ms + p.Keep.Milliseconds(), hash: h, seq: c.next, conn: c.conn, pid: p.PacketID}
+	rec := arrivalRec{at: a.At.UnixMilli(), exp: ms + p.Keep.Milliseconds(), hash: h, seq: c.next, conn: c.conn, pid: p.PacketID, dupOnly: p.Ends}
 	t.add(c, rec)
 	a.writes = append(a.writes, write{key: arrivalKey(ck, rec.seq), value: rec.encode(c.epoch), ttl: p.Keep})
 	for t.total > t.limit {
@@ -312,11 +336,14 @@ func (t *arrivalTable) evict() (*clientArrivals, arrivalRec) {
 	return v, old
 }
 
-// Connected notes a new connection of client. A clean one discards its session, hence its
-// records: a publish of the new session is never taken for a resend of the old one. Its
-// keys are deleted by a write queued to the writer, ahead of any append of the connection
-// (Connected waits while the writer's queue is full, or until ctx ends); a client with no
-// records in memory costs one seek on disk to make sure it has no keys either.
+// Connected notes a new connection of client. A clean one ends the client's session: its
+// records then match only a publish marked DUP (a clean-session client resending what it
+// had in flight, as paho does), never a publish of the new session that merely repeats a
+// packet id and payload. The records are rewritten so, and keys of records the client no
+// longer has deleted, by a write queued to the writer ahead of any append of the
+// connection (Connected waits while the writer's queue is full, or until ctx ends); a
+// client with no records in memory costs one seek on disk to make sure it has no keys
+// either.
 func (s *Store) Connected(ctx context.Context, client string, clean bool) error {
 	t := s.arrivals
 	ck := keyOfClient(client)
@@ -329,11 +356,19 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 		t.mu.Unlock()
 		return nil
 	}
+	// Every slot: the client's current records, flagged; other keys (of records whose
+	// appends are still queued, or left by records it had before) deleted.
+	tx := &Tx{}
+	kept := map[uint32]bool{}
 	if c != nil {
-		before := len(c.recs)
-		c.recs, c.pids = nil, nil
-		t.resized(c, before)
-		s.arrivalCount.Store(int64(t.total))
+		ms := s.opts.Clock.Now().UnixMilli()
+		for i := range c.recs {
+			r := &c.recs[i]
+			r.dupOnly = true
+			kept[r.seq%arrivalsPerClient] = true
+			ttl := time.Duration(max(r.exp-ms, 1)) * time.Millisecond
+			tx.ops = append(tx.ops, op{kind: opSet, key: arrivalKey(ck, r.seq), value: r.encode(c.epoch), ttl: ttl})
+		}
 	}
 	t.mu.Unlock()
 	if c == nil {
@@ -342,15 +377,14 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 			return err
 		}
 	}
-	// Every slot: keys of the client's current records, of records whose appends are still
-	// queued, and any a client it had before left.
-	tx := &Tx{}
 	for slot := range uint32(arrivalsPerClient) {
-		tx.ops = append(tx.ops, op{kind: opDelete, key: arrivalKey(ck, slot)})
+		if !kept[slot] {
+			tx.ops = append(tx.ops, op{kind: opDelete, key: arrivalKey(ck, slot)})
+		}
 	}
 	r := &request{kind: reqUpdate, tx: tx, done: make(chan struct{})}
 	if err := s.enqueue(ctx, r); err != nil {
-		return fmt.Errorf("buffer: forget the arrivals of client %q: %w", client, err)
+		return fmt.Errorf("buffer: end the session of client %q: %w", client, err)
 	}
 	return nil
 }

@@ -52,6 +52,36 @@ func TestArrivalRules(t *testing.T) {
 			return reconnect(false)(t, s, dir, opts)
 		}, same, false},
 		{"on a connection that did not resume the session", reconnect(false), func(p Publish) Publish { p.Resumed = false; return p }, false},
+		{"after a clean connect, marked DUP (paho resends on a clean session)", reconnect(true), func(p Publish) Publish {
+			p.Resumed, p.Dup = false, true
+			return p
+		}, true},
+		{"after a clean connect and a restart, marked DUP", func(t *testing.T, s *Store, dir string, opts Options) *Store {
+			reconnect(true)(t, s, dir, opts)
+			s.Close()
+			s = open(t, dir, opts)
+			return reconnect(true)(t, s, dir, opts)
+		}, func(p Publish) Publish { p.Resumed, p.Dup = false, true; return p }, true},
+		{"after 300 resends of other publishes", func(t *testing.T, s *Store, dir string, opts Options) *Store {
+			// A full buffer refusing a client's publishes again and again: its resends update
+			// their records and take no new ones, so its first publish is still covered.
+			for i := range 30 {
+				q := persistent
+				q.PacketID, q.Payload = uint16(100+i), []byte(fmt.Sprint(i))
+				publishOnce(t, s, q, t0)
+			}
+			for range 10 {
+				reconnect(false)(t, s, dir, opts)
+				for i := range 30 {
+					q := persistent
+					q.PacketID, q.Payload, q.Dup = uint16(100+i), []byte(fmt.Sprint(i)), true
+					if a := s.Arrive(q, t0.Add(time.Minute)); !a.Resend {
+						t.Fatalf("resend of publish %d not recognised", i)
+					}
+				}
+			}
+			return reconnect(false)(t, s, dir, opts)
+		}, same, true},
 		{"after the session's expiry", func(t *testing.T, s *Store, dir string, opts Options) *Store {
 			opts.Clock.(*clock.Fake).Advance(keep)
 			return reconnect(false)(t, s, dir, opts)
@@ -102,6 +132,41 @@ func TestArrivalRules(t *testing.T) {
 }
 
 func same(p Publish) Publish { return p }
+
+// A client on clean sessions (paho's default) resends what it had in flight after a
+// reconnect, marked DUP: recognised. A new publish of a new clean session that repeats the
+// packet id and payload (DUP 0: a battery device that connects for each reading) is not;
+// neither is a publish of a persistent session that follows.
+func TestArrivalCleanSession(t *testing.T) {
+	const keep = time.Hour
+	clean := Publish{Client: "dev-1", PacketID: 1, Payload: []byte("21.5"), Keep: keep, Ends: true}
+	for _, c := range []struct {
+		name   string
+		second Publish
+		resend bool
+	}{
+		{"a resend marked DUP", func() Publish { p := clean; p.Dup = true; return p }(), true},
+		{"a new reading, same packet id and payload", clean, false},
+		{"a persistent session's publish", func() Publish { p := clean; p.Resumed, p.Ends = true, false; return p }(), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{DedupTTL: 24 * time.Hour, Clock: clock.NewFake(t0)}
+			s := open(t, dir, opts)
+			reconnect(true)(t, s, dir, opts)
+			if a, _ := publishOnce(t, s, clean, t0); a.Resend {
+				t.Fatal("the first publish taken for a resend")
+			}
+			s.Close() // a restart between: the record is on disk
+			s = open(t, dir, opts)
+			reconnect(true)(t, s, dir, opts)
+			a, res := publishOnce(t, s, c.second, t0.Add(time.Second))
+			if a.Resend != c.resend || res[0].Dup != c.resend {
+				t.Fatalf("second publish: resend %v, stored as duplicate %v; want %v", a.Resend, res[0].Dup, c.resend)
+			}
+		})
+	}
+}
 
 func reconnect(clean bool) func(t *testing.T, s *Store, dir string, opts Options) *Store {
 	return func(t *testing.T, s *Store, dir string, opts Options) *Store {

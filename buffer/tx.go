@@ -1,6 +1,9 @@
 package buffer
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Tx collects the writes of one atomic update (see Store.Update). It holds no Badger
 // transaction: the writer goroutine applies the collected writes in one.
@@ -22,6 +25,7 @@ type op struct {
 	log   string // opAppend
 	key   []byte // opSet, opDelete
 	value []byte
+	ttl   time.Duration // opSet: Badger's TTL of the key (0: none)
 }
 
 // Append adds value at the end of log; its sequence number is assigned at commit.

@@ -560,7 +560,7 @@ func (s *Store) prepare(r *request, i int, rd *groupReader) error {
 				}
 				appendTo(ls, r.delta(ls), o.value)
 			case opSet:
-				add(write{key: o.key, value: o.value})
+				add(write{key: o.key, value: o.value, ttl: o.ttl})
 			case opDelete:
 				add(write{key: o.key, del: true})
 			}

@@ -64,7 +64,10 @@ func TestResendAcrossKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts the daemon")
 	}
-	t.Run("paho", func(t *testing.T) { resendAcrossKills(t, pahoPublisher) })
+	t.Run("paho", func(t *testing.T) { resendAcrossKills(t, pahoPublisher(false)) })
+	// paho's default: a clean session, over which it still resends what it had in flight,
+	// marked DUP.
+	t.Run("paho-clean", func(t *testing.T) { resendAcrossKills(t, pahoPublisher(true)) })
 	for _, v := range []int{4, 5} {
 		t.Run(fmt.Sprintf("mqtt.js-v%d", v), func(t *testing.T) { resendAcrossKills(t, mqttjsPublisher(t, v)) })
 	}
@@ -159,8 +162,14 @@ func storedReadings(t *testing.T, dir string) (map[float64][]string, int) {
 
 // pahoPublisher is eclipse/paho.mqtt.golang (MQTT 3.1.1) on a persistent session
 // (CleanSession false), reconnecting by itself; it resends with DUP set.
-func pahoPublisher(t *testing.T, addr string, n int, acked *atomic.Int64) <-chan error {
-	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("paho-dev").SetCleanSession(false).
+func pahoPublisher(clean bool) publisher {
+	return func(t *testing.T, addr string, n int, acked *atomic.Int64) <-chan error {
+		return pahoPublish(t, addr, n, acked, clean)
+	}
+}
+
+func pahoPublish(t *testing.T, addr string, n int, acked *atomic.Int64, clean bool) <-chan error {
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("paho-dev").SetCleanSession(clean).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
 		SetMaxReconnectInterval(200 * time.Millisecond).SetConnectTimeout(2 * time.Second).SetWriteTimeout(5 * time.Second)
 	c := paho.NewClient(o)

@@ -90,7 +90,8 @@ func (h *IngestHook) Provides(b byte) bool {
 func (h *IngestHook) OnStopped() { h.acks.wait() }
 
 // OnSessionEstablished tells the store of each connection, before its first publish is
-// read: a clean one discards the client's records of arrivals (buffer.Store.Connected).
+// read: a clean one ends the client's session, whose records of arrivals then match only
+// resends marked DUP (buffer.Store.Connected).
 func (h *IngestHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if cl.Net.Inline {
 		return
@@ -109,21 +110,24 @@ func (h *IngestHook) arrive(cl *mqtt.Client, pk *packets.Packet) (time.Time, buf
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return now, buffer.Arrival{}
 	}
-	// How long the session outlives the connection, as mochi keeps it (an MQTT 5 expiry is
-	// capped by the broker's maximum at CONNACK).
-	var keep time.Duration
-	switch {
-	case cl.Properties.ProtocolVersion == 5:
-		keep = time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second
-	case !cl.Properties.Clean && h.Opts != nil && h.Opts.Capabilities != nil:
-		keep = time.Duration(h.Opts.Capabilities.MaximumSessionExpiryInterval) * time.Second
+	// How long a resend may come: the session's expiry, as mochi keeps it (an MQTT 5 expiry
+	// is capped by the broker's maximum at CONNACK), or the broker's maximum for a 3.1.1
+	// persistent session and for a session that ends with its connection (a clean-session
+	// client such as paho resends what it had in flight, marked DUP, whenever it reconnects).
+	var maxKeep time.Duration
+	if h.Opts != nil && h.Opts.Capabilities != nil {
+		maxKeep = time.Duration(h.Opts.Capabilities.MaximumSessionExpiryInterval) * time.Second
 	}
-	if cl.Properties.Clean && keep == 0 {
-		return now, buffer.Arrival{} // a clean session that ends with the connection
+	keep, ends := maxKeep, cl.Properties.Clean
+	if cl.Properties.ProtocolVersion == 5 {
+		keep = time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second
+		if ends = keep == 0; ends {
+			keep = maxKeep
+		}
 	}
 	a := h.store.Arrive(buffer.Publish{
 		Client: cl.ID, PacketID: pk.PacketID, Payload: pk.Payload, Dup: pk.FixedHeader.Dup,
-		Resumed: !cl.Properties.Clean, Keep: keep,
+		Resumed: !cl.Properties.Clean, Keep: keep, Ends: ends,
 	}, now)
 	return a.At, a
 }

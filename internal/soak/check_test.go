@@ -152,6 +152,7 @@ func (s *soak) check() {
 	known := map[string]bool{}
 	var sent, acked, refusedOK, unacked, qos0 int
 	missing := map[string][]string{}
+	notDelivered := map[string]int{} // sent readings (acknowledged or not) not delivered
 	for _, dv := range s.devices {
 		for _, r := range dv.all() {
 			sent++
@@ -171,6 +172,11 @@ func (s *soak) check() {
 				continue
 			}
 			known[r.key] = true
+			for _, up := range []string{"cloud", "collector"} {
+				if !v.delivered[up][r.key] && !v.refused[up][r.key] {
+					notDelivered[up]++
+				}
+			}
 			if r.qos == 0 {
 				qos0++
 				continue
@@ -196,6 +202,11 @@ func (s *soak) check() {
 		}
 	}
 	losses := s.countedLosses()
+	for up, n := range losses {
+		if n > notDelivered[up] {
+			t.Errorf("uplink %s: %d records counted as never had, but only %d readings sent are missing there", up, n, notDelivered[up])
+		}
+	}
 	for up, ks := range missing {
 		if len(ks) > losses[up] {
 			sort.Strings(ks)
