@@ -223,9 +223,11 @@ func (s *soak) check() {
 	}
 	t.Logf("%s: %d readings sent (%d QoS 0), %d acknowledged, %d malformed answered as SPEC §2 says, %d not acknowledged (clean sessions lose what was in flight); "+
 		"upstream: %d batches, %d records, %d distinct readings at cloud and %d at collector, %d refused for good at collector, %d panes; "+
+		"acknowledged but missing (counted as never had): cloud %d (%d), collector %d (%d); "+
 		"faults: %v, daemon starts %d (kill -9 %d, SIGTERM %d); the slow reader was disconnected %d times",
 		s.policy, sent, qos0, acked, refusedOK, unacked, v.nBatches, v.nRecords, len(v.delivered["cloud"]), len(v.delivered["collector"]),
-		len(v.refused["collector"]), len(v.panes), s.faults, s.d.starts, s.d.kills, s.d.terms, s.slowDisc.Load())
+		len(v.refused["collector"]), len(v.panes), len(missing["cloud"]), losses["cloud"], len(missing["collector"]), losses["collector"],
+		s.faults, s.d.starts, s.d.kills, s.d.terms, s.slowDisc.Load())
 }
 
 // countedLosses is, per uplink, how many raw records the daemon deleted (for room, or by
