@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -155,22 +156,29 @@ func (s *Store) limitName() string {
 	return "free disk space less reserve_free"
 }
 
-// dropForRoom deletes the oldest entries, of ordinary logs before precious ones, until the
-// logical bytes are at most target or nothing is left. It commits as it goes.
+// dropForRoom deletes the oldest entries, of expendable logs first, then ordinary ones, then
+// precious ones, until the logical bytes are at most target or nothing is left. It commits
+// as it goes.
 func (s *Store) dropForRoom(target int64) {
-	var ordinary, precious []*logState
+	var expendable, ordinary, precious []*logState
 	s.mu.Lock()
 	for name, ls := range s.logs {
-		if s.precious[name] {
+		switch {
+		case s.precious[name]:
 			precious = append(precious, ls)
-		} else {
+		case slices.Contains(s.opts.Expendable, name):
+			expendable = append(expendable, ls)
+		default:
 			ordinary = append(ordinary, ls)
 		}
 	}
 	s.mu.Unlock()
+	sort.Slice(expendable, func(i, j int) bool {
+		return slices.Index(s.opts.Expendable, expendable[i].name) < slices.Index(s.opts.Expendable, expendable[j].name)
+	})
 	sort.Slice(ordinary, func(i, j int) bool { return ordinary[i].name < ordinary[j].name })
 	sort.Slice(precious, func(i, j int) bool { return s.preciousRank(precious[i].name) < s.preciousRank(precious[j].name) })
-	for _, ls := range append(ordinary, precious...) {
+	for _, ls := range slices.Concat(expendable, ordinary, precious) {
 		for used := s.logical(); used > target && ls.count.Load() > 0; used = s.logical() {
 			n, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
 			if err != nil {

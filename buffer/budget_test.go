@@ -150,10 +150,12 @@ func TestBudgetDropOldest(t *testing.T) {
 	dir := t.TempDir()
 	opts := budgetOptions(DropOldest)
 	opts.Consumers = map[string][]string{"raw": {"up"}}
+	opts.Expendable = []string{"refused"}
 	s := open(t, dir, opts)
 	stop := runMaintain(t, s)
 	for i := 0; i < 20; i++ {
 		mustAppend(t, s, "agg", Entry{Value: []byte(fmt.Sprintf(`{"pane":%d}`, i))})
+		mustAppend(t, s, "refused", Entry{Value: []byte(fmt.Sprintf(`{"payload":"warm %d"}`, i))})
 	}
 	watch := watchDisk(dir, nil)
 	res := flood(t, s, "raw", offeredBytes(opts.MaxBytes), 8)
@@ -196,7 +198,7 @@ func TestBudgetDropOldest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if missing != st.Dropped.Load() || st.PerLog()["raw"].Dropped != missing {
+	if missing+20 != st.Dropped.Load() || st.PerLog()["raw"].Dropped != missing { // 20 refused too
 		t.Fatalf("%d acknowledged readings are gone, %d counted as dropped (%+v)", missing, st.Dropped.Load(), st.PerLog())
 	}
 	// The uplink, which never committed, never had any of them; the count is on disk.
@@ -210,12 +212,16 @@ func TestBudgetDropOldest(t *testing.T) {
 	if m, err := s.MissedBy("raw"); err != nil || m["up"] != (Missed{Room: missing}) {
 		t.Fatalf("missed by the uplink after a reopen: %+v, %v; want %d dropped for room", m, err, missing)
 	}
-	// Aggregates are worth more: untouched while raw readings were left to drop.
+	// Aggregates are worth more: untouched while raw readings were left to drop. Refused
+	// messages are worth less: all gone before the first reading.
 	if aggs, _ := readAll(t, s, "agg", 0); len(aggs) != 20 {
 		t.Fatalf("agg has %d entries, want the 20 appended", len(aggs))
 	}
+	if refused, _ := readAll(t, s, "refused", 0); len(refused) != 0 || st.PerLog()["refused"].Dropped != 20 {
+		t.Fatalf("refused log kept %d entries (%+v); the expendable log goes first", len(refused), st.PerLog())
+	}
 	ls, _ := s.Logs()
-	if ls[1].Count != int64(len(seqs)) {
+	if ls[1].Name != "raw" || ls[1].Count != int64(len(seqs)) {
 		t.Fatalf("meta count %d, log holds %d", ls[1].Count, len(seqs))
 	}
 }

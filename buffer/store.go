@@ -85,6 +85,9 @@ type Options struct {
 	// Precious lists logs whose entries are dropped only when no other log has any left
 	// (the gateway passes "agg": aggregates are worth more than raw readings).
 	Precious []string
+	// Expendable lists logs whose entries are dropped first, before any other log's (the
+	// messages refused for good, kept for inspection only), in this order.
+	Expendable []string
 	// Retention deletes entries appended longer ago than this, delivered or not (counted);
 	// 0 keeps them until consumed or dropped for room. Applied with one-minute granularity.
 	Retention time.Duration

@@ -419,10 +419,13 @@ func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer
 		ReserveFree:  int64(cfg.Buffer.ReserveFree),
 		OnFull:       buffer.OnFull(cfg.Buffer.OnFull),
 		Retention:    cfg.Buffer.Retention.D(),
-		// Raw readings go first, held ones and aggregates (worth more) last.
-		Precious:  []string{HoldLog, pipeline.AggLog},
-		Consumers: map[string][]string{broker.RawLog: raw, pipeline.AggLog: names},
-		Logger:    log,
-		Clock:     clk,
+		// Under drop_oldest, messages refused for good (kept for inspection) go first, then
+		// raw readings, then the batches an upstream refused (readings someone may re-send),
+		// held readings and aggregates (worth more) last.
+		Expendable: []string{broker.RefusedLog},
+		Precious:   []string{uplink.DeadLetterLog, HoldLog, pipeline.AggLog},
+		Consumers:  map[string][]string{broker.RawLog: raw, pipeline.AggLog: names},
+		Logger:     log,
+		Clock:      clk,
 	}
 }

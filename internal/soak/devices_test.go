@@ -42,6 +42,7 @@ type reading struct {
 	id      string // the device's id (withID)
 
 	acked   atomic.Bool  // a PUBACK with a success code came back
+	ackedAt atomic.Int64 // when (unix ms)
 	refused atomic.Int32 // a PUBACK with this reason code ≥ 0x80 came back (MQTT 5)
 	sends   atomic.Int32 // PUBLISH packets that carried it (resends included)
 }
@@ -177,6 +178,7 @@ func (e *connEvents) acked(pid uint16, reason byte) {
 		r.refused.Store(int32(reason))
 		return
 	}
+	r.ackedAt.Store(time.Now().UnixMilli())
 	r.acked.Store(true)
 }
 

@@ -173,6 +173,10 @@ type soak struct {
 	slowDisc atomic.Int64
 
 	faults map[string]int // what the schedule injected, by kind
+	// quietSince: from then on, nothing the daemon keeps is old enough for the retention
+	// nor pushed out by a full budget (the long outage is over, and the generators stop
+	// within a retention of it); set by run.
+	quietSince time.Time
 }
 
 func newSoak(t *testing.T, policy string, seed uint64, duration time.Duration) *soak {
@@ -237,10 +241,16 @@ func (s *soak) schedule() []event {
 	for at := 2*time.Second + jitter(r, 3*time.Second); at < s.duration-10*time.Second; at += 2*time.Second + jitter(r, 8*time.Second) {
 		evs = append(evs, event{at: at, kind: kinds[r.IntN(len(kinds))], dur: time.Second + jitter(r, 5*time.Second)})
 	}
-	outage := min(90*time.Second, s.duration/3)
-	evs = append(evs, event{at: s.duration / 4, kind: "outage", dur: outage})
-	return evs
+	return append(evs, s.outage())
 }
+
+// outage is the schedule's long outage of both upstreams, long enough to fill the budget.
+func (s *soak) outage() event {
+	return event{at: s.duration / 4, kind: "outage", dur: min(90*time.Second, s.duration/3)}
+}
+
+// retention is the daemon's buffer.retention in the soak.
+const retention = 2 * time.Minute
 
 func jitter(r *rand.Rand, d time.Duration) time.Duration {
 	return time.Duration(r.Int64N(int64(d) + 1))
@@ -294,6 +304,10 @@ func (s *soak) run() {
 	time.Sleep(time.Until(start.Add(s.duration)))
 	faults.Wait()
 	stopGen()
+	s.quietSince = time.Now().Add(-retention + 20*time.Second)
+	if end := start.Add(s.outage().at + s.outage().dur + 10*time.Second); end.After(s.quietSince) {
+		s.quietSince = end
+	}
 	generating.Wait() // no reading is made after this
 
 	// Every device that resends gets its answers; the upstreams are healthy now.
