@@ -29,6 +29,16 @@ var Metrics = []ops.Desc{
 	{Name: "edgegate_broker_session_messages", Type: ops.Gauge, Help: "QoS 1/2 messages stored for persistent sessions: queued while offline, or sent and not yet acknowledged."},
 	{Name: "edgegate_broker_session_message_bytes", Type: ops.Gauge, Help: "Payload bytes of those messages."},
 	{Name: "edgegate_broker_session_writes_pending", Type: ops.Gauge, Help: "Session changes queued for the store, not yet committed."},
+	{Name: "edgegate_broker_pending_connections", Type: ops.Gauge, Help: "Connections open whose CONNECT was not read yet (bounded by max_pending_connections, max_pending_per_ip)."},
+	{Name: "edgegate_broker_password_checks_total", Type: ops.Counter, Help: "Passwords checked: by bcrypt for sources without recent failures (clean) or with (failing), or against a cached digest (cached).", Labels: []string{"kind"}},
+	{Name: "edgegate_broker_login_backoffs", Type: ops.Gauge, Help: "Source addresses (of=source) and users (of=user) whose logins are refused unchecked now after repeated failures.", Labels: []string{"of"}},
+	{Name: "edgegate_broker_client_id_bindings", Type: ops.Gauge, Help: "Client ids bound to the first user that held them."},
+	{Name: "edgegate_broker_queued_messages", Type: ops.Gauge, Help: "QoS 1/2 messages awaiting a subscriber's acknowledgement, online or queued for an offline session."},
+	{Name: "edgegate_broker_queued_bytes", Type: ops.Gauge, Help: "Their cost in memory (payload, topic and overhead), bounded by max_queued_bytes."},
+	{Name: "edgegate_broker_queue_drops_total", Type: ops.Counter, Help: "Messages not delivered to a subscriber at its queue bound (limit=session) or at the total one (limit=total).", Labels: []string{"limit"}},
+	{Name: "edgegate_broker_retained_messages", Type: ops.Gauge, Help: "Retained messages of clients (wills included)."},
+	{Name: "edgegate_broker_retained_bytes", Type: ops.Gauge, Help: "Their payload bytes."},
+	{Name: "edgegate_broker_wills_total", Type: ops.Counter, Help: "Wills that fired, by result: stored (and published), refused, cancelled (a delayed will whose client came back).", Labels: []string{"result"}},
 	{Name: "edgegate_dedup_hits_total", Type: ops.Counter, Help: "Records dropped because their id was seen within the dedup TTL."},
 	{Name: "edgegate_dedup_lookups_total", Type: ops.Counter, Help: "Record ids looked up in the dedup index on disk: those the in-memory cache and filter could not answer."},
 	{Name: "edgegate_dedup_filter_bytes", Type: ops.Gauge, Help: "Memory taken by the in-memory filter of stored record ids."},
@@ -94,6 +104,24 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		w.Add("edgegate_broker_session_message_bytes", float64(ss.MessageBytes.Load()))
 		w.Add("edgegate_broker_session_writes_pending", float64(ss.Pending.Load()))
 	}
+
+	sec := g.broker.Security()
+	w.Add("edgegate_broker_pending_connections", float64(sec.PendingConnections))
+	w.AddUint("edgegate_broker_password_checks_total", sec.PasswordChecks, "clean")
+	w.AddUint("edgegate_broker_password_checks_total", sec.PasswordChecksFailing, "failing")
+	w.AddUint("edgegate_broker_password_checks_total", sec.PasswordCached, "cached")
+	w.Add("edgegate_broker_login_backoffs", float64(sec.BackedOffSources), "source")
+	w.Add("edgegate_broker_login_backoffs", float64(sec.BackedOffUsers), "user")
+	w.Add("edgegate_broker_client_id_bindings", float64(sec.ClientIDBindings))
+	w.Add("edgegate_broker_queued_messages", float64(sec.QueuedMessages))
+	w.Add("edgegate_broker_queued_bytes", float64(sec.QueuedBytes))
+	w.AddUint("edgegate_broker_queue_drops_total", sec.QueueDropsSession, "session")
+	w.AddUint("edgegate_broker_queue_drops_total", sec.QueueDropsTotal, "total")
+	w.Add("edgegate_broker_retained_messages", float64(sec.RetainedMessages))
+	w.Add("edgegate_broker_retained_bytes", float64(sec.RetainedBytes))
+	w.AddUint("edgegate_broker_wills_total", sec.WillsStored, "stored")
+	w.AddUint("edgegate_broker_wills_total", sec.WillsRefused, "refused")
+	w.AddUint("edgegate_broker_wills_total", sec.WillsCancelled, "cancelled")
 
 	st := g.store.Stats()
 	w.AddUint("edgegate_dedup_hits_total", st.DedupHits.Load())

@@ -42,7 +42,7 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 	var srv *ops.Server
 	reg := ops.NewRegistry()
 	if cfg.Ops.Listen != "off" {
-		srv = ops.New(ops.Options{Listen: cfg.Ops.Listen, Registry: reg, Clock: clk, Logger: log})
+		srv = ops.New(ops.Options{Listen: cfg.Ops.Listen, Registry: reg, Clock: clk, Logger: log, AllowedHosts: cfg.Ops.AllowedHosts})
 		if err := srv.Listen(); err != nil {
 			log.Error("start failed", "err", err)
 			return exitUser

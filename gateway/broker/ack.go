@@ -60,6 +60,18 @@ func (h *IngestHook) refusePublish(cl *mqtt.Client, pk packets.Packet, reason in
 	return packets.ErrRejectPacket
 }
 
+// keepRefusedNow counts a refused message that no client waits an answer for (a will) and,
+// for a permanent reason, keeps it in the refused log before returning.
+func (h *IngestHook) keepRefusedNow(cl *mqtt.Client, pk packets.Packet, reason ingest.Reason, err error) {
+	h.refusals.Add(reason, cl.ID, pk.TopicName, err)
+	if h.refused == nil || !reason.Permanent() {
+		return
+	}
+	value := refusedEntry(h.clock.Now(), cl.ID, string(cl.Properties.Username), pk.TopicName, pk.FixedHeader.Qos, pk.Payload, reason, err)
+	res, werr := h.refused.append(h.ctx, value).Wait()
+	h.refused.settle(h.ctx, len(value), res, werr)
+}
+
 // refuseForGuard is refusePublish for the guard hook, which runs before the ingest hook.
 func (h *IngestHook) refuseForGuard(cl *mqtt.Client, pk packets.Packet, reason ingest.Reason, err error) error {
 	return h.refusePublish(cl, pk, reason, err, false)

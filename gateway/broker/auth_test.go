@@ -34,7 +34,9 @@ func TestAuthentication(t *testing.T) {
 		{"reserved client id", login{clientID: SensorClientID, user: "ops", pass: "ops-pw"}, 0x85},
 		{"the relay's client id", login{clientID: RelayClientID, user: "ops", pass: "ops-pw"}, 0x85},
 		{"will to a granted topic", login{clientID: "c-will-ok", user: "dev-1", pass: "dev-1-pw",
-			will: &paho.WillMessage{Topic: "devices/dev-1/status", Payload: []byte("offline")}}, 0x00},
+			will: &paho.WillMessage{Topic: "devices/dev-1/status", Payload: []byte(`{"value": 0}`)}}, 0x00},
+		{"will to a granted unrouted topic", login{clientID: "c-will-raw", user: "dev-1", pass: "dev-1-pw",
+			will: &paho.WillMessage{Topic: "devices/dev-1/status/raw", Payload: []byte("offline")}}, 0x00},
 		{"will to another device's topic", login{clientID: "c-will-bad", user: "dev-1", pass: "dev-1-pw",
 			will: &paho.WillMessage{Topic: "devices/dev-2/status", Payload: []byte("offline")}}, 0x87},
 		{"will of a user without publish grants", login{clientID: "c-will-reader", user: "reader", pass: "reader-pw",
@@ -185,12 +187,12 @@ func TestWillDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, code, err := connect5(t, conn, login{clientID: "w", user: "dev-1", pass: "dev-1-pw",
-		will: &paho.WillMessage{Topic: "devices/dev-1/status", Payload: []byte("offline")}})
+		will: &paho.WillMessage{Topic: "devices/dev-1/status", Payload: []byte(`{"value": 0}`)}})
 	if code != 0 {
 		t.Fatalf("CONNACK %#x %v", code, err)
 	}
 	conn.Close() // drop without DISCONNECT
-	if m := reader.next(t); m.Topic != "devices/dev-1/status" || string(m.Payload) != "offline" {
+	if m := reader.next(t); m.Topic != "devices/dev-1/status" || string(m.Payload) != `{"value": 0}` {
 		t.Errorf("will delivered as %s %q", m.Topic, m.Payload)
 	}
 }

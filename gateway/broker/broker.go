@@ -46,6 +46,7 @@ type Broker struct {
 	tls      []*tls.Config // per listener; nil for plain ones
 	limiter  *connLimiter
 	sessions *sessionHook // nil without a store
+	wills    *wills
 	log      *slog.Logger
 	sensors  *mqtt.Client
 	internal *mqtt.Client
@@ -83,9 +84,10 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 	})
 	b := &Broker{
 		srv: srv, cfg: cfg, ingest: ingest,
-		limiter: newConnLimiter(cfg.MaxClients, cfg.MaxConnectionsPerIP),
+		limiter: newConnLimiter(cfg.MaxClients, cfg.MaxConnectionsPerIP, cfg.MaxPendingConnections, cfg.MaxPendingPerIP),
 		log:     log.With("component", "broker"),
 	}
+	b.limiter.rate = cfg.MaxConnectRatePerIP
 	for i, l := range cfg.Listeners {
 		var tc *tls.Config
 		if l.TLS() {
@@ -120,6 +122,15 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 		if err := srv.AddHook(b.sessions, nil); err != nil {
 			return nil, fmt.Errorf("broker: session hook: %w", err)
 		}
+		sh := b.sessions
+		sh.onRestore = b.guard.queues.add
+		b.guard.saveBindings = func(ops []bindingOp) {
+			w := make([]sessionOp, len(ops))
+			for i, o := range ops {
+				w[i] = o.sessionOp()
+			}
+			sh.enqueue(w...)
+		}
 	}
 	ingest.disconnect = func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrUnspecifiedError) }
 	b.sensors = srv.NewClient(nil, mqtt.LocalListener, SensorClientID, true)
@@ -127,6 +138,10 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 	b.relay = srv.NewClient(nil, mqtt.LocalListener, RelayClientID, true)
 	b.guard.refuse = ingest.refuseForGuard
 	ingest.deliver = b.deliver
+	b.wills = newWills(b, cfg.MaxClients+cfg.MaxSessions)
+	b.guard.onWill = b.wills.fire
+	b.guard.onConnected = b.wills.cancel
+	b.guard.checkPayload = ingest.checkPayload
 	return b, nil
 }
 
@@ -160,11 +175,25 @@ func (b *Broker) Start() error {
 		b.mu.Unlock()
 	}
 	if b.sessions != nil {
+		b.guard.mu.Lock()
+		stale, err := b.guard.bindings.load(b.ingest.store, b.ingest.clock.Now())
+		b.guard.mu.Unlock()
+		if err != nil {
+			b.Close()
+			return fmt.Errorf("broker: client id bindings: %w", err)
+		}
 		b.sessions.start() // Serve restores the stored sessions, and may forget expired ones
+		b.guard.saveBindings(stale)
 	}
+	b.wills.start()
 	if err := b.srv.Serve(); err != nil {
 		b.Close()
 		return fmt.Errorf("broker: serve: %w", err)
+	}
+	for _, cl := range b.srv.Clients.GetAll() { // sessions restored from the store
+		if !cl.Net.Inline {
+			b.guard.restore(cl)
+		}
 	}
 	if !b.cfg.AllowAnonymous && len(b.cfg.Users) == 0 {
 		b.log.Warn("no broker.users and allow_anonymous is false: no MQTT client can connect (local sensors still work)")
@@ -275,6 +304,7 @@ func (b *Broker) Close() error {
 	// is gone) and delivered, while the server still routes to sessions.
 	err := b.srv.Close()
 	b.ingest.acks.wait()
+	b.wills.close()
 	if b.sessions != nil {
 		b.sessions.close() // writes what the disconnects changed
 	}
@@ -287,4 +317,44 @@ func (b *Broker) Sessions() *SessionStats {
 		return nil
 	}
 	return &b.sessions.stats
+}
+
+// SecurityStats are the figures of what bounds clients (README "Security"; metrics).
+type SecurityStats struct {
+	PendingConnections          int    // open, CONNECT not read yet
+	PasswordChecks              uint64 // bcrypt checks for sources with no recent failure
+	PasswordChecksFailing       uint64 // bcrypt checks for sources with recent failures
+	PasswordCached              uint64 // passwords accepted on their cached digest
+	BackedOffSources            int    // source addresses whose logins are refused unchecked now
+	BackedOffUsers              int    // users whose logins from failing sources are
+	ClientIDBindings            int
+	QueuedMessages, QueuedBytes int64 // QoS 1/2 messages awaiting subscribers, and their cost
+	QueueDropsSession           uint64
+	QueueDropsTotal             uint64
+	RetainedMessages            int
+	RetainedBytes               int64
+	WillsStored                 uint64
+	WillsRefused                uint64
+	WillsCancelled              uint64
+}
+
+// Security returns the figures of what bounds clients.
+func (b *Broker) Security() SecurityStats {
+	g := b.guard
+	var s SecurityStats
+	s.PendingConnections = b.limiter.Pending()
+	s.PasswordChecks = g.creds.stats.Checks.Load()
+	s.PasswordChecksFailing = g.creds.stats.Failing.Load()
+	s.PasswordCached = g.creds.stats.Cached.Load()
+	s.BackedOffSources, s.BackedOffUsers = g.creds.BackedOff()
+	g.mu.RLock()
+	s.ClientIDBindings = len(g.bindings.m)
+	g.mu.RUnlock()
+	q := &g.queues.stats
+	s.QueuedMessages, s.QueuedBytes = q.Messages.Load(), q.Bytes.Load()
+	s.QueueDropsSession, s.QueueDropsTotal = q.DroppedClient.Load(), q.DroppedTotal.Load()
+	s.RetainedMessages, s.RetainedBytes = g.retained.Stats()
+	w := &b.wills.stats
+	s.WillsStored, s.WillsRefused, s.WillsCancelled = w.Stored.Load(), w.Refused.Load(), w.Cancelled.Load()
+	return s
 }

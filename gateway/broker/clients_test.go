@@ -27,6 +27,7 @@ type conn5 struct {
 type login struct {
 	clientID, user, pass string
 	will                 *paho.WillMessage
+	persistent           uint32 // session expiry interval (s); 0: the session ends with the connection
 }
 
 // connect5 opens an MQTT 5 session over conn. It returns the CONNACK reason code; on a
@@ -53,6 +54,9 @@ func connect5(t *testing.T, conn net.Conn, l login) (*conn5, byte, error) {
 		PacketTimeout: 5 * time.Second,
 	})
 	cp := &paho.Connect{ClientID: l.clientID, KeepAlive: 30, CleanStart: true, WillMessage: l.will}
+	if l.persistent > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &l.persistent}
+	}
 	if l.user != "" {
 		cp.Username, cp.UsernameFlag = l.user, true
 	}

@@ -120,6 +120,7 @@ func newEnvClock(t testing.TB, clk clock.Clock, mutate func(c *config.Config)) *
 	}
 	c.Routes = []config.Route{{Topic: "devices/+device/+metric", Format: "json", Series: "{device}/{metric}"}}
 	c.Unrouted = "forward"
+	c.Broker.MaxConnectRatePerIP = 1000 // tests open many connections from 127.0.0.1
 	if mutate != nil {
 		mutate(c)
 	}

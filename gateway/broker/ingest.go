@@ -13,6 +13,7 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/record"
 )
 
 // RawLog is the log every accepted reading is appended to.
@@ -144,6 +145,10 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if cl.Net.Inline && (cl.ID == SensorClientID || cl.ID == InternalClientID || cl.ID == RelayClientID) {
 		return pk, nil // ingested already, or derived data with its own log
 	}
+	if pk.FixedHeader.Retain && len(pk.Payload) == 0 {
+		h.acks.idle(cl)
+		return pk, nil // clears a retained message (MQTT §3.3.1.3): no reading to store
+	}
 	if pk.FixedHeader.Qos > 1 || pk.FixedHeader.Retain || cl.Net.Inline || h.deliver == nil {
 		// Stored before returning; mochi answers and retains it, after the earlier answers.
 		// Retained messages take this path so the guard's count of retained topics is
@@ -251,6 +256,13 @@ func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, paylo
 	return h.settle(st, res, err)
 }
 
+// checkPayload decodes a payload as its route would, and returns the refusal it would
+// get (nil when it would be accepted, or is unrouted).
+func (h *IngestHook) checkPayload(topic string, payload []byte) error {
+	_, _, err := h.router.Load().Decode(topic, payload, h.clock.Now())
+	return err
+}
+
 // staged is a message routed and decoded: what to append where, or the outcome already.
 type staged struct {
 	oc      Outcome // OutcomeStored or OutcomeRaw while entries wait; else final
@@ -284,10 +296,23 @@ func (h *IngestHook) stage(src Source, topic string, payload []byte, now time.Ti
 	if st.entries == nil {
 		st.entries = make([]buffer.Entry, len(recs))
 		for i := range recs {
-			st.entries[i] = buffer.Entry{ID: recs[i].ID, Value: recs[i].AppendJSON(nil)}
+			st.entries[i] = buffer.Entry{Value: recs[i].AppendJSON(nil)}
+		}
+	}
+	for i := range st.entries { // a Holder gives one entry per record
+		if i < len(recs) {
+			st.entries[i].ID = dedupKey(&recs[i])
 		}
 	}
 	return st
+}
+
+// dedupKey is the key the store deduplicates a record by: its id scoped to the topic it
+// came on. The publish grants confine a device to its topics, so a device cannot make
+// another's readings duplicates by sending their ids first (issue 21, item 4); a resend
+// comes on the same topic. The record keeps its own id (SPEC §3.1).
+func dedupKey(r *record.Record) string {
+	return r.Topic + "\x00" + r.ID
 }
 
 // settle counts the outcome of a staged message's append and turns a store error into

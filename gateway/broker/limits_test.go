@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -104,21 +106,30 @@ func TestSubscribeReasonCodes(t *testing.T) {
 	}
 }
 
-// TestConnectionLimits: max_connections_per_ip and max_clients refuse sockets at accept;
-// closing one frees its slot.
+// TestConnectionLimits: max_connections_per_ip and max_clients refuse sockets at accept
+// once logged-in connections hold the slots; closing one frees its slot.
 func TestConnectionLimits(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) {
 		c.Broker.MaxConnectionsPerIP = 2
 		c.Broker.MaxClients = 4
 	})
 	addr := e.addr["tcp"]
-	a1 := dialFrom(t, "127.0.0.1", addr)
-	dialFrom(t, "127.0.0.1", addr)
+	n := 0
+	login := func(src string) net.Conn {
+		c := dialFrom(t, src, addr)
+		n++
+		if code := rawLogin(t, c, fmt.Sprintf("lim-%d", n), "dev-1", "dev-1-pw"); code != 0 {
+			t.Fatalf("login from %s: %#x", src, code)
+		}
+		return c
+	}
+	a1 := login("127.0.0.1")
+	login("127.0.0.1")
 	if !closedWithin(dialFrom(t, "127.0.0.1", addr), 5*time.Second) {
 		t.Error("third connection from one address accepted")
 	}
-	dialFrom(t, "127.0.0.2", addr)
-	dialFrom(t, "127.0.0.3", addr)
+	login("127.0.0.2")
+	login("127.0.0.3")
 	if !closedWithin(dialFrom(t, "127.0.0.4", addr), 5*time.Second) {
 		t.Error("fifth connection accepted with max_clients 4")
 	}

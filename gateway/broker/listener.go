@@ -18,17 +18,69 @@ import (
 )
 
 // connLimiter caps open connections in total and per source address (IPv4 address, IPv6
-// /64, since one IPv6 host may hold a whole /64). Safe for concurrent use.
+// /64, since one IPv6 host may hold a whole /64), and the pending ones among them (accepted,
+// their CONNECT not read yet) in total and per source address. When a bound is reached, a
+// pending connection makes room for the new one (the oldest of the source with the most
+// pending): sockets that never log in, from a few addresses, cannot keep the devices that do
+// from connecting. Only logged-in connections are never closed for room. New connections
+// from one source are also rate-limited (max_connect_rate_per_ip): past it they are closed
+// at accept, before anything is read or allocated. Safe for concurrent use.
 type connLimiter struct {
-	maxTotal, maxPerIP int
+	maxTotal, maxPerIP          int
+	maxPending, maxPendingPerIP int
+	rate                        float64 // new connections per second per source; 0: no limit
 
-	mu    sync.Mutex // guards total and perIP
-	total int
-	perIP map[netip.Prefix]int
+	mu           sync.Mutex // guards all below
+	total        int
+	perIP        map[netip.Prefix]int
+	pending      map[*limitedConn]struct{}
+	pendingPerIP map[netip.Prefix]int
+	seq          uint64 // accept order, for "oldest"
+	buckets      map[netip.Prefix]*tokenBucket
 }
 
-func newConnLimiter(maxTotal, maxPerIP int) *connLimiter {
-	return &connLimiter{maxTotal: maxTotal, maxPerIP: maxPerIP, perIP: map[netip.Prefix]int{}}
+// maxRateSources bounds the sources whose connection rate is remembered.
+const maxRateSources = 4096
+
+func newConnLimiter(maxTotal, maxPerIP, maxPending, maxPendingPerIP int) *connLimiter {
+	return &connLimiter{
+		maxTotal: maxTotal, maxPerIP: maxPerIP,
+		maxPending: min(maxPending, maxTotal), maxPendingPerIP: min(maxPendingPerIP, maxPerIP),
+		perIP: map[netip.Prefix]int{}, pending: map[*limitedConn]struct{}{}, pendingPerIP: map[netip.Prefix]int{},
+		buckets: map[netip.Prefix]*tokenBucket{},
+	}
+}
+
+// admit takes a token of the source's connection rate: false means the new connection is
+// to be closed at once.
+func (l *connLimiter) admit(key netip.Prefix, now time.Time) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		if len(l.buckets) >= maxRateSources {
+			for k, x := range l.buckets { // full ones are as good as new
+				if x.refill(now); x.tokens >= x.burst || len(l.buckets) >= maxRateSources {
+					delete(l.buckets, k)
+				}
+				if len(l.buckets) < maxRateSources*3/4 {
+					break
+				}
+			}
+		}
+		nb := newTokenBucket(l.rate, max(l.rate, float64(l.maxPendingPerIP)))
+		b = &nb
+		l.buckets[key] = b
+	}
+	b.refill(now)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 func sourcePrefix(a net.Addr) netip.Prefix {
@@ -44,30 +96,112 @@ func sourcePrefix(a net.Addr) netip.Prefix {
 	return p
 }
 
-// acquire takes a slot for a connection from a; release gives it back (once).
-func (l *connLimiter) acquire(a net.Addr) (release func(), err error) {
-	key := sourcePrefix(a)
+// acquire takes a slot for the new connection c, pending until settle; it returns the
+// pending connections the caller must close to make room (their slots are already given
+// back), or an error when there is no room. c.Close gives c's slot back.
+//
+// A source at its own bound gets no room: its new connection is refused (closing one of
+// its older ones instead would only cost more work per attempt). At the bounds over all
+// sources, the oldest pending connection of the source with the most pending ones makes
+// room, unless that source is the new connection's own.
+func (l *connLimiter) acquire(c *limitedConn) (evict []*limitedConn, err error) {
+	key := c.key
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.total >= l.maxTotal {
-		return nil, fmt.Errorf("max_clients (%d) connections open", l.maxTotal)
-	}
 	if l.perIP[key] >= l.maxPerIP {
 		return nil, fmt.Errorf("max_connections_per_ip (%d) connections open from %s", l.maxPerIP, key)
 	}
+	if l.pendingPerIP[key] >= l.maxPendingPerIP {
+		return nil, fmt.Errorf("max_pending_per_ip (%d) connections from %s have not logged in yet", l.maxPendingPerIP, key)
+	}
+	if len(l.pending) >= l.maxPending {
+		v := l.oldestLocked(key)
+		if v == nil {
+			return nil, fmt.Errorf("max_pending_connections (%d) have not logged in yet", l.maxPending)
+		}
+		evict = append(evict, v)
+	}
+	if l.total >= l.maxTotal {
+		v := l.oldestLocked(key)
+		if v == nil {
+			return evict, fmt.Errorf("max_clients (%d) connections open", l.maxTotal)
+		}
+		evict = append(evict, v)
+	}
+	l.seq++
+	c.seq = l.seq
 	l.total++
 	l.perIP[key]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			l.total--
-			if l.perIP[key]--; l.perIP[key] <= 0 {
-				delete(l.perIP, key)
-			}
-		})
-	}, nil
+	l.pending[c] = struct{}{}
+	l.pendingPerIP[key]++
+	c.slot = true
+	return evict, nil
+}
+
+// oldestLocked detaches and returns the oldest pending connection of the source with the
+// most pending ones, if that is not self (a source no busier than the newcomer's own does
+// not lose a connection to it); nil when there is none.
+func (l *connLimiter) oldestLocked(self netip.Prefix) *limitedConn {
+	most := 0
+	for _, n := range l.pendingPerIP {
+		most = max(most, n)
+	}
+	if most == 0 || l.pendingPerIP[self] >= most {
+		return nil
+	}
+	var v *limitedConn
+	for c := range l.pending {
+		if l.pendingPerIP[c.key] == most && (v == nil || c.seq < v.seq) {
+			v = c
+		}
+	}
+	if v != nil {
+		l.releaseLocked(v)
+	}
+	return v
+}
+
+// settle marks c as logged in (its CONNECT was read): it is no longer pending.
+func (l *connLimiter) settle(c *limitedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.pending[c]; ok {
+		delete(l.pending, c)
+		l.decLocked(l.pendingPerIP, c.key)
+	}
+}
+
+// release gives c's slot back (once).
+func (l *connLimiter) release(c *limitedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.releaseLocked(c)
+}
+
+func (l *connLimiter) releaseLocked(c *limitedConn) {
+	if !c.slot {
+		return
+	}
+	c.slot = false
+	l.total--
+	l.decLocked(l.perIP, c.key)
+	if _, ok := l.pending[c]; ok {
+		delete(l.pending, c)
+		l.decLocked(l.pendingPerIP, c.key)
+	}
+}
+
+func (l *connLimiter) decLocked(m map[netip.Prefix]int, key netip.Prefix) {
+	if m[key]--; m[key] <= 0 {
+		delete(m, key)
+	}
+}
+
+// Pending returns the connections open and not logged in yet.
+func (l *connLimiter) Pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pending)
 }
 
 // limitedListener accepts only what the connLimiter allows, gives every connection
@@ -92,14 +226,28 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		release, err := l.lim.acquire(c.RemoteAddr())
+		key := sourcePrefix(c.RemoteAddr())
+		if !l.lim.admit(key, time.Now()) {
+			c.Close()
+			l.refusals.Add(ReasonConnLimit, "", "", fmt.Errorf("connection from %s: over max_connect_rate_per_ip (%g/s)", c.RemoteAddr(), l.lim.rate))
+			continue
+		}
+		lc := &limitedConn{Conn: c, lim: l.lim, key: key, owner: l, writeTimeout: l.writeTimeout, closed: make(chan struct{})}
+		evict, err := l.lim.acquire(lc)
+		for _, v := range evict {
+			l.refusals.Add(ReasonConnLimit, "", "", fmt.Errorf("connection from %s closed before its CONNECT, to make room for one from %s", v.RemoteAddr(), c.RemoteAddr()))
+			v.Close()
+		}
 		if err != nil {
 			c.Close()
 			l.refusals.Add(ReasonConnLimit, "", "", fmt.Errorf("connection from %s: %w", c.RemoteAddr(), err))
 			continue
 		}
+		// The deadline bounds the reads of the CONNECT; the timer bounds everything before
+		// it, whatever resets deadlines meanwhile (an HTTP server between WebSocket
+		// requests that never upgrade, a TLS handshake).
 		_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
-		lc := &limitedConn{Conn: c, release: release, owner: l, writeTimeout: l.writeTimeout, closed: make(chan struct{})}
+		lc.timer = time.AfterFunc(l.connectTimeout, lc.connectExpired)
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -138,14 +286,21 @@ func (l *limitedListener) closeAll() {
 // packet may have been cut in the middle, and the client could not take its answers.
 type limitedConn struct {
 	net.Conn
-	release      func()
+	lim          *connLimiter
+	key          netip.Prefix // source address
 	owner        *limitedListener
 	writeTimeout time.Duration
 	connected    atomic.Bool            // a CONNECT was read (set by the guard hook)
 	clientID     atomic.Pointer[string] // set by the guard hook, for the log
+	timer        *time.Timer            // closes the connection at connect_timeout unless connected
+	expired      atomic.Bool            // counted as connect_timeout
 	once         sync.Once
 	timedOut     sync.Once
 	closed       chan struct{} // closed by Close
+
+	// Guarded by lim.mu.
+	seq  uint64
+	slot bool // holds a slot of lim
 
 	wmu    sync.Mutex // orders writes with a flush of held ones
 	corked bool
@@ -181,6 +336,31 @@ func (c *limitedConn) write(p []byte) (int, error) {
 		})
 	}
 	return n, err
+}
+
+// markConnected records that the connection's CONNECT was read: the connect deadline no
+// longer applies, and it is no longer pending.
+func (c *limitedConn) markConnected() {
+	if c.connected.Swap(true) {
+		return
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	if c.lim != nil {
+		c.lim.settle(c)
+	}
+}
+
+// connectExpired closes a connection that sent no CONNECT within connect_timeout.
+func (c *limitedConn) connectExpired() {
+	if c.connected.Load() {
+		return
+	}
+	if c.expired.CompareAndSwap(false, true) && c.owner != nil {
+		c.owner.refusals.Add(ReasonConnectTimeout, "", "", fmt.Errorf("connection from %s sent no CONNECT within connect_timeout (%v)", c.RemoteAddr(), c.owner.connectTimeout))
+	}
+	c.Close()
 }
 
 // done is closed once the connection is closed.
@@ -237,8 +417,11 @@ func (c *limitedConn) Close() error {
 		if c.closed != nil {
 			close(c.closed)
 		}
-		if c.release != nil {
-			c.release()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		if c.lim != nil {
+			c.lim.release(c)
 		}
 		if c.owner != nil {
 			c.owner.mu.Lock()
@@ -277,7 +460,7 @@ func connEnded(refusals *Refusals, c net.Conn, err error) {
 	switch {
 	case errors.Is(err, packets.ErrPacketTooLarge):
 		refusals.Add(ingest.ReasonTooLarge, "", "", fmt.Errorf("connection from %s: %w", c.RemoteAddr(), err))
-	case lc != nil && !lc.connected.Load() && errors.As(err, &ne) && ne.Timeout():
+	case lc != nil && !lc.connected.Load() && errors.As(err, &ne) && ne.Timeout() && lc.expired.CompareAndSwap(false, true):
 		refusals.Add(ReasonConnectTimeout, "", "", fmt.Errorf("connection from %s sent no CONNECT in time", c.RemoteAddr()))
 	}
 }

@@ -13,14 +13,17 @@ import (
 // Connection-level refusal reasons, counted beside the PUBLISH reasons of package ingest.
 const (
 	ReasonAuthFailed     ingest.Reason = "auth_failed"      // unknown user, wrong password, or anonymous when not allowed
+	ReasonAuthBackoff    ingest.Reason = "auth_backoff"     // refused unchecked: its source (or user) failed too often lately
+	ReasonAuthBusy       ingest.Reason = "auth_busy"        // the password check did not get its turn in time
 	ReasonBadIdentity    ingest.Reason = "bad_identity"     // user name or client id with + # / or a reserved client id
-	ReasonTakeover       ingest.Reason = "session_takeover" // client id in use by another user
+	ReasonTakeover       ingest.Reason = "session_takeover" // client id of another user (session, binding, name or client_ids)
 	ReasonWillDenied     ingest.Reason = "will_denied"      // will topic outside the publish grants
 	ReasonConnLimit      ingest.Reason = "connection_limit" // max_clients or max_connections_per_ip reached
 	ReasonConnectTimeout ingest.Reason = "connect_timeout"  // no CONNECT within connect_timeout
 	ReasonFlood          ingest.Reason = "flood"            // disconnected for staying over its rate without a pause for flood_after
 	ReasonWriteTimeout   ingest.Reason = "write_timeout"    // disconnected for taking nothing the broker sent for write_timeout
 	ReasonSubscription   ingest.Reason = "subscription_limit"
+	ReasonSessionLimit   ingest.Reason = "session_limit" // a persistent session over max_sessions_per_user or max_sessions
 )
 
 // RefusalReasons lists every reason Refusals counts, in a stable order.
@@ -28,8 +31,8 @@ var RefusalReasons = []ingest.Reason{
 	ingest.ReasonMalformed, ingest.ReasonTooLarge, ingest.ReasonOverQuota,
 	ingest.ReasonBufferFull, ingest.ReasonNotAuthorized, ingest.ReasonTopicInvalid,
 	ingest.ReasonStore, ingest.ReasonShutdown,
-	ReasonAuthFailed, ReasonBadIdentity, ReasonTakeover, ReasonWillDenied, ReasonConnLimit,
-	ReasonConnectTimeout, ReasonFlood, ReasonWriteTimeout, ReasonSubscription,
+	ReasonAuthFailed, ReasonAuthBackoff, ReasonAuthBusy, ReasonBadIdentity, ReasonTakeover, ReasonWillDenied, ReasonConnLimit,
+	ReasonConnectTimeout, ReasonFlood, ReasonWriteTimeout, ReasonSubscription, ReasonSessionLimit,
 }
 
 // refusalLogEvery is how often one reason may be logged: a misbehaving device must not

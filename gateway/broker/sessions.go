@@ -96,6 +96,10 @@ type sessionHook struct {
 
 	batchBytes int64 // the most one transaction of session writes may hold
 
+	// onRestore learns of each message restored for a session (the guard counts them
+	// against the queue limits); nil: nobody.
+	onRestore func(id string, packetID uint16, cost int64)
+
 	mu       sync.Mutex // guards queue, queued, closed and index
 	cond     sync.Cond  // on mu: ops queued, room in the queue, or closed
 	queue    []sessionOp
@@ -456,6 +460,9 @@ func (h *sessionHook) StoredInflightMessages() ([]storage.Message, error) {
 			}
 			e.msgs[m.PacketID] = int64(len(m.Payload))
 			h.mu.Unlock()
+			if h.onRestore != nil && m.FixedHeader.Type == packets.Publish {
+				h.onRestore(m.Client, m.PacketID, int64(len(m.Payload)+len(m.TopicName))+queueOverhead)
+			}
 			out = append(out, m)
 		}
 		return nil

@@ -183,11 +183,27 @@ func TestDurableSessionMemory(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("EDGEGATE_SESSION_MESSAGES")); err == nil {
 		msgs = v
 	}
+	// The queue bounds of issue 21 (max_queued_bytes...) are the config's defaults unless
+	// EDGEGATE_QUEUE_BYTES sets max_queued_bytes (0: unbounded, as before them).
+	queueBytes := int64(-1)
+	if v, err := strconv.ParseInt(os.Getenv("EDGEGATE_QUEUE_BYTES"), 10, 64); err == nil {
+		queueBytes = v
+	}
 	e := newEnv(t, func(c *config.Config) {
 		c.Broker.MaxClients = sessions + 100
 		c.Broker.MaxConnectionsPerIP = sessions + 100
+		c.Broker.MaxPendingPerIP = sessions + 100
 		c.Broker.MaxInflight = msgs
+		c.Broker.MaxSessions = sessions
+		c.Broker.MaxSessionsPerUser = sessions
+		switch {
+		case queueBytes == 0:
+			c.Broker.MaxQueuedBytes, c.Broker.MaxQueuedBytesPerSession = 1<<50, 1<<50
+		case queueBytes > 0:
+			c.Broker.MaxQueuedBytes = config.ByteSize(queueBytes)
+		}
 	})
+	t.Logf("max_queued_bytes %s, max_queued_bytes_per_session %s", e.cfg.MaxQueuedBytes, e.cfg.MaxQueuedBytesPerSession)
 	base := memNow()
 	for i := 0; i < sessions; i++ {
 		c, _ := persistentLogin(t, e.addr["tcp"], fmt.Sprintf("s-%05d", i), "devices/dev-1/#")
@@ -203,25 +219,28 @@ func TestDurableSessionMemory(t *testing.T) {
 		cancel()
 	}
 	st := e.b.Sessions()
+	q := &e.b.guard.queues.stats
 	testutil.Eventually(t, 10*time.Minute, "every queued message stored", func() bool {
-		return st.Messages.Load() == int64(sessions*msgs) && st.Pending.Load() == 0
+		return st.Messages.Load() == q.Messages.Load() && st.Pending.Load() == 0
 	})
+	queued := st.Messages.Load()
+	t.Logf("queued %d messages (cost %.1f MiB); %d not queued at a session's bound, %d at the total", queued, mib(q.Bytes.Load()), q.DroppedClient.Load(), q.DroppedTotal.Load())
 	stored := memNow()
 	pub.close()
 	e.restart(t)
 	st = e.b.Sessions()
 	restored := memNow()
-	if st.Restored.Load() != int64(sessions) || st.Messages.Load() != int64(sessions*msgs) {
-		t.Fatalf("restored %d sessions, %d messages; want %d, %d", st.Restored.Load(), st.Messages.Load(), sessions, sessions*msgs)
+	if st.Restored.Load() != int64(sessions) || st.Messages.Load() != queued {
+		t.Fatalf("restored %d sessions, %d messages; want %d, %d", st.Restored.Load(), st.Messages.Load(), sessions, queued)
 	}
 	var keyBytes int64
 	_ = e.store.ScanState(sessionPrefix, func(k string, v []byte) error { keyBytes += int64(len(k) + len(v)); return nil })
-	t.Logf("%d persistent sessions × %d queued QoS 1 messages (%d bytes of payload each; %d messages):", sessions, msgs, len(fmt.Sprintf(payload, 0)), sessions*msgs)
+	t.Logf("%d persistent sessions × %d QoS 1 messages published (%d bytes of payload each; %d queued):", sessions, msgs, len(fmt.Sprintf(payload, 0)), queued)
 	t.Logf("  Go heap in use: %.1f MiB before, %.1f MiB with them queued, %.1f MiB after a restart restored them",
 		mib(base.heap), mib(stored.heap), mib(restored.heap))
 	t.Logf("  RSS: %.1f MiB before, %.1f MiB queued, %.1f MiB restored", mib(base.rss), mib(stored.rss), mib(restored.rss))
-	t.Logf("  per queued message: %.0f bytes of heap (restored); %.0f bytes of keys and values in the store",
-		float64(restored.heap-base.heap)/float64(sessions*msgs), float64(keyBytes)/float64(sessions*msgs))
+	t.Logf("  per queued message: %.0f bytes of heap queued, %.0f restored; %.0f bytes of keys and values in the store",
+		float64(stored.heap-base.heap)/float64(queued), float64(restored.heap-base.heap)/float64(queued), float64(keyBytes)/float64(queued))
 }
 
 type memFig struct{ heap, rss int64 }
@@ -235,3 +254,44 @@ func memNow() memFig {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// TestSessionTakeoverKeepsStoredMessages: when a persistent session is taken over by a new
+// connection of its client (session present), the messages the old connection had in
+// flight go on in the new one: they stay in the store, and a restart restores them.
+func TestSessionTakeoverKeepsStoredMessages(t *testing.T) {
+	e := newEnv(t, nil)
+	c, _ := persistentLogin(t, e.addr["tcp"], "tk", "devices/#")
+	c.Close()
+	pub := e.user(t, "dev-1", "pub")
+	for i := 0; i < 3; i++ {
+		if code, _ := pub.publish(t, "devices/dev-1/t", 1, strconv.Itoa(i)); code != 0 {
+			t.Fatalf("publish: %#x", code)
+		}
+	}
+	st := e.b.Sessions()
+	testutil.Eventually(t, 10*time.Second, "queued", func() bool { return st.Messages.Load() == 3 && st.Pending.Load() == 0 })
+	first, _ := persistentLogin(t, e.addr["tcp"], "tk", "") // gets them, acknowledges none
+	defer first.Close()
+	second, present := persistentLogin(t, e.addr["tcp"], "tk", "") // takes the session over
+	defer second.Close()
+	if !present {
+		t.Fatal("session not present at the takeover")
+	}
+	testutil.Eventually(t, 10*time.Second, "writes applied", func() bool { return st.Pending.Load() == 0 })
+	if n := st.Messages.Load(); n != 3 {
+		t.Errorf("%d messages stored after the takeover, want the 3 in flight", n)
+	}
+	if n := e.b.guard.queues.stats.Messages.Load(); n != 3 {
+		t.Errorf("%d messages counted against the queue bounds after the takeover, want 3", n)
+	}
+	second.Close()
+	first.Close()
+	pub.close()
+	e.restart(t)
+	if n := e.b.Sessions().Messages.Load(); n != 3 {
+		t.Errorf("%d messages restored after a restart, want 3", n)
+	}
+	if n := e.b.guard.queues.stats.Messages.Load(); n != 3 {
+		t.Errorf("%d restored messages counted against the queue bounds, want 3", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -102,10 +103,15 @@ func TestMeterPace(t *testing.T) {
 }
 
 func TestConnLimiterSources(t *testing.T) {
-	l := newConnLimiter(100, 2)
+	l := newConnLimiter(100, 2, 100, 2)
 	addr := func(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
-	take := func(s string) bool {
-		_, err := l.acquire(addr(s))
+	take := func(s string) bool { // a connection that logs in at once: never closed for room
+		c := &limitedConn{key: sourcePrefix(addr(s))}
+		evict, err := l.acquire(c)
+		if len(evict) > 0 {
+			t.Fatalf("%s: a logged-in connection was closed for room", s)
+		}
+		l.settle(c)
 		return err == nil
 	}
 	if !take("[2001:db8::1]:1") || !take("[2001:db8::2]:1") || take("[2001:db8::ffff]:1") {
@@ -117,15 +123,57 @@ func TestConnLimiterSources(t *testing.T) {
 	if !take("10.0.0.1:1") || !take("10.0.0.1:2") || take("10.0.0.1:3") || !take("[::ffff:10.0.0.2]:1") {
 		t.Error("IPv4 sources are per address, IPv4-mapped IPv6 included")
 	}
-	one := newConnLimiter(1, 1)
-	release, err := one.acquire(addr("10.0.0.9:1"))
-	if err != nil {
+	one := newConnLimiter(1, 1, 1, 1)
+	c := &limitedConn{key: sourcePrefix(addr("10.0.0.9:1"))}
+	if _, err := one.acquire(c); err != nil {
 		t.Fatal(err)
 	}
-	release()
-	release() // idempotent
-	if one.total != 0 || len(one.perIP) != 0 {
-		t.Errorf("after a double release: %d open, %v per source; want none", one.total, one.perIP)
+	one.release(c)
+	one.release(c) // idempotent
+	if one.total != 0 || len(one.perIP) != 0 || len(one.pending) != 0 {
+		t.Errorf("after a double release: %d open, %v per source, %d pending; want none", one.total, one.perIP, len(one.pending))
+	}
+}
+
+// TestConnLimiterMakesRoom: a source at its own pending bound is refused; at the bounds
+// over all sources, the oldest pending connection of the source with the most pending ones
+// is closed for a newcomer from another source; logged-in ones never are.
+func TestConnLimiterMakesRoom(t *testing.T) {
+	l := newConnLimiter(4, 10, 3, 3)
+	addr := func(s string) netip.Prefix { a, _ := net.ResolveTCPAddr("tcp", s); return sourcePrefix(a) }
+	conn := func(s string) *limitedConn { return &limitedConn{key: addr(s)} }
+	a1, a2, b1 := conn("10.0.0.1:1"), conn("10.0.0.1:2"), conn("10.0.0.2:1")
+	for _, c := range []*limitedConn{a1, a2, b1} {
+		if ev, err := l.acquire(c); err != nil || len(ev) > 0 {
+			t.Fatalf("acquire: %v %v", ev, err)
+		}
+	}
+	if ev, err := l.acquire(conn("10.0.0.1:3")); err == nil || len(ev) > 0 {
+		t.Fatalf("max_pending_connections reached, newcomer from the busiest source: %v %v, want a refusal", ev, err)
+	}
+	l2 := newConnLimiter(10, 10, 10, 1)
+	l2.acquire(conn("10.0.0.9:1"))
+	if ev, err := l2.acquire(conn("10.0.0.9:2")); err == nil || len(ev) > 0 {
+		t.Fatalf("a second pending connection from a source (max_pending_per_ip 1): %v %v, want a refusal", ev, err)
+	}
+	c1 := conn("10.0.0.3:1") // max_pending 3 reached: the oldest of 10.0.0.1 (the busiest) goes
+	if ev, err := l.acquire(c1); err != nil || len(ev) != 1 || ev[0] != a1 {
+		t.Fatalf("evicted %v (%v), want the oldest of the busiest source", ev, err)
+	}
+	l.settle(c1)
+	l.settle(b1)
+	c2 := conn("10.0.0.4:1")
+	if ev, err := l.acquire(c2); err != nil || len(ev) != 0 {
+		t.Fatalf("a fourth slot: %v %v", ev, err)
+	}
+	l.settle(c2)
+	c3 := conn("10.0.0.5:1") // max_clients 4: a2, the only pending one, makes room
+	if ev, err := l.acquire(c3); err != nil || len(ev) != 1 || ev[0] != a2 {
+		t.Fatalf("evicted %v (%v), want the last pending one", ev, err)
+	}
+	l.settle(c3)
+	if ev, err := l.acquire(conn("10.0.0.6:1")); err == nil || len(ev) != 0 {
+		t.Fatalf("max_clients logged in: %v %v, want a refusal", ev, err)
 	}
 }
 

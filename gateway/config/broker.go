@@ -37,6 +37,16 @@ type Broker struct {
 	MaxClients int `yaml:"max_clients"`
 	// MaxConnectionsPerIP bounds open connections from one source address (IPv6: /64).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// MaxPendingConnections bounds the connections that are open but not logged in yet
+	// (before their CONNECT was accepted), over all listeners, and MaxPendingPerIP those
+	// from one source address: sockets that never log in cannot take the slots of
+	// devices that do.
+	MaxPendingConnections int `yaml:"max_pending_connections"`
+	MaxPendingPerIP       int `yaml:"max_pending_per_ip"`
+	// MaxConnectRatePerIP bounds the new connections one source address may open per
+	// second (bursts of max(rate, max_pending_per_ip)); more are closed at accept, before
+	// anything is read or allocated, so a connection flood costs the gateway little.
+	MaxConnectRatePerIP float64 `yaml:"max_connect_rate_per_ip"`
 	// ConnectTimeout is how long a new connection may take to complete TLS, the WebSocket
 	// upgrade and its CONNECT packet.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
@@ -63,8 +73,27 @@ type Broker struct {
 	// MaxQueuedMessages bounds the messages waiting to be written to one subscriber's
 	// socket; a subscriber that falls further behind loses QoS 0 messages.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
-	// MaxRetainedMessages bounds the retained messages of the whole broker.
-	MaxRetainedMessages int `yaml:"max_retained_messages"`
+	// MaxRetainedMessages bounds the retained messages of the whole broker, and
+	// MaxRetainedBytes their payload bytes; MaxRetainedPerUser and
+	// MaxRetainedBytesPerUser bound those of one user (wills included).
+	MaxRetainedMessages     int      `yaml:"max_retained_messages"`
+	MaxRetainedBytes        ByteSize `yaml:"max_retained_bytes"`
+	MaxRetainedPerUser      int      `yaml:"max_retained_per_user"`
+	MaxRetainedBytesPerUser ByteSize `yaml:"max_retained_bytes_per_user"`
+	// MaxWillBytes bounds the payload of a will message (refused at CONNECT beyond it):
+	// every connection holds its will in memory until it ends. max_packet_bytes bounds it
+	// too.
+	MaxWillBytes ByteSize `yaml:"max_will_bytes"`
+	// MaxSessions bounds the persistent sessions (connected or not) of the whole broker,
+	// MaxSessionsPerUser those of one user; a CONNECT asking for one more is refused.
+	MaxSessions        int `yaml:"max_sessions"`
+	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
+	// MaxQueuedBytesPerSession bounds what waits for one subscriber's acknowledgement
+	// (online, or queued for an offline persistent session), MaxQueuedBytes that of all
+	// subscribers: payload, topic and a fixed overhead per message. A message over
+	// either is not queued for that subscriber (counted).
+	MaxQueuedBytesPerSession ByteSize `yaml:"max_queued_bytes_per_session"`
+	MaxQueuedBytes           ByteSize `yaml:"max_queued_bytes"`
 	// MaxSessionExpiry caps how long a disconnected persistent session is kept.
 	MaxSessionExpiry Duration `yaml:"max_session_expiry"`
 	// RefusedLog bounds the log of permanently refused messages.
@@ -103,6 +132,11 @@ type User struct {
 	PasswordHash string   `yaml:"password_hash"`
 	Publish      []string `yaml:"publish"`
 	Subscribe    []string `yaml:"subscribe"`
+	// ClientIDs, when set, are the only client ids the user may connect with, and no
+	// other user may use one they match: patterns where {username} or %u stands for the
+	// user name and * for any run of characters. Unset: any client id, bound to the first
+	// user that holds it (see README "Client ids belong to users").
+	ClientIDs []string `yaml:"client_ids"`
 }
 
 // Grants are the topic filters a client may publish to and subscribe to. Nothing is
@@ -119,6 +153,9 @@ func defaultBroker() Broker {
 		MaxPacketBytes:            64 << 10,
 		MaxClients:                1000,
 		MaxConnectionsPerIP:       64,
+		MaxPendingConnections:     256,
+		MaxPendingPerIP:           16,
+		MaxConnectRatePerIP:       20,
 		ConnectTimeout:            Duration(10 * time.Second),
 		MaxRatePerClient:          1000,
 		FloodAfter:                Duration(30 * time.Second),
@@ -129,6 +166,14 @@ func defaultBroker() Broker {
 		MaxInflight:               128,
 		MaxQueuedMessages:         256,
 		MaxRetainedMessages:       1000,
+		MaxRetainedBytes:          8 << 20,
+		MaxRetainedPerUser:        100,
+		MaxRetainedBytesPerUser:   1 << 20,
+		MaxWillBytes:              4 << 10,
+		MaxSessions:               1000,
+		MaxSessionsPerUser:        8,
+		MaxQueuedBytesPerSession:  1 << 20,
+		MaxQueuedBytes:            24 << 20,
 		MaxSessionExpiry:          Duration(24 * time.Hour),
 		RefusedLog:                RefusedLog{MaxEntries: 10000, MaxBytes: 8 << 20},
 	}
@@ -180,6 +225,49 @@ func IdentityOK(s string) bool {
 	return true
 }
 
+// CheckClientIDPattern checks a users[].client_ids pattern: once {username} (or %u) is
+// substituted and * stands for any run of characters, it must match client ids that
+// IdentityOK accepts, and it must not match every client id.
+func CheckClientIDPattern(p string) error {
+	x := ExpandGrant(p, "u", "c")
+	if strings.ContainsAny(x, "{") || strings.Contains(p, "{clientid}") || strings.Contains(p, "%c") {
+		return fmt.Errorf("unknown placeholder (use {username} or %%u, and * for any characters)")
+	}
+	lit := strings.ReplaceAll(x, "*", "")
+	if lit == "" {
+		return fmt.Errorf("matches every client id: give it a fixed part, e.g. \"{username}-*\"")
+	}
+	if !IdentityOK(lit) {
+		return fmt.Errorf("no client id can match it: client ids have no '+', '#', '/' or control characters and no leading '$'")
+	}
+	return nil
+}
+
+// MatchClientID reports whether clientID matches pattern (see CheckClientIDPattern) for
+// user.
+func MatchClientID(pattern, user, clientID string) bool {
+	parts := strings.Split(pattern, "*") // before substituting: a user name may hold a '*'
+	for i := range parts {
+		parts[i] = ExpandGrant(parts[i], user, "")
+	}
+	if len(parts) == 1 {
+		return parts[0] == clientID
+	}
+	if !strings.HasPrefix(clientID, parts[0]) {
+		return false
+	}
+	rest := clientID[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, mid := range parts[1 : len(parts)-1] {
+		i := strings.Index(rest, mid)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(mid):]
+	}
+	return len(rest) >= len(last) && strings.HasSuffix(rest, last)
+}
+
 // MaxPasswordCost is the highest bcrypt cost a password hash may have: every login checks
 // it, and each step doubles the time on a small board.
 const MaxPasswordCost = 14
@@ -222,6 +310,11 @@ func (c *Config) validateBroker(v *validator) {
 			v.at(p+".password_hash", "%s.password_hash: bcrypt cost %d makes every login take seconds on a small board; use 10 to 12", p, cost)
 		}
 		validateGrants(v, p, Grants{Publish: u.Publish, Subscribe: u.Subscribe}, true)
+		for j, pat := range u.ClientIDs {
+			if err := CheckClientIDPattern(pat); err != nil {
+				v.at(fmt.Sprintf("%s.client_ids[%d]", p, j), "%s.client_ids[%d] %q: %v", p, j, pat, err)
+			}
+		}
 	}
 	if b.MaxPacketBytes < 1024 || b.MaxPacketBytes > maxPacketLimit {
 		v.at("broker.max_packet_bytes", "broker.max_packet_bytes %s: expected between 1KiB and 256KiB", b.MaxPacketBytes)
@@ -238,11 +331,27 @@ func (c *Config) validateBroker(v *validator) {
 	atLeast("max_inflight", b.MaxInflight, 1)
 	atLeast("max_queued_messages", b.MaxQueuedMessages, 1)
 	atLeast("max_retained_messages", b.MaxRetainedMessages, 0)
+	atLeast("max_retained_per_user", b.MaxRetainedPerUser, 0)
+	atLeast("max_pending_connections", b.MaxPendingConnections, 1)
+	atLeast("max_pending_per_ip", b.MaxPendingPerIP, 1)
+	atLeast("max_sessions", b.MaxSessions, 0)
+	atLeast("max_sessions_per_user", b.MaxSessionsPerUser, 0)
+	if b.MaxRetainedBytesPerUser > b.MaxRetainedBytes {
+		v.at("broker.max_retained_bytes_per_user", "broker.max_retained_bytes_per_user %s: expected at most max_retained_bytes (%s)", b.MaxRetainedBytesPerUser, b.MaxRetainedBytes)
+	}
+	if b.MaxQueuedBytesPerSession < 64<<10 {
+		v.at("broker.max_queued_bytes_per_session", "broker.max_queued_bytes_per_session %s: expected at least 64KiB", b.MaxQueuedBytesPerSession)
+	} else if b.MaxQueuedBytes < b.MaxQueuedBytesPerSession {
+		v.at("broker.max_queued_bytes", "broker.max_queued_bytes %s: expected at least max_queued_bytes_per_session (%s)", b.MaxQueuedBytes, b.MaxQueuedBytesPerSession)
+	}
 	if b.MaxInflight > 65535 {
 		v.at("broker.max_inflight", "broker.max_inflight %d: expected at most 65535", b.MaxInflight)
 	}
 	if b.MaxTopicBytes < 16 || b.MaxTopicBytes > topic.MaxLen {
 		v.at("broker.max_topic_bytes", "broker.max_topic_bytes %d: expected between 16 and %d", b.MaxTopicBytes, topic.MaxLen)
+	}
+	if b.MaxConnectRatePerIP <= 0 {
+		v.at("broker.max_connect_rate_per_ip", "broker.max_connect_rate_per_ip must be > 0 (connections per second)")
 	}
 	if b.MaxRatePerClient <= 0 {
 		v.at("broker.max_rate_per_client", "broker.max_rate_per_client must be > 0 (messages per second)")

@@ -129,3 +129,26 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestMatchClientID(t *testing.T) {
+	for _, c := range []struct {
+		pattern, user, id string
+		want              bool
+	}{
+		{"{username}", "dev-1", "dev-1", true},
+		{"{username}", "dev-1", "dev-12", false},
+		{"{username}-*", "dev-1", "dev-1-a", true},
+		{"{username}-*", "dev-1", "dev-1-", true},
+		{"{username}-*", "dev-1", "dev-1", false},
+		{"%u-*-x", "d", "d-a-b-x", true},
+		{"%u-*-x", "d", "d-x", false},
+		{"pump-*", "any", "pump-7", true},
+		{"*-{username}", "a", "x-a", true},
+		{"{username}", "a*b", "aXb", false}, // a '*' in a user name is literal
+		{"{username}", "a*b", "a*b", true},
+	} {
+		if got := MatchClientID(c.pattern, c.user, c.id); got != c.want {
+			t.Errorf("MatchClientID(%q, %q, %q) = %v, want %v", c.pattern, c.user, c.id, got, c.want)
+		}
+	}
+}

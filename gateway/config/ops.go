@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -11,7 +13,12 @@ type Ops struct {
 	// Listen is the ops HTTP address (/metrics, /healthz, /readyz, /status, the status
 	// page); "off" disables it.
 	Listen string `yaml:"listen"`
-	Log    Log    `yaml:"log"`
+	// AllowedHosts are the host names (the Host header of a request, port aside) the ops
+	// server answers to; an IP address literal is always accepted. Any other name is
+	// refused (421), so a web page whose name rebinds to this board (DNS rebinding) cannot
+	// read it from a browser. Default ["localhost"].
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	Log          Log      `yaml:"log"`
 	// FlushTimeout bounds how long uplinks may send what is buffered at shutdown; it must
 	// stay well below the unit's TimeoutStopSec (30 s).
 	FlushTimeout Duration `yaml:"flush_timeout"`
@@ -44,6 +51,7 @@ const DefaultOpsListen = "127.0.0.1:9464"
 func defaultOps() Ops {
 	return Ops{
 		Listen:       DefaultOpsListen,
+		AllowedHosts: []string{"localhost"},
 		Log:          Log{Level: "info", Format: "text"},
 		FlushTimeout: Duration(10 * time.Second),
 		Clock:        Clock{Mode: "auto", MaxWait: Duration(30 * time.Minute)},
@@ -56,6 +64,11 @@ func (c *Config) validateOps(v *validator) {
 		p, perr := strconv.Atoi(port)
 		if err != nil || perr != nil || p < 0 || p > 65535 || (host != "" && net.ParseIP(host) == nil && host != "localhost") {
 			v.at("ops.listen", "ops.listen %q: expected HOST:PORT with an IP address (e.g. 127.0.0.1:9464), or off", c.Ops.Listen)
+		}
+	}
+	for i, h := range c.Ops.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, ":/ \t") || net.ParseIP(h) != nil {
+			v.at(fmt.Sprintf("ops.allowed_hosts[%d]", i), "ops.allowed_hosts[%d] %q: expected a host name without port (IP addresses are always accepted)", i, h)
 		}
 	}
 	if !oneOf(c.Ops.Log.Level, "debug", "info", "warn", "error") {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -125,7 +126,9 @@ func (f *fakeSource) IngestedRecords() uint64 { return f.st.Ingest.Records }
 func get(t *testing.T, h http.Handler, path string) (*http.Response, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	req := httptest.NewRequest("GET", path, nil)
+	req.Host = "127.0.0.1:9464"
+	h.ServeHTTP(rec, req)
 	res := rec.Result()
 	b, _ := io.ReadAll(res.Body)
 	return res, string(b)
@@ -228,5 +231,51 @@ func TestServeAndShutdown(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHostHeaderChecked (issue 21, low): the ops server answers only requests for the
+// configured host names (localhost by default) or an IP address, so that a web page whose
+// name rebinds to the board (DNS rebinding) cannot read /status from a browser on the LAN.
+func TestHostHeaderChecked(t *testing.T) {
+	src := &fakeSource{st: Status{Gateway: "gw-1"}, checks: []Check{{Name: "broker", OK: true}}}
+	s := New(Options{Listen: "127.0.0.1:0", Registry: testRegistry(), Source: src, AllowedHosts: []string{"localhost", "gw.lan"}})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	_, port, _ := net.SplitHostPort(s.Addr())
+	for _, c := range []struct {
+		host string
+		code int
+	}{
+		{"127.0.0.1:" + port, 200},
+		{"localhost:" + port, 200},
+		{"LOCALHOST", 200},
+		{"gw.lan:" + port, 200},
+		{"[::1]:" + port, 200},
+		{"192.168.1.20:" + port, 200},
+		{"evil.example:" + port, 421},
+		{"localhost.evil.example", 421},
+	} {
+		for _, path := range []string{"/status", "/", "/metrics"} {
+			req, _ := http.NewRequest("GET", "http://"+s.Addr()+path, nil)
+			req.Host = c.host
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != c.code {
+				t.Errorf("GET %s with Host %q: %d, want %d", path, c.host, res.StatusCode, c.code)
+			}
+			if c.code != 200 && strings.Contains(string(body), "gw-1") {
+				t.Errorf("GET %s with Host %q leaked the status", path, c.host)
+			}
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,10 @@ type Options struct {
 	Logger   *slog.Logger
 	// SampleEvery is the period of the rate samples behind records_per_s (default 2 s).
 	SampleEvery time.Duration
+	// AllowedHosts are the host names requests may name in their Host header (default
+	// ["localhost"]); IP address literals are always accepted. Other names get 421: a web
+	// page whose name rebinds to this board must not read it from a browser.
+	AllowedHosts []string
 }
 
 // Server is the ops HTTP server.
@@ -69,6 +74,9 @@ func New(opts Options) *Server {
 	}
 	if opts.Registry == nil {
 		opts.Registry = NewRegistry()
+	}
+	if opts.AllowedHosts == nil {
+		opts.AllowedHosts = []string{"localhost"}
 	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "ops")}
 	s.rate.keep = 6
@@ -151,7 +159,31 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /status", s.serveStatus)
-	return mux
+	return s.checkHost(mux)
+}
+
+// checkHost refuses requests whose Host header names a host that is neither an IP address
+// nor one of AllowedHosts (DNS rebinding: a page of evil.example whose name now resolves
+// to this board is same-origin with it for the browser, but its requests say
+// Host: evil.example).
+func (s *Server) checkHost(next http.Handler) http.Handler {
+	allowed := make(map[string]bool, len(s.opts.AllowedHosts))
+	for _, h := range s.opts.AllowedHosts {
+		allowed[strings.ToLower(h)] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+		if _, err := netip.ParseAddr(host); err != nil && !allowed[host] {
+			noStore(w)
+			http.Error(w, fmt.Sprintf("host %q is not in ops.allowed_hosts", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func noStore(w http.ResponseWriter) {

@@ -83,6 +83,7 @@ broker:
   anonymous: {publish: ["dev/#", "raw/#"], subscribe: ["dev/#", "agg/#"]}
   max_rate_per_client: 2000
   max_session_expiry: 1h
+  max_sessions_per_user: 64 # the devices are all anonymous: one user
 routes:
   - {topic: "dev/+device/id", format: json, series: "{device}/id"}
   - {topic: "dev/+device/stamp", format: json, series: "{device}/stamp"}

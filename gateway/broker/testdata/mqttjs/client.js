@@ -65,6 +65,16 @@ async function main() {
     out({ ev: 'done', refused: settled, connects });
     break;
   }
+  case 'publish': {
+    // n QoS 1 publishes to o.topic, one at a time; each result is null (acknowledged) or
+    // the error MQTT.js reports (an MQTT 5 reason code >= 0x80 is final for it).
+    const results = [];
+    for (let i = 0; i < o.n; i++) {
+      results.push(await Promise.race([publish(c, o.topic, o.payload, 1), sleep(5000).then(() => 'timeout')]));
+    }
+    out({ ev: 'done', results });
+    break;
+  }
   default:
     throw new Error('unknown scenario ' + o.scenario);
   }
