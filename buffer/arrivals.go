@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc64"
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -41,14 +42,16 @@ import (
 //     the same connection only with DUP set, as the MQTT 3.1.1 clients that retransmit on a
 //     timeout mark it. So a client reusing a packet id for the same payload on one
 //     connection (its PUBACK came) is not taken for a resend.
-//   - A resend updates the record it matched, in place: however often a client resends
-//     (a full buffer refusing it again and again), its records still cover its last
-//     publishes.
+//   - A resend updates the record it matched, in place, and a record whose append failed
+//     is forgotten (nothing was stored under its arrival, so a resend may take a new one):
+//     however often a client is refused and resends (a full buffer, again and again), its
+//     records cover its last stored publishes, not its last attempts.
 //   - A client resends at most what it had unacknowledged, and PUBACKs come in order, so
 //     only its last publishes can come again: each client keeps its last arrivalsPerClient
 //     records (the broker's receive maximum, 256, bounds what an MQTT 5 client may have
-//     unacknowledged), and a record lives as long as the session may (its expiry, at most
-//     broker.max_session_expiry).
+//     unacknowledged; the acker reads at most 64 publishes of a connection ahead of their
+//     answers), a record is replaced when its packet id is reused, and it lives as long as
+//     the session may (its expiry, at most broker.max_session_expiry).
 //   - Memory is bounded: at most maxArrivals records in all, past which the client with the
 //     most loses its oldest: 1.0–1.6 MiB of heap when they belong to 64–1000 clients, 4 MiB
 //     if each is a client's only one (measured with runtime.MemStats).
@@ -61,9 +64,13 @@ import (
 // Key layout: k/<client: 12 bytes of SHA-256><slot: 2 BE> → epoch (8), seq (4), packet id
 // (2), payload hash (8), arrival (8, unix ms), expiry (8, unix ms on the store's clock),
 // flags (1: dupOnly), with a Badger TTL. (Records written before the flags byte existed
-// have 38 bytes and are persistent ones.) A client's records take the slots seq mod arrivalsPerClient in turn, so a
-// client never has more keys than records it can keep; the epoch tells the keys of its
-// current records from any left by records it no longer has (evicted whole, see evict).
+// have 38 bytes and are persistent ones.) A record takes a free slot of its client's
+// arrivalsPerClient (the slot of the record it replaces, or of the oldest when all are
+// taken), so a client never has more keys than records it can keep; seq orders a client's
+// records; the epoch tells the keys of its current records from any left by records it no
+// longer has (after a clean connect, or evicted whole, see evict). A key whose record was
+// forgotten or evicted stays until its slot is taken again or its TTL ends; loaded again
+// at Open, it is the record of a publish that did arrive, and harmless.
 
 const (
 	arrivalsPerClient = 256
@@ -101,7 +108,16 @@ type Arrival struct {
 	At time.Time
 	// Resend: the publish repeats one recorded earlier; At is that one's arrival.
 	Resend bool
-	writes []write // the record, and records evicted to make room
+	writes []write    // the record
+	ref    arrivalRef // the record in memory, told of its append's outcome
+}
+
+// arrivalRef names a record in memory: its client and seq (a record that replaced it has
+// another seq).
+type arrivalRef struct {
+	c   clientKey
+	seq uint32
+	ok  bool
 }
 
 type clientKey [12]byte
@@ -110,10 +126,12 @@ type clientKey [12]byte
 type arrivalRec struct {
 	at, exp int64  // unix ms: arrival, and expiry on the store's clock
 	hash    uint64 // of the payload
-	seq     uint32 // the client's publishes recorded before it: its slot is seq mod arrivalsPerClient
+	seq     uint32 // the client's records before it: orders them
 	conn    uint32 // the connection it came on (clientArrivals.conn then)
 	pid     uint16
-	dupOnly bool // its session ended (or ends) with a connection: only a DUP publish matches
+	slot    uint16 // of its key
+	dupOnly bool   // its session ended (or ends) with a connection: only a DUP publish matches
+	stored  bool   // an append with it committed (or it was loaded): a stored publish's
 }
 
 // clientArrivals are one client's records, oldest first.
@@ -126,9 +144,28 @@ type clientArrivals struct {
 	conn  uint32 // connections of the client seen this run (Connected)
 	next  uint32 // seq of the next record
 	recs  []arrivalRec
-	pids  []uint16 // recs[i].pid, apart: a lookup scans them only
-	pos   int      // index in arrivalTable.bySize[len(recs)]
+	pids  []uint16                       // recs[i].pid, apart: a lookup scans them only
+	pos   int                            // index in arrivalTable.bySize[len(recs)]
+	used  [arrivalsPerClient / 64]uint64 // slots taken by recs
 }
+
+// alloc takes a free slot (there is one: the caller keeps len(recs) < arrivalsPerClient).
+func (c *clientArrivals) alloc() uint16 {
+	for w, used := range c.used {
+		if used != ^uint64(0) {
+			b := bits.TrailingZeros64(^used)
+			c.used[w] |= 1 << b
+			return uint16(w*64 + b)
+		}
+	}
+	panic("buffer: arrivals: no free slot")
+}
+
+// take marks slot as taken (a record loaded in it).
+func (c *clientArrivals) take(slot uint16) { c.used[slot/64] |= 1 << (slot % 64) }
+
+// release frees slot.
+func (c *clientArrivals) release(slot uint16) { c.used[slot/64] &^= 1 << (slot % 64) }
 
 // arrivalTable holds the records in memory (loaded at Open): lookups never read the disk,
 // and see a record as soon as Arrive made it, before its append is committed.
@@ -138,15 +175,15 @@ type arrivalTable struct {
 	bySize  [][]*clientArrivals // clients by their number of records, to evict from the largest
 	largest int
 	total   int
-	limit   int   // maxArrivals (tests make it small)
+	limit   int   // maxArrivals (tests make it small: Options.arrivalLimit)
 	epoch   int64 // the last epoch given out
 }
 
-func newArrivalTable() *arrivalTable {
+func newArrivalTable(limit int) *arrivalTable {
 	return &arrivalTable{
 		clients: map[clientKey]*clientArrivals{},
 		bySize:  make([][]*clientArrivals, arrivalsPerClient+1),
-		limit:   maxArrivals,
+		limit:   limit,
 	}
 }
 
@@ -162,11 +199,11 @@ func payloadHash(p []byte) uint64 { return crc64.Checksum(p, crcTable) }
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
 
-func arrivalKey(c clientKey, seq uint32) []byte {
+func arrivalKey(c clientKey, slot uint16) []byte {
 	k := make([]byte, 0, len(arrivalPrefix)+len(c)+2)
 	k = append(k, arrivalPrefix...)
 	k = append(k, c[:]...)
-	return binary.BigEndian.AppendUint16(k, uint16(seq%arrivalsPerClient))
+	return binary.BigEndian.AppendUint16(k, slot)
 }
 
 func (r *arrivalRec) encode(epoch int64) []byte {
@@ -223,7 +260,8 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 					// The same record, written again with the resend's entries (the first
 					// copy's may have failed): in its slot, so resends take none.
 					r.conn, r.exp = c.conn, max(r.exp, ms+p.Keep.Milliseconds())
-					a.writes = append(a.writes, write{key: arrivalKey(ck, r.seq), value: r.encode(c.epoch), ttl: p.Keep})
+					a.writes = append(a.writes, write{key: arrivalKey(ck, r.slot), value: r.encode(c.epoch), ttl: p.Keep})
+					a.ref = arrivalRef{c: ck, seq: r.seq, ok: true}
 				}
 				return a
 			}
@@ -238,18 +276,61 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 		t.clients[ck] = c
 	}
 	rec := arrivalRec{at: a.At.UnixMilli(), exp: ms + p.Keep.Milliseconds(), hash: h, seq: c.next, conn: c.conn, pid: p.PacketID, dupOnly: p.Ends}
-	t.add(c, rec)
-	a.writes = append(a.writes, write{key: arrivalKey(ck, rec.seq), value: rec.encode(c.epoch), ttl: p.Keep})
+	rec = t.add(c, rec)
+	a.writes = append(a.writes, write{key: arrivalKey(ck, rec.slot), value: rec.encode(c.epoch), ttl: p.Keep})
+	a.ref = arrivalRef{c: ck, seq: rec.seq, ok: true}
 	for t.total > t.limit {
-		v, old := t.evict()
-		// The victim's next record takes the slot of its oldest when it has a full set:
-		// then the key is left to be overwritten (deleting it could race with that write).
-		if v.next-old.seq < arrivalsPerClient {
-			a.writes = append(a.writes, write{key: arrivalKey(v.key, old.seq), del: true})
-		}
+		t.evict() // its key stays until its slot is taken again (see the key layout)
 	}
 	s.arrivalCount.Store(int64(t.total))
 	return a
+}
+
+// arrived tells the record of ref its append's outcome: committed, it stands for a stored
+// publish; failed (or never made: Unarrive) while it stood for none, it is forgotten, since
+// nothing is stored under its arrival and a resend may take a new one. Called by the writer
+// and by Unarrive.
+func (s *Store) arrived(ref arrivalRef, ok bool) {
+	if !ref.ok {
+		return
+	}
+	t := s.arrivals
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.clients[ref.c]
+	if c == nil {
+		return
+	}
+	i := c.index(ref.seq)
+	if i < 0 {
+		return // replaced or evicted meanwhile
+	}
+	if ok {
+		c.recs[i].stored = true
+		return
+	}
+	if c.recs[i].stored {
+		return // a resend failed; the first copy is stored
+	}
+	before := len(c.recs)
+	c.release(c.recs[i].slot)
+	c.drop(i, i+1)
+	t.resized(c, before)
+	s.arrivalCount.Store(int64(t.total))
+}
+
+// Unarrive tells the store that the publish Arrive described will not be appended (it
+// was refused, or dropped by the config): its record is forgotten unless it stands for a
+// publish stored earlier.
+func (s *Store) Unarrive(a Arrival) { s.arrived(a.ref, false) }
+
+// index returns the index of c's record of seq, or -1.
+func (c *clientArrivals) index(seq uint32) int {
+	i, ok := slices.BinarySearchFunc(c.recs, seq, func(r arrivalRec, seq uint32) int { return cmp.Compare(r.seq, seq) })
+	if !ok {
+		return -1
+	}
+	return i
 }
 
 // find returns the index of c's record of packet id pid, or -1.
@@ -284,20 +365,44 @@ func (c *clientArrivals) drop(i, j int) {
 	c.recs, c.pids = slices.Delete(c.recs, i, j), slices.Delete(c.pids, i, j)
 }
 
-// add appends rec (seq c.next) to c's records: it replaces c's record of the same packet
-// id, and records whose slot it takes go.
-func (t *arrivalTable) add(c *clientArrivals, rec arrivalRec) {
+// add appends rec (seq c.next) to c's records and returns it with its slot: the slot of
+// c's record of the same packet id, which it replaces; else a free one; else the slot of
+// c's oldest record, which goes.
+func (t *arrivalTable) add(c *clientArrivals, rec arrivalRec) arrivalRec {
 	before := len(c.recs)
 	c.next = rec.seq + 1
-	n := 0
-	for n < len(c.recs) && rec.seq-c.recs[n].seq >= arrivalsPerClient {
-		n++
-	}
-	c.drop(0, n)
-	if i := c.find(rec.pid); i >= 0 {
+	switch i := c.find(rec.pid); {
+	case i >= 0:
+		rec.slot = c.recs[i].slot
 		c.drop(i, i+1)
+	case len(c.recs) >= arrivalsPerClient:
+		rec.slot = c.recs[0].slot
+		c.drop(0, 1)
+	default:
+		rec.slot = c.alloc()
 	}
 	c.push(rec)
+	t.resized(c, before)
+	return rec
+}
+
+// load adds a record read at Open, in its slot, in seq order: it stands for a stored
+// publish; of two with the same packet id (a key its slot's next record had not yet
+// overwritten), the later one is kept.
+func (t *arrivalTable) load(c *clientArrivals, rec arrivalRec) {
+	before := len(c.recs)
+	c.next = max(c.next, rec.seq+1)
+	if i := c.find(rec.pid); i >= 0 {
+		c.release(c.recs[i].slot)
+		c.drop(i, i+1)
+	}
+	rec.stored = true
+	c.take(rec.slot)
+	c.push(rec)
+	for len(c.recs) > arrivalsPerClient {
+		c.release(c.recs[0].slot)
+		c.drop(0, 1)
+	}
 	t.resized(c, before)
 }
 
@@ -324,16 +429,15 @@ func (t *arrivalTable) resized(c *clientArrivals, before int) {
 	t.total += after - before
 }
 
-// evict drops the oldest record of the client with the most, and returns both.
-func (t *arrivalTable) evict() (*clientArrivals, arrivalRec) {
+// evict drops the oldest record of the client with the most.
+func (t *arrivalTable) evict() {
 	for len(t.bySize[t.largest]) == 0 {
 		t.largest--
 	}
 	v := t.bySize[t.largest][0]
-	old := v.recs[0]
+	v.release(v.recs[0].slot)
 	v.drop(0, 1)
 	t.resized(v, len(v.recs)+1)
-	return v, old
 }
 
 // Connected notes a new connection of client. A clean one ends the client's session: its
@@ -359,15 +463,15 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 	// Every slot: the client's current records, flagged; other keys (of records whose
 	// appends are still queued, or left by records it had before) deleted.
 	tx := &Tx{}
-	kept := map[uint32]bool{}
+	kept := map[uint16]bool{}
 	if c != nil {
 		ms := s.opts.Clock.Now().UnixMilli()
 		for i := range c.recs {
 			r := &c.recs[i]
 			r.dupOnly = true
-			kept[r.seq%arrivalsPerClient] = true
+			kept[r.slot] = true
 			ttl := time.Duration(max(r.exp-ms, 1)) * time.Millisecond
-			tx.ops = append(tx.ops, op{kind: opSet, key: arrivalKey(ck, r.seq), value: r.encode(c.epoch), ttl: ttl})
+			tx.ops = append(tx.ops, op{kind: opSet, key: arrivalKey(ck, r.slot), value: r.encode(c.epoch), ttl: ttl})
 		}
 	}
 	t.mu.Unlock()
@@ -377,7 +481,7 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 			return err
 		}
 	}
-	for slot := range uint32(arrivalsPerClient) {
+	for slot := range uint16(arrivalsPerClient) {
 		if !kept[slot] {
 			tx.ops = append(tx.ops, op{kind: opDelete, key: arrivalKey(ck, slot)})
 		}
@@ -392,7 +496,7 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 // AppendArrived is AppendAsync for the entries of a publish that Arrive described: the
 // record of its arrival is written with them.
 func (s *Store) AppendArrived(ctx context.Context, log string, entries []Entry, a Arrival) *Pending {
-	return s.appendAsync(ctx, log, entries, a.writes)
+	return s.appendAsync(ctx, log, entries, a.writes, a.ref)
 }
 
 // loadArrivals reads the records of arrivals at Open: those not expired of each client's
@@ -401,6 +505,7 @@ func (s *Store) loadArrivals() error {
 	now := s.opts.Clock.Now().UnixMilli()
 	type keyed struct {
 		c     clientKey
+		slot  uint16
 		epoch int64
 		rec   arrivalRec
 	}
@@ -413,7 +518,7 @@ func (s *Store) loadArrivals() error {
 		if !ok || r.exp <= now {
 			return nil
 		}
-		all = append(all, keyed{clientKey(k[len(arrivalPrefix) : len(arrivalPrefix)+12]), epoch, r})
+		all = append(all, keyed{clientKey(k[len(arrivalPrefix) : len(arrivalPrefix)+12]), binary.BigEndian.Uint16(k[len(arrivalPrefix)+12:]), epoch, r})
 		return nil
 	})
 	if err != nil {
@@ -450,7 +555,8 @@ func (s *Store) loadArrivals() error {
 			t.clients[e.c] = c
 		}
 		t.epoch = max(t.epoch, e.epoch)
-		t.add(c, e.rec) // conn 0: an earlier connection than any of this run (Connected counts from 1)
+		e.rec.slot = e.slot
+		t.load(c, e.rec) // conn 0: an earlier connection than any of this run (Connected counts from 1)
 		for t.total > t.limit {
 			t.evict()
 		}

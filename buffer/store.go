@@ -7,6 +7,7 @@ package buffer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -110,6 +111,8 @@ type Options struct {
 	// memTableSize overrides Badger's memtable size (tests of the budget use small ones
 	// so that a small budget is meaningful).
 	memTableSize int64
+	// arrivalLimit overrides maxArrivals (tests of the bound).
+	arrivalLimit int
 	// scanSteps is how many keys scanInSteps reads per read transaction (tests make it
 	// small); 0: 10 000.
 	scanSteps int
@@ -257,7 +260,7 @@ func Open(opts Options) (s *Store, err error) {
 		consumers: make(map[string][]string),
 		precious:  make(map[string]bool),
 		dedup:     newIDCache(opts.DedupCacheSize),
-		arrivals:  newArrivalTable(),
+		arrivals:  newArrivalTable(cmp.Or(opts.arrivalLimit, maxArrivals)),
 		highs:     make(map[string]uint64),
 		tuning:    newTuning(opts.memTableSize),
 		bulkKind:  'a',
@@ -464,23 +467,27 @@ func (s *Store) Append(ctx context.Context, log string, entries []Entry) ([]Resu
 // are applied in that order, so a caller can pipeline several and still acknowledge them
 // in order. Once queued, an append completes even if ctx ends.
 func (s *Store) AppendAsync(ctx context.Context, log string, entries []Entry) *Pending {
-	return s.appendAsync(ctx, log, entries, nil)
+	return s.appendAsync(ctx, log, entries, nil, arrivalRef{})
 }
 
 // appendAsync is AppendAsync with writes to make in the same transaction as the entries
 // (an arrival's record, arrivals.go).
-func (s *Store) appendAsync(ctx context.Context, log string, entries []Entry, extra []write) *Pending {
-	if err := checkName(log); err != nil {
+func (s *Store) appendAsync(ctx context.Context, log string, entries []Entry, extra []write, arrival arrivalRef) *Pending {
+	fail := func(err error) *Pending {
+		s.arrived(arrival, false)
 		return &Pending{err: err}
+	}
+	if err := checkName(log); err != nil {
+		return fail(err)
 	}
 	for _, e := range entries {
 		if len(e.Value) > s.tuning.maxValue {
-			return &Pending{err: fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(e.Value), s.tuning.maxValue)}
+			return fail(fmt.Errorf("%w: a value of %d bytes (at most %d)", ErrTooLarge, len(e.Value), s.tuning.maxValue))
 		}
 	}
-	r := &request{kind: reqAppend, log: log, entries: entries, extra: extra, done: make(chan struct{})}
+	r := &request{kind: reqAppend, log: log, entries: entries, extra: extra, arrival: arrival, done: make(chan struct{})}
 	if err := s.enqueue(ctx, r); err != nil {
-		return &Pending{err: err}
+		return fail(err)
 	}
 	return &Pending{r: r}
 }

@@ -43,7 +43,8 @@ type request struct {
 	// reqAppend: entries to append to log.
 	log     string
 	entries []Entry
-	extra   []write // written with the entries (arrivals.go)
+	extra   []write    // written with the entries (arrivals.go)
+	arrival arrivalRef // the arrival's record in memory, told the outcome (arrivals.go)
 	results []Result
 	// reqUpdate
 	tx *Tx
@@ -182,6 +183,7 @@ func (s *Store) syncer(done chan struct{}) {
 			for _, r := range batch {
 				r.err = err
 				r.results = nil
+				s.arrived(r.arrival, false)
 				close(r.done)
 			}
 			continue
@@ -370,6 +372,7 @@ func (s *Store) release(ok []*request) {
 				s.published(ls, d.last)
 			}
 		}
+		s.arrived(r.arrival, true)
 		close(r.done)
 	}
 }
@@ -451,6 +454,7 @@ func (s *Store) fail(r *request, err error) {
 	for _, h := range r.ids {
 		s.dedup.remove(h)
 	}
+	s.arrived(r.arrival, false)
 	r.err = err
 	r.results = nil
 	close(r.done)

@@ -165,6 +165,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	h.sources.begin()
 	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload, now)
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
+		h.store.Unarrive(arr)
 		h.sources.done(SourceMQTT, st.oc)
 		if st.err != nil || !h.acks.busy(cl) {
 			return pk, h.refuse(cl, pk, st.err, false)
@@ -174,6 +175,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	cost, err := h.acks.reserve(h.ctx, cl, int64(len(pk.Payload))+ackCost)
 	if err != nil {
+		h.store.Unarrive(arr)
 		h.sources.done(SourceMQTT, OutcomeRefused)
 		return pk, h.refuse(cl, pk, &ingest.Error{Reason: ingest.ReasonShutdown, Err: err}, false)
 	}
@@ -250,6 +252,7 @@ func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, p
 func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte, now time.Time, arr buffer.Arrival) (Outcome, error) {
 	st := h.stage(src, topic, payload, now)
 	if st.err != nil || st.entries == nil {
+		h.store.Unarrive(arr) // nothing stored under its arrival
 		return st.oc, st.err
 	}
 	res, err := h.store.AppendArrived(ctx, st.log, st.entries, arr).Wait()
