@@ -103,7 +103,7 @@ func (v *upstreamView) add(a arrival) {
 		}
 		add(v.delivered, a.uplink, k)
 		add(v.keyIDs, k, r.ID)
-		add(v.idKeys, r.ID, k)
+		add(v.idKeys, r.Series+"|"+r.ID, k) // ids are scoped to the device (its series)
 	}
 }
 

@@ -60,6 +60,11 @@ type deviceSpec struct {
 	badOneIn int
 	// size pads raw payloads to this many bytes (bulk data that fills the budget fast).
 	size int
+	// sysTopic sends the malformed readings to $SYS/… instead (refused as an invalid topic).
+	sysTopic bool
+	// forge: the device's readings carry ids of another device's (forge's) future readings,
+	// on its own topic (issue 21: a device must not make another's readings duplicates).
+	forge string
 }
 
 // device runs one deviceSpec against the gateway's broker, keeping the ledger of every
@@ -101,6 +106,9 @@ func (d *device) next(seq int, t0 int64) *reading {
 			r.ts -= 5_000 // late within the lateness: a LATE pane
 		}
 		r.id = fmt.Sprintf("%s:%06d", d.spec.name, seq)
+		if d.spec.forge != "" {
+			r.id = fmt.Sprintf("%s:%06d", d.spec.forge, seq+20) // ahead of the victim's
+		}
 		r.payload = fmt.Sprintf(`{"id":%q,"value":%s,"ts":%d}`, r.id, v, r.ts)
 		r.key = d.spec.name + "/id|" + v
 	case stamped:
@@ -120,6 +128,9 @@ func (d *device) next(seq int, t0 int64) *reading {
 		r.key = r.topic + "|" + r.payload
 	case malformed:
 		r.topic = "dev/" + d.spec.name + "/num"
+		if d.spec.sysTopic {
+			r.topic = "$SYS/soak/" + d.spec.name
+		}
 		r.payload = fmt.Sprintf("warm %d", seq)
 		r.key = "malformed|" + r.payload
 	}

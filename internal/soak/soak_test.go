@@ -80,7 +80,7 @@ const soakConfig = `gateway: {id: gw-soak, data_dir: %q}
 broker:
   listeners: [{type: tcp, address: %q}]
   allow_anonymous: true
-  anonymous: {publish: ["dev/#", "raw/#"], subscribe: ["dev/#", "agg/#"]}
+  anonymous: {publish: ["dev/#", "raw/#", "$SYS/#"], subscribe: ["dev/#", "agg/#"]}
   max_rate_per_client: 2000
   max_session_expiry: 1h
   max_sessions_per_user: 64 # the devices are all anonymous: one user
@@ -207,6 +207,9 @@ func newSoak(t *testing.T, policy string, seed uint64, duration time.Duration) *
 		{name: "b1", kind: raw, qos: 1, every: 25 * time.Millisecond, size: 16 << 10}, // bulk: fills the budget in an outage
 		{name: "v5", kind: withID, v5: true, qos: 1, every: 25 * time.Millisecond},
 		{name: "v6", kind: stamped, v5: true, qos: 1, every: 50 * time.Millisecond, badOneIn: 40},
+		// Attacks of issue 21 that the ledger checks reading by reading:
+		{name: "f1", kind: withID, qos: 1, every: 40 * time.Millisecond, forge: "i1"},                 // claims i1's ids in advance
+		{name: "x1", kind: number, qos: 1, every: 40 * time.Millisecond, badOneIn: 2, sysTopic: true}, // QoS 1 to $SYS, window 20 (paho)
 	}
 	only := os.Getenv("SOAK_DEVICES") // a comma-separated subset, to debug one kind
 	for i, sp := range specs {
