@@ -161,7 +161,7 @@ type regFileBus struct {
 	regs [256]byte
 }
 
-func (b *regFileBus) String() string                 { return "regfile" }
+func (b *regFileBus) String() string                  { return "regfile" }
 func (b *regFileBus) SetSpeed(physic.Frequency) error { return nil }
 func (b *regFileBus) Tx(addr uint16, w, r []byte) error {
 	if addr != b.addr || len(w) == 0 {
