@@ -11,7 +11,7 @@ PKGS     := ./...
 # 64-bit only: Badger v4 loses keys or panics on 32-bit targets (SPEC §6).
 PLATFORMS := linux/arm64 linux/amd64
 
-.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short
+.PHONY: all build run test test-short test-arm test-board test-board-short lint cross dist check-dist bench clean fuzz-short
 
 # nfpm builds the .deb packages; run at a pinned version so its large module graph stays
 # out of go.mod.
@@ -84,8 +84,18 @@ test-arm:
 	CGO_ENABLED=0 GOARCH=arm64 EDGEGATE_TEST_EXEC=qemu-aarch64-static \
 		$(GO) test -exec qemu-aarch64-static -timeout 40m $(PKGS)
 
+# The emulated board (README, "Running on a board"): Debian 12 arm64 under
+# qemu-system-aarch64 (TCG), systemd as PID 1, the arm64 .deb installed with apt. The image
+# is built once from Debian's packages into board/.cache (root: debootstrap). test-board
+# runs the six checks; test-board-short installs, starts and cuts the power once (CI).
+test-board: dist
+	GO=$(GO) ./board/run.sh full
+
+test-board-short: dist
+	GO=$(GO) ./board/run.sh short
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist board/.cache
