@@ -20,7 +20,9 @@ SUITE=bookworm
 GO=${GO:-go}
 # What the checks use besides systemd: ssh for the harness, i2c-tools and gpiod for the
 # simulated buses, timesyncd for the clock step.
-PACKAGES=systemd-sysv,udev,kmod,openssh-server,i2c-tools,gpiod,busybox-static,linux-image-arm64,procps,iproute2,systemd-timesyncd,e2fsprogs
+# The kernel is not among them: its package is unpacked on the host (below), which spares
+# the first boot dpkg's copy of 300 MB of modules and an initramfs nobody boots.
+PACKAGES=systemd-sysv,udev,kmod,openssh-server,i2c-tools,gpiod,procps,iproute2,systemd-timesyncd,e2fsprogs
 
 export PATH="$PATH:/usr/sbin:/sbin"
 if [ "$(id -u)" -ne 0 ]; then
@@ -64,32 +66,47 @@ for d in proc sys; do
 	if [ -L "$root/$d" ]; then rm "$root/$d" && mkdir "$root/$d"; fi
 done
 
-# The kernel and busybox for the initramfs, from the packages debootstrap fetched.
-archives="$root/var/cache/apt/archives"
-kdeb=$(ls "$archives"/linux-image-[0-9]*-arm64_*_arm64.deb)
-dpkg-deb -x "$kdeb" "$work/kernel"
-dpkg-deb -x "$(ls "$archives"/busybox-static_*_arm64.deb)" "$work/busybox"
-kver=$(ls "$work/kernel/lib/modules")
-kpkgver=$(dpkg-deb -f "$kdeb" Version)
-cp "$work/kernel/boot/vmlinuz-$kver" "$work/vmlinuz"
-
-# The simulators, from Debian's linux-source of the kernel's version (i2c-stub.c,
-# gpio-sim.c, and irq_sim.c, which gpio-sim needs and the kernel does not build), checked
-# against the package index debootstrap verified; compiled with the headers of the same
-# version and the host's kbuild tools (linux-kbuild-6.1 for amd64, through apt).
+# Packages fetched here come from the index debootstrap verified, checked by their SHA256.
 index=$(ls "$root"/var/lib/apt/lists/*_Packages)
-fetch() { # package version → the .deb in $work, checked against the index
+field() { # package field [version] → that field of each listed version of the package
+	awk -v p="$1" -v k="$2:" -v v="${3:-}" '
+		/^Package: /{n=$2; val=""; ver=""} /^Version: /{ver=$2}
+		index($0, k)==1{val=substr($0, length(k)+2)}
+		/^$/{ if (n==p && (v=="" || ver==v) && val!="") print val; n="" }' "$index"
+}
+newest() { field "$1" Version | sort -V | tail -1; }
+fetch() { # package version → $work/package.deb
 	local f sum
-	read -r f sum < <(awk -v p="$1" -v v="$2" '
-		/^Package: /{n=$2} /^Version: /{ver=$2} /^Filename: /{f=$2} /^SHA256: /{s=$2}
-		/^$/{ if (n==p && ver==v) print f, s; n="" }' "$index")
-	if [ -z "${f:-}" ]; then
+	f=$(field "$1" Filename "$2")
+	sum=$(field "$1" SHA256 "$2")
+	if [ -z "$f" ] || [ -z "$sum" ]; then
 		echo "build-image: $1 $2 is not in $index" >&2
 		exit 1
 	fi
 	wget -q -O "$work/$1.deb" "$MIRROR/$f"
 	echo "$sum  $work/$1.deb" | sha256sum -c --quiet
 }
+
+# The kernel: linux-image-arm64 names the current linux-image-VERSION-arm64, which is
+# unpacked into the root file system (vmlinuz, modules) and for the initramfs.
+kpkgver=$(newest linux-image-arm64)
+kpkg=$(field linux-image-arm64 Depends "$kpkgver" | tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*-arm64\).*/\1/p' | head -1)
+[ -n "$kpkg" ] || { echo "build-image: no kernel package in $index" >&2; exit 1; }
+fetch "$kpkg" "$kpkgver"
+dpkg-deb -x "$work/$kpkg.deb" "$work/kernel"
+kver=${kpkg#linux-image-}
+# Copied, not unpacked over the root: the package's ./lib would replace merged /usr's link.
+install -d "$root/usr/lib/modules" "$root/boot"
+cp -a "$work/kernel/lib/modules/$kver" "$root/usr/lib/modules/"
+cp -a "$work/kernel/boot/." "$root/boot/"
+cp "$work/kernel/boot/vmlinuz-$kver" "$work/vmlinuz"
+fetch busybox-static "$(newest busybox-static)"
+dpkg-deb -x "$work/busybox-static.deb" "$work/busybox"
+
+# The simulators, from Debian's linux-source of the kernel's version (i2c-stub.c,
+# gpio-sim.c, and irq_sim.c, which gpio-sim needs and the kernel does not build), checked
+# against the package index debootstrap verified; compiled with the headers of the same
+# version and the host's kbuild tools (linux-kbuild-6.1 for amd64, through apt).
 echo "build-image: the bus simulators for $kver"
 kabi=${kver%-arm64}
 fetch linux-source-6.1 "$kpkgver"

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 mode=${1:-full}
 GO=${GO:-go}
 CACHE=${BOARD_CACHE:-board/.cache}
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd) # go test runs in board/: every path absolute
 export BOARD_CACHE=$CACHE
 
 debs=(dist/edgegate_*_arm64.deb)
@@ -14,7 +16,7 @@ if [ ${#debs[@]} -ne 1 ] || [ ! -f "${debs[0]}" ]; then
 	echo "test-board: want exactly one dist/edgegate_*_arm64.deb (make dist)" >&2
 	exit 1
 fi
-export BOARD_DEB=${debs[0]}
+export BOARD_DEB=$PWD/${debs[0]}
 
 start=$(date +%s)
 ./board/build-image.sh
