@@ -369,7 +369,7 @@ func (b *board) stepPowerCuts(t *testing.T) {
 			ref = stepStart
 		}
 		// A random moment: mostly while running, sometimes while it boots.
-		at := time.Duration(float64(lastReady)*0.5) + time.Duration(rng.Int64N(int64(lastReady/2+25*time.Second)))
+		at := time.Duration(float64(lastReady)*0.7) + time.Duration(rng.Int64N(int64(lastReady*3/10+40*time.Second)))
 		readyCh := make(chan time.Duration, 1)
 		go func() {
 			d, err := b.vm.WaitReady(at + time.Minute)
