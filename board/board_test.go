@@ -382,13 +382,14 @@ func (b *board) stepPowerCuts(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		acked := f.AckedCount()
+		cutAt := time.Since(b.vm.Started())
 		b.vm.PowerCut(t)
 		d, ok := <-readyCh
 		state := "while booting"
 		if ok {
-			state = fmt.Sprintf("%.0f s after ready", (at - d).Seconds())
+			state = fmt.Sprintf("%.0f s after ready", (cutAt - d).Seconds())
 		}
-		t.Logf("cut %d at %.1f s (%s), %d readings acknowledged so far, upstream up: %v", cut, time.Since(b.vm.Started()).Seconds(), state, acked, b.up.IsUp())
+		t.Logf("cut %d at %.1f s of its boot (%s), %d readings acknowledged so far, upstream up: %v", cut, cutAt.Seconds(), state, acked, b.up.IsUp())
 		b.vm.Start(t, BootOptions{})
 		d, err := b.vm.WaitReady(10 * time.Minute)
 		if err != nil {
