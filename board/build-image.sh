@@ -122,7 +122,7 @@ for d in "$work/linux-headers-$kver.deb" "$work/linux-headers-$kabi-common.deb" 
 	dpkg-deb -x "$d" "$sys"
 done
 # The headers include their common part by absolute path.
-sed -i "s|/usr/src/|$PWD/$sys/usr/src/|g" "$sys/usr/src/linux-headers-$kver/Makefile"
+sed -i "s|/usr/src/|$(cd "$sys" && pwd)/usr/src/|g" "$sys/usr/src/linux-headers-$kver/Makefile"
 src=linux-source-6.1
 dpkg-deb --fsys-tarfile "$work/linux-source-6.1.deb" | tar -xO ./usr/src/linux-source-6.1.tar.xz |
 	tar -xJ -C "$work" $src/drivers/i2c/i2c-stub.c $src/drivers/gpio/gpio-sim.c \
@@ -137,7 +137,7 @@ cp "$work/$src/drivers/gpio/gpio-sim.c" "$mods/gpio-sim-main.c"
 # (the handler irq_sim sets is handle_simple_irq).
 sed -i 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' "$mods/irq_sim.c"
 grep -q 'generic_handle_irq(irqnum);' "$mods/irq_sim.c"
-make -s -C "$sys/usr/src/linux-headers-$kver" M="$PWD/$mods" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules \
+make -s -C "$sys/usr/src/linux-headers-$kver" M="$(cd "$mods" && pwd)" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules \
 	>"$work/modules.log" 2>&1 || {
 	tail -20 "$work/modules.log" >&2
 	exit 1
