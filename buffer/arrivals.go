@@ -47,15 +47,16 @@ import (
 //     one; a failed first copy's record waits for a resend's append still queued):
 //     however often a client is refused and resends (a full buffer, again and again), its
 //     records cover its last stored publishes, not its last attempts.
-//   - A client resends at most what it had unacknowledged, and PUBACKs come in order, so
-//     only its last publishes can come again: each client keeps its last arrivalsPerClient
-//     records (the broker's receive maximum, 256, bounds what an MQTT 5 client may have
-//     unacknowledged; the acker reads at most 64 publishes of a connection ahead of their
-//     answers), a record is replaced when its packet id is reused, and it lives as long as
-//     the session may (its expiry, at most broker.max_session_expiry).
-//   - Memory is bounded: at most maxArrivals records in all, past which the client with the
-//     most loses its oldest: 1.0–1.6 MiB of heap when they belong to 64–1000 clients, 4 MiB
-//     if each is a client's only one (measured with runtime.MemStats).
+//   - A client resends at most what it had unacknowledged, so only its last publishes can
+//     come again: each client keeps its last arrivalsPerClient (4096) records, a record is
+//     replaced when its packet id is reused, and it lives as long as the session may (its
+//     expiry, at most broker.max_session_expiry). The broker's receive maximum, 256, bounds
+//     what an MQTT 5 client may have unacknowledged; a 3.1.1 client has no such bound, and
+//     paho (Go) resends everything it holds, in random order, at each reconnect: after a
+//     long refusal its stored publishes may come behind thousands of new ones.
+//   - Memory is bounded: at most maxArrivals (65,536) records in all, past which the client
+//     with the most loses its oldest: about 4–6.5 MiB of heap when full (16,384 records
+//     measured 1.0–1.6 MiB with runtime.MemStats), 0.5 KiB of slot map per client.
 //
 // What remains ambiguous, and is taken for a resend: a client of a persistent session that
 // restarts, numbers its packets from 1 again, and sends as its first publishes the very
@@ -74,8 +75,12 @@ import (
 // at Open, it is the record of a publish that did arrive, and harmless.
 
 const (
-	arrivalsPerClient = 256
-	maxArrivals       = 1 << 14
+	// arrivalsPerClient covers a 3.1.1 client's whole resend after a long refusal: MQTT
+	// 3.1.1 bounds nothing a client has unacknowledged, and paho (Go) resends all of it at a
+	// reconnect in random order (its memory store is a map), so with 256 the stored ones
+	// came after 256 new ones and lost their records (the soak, reject policy).
+	arrivalsPerClient = 4096
+	maxArrivals       = 1 << 16
 	arrivalPrefix     = "k/"
 	// arrivalKeyCost is what one record is counted for in the budget: a 16-byte key, a
 	// 38-byte value and Badger's overhead, with margin (as dedupKeyCost).
@@ -467,10 +472,11 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 		t.mu.Unlock()
 		return nil
 	}
-	// Every slot: the client's current records, flagged; other keys (of records whose
-	// appends are still queued, or left by records it had before) deleted.
+	// The client's current records, flagged; its other keys (of records whose appends are
+	// still queued, or left by records it had before) deleted.
 	tx := &Tx{}
 	kept := map[uint16]bool{}
+	prefix := arrivalKey(ck, 0)[:len(arrivalPrefix)+len(ck)]
 	if c != nil {
 		ms := s.opts.Clock.Now().UnixMilli()
 		for i := range c.recs {
@@ -482,13 +488,14 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 		}
 	}
 	t.mu.Unlock()
-	if c == nil {
-		found, err := s.exists(arrivalKey(ck, 0)[:len(arrivalPrefix)+len(ck)])
-		if err != nil || !found {
-			return err
-		}
+	slots, err := s.slotsOnDisk(prefix)
+	if err != nil {
+		return fmt.Errorf("buffer: end the session of client %q: %w", client, err)
 	}
-	for slot := range uint16(arrivalsPerClient) {
+	if c == nil && len(slots) == 0 {
+		return nil
+	}
+	for _, slot := range slots {
 		if !kept[slot] {
 			tx.ops = append(tx.ops, op{kind: opDelete, key: arrivalKey(ck, slot)})
 		}

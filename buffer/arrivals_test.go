@@ -269,6 +269,37 @@ func TestArrivalOfAFailedFirstCopyWithAQueuedResend(t *testing.T) {
 	}
 }
 
+// paho (Go) resends everything it holds at a reconnect, in random order (its memory store
+// is a map), and MQTT 3.1.1 bounds nothing a client has unacknowledged: publishes stored
+// before a disconnect, whose PUBACKs were lost, may come again behind a thousand new ones.
+// They keep the arrival they were stored under (the soak, reject policy, saw them stored
+// twice when each client kept 256 records).
+func TestArrivalOfResendsBehindAThousandNewPublishes(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{Clock: clock.NewFake(t0)})
+	pub := func(pid int) Publish {
+		return Publish{Client: "dev-1", PacketID: uint16(pid), Payload: []byte(fmt.Sprint("reading ", pid)), Resumed: true, Keep: time.Hour}
+	}
+	const lost, fresh = 300, 1000
+	for pid := 1; pid <= lost; pid++ {
+		publishOnce(t, s, pub(pid), t0) // stored; the PUBACKs are lost with the connection
+	}
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	order := rand.New(rand.NewPCG(1, 2)).Perm(lost + fresh)
+	for _, i := range order {
+		pid := i + 1
+		a, _ := publishOnce(t, s, pub(pid), t0.Add(time.Minute))
+		switch want := pid <= lost; {
+		case a.Resend != want:
+			t.Fatalf("publish %d: resend %v, want %v", pid, a.Resend, want)
+		case want && !a.At.Equal(t0):
+			t.Fatalf("the resend of publish %d got arrival %v, want the first, %v", pid, a.At, t0)
+		}
+	}
+}
+
 // A client refused again and again (a full buffer) while it resends the same publishes and
 // adds new ones keeps its records of what was stored: failed appends give their records
 // up, so the window of its last stored publishes is not used up by attempts.

@@ -25,6 +25,22 @@ func (s *Store) exists(prefix []byte) (bool, error) {
 	return found, err
 }
 
+// slotsOnDisk returns the slots of the arrival keys under prefix (one client's).
+func (s *Store) slotsOnDisk(prefix []byte) ([]uint16, error) {
+	var slots []uint16
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(keysOnly(prefix))
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k := it.Item().Key(); len(k) == len(prefix)+2 {
+				slots = append(slots, binary.BigEndian.Uint16(k[len(prefix):]))
+			}
+		}
+		return nil
+	})
+	return slots, err
+}
+
 // detectLayout lets a read-only store read a store written with the previous key layout
 // (keys.go), which only a writable open converts.
 func (s *Store) detectLayout() error {
