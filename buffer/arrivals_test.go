@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -415,5 +416,29 @@ func BenchmarkArrive(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		s.Arrive(Publish{Client: clients[i%100], PacketID: uint16(i / 100), Payload: payload, Resumed: true, Keep: time.Hour}, now)
+	}
+}
+
+// BenchmarkArrivalsHeap measures the heap a full table of arrival records takes (the
+// bound README gives): maxArrivals records spread over 16 clients (4,096 each) and over
+// 1,000 clients (65 each).
+func BenchmarkArrivalsHeap(b *testing.B) {
+	for _, clients := range []int{16, 1000} {
+		b.Run(fmt.Sprint(clients, "clients"), func(b *testing.B) {
+			for range b.N {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				s := &Store{arrivals: newArrivalTable(maxArrivals), opts: Options{Clock: clock.NewFake(t0)}}
+				for i := range maxArrivals {
+					p := Publish{Client: fmt.Sprint("dev-", i%clients), PacketID: uint16(i/clients + 1), Payload: []byte(fmt.Sprint(i)), Resumed: true, Keep: time.Hour}
+					s.arrived(s.Arrive(p, t0).ref, true)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB")
+				runtime.KeepAlive(s)
+			}
+		})
 	}
 }
