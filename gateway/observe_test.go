@@ -17,10 +17,11 @@ import (
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
-// readmeMetrics parses the table under "## Metrics" in the README: name → "type|labels".
+// readmeMetrics parses the table under "## Every metric" in docs/metrics.md: name →
+// "type|labels".
 func readmeMetrics(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := os.Open("../README.md")
+	f, err := os.Open("../docs/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func readmeMetrics(t *testing.T) map[string]string {
 	for sc.Scan() {
 		l := sc.Text()
 		if strings.HasPrefix(l, "## ") {
-			in = l == "## Metrics"
+			in = l == "## Every metric"
 			continue
 		}
 		if !in || !strings.HasPrefix(l, "| `") {
@@ -54,7 +55,7 @@ func readmeMetrics(t *testing.T) map[string]string {
 		out[name] = strings.TrimSpace(cells[1]) + "|" + strings.Join(labels, ",")
 	}
 	if len(out) == 0 {
-		t.Fatal(`no metrics table under "## Metrics" in README.md`)
+		t.Fatal(`no metrics table under "## Every metric" in docs/metrics.md`)
 	}
 	return out
 }
