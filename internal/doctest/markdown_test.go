@@ -2,6 +2,7 @@ package doctest
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,20 +15,23 @@ import (
 // repoRoot is the repository's top directory, from this package's.
 const repoRoot = "../.."
 
-// docPages lists README.md and every page under docs/, relative to the repository root.
-func docPages(t *testing.T) []string {
+// docPages lists README.md and every page under docs/ (at any depth), relative to the
+// repository root.
+func docPages(t *testing.T) []string { return docPagesIn(t, repoRoot) }
+
+func docPagesIn(t *testing.T, root string) []string {
 	t.Helper()
 	pages := []string{"README.md"}
-	m, err := filepath.Glob(filepath.Join(repoRoot, "docs", "*.md"))
+	err := filepath.WalkDir(filepath.Join(root, "docs"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".md") {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		pages = append(pages, filepath.ToSlash(rel))
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, p := range m {
-		rel, err := filepath.Rel(repoRoot, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages = append(pages, rel)
 	}
 	sort.Strings(pages[1:])
 	return pages
@@ -73,9 +77,11 @@ type page struct {
 	prose  []bool // prose[i]: line i is outside fenced blocks
 }
 
-func readPage(t *testing.T, rel string) *page {
+func readPage(t *testing.T, rel string) *page { return readPageIn(t, repoRoot, rel) }
+
+func readPageIn(t *testing.T, root, rel string) *page {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, rel))
+	b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
 	if err != nil {
 		t.Fatal(err)
 	}
