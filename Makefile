@@ -11,7 +11,7 @@ PKGS     := ./...
 # 64-bit only: Badger v4 loses keys or panics on 32-bit targets (SPEC §6).
 PLATFORMS := linux/arm64 linux/amd64
 
-.PHONY: all build run test test-short test-arm lint cross dist check-dist bench clean fuzz-short install uninstall soak soak-short beam-test tour-test
+.PHONY: all build run test test-short test-arm test-board test-board-short lint cross dist check-dist bench clean fuzz-short install uninstall soak soak-short beam-test tour-test
 
 # nfpm builds the .deb packages; run at a pinned version so its large module graph stays
 # out of go.mod.
@@ -115,6 +115,7 @@ DESTDIR    ?=
 BINDIR      = $(PREFIX)/bin
 UNITDIR     = $(PREFIX)/lib/systemd/system
 SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
+UDEVDIR     = $(PREFIX)/lib/udev/rules.d
 DOCDIR      = $(PREFIX)/share/doc/edgegate
 
 install: build
@@ -124,6 +125,7 @@ install: build
 		systemd/edgegate.service > $(DESTDIR)$(UNITDIR)/edgegate.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/edgegate.service
 	install -D -m 0644 systemd/edgegate.sysusers $(DESTDIR)$(SYSUSERSDIR)/edgegate.conf
+	install -D -m 0644 packaging/edgegate.rules $(DESTDIR)$(UDEVDIR)/60-edgegate.rules
 	install -D -m 0644 configs/edgegate.yaml $(DESTDIR)$(DOCDIR)/edgegate.yaml.example
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -D -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/LICENSE
@@ -137,6 +139,7 @@ install: build
 		systemd-sysusers $(SYSUSERSDIR)/edgegate.conf && \
 		chgrp edgegate $(SYSCONFDIR)/edgegate/edgegate.yaml && \
 		systemctl daemon-reload && \
+		{ udevadm control --reload-rules && udevadm trigger --action=change --subsystem-match=i2c-dev --subsystem-match=gpio || true; } && \
 		echo "edgegate: edit $(SYSCONFDIR)/edgegate/edgegate.yaml, then: systemctl enable --now edgegate"; \
 	fi
 
@@ -144,7 +147,7 @@ install: build
 # the buffer (/var/lib/edgegate: unsent data) stay; remove them by hand to purge.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/edgegate $(DESTDIR)$(UNITDIR)/edgegate.service \
-		$(DESTDIR)$(SYSUSERSDIR)/edgegate.conf
+		$(DESTDIR)$(SYSUSERSDIR)/edgegate.conf $(DESTDIR)$(UDEVDIR)/60-edgegate.rules
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 	@echo "kept $(SYSCONFDIR)/edgegate and /var/lib/edgegate (the buffer); remove them to purge"
@@ -160,8 +163,18 @@ soak:
 soak-short:
 	SOAK_DURATION=100s $(GO) test -count=1 -v -run TestSoak -timeout 20m ./internal/soak/
 
+# The emulated board (docs/board.md): Debian 12 arm64 under
+# qemu-system-aarch64 (TCG), systemd as PID 1, the arm64 .deb installed with apt. The image
+# is built once from Debian's packages into board/.cache (root: debootstrap). test-board
+# runs the six checks; test-board-short installs, starts and cuts the power once (CI).
+test-board: dist
+	GO=$(GO) ./board/run.sh full
+
+test-board-short: dist
+	GO=$(GO) ./board/run.sh short
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist board/.cache

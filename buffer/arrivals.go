@@ -42,8 +42,9 @@ import (
 //     the same connection only with DUP set, as the MQTT 3.1.1 clients that retransmit on a
 //     timeout mark it. So a client reusing a packet id for the same payload on one
 //     connection (its PUBACK came) is not taken for a resend.
-//   - A resend updates the record it matched, in place, and a record whose append failed
-//     is forgotten (nothing was stored under its arrival, so a resend may take a new one):
+//   - A resend updates the record it matched, in place, and a record whose appends all
+//     failed is forgotten (nothing was stored under its arrival, so a resend may take a new
+//     one; a failed first copy's record waits for a resend's append still queued):
 //     however often a client is refused and resends (a full buffer, again and again), its
 //     records cover its last stored publishes, not its last attempts.
 //   - A client resends at most what it had unacknowledged, and PUBACKs come in order, so
@@ -132,6 +133,9 @@ type arrivalRec struct {
 	slot    uint16 // of its key
 	dupOnly bool   // its session ended (or ends) with a connection: only a DUP publish matches
 	stored  bool   // an append with it committed (or it was loaded): a stored publish's
+	// pending counts the appends with it (the first copy's, resends') not yet settled: a
+	// record whose first copy failed while a resend's append is queued waits for that one.
+	pending uint16
 }
 
 // clientArrivals are one client's records, oldest first.
@@ -260,6 +264,7 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 					// The same record, written again with the resend's entries (the first
 					// copy's may have failed): in its slot, so resends take none.
 					r.conn, r.exp = c.conn, max(r.exp, ms+p.Keep.Milliseconds())
+					r.pending++
 					a.writes = append(a.writes, write{key: arrivalKey(ck, r.slot), value: r.encode(c.epoch), ttl: p.Keep})
 					a.ref = arrivalRef{c: ck, seq: r.seq, ok: true}
 				}
@@ -275,7 +280,7 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 		c = &clientArrivals{key: ck, epoch: t.epoch}
 		t.clients[ck] = c
 	}
-	rec := arrivalRec{at: a.At.UnixMilli(), exp: ms + p.Keep.Milliseconds(), hash: h, seq: c.next, conn: c.conn, pid: p.PacketID, dupOnly: p.Ends}
+	rec := arrivalRec{at: a.At.UnixMilli(), exp: ms + p.Keep.Milliseconds(), hash: h, seq: c.next, conn: c.conn, pid: p.PacketID, dupOnly: p.Ends, pending: 1}
 	rec = t.add(c, rec)
 	a.writes = append(a.writes, write{key: arrivalKey(ck, rec.slot), value: rec.encode(c.epoch), ttl: p.Keep})
 	a.ref = arrivalRef{c: ck, seq: rec.seq, ok: true}
@@ -286,10 +291,10 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 	return a
 }
 
-// arrived tells the record of ref its append's outcome: committed, it stands for a stored
-// publish; failed (or never made: Unarrive) while it stood for none, it is forgotten, since
-// nothing is stored under its arrival and a resend may take a new one. Called by the writer
-// and by Unarrive.
+// arrived tells the record of ref one of its appends' outcome: committed, it stands for a
+// stored publish; when the last one failed (or was never made: Unarrive) while it stood for
+// none, it is forgotten, since nothing is stored under its arrival and a resend may take a
+// new one. Called by the writer and by Unarrive, once per Arrive that returned the ref.
 func (s *Store) arrived(ref arrivalRef, ok bool) {
 	if !ref.ok {
 		return
@@ -305,12 +310,14 @@ func (s *Store) arrived(ref arrivalRef, ok bool) {
 	if i < 0 {
 		return // replaced or evicted meanwhile
 	}
+	r := &c.recs[i]
+	r.pending = max(r.pending, 1) - 1
 	if ok {
-		c.recs[i].stored = true
+		r.stored = true
 		return
 	}
-	if c.recs[i].stored {
-		return // a resend failed; the first copy is stored
+	if r.stored || r.pending > 0 {
+		return // the first copy is stored, or a resend's append may still be
 	}
 	before := len(c.recs)
 	c.release(c.recs[i].slot)

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -228,6 +229,43 @@ func TestArrivalOfAQueuedFirstCopy(t *testing.T) {
 	}
 	if a := s.Arrive(p, t0.Add(2*time.Minute)); !a.Resend || !a.At.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("after a restart: %+v", a)
+	}
+}
+
+// A first copy that fails while its resend's append is still queued: the resend is stored
+// under the first arrival, so the record must outlive the first copy's failure (the soak
+// saw readings stored twice, with two ids, when a third copy came after a full buffer).
+func TestArrivalOfAFailedFirstCopyWithAQueuedResend(t *testing.T) {
+	dir := t.TempDir()
+	opts, disk := tinyBudget(dir, Reject, 1000)
+	opts.Clock = clock.NewFake(t0)
+	s := open(t, dir, opts)
+	p := Publish{Client: "dev-1", PacketID: 3, Payload: []byte(fmt.Sprintf("%02000d", 1)), Resumed: true, Keep: time.Hour}
+	entry := func(a Arrival) []Entry {
+		return []Entry{{ID: fmt.Sprintf("h-%d", a.At.UnixMilli()), Value: p.Payload}}
+	}
+	first := s.Arrive(p, t0)
+	if err := s.Connected(bg, "dev-1", false); err != nil { // the client reconnects and resends
+		t.Fatal(err)
+	}
+	resend := s.Arrive(p, t0.Add(time.Second))
+	if !resend.Resend || !resend.At.Equal(t0) {
+		t.Fatalf("the resend of a queued publish: %+v", resend)
+	}
+	if _, err := s.AppendArrived(bg, "raw", entry(first), first).Wait(); !errors.Is(err, ErrFull) {
+		t.Fatalf("the first copy in a full buffer: %v", err)
+	}
+	disk.size += 1 << 20
+	s.usage.at = time.Time{}
+	if _, err := s.AppendArrived(bg, "raw", entry(resend), resend).Wait(); err != nil {
+		t.Fatalf("the resend with room: %v", err)
+	}
+	// Its PUBACK is lost too: the third copy must get the arrival stored.
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Arrive(p, t0.Add(time.Minute)); !a.Resend || !a.At.Equal(t0) {
+		t.Fatalf("the third copy: %+v; want the arrival its resend was stored under", a)
 	}
 }
 

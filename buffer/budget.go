@@ -75,16 +75,67 @@ func (s *Store) limits() (capacity, guard int64, ok bool) {
 	return max(0, guard-s.tuning.floor), guard, ok
 }
 
-// logical is what the policy counts: every log's keys and values, the dedup ids and the
-// records of arrivals.
-func (s *Store) logical() int64 {
+// logical is what the policy counts against the shared capacity: every log's keys and
+// values, less what the logs' reserved rooms hold (Options.Reserved, at capacity c), plus
+// the dedup ids and the records of arrivals.
+func (s *Store) logical(c int64) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var n int64
-	for _, ls := range s.logs {
-		n += ls.bytes.Load()
+	for name, ls := range s.logs {
+		b := ls.bytes.Load()
+		n += b - min(b, s.room(name, c))
 	}
 	return n + s.dedupKeys.Load()*dedupKeyCost + s.arrivalCount.Load()*arrivalKeyCost
+}
+
+// maxRoomShare bounds the rooms set aside together: at most this share of the capacity.
+const maxRoomShare = 8
+
+// room returns the room set aside for log at capacity c: Options.Reserved, scaled down
+// when the rooms together would take more than an eighth of c (a small budget).
+func (s *Store) room(log string, c int64) int64 {
+	r := s.opts.Reserved[log]
+	if r == 0 {
+		return 0
+	}
+	var all int64
+	for _, n := range s.opts.Reserved {
+		all += n
+	}
+	if limit := c / maxRoomShare; all > limit {
+		return int64(float64(r) * float64(limit) / float64(all))
+	}
+	return r
+}
+
+// reserved returns the rooms set aside at capacity c, taken from the other logs'.
+func (s *Store) reserved(c int64) int64 {
+	var n int64
+	for name := range s.opts.Reserved {
+		n += s.room(name, c)
+	}
+	return n
+}
+
+// fitsReserved reports whether r fits in its log's room at capacity c, given what that room
+// already holds and what the group admitted to it so far (inRoom).
+func (s *Store) fitsReserved(r *request, c int64, inRoom map[string]int64) bool {
+	room := s.room(r.log, c)
+	if room == 0 || r.kind == reqUpdate {
+		return false
+	}
+	held := inRoom[r.log]
+	if _, seen := inRoom[r.log]; !seen {
+		if ls, err := s.logState(r.log); err == nil {
+			held = ls.bytes.Load()
+		}
+	}
+	if held+r.logical() > room {
+		return false
+	}
+	inRoom[r.log] = held + r.logical()
+	return true
 }
 
 // admit applies the budget to a group of prepared requests and returns those to commit.
@@ -100,12 +151,14 @@ func (s *Store) admit(work []*request) []*request {
 		return work
 	}
 	s.dedupCap.Store(max(1, capacity/dedupShare/dedupKeyCost))
+	full := capacity
+	capacity = max(0, capacity-s.reserved(full))
 	var need, needPhys int64
 	for _, r := range work {
 		need += r.logical()
 		needPhys += r.size
 	}
-	used := s.logical()
+	used := s.logical(full)
 	phys := s.usage.du + s.usage.written
 	if used+need <= capacity && phys+needPhys <= guard {
 		return work
@@ -113,11 +166,17 @@ func (s *Store) admit(work []*request) []*request {
 	if used+need > capacity && s.opts.OnFull == DropOldest {
 		// Free a little more than needed, so that a full buffer drops in chunks rather
 		// than a few entries before every group.
-		s.dropForRoom(capacity - need - s.tuning.dropSlack)
-		used = s.logical()
+		s.dropForRoom(full, capacity-need-s.tuning.dropSlack)
+		used = s.logical(full)
 	}
 	kept := work[:0]
+	inRoom := map[string]int64{}
 	for _, r := range work {
+		if phys+r.size <= guard && s.fitsReserved(r, full, inRoom) {
+			phys += r.size
+			kept = append(kept, r)
+			continue
+		}
 		logical := r.logical()
 		fits := used+logical <= capacity && phys+r.size <= guard
 		if r.kind == reqUpdate || fits {
@@ -156,14 +215,16 @@ func (s *Store) limitName() string {
 	return "free disk space less reserve_free"
 }
 
-// dropForRoom deletes the oldest entries, of expendable logs first, then ordinary ones, then
-// precious ones, until the logical bytes are at most target or nothing is left. It commits
-// as it goes.
-func (s *Store) dropForRoom(target int64) {
-	var expendable, ordinary, precious []*logState
+// dropForRoom deletes the oldest entries until the logical bytes (at capacity c) are at
+// most target or nothing is left: of logs with a room, what overflows it (never what it
+// holds); then of expendable logs, ordinary ones and precious ones. It commits as it goes.
+func (s *Store) dropForRoom(c, target int64) {
+	var roomed, expendable, ordinary, precious []*logState
 	s.mu.Lock()
 	for name, ls := range s.logs {
 		switch {
+		case s.opts.Reserved[name] > 0:
+			roomed = append(roomed, ls)
 		case s.precious[name]:
 			precious = append(precious, ls)
 		case slices.Contains(s.opts.Expendable, name):
@@ -178,9 +239,16 @@ func (s *Store) dropForRoom(target int64) {
 	})
 	sort.Slice(ordinary, func(i, j int) bool { return ordinary[i].name < ordinary[j].name })
 	sort.Slice(precious, func(i, j int) bool { return s.preciousRank(precious[i].name) < s.preciousRank(precious[j].name) })
-	for _, ls := range slices.Concat(expendable, ordinary, precious) {
-		for used := s.logical(); used > target && ls.count.Load() > 0; used = s.logical() {
-			n, _, err := s.dropOldest(ls, ^uint64(0), used-target, dropRoom)
+	sort.Slice(roomed, func(i, j int) bool { return roomed[i].name < roomed[j].name })
+	for _, ls := range slices.Concat(roomed, expendable, ordinary, precious) {
+		for used := s.logical(c); used > target && ls.count.Load() > 0; used = s.logical(c) {
+			over := used - target
+			if room := s.room(ls.name, c); room > 0 {
+				if over = min(over, ls.bytes.Load()-room); over <= 0 {
+					break // what is left is in its room
+				}
+			}
+			n, _, err := s.dropOldest(ls, ^uint64(0), over, dropRoom)
 			if err != nil {
 				s.log.Error("cannot drop entries to make room", "log", ls.name, "err", err)
 				return

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -363,5 +364,99 @@ func TestErrFullSaysWhichLimit(t *testing.T) {
 	_, err := s.Append(bg, "raw", vals("x"))
 	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "reserve_free") {
 		t.Fatalf("append on a full disk: %v", err)
+	}
+}
+
+// TestBudgetReservedRoom: a log with a reserved room (the gateway's refused log) keeps its
+// entries whatever the others do: drop_oldest does not delete them to make room, and a
+// buffer full under reject still takes them, up to the room and no further; the other logs
+// never use the room.
+func TestBudgetReservedRoom(t *testing.T) {
+	const room = 64 << 10
+	for _, onFull := range []OnFull{Reject, DropOldest} {
+		t.Run(string(onFull), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := budgetOptions(onFull)
+			opts.Reserved = map[string]int64{"refused": room}
+			s := open(t, dir, opts)
+			stop := runMaintain(t, s)
+			for i := 0; i < 20; i++ {
+				mustAppend(t, s, "refused", Entry{Value: []byte(fmt.Sprintf(`{"payload":"warm %d"}`, i))})
+			}
+			watch := watchDisk(dir, nil)
+			res := flood(t, s, "raw", offeredBytes(opts.MaxBytes), 8)
+			if onFull == Reject && res.refusals == 0 || onFull == DropOldest && s.Stats().Dropped.Load() == 0 {
+				t.Fatalf("the budget was not exercised: %d refusals, %d dropped", res.refusals, s.Stats().Dropped.Load())
+			}
+			if refused, _ := readAll(t, s, "refused", 0); len(refused) != 20 {
+				t.Fatalf("the refused log holds %d entries after the flood, want its 20", len(refused))
+			}
+			// The buffer is full for readings (to the last small one under reject); refused
+			// messages still fit, up to the room.
+			for i := 0; onFull == Reject; i++ {
+				if _, err := s.Append(bg, "raw", vals(fmt.Sprint(i))); errors.Is(err, ErrFull) {
+					break
+				} else if err != nil {
+					t.Fatal(err)
+				}
+			}
+			entry := bytes.Repeat([]byte("r"), 1000)
+			kept := 0
+			for ; kept < 2*room/len(entry); kept++ {
+				if _, err := s.Append(bg, "refused", []Entry{{Value: entry}}); err != nil {
+					if !errors.Is(err, ErrFull) {
+						t.Fatal(err)
+					}
+					break
+				}
+			}
+			if onFull == Reject && (kept < room/len(entry)-4 || kept > room/len(entry)) {
+				t.Fatalf("a full buffer took %d refused entries of %d bytes, want the room's %d", kept, len(entry), room/len(entry))
+			}
+			if onFull == Reject {
+				if _, err := s.Append(bg, "raw", vals("one more")); !errors.Is(err, ErrFull) {
+					t.Fatalf("a reading took the refused log's room: %v", err)
+				}
+			}
+			stop()
+			if peak := watch.close(); peak > opts.MaxBytes {
+				t.Errorf("the directory reached %d bytes, over max_bytes %d", peak, opts.MaxBytes)
+			}
+			t.Logf("%s: %d readings offered, %d refused in %d appends, %d dropped; then %d refused messages of %d bytes kept",
+				onFull, res.offered, res.refused, res.refusals, s.Stats().Dropped.Load(), kept, len(entry))
+		})
+	}
+}
+
+// A room too large for the budget (refused_log.max_bytes beside a small max_bytes) is
+// scaled down to an eighth of the capacity: readings still fit, and the log keeps its
+// entries past its room only as long as readings do not need the space.
+func TestBudgetReservedRoomScaled(t *testing.T) {
+	dir := t.TempDir()
+	opts := budgetOptions(DropOldest)
+	opts.Reserved = map[string]int64{"refused": 4 * opts.MaxBytes}
+	s := open(t, dir, opts)
+	stop := runMaintain(t, s)
+	defer stop()
+	capacity, _, _ := s.limits()
+	room := s.room("refused", capacity)
+	if room <= 0 || room > capacity/maxRoomShare {
+		t.Fatalf("room %d at capacity %d; want at most an eighth", room, capacity)
+	}
+	mustAppend(t, s, "raw", Entry{Value: []byte("first reading")})
+	entry := bytes.Repeat([]byte("r"), 1000)
+	for i := int64(0); i < 2*room/int64(len(entry)); i++ { // twice the room
+		mustAppend(t, s, "refused", Entry{Value: entry})
+	}
+	res := flood(t, s, "raw", offeredBytes(opts.MaxBytes), 8)
+	if len(res.acked) == 0 {
+		t.Fatal("no reading fits beside the refused log")
+	}
+	ls, err := s.logState("refused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := ls.bytes.Load(); b > room+int64(len(entry))+64 || b < room-int64(len(entry))-64 {
+		t.Fatalf("the refused log holds %d bytes after the readings' flood; want its room, %d", b, room)
 	}
 }

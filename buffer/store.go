@@ -86,9 +86,15 @@ type Options struct {
 	// Precious lists logs whose entries are dropped only when no other log has any left
 	// (the gateway passes "agg": aggregates are worth more than raw readings).
 	Precious []string
-	// Expendable lists logs whose entries are dropped first, before any other log's (the
-	// messages refused for good, kept for inspection only), in this order.
+	// Expendable lists logs whose entries are dropped first, before any other log's, in
+	// this order.
 	Expendable []string
+	// Reserved sets room aside within the budget, per log: that log's entries, up to its
+	// bytes here, never compete with other logs' (drop_oldest does not delete them to make
+	// room, and a full buffer under reject still takes them), and other logs fit in the
+	// rest. Such a log must bound itself (the broker trims the refused log to
+	// refused_log.max_bytes).
+	Reserved map[string]int64
 	// Retention deletes entries appended longer ago than this, delivered or not (counted);
 	// 0 keeps them until consumed or dropped for room. Applied with one-minute granularity.
 	Retention time.Duration

@@ -419,13 +419,14 @@ func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer
 		ReserveFree:  int64(cfg.Buffer.ReserveFree),
 		OnFull:       buffer.OnFull(cfg.Buffer.OnFull),
 		Retention:    cfg.Buffer.Retention.D(),
-		// Under drop_oldest, messages refused for good (kept for inspection) go first, then
-		// raw readings, then the batches an upstream refused (readings someone may re-send),
-		// held readings and aggregates (worth more) last.
-		Expendable: []string{broker.RefusedLog},
-		Precious:   []string{uplink.DeadLetterLog, HoldLog, pipeline.AggLog},
-		Consumers:  map[string][]string{broker.RawLog: raw, pipeline.AggLog: names},
-		Logger:     log,
-		Clock:      clk,
+		// Messages refused for good have their own room (bounded by refused_log), so they
+		// never displace readings and a full buffer still keeps them. Under drop_oldest,
+		// raw readings go first, then the batches an upstream refused (readings someone
+		// may re-send), held readings and aggregates (worth more) last.
+		Reserved:  map[string]int64{broker.RefusedLog: broker.RefusedRoom(cfg.Broker.RefusedLog)},
+		Precious:  []string{uplink.DeadLetterLog, HoldLog, pipeline.AggLog},
+		Consumers: map[string][]string{broker.RawLog: raw, pipeline.AggLog: names},
+		Logger:    log,
+		Clock:     clk,
 	}
 }

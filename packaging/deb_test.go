@@ -56,6 +56,7 @@ func TestDebContents(t *testing.T) {
 				"/usr/bin/edgegate":                             "-rwxr-xr-x",
 				"/usr/lib/systemd/system/edgegate.service":      "-rw-r--r--",
 				"/usr/lib/sysusers.d/edgegate.conf":             "-rw-r--r--",
+				"/usr/lib/udev/rules.d/60-edgegate.rules":       "-rw-r--r--",
 				"/etc/edgegate/edgegate.yaml":                   "-rw-r-----",
 				"/usr/share/doc/edgegate/README.md":             "-rw-r--r--",
 				"/usr/share/doc/edgegate/edgegate.yaml.example": "-rw-r--r--",

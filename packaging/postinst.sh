@@ -10,6 +10,12 @@ if [ "$1" = "configure" ]; then
 		adduser --system --group --home /var/lib/edgegate --no-create-home --shell /usr/sbin/nologin edgegate
 		for g in i2c gpio; do getent group "$g" >/dev/null || addgroup --system "$g"; adduser edgegate "$g"; done
 	fi
+	# The groups exist now: give them the buses' device files (60-edgegate.rules).
+	if [ -d /run/udev ] && command -v udevadm >/dev/null 2>&1; then
+		udevadm control --reload-rules || true
+		udevadm trigger --action=change --subsystem-match=i2c-dev --subsystem-match=gpio || true
+		udevadm settle --timeout=10 || true
+	fi
 	if [ -z "$2" ]; then
 		# First install: the config holds no secrets by design, but keep it from other users.
 		chgrp edgegate /etc/edgegate/edgegate.yaml && chmod 0640 /etc/edgegate/edgegate.yaml

@@ -20,6 +20,13 @@ import (
 // silently dropped. No uplink reads it; `edgegate buffer tail --log refused` lists it.
 const RefusedLog = "refused"
 
+// RefusedRoom is the room the buffer sets aside for the refused log (buffer.Options
+// Reserved): its bound plus a quarter for the entries appended before their trims, so that
+// refused messages never displace readings and a full buffer still keeps them.
+func RefusedRoom(cfg config.RefusedLog) int64 {
+	return int64(cfg.MaxBytes) + int64(cfg.MaxBytes)/4 + 2*maxRefusedPayload
+}
+
 // maxRefusedPayload bounds the payload kept with one refused message: a packet over the
 // store's value limit is kept cut, with its full size.
 const maxRefusedPayload = 128 << 10

@@ -328,8 +328,8 @@ func (s *soak) checkPanes(v *upstreamView) {
 
 // checkRefusedLog checks that every malformed reading a 3.1.1 device was acknowledged for
 // is kept in the refused log (SPEC §2: nothing refused is silently dropped): those since
-// the soak went quiet, as older ones may have expired (retention) or made room for
-// readings (the refused log goes first).
+// the soak went quiet, as older ones may have expired (retention). The refused log has
+// its own room in the budget, so neither policy's full buffer may lose them.
 func (s *soak) checkRefusedLog() {
 	t := s.t
 	out := s.d.cli("buffer", "tail", "-d", s.d.dataDir, "-log", "refused", "-n", "1000000")

@@ -66,6 +66,9 @@ func newDaemon(t *testing.T, cfg, dataDir, opsAddr string) *daemon {
 	d := &daemon{t: t, bin: edgegateBinary(t), cfg: cfg, dataDir: dataDir, opsAddr: opsAddr,
 		logPath: filepath.Join(filepath.Dir(cfg), "daemon.log")}
 	if dir := os.Getenv("SOAK_LOGDIR"); dir != "" { // keep the daemon's output past the test
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatalf("SOAK_LOGDIR: %v", err)
+		}
 		d.logPath = filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".log")
 		_ = os.Remove(d.logPath)
 	}

@@ -86,7 +86,7 @@ func Open(bus i2c.Bus, busName string, addr uint16, model string, oversampling i
 	if humidity {
 		opts.Humidity = o
 	}
-	dev, err := bmxx80.NewI2C(bus, addr, &opts)
+	dev, err := bmxx80.NewI2C(pairWrites{bus}, addr, &opts)
 	if err != nil {
 		return nil, fmt.Errorf("set up %s at %s: %w", model, at, err)
 	}
@@ -95,6 +95,25 @@ func Open(bus i2c.Bus, busName string, addr uint16, model string, oversampling i
 		d.bus = bc
 	}
 	return d, nil
+}
+
+// pairWrites sends a write of several register/value pairs as one write per pair. The
+// chips take both alike (BME280 datasheet §6.2.1: a multi-byte write is register/data
+// pairs), but an SMBus-only adapter sends a long write as an I²C block, and a chip that
+// reads it as data for consecutive registers (the kernel's i2c-stub, standing in for a
+// BME280) would get the results registers after ctrl_meas overwritten.
+type pairWrites struct{ i2c.Bus }
+
+func (p pairWrites) Tx(addr uint16, w, r []byte) error {
+	if len(r) == 0 && len(w) > 2 && len(w)%2 == 0 {
+		for i := 0; i < len(w); i += 2 {
+			if err := p.Bus.Tx(addr, w[i:i+2], nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return p.Bus.Tx(addr, w, r)
 }
 
 func oversamplingOf(n int) (bmxx80.Oversampling, error) {

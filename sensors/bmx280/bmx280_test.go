@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"periph.io/x/conn/v3/i2c/i2ctest"
+	"periph.io/x/conn/v3/physic"
 )
 
 // Trimming values and raw readings of the worked example in the BMP280 datasheet
@@ -62,10 +63,17 @@ func openOps(id byte, ctrlMeas, ctrlHum byte, humidity bool) []i2ctest.IO {
 	if humidity {
 		ops = append(ops,
 			i2ctest.IO{Addr: sensor, W: []byte{0xE1}, R: calibH()},
-			// ctrl_meas (sleep), ctrl_hum, config (t_sb 1 s, no filter), ctrl_meas last (§5.4.3).
-			i2ctest.IO{Addr: sensor, W: []byte{0xF4, ctrlMeas, 0xF2, ctrlHum, 0xF5, 0xA0, 0xF4, ctrlMeas}})
+			// ctrl_meas (sleep), ctrl_hum, config (t_sb 1 s, no filter), ctrl_meas last (§5.4.3),
+			// one register per write (pairWrites).
+			i2ctest.IO{Addr: sensor, W: []byte{0xF4, ctrlMeas}},
+			i2ctest.IO{Addr: sensor, W: []byte{0xF2, ctrlHum}},
+			i2ctest.IO{Addr: sensor, W: []byte{0xF5, 0xA0}},
+			i2ctest.IO{Addr: sensor, W: []byte{0xF4, ctrlMeas}})
 	} else {
-		ops = append(ops, i2ctest.IO{Addr: sensor, W: []byte{0xF4, ctrlMeas, 0xF5, 0xA0, 0xF4, ctrlMeas}})
+		ops = append(ops,
+			i2ctest.IO{Addr: sensor, W: []byte{0xF4, ctrlMeas}},
+			i2ctest.IO{Addr: sensor, W: []byte{0xF5, 0xA0}},
+			i2ctest.IO{Addr: sensor, W: []byte{0xF4, ctrlMeas}})
 	}
 	return ops
 }
@@ -142,6 +150,55 @@ func TestBME280(t *testing.T) {
 				t.Fatalf("second Close: %v", err)
 			}
 		})
+	}
+}
+
+// regFileBus is a chip as the kernel's i2c-stub models one (and as an SMBus-only adapter
+// sends to it): 256 registers, a write is a register then data for it and the registers
+// after it, a read starts at the register written.
+type regFileBus struct {
+	addr uint16
+	regs [256]byte
+}
+
+func (b *regFileBus) String() string                  { return "regfile" }
+func (b *regFileBus) SetSpeed(physic.Frequency) error { return nil }
+func (b *regFileBus) Tx(addr uint16, w, r []byte) error {
+	if addr != b.addr || len(w) == 0 {
+		return errors.New("no answer")
+	}
+	reg := w[0]
+	for i, v := range w[1:] {
+		b.regs[reg+byte(i)] = v
+	}
+	for i := range r {
+		r[i] = b.regs[reg+byte(i)]
+	}
+	return nil
+}
+
+// The chip's registers as a register file hold (the board test's i2c-stub at 0x76, filled
+// with i2cset): the readings are the datasheet's. Writing the configuration as one
+// block wrote the results registers after ctrl_meas (0xF4): 0xF7.. were clobbered.
+func TestBME280RegisterFile(t *testing.T) {
+	bus := &regFileBus{addr: sensor}
+	bus.regs[regChipID] = idBME280
+	copy(bus.regs[0x88:], calib())
+	copy(bus.regs[0xE1:], calibH())
+	copy(bus.regs[0xF7:], data(true))
+	d, err := Open(bus, "/dev/i2c-0", sensor, "bme280", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := d.Read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 3 || rs[0].Value != 25.08 || rs[1].Value != 42.0917 || rs[2].Value != 25767233.0/256 {
+		t.Fatalf("readings %+v, want 25.08 Cel, 42.0917 %%RH, %v Pa", rs, 25767233.0/256)
+	}
+	if got := bus.regs[0xF5]; got != 0xA0 {
+		t.Errorf("config register %#x, want 0xa0", got)
 	}
 }
 

@@ -79,6 +79,14 @@ func fixPermission(what, group string) string {
 	return fmt.Sprintf("permission denied on %s: run edgegate as root or in group %s (SupplementaryGroups=%s in the systemd unit)", what, group, group)
 }
 
+// deviceClass is the systemd device class (DeviceAllow=char-…, from /proc/devices) of the
+// device files a group gives access to.
+var deviceClass = map[string]string{"i2c": "char-i2c", "gpio": "char-gpiochip"}
+
+func fixDevicePolicy(what, class string) string {
+	return fmt.Sprintf("the service's device policy blocks %s: the unit needs DeviceAllow=%s rw (the packaged unit has it; check systemctl cat edgegate for a drop-in that resets DeviceAllow=)", what, class)
+}
+
 func fixOneWireBus() string {
 	return "enable 1-Wire: sudo raspi-config nonint do_onewire 0 (or add dtoverlay=w1-gpio to /boot/firmware/config.txt; data on GPIO4 with a 4.7 kΩ pull-up to 3V3), then reboot; ls /sys/bus/w1/devices lists the masters"
 }
@@ -105,6 +113,10 @@ func openError(bus, what string, err error, notExist func() string, group string
 	switch {
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOENT):
 		return &Error{Bus: bus, Err: fmt.Errorf("no such %s", what), Fix: notExist()}
+	case errors.Is(err, syscall.EPERM) && deviceClass[group] != "":
+		// Not the file's mode (that is EACCES): a device cgroup refuses it, as systemd's
+		// DevicePolicy=closed does for a device missing from DeviceAllow.
+		return &Error{Bus: bus, Err: err, Fix: fixDevicePolicy(bus, deviceClass[group])}
 	case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		return &Error{Bus: bus, Err: err, Fix: fixPermission(bus, group)}
 	}

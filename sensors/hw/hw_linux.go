@@ -35,7 +35,8 @@ func Init() error {
 }
 
 // OpenI2C opens an I2C bus device (/dev/i2c-1). Each call opens its own handle, so each
-// sensor closes its own; the kernel serialises transactions on the bus.
+// sensor closes its own; the kernel serialises transactions on the bus. An adapter that
+// does only SMBus gets an SMBusBus.
 func OpenI2C(bus string) (i2c.BusCloser, error) {
 	n, err := I2CBusNumber(bus)
 	if err != nil {
@@ -48,6 +49,9 @@ func OpenI2C(bus string) (i2c.BusCloser, error) {
 	f, err := os.OpenFile(bus, os.O_RDWR, 0)
 	if err != nil {
 		return nil, openError(bus, "I2C bus", err, func() string { return fixI2CBus(bus, n) }, "i2c")
+	}
+	if funcs, err := i2cFuncs(f); err == nil && smbusOnly(funcs) {
+		return newSMBusBus(bus, funcs, &smbusFile{f}), nil
 	}
 	f.Close()
 	b, err := sysfs.NewI2C(n)
