@@ -11,7 +11,7 @@ PKGS     := ./...
 # 64-bit only: Badger v4 loses keys or panics on 32-bit targets (SPEC §6).
 PLATFORMS := linux/arm64 linux/amd64
 
-.PHONY: all build run test test-short test-arm test-board test-board-short lint cross dist check-dist bench clean fuzz-short install uninstall soak soak-short beam-test
+.PHONY: all build run test test-short test-arm test-board test-board-short lint cross dist check-dist bench clean fuzz-short install uninstall soak soak-short beam-test tour-test
 
 # nfpm builds the .deb packages; run at a pinned version so its large module graph stays
 # out of go.mod.
@@ -47,6 +47,16 @@ fuzz-short:
 # what it compared and every gap it met.
 beam-test:
 	cd cloud/beam && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m -v ./...
+
+# The README tour and the docs' walkthroughs, run as written (internal/doctest): each in a
+# fresh copy of the tree, against `make run`'s daemon (or the one it installs) and Debian's
+# mosquitto, mosquitto_sub and mosquitto_pub; in network, PID and mount namespaces of its
+# own where the kernel allows, so its fixed ports meet nothing else and every process it
+# starts ends with it. The operations walkthrough (make install, the service, backup and
+# restore) runs as root only. Needs jq, curl, openssl, node (and MQTT.js: npm ci --prefix
+# cmd/edgegate/testdata/mqttjs).
+tour-test:
+	EDGEGATE_TOUR=1 $(GO) test -count=1 -v -timeout 30m -run 'TestMarkers|TestTour|Walkthrough' ./internal/doctest/
 
 test-short:
 	$(GO) test -short $(PKGS)
@@ -153,7 +163,7 @@ soak:
 soak-short:
 	SOAK_DURATION=100s $(GO) test -count=1 -v -run TestSoak -timeout 20m ./internal/soak/
 
-# The emulated board (README, "Running on a board"): Debian 12 arm64 under
+# The emulated board (docs/board.md): Debian 12 arm64 under
 # qemu-system-aarch64 (TCG), systemd as PID 1, the arm64 .deb installed with apt. The image
 # is built once from Debian's packages into board/.cache (root: debootstrap). test-board
 # runs the six checks; test-board-short installs, starts and cuts the power once (CI).

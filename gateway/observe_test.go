@@ -17,10 +17,11 @@ import (
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
-// readmeMetrics parses the table under "## Metrics" in the README: name → "type|labels".
-func readmeMetrics(t *testing.T) map[string]string {
+// docMetrics parses the table under "## Every metric" in docs/metrics.md: name →
+// "type|labels".
+func docMetrics(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := os.Open("../README.md")
+	f, err := os.Open("../docs/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func readmeMetrics(t *testing.T) map[string]string {
 	for sc.Scan() {
 		l := sc.Text()
 		if strings.HasPrefix(l, "## ") {
-			in = l == "## Metrics"
+			in = l == "## Every metric"
 			continue
 		}
 		if !in || !strings.HasPrefix(l, "| `") {
@@ -39,7 +40,7 @@ func readmeMetrics(t *testing.T) map[string]string {
 		}
 		cells := strings.Split(strings.Trim(l, "|"), "|")
 		if len(cells) != 4 {
-			t.Fatalf("README metrics row with %d cells: %q", len(cells), l)
+			t.Fatalf("docs/metrics.md: metrics row with %d cells: %q", len(cells), l)
 		}
 		name := strings.Trim(strings.TrimSpace(cells[0]), "`")
 		var labels []string
@@ -49,21 +50,21 @@ func readmeMetrics(t *testing.T) map[string]string {
 			}
 		}
 		if _, dup := out[name]; dup {
-			t.Errorf("README lists %s twice", name)
+			t.Errorf("docs/metrics.md lists %s twice", name)
 		}
 		out[name] = strings.TrimSpace(cells[1]) + "|" + strings.Join(labels, ",")
 	}
 	if len(out) == 0 {
-		t.Fatal(`no metrics table under "## Metrics" in README.md`)
+		t.Fatal(`no metrics table under "## Every metric" in docs/metrics.md`)
 	}
 	return out
 }
 
-// TestMetricsMatchREADME keeps the docs and the binary in step: the README table lists
+// TestMetricsMatchDocs keeps the docs and the binary in step: the table of docs/metrics.md lists
 // exactly the families a gateway declares, with their types and labels, and a scrape of a
 // running gateway exposes only documented families, with the documented types.
-func TestMetricsMatchREADME(t *testing.T) {
-	doc := readmeMetrics(t)
+func TestMetricsMatchDocs(t *testing.T) {
+	doc := docMetrics(t)
 	declared := map[string]string{}
 	for _, d := range append(append([]ops.Desc(nil), gateway.Metrics...), ops.RuntimeMetrics...) {
 		declared[d.Name] = string(d.Type) + "|" + strings.Join(d.Labels, ",")
@@ -73,7 +74,7 @@ func TestMetricsMatchREADME(t *testing.T) {
 		if dv, ok := doc[n]; !ok {
 			missing = append(missing, n)
 		} else if dv != v {
-			differ = append(differ, n+": README "+dv+", code "+v)
+			differ = append(differ, n+": docs/metrics.md "+dv+", code "+v)
 		}
 	}
 	for n := range doc {
@@ -84,10 +85,10 @@ func TestMetricsMatchREADME(t *testing.T) {
 	sort.Strings(missing)
 	sort.Strings(extra)
 	for _, n := range missing {
-		t.Errorf("metric %s is not in the README table", n)
+		t.Errorf("metric %s is not in the table of docs/metrics.md", n)
 	}
 	for _, n := range extra {
-		t.Errorf("README lists %s, which the code does not declare", n)
+		t.Errorf("docs/metrics.md lists %s, which the code does not declare", n)
 	}
 	for _, d := range differ {
 		t.Errorf("type or labels differ: %s", d)
@@ -124,11 +125,11 @@ uplinks:
 	for n, f := range fams {
 		dv, ok := doc[n]
 		if !ok {
-			t.Errorf("scrape exposes %s, not in the README", n)
+			t.Errorf("scrape exposes %s, not in docs/metrics.md", n)
 			continue
 		}
 		if typ := strings.SplitN(dv, "|", 2)[0]; typ != f.Type {
-			t.Errorf("%s: scraped type %s, README %s", n, f.Type, typ)
+			t.Errorf("%s: scraped type %s, docs/metrics.md %s", n, f.Type, typ)
 		}
 	}
 	// Figures of what happened above.
