@@ -128,6 +128,7 @@ install: build
 	install -D -m 0644 packaging/edgegate.rules $(DESTDIR)$(UDEVDIR)/60-edgegate.rules
 	install -D -m 0644 configs/edgegate.yaml $(DESTDIR)$(DOCDIR)/edgegate.yaml.example
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	find docs -type f | while read -r f; do install -D -m 0644 "$$f" "$(DESTDIR)$(DOCDIR)/$$f"; done
 	install -D -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/LICENSE
 	install -D -m 0644 NOTICE $(DESTDIR)$(DOCDIR)/NOTICE
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/edgegate/edgegate.yaml ]; then \

@@ -53,15 +53,17 @@ func TestDebContents(t *testing.T) {
 				files[strings.TrimPrefix(f[len(f)-1], ".")] = f[0]
 			}
 			for path, mode := range map[string]string{
-				"/usr/bin/edgegate":                             "-rwxr-xr-x",
-				"/usr/lib/systemd/system/edgegate.service":      "-rw-r--r--",
-				"/usr/lib/sysusers.d/edgegate.conf":             "-rw-r--r--",
-				"/usr/lib/udev/rules.d/60-edgegate.rules":       "-rw-r--r--",
-				"/etc/edgegate/edgegate.yaml":                   "-rw-r-----",
-				"/usr/share/doc/edgegate/README.md":             "-rw-r--r--",
-				"/usr/share/doc/edgegate/edgegate.yaml.example": "-rw-r--r--",
-				"/usr/share/doc/edgegate/LICENSE":               "-rw-r--r--",
-				"/usr/share/doc/edgegate/NOTICE":                "-rw-r--r--",
+				"/usr/bin/edgegate":                                  "-rwxr-xr-x",
+				"/usr/lib/systemd/system/edgegate.service":           "-rw-r--r--",
+				"/usr/lib/sysusers.d/edgegate.conf":                  "-rw-r--r--",
+				"/usr/lib/udev/rules.d/60-edgegate.rules":            "-rw-r--r--",
+				"/etc/edgegate/edgegate.yaml":                        "-rw-r-----",
+				"/usr/share/doc/edgegate/README.md":                  "-rw-r--r--",
+				"/usr/share/doc/edgegate/edgegate.yaml.example":      "-rw-r--r--",
+				"/usr/share/doc/edgegate/LICENSE":                    "-rw-r--r--",
+				"/usr/share/doc/edgegate/NOTICE":                     "-rw-r--r--",
+				"/usr/share/doc/edgegate/docs/operations.md":         "-rw-r--r--",
+				"/usr/share/doc/edgegate/docs/grafana/edgegate.json": "-rw-r--r--",
 			} {
 				got, ok := files[path]
 				if !ok {

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,7 +22,9 @@ func debLayout(t *testing.T) map[string]fs.FileMode {
 	}
 	var spec struct {
 		Contents []struct {
+			Src      string `yaml:"src"`
 			Dst      string `yaml:"dst"`
+			Type     string `yaml:"type"`
 			FileInfo struct {
 				Mode fs.FileMode `yaml:"mode"`
 			} `yaml:"file_info"`
@@ -32,7 +35,21 @@ func debLayout(t *testing.T) map[string]fs.FileMode {
 	}
 	out := map[string]fs.FileMode{}
 	for _, c := range spec.Contents {
-		out[c.Dst] = c.FileInfo.Mode
+		if c.Type != "tree" {
+			out[c.Dst] = c.FileInfo.Mode
+			continue
+		}
+		err := filepath.WalkDir(filepath.Join("..", c.Src), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			rel, err := filepath.Rel(filepath.Join("..", c.Src), p)
+			out[path.Join(c.Dst, filepath.ToSlash(rel))] = c.FileInfo.Mode
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	return out
 }
