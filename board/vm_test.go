@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // VM is the emulated board: one disk image, booted as often as the checks need, with
@@ -56,23 +58,13 @@ func NewVM(t testing.TB, cache, dir string) *VM {
 		t.Fatal(err)
 	}
 	v := &VM{cache: cache, dir: dir, disk: filepath.Join(dir, "disk.img"), key: key,
-		SSH: freePort(t), MQTT: freePort(t), Ops: freePort(t)}
+		SSH: testutil.FreeAddr(t), MQTT: testutil.FreeAddr(t), Ops: testutil.FreeAddr(t)}
 	// A sparse copy: the image is 4 GiB with about a third of it used.
 	if out, err := exec.Command("cp", "--sparse=always", filepath.Join(cache, "base.img"), v.disk).CombinedOutput(); err != nil {
 		t.Fatalf("copy the base image: %v: %s", err, out)
 	}
 	t.Cleanup(func() { v.Kill() })
 	return v
-}
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func port(addr string) string {
