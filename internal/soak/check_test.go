@@ -127,7 +127,7 @@ func (s *soak) check() {
 
 	// Every record arrived with one id, and no id stands for two readings.
 	byKey := map[string]*reading{}
-	for _, dv := range s.devices {
+	for _, dv := range s.ledgers() {
 		for _, r := range dv.all() {
 			byKey[r.key] = r
 		}
@@ -153,7 +153,7 @@ func (s *soak) check() {
 	var sent, acked, refusedOK, unacked, qos0 int
 	missing := map[string][]string{}
 	notDelivered := map[string]int{} // sent readings (acknowledged or not) not delivered
-	for _, dv := range s.devices {
+	for _, dv := range s.ledgers() {
 		for _, r := range dv.all() {
 			sent++
 			if r.kind == malformed {
@@ -196,6 +196,7 @@ func (s *soak) check() {
 			}
 		}
 	}
+	wills := s.checkWills(v, known, missing)
 	for k := range v.keyIDs {
 		if !known[k] {
 			t.Errorf("a record arrived that no device sent: %s", short(k))
@@ -227,10 +228,14 @@ func (s *soak) check() {
 	t.Logf("%s: %d readings sent (%d QoS 0), %d acknowledged, %d malformed answered as SPEC §2 says, %d not acknowledged (clean sessions lose what was in flight); "+
 		"upstream: %d batches, %d records, %d distinct readings at cloud and %d at collector, %d refused for good at collector, %d panes; "+
 		"acknowledged but missing (counted as never had): cloud %d (%d), collector %d (%d); "+
-		"faults: %v, daemon starts %d (kill -9 %d, SIGTERM %d); the slow reader was disconnected %d times",
+		"faults: %v, attacks: %v, daemon starts %d (kill -9 %d, SIGTERM %d); the slow reader was disconnected %d times",
 		s.policy, sent, qos0, acked, refusedOK, unacked, v.nBatches, v.nRecords, len(v.delivered["cloud"]), len(v.delivered["collector"]),
 		len(v.refused["collector"]), len(v.panes), len(missing["cloud"]), losses["cloud"], len(missing["collector"]), losses["collector"],
-		s.faults, s.d.starts, s.d.kills, s.d.terms, s.slowDisc.Load())
+		s.faults, s.att.count, s.d.starts, s.d.kills, s.d.terms, s.slowDisc.Load())
+	t.Logf("%s: daemon RSS peak over the run %d MiB (no GOMEMLIMIT in the soak)", s.policy, s.rssPeak.Load()>>10)
+	for _, line := range s.attackReport(wills) {
+		t.Logf("%s: %s", s.policy, line)
+	}
 }
 
 // countedLosses is, per uplink, how many raw records the daemon deleted (for room, or by

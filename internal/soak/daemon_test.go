@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -60,6 +61,10 @@ type daemon struct {
 
 	starts, kills, terms int
 	slowStops            []time.Duration // SIGTERMs that took longer than flush_timeout
+
+	// epoch counts starts and stops: two reads that are equal saw one run of the daemon
+	// between them (the attacks compare its counters only within one run).
+	epoch atomic.Int64
 }
 
 func newDaemon(t *testing.T, cfg, dataDir, opsAddr string) *daemon {
@@ -104,6 +109,7 @@ func (d *daemon) start() {
 		d.t.Fatal(err)
 	}
 	fmt.Fprintf(logf, "\n===== start %d at %s =====\n", d.starts+1, time.Now().Format(time.RFC3339Nano))
+	d.epoch.Add(1)
 	cmd := exec.Command(d.bin, "run", "-c", d.cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -136,11 +142,27 @@ func (d *daemon) start() {
 	}
 }
 
+// pid is the running daemon's process id (0 when it is not running).
+func (d *daemon) pid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-d.exited:
+		return 0
+	default:
+		return d.cmd.Process.Pid
+	}
+}
+
 // kill9 kills the daemon with SIGKILL and waits for it to be gone.
 func (d *daemon) kill9() {
 	d.mu.Lock()
 	cmd, exited := d.cmd, d.exited
 	d.mu.Unlock()
+	d.epoch.Add(1)
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-exited
 	d.kills++
@@ -154,6 +176,7 @@ func (d *daemon) sigterm(flushTimeout time.Duration) {
 	cmd, exited := d.cmd, d.exited
 	d.mu.Unlock()
 	t0 := time.Now()
+	d.epoch.Add(1)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:

@@ -60,6 +60,8 @@ type deviceSpec struct {
 	badOneIn int
 	// size pads raw payloads to this many bytes (bulk data that fills the budget fast).
 	size int
+	// topic is where raw readings go (default raw/<name>; any unrouted topic is raw).
+	topic string
 	// sysTopic sends the malformed readings to $SYS/… instead (refused as an invalid topic).
 	sysTopic bool
 	// forge: the device's readings carry ids of another device's (forge's) future readings,
@@ -121,6 +123,9 @@ func (d *device) next(seq int, t0 int64) *reading {
 		r.key = d.spec.name + "/num|" + v
 	case raw:
 		r.topic = "raw/" + d.spec.name
+		if d.spec.topic != "" {
+			r.topic = d.spec.topic
+		}
 		r.payload = fmt.Sprintf("raw %s %d", d.spec.name, seq)
 		if pad := d.spec.size - len(r.payload); pad > 0 {
 			r.payload += " " + strings.Repeat("x", pad-1)

@@ -1,12 +1,14 @@
 package soak
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgegate/edgegate/internal/testutil"
 )
@@ -78,12 +82,18 @@ const flushTimeout = 5 * time.Second
 
 const soakConfig = `gateway: {id: gw-soak, data_dir: %q}
 broker:
-  listeners: [{type: tcp, address: %q}]
+  listeners: [{type: tcp, address: %q}, {type: ws, address: %q}]
   allow_anonymous: true
   anonymous: {publish: ["dev/#", "raw/#", "$SYS/#"], subscribe: ["dev/#", "agg/#"]}
+  users: # for the attacks of issue 21 that need users: squatting, wrong passwords
+    - {username: sq, password_hash: %q, publish: ["dev/sq/#"]}
+    - {username: hu, password_hash: %q, publish: ["dev/hu/#"]}
+  connect_timeout: 3s
   max_rate_per_client: 2000
   max_session_expiry: 1h
   max_sessions_per_user: 64 # the devices are all anonymous: one user
+  max_queued_bytes_per_session: 256KiB
+  max_queued_bytes: 4MiB
 routes:
   - {topic: "dev/+device/id", format: json, series: "{device}/id"}
   - {topic: "dev/+device/stamp", format: json, series: "{device}/stamp"}
@@ -166,14 +176,18 @@ type soak struct {
 	duration time.Duration
 	dir      string
 
-	d        *daemon
-	mqttUp   *mqttUpstream
-	httpUp   *httpUpstream
-	col      *collector
-	devices  []*device
-	slowDisc atomic.Int64
+	d          *daemon
+	brokerAddr string
+	wsAddr     string
+	att        *attacks
+	mqttUp     *mqttUpstream
+	httpUp     *httpUpstream
+	col        *collector
+	devices    []*device
+	slowDisc   atomic.Int64
+	rssPeak    atomic.Int64 // the daemon's largest RSS seen, KiB
 
-	faults map[string]int // what the schedule injected, by kind
+	faults map[string]int // what the schedule injected, by kind (attacks: att.count)
 	// quietSince: from then on, nothing the daemon keeps is old enough for the retention
 	// nor pushed out by a full budget (the long outage is over, and the generators stop
 	// within a retention of it); set by run.
@@ -186,10 +200,12 @@ func newSoak(t *testing.T, policy string, seed uint64, duration time.Duration) *
 	s.mqttUp = startMQTTUpstream(t)
 	s.httpUp = startHTTPUpstream(t, s.col, 40)
 	brokerAddr, opsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	s.brokerAddr, s.wsAddr = brokerAddr, testutil.FreeAddr(t)
+	s.att = newAttacks(brokerAddr, seed)
 	data := filepath.Join(dir, "data")
 	reserve := smallDisk(t, data)
 	cfg := filepath.Join(dir, "edgegate.yaml")
-	body := fmt.Sprintf(soakConfig, data, brokerAddr, reserve, policy,
+	body := fmt.Sprintf(soakConfig, data, brokerAddr, s.wsAddr, passwordHash(t, "sq-pw"), passwordHash(t, "hu-pw"), reserve, policy,
 		s.mqttUp.Addr, s.httpUp.url(), opsAddr)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
@@ -221,7 +237,21 @@ func newSoak(t *testing.T, policy string, seed uint64, duration time.Duration) *
 	return s
 }
 
-// event is one fault of the schedule, at an offset from the start.
+// passwordHash is the bcrypt hash of pw at the cost `edgegate passwd` uses.
+func passwordHash(t *testing.T, pw string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// ledgers are the devices and the attackers whose every reading the checks follow.
+func (s *soak) ledgers() []*device {
+	return append(slices.Clone(s.devices), s.att.bulk)
+}
+
+// event is one fault or attack of the schedule, at an offset from the start.
 type event struct {
 	at   time.Duration
 	kind string
@@ -229,8 +259,8 @@ type event struct {
 }
 
 // schedule draws the faults of the seed: the daemon killed or stopped every 5–20 s,
-// upstream faults every 2–10 s, and one long outage of both upstreams that fills the
-// budget.
+// upstream faults every 2–10 s, one long outage of both upstreams that fills the budget,
+// and the attacks (attacks_test.go); in the order they happen.
 func (s *soak) schedule() []event {
 	r := rand.New(rand.NewPCG(s.seed, 7))
 	var evs []event
@@ -245,7 +275,9 @@ func (s *soak) schedule() []event {
 	for at := 2*time.Second + jitter(r, 3*time.Second); at < s.duration-10*time.Second; at += 2*time.Second + jitter(r, 8*time.Second) {
 		evs = append(evs, event{at: at, kind: kinds[r.IntN(len(kinds))], dur: time.Second + jitter(r, 5*time.Second)})
 	}
-	return append(evs, s.outage())
+	evs = append(append(evs, s.outage()), s.attackSchedule()...)
+	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.at, b.at) })
+	return evs
 }
 
 // outage is the schedule's long outage of both upstreams, long enough to fill the budget.
@@ -282,11 +314,37 @@ func (s *soak) run() {
 		defer wg.Done()
 		slowReader(connCtx, s.devices[0].addr, &s.slowDisc)
 	}()
+	wg.Add(1)
+	go func() { // the daemon's RSS, for the report
+		defer wg.Done()
+		for connCtx.Err() == nil {
+			if pid := s.d.pid(); pid != 0 {
+				if kib, err := testutil.ProcField(pid, "status", "VmRSS"); err == nil && kib > s.rssPeak.Load() {
+					s.rssPeak.Store(kib)
+				}
+			}
+			select {
+			case <-connCtx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
 
 	start := time.Now()
 	var faults sync.WaitGroup
 	for _, ev := range s.schedule() {
 		time.Sleep(time.Until(start.Add(ev.at)))
+		if isAttack(ev.kind) {
+			s.att.mu.Lock()
+			s.att.count[ev.kind]++
+			s.att.mu.Unlock()
+			faults.Add(1)
+			go func() {
+				defer faults.Done()
+				s.attack(ev.kind, ev.dur)
+			}()
+			continue
+		}
 		s.faults[ev.kind]++
 		switch ev.kind {
 		case "kill9", "sigterm":
