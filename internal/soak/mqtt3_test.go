@@ -85,9 +85,13 @@ func subscribe3(pid uint16, filter string) []byte {
 	return packet3(0x82, append(body, 1))
 }
 
-// noConnack is the code login returns when no CONNACK came: the connection was refused,
-// closed at accept (max_connect_rate_per_ip), or the daemon is down.
-const noConnack = 0xff
+// Codes login returns when no CONNACK came: noConnack, the connection was refused, closed
+// at accept (max_connect_rate_per_ip) or the daemon is down; noAnswer, the daemon took the
+// CONNECT but did not answer within 15 s (it may have accepted it).
+const (
+	noConnack = 0xff
+	noAnswer  = 0xfe
+)
 
 // mqttConn is a raw MQTT connection.
 type mqttConn struct {
@@ -113,6 +117,10 @@ func login(addr string, src net.IP, l login3) (*mqttConn, byte) {
 		return nil, noConnack
 	}
 	typ, body, err := mc.read()
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		c.Close()
+		return nil, noAnswer
+	}
 	if err != nil || typ != pktConnack || len(body) < 2 {
 		c.Close()
 		return nil, noConnack

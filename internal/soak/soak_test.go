@@ -91,7 +91,7 @@ broker:
   connect_timeout: 3s
   max_rate_per_client: 2000
   max_session_expiry: 1h
-  max_sessions_per_user: 64 # the devices are all anonymous: one user
+  max_sessions_per_user: 24 # the devices are all anonymous: one user; 11 persistent sessions, the attacks take the rest
   max_queued_bytes_per_session: 256KiB
   max_queued_bytes: 4MiB
 routes:
