@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,5 +145,17 @@ func TestNoHardwareNoHardwareCheck(t *testing.T) {
 	if err := Check(load(t, "password_file_empty", dir), Options{Root: filepath.Join(dir, "nothing")}); err == nil ||
 		strings.Contains(err.Error(), "sensors") {
 		t.Errorf("want only the password file refused, got:\n%v", err)
+	}
+}
+
+// TestNotReadableByThisUser: a file the edgegate user may not read (root runs the tests,
+// so the error is made up here) gets the fix, not only the errno.
+func TestNotReadableByThisUser(t *testing.T) {
+	got := fileProblem("/etc/edgegate/cloud.pw", &fs.PathError{Op: "open", Path: "/etc/edgegate/cloud.pw", Err: fs.ErrPermission})
+	for _, want := range []string{"not readable by this user (uid ", "the unit runs edgegate as user edgegate",
+		"`sudo chgrp edgegate /etc/edgegate/cloud.pw && sudo chmod g+r /etc/edgegate/cloud.pw`", "LoadCredential="} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q lacks %q", got, want)
+		}
 	}
 }
