@@ -44,6 +44,9 @@ uplinks:
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)
 		}
 	}
+	if i, j := strings.Index(errOut, cfg+":7:10:"), strings.Index(errOut, cfg+":13:20:"); i > j {
+		t.Errorf("problems not in file order:\n%s", errOut)
+	}
 	code, out, errOut = runCmd("validate", "--offline", "-c", cfg)
 	if code != exitOK || !strings.Contains(out, ": valid: gateway \"gw-val\"") || errOut != "" {
 		t.Errorf("validate --offline: exit %d, stdout %q, stderr %q", code, out, errOut)

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/edgegate/edgegate/gateway/config"
@@ -36,6 +37,10 @@ func Check(c *config.Config, o Options) error {
 	if len(k.errs) == 0 {
 		return nil
 	}
+	sort.SliceStable(k.errs, func(i, j int) bool { // in file order, as config.Validate reports
+		a, b := k.errs[i].Pos, k.errs[j].Pos
+		return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+	})
 	return k.errs
 }
 
