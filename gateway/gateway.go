@@ -18,6 +18,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/pipeline"
@@ -57,6 +58,7 @@ type Gateway struct {
 	log     *slog.Logger
 	store   *buffer.Store
 	hook    *broker.IngestHook
+	recent  *ops.Recent // the status page's last values, fed by hook
 	broker  *broker.Broker
 	poller  *sensors.Poller
 	uplinks []*uplink.Uplink
@@ -123,6 +125,8 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 
 	g.ingestCtx, g.ingestCancel = context.WithCancel(context.Background())
 	g.hook = broker.NewIngestHook(g.ingestCtx, router, g.store, opts.Clock, opts.Logger)
+	g.recent = ops.NewRecent(ops.RecentSeries, ops.RecentPoints)
+	g.hook.SetObserver(g.recent)
 	g.broker, err = broker.New(cfg.Broker, g.hook, opts.Logger)
 	if err != nil {
 		return nil, err

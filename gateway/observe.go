@@ -242,6 +242,7 @@ func (g *Gateway) Status() ops.Status {
 		Uplinks:   g.uplinkStatus(),
 		Pipelines: g.pipelineStatus(),
 		Sensors:   g.sensorStatus(),
+		Series:    g.recent.Snapshot(),
 	}
 }
 

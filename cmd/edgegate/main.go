@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/preflight"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/sensors/ads1115"
 	"github.com/edgegate/edgegate/sensors/bmx280"
@@ -76,7 +77,9 @@ const usage = `usage: edgegate <command> [flags]
 
 commands:
   run -c FILE        run the gateway daemon (default FILE ` + defaultConfig + `)
-  validate -c FILE   check a config file and explain every problem
+  validate -c FILE [--offline]
+                     check a config file and explain every problem, and that the
+                     files and hardware it names are there (--offline: not those)
   replay -c FILE [--pipeline NAME] [--input F.jsonl]
                      run the config's pipelines over records (JSON Lines; stdin by
                      default), watermark to +inf at the end; panes to stdout
@@ -127,10 +130,14 @@ func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("validate", stderr)
+	offline := fs.Bool("offline", false, "check the config alone, not the files and hardware it names (checked on another machine than the board)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	cfg, err := config.Load(*path)
+	if err == nil && !*offline {
+		err = preflight.Check(cfg, preflight.Options{})
+	}
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitUser

@@ -26,6 +26,7 @@ type IngestHook struct {
 	mqtt.HookBase
 	router atomic.Pointer[ingest.Router] // swapped by a config reload
 	holder atomic.Pointer[Holder]
+	recent Observer // nil: none; set before the broker starts
 	store  *buffer.Store
 	clock  clock.Clock
 	log    *slog.Logger
@@ -272,6 +273,8 @@ type staged struct {
 	err     error   // an *ingest.Error (oc is OutcomeRefused)
 	log     string
 	entries []buffer.Entry
+	recs    []record.Record // what entries hold, for the Observer
+	now     time.Time       // arrival
 }
 
 // stage routes and decodes a message that arrived (first) at now and turns its records
@@ -282,7 +285,7 @@ func (h *IngestHook) stage(src Source, topic string, payload []byte, now time.Ti
 		h.stats.Malformed.Add(1)
 		return staged{oc: OutcomeRefused, err: err}
 	}
-	st := staged{oc: OutcomeStored, log: RawLog}
+	st := staged{oc: OutcomeStored, log: RawLog, recs: recs, now: now}
 	switch outcome {
 	case ingest.Dropped:
 		h.stats.Dropped.Add(1)
@@ -346,6 +349,14 @@ func (h *IngestHook) settle(st staged, res []buffer.Result, err error) (Outcome,
 		h.stats.Dups.Add(uint64(dups))
 	}
 	h.stats.Records.Add(uint64(len(res) - dups))
+	if h.recent != nil && st.oc == OutcomeStored {
+		for i := range res {
+			if !res[i].Dup && i < len(st.recs) {
+				r := &st.recs[i]
+				h.recent.Observe(r.Series, r.Unit, r.Value, r.TS, st.now)
+			}
+		}
+	}
 	oc := st.oc
 	if dups == len(res) && oc == OutcomeStored {
 		oc = OutcomeDuplicate
