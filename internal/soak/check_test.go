@@ -352,10 +352,16 @@ func (s *soak) checkPanes(v *upstreamView, losses map[string]int) {
 func (s *soak) checkRefusedLog() {
 	t := s.t
 	out := s.d.cli("buffer", "tail", "-d", s.d.dataDir, "-log", "refused", "-n", "1000000")
+	// The drain after the schedule may outlast the retention: entries acknowledged before
+	// the daemon's last minutes may have expired since.
+	since := s.quietSince
+	if stop := s.d.stoppedAt.Add(-retention + 30*time.Second); stop.After(since) {
+		since = stop
+	}
 	checked := 0
 	for _, dv := range s.devices {
 		for _, r := range dv.all() {
-			if r.kind != malformed || !r.acked.Load() || r.ackedAt.Load() < s.quietSince.UnixMilli() {
+			if r.kind != malformed || !r.acked.Load() || r.ackedAt.Load() < since.UnixMilli() {
 				continue
 			}
 			checked++

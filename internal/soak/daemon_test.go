@@ -60,6 +60,7 @@ type daemon struct {
 
 	starts, kills, terms int
 	slowStops            []time.Duration // SIGTERMs that took longer than flush_timeout
+	stoppedAt            time.Time       // when the last SIGTERM was sent
 }
 
 func newDaemon(t *testing.T, cfg, dataDir, opsAddr string) *daemon {
@@ -154,6 +155,7 @@ func (d *daemon) sigterm(flushTimeout time.Duration) {
 	cmd, exited := d.cmd, d.exited
 	d.mu.Unlock()
 	t0 := time.Now()
+	d.stoppedAt = t0
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:
