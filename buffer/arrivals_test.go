@@ -301,6 +301,34 @@ func TestArrivalOfResendsBehindAThousandNewPublishes(t *testing.T) {
 	}
 }
 
+// Past its bound a client gives up the records of answered publishes (PUBACK written)
+// before those of stored publishes never answered (the connection ended first), which it
+// will surely send again however many it sent since.
+func TestArrivalGivesUpAnsweredFirst(t *testing.T) {
+	s := &Store{arrivals: newArrivalTable(maxArrivals), opts: Options{Clock: clock.NewFake(t0)}}
+	pub := func(pid int) Publish {
+		return Publish{Client: "dev-1", PacketID: uint16(pid%65535 + 1), Payload: []byte(fmt.Sprint(pid)), Resumed: true, Keep: time.Hour}
+	}
+	const unanswered = 10
+	for pid := range unanswered { // stored; the connection ended before their PUBACKs
+		s.arrived(s.Arrive(pub(pid), t0).ref, true)
+	}
+	for pid := unanswered; pid < unanswered+2*arrivalsPerClient; pid++ { // stored and answered
+		a := s.Arrive(pub(pid), t0.Add(time.Second))
+		s.arrived(a.ref, true)
+		s.Answered(&Pending{r: &request{arrival: a.ref}})
+	}
+	s.arrivals.clients[keyOfClient("dev-1")].conn++ // a new connection
+	for pid := range unanswered {
+		if a := s.Arrive(pub(pid), t0.Add(time.Minute)); !a.Resend || !a.At.Equal(t0) {
+			t.Fatalf("publish %d, stored and never answered, sent again after %d answered ones: %+v", pid, 2*arrivalsPerClient, a)
+		}
+	}
+	if n := len(s.arrivals.clients[keyOfClient("dev-1")].recs); n != arrivalsPerClient {
+		t.Fatalf("the client keeps %d records, want its bound %d", n, arrivalsPerClient)
+	}
+}
+
 // A client refused again and again (a full buffer) while it resends the same publishes and
 // adds new ones keeps its records of what was stored: failed appends give their records
 // up, so the window of its last stored publishes is not used up by attempts.

@@ -201,21 +201,24 @@ func (h *IngestHook) answerWhenStored(cl *mqtt.Client, pk packets.Packet, st sta
 			_ = h.refuse(cl, pk, err, true) // in order already: answer now
 			return
 		}
-		h.accepted(cl, pk)
+		if h.accepted(cl, pk) == nil {
+			h.store.Answered(p)
+		}
 	}
 }
 
 // acceptLater is the answer to a publish that needs no append (dropped by config) queued
 // behind earlier ones.
 func (h *IngestHook) acceptLater(cl *mqtt.Client, pk packets.Packet) func() {
-	return func() { h.accepted(cl, pk) }
+	return func() { _ = h.accepted(cl, pk) }
 }
 
 // accepted acknowledges a stored publish and delivers it to local subscribers, as mochi
 // does when OnPublish returns nil.
-func (h *IngestHook) accepted(cl *mqtt.Client, pk packets.Packet) {
-	puback(cl, pk)
+func (h *IngestHook) accepted(cl *mqtt.Client, pk packets.Packet) error {
+	err := puback(cl, pk)
 	h.deliver(pk)
+	return err
 }
 
 // refuse answers a publish that ingest refused (err nil: none, it returns nil) with
