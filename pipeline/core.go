@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Watermark bounds: no record seen yet, and end of input (replay).

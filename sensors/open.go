@@ -6,8 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Open builds the configured sensors with the drivers of factories and opens their

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Sensor is one configured sensor, opened or waiting to be.

@@ -15,8 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -18,8 +18,8 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/topic"
 	"github.com/edgegate/edgegate/record"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Broker configures the embedded MQTT broker, the local topic layer (SPEC §2): its

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Pipeline aggregates routed records with event-time windows (SPEC §4, §7).

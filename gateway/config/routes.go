@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Route maps a topic pattern with named wildcards to a series (SPEC §2).

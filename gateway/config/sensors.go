@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Sensor is one local sensor polled by the gateway. The keys every hardware sensor shares

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Uplink forwards buffered records upstream (SPEC §3, §5).
