@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
 )
 
@@ -251,13 +251,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
+// backoff is the wait after the n-th failed step: exponential within MinBackoff and
+// MaxBackoff, at least half of each step (a failing store is not hammered), jittered.
 func (r *Runner) backoff(failures int) time.Duration {
-	d := r.MinBackoff
-	for i := 1; i < failures && d < r.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, r.MaxBackoff)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return backoff.Policy{Min: r.MinBackoff, Max: r.MaxBackoff, Jitter: backoff.Equal}.Wait(failures)
 }
 
 // load rebuilds the core from the store: meta, windows, cursor.

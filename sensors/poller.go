@@ -7,12 +7,12 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	backoffpkg "github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/topic"
 )
@@ -112,13 +112,7 @@ func phase(name string, interval time.Duration) time.Duration {
 // up to maxBackoff (or the interval if longer), with ±10% jitter so devices that failed
 // together do not retry together.
 func backoff(interval time.Duration, failures int) time.Duration {
-	limit := max(maxBackoff, interval)
-	d := interval
-	for i := 1; i < failures && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+	return backoffpkg.Policy{Min: interval, Max: max(maxBackoff, interval), Jitter: backoffpkg.Tenth}.Wait(failures)
 }
 
 type result struct {

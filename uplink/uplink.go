@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/topic"
 	"github.com/edgegate/edgegate/record"
@@ -792,14 +792,7 @@ func (u *Uplink) commit(ctx context.Context, s *stream, bs []*Batch, isHead bool
 // backoff is exponential with full jitter: uniform in [0, min(max, min·2^failures)], but
 // at least what the upstream asked for (HTTP Retry-After), within max.
 func (u *Uplink) backoff(failures int, err error) time.Duration {
-	d := u.MinBackoff
-	for i := 1; i < failures && d < u.MaxBackoff; i++ {
-		d *= 2
-	}
-	if d > u.MaxBackoff {
-		d = u.MaxBackoff
-	}
-	j := time.Duration(rand.Int64N(int64(d) + 1))
+	j := backoff.Policy{Min: u.MinBackoff, Max: u.MaxBackoff, Jitter: backoff.Full}.Wait(failures)
 	var ra *retryAfterError
 	if errors.As(err, &ra) && ra.after > j {
 		j = min(ra.after, u.MaxBackoff)
