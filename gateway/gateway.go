@@ -149,7 +149,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	// Aggregates go first: fewer, and worth more than the raw records they summarise.
 	sources := []uplink.Source{
 		{Log: pipeline.AggLog, Kind: record.KindAggregates, Topic: func(v []byte) string {
-			name := pipeline.PipelineOf(v)
+			name := record.PipelineOf(v)
 			if t, ok := (*self.outputs.Load())[name]; ok {
 				return t
 			}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"maps"
 	"runtime"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
 )
@@ -338,20 +338,12 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	return b
 }
 
-// oldestEntry returns the timestamp of the first entry kept in log.
+// oldestEntry returns the timestamp of the first entry kept in log (record.TimeOf; the
+// clock's time for an entry that has none).
 func (g *Gateway) oldestEntry(log string) (ts time.Time, ok bool) {
 	_, _ = g.store.Read(log, 0, 1, func(_ uint64, v []byte) error {
-		var r struct {
-			TS  time.Time `json:"ts"`
-			End time.Time `json:"end"` // a pane: its window's end
-		}
 		ok = true
-		if json.Unmarshal(v, &r) == nil {
-			ts = r.TS
-			if ts.IsZero() {
-				ts = r.End
-			}
-		}
+		ts, _ = record.TimeOf(v)
 		return buffer.ErrStop
 	})
 	if ok && ts.IsZero() {

@@ -15,6 +15,7 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/record"
 )
 
 // AggLog is the log panes are appended to; uplinks forward it as batches of kind
@@ -393,7 +394,7 @@ func (r *Runner) step() (more bool, err error) {
 		var in Input
 		n := 0
 		_, err = r.o.Store.Read(r.o.Input, r.next, r.stepRecords(), func(seq uint64, v []byte) error {
-			reading, err := ParseRecord(v, &in)
+			reading, err := record.ParseReading(v, &in)
 			if err != nil {
 				next = seq + 1
 				n++

@@ -241,7 +241,7 @@ func TestRunnerIdlePublishAndLate(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	got := aggLog(t, s)
-	id := PaneID("r1", "k", sec(0), sec(10), 0)
+	id := record.PaneID("r1", "k", sec(0), sec(10), 0)
 	want := `{"id":"` + id + `","pipeline":"r1","key":"k","start":"2026-11-26T12:00:00.000Z","end":"2026-11-26T12:00:10.000Z","count":2,"sum":3.0,"pane":{"index":0,"timing":"ON_TIME"}}`
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("after idle:\n got %v\nwant %s", got, want)

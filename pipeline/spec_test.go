@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/record"
 )
 
 func TestSpecFromConfigKinds(t *testing.T) {
@@ -52,7 +53,7 @@ func TestEncoderAggregates(t *testing.T) {
 		c.Step(&Input{Series: "k", TS: sec(float64(3 - i)), Value: v}) // first by ts: 4, last: 2
 	}
 	c.Finish()
-	p, err := DecodePane(NewEncoder(&c.spec).AppendJSON(nil, &c.Panes()[0]))
+	p, err := record.DecodePane(NewEncoder(&c.spec).AppendJSON(nil, &c.Panes()[0]))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@
 package uplink
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -145,7 +144,7 @@ func NewMulti(cfg config.Uplink, gateway string, sources []Source, sink Sink, st
 	}
 	for _, s := range sources {
 		if s.Topic == nil {
-			s.Topic = recordTopic
+			s.Topic = record.TopicOf
 		}
 		u.streams = append(u.streams, &stream{Source: s})
 	}
@@ -880,23 +879,4 @@ func (u *Uplink) selected(s *stream, v []byte) bool {
 		}
 	}
 	return false
-}
-
-// recordTopic extracts "topic" from a stored record without decoding all of it: records
-// are written by record.AppendJSON, which puts id then topic first, and escapes quotes
-// inside strings, so the first `,"topic":"` is the key. A topic with escapes takes the slow
-// path.
-func recordTopic(v []byte) string {
-	if _, rest, ok := bytes.Cut(v, []byte(`,"topic":"`)); ok {
-		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
-			return string(rest[:end])
-		}
-	}
-	var r struct {
-		Topic string `json:"topic"`
-	}
-	if err := jsonUnmarshal(v, &r); err != nil {
-		return ""
-	}
-	return r.Topic
 }

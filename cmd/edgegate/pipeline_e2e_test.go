@@ -25,6 +25,7 @@ import (
 	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/record"
 )
 
 // e2eConfig has three pipelines, one per window kind, with lateness, over device
@@ -132,7 +133,7 @@ func byPipeline(t *testing.T, lines []string) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	for _, l := range lines {
-		name := pipeline.PipelineOf([]byte(l))
+		name := record.PipelineOf([]byte(l))
 		if name == "" {
 			t.Fatalf("not a pane: %s", l)
 		}
@@ -311,7 +312,7 @@ func TestLiveEqualsReplay(t *testing.T) {
 		// What replay adds is the end of input: ON_TIME panes of windows the live
 		// watermark has not passed.
 		for _, extra := range w[len(l):] {
-			p, _ := pipeline.DecodePane([]byte(extra))
+			p, _ := record.DecodePane([]byte(extra))
 			if p.Pane.Timing != "ON_TIME" || ms(t, p.End) <= watermarks[name] {
 				t.Fatalf("%s: replay pane missing live: %s (live W %d)", name, extra, watermarks[name])
 			}
@@ -507,7 +508,7 @@ func livePanes(t *testing.T, cfgPath string, records []string) map[string]string
 	out := map[string]string{}
 	for _, r := range records {
 		err := rp.Record([]byte(r), func(b []byte) error {
-			p, err := pipeline.DecodePane(b)
+			p, err := record.DecodePane(b)
 			if err != nil {
 				return err
 			}
