@@ -55,7 +55,7 @@ func (w logWriter) Write(p []byte) (int, error) {
 // startGateway runs the real gateway in-process; stop returns once it has stopped.
 func startGateway(t *testing.T, path string) (g *gateway.Gateway, stop func()) {
 	t.Helper()
-	cfg, err := config.Load(path)
+	cfg, err := gatewaytest.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestRejectWhenFullAtTheBroker(t *testing.T) {
 	}
 	hook := broker.NewIngestHook(context.Background(), router, store, clock.Real{}, log)
 	addr := testutil.FreeAddr(t)
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(
+	cfg, err := gatewaytest.Parse("test.yaml", []byte(fmt.Sprintf(
 		"gateway: {id: gw}\nbroker: {allow_anonymous: true, listeners: [{type: tcp, address: %q}]}\n", addr)))
 	if err != nil {
 		t.Fatal(err)

@@ -26,18 +26,10 @@ import (
 	"github.com/edgegate/edgegate/uplink"
 )
 
-// Registry names the sensor drivers and uplink sinks this binary has; main builds it, so no
-// package registers itself in init().
-type Registry struct {
-	Sensors map[string]sensors.Factory
-	Sinks   map[string]uplink.SinkFactory
-}
-
 // Options are what the daemon gets besides its config.
 type Options struct {
-	Logger   *slog.Logger
-	Clock    clock.Clock
-	Registry Registry
+	Logger *slog.Logger
+	Clock  clock.Clock
 	// FlushTimeout bounds how long uplinks may drain at shutdown (default: ops.flush_timeout).
 	FlushTimeout time.Duration
 	// Version is reported in metrics and /status.
@@ -74,7 +66,8 @@ type Gateway struct {
 	hold     *clockHold
 }
 
-// New checks the config against the registry, opens the store and builds every component.
+// New opens the store and builds every component of cfg, with the drivers and sinks of the
+// registry cfg was checked against.
 // It starts no goroutine that outlives it and dials nothing. On error, what was opened is
 // closed.
 func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
@@ -103,7 +96,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}()
 
 	// Sensors first: a missing device is the most likely start-up error.
-	drivers, err = sensors.Open(cfg.Sensors, opts.Registry.Sensors, opts.Clock, opts.Logger)
+	drivers, err = sensors.Open(cfg.Sensors, cfg.Registry().Sensors, opts.Clock, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -158,16 +151,17 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		{Log: broker.RawLog, Kind: record.KindRecords},
 	}
 
-	for _, uc := range cfg.Uplinks {
-		f, ok := opts.Registry.Sinks[uc.Type]
-		if !ok {
+	for i := range cfg.Uplinks {
+		uc := &cfg.Uplinks[i]
+		t := uplink.FindSink(cfg.Registry().Sinks, uc.Type)
+		if t == nil {
 			return nil, fmt.Errorf("uplink %q: type %q is not built into this binary", uc.Name, uc.Type)
 		}
-		sink, err := f(uc, cfg.Gateway.ID, opts.Logger)
+		sink, err := t.New(uc, cfg.Gateway.ID, opts.Logger)
 		if err != nil {
 			return nil, err
 		}
-		g.uplinks = append(g.uplinks, uplink.NewMulti(uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
+		g.uplinks = append(g.uplinks, uplink.NewMulti(*uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
 	}
 	if err := g.initClock(); err != nil {
 		return nil, err
@@ -178,7 +172,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 
 // SensorRoutes returns the implicit route of each sensor: its topic, with {metric} as a
 // named wildcard, to series "<name>/<metric>" (or "<name>" when the topic has no {metric}).
-func SensorRoutes(ss []config.Sensor) []config.Route {
+func SensorRoutes(ss []sensors.Config) []config.Route {
 	var out []config.Route
 	for _, s := range ss {
 		pattern := strings.ReplaceAll(s.Topic, "{name}", s.Name)

@@ -60,7 +60,7 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 	// or removed uplink, another url or topic) needs a restart.
 	type batchChange struct {
 		i int
-		b config.Batch
+		b uplink.BatchLimits
 		r int
 	}
 	var batches []batchChange
@@ -71,7 +71,7 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 		if a.Batch != b.Batch || a.MaxRate != b.MaxRate {
 			batches = append(batches, batchChange{i, b.Batch, b.MaxRate})
 		}
-		a.Batch, b.Batch = config.Batch{}, config.Batch{}
+		a.Batch, b.Batch = uplink.BatchLimits{}, uplink.BatchLimits{}
 		a.MaxRate, b.MaxRate = 0, 0
 		restart(fmt.Sprintf("uplinks[%s]", a.Name), a, b)
 	}

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	backoffpkg "github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/topic"
@@ -30,7 +29,7 @@ type Sensor struct {
 	Timeout  time.Duration // of one read; 0 means Interval
 	Topic    *topic.Template
 	// Calibration per metric, applied before publishing.
-	Calibration map[string]config.Calibration
+	Calibration map[string]Calibration
 }
 
 // Poller runs the sensors: one goroutine each, so a slow, failing or hung device never

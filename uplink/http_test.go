@@ -114,7 +114,8 @@ func TestHTTPStatusClassification(t *testing.T) {
 				w.WriteHeader(tc.code)
 			}))
 			defer srv.Close()
-			sink, err := httpsink.New(uplinkConfig(fmt.Sprintf(`{name: c, type: http, url: %q}`, srv.URL+"/in/{gateway}/{kind}")), "gw", discard)
+			cfg := uplinkConfig(fmt.Sprintf(`{name: c, type: http, url: %q}`, srv.URL+"/in/{gateway}/{kind}"))
+			sink, err := httpsink.New(&cfg, "gw", discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +155,7 @@ func TestHTTPGzipBearerRotation(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 20)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, bearer_token_file: %q, compression: gzip, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`,
 		srv.URL+"/ingest/{gateway}/{kind}", tok))
-	sink, err := httpsink.New(cfg, "gw", discard)
+	sink, err := httpsink.New(&cfg, "gw", discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +202,7 @@ func TestHTTPFailuresDelaysAndDeadLetter(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	fill(t, s, "sensors/a/t", 0, 50)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, timeout: 200ms, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, srv.URL))
-	sink, _ := httpsink.New(cfg, "gw", discard)
+	sink, _ := httpsink.New(&cfg, "gw", discard)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "40 records acked and 1 batch dead-lettered", func() bool {
@@ -270,7 +271,7 @@ func TestHTTPBacklogInParallel(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	fill(t, s, "sensors/a/t", 0, 200)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, max_rate: 0, batch: {max_records: 10, linger: 10ms}}`, srv.URL))
-	sink, _ := httpsink.New(cfg, "gw", discard)
+	sink, _ := httpsink.New(&cfg, "gw", discard)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 20*time.Second, "200 records", func() bool { return u.Stats().Records.Load() == 200 })

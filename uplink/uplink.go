@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/topic"
@@ -41,9 +40,6 @@ type Sink interface {
 type MultiSender interface {
 	SendAll(ctx context.Context, bs []*Batch) (acked int, err error)
 }
-
-// SinkFactory builds a sink from its config without dialing.
-type SinkFactory func(cfg config.Uplink, gateway string, log *slog.Logger) (Sink, error)
 
 // Batch is one uplink message: the SPEC §3.3 JSON of the records of one log range.
 type Batch struct {
@@ -95,7 +91,7 @@ type Uplink struct {
 	sink      Sink
 	store     *buffer.Store
 	forward   []string
-	batch     config.Batch
+	batch     BatchLimits
 	gzip      bool
 	typ       string
 	maxRate   int
@@ -128,19 +124,22 @@ type stream struct {
 }
 
 // New builds an uplink over one log of the given kind.
-func New(cfg config.Uplink, gateway, log string, kind record.Kind, sink Sink, store *buffer.Store, clk clock.Clock, lg *slog.Logger) *Uplink {
+func New(cfg Config, gateway, log string, kind record.Kind, sink Sink, store *buffer.Store, clk clock.Clock, lg *slog.Logger) *Uplink {
 	return NewMulti(cfg, gateway, []Source{{Log: log, Kind: kind}}, sink, store, clk, lg)
 }
 
 // NewMulti builds an uplink over several logs, served in the order given.
-func NewMulti(cfg config.Uplink, gateway string, sources []Source, sink Sink, store *buffer.Store, clk clock.Clock, lg *slog.Logger) *Uplink {
+func NewMulti(cfg Config, gateway string, sources []Source, sink Sink, store *buffer.Store, clk clock.Clock, lg *slog.Logger) *Uplink {
 	u := &Uplink{
 		name: cfg.Name, gateway: gateway, sink: sink, store: store,
 		forward: cfg.Forward, batch: cfg.Batch, clock: clk,
-		gzip: cfg.Compression == "gzip", typ: cfg.Type, maxRate: cfg.MaxRate,
+		typ: cfg.Type, maxRate: cfg.MaxRate,
 		lg:         lg.With("component", "uplink", "uplink", cfg.Name),
 		MinBackoff: cfg.Backoff.Min.D(), MaxBackoff: cfg.Backoff.Max.D(),
 		flushing: make(chan struct{}),
+	}
+	if e, ok := cfg.Sink.(Encoder); ok {
+		u.gzip = e.PayloadEncoding() == "gzip"
 	}
 	for _, s := range sources {
 		if s.Topic == nil {
@@ -159,7 +158,7 @@ func (u *Uplink) Stats() *Stats { return &u.stats }
 
 // Limits are what a config reload may change while an uplink runs.
 type Limits struct {
-	Batch   config.Batch
+	Batch   BatchLimits
 	MaxRate int
 }
 

@@ -19,7 +19,9 @@ import (
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
+	"github.com/edgegate/edgegate/uplink/httpsink"
 	"github.com/edgegate/edgegate/uplink/mqttsink"
+	"github.com/edgegate/edgegate/uplink/pubsubsink"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -40,8 +42,11 @@ func fill(t *testing.T, s *buffer.Store, topic string, from, n int) {
 	fillIDs(t, s, "r", topic, from, n)
 }
 
-func uplinkConfig(y string) config.Uplink {
-	c, err := config.Parse("t.yml", []byte("gateway: {id: gw}\nbroker: {allow_anonymous: true}\nuplinks:\n  - "+y))
+// registry has every sink (gatewaytest's leaves pubsub out).
+var registry = config.Registry{Sinks: []uplink.SinkType{mqttsink.Type(), httpsink.Type(), pubsubsink.Type(), filesink.Type()}}
+
+func uplinkConfig(y string) uplink.Config {
+	c, err := config.Parse("t.yml", []byte("gateway: {id: gw}\nbroker: {allow_anonymous: true}\nuplinks:\n  - "+y), registry)
 	if err != nil {
 		panic(err)
 	}
@@ -89,7 +94,7 @@ func TestBatchesRespectLimitsAndFilters(t *testing.T) {
 	fill(t, s, "devices/d/t", 1150, 100)
 	path := filepath.Join(t.TempDir(), "out.jsonl")
 	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, forward: ["sensors/#", "devices/#"], batch: {max_records: 500, linger: 10ms}}`, path))
-	sink, _ := filesink.New(cfg, "gw", discard)
+	sink, _ := filesink.New(&cfg)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "all 1200 records", func() bool { return u.Stats().Records.Load() == 1200 })
@@ -119,7 +124,7 @@ func TestMaxBytesSplitsBatches(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 100)
 	path := filepath.Join(t.TempDir(), "out.jsonl")
 	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, batch: {max_bytes: 4KiB, linger: 10ms}}`, path))
-	sink, _ := filesink.New(cfg, "gw", discard)
+	sink, _ := filesink.New(&cfg)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "all records", func() bool { return u.Stats().Records.Load() == 100 })
@@ -152,7 +157,7 @@ func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
 	up.Withhold.Store(true)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, batch: {max_records: 10, linger: 10ms}}`, up.URL()))
 
-	sink, _ := mqttsink.New(cfg, "gw", discard)
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	stop := run(t, u)
 	testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(up.Messages()) >= 1 })
@@ -167,7 +172,7 @@ func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
 	// The same address, now acknowledging: what it gets from here on is the new uplink's.
 	up.Withhold.Store(false)
 	up.Start(t)
-	sink2, _ := mqttsink.New(cfg, "gw", discard)
+	sink2, _ := mqttsink.New(&cfg, "gw", discard)
 	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
 	u2.MinBackoff = 10 * time.Millisecond
 	run(t, u2)
@@ -187,7 +192,7 @@ func TestOfflineThenOnline(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	addr := testutil.FreeAddr(t)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tcp://%s", batch: {linger: 10ms}}`, addr))
-	sink, _ := mqttsink.New(cfg, "gw", discard)
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	u.MinBackoff, u.MaxBackoff = 10*time.Millisecond, 100*time.Millisecond
 	run(t, u)
@@ -217,7 +222,7 @@ func TestLingerWithFakeClock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out.jsonl")
 	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, batch: {max_records: 100, linger: 5s}}`, path))
-	sink, _ := filesink.New(cfg, "gw", discard)
+	sink, _ := filesink.New(&cfg)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clk, discard)
 	run(t, u)
 	fill(t, s, "sensors/a/t", 0, 3)

@@ -21,7 +21,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/pipeline"
@@ -214,11 +213,11 @@ func replayLines(t *testing.T, cfgPath string, records []string) []string {
 func TestLiveEqualsReplay(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := writeE2EConfig(t, dir, "127.0.0.1:0")
-	cfg, err := config.Load(cfgPath)
+	cfg, err := gatewaytest.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := gatewaytest.Start(t, cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler)})
+	run := gatewaytest.Start(t, cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler)})
 	g := run.G
 	addr := g.BrokerAddrs()[0]
 
@@ -489,7 +488,7 @@ func upstreamFirstSeen(t *testing.T, path, kind string) []string {
 // (replay's core, without the end of input).
 func livePanes(t *testing.T, cfgPath string, records []string) map[string]string {
 	t.Helper()
-	cfg, err := config.Load(cfgPath)
+	cfg, err := gatewaytest.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func cmdReplay(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgegate replay: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*path, registry())
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitUser

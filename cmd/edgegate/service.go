@@ -20,6 +20,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/timesync"
 )
 
@@ -54,7 +55,7 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 		return exitUser
 	}
 	g, err := gateway.New(cfg, gateway.Options{
-		Logger: log, Clock: clk, Registry: registry(), Version: version, TimeKeeper: keeper,
+		Logger: log, Clock: clk, Version: version, TimeKeeper: keeper,
 		// A long step (a buffer conversion after an upgrade) keeps TimeoutStartSec from
 		// killing a start that progresses.
 		Starting: func(status string) {
@@ -157,10 +158,10 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 func reload(path string, g *gateway.Gateway, level *slog.LevelVar, notify sdnotify.Notifier, srv *ops.Server, log *slog.Logger) {
 	notify.Reloading()
 	defer notify.Ready(summary(g, srv))
-	next, err := config.Load(path)
+	next, err := config.Load(path, registry())
 	if err != nil {
 		g.ReloadFailed()
-		var es config.Errors
+		var es conf.Errors
 		if errors.As(err, &es) {
 			for _, e := range es {
 				log.Error("reload: config problem; keeping the running config", "problem", e.Error())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -195,7 +196,7 @@ func TestRefusedLogBounded(t *testing.T) {
 
 	// A new broker on the same store with a byte bound of two entries' worth: the oldest go.
 	size := len(refusedEntry(time.Now(), "bounded", "dev-1", "devices/dev-1/t", 1, []byte(`{"value": "x8"}`), ingest.ReasonMalformed, fmt.Errorf("x")))
-	rl, err := newRefusedLog(e.store, config.RefusedLog{MaxEntries: 5, MaxBytes: config.ByteSize(2*size + size/2)}, &RefusedStats{})
+	rl, err := newRefusedLog(e.store, config.RefusedLog{MaxEntries: 5, MaxBytes: conf.ByteSize(2*size + size/2)}, &RefusedStats{})
 	if err != nil {
 		t.Fatal(err)
 	}
