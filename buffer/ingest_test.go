@@ -22,6 +22,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -106,7 +107,7 @@ func rawIDs(t *testing.T, dataDir string) map[string]int {
 		t.Fatalf("recovery lost committed entries: %v", lost)
 	}
 	ids := map[string]int{}
-	_, err = s.Read(broker.RawLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err = s.Read(logs.Raw, 0, 0, func(_ uint64, v []byte) error {
 		var r struct {
 			ID string `json:"id"`
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 )
 
 // Errors returned by the store.
@@ -83,6 +84,10 @@ type Options struct {
 	ReserveFree int64
 	// OnFull is the policy when an append does not fit (default DropOldest).
 	OnFull OnFull
+	// BulkLog is the log nearly every entry goes to: its entries are keyed apart, below
+	// every other key (keys.go), so compactions leave its backlog alone. Default logs.Bulk
+	// (the gateway's raw readings); a store must be opened with the same one each time.
+	BulkLog string
 	// Precious lists logs whose entries are dropped only when no other log has any left
 	// (the gateway passes "agg": aggregates are worth more than raw readings).
 	Precious []string
@@ -174,7 +179,7 @@ type Store struct {
 	dirty      bool // written since the last fsync (interval mode)
 	dropMax    int  // deletes per transaction
 
-	bulkKind   byte    // key kind of BulkLog's entries (keys.go)
+	bulkKind   byte    // key kind of the bulk log's entries (keys.go)
 	dedupWidth int64   // ms: the width of the dedup index's expiry buckets
 	dedupEnds  []int64 // the ends of the live buckets, newest first; the writer's after Open
 
@@ -226,6 +231,9 @@ func Open(opts Options) (s *Store, err error) {
 	}
 	if opts.OnFull == "" {
 		opts.OnFull = DropOldest
+	}
+	if opts.BulkLog == "" {
+		opts.BulkLog = logs.Bulk
 	}
 	if opts.OnFull != DropOldest && opts.OnFull != Reject {
 		return nil, fmt.Errorf("buffer: unknown on_full policy %q", opts.OnFull)
@@ -812,9 +820,9 @@ func (s *Store) logNames() ([]string, error) {
 				add(string(it.Item().Key()[len(p):]))
 			}
 		}
-		bulk := s.logPrefix(BulkLog)
+		bulk := s.logPrefix(s.opts.BulkLog)
 		if it.Seek(bulk); it.ValidForPrefix(bulk) {
-			add(BulkLog)
+			add(s.opts.BulkLog)
 		}
 		// Entries: one seek per log, past the end of the log found.
 		for it.Seek([]byte("l/")); it.ValidForPrefix([]byte("l/")); {

@@ -19,6 +19,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/record"
@@ -129,7 +130,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 			return nil, err
 		}
 		r, err := pipeline.NewRunner(spec, pipeline.RunnerOptions{
-			Store: g.store, Input: broker.RawLog, Output: pipeline.AggLog,
+			Store: g.store, Input: logs.Raw, Output: logs.Agg,
 			Publisher: localPublisher{g}, Clock: opts.Clock, Logger: opts.Logger,
 		})
 		if err != nil {
@@ -141,14 +142,14 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	g.outputs.Store(&outputs)
 	// Aggregates go first: fewer, and worth more than the raw records they summarise.
 	sources := []uplink.Source{
-		{Log: pipeline.AggLog, Kind: record.KindAggregates, Topic: func(v []byte) string {
+		{Log: logs.Agg, Kind: record.KindAggregates, Topic: func(v []byte) string {
 			name := record.PipelineOf(v)
 			if t, ok := (*self.outputs.Load())[name]; ok {
 				return t
 			}
 			return "agg/" + name // a pipeline removed from the config: its default output
 		}},
-		{Log: broker.RawLog, Kind: record.KindRecords},
+		{Log: logs.Raw, Kind: record.KindRecords},
 	}
 
 	for i := range cfg.Uplinks {
@@ -327,7 +328,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 // drainPipelines waits until every pipeline has committed the end of the raw log, or
 // timeout; what is left is processed at the next start.
 func (g *Gateway) drainPipelines(timeout time.Duration) {
-	last, err := g.store.LastSeq(broker.RawLog)
+	last, err := g.store.LastSeq(logs.Raw)
 	if err != nil || last == 0 || len(g.pipelines) == 0 {
 		return
 	}
@@ -356,7 +357,7 @@ func (g *Gateway) flush(timeout time.Duration) {
 		return
 	}
 	lasts := map[string]uint64{}
-	for _, log := range []string{pipeline.AggLog, broker.RawLog} {
+	for _, log := range []string{logs.Agg, logs.Raw} {
 		last, err := g.store.LastSeq(log)
 		if err != nil {
 			g.log.Warn("shutdown: uplinks not flushed", "err", err)
@@ -394,16 +395,15 @@ func (g *Gateway) flush(timeout time.Duration) {
 }
 
 // BufferOptions are the store's options for cfg: the buffer section, the dedup window, and
-// the consumers whose committed positions bound trimming: uplinks and pipelines in the raw
-// log, uplinks in the aggregate log.
+// the logs' schema (internal/logs): the bulk log, what drop_oldest drops first and last,
+// and the consumers whose committed positions bound trimming.
 func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer.Options {
-	var names []string
+	var uplinks, pipelines []string
 	for _, u := range cfg.Uplinks {
-		names = append(names, u.Name)
+		uplinks = append(uplinks, u.Name)
 	}
-	raw := append([]string(nil), names...)
 	for _, p := range cfg.Pipelines {
-		raw = append(raw, pipeline.ConsumerName(p.Name))
+		pipelines = append(pipelines, pipeline.ConsumerName(p.Name))
 	}
 	return buffer.Options{
 		Dir:          filepath.Join(cfg.Gateway.DataDir, "buffer"),
@@ -413,13 +413,11 @@ func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer
 		ReserveFree:  int64(cfg.Buffer.ReserveFree),
 		OnFull:       buffer.OnFull(cfg.Buffer.OnFull),
 		Retention:    cfg.Buffer.Retention.D(),
-		// Under drop_oldest, messages refused for good (kept for inspection) go first, then
-		// raw readings, then the batches an upstream refused (readings someone may re-send),
-		// held readings and aggregates (worth more) last.
-		Expendable: []string{broker.RefusedLog},
-		Precious:   []string{uplink.DeadLetterLog, HoldLog, pipeline.AggLog},
-		Consumers:  map[string][]string{broker.RawLog: raw, pipeline.AggLog: names},
-		Logger:     log,
-		Clock:      clk,
+		BulkLog:      logs.Bulk,
+		Expendable:   logs.Expendable(),
+		Precious:     logs.Precious(),
+		Consumers:    logs.Consumers(uplinks, pipelines),
+		Logger:       log,
+		Clock:        clk,
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
@@ -301,7 +302,7 @@ func (g *Gateway) budget() int64 { return int64(g.cfg.Buffer.MaxBytes) }
 
 // logs lists the buffer's logs the gateway writes.
 func (g *Gateway) logs() []string {
-	return []string{broker.RawLog, pipeline.AggLog, HoldLog, broker.RefusedLog}
+	return logs.Listed()
 }
 
 // storeErr says why the buffer cannot take data: closed, broken by a failed fsync, or

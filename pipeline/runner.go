@@ -15,12 +15,9 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/record"
 )
-
-// AggLog is the log panes are appended to; uplinks forward it as batches of kind
-// "aggregates".
-const AggLog = "agg"
 
 // ConsumerName is a pipeline's consumer name in its input log: its committed position
 // there holds back trimming.
@@ -35,7 +32,7 @@ type Publisher interface {
 // RunnerOptions are what a runner needs besides its spec.
 type RunnerOptions struct {
 	Store *buffer.Store
-	// Input is the log of records ("raw"); Output the log of panes (default AggLog).
+	// Input is the log of records ("raw"); Output the log of panes (default logs.Agg).
 	Input, Output string
 	// Publisher, when set, gets each pane on the pipeline's output topic and each record
 	// too late for it on the late topic, after they are committed.
@@ -137,7 +134,7 @@ func NewRunner(spec Spec, o RunnerOptions) (*Runner, error) {
 		return nil, fmt.Errorf("pipeline %q: runner needs a store and an input log", spec.Name)
 	}
 	if o.Output == "" {
-		o.Output = AggLog
+		o.Output = logs.Agg
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/record"
 )
 
@@ -78,7 +79,7 @@ func replayPanes(t testing.TB, spec Spec, recs [][]byte) []string {
 func aggLog(t testing.TB, s *buffer.Store) []string {
 	t.Helper()
 	var out []string
-	if _, err := s.Read(AggLog, 0, 0, func(_ uint64, v []byte) error {
+	if _, err := s.Read(logs.Agg, 0, 0, func(_ uint64, v []byte) error {
 		out = append(out, string(v))
 		return nil
 	}); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/uplink"
@@ -74,7 +75,7 @@ func appendSized(t *testing.T, s *buffer.Store, prefix string, from, n, size int
 func deadLetters(t *testing.T, s *buffer.Store) []map[string]json.RawMessage {
 	t.Helper()
 	var out []map[string]json.RawMessage
-	if _, err := s.Read(uplink.DeadLetterLog, 0, 0, func(_ uint64, v []byte) error {
+	if _, err := s.Read(logs.DeadLetter, 0, 0, func(_ uint64, v []byte) error {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(v, &m); err != nil {
 			t.Fatalf("dead letter is not JSON: %v", err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/uplink"
@@ -232,7 +233,7 @@ func TestHTTPFailuresDelaysAndDeadLetter(t *testing.T) {
 	}
 	// The dead-letter log holds the refused batch, whole, with the reason.
 	var dead []map[string]json.RawMessage
-	s.Read(uplink.DeadLetterLog, 0, 0, func(_ uint64, v []byte) error {
+	s.Read(logs.DeadLetter, 0, 0, func(_ uint64, v []byte) error {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(v, &m); err != nil {
 			t.Fatalf("dead letter is not JSON: %v: %s", err, v)

@@ -24,9 +24,9 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
@@ -141,7 +141,7 @@ func storedReadings(t *testing.T, dir string) (map[float64][]string, int) {
 	defer s.Close()
 	byValue := map[float64][]string{}
 	ids := map[string]bool{}
-	_, err = s.Read(broker.RawLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err = s.Read(logs.Raw, 0, 0, func(_ uint64, v []byte) error {
 		var r struct {
 			ID    string  `json:"id"`
 			Value float64 `json:"value"`

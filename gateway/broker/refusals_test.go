@@ -12,6 +12,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -21,7 +22,7 @@ func refusedEntries(t *testing.T, e *env) []Refused {
 	t.Helper()
 	e.records(t) // settles ingest
 	var out []Refused
-	_, err := e.store.Read(RefusedLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err := e.store.Read(logs.Refused, 0, 0, func(_ uint64, v []byte) error {
 		var r Refused
 		if err := json.Unmarshal(v, &r); err != nil {
 			return err
@@ -203,7 +204,7 @@ func TestRefusedLogBounded(t *testing.T) {
 	if err := rl.trim(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := e.store.Count(RefusedLog); n != 2 {
+	if n, _ := e.store.Count(logs.Refused); n != 2 {
 		t.Errorf("refused log holds %d entries after a restart with a bound of ~2 entries' bytes", n)
 	}
 }
