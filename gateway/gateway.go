@@ -53,6 +53,7 @@ type Gateway struct {
 	broker  *broker.Broker
 	poller  *sensors.Poller
 	uplinks []*uplink.Uplink
+	sinks   []uplink.Sink // the uplinks' sinks, created and closed here
 
 	pipelines []*pipeline.Runner
 	closing   atomic.Bool                       // set before the broker closes: panes are no longer published locally
@@ -65,12 +66,16 @@ type Gateway struct {
 	stopping chan struct{}
 	ops      opsState
 	hold     *clockHold
+
+	drivers   []sensors.Sensor // opened by New; the poller's once it is built
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New opens the store and builds every component of cfg, with the drivers and sinks of the
-// registry cfg was checked against.
-// It starts no goroutine that outlives it and dials nothing. On error, what was opened is
-// closed.
+// registry cfg was checked against. It starts no goroutine that outlives it and dials
+// nothing. On error, what was opened is closed (Close); otherwise Run, or Close without
+// Run, releases it.
 func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -85,19 +90,15 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		opts.FlushTimeout = 5 * time.Second
 	}
 	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{}), stopping: make(chan struct{})}
-	var drivers []sensors.Sensor
 	self := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {
-			sensors.CloseAll(drivers)
-			if self.store != nil {
-				self.store.Close()
-			}
+			self.Close()
 		}
 	}()
 
 	// Sensors first: a missing device is the most likely start-up error.
-	drivers, err = sensors.Open(cfg.Sensors, cfg.Registry().Sensors, opts.Clock, opts.Logger)
+	g.drivers, err = sensors.Open(cfg.Sensors, cfg.Registry().Sensors, opts.Clock, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	g.poller = sensors.NewPoller(drivers, g.broker, opts.Clock, opts.Logger)
+	g.poller = sensors.NewPoller(g.drivers, g.broker, opts.Clock, opts.Logger)
 
 	outputs := map[string]string{} // pipeline → output topic, for uplinks' forward filters
 	for _, pc := range cfg.Pipelines {
@@ -162,6 +163,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		if err != nil {
 			return nil, err
 		}
+		g.sinks = append(g.sinks, sink)
 		g.uplinks = append(g.uplinks, uplink.NewMulti(*uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
 	}
 	if err := g.initClock(); err != nil {
@@ -229,10 +231,13 @@ func (p localPublisher) PublishLocal(topic string, payload []byte) error {
 // reverse: sensors and listeners first (no new data), in-flight appends finish, pipelines
 // get FlushTimeout to process what was ingested, uplinks get FlushTimeout to send what is
 // buffered, and the store closes last.
+//
+// When Run returns, what New opened is closed (Close), even when the start failed (a
+// listener's port in use): the sensors' buses, the broker, the store.
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer func() {
-		if cerr := g.store.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close store: %w", cerr)
+		if cerr := g.Close(); cerr != nil && err == nil {
+			err = cerr
 		}
 	}()
 	// A slot per goroutine that reports (maintenance, clock, sensors, each pipeline and
@@ -323,6 +328,40 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	g.log.Info("stopped")
 	return err
+}
+
+// Close releases what New opened: the sensors' drivers (closed by the poller instead if
+// it ran), the broker, the ingest context, the uplinks' sinks and the store. Run calls it when it returns; call
+// it yourself for a gateway built but never run. Not while Run runs. Idempotent: it
+// returns the first call's error (the store's).
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		g.closing.Store(true)
+		if g.poller != nil {
+			g.poller.Close()
+		} else {
+			sensors.CloseAll(g.drivers)
+		}
+		if g.broker != nil {
+			if err := g.broker.Close(); err != nil {
+				g.log.Warn("close broker", "err", err)
+			}
+		}
+		if g.ingestCancel != nil {
+			g.ingestCancel()
+		}
+		for _, s := range g.sinks {
+			if err := s.Close(); err != nil {
+				g.log.Warn("close uplink sink", "err", err)
+			}
+		}
+		if g.store != nil {
+			if err := g.store.Close(); err != nil {
+				g.closeErr = fmt.Errorf("close store: %w", err)
+			}
+		}
+	})
+	return g.closeErr
 }
 
 // drainPipelines waits until every pipeline has committed the end of the raw log, or

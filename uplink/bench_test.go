@@ -98,6 +98,7 @@ func benchDrain(b *testing.B, delay time.Duration) {
 		if err := <-done; err != nil {
 			b.Fatal(err)
 		}
+		sink.Close()
 	}
 	n := float64(b.N * records)
 	b.ReportMetric(n/ours.Seconds(), "rec/s")

@@ -109,6 +109,7 @@ func TestDeadLetterLargerThanAStoreValue(t *testing.T) {
 	cfg.Batch.MaxBytes = 8 << 20
 	start := func() (*uplink.Uplink, func()) {
 		sink, err := httpsink.New(&cfg, "gw", discard)
+		own(t, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,6 +193,7 @@ func TestDeadLetterAtTheCap(t *testing.T) {
 	appendSized(t, s, "big", 0, 200, 4<<10) // ~800 KB: more than one full batch
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, batch: {max_records: 10000, max_bytes: %d, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, srv.URL, uplink.MaxBatchBytes))
 	sink, err := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}

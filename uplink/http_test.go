@@ -117,6 +117,7 @@ func TestHTTPStatusClassification(t *testing.T) {
 			defer srv.Close()
 			cfg := uplinkConfig(fmt.Sprintf(`{name: c, type: http, url: %q}`, srv.URL+"/in/{gateway}/{kind}"))
 			sink, err := httpsink.New(&cfg, "gw", discard)
+			own(t, sink)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -157,6 +158,7 @@ func TestHTTPGzipBearerRotation(t *testing.T) {
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, bearer_token_file: %q, compression: gzip, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`,
 		srv.URL+"/ingest/{gateway}/{kind}", tok))
 	sink, err := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +206,7 @@ func TestHTTPFailuresDelaysAndDeadLetter(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 50)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, timeout: 200ms, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, srv.URL))
 	sink, _ := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "40 records acked and 1 batch dead-lettered", func() bool {
@@ -273,6 +276,7 @@ func TestHTTPBacklogInParallel(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 200)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, max_rate: 0, batch: {max_records: 10, linger: 10ms}}`, srv.URL))
 	sink, _ := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 20*time.Second, "200 records", func() bool { return u.Stats().Records.Load() == 200 })

@@ -83,6 +83,7 @@ func TestMQTTMutualTLS(t *testing.T) {
 		fill(t, s, "sensors/a/t", 0, 5)
 		cfg := uplinkConfig(fmt.Sprintf(`{name: iot, type: mqtt, url: "tls://%s", tls: {ca_file: %q}, batch: {linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, addr, certs.CAFile))
 		sink, err := mqttsink.New(&cfg, "gw", discard)
+		own(t, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,6 +101,7 @@ func TestMQTTMutualTLS(t *testing.T) {
 		cfg := uplinkConfig(fmt.Sprintf(`{name: iot, type: mqtt, url: "mqtts://%s", tls: {ca_file: %q, cert_file: %q, key_file: %q}, batch: {max_records: 10, linger: 10ms}}`,
 			addr, certs.CAFile, certs.ClientCert, certs.ClientKey))
 		sink, err := mqttsink.New(&cfg, "gw", discard)
+		own(t, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,6 +152,7 @@ func TestMQTTMosquittoTLSPasswordGzip(t *testing.T) {
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tls://%s", username: gw-01, password_file: %q, tls: {ca_file: %q}, compression: gzip, batch: {max_records: 10, linger: 10ms}}`,
 		mq.Addr, pw, certs.CAFile))
 	sink, err := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,6 +177,7 @@ func TestMQTTMosquittoTLSPasswordGzip(t *testing.T) {
 	fill(t, s2, "sensors/a/t", 0, 5)
 	cfg.Backoff.Min, cfg.Backoff.Max = conf.Duration(10*time.Millisecond), conf.Duration(50*time.Millisecond)
 	sink2, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink2)
 	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s2, clock.Real{}, discard)
 	run(t, u2)
 	testutil.Eventually(t, 10*time.Second, "refused connections", func() bool { return u2.Stats().Errors.Load() >= 2 })

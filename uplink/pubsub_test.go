@@ -65,6 +65,7 @@ func TestPubSubOneMessagePerRecord(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 120)
 	cfg := uplinkConfig(`{name: gcp, type: pubsub, project: proj, topic: "edgegate-{kind}", ordering: series, batch: {max_records: 50, linger: 10ms}}`)
 	sink, err := pubsubsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +104,7 @@ func TestPubSubOutageAndRefusal(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 30)
 	cfg := uplinkConfig(`{name: gcp, type: pubsub, project: proj, topic: "t-{kind}", timeout: 300ms, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 100ms}}`)
 	sink, _ := pubsubsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 20*time.Second, "failed publishes while down", func() bool { return u.Stats().Errors.Load() >= 2 })

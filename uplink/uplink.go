@@ -27,7 +27,8 @@ var ErrPermanent = errors.New("permanent")
 // Sink sends one batch upstream. Send returns nil only after the remote side acknowledged
 // every record of b; it may be called again with the same batch after an error (same id,
 // same bytes). Send connects lazily: a sink must build without network. Errors wrapping
-// ErrPermanent are not retried. Not safe for concurrent use.
+// ErrPermanent are not retried. Not safe for concurrent use. Whoever creates a sink closes
+// it: an uplink only sends through it.
 type Sink interface {
 	Send(ctx context.Context, b *Batch) error
 	Close() error
@@ -218,9 +219,9 @@ func (u *Uplink) laneKey(s *stream) string { return "uplink/" + u.name + "/" + s
 func (u *Uplink) splitThreshold() uint64 { return 2 * uint64(u.batch.MaxRecords) }
 
 // Run sends batches until ctx ends. Batches recorded before a crash are sent again first,
-// with the same ids and contents.
+// with the same ids and contents. The sink stays open: its creator closes it once Run has
+// returned.
 func (u *Uplink) Run(ctx context.Context) error {
-	defer u.sink.Close()
 	for _, s := range u.streams {
 		if err := u.load(s); err != nil {
 			return fmt.Errorf("uplink %q: %w", u.name, err)
@@ -231,7 +232,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	failures := 0
 	// fl is the group in flight, sent by its own goroutine (the only user of the sink while
-	// it runs); whatever happens, Run waits for it before closing the sink. Returning on an
+	// it runs); whatever happens, Run waits for it before it returns. Returning on an
 	// error cancels it first: its batches are resent after a restart, not waited for.
 	ctx, cancel := context.WithCancel(ctx)
 	var fl *flight
