@@ -124,53 +124,70 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}
 	g.poller = sensors.NewPoller(g.drivers, g.broker, opts.Clock, opts.Logger)
 
-	outputs := map[string]string{} // pipeline → output topic, for uplinks' forward filters
-	for _, pc := range cfg.Pipelines {
-		spec, err := pipeline.SpecFromConfig(pc)
-		if err != nil {
-			return nil, err
-		}
-		r, err := pipeline.NewRunner(spec, pipeline.RunnerOptions{
-			Store: g.store, Input: logs.Raw, Output: logs.Agg,
-			Publisher: localPublisher{g}, Clock: opts.Clock, Logger: opts.Logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		g.pipelines = append(g.pipelines, r)
-		outputs[pc.Name] = spec.Output
+	if err := g.newPipelines(); err != nil {
+		return nil, err
 	}
-	g.outputs.Store(&outputs)
-	// Aggregates go first: fewer, and worth more than the raw records they summarise.
-	sources := []uplink.Source{
-		{Log: logs.Agg, Kind: record.KindAggregates, Topic: func(v []byte) string {
-			name := record.PipelineOf(v)
-			if t, ok := (*self.outputs.Load())[name]; ok {
-				return t
-			}
-			return "agg/" + name // a pipeline removed from the config: its default output
-		}},
-		{Log: logs.Raw, Kind: record.KindRecords},
-	}
-
-	for i := range cfg.Uplinks {
-		uc := &cfg.Uplinks[i]
-		t := uplink.FindSink(cfg.Registry().Sinks, uc.Type)
-		if t == nil {
-			return nil, fmt.Errorf("uplink %q: type %q is not built into this binary", uc.Name, uc.Type)
-		}
-		sink, err := t.New(uc, cfg.Gateway.ID, opts.Logger)
-		if err != nil {
-			return nil, err
-		}
-		g.sinks = append(g.sinks, sink)
-		g.uplinks = append(g.uplinks, uplink.NewMulti(*uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
+	if err := g.newUplinks(); err != nil {
+		return nil, err
 	}
 	if err := g.initClock(); err != nil {
 		return nil, err
 	}
 	g.initOps()
 	return g, nil
+}
+
+// newPipelines builds a runner per pipeline, and the map of their output topics (the
+// uplinks' forward filters).
+func (g *Gateway) newPipelines() error {
+	outputs := map[string]string{}
+	for _, pc := range g.cfg.Pipelines {
+		spec, err := pipeline.SpecFromConfig(pc)
+		if err != nil {
+			return err
+		}
+		r, err := pipeline.NewRunner(spec, pipeline.RunnerOptions{
+			Store: g.store, Input: logs.Raw, Output: logs.Agg,
+			Publisher: localPublisher{g}, Clock: g.opts.Clock, Logger: g.opts.Logger,
+		})
+		if err != nil {
+			return err
+		}
+		g.pipelines = append(g.pipelines, r)
+		outputs[pc.Name] = spec.Output
+	}
+	g.outputs.Store(&outputs)
+	return nil
+}
+
+// newUplinks builds each uplink with its sink, which the gateway owns (Close).
+func (g *Gateway) newUplinks() error {
+	cfg := g.cfg
+	// Aggregates go first: fewer, and worth more than the raw records they summarise.
+	sources := []uplink.Source{
+		{Log: logs.Agg, Kind: record.KindAggregates, Topic: func(v []byte) string {
+			name := record.PipelineOf(v)
+			if t, ok := (*g.outputs.Load())[name]; ok {
+				return t
+			}
+			return "agg/" + name // a pipeline removed from the config: its default output
+		}},
+		{Log: logs.Raw, Kind: record.KindRecords},
+	}
+	for i := range cfg.Uplinks {
+		uc := &cfg.Uplinks[i]
+		t := uplink.FindSink(cfg.Registry().Sinks, uc.Type)
+		if t == nil {
+			return fmt.Errorf("uplink %q: type %q is not built into this binary", uc.Name, uc.Type)
+		}
+		sink, err := t.New(uc, cfg.Gateway.ID, g.opts.Logger)
+		if err != nil {
+			return err
+		}
+		g.sinks = append(g.sinks, sink)
+		g.uplinks = append(g.uplinks, uplink.NewMulti(*uc, cfg.Gateway.ID, sources, sink, g.store, g.opts.Clock, g.opts.Logger))
+	}
+	return nil
 }
 
 // SensorRoutes returns the implicit route of each sensor: its topic, with {metric} as a

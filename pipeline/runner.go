@@ -488,32 +488,68 @@ func (r *Runner) apply(in *Input, v []byte) {
 // holds those twice, as after any crash between an append and an uplink's commit. Any
 // other step too large returns a stepTooLargeError: Run retries it in smaller steps.
 func (r *Runner) commit(next uint64, isolated bool) error {
+	st := r.encodeStep()
+	// The panes that go with the state: all of them when they fit.
+	with := len(st.panes)
+	if total := st.stateCost + st.paneCost; total > r.maxTxn {
+		if !isolated {
+			return &stepTooLargeError{next: next, bytes: total}
+		}
+		with = r.panesWithState(st)
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if head := st.panes[:len(st.panes)-with]; len(head) > 0 {
+		if err := r.commitPanesApart(cctx, head); err != nil {
+			return err
+		}
+	}
+	if err := r.commitState(cctx, st, st.panes[len(st.panes)-with:], next); err != nil {
+		return err
+	}
+	r.published(st.panes)
+	r.core.ClearPanes()
+	r.stats.Commits.Add(1)
+	r.publishStats()
+	return nil
+}
+
+// encodedStep is a step encoded into r.buf, with what it costs in a transaction.
+type encodedStep struct {
+	panes     [][2]int // offsets in r.buf, for publishing once committed
+	paneCost  int
+	tombs     []string
+	puts      []stateKV
+	meta      []byte
+	stateCost int
+}
+
+type stateKV struct {
+	key string
+	v   []byte
+}
+
+// encodeStep encodes the step's panes, window state and meta into r.buf, to know the
+// transaction's size: a slice of r.buf stays valid when it grows (growing copies, it does
+// not overwrite).
+func (r *Runner) encodeStep() *encodedStep {
 	c := r.core
 	r.buf = r.buf[:0]
-	// Everything is encoded first, into r.buf, to know the transaction's size: a slice of
-	// r.buf stays valid when it grows (growing copies, it does not overwrite).
-	type kv struct {
-		key string
-		v   []byte
-	}
-	var panes [][2]int // offsets in r.buf, for publishing once committed
-	paneCost := 0
+	st := &encodedStep{}
 	for i := range c.panes {
 		s := len(r.buf)
 		r.buf = r.enc.AppendJSON(r.buf, &c.panes[i])
-		panes = append(panes, [2]int{s, len(r.buf)})
-		paneCost += appendCost(len(r.o.Output), len(r.buf)-s)
+		st.panes = append(st.panes, [2]int{s, len(r.buf)})
+		st.paneCost += appendCost(len(r.o.Output), len(r.buf)-s)
 	}
-	var tombs []string
-	var puts []kv
-	stateCost := metaCost(len(r.metaKey)) + cursorCost(len(r.o.Input), len(r.consumer))
-	if len(panes) > 0 {
-		stateCost += logCost(len(r.o.Output))
+	st.stateCost = metaCost(len(r.metaKey)) + cursorCost(len(r.o.Input), len(r.consumer))
+	if len(st.panes) > 0 {
+		st.stateCost += logCost(len(r.o.Output))
 	}
 	for _, t := range c.tombs {
 		r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
-		tombs = append(tombs, string(r.keyBuf))
-		stateCost += putCost(len(r.keyBuf), 0)
+		st.tombs = append(st.tombs, string(r.keyBuf))
+		st.stateCost += putCost(len(r.keyBuf), 0)
 	}
 	for _, w := range c.dirty {
 		if !w.dirty {
@@ -524,71 +560,77 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 		r.keyBuf = r.windowKey(r.keyBuf[:0], w.ks, w.start)
 		s := len(r.buf)
 		r.buf = appendWindow(r.buf, w)
-		puts = append(puts, kv{string(r.keyBuf), r.buf[s:]})
-		stateCost += putCost(len(r.keyBuf), len(r.buf)-s)
+		st.puts = append(st.puts, stateKV{string(r.keyBuf), r.buf[s:]})
+		st.stateCost += putCost(len(r.keyBuf), len(r.buf)-s)
 	}
 	m, ms := c.meta(), len(r.buf)
 	r.buf = m.appendTo(r.buf)
-	meta := r.buf[ms:]
+	st.meta = r.buf[ms:]
+	return st
+}
 
-	// The panes that go with the state: all of them when they fit.
-	with := len(panes)
-	if total := stateCost + paneCost; total > r.maxTxn {
-		if !isolated {
-			return &stepTooLargeError{next: next, bytes: total}
+// panesWithState is how many of the last panes of an isolated step too large for one
+// transaction fit in the transaction of its state.
+func (r *Runner) panesWithState(st *encodedStep) int {
+	room := r.maxTxn - st.stateCost // > 0: tooBigToCommit let the record in
+	with := 0
+	for with < len(st.panes) {
+		p := st.panes[len(st.panes)-1-with]
+		if room -= appendCost(len(r.o.Output), p[1]-p[0]); room < 0 {
+			break
 		}
-		room := r.maxTxn - stateCost // > 0: tooBigToCommit let the record in
-		with = 0
-		for with < len(panes) {
-			p := panes[len(panes)-1-with]
-			if room -= appendCost(len(r.o.Output), p[1]-p[0]); room < 0 {
+		with++
+	}
+	return with
+}
+
+// commitPanesApart appends the panes split off a step, in order, in transactions of their
+// own.
+func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
+	for len(head) > 0 {
+		n, size := 0, logCost(len(r.o.Output))
+		for n < len(head) && n < r.o.MaxStepOps {
+			pc := appendCost(len(r.o.Output), head[n][1]-head[n][0])
+			if n > 0 && size+pc > r.maxTxn {
 				break
 			}
-			with++
+			size += pc
+			n++
+		}
+		part := head[:n]
+		head = head[n:]
+		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+			for _, p := range part {
+				tx.Append(r.o.Output, r.buf[p[0]:p[1]])
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("pipeline %q: commit step: panes: %w", r.spec.Name, err)
 		}
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// Panes split off, in order, in transactions of their own.
-	if head := panes[:len(panes)-with]; len(head) > 0 {
-		for len(head) > 0 {
-			n, size := 0, logCost(len(r.o.Output))
-			for n < len(head) && n < r.o.MaxStepOps {
-				pc := appendCost(len(r.o.Output), head[n][1]-head[n][0])
-				if n > 0 && size+pc > r.maxTxn {
-					break
-				}
-				size += pc
-				n++
-			}
-			part := head[:n]
-			head = head[n:]
-			err := r.o.Store.Update(cctx, func(tx *buffer.Tx) {
-				for _, p := range part {
-					tx.Append(r.o.Output, r.buf[p[0]:p[1]])
-				}
-			})
-			if err != nil {
-				return fmt.Errorf("pipeline %q: commit step: panes: %w", r.spec.Name, err)
-			}
-		}
-		if r.afterPartialCommit != nil {
-			if err := r.afterPartialCommit(); err != nil {
-				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-			}
+	if r.afterPartialCommit != nil {
+		if err := r.afterPartialCommit(); err != nil {
+			return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
 		}
 	}
-	err := r.o.Store.Update(cctx, func(tx *buffer.Tx) {
-		for _, p := range panes[len(panes)-with:] {
+	return nil
+}
+
+// commitState commits, in one transaction, the panes that go with the state, the window
+// state, the meta and the cursor at next.
+func (r *Runner) commitState(ctx context.Context, st *encodedStep, panes [][2]int, next uint64) error {
+	c := r.core
+	err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+		for _, p := range panes {
 			tx.Append(r.o.Output, r.buf[p[0]:p[1]])
 		}
-		for _, k := range tombs {
+		for _, k := range st.tombs {
 			tx.Delete(k)
 		}
-		for _, p := range puts {
+		for _, p := range st.puts {
 			tx.Put(p.key, p.v)
 		}
-		tx.Put(r.metaKey, meta)
+		tx.Put(r.metaKey, st.meta)
 		tx.SetCursor(r.o.Input, r.consumer, next)
 	})
 	if err != nil {
@@ -601,6 +643,13 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 	c.dirty = c.dirty[:0]
 	c.tombs = c.tombs[:0]
 	c.dirtyBytes = 0
+	return nil
+}
+
+// published publishes a committed step's panes and late records locally and keeps the
+// summaries of the last panes (status).
+func (r *Runner) published(panes [][2]int) {
+	c := r.core
 	if pub := r.o.Publisher; pub != nil {
 		out := r.Output()
 		for _, p := range panes {
@@ -625,10 +674,6 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 		}
 		r.lastMu.Unlock()
 	}
-	c.ClearPanes()
-	r.stats.Commits.Add(1)
-	r.publishStats()
-	return nil
 }
 
 // stepTooLargeError: a step came out larger than one store transaction; nothing was

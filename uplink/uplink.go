@@ -281,31 +281,12 @@ func (u *Uplink) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			u.stats.Errors.Add(1)
-			u.stats.noteError(err, u.clock.Now())
-			if errors.Is(err, ErrPermanent) {
-				// The upstream refused this batch for what it is: retrying cannot help, and
-				// waiting would wedge the uplink. Keep it in the dead-letter log and move on.
-				if err := u.deadLetter(ctx, s, bs[n], isHead, err); err != nil {
-					return fmt.Errorf("uplink %q: %w", u.name, err)
-				}
-				continue
+			if failures, err = u.sendFailed(ctx, s, bs[n], isHead, err, failures); err != nil {
+				return fmt.Errorf("uplink %q: %w", u.name, err)
 			}
-			failures++
-			u.stats.Connected.Store(false)
-			if failures == 1 || failures%10 == 0 {
-				u.lg.Warn("send failed; backing off", "batch", bs[n].ID, "failures", failures, "err", err)
-			}
-			u.stats.BackoffNow.Store(true)
-			u.stats.Backoffs.Add(1)
-			t := u.clock.NewTimer(u.backoff(failures, err))
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if ctx.Err() != nil {
 				return nil
-			case <-t.C():
 			}
-			u.stats.BackoffNow.Store(false)
 			continue
 		}
 		if failures > 0 {
@@ -316,6 +297,34 @@ func (u *Uplink) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// sendFailed handles a failed send of b and returns the count of consecutive failures. A
+// batch the upstream refused for what it is goes to the dead-letter log at once: retrying
+// cannot help, and waiting would wedge the uplink. Any other error counts a failure and
+// backs off, until ctx ends.
+func (u *Uplink) sendFailed(ctx context.Context, s *stream, b *Batch, isHead bool, err error, failures int) (int, error) {
+	u.stats.Errors.Add(1)
+	u.stats.noteError(err, u.clock.Now())
+	if errors.Is(err, ErrPermanent) {
+		return failures, u.deadLetter(ctx, s, b, isHead, err)
+	}
+	failures++
+	u.stats.Connected.Store(false)
+	if failures == 1 || failures%10 == 0 {
+		u.lg.Warn("send failed; backing off", "batch", b.ID, "failures", failures, "err", err)
+	}
+	u.stats.BackoffNow.Store(true)
+	u.stats.Backoffs.Add(1)
+	t := u.clock.NewTimer(u.backoff(failures, err))
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return failures, nil
+	case <-t.C():
+	}
+	u.stats.BackoffNow.Store(false)
+	return failures, nil
 }
 
 // flight is a group being sent.
