@@ -267,38 +267,14 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 
 	// Stage 1: what consumes the store.
-	backCtx, backCancel := context.WithCancel(context.Background())
-	defer backCancel()
-	var back sync.WaitGroup
-	back.Add(1)
-	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
-	back.Add(1)
-	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
-	pipeCtx, pipeCancel := context.WithCancel(context.Background())
-	defer pipeCancel()
-	var pipes sync.WaitGroup
-	for _, p := range g.pipelines {
-		pipes.Add(1)
-		go func() { defer pipes.Done(); report("pipeline "+p.Name(), p.Run(pipeCtx)) }()
-	}
-	for _, u := range g.uplinks {
-		back.Add(1)
-		g.ops.running[u.Name()].Store(true)
-		go func() {
-			defer back.Done()
-			defer g.ops.running[u.Name()].Store(false)
-			report("uplink "+u.Name(), u.Run(backCtx))
-		}()
-	}
+	stopPipelines, stopBack := g.startConsumers(report)
 
 	// Stage 2: what feeds it.
 	if err := g.broker.Start(); err != nil {
 		g.closing.Store(true)
 		g.ingestCancel()
-		pipeCancel()
-		pipes.Wait()
-		backCancel()
-		back.Wait()
+		stopPipelines()
+		stopBack()
 		return err
 	}
 	frontCtx, frontCancel := context.WithCancel(ctx)
@@ -332,11 +308,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	// Let pipelines process what was ingested, then uplinks send what is buffered, each
 	// within the flush budget.
 	g.drainPipelines(g.opts.FlushTimeout)
-	pipeCancel()
-	pipes.Wait()
+	stopPipelines()
 	g.flush(g.opts.FlushTimeout)
-	backCancel()
-	back.Wait()
+	stopBack()
 	close(fail)
 	for e := range fail {
 		if err == nil && !errors.Is(e, context.Canceled) {
@@ -379,6 +353,34 @@ func (g *Gateway) Close() error {
 		}
 	})
 	return g.closeErr
+}
+
+// startConsumers starts what consumes the store: its maintenance, the clock holder, the
+// pipelines and the uplinks, each reporting its end. stopPipelines stops the pipelines,
+// stopBack the rest; each returns once they have.
+func (g *Gateway) startConsumers(report func(name string, err error)) (stopPipelines, stopBack func()) {
+	backCtx, backCancel := context.WithCancel(context.Background())
+	var back sync.WaitGroup
+	back.Add(1)
+	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
+	back.Add(1)
+	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
+	pipeCtx, pipeCancel := context.WithCancel(context.Background())
+	var pipes sync.WaitGroup
+	for _, p := range g.pipelines {
+		pipes.Add(1)
+		go func() { defer pipes.Done(); report("pipeline "+p.Name(), p.Run(pipeCtx)) }()
+	}
+	for _, u := range g.uplinks {
+		back.Add(1)
+		g.ops.running[u.Name()].Store(true)
+		go func() {
+			defer back.Done()
+			defer g.ops.running[u.Name()].Store(false)
+			report("uplink "+u.Name(), u.Run(backCtx))
+		}()
+	}
+	return func() { pipeCancel(); pipes.Wait() }, func() { backCancel(); back.Wait() }
 }
 
 // drainPipelines waits until every pipeline has committed the end of the raw log, or

@@ -276,6 +276,14 @@ const MaxPasswordCost = 14
 
 func (c *Config) validateBroker(v *conf.Reporter) {
 	b := &c.Broker
+	b.validateListeners(v)
+	validateGrants(v, "broker.anonymous", b.Anonymous, false)
+	b.validateUsers(v)
+	b.validateLimits(v)
+}
+
+// validateListeners checks broker.listeners.
+func (b *Broker) validateListeners(v *conf.Reporter) {
 	if len(b.Listeners) == 0 {
 		v.Errorf("broker.listeners", "broker.listeners: at least one listener is needed, e.g. {type: tcp, address: \":1883\"}")
 	}
@@ -294,7 +302,10 @@ func (c *Config) validateBroker(v *conf.Reporter) {
 		seen[l.Address] = i
 		validateListenerTLS(v, p, l)
 	}
-	validateGrants(v, "broker.anonymous", b.Anonymous, false)
+}
+
+// validateUsers checks broker.users.
+func (b *Broker) validateUsers(v *conf.Reporter) {
 	users := map[string]int{}
 	for i, u := range b.Users {
 		p := fmt.Sprintf("broker.users[%d]", i)
@@ -318,6 +329,10 @@ func (c *Config) validateBroker(v *conf.Reporter) {
 			}
 		}
 	}
+}
+
+// validateLimits checks the broker's limits and timeouts.
+func (b *Broker) validateLimits(v *conf.Reporter) {
 	if b.MaxPacketBytes < 1024 || b.MaxPacketBytes > maxPacketLimit {
 		v.Errorf("broker.max_packet_bytes", "broker.max_packet_bytes %s: expected between 1KiB and 256KiB", b.MaxPacketBytes)
 	}
