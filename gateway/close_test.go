@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
@@ -182,5 +183,31 @@ func TestFailedNewClosesBuses(t *testing.T) {
 	}
 	if o, c := opened.Load(), closed.Load(); o != 2 || c != 2 {
 		t.Errorf("failed New: %d buses opened, %d closed", o, c)
+	}
+}
+
+// TestComponentErrorNamedOnce: a component that fails stops the gateway with its error,
+// which names the uplink once (it was `uplink up: uplink "up": ...`).
+func TestComponentErrorNamedOnce(t *testing.T) {
+	var opened, closed atomic.Int32
+	dir := t.TempDir()
+	// A lane state the uplink cannot read: its Run fails at once.
+	st, err := buffer.Open(buffer.Options{Dir: filepath.Join(dir, "buffer")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(context.Background(), func(tx *buffer.Tx) { tx.Put("uplink/up/raw/lanes", []byte("{not json")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(countingConfigFile(t, dir, "127.0.0.1:0", countingRegistry(&opened, &closed)), gateway.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = g.Run(context.Background())
+	if err == nil || !strings.HasPrefix(err.Error(), `uplink "up": decode lane state`) {
+		t.Fatalf("Run: %v, want the uplink's error, naming it once", err)
 	}
 }

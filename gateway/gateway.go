@@ -260,9 +260,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	// A slot per goroutine that reports (maintenance, clock, sensors, each pipeline and
 	// uplink): a failing store can fail them all, and none may block before the waits below.
 	fail := make(chan error, 3+len(g.pipelines)+len(g.uplinks))
+	// name prefixes the error of a component whose errors do not name it.
 	report := func(name string, err error) {
 		if err != nil {
-			fail <- fmt.Errorf("%s: %w", name, err)
+			if name != "" {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
+			fail <- err
 		}
 	}
 
@@ -369,7 +373,7 @@ func (g *Gateway) startConsumers(report func(name string, err error)) (stopPipel
 	var pipes sync.WaitGroup
 	for _, p := range g.pipelines {
 		pipes.Add(1)
-		go func() { defer pipes.Done(); report("pipeline "+p.Name(), p.Run(pipeCtx)) }()
+		go func() { defer pipes.Done(); report("", p.Run(pipeCtx)) }() // `pipeline "p": ...`
 	}
 	for _, u := range g.uplinks {
 		back.Add(1)
@@ -377,7 +381,7 @@ func (g *Gateway) startConsumers(report func(name string, err error)) (stopPipel
 		go func() {
 			defer back.Done()
 			defer g.ops.running[u.Name()].Store(false)
-			report("uplink "+u.Name(), u.Run(backCtx))
+			report("", u.Run(backCtx)) // `uplink "u": ...`
 		}()
 	}
 	return func() { pipeCancel(); pipes.Wait() }, func() { backCancel(); back.Wait() }
