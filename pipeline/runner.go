@@ -394,16 +394,14 @@ func (r *Runner) step() (more bool, err error) {
 			if err != nil {
 				next = seq + 1
 				n++
-				r.stats.Malformed.Add(1)
-				r.warn("malformed", "skipping an input entry that is not a record", "seq", seq, "err", err)
+				r.skipMalformed(seq, err)
 				return nil
 			}
 			if reading && c.match(in.Topic) {
 				if r.bound.tooBig(in.Series) {
 					next = seq + 1
 					n++
-					c.stats.Oversized++
-					r.warn("oversized", "a record whose window updates cannot be committed in one store transaction is dropped from aggregation", "seq", seq, "series_bytes", len(in.Series))
+					r.dropOversized(seq, in.Series)
 					return nil
 				}
 				wb, wo := r.worst(&in)
@@ -462,6 +460,19 @@ func (r *Runner) step() (more bool, err error) {
 		}
 	}
 	return stopped, nil // not stopped: nothing is pending either (fire)
+}
+
+// skipMalformed counts an input entry that is not a record; the step goes past it.
+func (r *Runner) skipMalformed(seq uint64, err error) {
+	r.stats.Malformed.Add(1)
+	r.warn("malformed", "skipping an input entry that is not a record", "seq", seq, "err", err)
+}
+
+// dropOversized counts a record whose window updates cannot be committed in one store
+// transaction: it is dropped from aggregation.
+func (r *Runner) dropOversized(seq uint64, series string) {
+	r.core.stats.Oversized++
+	r.warn("oversized", "a record whose window updates cannot be committed in one store transaction is dropped from aggregation", "seq", seq, "series_bytes", len(series))
 }
 
 // apply steps the core with one record; v is the stored record (the late topic gets it).
