@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
 
 	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/internal/clock"
@@ -27,7 +28,13 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
 		os.Exit(gatewaytest.Child(path, gateway.Options{}))
 	}
-	os.Exit(m.Run())
+	// Every goroutine a gateway starts must be gone when the tests end (Run, Close).
+	goleak.VerifyTestMain(m,
+		// Badger's and ristretto's package-level goroutines outlive every DB.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4.(*DB).monitorCache"),
+	)
 }
 
 // writeConfig writes a gateway config for a test: broker on brokerAddr, data in dir, and
