@@ -11,20 +11,9 @@ import (
 	"runtime/debug"
 	"strconv"
 
-	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/preflight"
-	"github.com/edgegate/edgegate/sensors"
-	"github.com/edgegate/edgegate/sensors/ads1115"
-	"github.com/edgegate/edgegate/sensors/bmx280"
-	"github.com/edgegate/edgegate/sensors/cputemp"
-	"github.com/edgegate/edgegate/sensors/ds18b20"
-	"github.com/edgegate/edgegate/sensors/gpiosensor"
-	"github.com/edgegate/edgegate/sensors/sim"
-	"github.com/edgegate/edgegate/uplink"
-	"github.com/edgegate/edgegate/uplink/filesink"
-	"github.com/edgegate/edgegate/uplink/httpsink"
-	"github.com/edgegate/edgegate/uplink/mqttsink"
 )
 
 // Set by the linker (see Makefile).
@@ -47,30 +36,6 @@ const (
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-}
-
-// registry lists what this binary is built with.
-func registry() gateway.Registry {
-	r := gateway.Registry{
-		Sensors: map[string]sensors.Factory{
-			"sim":      sim.New,
-			"bme280":   bmx280.New,
-			"bmp280":   bmx280.New,
-			"ds18b20":  ds18b20.New,
-			"ads1115":  ads1115.New,
-			"gpio":     gpiosensor.New,
-			"cpu_temp": cputemp.New,
-		},
-		Sinks: map[string]uplink.SinkFactory{
-			"mqtt": mqttsink.New,
-			"http": httpsink.New,
-			"file": filesink.New,
-		},
-	}
-	if f := pubsubSink(); f != nil {
-		r.Sinks["pubsub"] = f
-	}
-	return r
 }
 
 const usage = `usage: edgegate <command> [flags]
@@ -134,7 +99,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*path, registry())
 	if err == nil && !*offline {
 		err = preflight.Check(cfg, preflight.Options{})
 	}
@@ -148,7 +113,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 }
 
 func printConfigError(stderr io.Writer, err error) {
-	var es config.Errors
+	var es conf.Errors
 	if errors.As(err, &es) {
 		for _, e := range es {
 			fmt.Fprintln(stderr, e.Error())
@@ -164,7 +129,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*path, registry())
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitUser

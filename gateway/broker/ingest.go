@@ -13,11 +13,9 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/record"
 )
-
-// RawLog is the log every accepted reading is appended to.
-const RawLog = "raw"
 
 // IngestHook captures every publish in mochi's OnPublish, before the PUBACK (DESIGN
 // invariants 1 and 2): route, decode, dedup and a durable append; only then does mochi
@@ -288,7 +286,7 @@ func (h *IngestHook) stage(src Source, topic string, payload []byte, now time.Ti
 		h.stats.Malformed.Add(1)
 		return staged{oc: OutcomeRefused, err: err}
 	}
-	st := staged{oc: OutcomeStored, log: RawLog, recs: recs, now: now}
+	st := staged{oc: OutcomeStored, log: logs.Raw, recs: recs, now: now}
 	switch outcome {
 	case ingest.Dropped:
 		h.stats.Dropped.Add(1)

@@ -16,6 +16,12 @@ import (
 	"strings"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/sensors/cputemp"
+	"github.com/edgegate/edgegate/sensors/ds18b20"
+	"github.com/edgegate/edgegate/sensors/gpiosensor"
+	"github.com/edgegate/edgegate/uplink"
 )
 
 // Options tunes Check.
@@ -27,7 +33,7 @@ type Options struct {
 }
 
 // Check reads every file c names and looks for the hardware its sensors need, as `run`
-// would at start. It returns nil or a config.Errors, one per problem, positioned at the key
+// would at start. It returns nil or a conf.Errors, one per problem, positioned at the key
 // that names the file or device. Sensors with on_missing: degraded are not checked: run
 // starts without their hardware.
 func Check(c *config.Config, o Options) error {
@@ -47,34 +53,52 @@ func Check(c *config.Config, o Options) error {
 type checker struct {
 	c    *config.Config
 	root string
-	errs config.Errors
+	errs conf.Errors
 }
 
 func (k *checker) at(key, format string, args ...any) {
-	k.errs = append(k.errs, &config.Error{File: k.c.File(), Pos: k.c.Position(key), Msg: fmt.Sprintf(format, args...)})
+	k.errs = append(k.errs, &conf.Error{File: k.c.File(), Pos: k.c.Position(key), Msg: fmt.Sprintf(format, args...)})
 }
 
 // files checks every file the config names that run reads at start.
 func (k *checker) files() {
 	// The listeners' certificates are loaded by config.Validate already.
+	// Each sink names the files it reads (uplink.FileNamer).
 	for i, u := range k.c.Uplinks {
+		fn, ok := u.Sink.(uplink.FileNamer)
+		if !ok {
+			continue
+		}
 		p := fmt.Sprintf("uplinks[%d]", i)
-		k.secret(p+".password_file", u.PasswordFile)
-		k.secret(p+".bearer_token_file", u.BearerTokenFile)
-		if u.CredentialsFile != "" {
-			if b, ok := k.read(p+".credentials_file", u.CredentialsFile); ok {
-				var key struct {
-					Type string `json:"type"`
-				}
-				if err := json.Unmarshal(b, &key); err != nil || key.Type != "service_account" {
-					k.at(p+".credentials_file", "%s.credentials_file %s: expected a service account key (JSON with \"type\": \"service_account\")", p, u.CredentialsFile)
-				}
+		var cert, key string
+		for _, f := range fn.Files() {
+			switch f.Kind {
+			case uplink.FileSecret:
+				k.secret(p+"."+f.Key, f.Path)
+			case uplink.FileCA:
+				k.caFile(p+"."+f.Key, f.Path)
+			case uplink.FileCert:
+				cert = f.Path
+			case uplink.FileKey:
+				key = f.Path
+			case uplink.FileServiceAccount:
+				k.serviceAccount(p+"."+f.Key, f.Path)
 			}
 		}
-		if u.TLS != nil {
-			k.caFile(p+".tls.ca_file", u.TLS.CAFile)
-			k.keyPair(p+".tls", u.TLS.CertFile, u.TLS.KeyFile)
-		}
+		k.keyPair(p+".tls", cert, key)
+	}
+}
+
+func (k *checker) serviceAccount(key, path string) {
+	b, ok := k.read(key, path)
+	if !ok {
+		return
+	}
+	var sa struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(b, &sa); err != nil || sa.Type != "service_account" {
+		k.at(key, "%s %s: expected a service account key (JSON with \"type\": \"service_account\")", key, path)
 	}
 }
 
@@ -159,10 +183,10 @@ func (k *checker) hardware() {
 		case "gpio":
 			k.gpio(p, s)
 		case "cpu_temp":
-			if s.CPUTemp != nil {
-				if _, err := os.Stat(k.path(s.CPUTemp.Path)); err != nil {
+			if c, ok := s.Device.(*cputemp.Config); ok {
+				if _, err := os.Stat(k.path(c.Path)); err != nil {
 					k.at(p+".cpu_temp.path", "%s.cpu_temp.path %s: %s; `ls /sys/class/thermal` lists the thermal zones (or set on_missing: degraded to start without it)",
-						p, s.CPUTemp.Path, hwProblem("no such thermal zone", err))
+						p, c.Path, hwProblem("no such thermal zone", err))
 				}
 			}
 		}
@@ -198,17 +222,18 @@ func (k *checker) i2cBus(p, bus string) {
 	k.at(p+".bus", "%s.bus %s: %s; %s (or set on_missing: degraded to start without it)", p, bus, hwProblem("no such I2C bus", err), fix)
 }
 
-func (k *checker) oneWire(p string, s config.Sensor) {
+func (k *checker) oneWire(p string, s sensors.Config) {
 	const devices = "/sys/bus/w1/devices"
 	if _, err := os.Stat(k.path(filepath.Join(devices, s.Bus))); err != nil {
 		k.at(p+".bus", "%s.bus %s: %s; `ls %s` lists the masters; on a Raspberry Pi add dtoverlay=w1-gpio to /boot/firmware/config.txt and reboot (or set on_missing: degraded to start without it)",
 			p, s.Bus, hwProblem("no such 1-Wire bus master", err), devices)
 		return
 	}
-	if s.DS18B20 == nil {
+	c, ok := s.Device.(*ds18b20.Config)
+	if !ok {
 		return
 	}
-	for j, pr := range s.DS18B20.Probes {
+	for j, pr := range c.Probes {
 		if _, err := os.Stat(k.path(filepath.Join(devices, pr.Address))); err != nil {
 			key := fmt.Sprintf("%s.ds18b20.probes[%d].address", p, j)
 			k.at(key, "%s %s: %s; `ls %s` lists the probes the kernel found (or set on_missing: degraded to start without it)",
@@ -217,12 +242,13 @@ func (k *checker) oneWire(p string, s config.Sensor) {
 	}
 }
 
-func (k *checker) gpio(p string, s config.Sensor) {
-	if s.GPIO == nil {
+func (k *checker) gpio(p string, s sensors.Config) {
+	c, ok := s.Device.(*gpiosensor.Config)
+	if !ok {
 		return
 	}
 	chips, _ := filepath.Glob(k.path("/dev/gpiochip*"))
 	if len(chips) == 0 {
-		k.at(p+".gpio.pin", "%s.gpio.pin %s: this machine has no GPIO chip (no /dev/gpiochip*) (or set on_missing: degraded to start without it)", p, s.GPIO.Pin)
+		k.at(p+".gpio.pin", "%s.gpio.pin %s: this machine has no GPIO chip (no /dev/gpiochip*) (or set on_missing: degraded to start without it)", p, c.Pin)
 	}
 }

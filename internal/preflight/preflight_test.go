@@ -9,7 +9,10 @@ import (
 	"testing"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
+	"github.com/edgegate/edgegate/uplink/pubsubsink"
 )
 
 // machine lays out what the testdata configs refer to in a temporary directory: the files
@@ -63,7 +66,7 @@ func load(t *testing.T, name, dir string) *config.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := config.Parse(file, []byte(strings.ReplaceAll(string(b), "$TMP", dir)))
+	c, err := config.Parse(file, []byte(strings.ReplaceAll(string(b), "$TMP", dir)), registry())
 	if err != nil {
 		t.Fatalf("%s does not pass config.Validate: %v", file, err)
 	}
@@ -111,9 +114,9 @@ func TestRefusals(t *testing.T) {
 			dir, root := machine(t, tc.without...)
 			c := load(t, tc.name, dir)
 			err := Check(c, Options{Root: root})
-			var es config.Errors
+			var es conf.Errors
 			if !errors.As(err, &es) {
-				t.Fatalf("Check: %v, want config.Errors", err)
+				t.Fatalf("Check: %v, want conf.Errors", err)
 			}
 			if len(es) != len(tc.want) {
 				t.Errorf("%d errors, want %d:\n%v", len(es), len(tc.want), err)
@@ -158,4 +161,12 @@ func TestNotReadableByThisUser(t *testing.T) {
 			t.Errorf("%q lacks %q", got, want)
 		}
 	}
+}
+
+// registry is the daemon's: gatewaytest's and the Pub/Sub sink.
+func registry() config.Registry {
+	r := gatewaytest.Registry()
+	r.Sinks = append(r.Sinks, pubsubsink.Type())
+	r.Omitted = nil
+	return r
 }
