@@ -456,7 +456,11 @@ func (t *arrivalTable) load(c *clientArrivals, rec arrivalRec) {
 		c.release(c.recs[i].slot)
 		c.drop(i, i+1)
 	}
-	rec.stored = true
+	// Whether its PUBACK reached the client before the restart is unknown; its client resends
+	// it at its first reconnect if not. Loaded records are given up in age order, as answered
+	// ones: protecting them would leave the publishes of the new connections, answered, the
+	// first to go (a kill -9 later, their lost PUBACKs would find no record).
+	rec.stored, rec.answered = true, true
 	c.take(rec.slot)
 	c.push(rec)
 	for len(c.recs) > arrivalsPerClient {
