@@ -248,7 +248,7 @@ func (d *device) run(gen, conn context.Context, t0 int64, stopped func()) {
 		if d.spec.oneByOne {
 			// In order: the next reading leaves only once this one is acknowledged on the
 			// wire (paho's token may complete without a PUBACK after a reconnect).
-			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil {
+			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil && gen.Err() == nil {
 				tok.WaitTimeout(100 * time.Millisecond)
 				if tok.Error() != nil { // dropped by paho (clean session): publish again
 					tok = c.Publish(r.topic, r.qos, false, r.payload)
@@ -322,9 +322,14 @@ func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 			// the reconnect, with the same packet id. A reading with a device id is published
 			// anew if that takes long (the gateway's dedup keeps one copy); a stamped one
 			// never is (a new publish would be a new reading).
+			// After the schedule the device stops waiting here: the final wait (soak.run)
+			// and the checks account for the reading, and the device must say it stopped.
 			wait := time.Now().Add(15 * time.Second)
-			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil && (r.kind != withID || time.Now().Before(wait)) {
+			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil && gen.Err() == nil && (r.kind != withID || time.Now().Before(wait)) {
 				time.Sleep(20 * time.Millisecond)
+			}
+			if gen.Err() != nil && !r.acked.Load() && r.refused.Load() == 0 {
+				break
 			}
 		}
 	}
