@@ -2,6 +2,7 @@ package soak
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -45,6 +46,9 @@ type reading struct {
 	ackedAt atomic.Int64 // when (unix ms)
 	refused atomic.Int32 // a PUBACK with this reason code ≥ 0x80 came back (MQTT 5)
 	sends   atomic.Int32 // PUBLISH packets that carried it (resends included)
+	// abandoned: the client gave it up (autopaho forgets a publish whose context ended
+	// before its PUBACK, and resends it no more); never acknowledged, it may be missing.
+	abandoned atomic.Bool
 }
 
 // deviceSpec describes one simulated device.
@@ -309,6 +313,9 @@ func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 			pctx, cancel := context.WithTimeout(conn, 10*time.Second)
 			_, err := cm.Publish(pctx, &paho5.Publish{Topic: r.topic, QoS: r.qos, Payload: []byte(r.payload)})
 			cancel()
+			if errors.Is(err, context.DeadlineExceeded) && !r.acked.Load() && r.refused.Load() == 0 {
+				r.abandoned.Store(true)
+			}
 			if code := r.refused.Load(); transient(byte(code)) {
 				// Not stored (buffer full, or the gateway unavailable): try again later.
 				r.refused.Store(0)
