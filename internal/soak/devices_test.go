@@ -325,6 +325,9 @@ func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 			if err == nil || r.acked.Load() || r.refused.Load() != 0 {
 				continue
 			}
+			if r.abandoned.Load() && r.kind != withID {
+				break // gone from the client's session; publishing it anew would be a new reading
+			}
 			// The connection broke with the reading in flight: the session resends it after
 			// the reconnect, with the same packet id. A reading with a device id is published
 			// anew if that takes long (the gateway's dedup keeps one copy); a stamped one
