@@ -140,7 +140,7 @@ install: build
 		systemd-sysusers $(SYSUSERSDIR)/edgegate.conf && \
 		chgrp edgegate $(SYSCONFDIR)/edgegate/edgegate.yaml && \
 		systemctl daemon-reload && \
-		{ udevadm control --reload-rules && udevadm trigger --action=change --subsystem-match=i2c-dev --subsystem-match=gpio || true; } && \
+		{ touch $(UDEVDIR)/60-edgegate.rules; udevadm control --reload-rules && udevadm trigger --action=change --subsystem-match=i2c-dev --subsystem-match=gpio || true; } && \
 		echo "edgegate: edit $(SYSCONFDIR)/edgegate/edgegate.yaml, then: systemctl enable --now edgegate"; \
 	fi
 

@@ -48,14 +48,16 @@ import (
 //     however often a client is refused and resends (a full buffer, again and again), its
 //     records cover its last stored publishes, not its last attempts.
 //   - A client resends at most what it had unacknowledged, so only its last publishes can
-//     come again: each client keeps its last arrivalsPerClient (4096) records, a record is
-//     replaced when its packet id is reused, and it lives as long as the session may (its
-//     expiry, at most broker.max_session_expiry). The broker's receive maximum, 256, bounds
+//     come again: each client keeps its last arrivalsPerClient (16,384) records, a record
+//     is replaced when its packet id is reused, and it lives as long as the session may
+//     (its expiry, at most broker.max_session_expiry). Past the bound, a client gives up
+//     first the records of publishes whose PUBACK was written (Answered), then its oldest:
+//     a stored publish never answered (its connection ended first) will surely come again. The broker's receive maximum, 256, bounds
 //     what an MQTT 5 client may have unacknowledged; a 3.1.1 client has no such bound, and
 //     paho (Go) resends everything it holds, in random order, at each reconnect: after a
 //     long refusal its stored publishes may come behind thousands of new ones.
 //   - Memory is bounded: at most maxArrivals (65,536) records in all, past which the client
-//     with the most loses its oldest: 3.2 MiB of heap when full with 16 clients, 6.6 MiB
+//     with the most loses one (answered first, as above): 3.2 MiB of heap when full with 16 clients, 6.6 MiB
 //     with 1,000 (BenchmarkArrivalsHeap).
 //
 // What remains ambiguous, and is taken for a resend: a client of a persistent session that
@@ -79,7 +81,7 @@ const (
 	// 3.1.1 bounds nothing a client has unacknowledged, and paho (Go) resends all of it at a
 	// reconnect in random order (its memory store is a map), so with 256 the stored ones
 	// came after 256 new ones and lost their records (the soak, reject policy).
-	arrivalsPerClient = 4096
+	arrivalsPerClient = 1 << 14
 	maxArrivals       = 1 << 16
 	arrivalPrefix     = "k/"
 	// arrivalKeyCost is what one record is counted for in the budget: a 16-byte key, a
@@ -130,14 +132,15 @@ type clientKey [12]byte
 
 // arrivalRec is one recorded publish (its key also holds its client's epoch).
 type arrivalRec struct {
-	at, exp int64  // unix ms: arrival, and expiry on the store's clock
-	hash    uint64 // of the payload
-	seq     uint32 // the client's records before it: orders them
-	conn    uint32 // the connection it came on (clientArrivals.conn then)
-	pid     uint16
-	slot    uint16 // of its key
-	dupOnly bool   // its session ended (or ends) with a connection: only a DUP publish matches
-	stored  bool   // an append with it committed (or it was loaded): a stored publish's
+	at, exp  int64  // unix ms: arrival, and expiry on the store's clock
+	hash     uint64 // of the payload
+	seq      uint32 // the client's records before it: orders them
+	conn     uint32 // the connection it came on (clientArrivals.conn then)
+	pid      uint16
+	slot     uint16 // of its key
+	dupOnly  bool   // its session ended (or ends) with a connection: only a DUP publish matches
+	stored   bool   // an append with it committed (or it was loaded): a stored publish's
+	answered bool   // a PUBACK for it was written (Answered): given up first
 	// pending counts the appends with it (the first copy's, resends') not yet settled: a
 	// record whose first copy failed while a resend's append is queued waits for that one.
 	pending uint16
@@ -153,9 +156,9 @@ type clientArrivals struct {
 	conn  uint32 // connections of the client seen this run (Connected)
 	next  uint32 // seq of the next record
 	recs  []arrivalRec
-	pids  []uint16                       // recs[i].pid, apart: a lookup scans them only
-	pos   int                            // index in arrivalTable.bySize[len(recs)]
-	used  [arrivalsPerClient / 64]uint64 // slots taken by recs
+	pids  []uint16 // recs[i].pid, apart: a lookup scans them only
+	pos   int      // index in arrivalTable.bySize[len(recs)]
+	used  []uint64 // slots taken by recs, a bit each, grown as needed
 }
 
 // alloc takes a free slot (there is one: the caller keeps len(recs) < arrivalsPerClient).
@@ -167,14 +170,39 @@ func (c *clientArrivals) alloc() uint16 {
 			return uint16(w*64 + b)
 		}
 	}
-	panic("buffer: arrivals: no free slot")
+	if len(c.used) == arrivalsPerClient/64 {
+		panic("buffer: arrivals: no free slot")
+	}
+	c.used = append(c.used, 1)
+	return uint16((len(c.used) - 1) * 64)
 }
 
 // take marks slot as taken (a record loaded in it).
-func (c *clientArrivals) take(slot uint16) { c.used[slot/64] |= 1 << (slot % 64) }
+func (c *clientArrivals) take(slot uint16) {
+	for int(slot/64) >= len(c.used) {
+		c.used = append(c.used, 0)
+	}
+	c.used[slot/64] |= 1 << (slot % 64)
+}
 
 // release frees slot.
-func (c *clientArrivals) release(slot uint16) { c.used[slot/64] &^= 1 << (slot % 64) }
+func (c *clientArrivals) release(slot uint16) {
+	if int(slot/64) < len(c.used) {
+		c.used[slot/64] &^= 1 << (slot % 64)
+	}
+}
+
+// victim returns the index of the record to give up when c has too many: its oldest whose
+// PUBACK was written (Answered), since a stored publish never answered (its connection
+// ended first) is the one its client will surely send again; else its oldest.
+func (c *clientArrivals) victim() int {
+	for i := range c.recs {
+		if c.recs[i].answered {
+			return i
+		}
+	}
+	return 0
+}
 
 // arrivalTable holds the records in memory (loaded at Open): lookups never read the disk,
 // and see a record as soon as Arrive made it, before its append is committed.
@@ -331,6 +359,25 @@ func (s *Store) arrived(ref arrivalRef, ok bool) {
 	s.arrivalCount.Store(int64(t.total))
 }
 
+// Answered tells the store that the publish whose append p was has been acknowledged to
+// its client (the PUBACK written): its record is given up before those of publishes never
+// answered, should its client have too many (a PUBACK written may still be lost with its
+// connection, so the record stays while there is room).
+func (s *Store) Answered(p *Pending) {
+	if p == nil || p.r == nil || !p.r.arrival.ok {
+		return
+	}
+	ref := p.r.arrival
+	t := s.arrivals
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.clients[ref.c]; c != nil {
+		if i := c.index(ref.seq); i >= 0 {
+			c.recs[i].answered = true
+		}
+	}
+}
+
 // Unarrive tells the store that the publish Arrive described will not be appended (it
 // was refused, or dropped by the config): its record is forgotten unless it stands for a
 // publish stored earlier.
@@ -388,8 +435,9 @@ func (t *arrivalTable) add(c *clientArrivals, rec arrivalRec) arrivalRec {
 		rec.slot = c.recs[i].slot
 		c.drop(i, i+1)
 	case len(c.recs) >= arrivalsPerClient:
-		rec.slot = c.recs[0].slot
-		c.drop(0, 1)
+		v := c.victim()
+		rec.slot = c.recs[v].slot
+		c.drop(v, v+1)
 	default:
 		rec.slot = c.alloc()
 	}
@@ -408,12 +456,17 @@ func (t *arrivalTable) load(c *clientArrivals, rec arrivalRec) {
 		c.release(c.recs[i].slot)
 		c.drop(i, i+1)
 	}
-	rec.stored = true
+	// Whether its PUBACK reached the client before the restart is unknown; its client resends
+	// it at its first reconnect if not. Loaded records are given up in age order, as answered
+	// ones: protecting them would leave the publishes of the new connections, answered, the
+	// first to go (a kill -9 later, their lost PUBACKs would find no record).
+	rec.stored, rec.answered = true, true
 	c.take(rec.slot)
 	c.push(rec)
 	for len(c.recs) > arrivalsPerClient {
-		c.release(c.recs[0].slot)
-		c.drop(0, 1)
+		v := c.victim()
+		c.release(c.recs[v].slot)
+		c.drop(v, v+1)
 	}
 	t.resized(c, before)
 }
@@ -447,8 +500,9 @@ func (t *arrivalTable) evict() {
 		t.largest--
 	}
 	v := t.bySize[t.largest][0]
-	v.release(v.recs[0].slot)
-	v.drop(0, 1)
+	i := v.victim()
+	v.release(v.recs[i].slot)
+	v.drop(i, i+1)
 	t.resized(v, len(v.recs)+1)
 }
 

@@ -301,6 +301,64 @@ func TestArrivalOfResendsBehindAThousandNewPublishes(t *testing.T) {
 	}
 }
 
+// Past its bound a client gives up the records of answered publishes (PUBACK written)
+// before those of stored publishes never answered (the connection ended first), which it
+// will surely send again however many it sent since.
+func TestArrivalGivesUpAnsweredFirst(t *testing.T) {
+	s := &Store{arrivals: newArrivalTable(maxArrivals), opts: Options{Clock: clock.NewFake(t0)}}
+	pub := func(pid int) Publish {
+		return Publish{Client: "dev-1", PacketID: uint16(pid%65535 + 1), Payload: []byte(fmt.Sprint(pid)), Resumed: true, Keep: time.Hour}
+	}
+	const unanswered = 10
+	for pid := range unanswered { // stored; the connection ended before their PUBACKs
+		s.arrived(s.Arrive(pub(pid), t0).ref, true)
+	}
+	for pid := unanswered; pid < unanswered+2*arrivalsPerClient; pid++ { // stored and answered
+		a := s.Arrive(pub(pid), t0.Add(time.Second))
+		s.arrived(a.ref, true)
+		s.Answered(&Pending{r: &request{arrival: a.ref}})
+	}
+	s.arrivals.clients[keyOfClient("dev-1")].conn++ // a new connection
+	for pid := range unanswered {
+		if a := s.Arrive(pub(pid), t0.Add(time.Minute)); !a.Resend || !a.At.Equal(t0) {
+			t.Fatalf("publish %d, stored and never answered, sent again after %d answered ones: %+v", pid, 2*arrivalsPerClient, a)
+		}
+	}
+	if n := len(s.arrivals.clients[keyOfClient("dev-1")].recs); n != arrivalsPerClient {
+		t.Fatalf("the client keeps %d records, want its bound %d", n, arrivalsPerClient)
+	}
+}
+
+// After a restart a client's loaded records go in age order, before the records of its new
+// connection's answered publishes: a kill -9 later, those whose PUBACKs were lost find their
+// records (the 10-minute soak, drop_oldest: raw readings stored twice when loaded records
+// were kept and the new connection's given up).
+func TestArrivalLoadedRecordsGoFirst(t *testing.T) {
+	s := &Store{arrivals: newArrivalTable(maxArrivals), opts: Options{Clock: clock.NewFake(t0)}}
+	ck := keyOfClient("dev-1")
+	c := &clientArrivals{key: ck, epoch: 1}
+	s.arrivals.clients[ck] = c
+	for i := range arrivalsPerClient { // what Open loads
+		s.arrivals.load(c, arrivalRec{at: t0.UnixMilli(), exp: t0.Add(time.Hour).UnixMilli(), seq: uint32(i), pid: uint16(i + 1), slot: uint16(i)})
+	}
+	c.conn++
+	const fresh = 100
+	for i := range fresh {
+		p := Publish{Client: "dev-1", PacketID: uint16(arrivalsPerClient + 1 + i), Payload: []byte(fmt.Sprint(i)), Resumed: true, Keep: time.Hour}
+		a := s.Arrive(p, t0.Add(time.Minute))
+		s.arrived(a.ref, true)
+		s.Answered(&Pending{r: &request{arrival: a.ref}})
+	}
+	for i := range fresh {
+		if c.find(uint16(arrivalsPerClient+1+i)) < 0 {
+			t.Fatalf("publish %d of the new connection lost its record to a loaded one", i)
+		}
+	}
+	if c.find(1) >= 0 || c.find(fresh) >= 0 || c.find(fresh+1) < 0 {
+		t.Fatalf("want the %d oldest loaded records given up, and no more", fresh)
+	}
+}
+
 // A client refused again and again (a full buffer) while it resends the same publishes and
 // adds new ones keeps its records of what was stored: failed appends give their records
 // up, so the window of its last stored publishes is not used up by attempts.

@@ -22,6 +22,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -55,7 +56,7 @@ func (w logWriter) Write(p []byte) (int, error) {
 // startGateway runs the real gateway in-process; stop returns once it has stopped.
 func startGateway(t *testing.T, path string) (g *gateway.Gateway, stop func()) {
 	t.Helper()
-	cfg, err := config.Load(path)
+	cfg, err := gatewaytest.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func rawIDs(t *testing.T, dataDir string) map[string]int {
 		t.Fatalf("recovery lost committed entries: %v", lost)
 	}
 	ids := map[string]int{}
-	_, err = s.Read(broker.RawLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err = s.Read(logs.Raw, 0, 0, func(_ uint64, v []byte) error {
 		var r struct {
 			ID string `json:"id"`
 		}
@@ -229,7 +230,7 @@ func TestRejectWhenFullAtTheBroker(t *testing.T) {
 	}
 	hook := broker.NewIngestHook(context.Background(), router, store, clock.Real{}, log)
 	addr := testutil.FreeAddr(t)
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(
+	cfg, err := gatewaytest.Parse("test.yaml", []byte(fmt.Sprintf(
 		"gateway: {id: gw}\nbroker: {allow_anonymous: true, listeners: [{type: tcp, address: %q}]}\n", addr)))
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,7 @@ import (
 
 // Key layout (one Badger DB, prefixes keep the kinds apart):
 //
-//	a/<BulkLog>/<seq:8 BE>   an entry of the bulk log (the gateway's raw readings)
+//	a/<bulk>/<seq:8 BE>      an entry of the bulk log (Options.BulkLog: the raw readings)
 //	c/<log>/<consumer>       a consumer's committed position (next seq, 8 BE)
 //	h/<log>                  high mark of stores written before the meta key existed
 //	l/<log>/<seq:8 BE>       an entry of any other log
@@ -33,17 +33,13 @@ import (
 // compaction rewrote all of L1, backlog included (BENCHMARKS.md, "Write amplification").
 // convertLayout moves a store written with it at open.
 
-// BulkLog is the log nearly every entry goes to (the gateway's raw readings); its entries
-// are keyed apart, below every other key (see the key layout).
-const BulkLog = "raw"
-
 // legacyBulkPrefix is where the previous layout kept the bulk log's entries.
-const legacyBulkPrefix = "l/" + BulkLog + "/"
+func (s *Store) legacyBulkPrefix() string { return "l/" + s.opts.BulkLog + "/" }
 
 // logKind is the key kind of log's entries: the store's bulk kind ('a', or 'l' for a
-// read-only store in the previous layout) for BulkLog, 'l' for the others.
+// read-only store in the previous layout) for the bulk log, 'l' for the others.
 func (s *Store) logKind(log string) byte {
-	if log == BulkLog {
+	if log == s.opts.BulkLog {
 		return s.bulkKind
 	}
 	return 'l'

@@ -44,16 +44,16 @@ func (s *Store) slotsOnDisk(prefix []byte) ([]uint16, error) {
 // detectLayout lets a read-only store read a store written with the previous key layout
 // (keys.go), which only a writable open converts.
 func (s *Store) detectLayout() error {
-	legacy, err := s.exists([]byte(legacyBulkPrefix))
+	legacy, err := s.exists([]byte(s.legacyBulkPrefix()))
 	if err != nil || !legacy {
 		return err
 	}
-	current, err := s.exists(s.logPrefix(BulkLog))
+	current, err := s.exists(s.logPrefix(s.opts.BulkLog))
 	if err != nil {
 		return err
 	}
 	if current {
-		return fmt.Errorf("buffer: %s: the conversion of log %q to the current key layout was interrupted; start the daemon (or open the buffer writable) to finish it", s.opts.Dir, BulkLog)
+		return fmt.Errorf("buffer: %s: the conversion of log %q to the current key layout was interrupted; start the daemon (or open the buffer writable) to finish it", s.opts.Dir, s.opts.BulkLog)
 	}
 	s.bulkKind = 'l'
 	return nil
@@ -69,7 +69,7 @@ func (s *Store) convertLayout() error {
 	start := time.Now()
 	now := s.opts.Clock.Now().UnixMilli()
 	legacy := false
-	for _, p := range []string{legacyBulkPrefix, legacyDedupPrefix} {
+	for _, p := range []string{s.legacyBulkPrefix(), legacyDedupPrefix} {
 		found, err := s.exists([]byte(p))
 		if err != nil {
 			return fmt.Errorf("buffer: look for keys of the previous layout: %w", err)
@@ -81,11 +81,11 @@ func (s *Store) convertLayout() error {
 	}
 	s.log.Info("converting the buffer to the current key layout (once, after an upgrade)")
 	s.progress("converting the buffer to the current key layout")
-	entries, err := s.moveKeys([]byte(legacyBulkPrefix), func(k, v []byte) ([]byte, time.Duration) {
-		return append(s.logPrefix(BulkLog), k[len(legacyBulkPrefix):]...), 0
+	entries, err := s.moveKeys([]byte(s.legacyBulkPrefix()), func(k, v []byte) ([]byte, time.Duration) {
+		return append(s.logPrefix(s.opts.BulkLog), k[len(s.legacyBulkPrefix()):]...), 0
 	})
 	if err != nil {
-		return fmt.Errorf("buffer: convert log %q to the current key layout: %w", BulkLog, err)
+		return fmt.Errorf("buffer: convert log %q to the current key layout: %w", s.opts.BulkLog, err)
 	}
 	ids, err := s.moveKeys([]byte(legacyDedupPrefix), func(k, v []byte) ([]byte, time.Duration) {
 		h := k[len(legacyDedupPrefix):]

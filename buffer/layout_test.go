@@ -14,6 +14,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 )
 
 // allKeys lists the store's keys in order.
@@ -45,9 +46,9 @@ func TestKeyLayoutOrder(t *testing.T) {
 	s := open(t, t.TempDir(), Options{DedupTTL: 16 * time.Minute, Clock: clk})
 	ctx := context.Background()
 	for round := range 3 {
-		appendIDs(t, s, BulkLog, fmt.Sprintf("r%d", round), 0, 50)
+		appendIDs(t, s, logs.Bulk, fmt.Sprintf("r%d", round), 0, 50)
 		appendIDs(t, s, "agg", fmt.Sprintf("a%d", round), 0, 5)
-		if err := s.Commit(ctx, BulkLog, "uplink", uint64(10*round+1)); err != nil {
+		if err := s.Commit(ctx, logs.Bulk, "uplink", uint64(10*round+1)); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Update(ctx, func(tx *Tx) { tx.Put("window/x", []byte{byte(round)}) }); err != nil {
@@ -60,7 +61,7 @@ func TestKeyLayoutOrder(t *testing.T) {
 	var lastEnd int64 = 1 << 62
 	for i, k := range keys {
 		switch {
-		case bytes.HasPrefix(k, s.logPrefix(BulkLog)):
+		case bytes.HasPrefix(k, s.logPrefix(logs.Bulk)):
 			bulk++
 			if other+dedup > 0 {
 				t.Fatalf("key %d %q of the bulk log sorts after %d other keys", i, k, other+dedup)
@@ -97,7 +98,7 @@ func TestDedupBuckets(t *testing.T) {
 	opts := Options{DedupTTL: 16 * time.Minute, DedupCacheSize: 1, Clock: clk} // buckets of 15 s
 	s := open(t, dir, opts)
 	for _, b := range []string{"a", "b", "c", "d"} { // at 0, 4, 8 and 12 minutes
-		if d := appendIDs(t, s, BulkLog, b, 0, 300); d != 0 {
+		if d := appendIDs(t, s, logs.Bulk, b, 0, 300); d != 0 {
 			t.Fatalf("%d fresh ids of %s reported duplicate", d, b)
 		}
 		clk.Advance(4 * time.Minute)
@@ -108,7 +109,7 @@ func TestDedupBuckets(t *testing.T) {
 		t.Fatalf("live buckets %v, want 4, newest first", ends)
 	}
 	for _, b := range []string{"a", "b", "c", "d"} {
-		if d := appendIDs(t, s, BulkLog, b, 0, 300); d != 300 {
+		if d := appendIDs(t, s, logs.Bulk, b, 0, 300); d != 300 {
 			t.Errorf("%d of 300 resent ids of %s reported duplicate", d, b)
 		}
 	}
@@ -119,15 +120,15 @@ func TestDedupBuckets(t *testing.T) {
 		t.Errorf("after a reopen, live buckets %v, want %v", s.dedupEnds, ends)
 	}
 	<-s.filterDone
-	if d := appendIDs(t, s, BulkLog, "b", 0, 300); d != 300 {
+	if d := appendIDs(t, s, logs.Bulk, "b", 0, 300); d != 300 {
 		t.Errorf("after a reopen, %d of 300 resent ids reported duplicate", d)
 	}
 
 	clk.Set(t0.Add(17*time.Minute + time.Millisecond)) // a expired (at 16 min), and its bucket (16¼ min)
-	if d := appendIDs(t, s, BulkLog, "a", 0, 300); d != 0 {
+	if d := appendIDs(t, s, logs.Bulk, "a", 0, 300); d != 0 {
 		t.Errorf("%d expired ids reported duplicate", d)
 	}
-	if d := appendIDs(t, s, BulkLog, "c", 0, 300); d != 300 {
+	if d := appendIDs(t, s, logs.Bulk, "c", 0, 300); d != 300 {
 		t.Errorf("%d of 300 live ids reported duplicate", d)
 	}
 	if len(s.dedupEnds) != 4 || s.dedupEnds[len(s.dedupEnds)-1] != ends[2] {
@@ -136,22 +137,22 @@ func TestDedupBuckets(t *testing.T) {
 
 	// One filter generation (a quarter TTL) spans several buckets (15 s): a lookup reads
 	// past the newest bucket in its range.
-	appendIDs(t, s, BulkLog, "f", 0, 300)
+	appendIDs(t, s, logs.Bulk, "f", 0, 300)
 	clk.Advance(30 * time.Second)
-	appendIDs(t, s, BulkLog, "g", 0, 300)
+	appendIDs(t, s, logs.Bulk, "g", 0, 300)
 	clk.Advance(30 * time.Second)
-	if d := appendIDs(t, s, BulkLog, "f", 0, 300); d != 300 {
+	if d := appendIDs(t, s, logs.Bulk, "f", 0, 300); d != 300 {
 		t.Errorf("%d of 300 ids resent a minute later reported duplicate", d)
 	}
 
 	clk.Set(t0.Add(-time.Hour)) // the clock goes back an hour
-	if d := appendIDs(t, s, BulkLog, "d", 0, 300); d != 300 {
+	if d := appendIDs(t, s, logs.Bulk, "d", 0, 300); d != 300 {
 		t.Errorf("after the clock went back, %d of 300 stored ids reported duplicate", d)
 	}
-	if d := appendIDs(t, s, BulkLog, "e", 0, 300); d != 0 {
+	if d := appendIDs(t, s, logs.Bulk, "e", 0, 300); d != 0 {
 		t.Errorf("after the clock went back, %d fresh ids reported duplicate", d)
 	}
-	if d := appendIDs(t, s, BulkLog, "e", 0, 300); d != 300 {
+	if d := appendIDs(t, s, logs.Bulk, "e", 0, 300); d != 300 {
 		t.Errorf("after the clock went back, %d of 300 resent ids reported duplicate", d)
 	}
 }
@@ -171,8 +172,8 @@ func toLegacyLayout(t *testing.T, dir string, entries int, expired []byte) {
 	for _, k := range allKeys(t, db) {
 		var nk []byte
 		switch {
-		case bytes.HasPrefix(k, []byte("a/"+BulkLog+"/")) && (entries < 0 || moved < entries):
-			nk = append([]byte(legacyBulkPrefix), k[len("a/"+BulkLog+"/"):]...)
+		case bytes.HasPrefix(k, []byte("a/"+logs.Bulk+"/")) && (entries < 0 || moved < entries):
+			nk = append([]byte("l/"+logs.Bulk+"/"), k[len("a/"+logs.Bulk+"/"):]...)
 			moved++
 		case bytes.HasPrefix(k, []byte(dedupPrefix)):
 			_, h, _ := parseDedupKey(k)
@@ -233,9 +234,9 @@ func TestConvertLayout(t *testing.T) {
 			clk := clock.NewFake(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 			opts := Options{DedupTTL: time.Hour, DedupCacheSize: 1, Clock: clk}
 			s := open(t, dir, opts)
-			appendIDs(t, s, BulkLog, "r", 0, 3000)
+			appendIDs(t, s, logs.Bulk, "r", 0, 3000)
 			appendIDs(t, s, "agg", "g", 0, 20)
-			raw, agg := entries(t, s, BulkLog), entries(t, s, "agg")
+			raw, agg := entries(t, s, logs.Bulk), entries(t, s, "agg")
 			s.Close()
 			past := u64(uint64(clk.Now().Add(-time.Minute).UnixMilli()))
 			toLegacyLayout(t, dir, cut, past)
@@ -249,7 +250,7 @@ func TestConvertLayout(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				if got := entries(t, ro, BulkLog); !slices.Equal(got, raw) {
+				if got := entries(t, ro, logs.Bulk); !slices.Equal(got, raw) {
 					t.Errorf("read-only, the previous layout reads %d entries, want %d", len(got), len(raw))
 				}
 				ro.Close()
@@ -263,28 +264,28 @@ func TestConvertLayout(t *testing.T) {
 			if len(told) == 0 || !strings.Contains(told[0], "key layout") {
 				t.Errorf("progress told %q, want the conversion announced", told)
 			}
-			for _, p := range []string{legacyBulkPrefix, legacyDedupPrefix} {
+			for _, p := range []string{s.legacyBulkPrefix(), legacyDedupPrefix} {
 				if left, err := s.exists([]byte(p)); err != nil || left {
 					t.Errorf("keys left under %q: %v %v", p, left, err)
 				}
 			}
-			if got := entries(t, s, BulkLog); !slices.Equal(got, raw) {
-				t.Errorf("converted, %d entries of %q (first %q), want %d (%q)", len(got), BulkLog, got[:min(1, len(got))], len(raw), raw[0])
+			if got := entries(t, s, logs.Bulk); !slices.Equal(got, raw) {
+				t.Errorf("converted, %d entries of %q (first %q), want %d (%q)", len(got), logs.Bulk, got[:min(1, len(got))], len(raw), raw[0])
 			}
 			if got := entries(t, s, "agg"); !slices.Equal(got, agg) {
 				t.Errorf("agg changed: %d entries, want %d", len(got), len(agg))
 			}
 			<-s.filterDone
-			if d := appendIDs(t, s, BulkLog, "r", 0, 3000); d != 3000 {
+			if d := appendIDs(t, s, logs.Bulk, "r", 0, 3000); d != 3000 {
 				t.Errorf("converted, %d of 3000 resent ids reported duplicate", d)
 			}
-			if n, err := s.LastSeq(BulkLog); err != nil || n != 3000 {
+			if n, err := s.LastSeq(logs.Bulk); err != nil || n != 3000 {
 				t.Errorf("LastSeq %d %v, want 3000", n, err)
 			}
-			if d := appendIDs(t, s, BulkLog, "new", 0, 10); d != 0 {
+			if d := appendIDs(t, s, logs.Bulk, "new", 0, 10); d != 0 {
 				t.Errorf("%d fresh ids reported duplicate", d)
 			}
-			if got := entries(t, s, BulkLog); len(got) != 3010 || got[3000] != "3001:new-0" {
+			if got := entries(t, s, logs.Bulk); len(got) != 3010 || got[3000] != "3001:new-0" {
 				t.Errorf("after the conversion, appends go on at %q, want 3001:new-0", got[min(3000, len(got)-1)])
 			}
 			s.Close()
@@ -305,9 +306,9 @@ func TestDedupLookupNarrowed(t *testing.T) {
 	ttl := 16 * time.Minute
 	s := open(t, t.TempDir(), Options{DedupTTL: ttl, DedupCacheSize: 1, Clock: clk})
 	<-s.filterDone
-	appendIDs(t, s, BulkLog, "a", 0, 10) // a at 0 min, b at 8 min: two filter generations
+	appendIDs(t, s, logs.Bulk, "a", 0, 10) // a at 0 min, b at 8 min: two filter generations
 	clk.Advance(8 * time.Minute)
-	appendIDs(t, s, BulkLog, "b", 0, 10)
+	appendIDs(t, s, logs.Bulk, "b", 0, 10)
 	clk.Advance(time.Minute)
 	now := clk.Now().UnixMilli()
 	expA := t0.Add(ttl).UnixMilli()
@@ -351,7 +352,7 @@ func TestDedupWidthKept(t *testing.T) {
 	if s.dedupWidth != 15_000 {
 		t.Fatalf("width %d ms for a 16 min TTL, want 15 000", s.dedupWidth)
 	}
-	appendIDs(t, s, BulkLog, "a", 0, 100)
+	appendIDs(t, s, logs.Bulk, "a", 0, 100)
 	s.Close()
 
 	longer := Options{DedupTTL: 64 * time.Minute, DedupCacheSize: 1, Clock: clk}
@@ -360,7 +361,7 @@ func TestDedupWidthKept(t *testing.T) {
 		t.Errorf("width %d ms with live keys of 15 000", s.dedupWidth)
 	}
 	<-s.filterDone
-	if d := appendIDs(t, s, BulkLog, "a", 0, 100); d != 100 {
+	if d := appendIDs(t, s, logs.Bulk, "a", 0, 100); d != 100 {
 		t.Errorf("with the TTL changed, %d of 100 resent ids reported duplicate", d)
 	}
 	s.Close()
@@ -369,5 +370,34 @@ func TestDedupWidthKept(t *testing.T) {
 	s = open(t, dir, longer)
 	if s.dedupWidth != 60_000 {
 		t.Errorf("width %d ms once the keys expired, want 60 000 (a 64th of 64 min)", s.dedupWidth)
+	}
+}
+
+// TestBulkLogOption: the log Options.BulkLog names is the one keyed apart (a/), every other
+// log, raw included, with the small kinds (l/); by default it is the schema's logs.Bulk.
+func TestBulkLogOption(t *testing.T) {
+	for _, c := range []struct{ bulk, want string }{{"", logs.Bulk}, {"readings", "readings"}} {
+		s := open(t, t.TempDir(), Options{BulkLog: c.bulk})
+		for _, log := range []string{logs.Raw, "readings", logs.Agg} {
+			appendIDs(t, s, log, log, 0, 3)
+		}
+		kinds := map[string]string{}
+		for _, k := range allKeys(t, s.db) {
+			for _, log := range []string{logs.Raw, "readings", logs.Agg} {
+				if len(k) > 2 && bytes.HasPrefix(k[2:], []byte(log+"/")) && (k[0] == 'a' || k[0] == 'l') {
+					kinds[log] += string(k[0])
+				}
+			}
+		}
+		for _, log := range []string{logs.Raw, "readings", logs.Agg} {
+			want := "lll"
+			if log == c.want {
+				want = "aaa"
+			}
+			if kinds[log] != want {
+				t.Errorf("BulkLog %q: entries of %q keyed %q, want %q", c.bulk, log, kinds[log], want)
+			}
+		}
+		s.Close()
 	}
 }

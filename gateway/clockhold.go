@@ -11,14 +11,10 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
 )
-
-// HoldLog keeps readings stamped by this gateway while its clock is not synchronised, until
-// they can be rewritten to wall time (DESIGN invariant 6). The clock holder is its only
-// consumer; it appends what it releases to the raw log.
-const HoldLog = "hold"
 
 const (
 	holdConsumer = "clock"
@@ -76,7 +72,7 @@ func (c *clockHold) Hold(src broker.Source, recs []record.Record, arrival time.T
 		}
 		entries[i] = buffer.Entry{ID: recs[i].ID, Value: v}
 	}
-	return HoldLog, entries, true
+	return logs.Hold, entries, true
 }
 
 // run checks the clock every second and releases what can be released, until ctx ends.
@@ -156,7 +152,7 @@ const releaseBatch = 256
 // never will be (another boot that never synced, or a clock trusted without a sync). It
 // stops at the first entry of this boot while the clock is still awaited.
 func (c *clockHold) release(ctx context.Context, state string) (int, error) {
-	from, err := c.g.store.Cursor(HoldLog, holdConsumer)
+	from, err := c.g.store.Cursor(logs.Hold, holdConsumer)
 	if err != nil {
 		return 0, err
 	}
@@ -164,7 +160,7 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 	var fixed, flagged uint64
 	next := from
 	floor := c.k.Floor()
-	_, err = c.g.store.Read(HoldLog, from, releaseBatch, func(seq uint64, v []byte) error {
+	_, err = c.g.store.Read(logs.Hold, from, releaseBatch, func(seq uint64, v []byte) error {
 		var h heldEntry
 		var r record.Record
 		if err := json.Unmarshal(v, &h); err != nil {
@@ -207,9 +203,9 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 	}
 	err = c.g.store.Update(ctx, func(tx *buffer.Tx) {
 		for _, v := range out {
-			tx.Append(broker.RawLog, v)
+			tx.Append(logs.Raw, v)
 		}
-		tx.SetCursor(HoldLog, holdConsumer, next)
+		tx.SetCursor(logs.Hold, holdConsumer, next)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("clock: release held readings: %w", err)
@@ -219,7 +215,7 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 	if flagged > 0 {
 		c.g.log.Warn("released readings whose time could not be corrected, labelled clock=unsynced", "count", flagged)
 	}
-	if _, err := c.g.store.Trim(ctx, HoldLog, next); err != nil && ctx.Err() == nil {
+	if _, err := c.g.store.Trim(ctx, logs.Hold, next); err != nil && ctx.Err() == nil {
 		c.g.log.Warn("clock: trim the hold log", "err", err)
 	}
 	return len(out), nil
@@ -227,11 +223,11 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 
 // held is the number of readings waiting in the hold log.
 func (c *clockHold) held() uint64 {
-	last, err := c.g.store.LastSeq(HoldLog)
+	last, err := c.g.store.LastSeq(logs.Hold)
 	if err != nil || last == 0 {
 		return 0
 	}
-	next, err := c.g.store.Cursor(HoldLog, holdConsumer)
+	next, err := c.g.store.Cursor(logs.Hold, holdConsumer)
 	if err != nil || next > last {
 		return 0
 	}

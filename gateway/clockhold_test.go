@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
@@ -34,11 +33,11 @@ var (
 // runWithKeeper runs a gateway on cfgPath with a fake wall clock and the given keeper.
 func runWithKeeper(t *testing.T, cfgPath string, wall clock.Clock, k *timesync.Keeper) (*gateway.Gateway, func()) {
 	t.Helper()
-	cfg, err := config.Load(cfgPath)
+	cfg, err := gatewaytest.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := gatewaytest.Start(t, cfg, gateway.Options{Logger: testLogger(t), Clock: wall, Registry: registry(),
+	r := gatewaytest.Start(t, cfg, gateway.Options{Logger: testLogger(t), Clock: wall,
 		FlushTimeout: 2 * time.Second, TimeKeeper: k})
 	return r.G, func() {
 		if err := r.Stop(); err != nil {

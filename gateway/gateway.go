@@ -18,7 +18,9 @@ import (
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/record"
@@ -26,18 +28,10 @@ import (
 	"github.com/edgegate/edgegate/uplink"
 )
 
-// Registry names the sensor drivers and uplink sinks this binary has; main builds it, so no
-// package registers itself in init().
-type Registry struct {
-	Sensors map[string]sensors.Factory
-	Sinks   map[string]uplink.SinkFactory
-}
-
 // Options are what the daemon gets besides its config.
 type Options struct {
-	Logger   *slog.Logger
-	Clock    clock.Clock
-	Registry Registry
+	Logger *slog.Logger
+	Clock  clock.Clock
 	// FlushTimeout bounds how long uplinks may drain at shutdown (default: ops.flush_timeout).
 	FlushTimeout time.Duration
 	// Version is reported in metrics and /status.
@@ -57,9 +51,11 @@ type Gateway struct {
 	log     *slog.Logger
 	store   *buffer.Store
 	hook    *broker.IngestHook
+	recent  *ops.Recent // the status page's last values, fed by hook
 	broker  *broker.Broker
 	poller  *sensors.Poller
 	uplinks []*uplink.Uplink
+	sinks   []uplink.Sink // the uplinks' sinks, created and closed here
 
 	pipelines []*pipeline.Runner
 	closing   atomic.Bool                       // set before the broker closes: panes are no longer published locally
@@ -72,11 +68,16 @@ type Gateway struct {
 	stopping chan struct{}
 	ops      opsState
 	hold     *clockHold
+
+	drivers   []sensors.Sensor // opened by New; the poller's once it is built
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// New checks the config against the registry, opens the store and builds every component.
-// It starts no goroutine that outlives it and dials nothing. On error, what was opened is
-// closed.
+// New opens the store and builds every component of cfg, with the drivers and sinks of the
+// registry cfg was checked against. It starts no goroutine that outlives it and dials
+// nothing. On error, what was opened is closed (Close); otherwise Run, or Close without
+// Run, releases it.
 func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -91,19 +92,15 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		opts.FlushTimeout = 5 * time.Second
 	}
 	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{}), stopping: make(chan struct{})}
-	var drivers []sensors.Sensor
 	self := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {
-			sensors.CloseAll(drivers)
-			if self.store != nil {
-				self.store.Close()
-			}
+			self.Close()
 		}
 	}()
 
 	// Sensors first: a missing device is the most likely start-up error.
-	drivers, err = sensors.Open(cfg.Sensors, opts.Registry.Sensors, opts.Clock, opts.Logger)
+	g.drivers, err = sensors.Open(cfg.Sensors, cfg.Registry().Sensors, opts.Clock, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -123,51 +120,19 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 
 	g.ingestCtx, g.ingestCancel = context.WithCancel(context.Background())
 	g.hook = broker.NewIngestHook(g.ingestCtx, router, g.store, opts.Clock, opts.Logger)
+	g.recent = ops.NewRecent(ops.RecentSeries, ops.RecentPoints)
+	g.hook.SetObserver(g.recent)
 	g.broker, err = broker.New(cfg.Broker, g.hook, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
-	g.poller = sensors.NewPoller(drivers, g.broker, opts.Clock, opts.Logger)
+	g.poller = sensors.NewPoller(g.drivers, g.broker, opts.Clock, opts.Logger)
 
-	outputs := map[string]string{} // pipeline → output topic, for uplinks' forward filters
-	for _, pc := range cfg.Pipelines {
-		spec, err := pipeline.SpecFromConfig(pc)
-		if err != nil {
-			return nil, err
-		}
-		r, err := pipeline.NewRunner(spec, pipeline.RunnerOptions{
-			Store: g.store, Input: broker.RawLog, Output: pipeline.AggLog,
-			Publisher: localPublisher{g}, Clock: opts.Clock, Logger: opts.Logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		g.pipelines = append(g.pipelines, r)
-		outputs[pc.Name] = spec.Output
+	if err := g.newPipelines(); err != nil {
+		return nil, err
 	}
-	g.outputs.Store(&outputs)
-	// Aggregates go first: fewer, and worth more than the raw records they summarise.
-	sources := []uplink.Source{
-		{Log: pipeline.AggLog, Kind: record.KindAggregates, Topic: func(v []byte) string {
-			name := pipeline.PipelineOf(v)
-			if t, ok := (*self.outputs.Load())[name]; ok {
-				return t
-			}
-			return "agg/" + name // a pipeline removed from the config: its default output
-		}},
-		{Log: broker.RawLog, Kind: record.KindRecords},
-	}
-
-	for _, uc := range cfg.Uplinks {
-		f, ok := opts.Registry.Sinks[uc.Type]
-		if !ok {
-			return nil, fmt.Errorf("uplink %q: type %q is not built into this binary", uc.Name, uc.Type)
-		}
-		sink, err := f(uc, cfg.Gateway.ID, opts.Logger)
-		if err != nil {
-			return nil, err
-		}
-		g.uplinks = append(g.uplinks, uplink.NewMulti(uc, cfg.Gateway.ID, sources, sink, g.store, opts.Clock, opts.Logger))
+	if err := g.newUplinks(); err != nil {
+		return nil, err
 	}
 	if err := g.initClock(); err != nil {
 		return nil, err
@@ -176,9 +141,62 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	return g, nil
 }
 
+// newPipelines builds a runner per pipeline, and the map of their output topics (the
+// uplinks' forward filters).
+func (g *Gateway) newPipelines() error {
+	outputs := map[string]string{}
+	for _, pc := range g.cfg.Pipelines {
+		spec, err := pipeline.SpecFromConfig(pc)
+		if err != nil {
+			return err
+		}
+		r, err := pipeline.NewRunner(spec, pipeline.RunnerOptions{
+			Store: g.store, Input: logs.Raw, Output: logs.Agg,
+			Publisher: localPublisher{g}, Clock: g.opts.Clock, Logger: g.opts.Logger,
+		})
+		if err != nil {
+			return err
+		}
+		g.pipelines = append(g.pipelines, r)
+		outputs[pc.Name] = spec.Output
+	}
+	g.outputs.Store(&outputs)
+	return nil
+}
+
+// newUplinks builds each uplink with its sink, which the gateway owns (Close).
+func (g *Gateway) newUplinks() error {
+	cfg := g.cfg
+	// Aggregates go first: fewer, and worth more than the raw records they summarise.
+	sources := []uplink.Source{
+		{Log: logs.Agg, Kind: record.KindAggregates, Topic: func(v []byte) string {
+			name := record.PipelineOf(v)
+			if t, ok := (*g.outputs.Load())[name]; ok {
+				return t
+			}
+			return "agg/" + name // a pipeline removed from the config: its default output
+		}},
+		{Log: logs.Raw, Kind: record.KindRecords},
+	}
+	for i := range cfg.Uplinks {
+		uc := &cfg.Uplinks[i]
+		t := uplink.FindSink(cfg.Registry().Sinks, uc.Type)
+		if t == nil {
+			return fmt.Errorf("uplink %q: type %q is not built into this binary", uc.Name, uc.Type)
+		}
+		sink, err := t.New(uc, cfg.Gateway.ID, g.opts.Logger)
+		if err != nil {
+			return err
+		}
+		g.sinks = append(g.sinks, sink)
+		g.uplinks = append(g.uplinks, uplink.NewMulti(*uc, cfg.Gateway.ID, sources, sink, g.store, g.opts.Clock, g.opts.Logger))
+	}
+	return nil
+}
+
 // SensorRoutes returns the implicit route of each sensor: its topic, with {metric} as a
 // named wildcard, to series "<name>/<metric>" (or "<name>" when the topic has no {metric}).
-func SensorRoutes(ss []config.Sensor) []config.Route {
+func SensorRoutes(ss []sensors.Config) []config.Route {
 	var out []config.Route
 	for _, s := range ss {
 		pattern := strings.ReplaceAll(s.Topic, "{name}", s.Name)
@@ -234,54 +252,37 @@ func (p localPublisher) PublishLocal(topic string, payload []byte) error {
 // reverse: sensors and listeners first (no new data), in-flight appends finish, pipelines
 // get FlushTimeout to process what was ingested, uplinks get FlushTimeout to send what is
 // buffered, and the store closes last.
+//
+// When Run returns, what New opened is closed (Close), even when the start failed (a
+// listener's port in use): the sensors' buses, the broker, the store.
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer func() {
-		if cerr := g.store.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close store: %w", cerr)
+		if cerr := g.Close(); cerr != nil && err == nil {
+			err = cerr
 		}
 	}()
 	// A slot per goroutine that reports (maintenance, clock, sensors, each pipeline and
 	// uplink): a failing store can fail them all, and none may block before the waits below.
 	fail := make(chan error, 3+len(g.pipelines)+len(g.uplinks))
+	// name prefixes the error of a component whose errors do not name it.
 	report := func(name string, err error) {
 		if err != nil {
-			fail <- fmt.Errorf("%s: %w", name, err)
+			if name != "" {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
+			fail <- err
 		}
 	}
 
 	// Stage 1: what consumes the store.
-	backCtx, backCancel := context.WithCancel(context.Background())
-	defer backCancel()
-	var back sync.WaitGroup
-	back.Add(1)
-	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
-	back.Add(1)
-	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
-	pipeCtx, pipeCancel := context.WithCancel(context.Background())
-	defer pipeCancel()
-	var pipes sync.WaitGroup
-	for _, p := range g.pipelines {
-		pipes.Add(1)
-		go func() { defer pipes.Done(); report("pipeline "+p.Name(), p.Run(pipeCtx)) }()
-	}
-	for _, u := range g.uplinks {
-		back.Add(1)
-		g.ops.running[u.Name()].Store(true)
-		go func() {
-			defer back.Done()
-			defer g.ops.running[u.Name()].Store(false)
-			report("uplink "+u.Name(), u.Run(backCtx))
-		}()
-	}
+	stopPipelines, stopBack := g.startConsumers(report)
 
 	// Stage 2: what feeds it.
 	if err := g.broker.Start(); err != nil {
 		g.closing.Store(true)
 		g.ingestCancel()
-		pipeCancel()
-		pipes.Wait()
-		backCancel()
-		back.Wait()
+		stopPipelines()
+		stopBack()
 		return err
 	}
 	frontCtx, frontCancel := context.WithCancel(ctx)
@@ -315,11 +316,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	// Let pipelines process what was ingested, then uplinks send what is buffered, each
 	// within the flush budget.
 	g.drainPipelines(g.opts.FlushTimeout)
-	pipeCancel()
-	pipes.Wait()
+	stopPipelines()
 	g.flush(g.opts.FlushTimeout)
-	backCancel()
-	back.Wait()
+	stopBack()
 	close(fail)
 	for e := range fail {
 		if err == nil && !errors.Is(e, context.Canceled) {
@@ -330,10 +329,72 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	return err
 }
 
+// Close releases what New opened: the sensors' drivers (closed by the poller instead if
+// it ran), the broker, the ingest context, the uplinks' sinks and the store. Run calls it when it returns; call
+// it yourself for a gateway built but never run. Not while Run runs. Idempotent: it
+// returns the first call's error (the store's).
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		g.closing.Store(true)
+		if g.poller != nil {
+			g.poller.Close()
+		} else {
+			sensors.CloseAll(g.drivers)
+		}
+		if g.broker != nil {
+			if err := g.broker.Close(); err != nil {
+				g.log.Warn("close broker", "err", err)
+			}
+		}
+		if g.ingestCancel != nil {
+			g.ingestCancel()
+		}
+		for _, s := range g.sinks {
+			if err := s.Close(); err != nil {
+				g.log.Warn("close uplink sink", "err", err)
+			}
+		}
+		if g.store != nil {
+			if err := g.store.Close(); err != nil {
+				g.closeErr = fmt.Errorf("close store: %w", err)
+			}
+		}
+	})
+	return g.closeErr
+}
+
+// startConsumers starts what consumes the store: its maintenance, the clock holder, the
+// pipelines and the uplinks, each reporting its end. stopPipelines stops the pipelines,
+// stopBack the rest; each returns once they have.
+func (g *Gateway) startConsumers(report func(name string, err error)) (stopPipelines, stopBack func()) {
+	backCtx, backCancel := context.WithCancel(context.Background())
+	var back sync.WaitGroup
+	back.Add(1)
+	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
+	back.Add(1)
+	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
+	pipeCtx, pipeCancel := context.WithCancel(context.Background())
+	var pipes sync.WaitGroup
+	for _, p := range g.pipelines {
+		pipes.Add(1)
+		go func() { defer pipes.Done(); report("", p.Run(pipeCtx)) }() // `pipeline "p": ...`
+	}
+	for _, u := range g.uplinks {
+		back.Add(1)
+		g.ops.running[u.Name()].Store(true)
+		go func() {
+			defer back.Done()
+			defer g.ops.running[u.Name()].Store(false)
+			report("", u.Run(backCtx)) // `uplink "u": ...`
+		}()
+	}
+	return func() { pipeCancel(); pipes.Wait() }, func() { backCancel(); back.Wait() }
+}
+
 // drainPipelines waits until every pipeline has committed the end of the raw log, or
 // timeout; what is left is processed at the next start.
 func (g *Gateway) drainPipelines(timeout time.Duration) {
-	last, err := g.store.LastSeq(broker.RawLog)
+	last, err := g.store.LastSeq(logs.Raw)
 	if err != nil || last == 0 || len(g.pipelines) == 0 {
 		return
 	}
@@ -362,7 +423,7 @@ func (g *Gateway) flush(timeout time.Duration) {
 		return
 	}
 	lasts := map[string]uint64{}
-	for _, log := range []string{pipeline.AggLog, broker.RawLog} {
+	for _, log := range []string{logs.Agg, logs.Raw} {
 		last, err := g.store.LastSeq(log)
 		if err != nil {
 			g.log.Warn("shutdown: uplinks not flushed", "err", err)
@@ -400,16 +461,15 @@ func (g *Gateway) flush(timeout time.Duration) {
 }
 
 // BufferOptions are the store's options for cfg: the buffer section, the dedup window, and
-// the consumers whose committed positions bound trimming: uplinks and pipelines in the raw
-// log, uplinks in the aggregate log.
+// the logs' schema (internal/logs): the bulk log, what drop_oldest drops first and last,
+// and the consumers whose committed positions bound trimming.
 func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer.Options {
-	var names []string
+	var uplinks, pipelines []string
 	for _, u := range cfg.Uplinks {
-		names = append(names, u.Name)
+		uplinks = append(uplinks, u.Name)
 	}
-	raw := append([]string(nil), names...)
 	for _, p := range cfg.Pipelines {
-		raw = append(raw, pipeline.ConsumerName(p.Name))
+		pipelines = append(pipelines, pipeline.ConsumerName(p.Name))
 	}
 	return buffer.Options{
 		Dir:          filepath.Join(cfg.Gateway.DataDir, "buffer"),
@@ -419,13 +479,13 @@ func BufferOptions(cfg *config.Config, log *slog.Logger, clk clock.Clock) buffer
 		ReserveFree:  int64(cfg.Buffer.ReserveFree),
 		OnFull:       buffer.OnFull(cfg.Buffer.OnFull),
 		Retention:    cfg.Buffer.Retention.D(),
+		BulkLog:      logs.Bulk,
+		Expendable:   logs.Expendable(),
+		Precious:     logs.Precious(),
 		// Messages refused for good have their own room (bounded by refused_log), so they
-		// never displace readings and a full buffer still keeps them. Under drop_oldest,
-		// raw readings go first, then the batches an upstream refused (readings someone
-		// may re-send), held readings and aggregates (worth more) last.
-		Reserved:  map[string]int64{broker.RefusedLog: broker.RefusedRoom(cfg.Broker.RefusedLog)},
-		Precious:  []string{uplink.DeadLetterLog, HoldLog, pipeline.AggLog},
-		Consumers: map[string][]string{broker.RawLog: raw, pipeline.AggLog: names},
+		// never displace readings and a full buffer still keeps them.
+		Reserved:  map[string]int64{logs.Refused: broker.RefusedRoom(cfg.Broker.RefusedLog)},
+		Consumers: logs.Consumers(uplinks, pipelines),
 		Logger:    log,
 		Clock:     clk,
 	}

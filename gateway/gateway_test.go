@@ -12,20 +12,13 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
 
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
-	"github.com/edgegate/edgegate/sensors"
-	"github.com/edgegate/edgegate/sensors/bmx280"
-	"github.com/edgegate/edgegate/sensors/cputemp"
-	"github.com/edgegate/edgegate/sensors/sim"
-	"github.com/edgegate/edgegate/uplink"
-	"github.com/edgegate/edgegate/uplink/filesink"
-	"github.com/edgegate/edgegate/uplink/mqttsink"
 )
 
 // childEnv names the config file a re-executed test binary runs the gateway on (crash tests).
@@ -33,16 +26,15 @@ const childEnv = "EDGEGATE_TEST_CHILD_CONFIG"
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
-		os.Exit(gatewaytest.Child(path, gateway.Options{Registry: registry()}))
+		os.Exit(gatewaytest.Child(path, gateway.Options{}))
 	}
-	os.Exit(m.Run())
-}
-
-func registry() gateway.Registry {
-	return gateway.Registry{
-		Sensors: map[string]sensors.Factory{"sim": sim.New, "bme280": bmx280.New, "cpu_temp": cputemp.New},
-		Sinks:   map[string]uplink.SinkFactory{"mqtt": mqttsink.New, "file": filesink.New},
-	}
+	// Every goroutine a gateway starts must be gone when the tests end (Run, Close).
+	goleak.VerifyTestMain(m,
+		// Badger's and ristretto's package-level goroutines outlive every DB.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4.(*DB).monitorCache"),
+	)
 }
 
 // writeConfig writes a gateway config for a test: broker on brokerAddr, data in dir, and
@@ -73,11 +65,11 @@ type running struct {
 
 func start(t testing.TB, path string, clk clock.Clock) *running {
 	t.Helper()
-	cfg, err := config.Load(path)
+	cfg, err := gatewaytest.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := gatewaytest.Start(t, cfg, gateway.Options{Logger: testLogger(t), Clock: clk, Registry: registry(), FlushTimeout: 2 * time.Second})
+	g := gatewaytest.Start(t, cfg, gateway.Options{Logger: testLogger(t), Clock: clk, FlushTimeout: 2 * time.Second})
 	return &running{g: g.G, stop: g.Stop}
 }
 

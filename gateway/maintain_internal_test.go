@@ -23,7 +23,7 @@ func testConfig(t *testing.T, dir, sections string) *config.Config {
 	t.Helper()
 	c, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`gateway: {id: gw, data_dir: %q}
 broker: {allow_anonymous: true, listeners: [{type: tcp, address: "127.0.0.1:0"}]}
-`, dir)+sections))
+`, dir)+sections), config.Registry{Sinks: []uplink.SinkType{filesink.Type()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,8 +56,7 @@ uplinks:
   - name: up
     type: file
     path: %q
-`, filepath.Join(dir, "up.jsonl"))), Options{Clock: clk,
-		Registry: Registry{Sinks: map[string]uplink.SinkFactory{"file": filesink.New}}})
+`, filepath.Join(dir, "up.jsonl"))), Options{Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.store.Maintain(ctx) }()

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"maps"
 	"runtime"
 	"slices"
@@ -11,7 +10,9 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
 )
@@ -83,7 +84,16 @@ var Metrics = []ops.Desc{
 func (g *Gateway) Collect(w *ops.Writer) {
 	w.Add("edgegate_build_info", 1, g.opts.Version, runtime.GOARCH)
 	w.AddBool("edgegate_ready", ops.Ready(g.Checks()))
+	g.collectIngest(w)
+	g.collectBroker(w)
+	g.collectBuffer(w)
+	g.collectUplinks(w)
+	g.collectSensorsAndPipelines(w)
+	g.collectClockAndOps(w)
+}
 
+// collectIngest: messages by source and outcome, records, refusals and the refused log.
+func (g *Gateway) collectIngest(w *ops.Writer) {
 	for _, src := range broker.Sources {
 		for _, oc := range broker.Outcomes {
 			w.AddUint("edgegate_ingest_messages_total", g.hook.Sources().Count(src, oc), src.String(), oc.String())
@@ -104,7 +114,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		w.Add("edgegate_broker_session_message_bytes", float64(ss.MessageBytes.Load()))
 		w.Add("edgegate_broker_session_writes_pending", float64(ss.Pending.Load()))
 	}
+}
 
+// collectBroker: the broker's security and queue figures.
+func (g *Gateway) collectBroker(w *ops.Writer) {
 	sec := g.broker.Security()
 	w.Add("edgegate_broker_pending_connections", float64(sec.PendingConnections))
 	w.AddUint("edgegate_broker_password_checks_total", sec.PasswordChecks, "clean")
@@ -122,7 +135,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 	w.AddUint("edgegate_broker_wills_total", sec.WillsStored, "stored")
 	w.AddUint("edgegate_broker_wills_total", sec.WillsRefused, "refused")
 	w.AddUint("edgegate_broker_wills_total", sec.WillsCancelled, "cancelled")
+}
 
+// collectBuffer: dedup, commits, size, logs, drops and what consumers missed.
+func (g *Gateway) collectBuffer(w *ops.Writer) {
 	st := g.store.Stats()
 	w.AddUint("edgegate_dedup_hits_total", st.DedupHits.Load())
 	w.AddUint("edgegate_dedup_lookups_total", st.DedupLookups.Load())
@@ -155,7 +171,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 			w.AddUint("edgegate_buffer_missed_records_total", missed[c].Retention, l.Name, c, "retention")
 		}
 	}
+}
 
+// collectUplinks: each uplink's figures.
+func (g *Gateway) collectUplinks(w *ops.Writer) {
 	for i, u := range g.uplinkStatus() {
 		st := g.uplinks[i].Stats()
 		w.AddUint("edgegate_uplink_dead_letter_batches_total", st.DeadLetters.Load(), u.Name)
@@ -172,7 +191,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		w.AddBool("edgegate_uplink_connected", u.State == "sending", u.Name)
 		w.AddBool("edgegate_uplink_draining", u.Draining, u.Name)
 	}
+}
 
+// collectSensorsAndPipelines: each sensor's and each pipeline's figures.
+func (g *Gateway) collectSensorsAndPipelines(w *ops.Writer) {
 	for _, s := range g.sensorStatus() {
 		w.AddUint("edgegate_sensor_reads_total", s.Reads, s.Name)
 		w.AddUint("edgegate_sensor_errors_total", s.Errors, s.Name)
@@ -195,7 +217,10 @@ func (g *Gateway) Collect(w *ops.Writer) {
 		w.AddUint("edgegate_pipeline_dropped_total", r.Stats().CapDrops.Load(), r.Name(), "max_open_windows")
 		w.AddUint("edgegate_pipeline_dropped_total", r.Stats().Oversized.Load(), r.Name(), "oversized")
 	}
+}
 
+// collectClockAndOps: the clock, reloads and watchdog stalls.
+func (g *Gateway) collectClockAndOps(w *ops.Writer) {
 	c := g.clockStatus()
 	w.AddBool("edgegate_clock_synchronized", c.Synced)
 	w.AddUint("edgegate_clock_held_records", c.Held)
@@ -242,6 +267,7 @@ func (g *Gateway) Status() ops.Status {
 		Uplinks:   g.uplinkStatus(),
 		Pipelines: g.pipelineStatus(),
 		Sensors:   g.sensorStatus(),
+		Series:    g.recent.Snapshot(),
 	}
 }
 
@@ -301,7 +327,7 @@ func (g *Gateway) budget() int64 { return int64(g.cfg.Buffer.MaxBytes) }
 
 // logs lists the buffer's logs the gateway writes.
 func (g *Gateway) logs() []string {
-	return []string{broker.RawLog, pipeline.AggLog, HoldLog, broker.RefusedLog}
+	return logs.Listed()
 }
 
 // storeErr says why the buffer cannot take data: closed, broken by a failed fsync, or
@@ -338,20 +364,12 @@ func (g *Gateway) bufferStatus() ops.BufferStatus {
 	return b
 }
 
-// oldestEntry returns the timestamp of the first entry kept in log.
+// oldestEntry returns the timestamp of the first entry kept in log (record.TimeOf; the
+// clock's time for an entry that has none).
 func (g *Gateway) oldestEntry(log string) (ts time.Time, ok bool) {
 	_, _ = g.store.Read(log, 0, 1, func(_ uint64, v []byte) error {
-		var r struct {
-			TS  time.Time `json:"ts"`
-			End time.Time `json:"end"` // a pane: its window's end
-		}
 		ok = true
-		if json.Unmarshal(v, &r) == nil {
-			ts = r.TS
-			if ts.IsZero() {
-				ts = r.End
-			}
-		}
+		ts, _ = record.TimeOf(v)
 		return buffer.ErrStop
 	})
 	if ok && ts.IsZero() {

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
-	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/pipeline"
 )
 
@@ -105,7 +105,7 @@ func (g *Gateway) probePipeline(r *pipeline.Runner) error {
 	if !seen || now != prev {
 		return nil
 	}
-	last, err := g.store.LastSeq(broker.RawLog)
+	last, err := g.store.LastSeq(logs.Raw)
 	if err != nil {
 		return fmt.Errorf("read the input log: %w", err)
 	}

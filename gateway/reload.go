@@ -40,88 +40,20 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 		}
 		router = r
 	}
-
-	restart := func(key string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			res.NeedRestart = append(res.NeedRestart, key)
-		}
-	}
-	restart("gateway", cur.Gateway, next.Gateway)
-	restart("broker", cur.Broker, next.Broker)
-	restart("dedup", cur.Dedup, next.Dedup)
-	restart("sensors", cur.Sensors, next.Sensors)
-	restart("buffer", cur.Buffer, next.Buffer)
-	restart("ops.listen", cur.Ops.Listen, next.Ops.Listen)
-	restart("ops.log.format", cur.Ops.Log.Format, next.Ops.Log.Format)
-	restart("ops.flush_timeout", cur.Ops.FlushTimeout, next.Ops.FlushTimeout)
-	restart("ops.clock", cur.Ops.Clock, next.Ops.Clock)
-
-	// Uplinks: the batch limits and max_rate apply to the next batch; anything else (a new
-	// or removed uplink, another url or topic) needs a restart.
-	type batchChange struct {
-		i int
-		b config.Batch
-		r int
-	}
-	var batches []batchChange
-	for _, i := range res.sameNames("uplinks", len(cur.Uplinks), len(next.Uplinks), func(i int) (string, string) {
-		return cur.Uplinks[i].Name, next.Uplinks[i].Name
-	}) {
-		a, b := cur.Uplinks[i], next.Uplinks[i]
-		if a.Batch != b.Batch || a.MaxRate != b.MaxRate {
-			batches = append(batches, batchChange{i, b.Batch, b.MaxRate})
-		}
-		a.Batch, b.Batch = config.Batch{}, config.Batch{}
-		a.MaxRate, b.MaxRate = 0, 0
-		restart(fmt.Sprintf("uplinks[%s]", a.Name), a, b)
-	}
-
-	// Pipelines: a new output topic applies to the next pane; anything else (a new or
-	// removed pipeline, another window or aggregate) needs a restart.
-	var outputs map[string]string
-	for _, i := range res.sameNames("pipelines", len(cur.Pipelines), len(next.Pipelines), func(i int) (string, string) {
-		return cur.Pipelines[i].Name, next.Pipelines[i].Name
-	}) {
-		a, b := cur.Pipelines[i], next.Pipelines[i]
-		if a.OutputTopic() != b.OutputTopic() {
-			if outputs == nil {
-				outputs = map[string]string{}
-			}
-			outputs[a.Name] = b.OutputTopic()
-		}
-		a.Output, b.Output = "", ""
-		restart(fmt.Sprintf("pipelines[%s]", a.Name), a, b)
-	}
+	res.restartSections(cur, next)
+	batches := res.uplinkChanges(cur, next)
+	outputs := res.pipelineChanges(cur, next)
 
 	// Apply, and keep what was applied as the current config, so the next reload compares
 	// against what runs.
 	applied := *cur
-	if outputs != nil {
-		all := maps.Clone(*g.outputs.Load())
-		applied.Pipelines = slices.Clone(cur.Pipelines)
-		for i, p := range applied.Pipelines {
-			if t, ok := outputs[p.Name]; ok {
-				g.pipelines[i].SetOutput(t)
-				all[p.Name] = t
-				applied.Pipelines[i].Output = t
-				res.Applied = append(res.Applied, fmt.Sprintf("pipelines[%s].output", p.Name))
-			}
-		}
-		g.outputs.Store(&all)
-	}
+	g.applyOutputs(&res, &applied, outputs)
 	if router != nil {
 		g.hook.SetRouter(router)
 		applied.Routes, applied.Unrouted = next.Routes, next.Unrouted
 		res.Applied = append(res.Applied, "routes")
 	}
-	if len(batches) > 0 {
-		applied.Uplinks = slices.Clone(cur.Uplinks)
-		for _, c := range batches {
-			g.uplinks[c.i].SetLimits(uplink.Limits{Batch: c.b, MaxRate: c.r})
-			applied.Uplinks[c.i].Batch, applied.Uplinks[c.i].MaxRate = c.b, c.r
-			res.Applied = append(res.Applied, fmt.Sprintf("uplinks[%s].limits", applied.Uplinks[c.i].Name))
-		}
-	}
+	g.applyLimits(&res, &applied, batches)
 	if cur.Ops.Log.Level != next.Ops.Log.Level {
 		applied.Ops.Log.Level = next.Ops.Log.Level
 		res.Applied = append(res.Applied, "ops.log.level")
@@ -134,6 +66,103 @@ func (g *Gateway) Reload(next *config.Config) (ReloadResult, error) {
 		g.ops.reloads[reloadUnchanged].Add(1)
 	}
 	return res, nil
+}
+
+// restart records key as needing a restart when a and b differ.
+func (res *ReloadResult) restart(key string, a, b any) {
+	if !reflect.DeepEqual(a, b) {
+		res.NeedRestart = append(res.NeedRestart, key)
+	}
+}
+
+// restartSections records the sections only a restart applies.
+func (res *ReloadResult) restartSections(cur, next *config.Config) {
+	res.restart("gateway", cur.Gateway, next.Gateway)
+	res.restart("broker", cur.Broker, next.Broker)
+	res.restart("dedup", cur.Dedup, next.Dedup)
+	res.restart("sensors", cur.Sensors, next.Sensors)
+	res.restart("buffer", cur.Buffer, next.Buffer)
+	res.restart("ops.listen", cur.Ops.Listen, next.Ops.Listen)
+	res.restart("ops.log.format", cur.Ops.Log.Format, next.Ops.Log.Format)
+	res.restart("ops.flush_timeout", cur.Ops.FlushTimeout, next.Ops.FlushTimeout)
+	res.restart("ops.clock", cur.Ops.Clock, next.Ops.Clock)
+}
+
+// batchChange is new limits for uplink i.
+type batchChange struct {
+	i int
+	b uplink.BatchLimits
+	r int
+}
+
+// uplinkChanges returns the uplinks whose batch limits or max_rate changed: they apply to
+// the next batch. Anything else (a new or removed uplink, another url or topic) needs a
+// restart.
+func (res *ReloadResult) uplinkChanges(cur, next *config.Config) []batchChange {
+	var batches []batchChange
+	for _, i := range res.sameNames("uplinks", len(cur.Uplinks), len(next.Uplinks), func(i int) (string, string) {
+		return cur.Uplinks[i].Name, next.Uplinks[i].Name
+	}) {
+		a, b := cur.Uplinks[i], next.Uplinks[i]
+		if a.Batch != b.Batch || a.MaxRate != b.MaxRate {
+			batches = append(batches, batchChange{i, b.Batch, b.MaxRate})
+		}
+		a.Batch, b.Batch = uplink.BatchLimits{}, uplink.BatchLimits{}
+		a.MaxRate, b.MaxRate = 0, 0
+		res.restart(fmt.Sprintf("uplinks[%s]", a.Name), a, b)
+	}
+	return batches
+}
+
+// pipelineChanges returns the new output topics, by pipeline: they apply to the next pane.
+// Anything else (a new or removed pipeline, another window or aggregate) needs a restart.
+func (res *ReloadResult) pipelineChanges(cur, next *config.Config) map[string]string {
+	var outputs map[string]string
+	for _, i := range res.sameNames("pipelines", len(cur.Pipelines), len(next.Pipelines), func(i int) (string, string) {
+		return cur.Pipelines[i].Name, next.Pipelines[i].Name
+	}) {
+		a, b := cur.Pipelines[i], next.Pipelines[i]
+		if a.OutputTopic() != b.OutputTopic() {
+			if outputs == nil {
+				outputs = map[string]string{}
+			}
+			outputs[a.Name] = b.OutputTopic()
+		}
+		a.Output, b.Output = "", ""
+		res.restart(fmt.Sprintf("pipelines[%s]", a.Name), a, b)
+	}
+	return outputs
+}
+
+// applyOutputs sets the pipelines' new output topics.
+func (g *Gateway) applyOutputs(res *ReloadResult, applied *config.Config, outputs map[string]string) {
+	if outputs == nil {
+		return
+	}
+	all := maps.Clone(*g.outputs.Load())
+	applied.Pipelines = slices.Clone(applied.Pipelines)
+	for i, p := range applied.Pipelines {
+		if t, ok := outputs[p.Name]; ok {
+			g.pipelines[i].SetOutput(t)
+			all[p.Name] = t
+			applied.Pipelines[i].Output = t
+			res.Applied = append(res.Applied, fmt.Sprintf("pipelines[%s].output", p.Name))
+		}
+	}
+	g.outputs.Store(&all)
+}
+
+// applyLimits sets the uplinks' new batch limits and max_rate.
+func (g *Gateway) applyLimits(res *ReloadResult, applied *config.Config, batches []batchChange) {
+	if len(batches) == 0 {
+		return
+	}
+	applied.Uplinks = slices.Clone(applied.Uplinks)
+	for _, c := range batches {
+		g.uplinks[c.i].SetLimits(uplink.Limits{Batch: c.b, MaxRate: c.r})
+		applied.Uplinks[c.i].Batch, applied.Uplinks[c.i].MaxRate = c.b, c.r
+		res.Applied = append(res.Applied, fmt.Sprintf("uplinks[%s].limits", applied.Uplinks[c.i].Name))
+	}
 }
 
 // sameNames compares two lists of named parts that a reload cannot add to, remove from or

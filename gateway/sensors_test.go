@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/sensors"
 )
@@ -89,11 +89,11 @@ func TestMissingDeviceStopsStartup(t *testing.T) {
 sensors:
   - {name: greenhouse, driver: bme280, bus: /dev/i2c-98}
 `)
-	cfg, err := config.Load(path)
+	cfg, err := gatewaytest.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = gateway.New(cfg, gateway.Options{Logger: testLogger(t), Registry: registry()})
+	_, err = gateway.New(cfg, gateway.Options{Logger: testLogger(t)})
 	want := `sensor "greenhouse" (bme280): /dev/i2c-98: no such I2C bus; enable the I2C bus (a dtoverlay in /boot/firmware/config.txt), then reboot; ls /dev/i2c-* lists the buses (bus: /dev/i2c-98) (or set on_missing: degraded to start without it)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got  %v\nwant %s", err, want)

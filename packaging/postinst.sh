@@ -10,8 +10,11 @@ if [ "$1" = "configure" ]; then
 		adduser --system --group --home /var/lib/edgegate --no-create-home --shell /usr/sbin/nologin edgegate
 		for g in i2c gpio; do getent group "$g" >/dev/null || addgroup --system "$g"; adduser edgegate "$g"; done
 	fi
-	# The groups exist now: give them the buses' device files (60-edgegate.rules).
+	# The groups exist now: give them the buses' device files (60-edgegate.rules). udevd
+	# may have read the rule at unpack, before the groups existed (it then drops GROUP=),
+	# and a reload only re-reads rule files whose time changed (systemd 252): touch it.
 	if [ -d /run/udev ] && command -v udevadm >/dev/null 2>&1; then
+		touch /usr/lib/udev/rules.d/60-edgegate.rules || true
 		udevadm control --reload-rules || true
 		udevadm trigger --action=change --subsystem-match=i2c-dev --subsystem-match=gpio || true
 		udevadm settle --timeout=10 || true

@@ -123,15 +123,3 @@ func BenchmarkStateBytesPerWindow(b *testing.B) {
 		runtime.KeepAlive(c)
 	}
 }
-
-// BenchmarkParseRecord is the fast path of the record parser on a stored record.
-func BenchmarkParseRecord(b *testing.B) {
-	v := sampleRecords()[0]
-	var in Input
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		if _, err := ParseRecord(v, &in); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

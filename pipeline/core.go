@@ -6,7 +6,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
+	"github.com/edgegate/edgegate/record"
 )
 
 // Watermark bounds: no record seen yet, and end of input (replay).
@@ -53,14 +54,10 @@ const (
 	Capped
 )
 
-// Input is one reading as the core sees it. Its strings may point into a buffer the
-// caller reuses: the core copies what it keeps.
-type Input struct {
-	Topic  string
-	Series string
-	TS     int64 // event time, Unix milliseconds
-	Value  float64
-}
+// Input is one reading as the core sees it (record.ParseReading reads it from a stored
+// record). Its strings may point into a buffer the caller reuses: the core copies what it
+// keeps.
+type Input = record.Reading
 
 // Pane is one firing of a window (SPEC §3.2). Key points into the core's state; a Pane
 // stays valid after the core moves on.

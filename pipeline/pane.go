@@ -1,129 +1,38 @@
 package pipeline
 
-import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
-	"math"
-	"strconv"
-	"time"
+import "github.com/edgegate/edgegate/record"
 
-	"github.com/edgegate/edgegate/record"
-)
-
-// PaneID is the deterministic id of a pane (SPEC §3.2): a hash of (pipeline, key, start,
-// end, pane index), so a pane re-sent keeps its id and two different panes never share one.
-func PaneID(pipeline, key string, start, end, index int64) string {
-	id, _ := appendPaneID(nil, nil, pipeline, key, start, end, index)
-	return string(id)
-}
-
-// appendPaneID appends the id to dst, hashing in scratch; it returns both, grown.
-func appendPaneID(dst, scratch []byte, pipeline, key string, start, end, index int64) ([]byte, []byte) {
-	b := append(scratch[:0], pipeline...)
-	b = append(b, 0)
-	b = append(b, key...)
-	b = append(b, 0)
-	b = binary.BigEndian.AppendUint64(b, uint64(start))
-	b = binary.BigEndian.AppendUint64(b, uint64(end))
-	b = binary.BigEndian.AppendUint64(b, uint64(index))
-	sum := sha256.Sum256(b)
-	dst = append(dst, "p-"...)
-	return hex.AppendEncode(dst, sum[:16]), b
-}
-
-// Encoder writes panes in their SPEC §3.2 JSON form. It reuses its buffers: not safe for
-// concurrent use.
+// Encoder writes a pipeline's panes through record.PaneEncoder (the wire form is record's):
+// it hands over the aggregates the pipeline asks for, read from each pane's running state.
+// It reuses its buffers: not safe for concurrent use.
 type Encoder struct {
-	pipeline string
-	quoted   []byte // the pipeline's name as a JSON string
-	aggs     Aggs
-	scratch  []byte
+	enc    *record.PaneEncoder
+	value  []func(*aggState) float64 // of each aggregate asked for, in the JSON's order
+	values []float64
 }
 
 // NewEncoder returns the encoder of a pipeline's panes.
 func NewEncoder(s *Spec) *Encoder {
-	return &Encoder{pipeline: s.Name, quoted: record.AppendString(nil, s.Name), aggs: s.Aggs}
-}
-
-// AppendJSON appends p's JSON to dst. Keys come in a fixed order; only the aggregates the
-// pipeline asks for are present, plus count. An aggregate of no data (a discarding pane
-// after an early one) or with no JSON number (an overflowed sum) is null.
-func (e *Encoder) AppendJSON(dst []byte, p *Pane) []byte {
-	dst = append(dst, `{"id":"`...)
-	dst, e.scratch = appendPaneID(dst, e.scratch, e.pipeline, p.Key, p.Start, p.End, p.Index)
-	dst = append(dst, `","pipeline":`...)
-	dst = append(dst, e.quoted...)
-	dst = append(dst, `,"key":`...)
-	dst = record.AppendString(dst, p.Key)
-	dst = append(dst, `,"start":"`...)
-	dst = time.UnixMilli(p.Start).UTC().AppendFormat(dst, record.TimeLayout)
-	dst = append(dst, `","end":"`...)
-	dst = time.UnixMilli(p.End).UTC().AppendFormat(dst, record.TimeLayout)
-	dst = append(dst, `","count":`...)
-	a := &p.agg
-	dst = strconv.AppendInt(dst, a.count, 10)
+	e := &Encoder{}
+	var names []string
 	for _, an := range aggNames {
-		if e.aggs&an.agg == 0 {
-			continue
-		}
-		dst = append(dst, ',', '"')
-		dst = append(dst, an.name...)
-		dst = append(dst, '"', ':')
-		v := an.value(a)
-		if (a.count == 0 && an.agg != AggSum) || math.IsNaN(v) || math.IsInf(v, 0) {
-			dst = append(dst, "null"...)
-		} else {
-			dst = record.AppendFloat(dst, v)
+		if s.Aggs&an.agg != 0 {
+			names = append(names, an.name)
+			e.value = append(e.value, an.value)
 		}
 	}
-	dst = append(dst, `,"pane":{"index":`...)
-	dst = strconv.AppendInt(dst, p.Index, 10)
-	dst = append(dst, `,"timing":"`...)
-	dst = append(dst, p.Timing.String()...)
-	return append(dst, `"}}`...)
+	e.enc = record.NewPaneEncoder(s.Name, names)
+	e.values = make([]float64, len(names))
+	return e
 }
 
-// PaneJSON is a decoded pane, for consumers and tests. Aggregates the pipeline does not
-// ask for are nil.
-type PaneJSON struct {
-	ID       string   `json:"id"`
-	Pipeline string   `json:"pipeline"`
-	Key      string   `json:"key"`
-	Start    string   `json:"start"`
-	End      string   `json:"end"`
-	Count    int64    `json:"count"`
-	Sum      *float64 `json:"sum,omitempty"`
-	Min      *float64 `json:"min,omitempty"`
-	Max      *float64 `json:"max,omitempty"`
-	Mean     *float64 `json:"mean,omitempty"`
-	First    *float64 `json:"first,omitempty"`
-	Last     *float64 `json:"last,omitempty"`
-	Stddev   *float64 `json:"stddev,omitempty"`
-	Pane     struct {
-		Index  int64  `json:"index"`
-		Timing string `json:"timing"`
-	} `json:"pane"`
-}
-
-// DecodePane reads a pane's JSON.
-func DecodePane(b []byte) (*PaneJSON, error) {
-	var p PaneJSON
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, err
+// AppendJSON appends p's JSON to dst: count and the aggregates the pipeline asks for.
+func (e *Encoder) AppendJSON(dst []byte, p *Pane) []byte {
+	for i, v := range e.value {
+		e.values[i] = v(&p.agg)
 	}
-	return &p, nil
-}
-
-// PipelineOf returns the "pipeline" of a stored pane ("" when b is not one): uplinks map
-// it to the pipeline's output topic for their forward filters.
-func PipelineOf(b []byte) string {
-	var p struct {
-		Pipeline string `json:"pipeline"`
-	}
-	if json.Unmarshal(b, &p) != nil {
-		return ""
-	}
-	return p.Pipeline
+	return e.enc.AppendPane(dst, &record.Pane{
+		Key: p.Key, Start: p.Start, End: p.End, Index: p.Index, Timing: p.Timing.String(),
+		Count: p.agg.count, Values: e.values,
+	})
 }

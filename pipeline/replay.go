@@ -1,6 +1,10 @@
 package pipeline
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/edgegate/edgegate/record"
+)
 
 // Replay runs pipelines in batch over records in arrival order (SPEC §1 `edgegate
 // replay`): the same core and the same record parser as the daemon, with no processing
@@ -33,7 +37,7 @@ func NewReplay(specs []Spec) (*Replay, error) {
 // Record applies one record (its SPEC §3.1 JSON) to every pipeline and calls emit with the
 // JSON of each pane it fires, in emission order; emit must not keep the slice.
 func (r *Replay) Record(b []byte, emit func(pane []byte) error) error {
-	reading, err := ParseRecord(b, &r.in)
+	reading, err := record.ParseReading(b, &r.in)
 	if err != nil {
 		return fmt.Errorf("not a record: %w", err)
 	}

@@ -6,20 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
+	"github.com/edgegate/edgegate/record"
 )
-
-// AggLog is the log panes are appended to; uplinks forward it as batches of kind
-// "aggregates".
-const AggLog = "agg"
 
 // ConsumerName is a pipeline's consumer name in its input log: its committed position
 // there holds back trimming.
@@ -34,7 +31,7 @@ type Publisher interface {
 // RunnerOptions are what a runner needs besides its spec.
 type RunnerOptions struct {
 	Store *buffer.Store
-	// Input is the log of records ("raw"); Output the log of panes (default AggLog).
+	// Input is the log of records ("raw"); Output the log of panes (default logs.Agg).
 	Input, Output string
 	// Publisher, when set, gets each pane on the pipeline's output topic and each record
 	// too late for it on the late topic, after they are committed.
@@ -136,7 +133,7 @@ func NewRunner(spec Spec, o RunnerOptions) (*Runner, error) {
 		return nil, fmt.Errorf("pipeline %q: runner needs a store and an input log", spec.Name)
 	}
 	if o.Output == "" {
-		o.Output = AggLog
+		o.Output = logs.Agg
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
@@ -251,13 +248,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
+// backoff is the wait after the n-th failed step: exponential within MinBackoff and
+// MaxBackoff, at least half of each step (a failing store is not hammered), jittered.
 func (r *Runner) backoff(failures int) time.Duration {
-	d := r.MinBackoff
-	for i := 1; i < failures && d < r.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, r.MaxBackoff)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return backoff.Policy{Min: r.MinBackoff, Max: r.MaxBackoff, Jitter: backoff.Equal}.Wait(failures)
 }
 
 // load rebuilds the core from the store: meta, windows, cursor.
@@ -396,20 +390,18 @@ func (r *Runner) step() (more bool, err error) {
 		var in Input
 		n := 0
 		_, err = r.o.Store.Read(r.o.Input, r.next, r.stepRecords(), func(seq uint64, v []byte) error {
-			reading, err := ParseRecord(v, &in)
+			reading, err := record.ParseReading(v, &in)
 			if err != nil {
 				next = seq + 1
 				n++
-				r.stats.Malformed.Add(1)
-				r.warn("malformed", "skipping an input entry that is not a record", "seq", seq, "err", err)
+				r.skipMalformed(seq, err)
 				return nil
 			}
 			if reading && c.match(in.Topic) {
 				if r.bound.tooBig(in.Series) {
 					next = seq + 1
 					n++
-					c.stats.Oversized++
-					r.warn("oversized", "a record whose window updates cannot be committed in one store transaction is dropped from aggregation", "seq", seq, "series_bytes", len(in.Series))
+					r.dropOversized(seq, in.Series)
 					return nil
 				}
 				wb, wo := r.worst(&in)
@@ -470,6 +462,19 @@ func (r *Runner) step() (more bool, err error) {
 	return stopped, nil // not stopped: nothing is pending either (fire)
 }
 
+// skipMalformed counts an input entry that is not a record; the step goes past it.
+func (r *Runner) skipMalformed(seq uint64, err error) {
+	r.stats.Malformed.Add(1)
+	r.warn("malformed", "skipping an input entry that is not a record", "seq", seq, "err", err)
+}
+
+// dropOversized counts a record whose window updates cannot be committed in one store
+// transaction: it is dropped from aggregation.
+func (r *Runner) dropOversized(seq uint64, series string) {
+	r.core.stats.Oversized++
+	r.warn("oversized", "a record whose window updates cannot be committed in one store transaction is dropped from aggregation", "seq", seq, "series_bytes", len(series))
+}
+
 // apply steps the core with one record; v is the stored record (the late topic gets it).
 func (r *Runner) apply(in *Input, v []byte) {
 	switch r.core.Step(in) {
@@ -480,314 +485,6 @@ func (r *Runner) apply(in *Input, v []byte) {
 	case Capped:
 		r.warn("cap", "open-window cap reached: records dropped from aggregation", "max_open_windows", r.spec.MaxOpenWindows)
 	}
-}
-
-// commit writes the step in one transaction, then publishes its panes and late records.
-//
-// A step larger than one transaction is not written. When it holds one record applied
-// alone (isolated), its panes are split off: the first ones are appended in transactions
-// of their own, and the last transaction commits the remaining panes with the window
-// state, the watermark and the cursor. A crash in between restarts from the cursor before
-// that record and the state it was applied to, so the record fires the same panes again,
-// with the same ids and content (DESIGN invariant 3, per checkpoint): the aggregate log
-// holds those twice, as after any crash between an append and an uplink's commit. Any
-// other step too large returns a stepTooLargeError: Run retries it in smaller steps.
-func (r *Runner) commit(next uint64, isolated bool) error {
-	c := r.core
-	r.buf = r.buf[:0]
-	// Everything is encoded first, into r.buf, to know the transaction's size: a slice of
-	// r.buf stays valid when it grows (growing copies, it does not overwrite).
-	type kv struct {
-		key string
-		v   []byte
-	}
-	var panes [][2]int // offsets in r.buf, for publishing once committed
-	paneCost := 0
-	for i := range c.panes {
-		s := len(r.buf)
-		r.buf = r.enc.AppendJSON(r.buf, &c.panes[i])
-		panes = append(panes, [2]int{s, len(r.buf)})
-		paneCost += appendCost(len(r.o.Output), len(r.buf)-s)
-	}
-	var tombs []string
-	var puts []kv
-	stateCost := metaCost(len(r.metaKey)) + cursorCost(len(r.o.Input), len(r.consumer))
-	if len(panes) > 0 {
-		stateCost += logCost(len(r.o.Output))
-	}
-	for _, t := range c.tombs {
-		r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
-		tombs = append(tombs, string(r.keyBuf))
-		stateCost += putCost(len(r.keyBuf), 0)
-	}
-	for _, w := range c.dirty {
-		if !w.dirty {
-			continue // freed since, or listed twice
-		}
-		w.dirty = false
-		w.stored = true
-		r.keyBuf = r.windowKey(r.keyBuf[:0], w.ks, w.start)
-		s := len(r.buf)
-		r.buf = appendWindow(r.buf, w)
-		puts = append(puts, kv{string(r.keyBuf), r.buf[s:]})
-		stateCost += putCost(len(r.keyBuf), len(r.buf)-s)
-	}
-	m, ms := c.meta(), len(r.buf)
-	r.buf = m.appendTo(r.buf)
-	meta := r.buf[ms:]
-
-	// The panes that go with the state: all of them when they fit.
-	with := len(panes)
-	if total := stateCost + paneCost; total > r.maxTxn {
-		if !isolated {
-			return &stepTooLargeError{next: next, bytes: total}
-		}
-		room := r.maxTxn - stateCost // > 0: tooBigToCommit let the record in
-		with = 0
-		for with < len(panes) {
-			p := panes[len(panes)-1-with]
-			if room -= appendCost(len(r.o.Output), p[1]-p[0]); room < 0 {
-				break
-			}
-			with++
-		}
-	}
-	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// Panes split off, in order, in transactions of their own.
-	if head := panes[:len(panes)-with]; len(head) > 0 {
-		for len(head) > 0 {
-			n, size := 0, logCost(len(r.o.Output))
-			for n < len(head) && n < r.o.MaxStepOps {
-				pc := appendCost(len(r.o.Output), head[n][1]-head[n][0])
-				if n > 0 && size+pc > r.maxTxn {
-					break
-				}
-				size += pc
-				n++
-			}
-			part := head[:n]
-			head = head[n:]
-			err := r.o.Store.Update(cctx, func(tx *buffer.Tx) {
-				for _, p := range part {
-					tx.Append(r.o.Output, r.buf[p[0]:p[1]])
-				}
-			})
-			if err != nil {
-				return fmt.Errorf("pipeline %q: commit step: panes: %w", r.spec.Name, err)
-			}
-		}
-		if r.afterPartialCommit != nil {
-			if err := r.afterPartialCommit(); err != nil {
-				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-			}
-		}
-	}
-	err := r.o.Store.Update(cctx, func(tx *buffer.Tx) {
-		for _, p := range panes[len(panes)-with:] {
-			tx.Append(r.o.Output, r.buf[p[0]:p[1]])
-		}
-		for _, k := range tombs {
-			tx.Delete(k)
-		}
-		for _, p := range puts {
-			tx.Put(p.key, p.v)
-		}
-		tx.Put(r.metaKey, meta)
-		tx.SetCursor(r.o.Input, r.consumer, next)
-	})
-	if err != nil {
-		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-	}
-	r.next, r.saved = next, c.meta()
-	if r.shrink > 0 && r.next >= r.shrinkUntil {
-		r.shrink = 0 // past what was too large: back to full steps
-	}
-	c.dirty = c.dirty[:0]
-	c.tombs = c.tombs[:0]
-	c.dirtyBytes = 0
-	if pub := r.o.Publisher; pub != nil {
-		out := r.Output()
-		for _, p := range panes {
-			if err := pub.PublishLocal(out, bytes.Clone(r.buf[p[0]:p[1]])); err != nil {
-				r.warn("publish", "publishing panes locally failed (they are in the aggregate log)", "err", err)
-			}
-		}
-		for _, v := range r.lates {
-			if err := pub.PublishLocal(out+"/late", v); err != nil {
-				r.warn("publish", "publishing a late record locally failed", "err", err)
-			}
-		}
-	}
-	if n := len(c.panes); n > 0 {
-		r.lastMu.Lock()
-		for i := max(0, n-lastPanes); i < n; i++ {
-			p := &c.panes[i]
-			r.last = append(r.last, PaneSummary{Key: p.Key, Start: p.Start, End: p.End, Timing: p.Timing, Count: p.agg.count})
-		}
-		if k := len(r.last) - lastPanes; k > 0 {
-			r.last = append(r.last[:0], r.last[k:]...)
-		}
-		r.lastMu.Unlock()
-	}
-	c.ClearPanes()
-	r.stats.Commits.Add(1)
-	r.publishStats()
-	return nil
-}
-
-// stepTooLargeError: a step came out larger than one store transaction; nothing was
-// written. next is where its input ended.
-type stepTooLargeError struct {
-	next  uint64
-	bytes int
-}
-
-func (e *stepTooLargeError) Error() string {
-	return fmt.Sprintf("step of %d bytes is larger than one store transaction", e.bytes)
-}
-
-// What a commit writes, by the store's count (buffer.Store.MaxRequestBytes: each write's
-// key and value plus 16 bytes, and 48 per log appended to), as upper bounds: the store's
-// key prefixes are taken at their largest.
-const (
-	// txnSlack is kept below the store's limit for what these bounds miss.
-	txnSlack = 1024
-	// maxCommitBytes bounds what one record may need in one commit: the window state it
-	// changes (committed together with the watermark and the cursor), or one of its
-	// windows' pane with its state (a later firing). It is a constant, not the store's
-	// limit, so that replay drops exactly the records the daemon drops; NewRunner checks
-	// that the store's transactions hold it (they hold about 553 KiB).
-	maxCommitBytes = 512 << 10
-	// paneFixed is a pane's JSON without its pipeline's name and its key, every field at
-	// its widest: id, 30-byte times, count, 7 aggregates of 24 characters, pane index.
-	paneFixed = 468
-	// windowFixed is a window's state without its series (pipeline.appendWindow, varints
-	// at their widest), windowKeyFixed its key without the pipeline's name.
-	windowFixed    = 141
-	windowKeyFixed = 53
-	// logNameBound stands for the input and output log names where they are not known
-	// (replay): the gateway's are "raw" and "agg".
-	logNameBound = 64
-)
-
-func putCost(key, value int) int       { return 2 + key + value + 16 } // "s/" + key
-func appendCost(log, value int) int    { return 11 + log + value + 16 }
-func logCost(log int) int              { return 48 + appendCost(log, 8) } // meta and a time-index key
-func metaCost(key int) int             { return putCost(key, 39) }
-func cursorCost(log, consumer int) int { return 3 + log + consumer + 8 + 16 }
-
-// windowCost is what saving one window of a series of k bytes costs.
-func windowCost(name, k int) int { return putCost(windowKeyFixed+name, windowFixed+k) }
-
-// worst bounds what Step(in) writes, in bytes and writes: the windows it updates, and a
-// LATE pane for each of them the watermark has passed.
-func (r *Runner) worst(in *Input) (bytes, ops int) {
-	c := r.core
-	name := len(r.spec.Name)
-	wc := windowCost(name, len(in.Series))
-	var touched, late, tombs int
-	switch r.spec.Kind {
-	case Tumbling, Sliding:
-		every := r.spec.Every
-		if r.spec.Kind == Tumbling {
-			every = r.spec.Size
-		}
-		n := r.spec.Size / every
-		last := floorDiv(in.TS, every) * every
-		first := last - r.spec.Size + every
-		// How many of the record's window starts first, first+every, ... are ≤ x.
-		upTo := func(x int64) int64 {
-			if x == NegInf || x < first {
-				return 0
-			}
-			return min((x-first)/every+1, n)
-		}
-		tooLate := upTo(satAdd(c.wm, -r.spec.Size-r.spec.AllowedLateness))
-		touched = int(n - tooLate)
-		late = int(upTo(satAdd(c.wm, -r.spec.Size)) - tooLate)
-	case Session:
-		if end := in.TS + r.spec.Gap; satAdd(end, r.spec.AllowedLateness) > c.wm {
-			touched, late, tombs = 1, 1, 2 // a merge of two sessions, and a new start
-		}
-	}
-	bytes = touched*wc + tombs*putCost(windowKeyFixed+name, 0)
-	if late > 0 {
-		bytes += late * appendCost(len(r.o.Output), paneFixed+r.bound.nameQ+quotedLen(in.Series))
-	}
-	return bytes, touched + late + tombs
-}
-
-// commitBound is what tooBig needs to know of a pipeline, computed once.
-type commitBound struct {
-	name, nameQ, windows, tombs, fixed int
-}
-
-func newCommitBound(spec *Spec) commitBound {
-	b := commitBound{name: len(spec.Name), nameQ: quotedLen(spec.Name), windows: 1}
-	switch spec.Kind {
-	case Sliding:
-		b.windows = int(spec.Size / spec.Every)
-	case Session:
-		b.tombs = 2
-	}
-	b.fixed = metaCost(len(metaKey(spec.Name))) + cursorCost(logNameBound, len(ConsumerName(spec.Name))) + logCost(logNameBound)
-	return b
-}
-
-// tooBig reports whether a record of series could need more than one transaction can
-// hold: the state of all its windows (committed at once with the watermark and the
-// cursor: they cannot be split), or one window's pane with its state (a firing). The
-// runner and replay both drop such a record from aggregation (Counters.Oversized), so
-// they emit the same panes. With the gateway's limits, a 1000-window sliding pipeline
-// takes series of up to about 300 bytes, a tumbling one up to about 250 KB.
-func (b *commitBound) tooBig(series string) bool {
-	k := len(series)
-	if b.windows*windowCost(b.name, k)+b.tombs*putCost(windowKeyFixed+b.name, 0)+b.fixed > maxCommitBytes {
-		return true
-	}
-	unit := func(quoted int) int {
-		return appendCost(logNameBound, paneFixed+b.nameQ+quoted) + windowCost(b.name, k) + b.fixed
-	}
-	if unit(6*k+2) <= maxCommitBytes { // quoted at its longest: no need to measure
-		return false
-	}
-	return unit(quotedLen(series)) > maxCommitBytes
-}
-
-// tooBigToCommit is commitBound.tooBig for one spec (tests).
-func tooBigToCommit(spec *Spec, series string) bool {
-	b := newCommitBound(spec)
-	return b.tooBig(series)
-}
-
-// quotedLen is len(record.AppendString(nil, s)), without writing it.
-func quotedLen(s string) int {
-	n := 2
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&':
-				n++
-			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f':
-				n += 2
-			default:
-				n += 6
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1, r == '\u2028', r == '\u2029':
-			n += 6
-		default:
-			n += size
-		}
-		i += size
-	}
-	return n
 }
 
 func (r *Runner) publishStats() {

@@ -52,7 +52,7 @@ func BenchmarkRunnerVsCore(b *testing.B) {
 		var in Input
 		t0 = time.Now()
 		for _, v := range recs {
-			if _, err := ParseRecord(v, &in); err != nil {
+			if _, err := record.ParseReading(v, &in); err != nil {
 				b.Fatal(err)
 			}
 			c.Step(&in)

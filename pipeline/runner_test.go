@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/record"
 )
 
@@ -78,7 +79,7 @@ func replayPanes(t testing.TB, spec Spec, recs [][]byte) []string {
 func aggLog(t testing.TB, s *buffer.Store) []string {
 	t.Helper()
 	var out []string
-	if _, err := s.Read(AggLog, 0, 0, func(_ uint64, v []byte) error {
+	if _, err := s.Read(logs.Agg, 0, 0, func(_ uint64, v []byte) error {
 		out = append(out, string(v))
 		return nil
 	}); err != nil {
@@ -241,7 +242,7 @@ func TestRunnerIdlePublishAndLate(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	got := aggLog(t, s)
-	id := PaneID("r1", "k", sec(0), sec(10), 0)
+	id := record.PaneID("r1", "k", sec(0), sec(10), 0)
 	want := `{"id":"` + id + `","pipeline":"r1","key":"k","start":"2026-11-26T12:00:00.000Z","end":"2026-11-26T12:00:10.000Z","count":2,"sum":3.0,"pane":{"index":0,"timing":"ON_TIME"}}`
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("after idle:\n got %v\nwant %s", got, want)

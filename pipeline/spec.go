@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // Kind is the shape of a pipeline's windows.
@@ -96,7 +94,7 @@ type Spec struct {
 }
 
 // SpecFromConfig converts a validated pipeline config.
-func SpecFromConfig(p config.Pipeline) (Spec, error) {
+func SpecFromConfig(p Config) (Spec, error) {
 	aggs, err := ParseAggs(p.Aggregates)
 	if err != nil {
 		return Spec{}, fmt.Errorf("pipeline %q: %w", p.Name, err)
@@ -142,8 +140,8 @@ func (s *Spec) check() error {
 		if s.Size <= 0 || s.Every <= 0 || s.Size%s.Every != 0 {
 			return bad("sliding window needs size a positive multiple of every")
 		}
-		if s.Size/s.Every > config.MaxWindowsPerRecord {
-			return bad("sliding window: more than %d windows per record", config.MaxWindowsPerRecord)
+		if s.Size/s.Every > MaxWindowsPerRecord {
+			return bad("sliding window: more than %d windows per record", MaxWindowsPerRecord)
 		}
 	case Session:
 		if s.Gap <= 0 {

@@ -6,16 +6,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/record"
 )
 
 func TestSpecFromConfigKinds(t *testing.T) {
-	d := func(s int) config.Duration { return config.Duration(time.Duration(s) * time.Second) }
+	d := func(s int) conf.Duration { return conf.Duration(time.Duration(s) * time.Second) }
 	for _, tc := range []struct {
 		typ  string
 		want Kind
 	}{{"tumbling", Tumbling}, {"sliding", Sliding}, {"session", Session}, {"hopping", 0}} {
-		p := config.Pipeline{Name: "p", Window: config.Window{Type: tc.typ, Size: d(30), Every: d(10), Gap: d(5)}}
+		p := Config{Name: "p", Window: Window{Type: tc.typ, Size: d(30), Every: d(10), Gap: d(5)}}
 		s, err := SpecFromConfig(p)
 		if tc.want == 0 {
 			if err == nil {
@@ -37,10 +38,10 @@ func TestAggNamesMatchConfig(t *testing.T) {
 	for _, an := range aggNames {
 		names = append(names, an.name)
 	}
-	if !slices.Equal(names, config.Aggregates) {
-		t.Fatalf("pipeline aggregates %q, config %q", names, config.Aggregates)
+	if !slices.Equal(names, Aggregates) {
+		t.Fatalf("pipeline aggregates %q, config %q", names, Aggregates)
 	}
-	if _, err := ParseAggs(config.Aggregates); err != nil {
+	if _, err := ParseAggs(Aggregates); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -52,7 +53,7 @@ func TestEncoderAggregates(t *testing.T) {
 		c.Step(&Input{Series: "k", TS: sec(float64(3 - i)), Value: v}) // first by ts: 4, last: 2
 	}
 	c.Finish()
-	p, err := DecodePane(NewEncoder(&c.spec).AppendJSON(nil, &c.Panes()[0]))
+	p, err := record.DecodePane(NewEncoder(&c.spec).AppendJSON(nil, &c.Panes()[0]))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,25 +5,25 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
-// Open builds the configured sensors with the drivers of factories and opens their
-// devices. A device that cannot be opened stops the start-up, unless its sensor says
-// on_missing: degraded: then it starts down, without a driver, and the poller retries the
-// open with backoff. The error lists every sensor that failed, each with the bus, the
+// Open builds the configured sensors with the drivers of types and opens their devices. A
+// device that cannot be opened stops the start-up, unless its sensor says on_missing:
+// degraded: then it starts down, without a driver, and the poller retries the open with
+// backoff. The error lists every sensor that failed, each with the bus, the
 // address and the fix; on error, what was opened is closed.
-func Open(cfgs []config.Sensor, factories map[string]Factory, clk clock.Clock, log *slog.Logger) ([]Sensor, error) {
+func Open(cfgs []Config, types []DriverType, clk clock.Clock, log *slog.Logger) ([]Sensor, error) {
 	log = log.With("component", "sensors")
 	var (
 		out  []Sensor
 		errs []error
 	)
-	for _, c := range cfgs {
-		f, ok := factories[c.Driver]
-		if !ok {
+	for i := range cfgs {
+		c := &cfgs[i]
+		typ := Find(types, c.Driver)
+		if typ == nil {
 			errs = append(errs, fmt.Errorf("sensor %q: driver %q is not built into this binary", c.Name, c.Driver))
 			continue
 		}
@@ -35,7 +35,7 @@ func Open(cfgs []config.Sensor, factories map[string]Factory, clk clock.Clock, l
 		s := Sensor{
 			Name: c.Name, Kind: c.Driver, Interval: c.Interval.D(), Timeout: c.Timeout.D(),
 			Topic: t, Calibration: c.Calibration,
-			Open: func() (Driver, error) { return f(c, clk) },
+			Open: func() (Driver, error) { return typ.Open(c, clk) },
 		}
 		s.Driver, err = s.Open()
 		if err != nil {

@@ -7,14 +7,14 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
+	backoffpkg "github.com/edgegate/edgegate/internal/backoff"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/topic"
+	"sync/atomic"
 )
 
 // Sensor is one configured sensor, opened or waiting to be.
@@ -30,7 +30,7 @@ type Sensor struct {
 	Timeout  time.Duration // of one read; 0 means Interval
 	Topic    *topic.Template
 	// Calibration per metric, applied before publishing.
-	Calibration map[string]config.Calibration
+	Calibration map[string]Calibration
 }
 
 // Poller runs the sensors: one goroutine each, so a slow, failing or hung device never
@@ -41,6 +41,8 @@ type Poller struct {
 	clock   clock.Clock
 	log     *slog.Logger
 	stats   map[string]*Stats
+	// owned is set by the first of Run and Close: whichever it is closes the drivers.
+	owned atomic.Bool
 
 	// ShutdownGrace bounds how long Run waits, once ctx ended, for a read stuck in its
 	// driver (a bus transaction that never returns). Past it the read is abandoned and the
@@ -57,7 +59,7 @@ const maxBackoff = 5 * time.Minute
 var errReadHung = errors.New("previous read still running (device hung?)")
 
 // NewPoller builds a poller over sensors; Run starts it. The sensors' drivers belong to
-// the poller from now on: Run closes them.
+// the poller from now on: Run closes them, or Close if Run never ran.
 func NewPoller(sensors []Sensor, pub Publisher, clk clock.Clock, log *slog.Logger) *Poller {
 	p := &Poller{sensors: sensors, pub: pub, clock: clk, log: log.With("component", "sensors"),
 		stats: map[string]*Stats{}, ShutdownGrace: 5 * time.Second}
@@ -87,6 +89,9 @@ func (p *Poller) Status() []Status {
 
 // Run polls every sensor on its own goroutine until ctx ends, then closes the drivers.
 func (p *Poller) Run(ctx context.Context) error {
+	if p.owned.Swap(true) {
+		return errors.New("sensors: poller closed or already run")
+	}
 	var wg sync.WaitGroup
 	for _, s := range p.sensors {
 		wg.Add(1)
@@ -98,6 +103,14 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// Close closes the drivers of a poller that never ran (a start that failed before the
+// sensors started); after Run, it does nothing: Run closed them. Idempotent.
+func (p *Poller) Close() {
+	if !p.owned.Swap(true) {
+		CloseAll(p.sensors)
+	}
 }
 
 // phase spreads sensors over their interval so they don't all fire together. It is a
@@ -112,13 +125,7 @@ func phase(name string, interval time.Duration) time.Duration {
 // up to maxBackoff (or the interval if longer), with ±10% jitter so devices that failed
 // together do not retry together.
 func backoff(interval time.Duration, failures int) time.Duration {
-	limit := max(maxBackoff, interval)
-	d := interval
-	for i := 1; i < failures && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+	return backoffpkg.Policy{Min: interval, Max: max(maxBackoff, interval), Jitter: backoffpkg.Tenth}.Wait(failures)
 }
 
 type result struct {

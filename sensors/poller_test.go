@@ -14,9 +14,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -199,7 +199,7 @@ func TestScheduleAndPayload(t *testing.T) {
 		return []Reading{{Metric: "temperature", Value: 20 + n, Unit: "Cel"}, {Metric: "count", Value: n, Unit: "count"}}, nil
 	})
 	s := sensor(t, "greenhouse", d, 10*time.Second, 0)
-	s.Calibration = map[string]config.Calibration{
+	s.Calibration = map[string]Calibration{
 		"temperature": {Scale: 1, Offset: -0.5},
 		"count":       {Scale: 0.1, Unit: "mm"}, // a 0.1 mm tipping bucket
 	}
@@ -557,19 +557,19 @@ func TestShutdownAbandonsStuckRead(t *testing.T) {
 func TestOpenReportsEveryMissingDevice(t *testing.T) {
 	clk := clock.NewFake(t0)
 	opened := newFake(clk, nil)
-	factories := map[string]Factory{
-		"good": func(config.Sensor, clock.Clock) (Driver, error) { return opened, nil },
-		"missing": func(c config.Sensor, _ clock.Clock) (Driver, error) {
+	factories := []DriverType{
+		{Name: "good", Open: func(*Config, clock.Clock) (Driver, error) { return opened, nil }},
+		{Name: "missing", Open: func(c *Config, _ clock.Clock) (Driver, error) {
 			return nil, fmt.Errorf("no device answered at %#x on %s", c.Address, c.Bus)
-		},
+		}},
 	}
-	mk := func(name, driver, onMissing string) config.Sensor {
-		return config.Sensor{Name: name, Driver: driver, Interval: config.Duration(time.Second), Topic: "sensors/{name}/{metric}",
+	mk := func(name, driver, onMissing string) Config {
+		return Config{Name: name, Driver: driver, Interval: conf.Duration(time.Second), Topic: "sensors/{name}/{metric}",
 			Bus: "/dev/i2c-1", Address: 0x76, OnMissing: onMissing}
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	_, err := Open([]config.Sensor{mk("a", "good", "fail"), mk("b", "missing", "fail"), mk("c", "missing", "fail")}, factories, clk, log)
+	_, err := Open([]Config{mk("a", "good", "fail"), mk("b", "missing", "fail"), mk("c", "missing", "fail")}, factories, clk, log)
 	want := `sensor "b" (missing): no device answered at 0x76 on /dev/i2c-1 (or set on_missing: degraded to start without it)
 sensor "c" (missing): no device answered at 0x76 on /dev/i2c-1 (or set on_missing: degraded to start without it)`
 	if err == nil || err.Error() != want {
@@ -579,7 +579,7 @@ sensor "c" (missing): no device answered at 0x76 on /dev/i2c-1 (or set on_missin
 		t.Errorf("the sensor opened before the failure was closed %d times, want 1", opened.closes())
 	}
 
-	ss, err := Open([]config.Sensor{mk("a", "good", "fail"), mk("b", "missing", "degraded")}, factories, clk, log)
+	ss, err := Open([]Config{mk("a", "good", "fail"), mk("b", "missing", "degraded")}, factories, clk, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +614,7 @@ func BenchmarkAttempt(b *testing.B) {
 	d := &fakeDriver{read: func(context.Context, int) ([]Reading, error) { return append([]Reading(nil), rs...), nil }}
 	tp, _ := topic.ParseTemplate("sensors/{name}/{metric}")
 	s := Sensor{Name: "bench", Kind: "fake", Driver: d, Interval: time.Second, Topic: tp,
-		Calibration: map[string]config.Calibration{"temperature": {Scale: 1, Offset: -0.4}}}
+		Calibration: map[string]Calibration{"temperature": {Scale: 1, Offset: -0.4}}}
 	p := NewPoller([]Sensor{s}, discardPub{}, clock.Real{}, slog.New(slog.DiscardHandler))
 	r := &sensorRun{p: p, s: s, st: p.stats["bench"], dev: d}
 	ctx := context.Background()

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/record"
 )
 
@@ -42,10 +40,6 @@ type Driver interface {
 type Runner interface {
 	Run(ctx context.Context) error
 }
-
-// Factory builds a driver from its config: it opens the bus and checks that the device
-// answers, but starts nothing. Errors name the bus, the address and the fix.
-type Factory func(cfg config.Sensor, clk clock.Clock) (Driver, error)
 
 // Publisher takes a reading's payload into the ingest path (broker.Broker.Publish).
 type Publisher interface {

@@ -84,7 +84,7 @@ func benchDrain(b *testing.B, delay time.Duration) {
 
 		// A new uplink name is a new consumer: it drains the whole log from the start.
 		cfg := uplinkConfig(fmt.Sprintf(`{name: drain-%d, type: mqtt, url: "tcp://%s", max_rate: 0, batch: {max_records: %d, max_bytes: 512KiB, linger: 1s}}`, i, addr, batch))
-		sink, _ := mqttsink.New(cfg, "gw", discard)
+		sink, _ := mqttsink.New(&cfg, "gw", discard)
 		u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -98,6 +98,7 @@ func benchDrain(b *testing.B, delay time.Duration) {
 		if err := <-done; err != nil {
 			b.Fatal(err)
 		}
+		sink.Close()
 	}
 	n := float64(b.N * records)
 	b.ReportMetric(n/ours.Seconds(), "rec/s")

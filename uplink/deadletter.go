@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/record"
 )
 
-// DeadLetterLog is the store log that keeps batches an upstream refused permanently (an
+// The dead-letter log (logs.DeadLetter) keeps batches an upstream refused permanently (an
 // HTTP 400 or 413, a Pub/Sub InvalidArgument): read it with `edgegate buffer tail -log
 // deadletter`, fix the cause, and re-inject what matters. A batch is one entry, or several
 // when it is larger than a store value (parts numbered from 1); each entry is one JSON
@@ -23,7 +24,6 @@ import (
 // A record too large to fit in an entry even alone is not copied: its entry carries
 // "omitted": {"records": n, "first": seq, "last": seq, "bytes": n, "reason": "..."}
 // instead of a payload (the range is in the source log until trimmed).
-const DeadLetterLog = "deadletter"
 
 // maxDeadLetterError bounds the error text kept with each entry.
 const maxDeadLetterError = 2048
@@ -64,7 +64,7 @@ func (u *Uplink) deadLetter(ctx context.Context, s *stream, b *Batch, isHead boo
 		}
 		err := u.store.Update(cctx, func(tx *buffer.Tx) {
 			for _, e := range group {
-				tx.Append(DeadLetterLog, e)
+				tx.Append(logs.DeadLetter, e)
 			}
 		})
 		group, size = group[:0], 0
@@ -83,7 +83,7 @@ func (u *Uplink) deadLetter(ctx context.Context, s *stream, b *Batch, isHead boo
 		return fmt.Errorf("dead-letter batch %s: %w", b.ID, err)
 	}
 	last := entries[len(entries)-1]
-	if err := u.commit(ctx, s, []*Batch{b}, isHead, func(tx *buffer.Tx) { tx.Append(DeadLetterLog, last) }); err != nil {
+	if err := u.commit(ctx, s, []*Batch{b}, isHead, func(tx *buffer.Tx) { tx.Append(logs.DeadLetter, last) }); err != nil {
 		return fmt.Errorf("dead-letter batch %s: %w", b.ID, err)
 	}
 	u.stats.DeadLetters.Add(1)

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/uplink"
@@ -75,7 +75,7 @@ func appendSized(t *testing.T, s *buffer.Store, prefix string, from, n, size int
 func deadLetters(t *testing.T, s *buffer.Store) []map[string]json.RawMessage {
 	t.Helper()
 	var out []map[string]json.RawMessage
-	if _, err := s.Read(uplink.DeadLetterLog, 0, 0, func(_ uint64, v []byte) error {
+	if _, err := s.Read(logs.DeadLetter, 0, 0, func(_ uint64, v []byte) error {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(v, &m); err != nil {
 			t.Fatalf("dead letter is not JSON: %v", err)
@@ -108,7 +108,8 @@ func TestDeadLetterLargerThanAStoreValue(t *testing.T) {
 	// As set by a config from before batch.max_bytes was capped at what the store holds.
 	cfg.Batch.MaxBytes = 8 << 20
 	start := func() (*uplink.Uplink, func()) {
-		sink, err := httpsink.New(cfg, "gw", discard)
+		sink, err := httpsink.New(&cfg, "gw", discard)
+		own(t, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +183,7 @@ func TestDeadLetterLargerThanAStoreValue(t *testing.T) {
 }
 
 // TestDeadLetterAtTheCap: a batch as large as validation allows (batch.max_bytes at
-// config.MaxBatchBytes), refused, is kept whole in one dead-letter entry, written with the
+// uplink.MaxBatchBytes), refused, is kept whole in one dead-letter entry, written with the
 // commit in one transaction.
 func TestDeadLetterAtTheCap(t *testing.T) {
 	col := &sizeLimitCollector{limit: 1 << 10} // refuses every batch
@@ -190,8 +191,9 @@ func TestDeadLetterAtTheCap(t *testing.T) {
 	defer srv.Close()
 	s := openStore(t, t.TempDir())
 	appendSized(t, s, "big", 0, 200, 4<<10) // ~800 KB: more than one full batch
-	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, batch: {max_records: 10000, max_bytes: %d, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, srv.URL, config.MaxBatchBytes))
-	sink, err := httpsink.New(cfg, "gw", discard)
+	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, batch: {max_records: 10000, max_bytes: %d, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, srv.URL, uplink.MaxBatchBytes))
+	sink, err := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +208,7 @@ func TestDeadLetterAtTheCap(t *testing.T) {
 	if string(dead[0]["parts"]) != "1" || len(recs) < 100 || `"`+b.Batch+`"` != string(dead[0]["batch"]) {
 		t.Errorf("first entry: parts %s, %d records, batch %s", dead[0]["parts"], len(recs), dead[0]["batch"])
 	}
-	if size := len(dead[0]["payload"]); size < config.MaxBatchBytes-(8<<10) || size > config.MaxBatchBytes+(1<<10) {
-		t.Errorf("the first batch is %d bytes, want close to max_bytes %d", size, config.MaxBatchBytes)
+	if size := len(dead[0]["payload"]); size < uplink.MaxBatchBytes-(8<<10) || size > uplink.MaxBatchBytes+(1<<10) {
+		t.Errorf("the first batch is %d bytes, want close to max_bytes %d", size, uplink.MaxBatchBytes)
 	}
 }

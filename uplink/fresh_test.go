@@ -54,7 +54,8 @@ func TestFreshFirst(t *testing.T) {
 	up := testutil.StartUpstream(t)
 	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, max_rate: %d, batch: {max_records: 500, linger: %s}}`, up.URL(), maxRate, linger))
-	sink, _ := mqttsink.New(cfg, "gw", discard)
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clk, discard)
 	stop := run(t, u)
 
@@ -115,10 +116,12 @@ func TestFreshFirst(t *testing.T) {
 	}
 	t.Logf("after %s of gateway time: %d backlog records sent at max_rate %d; %d fresh records delivered", clk.Now().Sub(start), backlogSent(), maxRate, fresh)
 	stop()
+	sink.Close()
 
 	// Restart mid-drain, without a cap and on the real clock: everything arrives.
 	cfg.MaxRate = 0
-	sink2, _ := mqttsink.New(cfg, "gw", discard)
+	sink2, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink2)
 	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
 	run(t, u2)
 	t0 = time.Now()
@@ -185,7 +188,8 @@ func TestFreshFirstUncapped(t *testing.T) {
 	fillIDs(t, s, "r", "sensors/a/t", 0, backlog)
 	up := testutil.StartUpstream(t)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, max_rate: 0, batch: {max_records: 500, linger: 10ms}}`, up.URL()))
-	sink, _ := mqttsink.New(cfg, "gw", discard)
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "the drain under way", func() bool { return u.Stats().Records.Load() > 0 })

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/uplink"
@@ -114,7 +115,9 @@ func TestHTTPStatusClassification(t *testing.T) {
 				w.WriteHeader(tc.code)
 			}))
 			defer srv.Close()
-			sink, err := httpsink.New(uplinkConfig(fmt.Sprintf(`{name: c, type: http, url: %q}`, srv.URL+"/in/{gateway}/{kind}")), "gw", discard)
+			cfg := uplinkConfig(fmt.Sprintf(`{name: c, type: http, url: %q}`, srv.URL+"/in/{gateway}/{kind}"))
+			sink, err := httpsink.New(&cfg, "gw", discard)
+			own(t, sink)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +157,8 @@ func TestHTTPGzipBearerRotation(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 20)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, bearer_token_file: %q, compression: gzip, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`,
 		srv.URL+"/ingest/{gateway}/{kind}", tok))
-	sink, err := httpsink.New(cfg, "gw", discard)
+	sink, err := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +205,8 @@ func TestHTTPFailuresDelaysAndDeadLetter(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	fill(t, s, "sensors/a/t", 0, 50)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, timeout: 200ms, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, srv.URL))
-	sink, _ := httpsink.New(cfg, "gw", discard)
+	sink, _ := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "40 records acked and 1 batch dead-lettered", func() bool {
@@ -231,7 +236,7 @@ func TestHTTPFailuresDelaysAndDeadLetter(t *testing.T) {
 	}
 	// The dead-letter log holds the refused batch, whole, with the reason.
 	var dead []map[string]json.RawMessage
-	s.Read(uplink.DeadLetterLog, 0, 0, func(_ uint64, v []byte) error {
+	s.Read(logs.DeadLetter, 0, 0, func(_ uint64, v []byte) error {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(v, &m); err != nil {
 			t.Fatalf("dead letter is not JSON: %v: %s", err, v)
@@ -270,7 +275,8 @@ func TestHTTPBacklogInParallel(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	fill(t, s, "sensors/a/t", 0, 200)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: col, type: http, url: %q, max_rate: 0, batch: {max_records: 10, linger: 10ms}}`, srv.URL))
-	sink, _ := httpsink.New(cfg, "gw", discard)
+	sink, _ := httpsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 20*time.Second, "200 records", func() bool { return u.Stats().Records.Load() == 200 })

@@ -3,9 +3,6 @@ package uplink
 import (
 	"math/rand/v2"
 	"testing"
-	"time"
-
-	"github.com/edgegate/edgegate/record"
 )
 
 // TestLaneStateSequence walks one outage, a second outage during the drain, and the end of
@@ -155,49 +152,6 @@ func FuzzDecodeLanes(f *testing.F) {
 		back, err := decodeLanes(l.encode(), cursor)
 		if err != nil || string(back.encode()) != string(l.encode()) {
 			t.Fatalf("round trip: %v: %s vs %s", err, back.encode(), l.encode())
-		}
-	})
-}
-
-// TestRecordTopic: the fast path agrees with a JSON decode, escapes included.
-func TestRecordTopic(t *testing.T) {
-	for _, v := range []string{
-		`{"id":"a","topic":"sensors/a/t","series":"s","ts":"2026-11-26T12:00:00.000Z","value":1}`,
-		`{"id":"x\",\"topic\":\"fake","topic":"devices/d1/t","value":1}`,
-		`{"id":"a","topic":"we\"ird/\u00e9","value":1}`,
-		`{"id":"a","value":1}`,
-		`not json`,
-	} {
-		var r struct {
-			Topic string `json:"topic"`
-		}
-		jsonUnmarshal([]byte(v), &r)
-		if got := recordTopic([]byte(v)); got != r.Topic {
-			t.Errorf("recordTopic(%s) = %q, want %q", v, got, r.Topic)
-		}
-	}
-}
-
-// FuzzRecordTopic: for any record as record.AppendJSON writes it, the fast path reads back
-// its topic exactly.
-func FuzzRecordTopic(f *testing.F) {
-	f.Add("a", "sensors/a/t", false)
-	f.Add(`x","topic":"fake`, "d/1", false)
-	f.Add("r-1", "we\"ird/\u00e9", true)
-	f.Fuzz(func(t *testing.T, id, topic string, raw bool) {
-		r := record.Record{ID: id, Topic: topic, Series: "s", TS: time.UnixMilli(1764158400000).UTC(), Value: 1}
-		if raw {
-			r = record.Record{ID: id, Topic: topic, TS: r.TS, Raw: true, Payload: []byte(`,"topic":"no"`)}
-		}
-		v := r.AppendJSON(nil)
-		var want struct {
-			Topic string `json:"topic"`
-		}
-		if err := jsonUnmarshal(v, &want); err != nil {
-			t.Skip() // invalid UTF-8 and the like: not a record ingest would store
-		}
-		if got := recordTopic(v); got != want.Topic {
-			t.Fatalf("recordTopic(%s) = %q, want %q", v, got, want.Topic)
 		}
 	})
 }

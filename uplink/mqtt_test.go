@@ -19,8 +19,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/uplink"
@@ -82,7 +82,8 @@ func TestMQTTMutualTLS(t *testing.T) {
 		s := openStore(t, t.TempDir())
 		fill(t, s, "sensors/a/t", 0, 5)
 		cfg := uplinkConfig(fmt.Sprintf(`{name: iot, type: mqtt, url: "tls://%s", tls: {ca_file: %q}, batch: {linger: 10ms}, backoff: {min: 10ms, max: 50ms}}`, addr, certs.CAFile))
-		sink, err := mqttsink.New(cfg, "gw", discard)
+		sink, err := mqttsink.New(&cfg, "gw", discard)
+		own(t, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +100,8 @@ func TestMQTTMutualTLS(t *testing.T) {
 		fill(t, s, "sensors/a/t", 0, 25)
 		cfg := uplinkConfig(fmt.Sprintf(`{name: iot, type: mqtt, url: "mqtts://%s", tls: {ca_file: %q, cert_file: %q, key_file: %q}, batch: {max_records: 10, linger: 10ms}}`,
 			addr, certs.CAFile, certs.ClientCert, certs.ClientKey))
-		sink, err := mqttsink.New(cfg, "gw", discard)
+		sink, err := mqttsink.New(&cfg, "gw", discard)
+		own(t, sink)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +151,8 @@ func TestMQTTMosquittoTLSPasswordGzip(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 30)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tls://%s", username: gw-01, password_file: %q, tls: {ca_file: %q}, compression: gzip, batch: {max_records: 10, linger: 10ms}}`,
 		mq.Addr, pw, certs.CAFile))
-	sink, err := mqttsink.New(cfg, "gw", discard)
+	sink, err := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,8 +175,9 @@ func TestMQTTMosquittoTLSPasswordGzip(t *testing.T) {
 	os.WriteFile(pw, []byte("wrong\n"), 0o600)
 	s2 := openStore(t, t.TempDir())
 	fill(t, s2, "sensors/a/t", 0, 5)
-	cfg.Backoff.Min, cfg.Backoff.Max = config.Duration(10*time.Millisecond), config.Duration(50*time.Millisecond)
-	sink2, _ := mqttsink.New(cfg, "gw", discard)
+	cfg.Backoff.Min, cfg.Backoff.Max = conf.Duration(10*time.Millisecond), conf.Duration(50*time.Millisecond)
+	sink2, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink2)
 	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s2, clock.Real{}, discard)
 	run(t, u2)
 	testutil.Eventually(t, 10*time.Second, "refused connections", func() bool { return u2.Stats().Errors.Load() >= 2 })

@@ -64,7 +64,8 @@ func TestPubSubOneMessagePerRecord(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	fill(t, s, "sensors/a/t", 0, 120)
 	cfg := uplinkConfig(`{name: gcp, type: pubsub, project: proj, topic: "edgegate-{kind}", ordering: series, batch: {max_records: 50, linger: 10ms}}`)
-	sink, err := pubsubsink.New(cfg, "gw", discard)
+	sink, err := pubsubsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,8 @@ func TestPubSubOutageAndRefusal(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	fill(t, s, "sensors/a/t", 0, 30)
 	cfg := uplinkConfig(`{name: gcp, type: pubsub, project: proj, topic: "t-{kind}", timeout: 300ms, batch: {max_records: 10, linger: 10ms}, backoff: {min: 10ms, max: 100ms}}`)
-	sink, _ := pubsubsink.New(cfg, "gw", discard)
+	sink, _ := pubsubsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 20*time.Second, "failed publishes while down", func() bool { return u.Stats().Errors.Load() >= 2 })

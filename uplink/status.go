@@ -1,8 +1,9 @@
 package uplink
 
 import (
-	"encoding/json"
 	"time"
+
+	"github.com/edgegate/edgegate/record"
 )
 
 // Status is a snapshot of one uplink for /status, /readyz and metrics.
@@ -85,22 +86,13 @@ func (u *Uplink) Status() Status {
 	return s
 }
 
-// firstUnsentTime is the event time of the first entry at or after pos: "ts" for a record,
-// "end" for a pane.
+// firstUnsentTime is the event time of the first entry at or after pos (record.TimeOf).
 func (u *Uplink) firstUnsentTime(log string, pos uint64) (time.Time, bool) {
 	var ts time.Time
+	var ok bool
 	_, _ = u.store.Read(log, pos, 1, func(_ uint64, v []byte) error {
-		var r struct {
-			TS  time.Time `json:"ts"`
-			End time.Time `json:"end"`
-		}
-		if json.Unmarshal(v, &r) == nil {
-			ts = r.TS
-			if ts.IsZero() {
-				ts = r.End
-			}
-		}
+		ts, ok = record.TimeOf(v)
 		return nil
 	})
-	return ts, !ts.IsZero()
+	return ts, ok
 }

@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"os"
 	"sync"
-
-	"github.com/edgegate/edgegate/gateway/config"
 )
 
 // TLSConfig builds the client TLS config of an uplink: the CA file (default: the system's
 // roots), the client certificate for mutual TLS (AWS IoT Core style X.509) and ALPN. The
 // files are read now, so a missing or malformed one stops the daemon at start.
-func TLSConfig(c *config.UplinkTLS) (*tls.Config, error) {
+func TLSConfig(c *TLS) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c == nil {
 		return tc, nil

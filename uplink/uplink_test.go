@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +20,9 @@ import (
 	"github.com/edgegate/edgegate/record"
 	"github.com/edgegate/edgegate/uplink"
 	"github.com/edgegate/edgegate/uplink/filesink"
+	"github.com/edgegate/edgegate/uplink/httpsink"
 	"github.com/edgegate/edgegate/uplink/mqttsink"
+	"github.com/edgegate/edgegate/uplink/pubsubsink"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -40,8 +43,11 @@ func fill(t *testing.T, s *buffer.Store, topic string, from, n int) {
 	fillIDs(t, s, "r", topic, from, n)
 }
 
-func uplinkConfig(y string) config.Uplink {
-	c, err := config.Parse("t.yml", []byte("gateway: {id: gw}\nbroker: {allow_anonymous: true}\nuplinks:\n  - "+y))
+// registry has every sink (gatewaytest's leaves pubsub out).
+var registry = config.Registry{Sinks: []uplink.SinkType{mqttsink.Type(), httpsink.Type(), pubsubsink.Type(), filesink.Type()}}
+
+func uplinkConfig(y string) uplink.Config {
+	c, err := config.Parse("t.yml", []byte("gateway: {id: gw}\nbroker: {allow_anonymous: true}\nuplinks:\n  - "+y), registry)
 	if err != nil {
 		panic(err)
 	}
@@ -89,7 +95,8 @@ func TestBatchesRespectLimitsAndFilters(t *testing.T) {
 	fill(t, s, "devices/d/t", 1150, 100)
 	path := filepath.Join(t.TempDir(), "out.jsonl")
 	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, forward: ["sensors/#", "devices/#"], batch: {max_records: 500, linger: 10ms}}`, path))
-	sink, _ := filesink.New(cfg, "gw", discard)
+	sink, _ := filesink.New(&cfg)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "all 1200 records", func() bool { return u.Stats().Records.Load() == 1200 })
@@ -119,7 +126,8 @@ func TestMaxBytesSplitsBatches(t *testing.T) {
 	fill(t, s, "sensors/a/t", 0, 100)
 	path := filepath.Join(t.TempDir(), "out.jsonl")
 	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, batch: {max_bytes: 4KiB, linger: 10ms}}`, path))
-	sink, _ := filesink.New(cfg, "gw", discard)
+	sink, _ := filesink.New(&cfg)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	run(t, u)
 	testutil.Eventually(t, 10*time.Second, "all records", func() bool { return u.Stats().Records.Load() == 100 })
@@ -152,11 +160,13 @@ func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
 	up.Withhold.Store(true)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, batch: {max_records: 10, linger: 10ms}}`, up.URL()))
 
-	sink, _ := mqttsink.New(cfg, "gw", discard)
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	stop := run(t, u)
 	testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(up.Messages()) >= 1 })
 	stop()
+	sink.Close()
 	up.Stop()
 	if c, _ := s.Cursor("raw", "cloud"); c != 0 {
 		t.Fatalf("cursor moved to %d without an ack", c)
@@ -167,7 +177,8 @@ func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
 	// The same address, now acknowledging: what it gets from here on is the new uplink's.
 	up.Withhold.Store(false)
 	up.Start(t)
-	sink2, _ := mqttsink.New(cfg, "gw", discard)
+	sink2, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink2)
 	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
 	u2.MinBackoff = 10 * time.Millisecond
 	run(t, u2)
@@ -187,7 +198,8 @@ func TestOfflineThenOnline(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	addr := testutil.FreeAddr(t)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tcp://%s", batch: {linger: 10ms}}`, addr))
-	sink, _ := mqttsink.New(cfg, "gw", discard)
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
 	u.MinBackoff, u.MaxBackoff = 10*time.Millisecond, 100*time.Millisecond
 	run(t, u)
@@ -217,7 +229,8 @@ func TestLingerWithFakeClock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out.jsonl")
 	clk := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	cfg := uplinkConfig(fmt.Sprintf(`{name: arch, type: file, path: %q, batch: {max_records: 100, linger: 5s}}`, path))
-	sink, _ := filesink.New(cfg, "gw", discard)
+	sink, _ := filesink.New(&cfg)
+	own(t, sink)
 	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clk, discard)
 	run(t, u)
 	fill(t, s, "sensors/a/t", 0, 3)
@@ -229,4 +242,16 @@ func TestLingerWithFakeClock(t *testing.T) {
 	}
 	clk.Advance(time.Second)
 	testutil.Eventually(t, 5*time.Second, "batch after linger", func() bool { return u.Stats().Records.Load() == 3 })
+}
+
+// own closes a sink the test created when the test ends: an uplink does not close its
+// sink (its creator does). A sink New refused (nil) is left alone.
+func own[S uplink.Sink](t testing.TB, s S) {
+	t.Helper()
+	t.Cleanup(func() {
+		if v := reflect.ValueOf(s); v.Kind() == reflect.Pointer && v.IsNil() {
+			return
+		}
+		s.Close()
+	})
 }

@@ -29,8 +29,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgegate/edgegate/buffer"
-	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 )
@@ -1351,7 +1351,7 @@ func countStored(t *testing.T, dataDir string) (flood, good int) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	_, err = st.Read(broker.RawLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err = st.Read(logs.Raw, 0, 0, func(_ uint64, v []byte) error {
 		var r record.Record
 		if err := json.Unmarshal(v, &r); err != nil {
 			return err

@@ -11,19 +11,9 @@ import (
 	"runtime/debug"
 	"strconv"
 
-	"github.com/edgegate/edgegate/gateway"
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/sensors"
-	"github.com/edgegate/edgegate/sensors/ads1115"
-	"github.com/edgegate/edgegate/sensors/bmx280"
-	"github.com/edgegate/edgegate/sensors/cputemp"
-	"github.com/edgegate/edgegate/sensors/ds18b20"
-	"github.com/edgegate/edgegate/sensors/gpiosensor"
-	"github.com/edgegate/edgegate/sensors/sim"
-	"github.com/edgegate/edgegate/uplink"
-	"github.com/edgegate/edgegate/uplink/filesink"
-	"github.com/edgegate/edgegate/uplink/httpsink"
-	"github.com/edgegate/edgegate/uplink/mqttsink"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/preflight"
 )
 
 // Set by the linker (see Makefile).
@@ -48,35 +38,13 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// registry lists what this binary is built with.
-func registry() gateway.Registry {
-	r := gateway.Registry{
-		Sensors: map[string]sensors.Factory{
-			"sim":      sim.New,
-			"bme280":   bmx280.New,
-			"bmp280":   bmx280.New,
-			"ds18b20":  ds18b20.New,
-			"ads1115":  ads1115.New,
-			"gpio":     gpiosensor.New,
-			"cpu_temp": cputemp.New,
-		},
-		Sinks: map[string]uplink.SinkFactory{
-			"mqtt": mqttsink.New,
-			"http": httpsink.New,
-			"file": filesink.New,
-		},
-	}
-	if f := pubsubSink(); f != nil {
-		r.Sinks["pubsub"] = f
-	}
-	return r
-}
-
 const usage = `usage: edgegate <command> [flags]
 
 commands:
   run -c FILE        run the gateway daemon (default FILE ` + defaultConfig + `)
-  validate -c FILE   check a config file and explain every problem
+  validate -c FILE [--offline]
+                     check a config file and explain every problem, and that the
+                     files and hardware it names are there (--offline: not those)
   replay -c FILE [--pipeline NAME] [--input F.jsonl]
                      run the config's pipelines over records (JSON Lines; stdin by
                      default), watermark to +inf at the end; panes to stdout
@@ -127,10 +95,14 @@ func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("validate", stderr)
+	offline := fs.Bool("offline", false, "check the config alone, not the files and hardware it names (checked on another machine than the board)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*path, registry())
+	if err == nil && !*offline {
+		err = preflight.Check(cfg, preflight.Options{})
+	}
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitUser
@@ -141,7 +113,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 }
 
 func printConfigError(stderr io.Writer, err error) {
-	var es config.Errors
+	var es conf.Errors
 	if errors.As(err, &es) {
 		for _, e := range es {
 			fmt.Fprintln(stderr, e.Error())
@@ -157,7 +129,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*path, registry())
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitUser

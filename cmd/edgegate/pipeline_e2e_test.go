@@ -21,10 +21,10 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/record"
 )
 
 // e2eConfig has three pipelines, one per window kind, with lateness, over device
@@ -132,7 +132,7 @@ func byPipeline(t *testing.T, lines []string) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	for _, l := range lines {
-		name := pipeline.PipelineOf([]byte(l))
+		name := record.PipelineOf([]byte(l))
 		if name == "" {
 			t.Fatalf("not a pane: %s", l)
 		}
@@ -213,11 +213,11 @@ func replayLines(t *testing.T, cfgPath string, records []string) []string {
 func TestLiveEqualsReplay(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := writeE2EConfig(t, dir, "127.0.0.1:0")
-	cfg, err := config.Load(cfgPath)
+	cfg, err := gatewaytest.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := gatewaytest.Start(t, cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler)})
+	run := gatewaytest.Start(t, cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler)})
 	g := run.G
 	addr := g.BrokerAddrs()[0]
 
@@ -311,7 +311,7 @@ func TestLiveEqualsReplay(t *testing.T) {
 		// What replay adds is the end of input: ON_TIME panes of windows the live
 		// watermark has not passed.
 		for _, extra := range w[len(l):] {
-			p, _ := pipeline.DecodePane([]byte(extra))
+			p, _ := record.DecodePane([]byte(extra))
 			if p.Pane.Timing != "ON_TIME" || ms(t, p.End) <= watermarks[name] {
 				t.Fatalf("%s: replay pane missing live: %s (live W %d)", name, extra, watermarks[name])
 			}
@@ -488,7 +488,7 @@ func upstreamFirstSeen(t *testing.T, path, kind string) []string {
 // (replay's core, without the end of input).
 func livePanes(t *testing.T, cfgPath string, records []string) map[string]string {
 	t.Helper()
-	cfg, err := config.Load(cfgPath)
+	cfg, err := gatewaytest.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +507,7 @@ func livePanes(t *testing.T, cfgPath string, records []string) map[string]string
 	out := map[string]string{}
 	for _, r := range records {
 		err := rp.Record([]byte(r), func(b []byte) error {
-			p, err := pipeline.DecodePane(b)
+			p, err := record.DecodePane(b)
 			if err != nil {
 				return err
 			}

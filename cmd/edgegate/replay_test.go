@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgegate/edgegate/pipeline"
 	"github.com/edgegate/edgegate/record"
 )
 
@@ -31,11 +30,11 @@ func TestReplayWorkedExample(t *testing.T) {
 	}
 	var got []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		p, err := pipeline.DecodePane([]byte(line))
+		p, err := record.DecodePane([]byte(line))
 		if err != nil {
 			t.Fatalf("%s: %v", line, err)
 		}
-		if p.ID != pipeline.PaneID(p.Pipeline, p.Key, ms(t, p.Start), ms(t, p.End), p.Pane.Index) {
+		if p.ID != record.PaneID(p.Pipeline, p.Key, ms(t, p.Start), ms(t, p.End), p.Pane.Index) {
 			t.Fatalf("pane id %s is not the hash of its window and index", p.ID)
 		}
 		got = append(got, fmt.Sprintf("%s %s [%s,%s) %s#%d count=%d sum=%g", p.Pipeline, p.Key,
@@ -162,8 +161,8 @@ pipelines:
 
 func ms(t *testing.T, s string) int64 {
 	t.Helper()
-	var in pipeline.Input
-	if _, err := pipeline.ParseRecord([]byte(`{"topic":"x","ts":"`+s+`","value":0}`), &in); err != nil {
+	var in record.Reading
+	if _, err := record.ParseReading([]byte(`{"topic":"x","ts":"`+s+`","value":0}`), &in); err != nil {
 		t.Fatal(err)
 	}
 	return in.TS

@@ -24,10 +24,9 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/broker"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
@@ -162,7 +161,7 @@ func storedReadings(t *testing.T, dir string) (map[float64][]string, int) {
 	defer s.Close()
 	byValue := map[float64][]string{}
 	ids := map[string]bool{}
-	_, err = s.Read(broker.RawLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err = s.Read(logs.Raw, 0, 0, func(_ uint64, v []byte) error {
 		var r struct {
 			ID    string  `json:"id"`
 			Value float64 `json:"value"`
@@ -490,7 +489,7 @@ ops: {log: {level: warn}, listen: "off"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path)
+	cfg, err := gatewaytest.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +501,7 @@ ops: {log: {level: warn}, listen: "off"}
 		if err != nil {
 			t.Fatal(err)
 		}
-		return gatewaytest.Start(t, cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler), Clock: wall, TimeKeeper: k, FlushTimeout: 2 * time.Second})
+		return gatewaytest.Start(t, cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler), Clock: wall, TimeKeeper: k, FlushTimeout: 2 * time.Second})
 	}
 	g := run()
 	c := dialRaw(t, addr, "held-dev", false)
@@ -575,12 +574,12 @@ func TestCleanSessionDeviceRepeatsStored(t *testing.T) {
 	if err := os.WriteFile(path, []byte(fmt.Sprintf(resendConfig, dir, addr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path)
+	cfg, err := gatewaytest.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wall := clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
-	g := gatewaytest.Start(t, cfg, gateway.Options{Registry: registry(), Logger: slog.New(slog.DiscardHandler), Clock: wall})
+	g := gatewaytest.Start(t, cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler), Clock: wall})
 	for range 2 {
 		c := testutil.Paho(t, addr, "battery-dev")
 		if tok := c.Publish("devices/battery-dev/temperature", 1, false, "21.5"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

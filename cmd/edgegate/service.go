@@ -20,6 +20,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/ops"
 	"github.com/edgegate/edgegate/gateway/sdnotify"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/timesync"
 )
 
@@ -54,7 +55,7 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 		return exitUser
 	}
 	g, err := gateway.New(cfg, gateway.Options{
-		Logger: log, Clock: clk, Registry: registry(), Version: version, TimeKeeper: keeper,
+		Logger: log, Clock: clk, Version: version, TimeKeeper: keeper,
 		// A long step (a buffer conversion after an upgrade) keeps TimeoutStartSec from
 		// killing a start that progresses.
 		Starting: func(status string) {
@@ -90,46 +91,7 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		select {
-		case <-g.Ready():
-		case <-auxCtx.Done():
-			return
-		}
-		if err := notify.Ready(summary(g, srv)); err != nil {
-			log.Warn("systemd notify", "err", err)
-		}
-		// The watchdog runs while the gateway does; a stop is bounded by TimeoutStopSec.
-		wdCtx, wdCancel := context.WithCancel(auxCtx)
-		defer wdCancel()
-		var wdDone chan struct{}
-		if iv, ok := sdnotify.WatchdogInterval(); ok {
-			wd := &sdnotify.Watchdog{
-				Interval: iv, Probes: g.Probes(), Ping: notify.Watchdog, Clock: clk, Logger: log,
-				OnStall: func(p string, _ error) { g.Stalled(p) },
-			}
-			wdDone = make(chan struct{})
-			go func() {
-				defer close(wdDone)
-				wd.Run(wdCtx)
-			}()
-			log.Info("systemd watchdog enabled", "ping_every", iv)
-		}
-		stopping := false
-		select {
-		case <-g.Stopping():
-			stopping = true
-		case <-auxCtx.Done():
-		}
-		// No ping after STOPPING: systemd is then timing the stop, not the watchdog.
-		wdCancel()
-		if wdDone != nil {
-			<-wdDone
-		}
-		if stopping {
-			if err := notify.Stopping("stopping: flushing uplinks and closing the buffer"); err != nil {
-				log.Warn("systemd notify", "err", err)
-			}
-		}
+		notifySystemd(auxCtx, g, srv, notify, clk, log)
 	}()
 
 	// SIGHUP: reload what can be reloaded, log what needs a restart.
@@ -154,13 +116,58 @@ func runDaemon(path string, cfg *config.Config, stderr io.Writer) int {
 	return exitOK
 }
 
+// notifySystemd tells systemd READY once g runs, pings its watchdog (when the unit has one)
+// while g runs, and STOPPING when g's shutdown begins; it returns when ctx ends.
+func notifySystemd(ctx context.Context, g *gateway.Gateway, srv *ops.Server, notify sdnotify.Notifier, clk clock.Clock, log *slog.Logger) {
+	select {
+	case <-g.Ready():
+	case <-ctx.Done():
+		return
+	}
+	if err := notify.Ready(summary(g, srv)); err != nil {
+		log.Warn("systemd notify", "err", err)
+	}
+	// The watchdog runs while the gateway does; a stop is bounded by TimeoutStopSec.
+	wdCtx, wdCancel := context.WithCancel(ctx)
+	defer wdCancel()
+	var wdDone chan struct{}
+	if iv, ok := sdnotify.WatchdogInterval(); ok {
+		wd := &sdnotify.Watchdog{
+			Interval: iv, Probes: g.Probes(), Ping: notify.Watchdog, Clock: clk, Logger: log,
+			OnStall: func(p string, _ error) { g.Stalled(p) },
+		}
+		wdDone = make(chan struct{})
+		go func() {
+			defer close(wdDone)
+			wd.Run(wdCtx)
+		}()
+		log.Info("systemd watchdog enabled", "ping_every", iv)
+	}
+	stopping := false
+	select {
+	case <-g.Stopping():
+		stopping = true
+	case <-ctx.Done():
+	}
+	// No ping after STOPPING: systemd is then timing the stop, not the watchdog.
+	wdCancel()
+	if wdDone != nil {
+		<-wdDone
+	}
+	if stopping {
+		if err := notify.Stopping("stopping: flushing uplinks and closing the buffer"); err != nil {
+			log.Warn("systemd notify", "err", err)
+		}
+	}
+}
+
 func reload(path string, g *gateway.Gateway, level *slog.LevelVar, notify sdnotify.Notifier, srv *ops.Server, log *slog.Logger) {
 	notify.Reloading()
 	defer notify.Ready(summary(g, srv))
-	next, err := config.Load(path)
+	next, err := config.Load(path, registry())
 	if err != nil {
 		g.ReloadFailed()
-		var es config.Errors
+		var es conf.Errors
 		if errors.As(err, &es) {
 			for _, e := range es {
 				log.Error("reload: config problem; keeping the running config", "problem", e.Error())

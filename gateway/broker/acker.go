@@ -193,11 +193,11 @@ func (a *acker) wait() { a.wg.Wait() }
 
 // puback acknowledges a QoS 1 publish with success. A closed connection is not an error
 // here: the message is stored, and a client that resends it is answered as a duplicate.
-func puback(cl *mqtt.Client, pk packets.Packet) {
+func puback(cl *mqtt.Client, pk packets.Packet) error {
 	if pk.FixedHeader.Qos != 1 {
-		return
+		return nil
 	}
-	_ = cl.WritePacket(packets.Packet{
+	return cl.WritePacket(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Puback},
 		PacketID:    pk.PacketID,
 	})

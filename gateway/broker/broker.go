@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/bindhint"
 )
 
 // Client ids of the gateway's own inline clients.
@@ -149,10 +149,12 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 // with the address in the error, and closes what was opened.
 func (b *Broker) Start() error {
 	for i, l := range b.cfg.Listeners {
-		ln, err := net.Listen("tcp", l.Address)
+		ln, err := bindhint.Listen(bindhint.Listener{
+			What: fmt.Sprintf("broker listener %d (%s)", i, l.Type), Key: fmt.Sprintf("broker.listeners[%d].address", i), Addr: l.Address,
+		})
 		if err != nil {
 			b.Close()
-			return fmt.Errorf("broker: listen on %s: %w", l.Address, err)
+			return err // names the listener, the address and the fix
 		}
 		lim := &limitedListener{
 			Listener: ln, lim: b.limiter, connectTimeout: b.cfg.ConnectTimeout.D(), writeTimeout: b.cfg.WriteTimeout.D(),

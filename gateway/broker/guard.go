@@ -15,8 +15,8 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
-	"github.com/edgegate/edgegate/gateway/topic"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // guard is the device-facing policy of the broker, as one mochi hook: who may connect

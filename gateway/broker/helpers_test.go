@@ -20,6 +20,7 @@ import (
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 )
@@ -233,7 +234,7 @@ func (e *env) records(t *testing.T) []record.Record {
 		return n == 0
 	})
 	var out []record.Record
-	_, err := e.store.Read(RawLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err := e.store.Read(logs.Raw, 0, 0, func(_ uint64, v []byte) error {
 		var r record.Record
 		if err := json.Unmarshal(v, &r); err != nil {
 			return err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -31,7 +32,7 @@ import (
 // listener that sends HTTP requests without ever upgrading is closed at connect_timeout,
 // although every request would reset an HTTP server's own timeouts.
 func TestWebSocketKeepAliveWithoutUpgrade(t *testing.T) {
-	e := newEnv(t, func(c *config.Config) { c.Broker.ConnectTimeout = config.Duration(time.Second) })
+	e := newEnv(t, func(c *config.Config) { c.Broker.ConnectTimeout = conf.Duration(time.Second) })
 	c := dialFrom(t, "127.0.0.1", e.addr["ws"])
 	closed := make(chan time.Duration, 1)
 	t0 := time.Now()
@@ -75,7 +76,7 @@ func TestPendingConnectionLimits(t *testing.T) {
 		c.Broker.MaxPendingPerIP = 3
 		c.Broker.MaxPendingConnections = 6
 		c.Broker.MaxClients = 8
-		c.Broker.ConnectTimeout = config.Duration(time.Minute)
+		c.Broker.ConnectTimeout = conf.Duration(time.Minute)
 	})
 	addr := e.addr["tcp"]
 	var a []net.Conn

@@ -13,11 +13,9 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/ingest"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/record"
 )
-
-// RawLog is the log every accepted reading is appended to.
-const RawLog = "raw"
 
 // IngestHook captures every publish in mochi's OnPublish, before the PUBACK (DESIGN
 // invariants 1 and 2): route, decode, dedup and a durable append; only then does mochi
@@ -26,6 +24,7 @@ type IngestHook struct {
 	mqtt.HookBase
 	router atomic.Pointer[ingest.Router] // swapped by a config reload
 	holder atomic.Pointer[Holder]
+	recent Observer // nil: none; set before the broker starts
 	store  *buffer.Store
 	clock  clock.Clock
 	log    *slog.Logger
@@ -200,21 +199,24 @@ func (h *IngestHook) answerWhenStored(cl *mqtt.Client, pk packets.Packet, st sta
 			_ = h.refuse(cl, pk, err, true) // in order already: answer now
 			return
 		}
-		h.accepted(cl, pk)
+		if h.accepted(cl, pk) == nil {
+			h.store.Answered(p)
+		}
 	}
 }
 
 // acceptLater is the answer to a publish that needs no append (dropped by config) queued
 // behind earlier ones.
 func (h *IngestHook) acceptLater(cl *mqtt.Client, pk packets.Packet) func() {
-	return func() { h.accepted(cl, pk) }
+	return func() { _ = h.accepted(cl, pk) }
 }
 
 // accepted acknowledges a stored publish and delivers it to local subscribers, as mochi
 // does when OnPublish returns nil.
-func (h *IngestHook) accepted(cl *mqtt.Client, pk packets.Packet) {
-	puback(cl, pk)
+func (h *IngestHook) accepted(cl *mqtt.Client, pk packets.Packet) error {
+	err := puback(cl, pk)
 	h.deliver(pk)
+	return err
 }
 
 // refuse answers a publish that ingest refused (err nil: none, it returns nil) with
@@ -272,6 +274,8 @@ type staged struct {
 	err     error   // an *ingest.Error (oc is OutcomeRefused)
 	log     string
 	entries []buffer.Entry
+	recs    []record.Record // what entries hold, for the Observer
+	now     time.Time       // arrival
 }
 
 // stage routes and decodes a message that arrived (first) at now and turns its records
@@ -282,7 +286,7 @@ func (h *IngestHook) stage(src Source, topic string, payload []byte, now time.Ti
 		h.stats.Malformed.Add(1)
 		return staged{oc: OutcomeRefused, err: err}
 	}
-	st := staged{oc: OutcomeStored, log: RawLog}
+	st := staged{oc: OutcomeStored, log: logs.Raw, recs: recs, now: now}
 	switch outcome {
 	case ingest.Dropped:
 		h.stats.Dropped.Add(1)
@@ -346,6 +350,14 @@ func (h *IngestHook) settle(st staged, res []buffer.Result, err error) (Outcome,
 		h.stats.Dups.Add(uint64(dups))
 	}
 	h.stats.Records.Add(uint64(len(res) - dups))
+	if h.recent != nil && st.oc == OutcomeStored {
+		for i := range res {
+			if !res[i].Dup && i < len(st.recs) {
+				r := &st.recs[i]
+				h.recent.Observe(r.Series, r.Unit, r.Value, r.TS, st.now)
+			}
+		}
+	}
 	oc := st.oc
 	if dups == len(res) && oc == OutcomeStored {
 		oc = OutcomeDuplicate

@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -150,7 +151,7 @@ func TestConnectionLimits(t *testing.T) {
 // TestConnectTimeout: a socket that sends no CONNECT (or half of one) is closed after
 // connect_timeout; a logged-in client is not, its keepalive rules from then on.
 func TestConnectTimeout(t *testing.T) {
-	e := newEnv(t, func(c *config.Config) { c.Broker.ConnectTimeout = config.Duration(300 * time.Millisecond) })
+	e := newEnv(t, func(c *config.Config) { c.Broker.ConnectTimeout = conf.Duration(300 * time.Millisecond) })
 	idle := dialFrom(t, "127.0.0.1", e.addr["tcp"])
 	half := dialFrom(t, "127.0.0.1", e.addr["tcp"])
 	half.Write(connectPacket("half", "dev-1", "dev-1-pw")[:10])

@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/backoff"
 )
 
 // connLimiter caps open connections in total and per source address (IPv4 address, IPv6
@@ -553,10 +554,14 @@ func (l *netListener) Address() string         { return l.ln.Addr().String() }
 func (l *netListener) Protocol() string        { return l.proto }
 func (l *netListener) Init(*slog.Logger) error { return nil }
 
+// acceptBackoff paces a failing accept (out of file descriptors): from 5ms, doubling up to
+// 1s, as net/http does; no jitter, nobody else retries with it.
+var acceptBackoff = backoff.Policy{Min: 5 * time.Millisecond, Max: time.Second, Jitter: backoff.None}
+
 // Serve accepts until Close; mochi runs it on a goroutine of its own.
 func (l *netListener) Serve(establish listeners.EstablishFn) {
 	defer l.conns.serve()()
-	backoff := 5 * time.Millisecond
+	failures := 0
 	for {
 		c, err := l.accept.Accept()
 		if err != nil {
@@ -565,11 +570,11 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 			}
 			// Out of file descriptors and the like: wait, as net/http does.
 			l.log.Warn("accept failed; retrying", "listener", l.id, "err", err)
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
+			failures++
+			time.Sleep(acceptBackoff.Wait(failures))
 			continue
 		}
-		backoff = 5 * time.Millisecond
+		failures = 0
 		if !l.conns.join() {
 			c.Close()
 			return

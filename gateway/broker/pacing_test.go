@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -99,7 +100,7 @@ func TestFloodDisconnected(t *testing.T) {
 	const rate = 64 // a token every 15.625 ms: exact in float64
 	e := newEnvClock(t, clk, func(c *config.Config) {
 		c.Broker.MaxRatePerClient = rate
-		c.Broker.FloodAfter = config.Duration(time.Second)
+		c.Broker.FloodAfter = conf.Duration(time.Second)
 	})
 	conn := dialFrom(t, "127.0.0.1", e.addr["tcp"])
 	if code := rawLogin(t, conn, "flood", "dev-1", "dev-1-pw"); code != 0 {

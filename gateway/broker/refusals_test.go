@@ -11,6 +11,8 @@ import (
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -20,7 +22,7 @@ func refusedEntries(t *testing.T, e *env) []Refused {
 	t.Helper()
 	e.records(t) // settles ingest
 	var out []Refused
-	_, err := e.store.Read(RefusedLog, 0, 0, func(_ uint64, v []byte) error {
+	_, err := e.store.Read(logs.Refused, 0, 0, func(_ uint64, v []byte) error {
 		var r Refused
 		if err := json.Unmarshal(v, &r); err != nil {
 			return err
@@ -195,14 +197,14 @@ func TestRefusedLogBounded(t *testing.T) {
 
 	// A new broker on the same store with a byte bound of two entries' worth: the oldest go.
 	size := len(refusedEntry(time.Now(), "bounded", "dev-1", "devices/dev-1/t", 1, []byte(`{"value": "x8"}`), ingest.ReasonMalformed, fmt.Errorf("x")))
-	rl, err := newRefusedLog(e.store, config.RefusedLog{MaxEntries: 5, MaxBytes: config.ByteSize(2*size + size/2)}, &RefusedStats{})
+	rl, err := newRefusedLog(e.store, config.RefusedLog{MaxEntries: 5, MaxBytes: conf.ByteSize(2*size + size/2)}, &RefusedStats{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := rl.trim(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := e.store.Count(RefusedLog); n != 2 {
+	if n, _ := e.store.Count(logs.Refused); n != 2 {
 		t.Errorf("refused log holds %d entries after a restart with a bound of ~2 entries' bytes", n)
 	}
 }

@@ -13,12 +13,12 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/logs"
 )
 
-// RefusedLog is the buffer log where permanently refused messages are kept with their
-// reason (SPEC §2): acknowledged to the client, so no in-flight window fills up, yet not
-// silently dropped. No uplink reads it; `edgegate buffer tail --log refused` lists it.
-const RefusedLog = "refused"
+// Permanently refused messages are kept with their reason in the buffer's log
+// logs.Refused (SPEC §2): acknowledged to the client, so no in-flight window fills up, yet
+// not silently dropped. No uplink reads it; `edgegate buffer tail --log refused` lists it.
 
 // RefusedRoom is the room the buffer sets aside for the refused log (buffer.Options
 // Reserved): its bound plus a quarter for the entries appended before their trims, so that
@@ -77,7 +77,7 @@ type refusedSize struct {
 // entries) so that the bounds hold across restarts.
 func newRefusedLog(s *buffer.Store, cfg config.RefusedLog, stats *RefusedStats) (*refusedLog, error) {
 	l := &refusedLog{store: s, maxEntries: cfg.MaxEntries, maxBytes: int64(cfg.MaxBytes), stats: stats}
-	_, err := s.Read(RefusedLog, 0, 0, func(seq uint64, v []byte) error {
+	_, err := s.Read(logs.Refused, 0, 0, func(seq uint64, v []byte) error {
 		l.kept = append(l.kept, refusedSize{seq, int64(len(v))})
 		l.bytes += int64(len(v))
 		return nil
@@ -109,7 +109,7 @@ func refusedEntry(now time.Time, client, user, topic string, qos byte, payload [
 
 // append queues value; the caller waits on the Pending and then calls settle.
 func (l *refusedLog) append(ctx context.Context, value []byte) *buffer.Pending {
-	return l.store.AppendAsync(ctx, RefusedLog, []buffer.Entry{{Value: value}})
+	return l.store.AppendAsync(ctx, logs.Refused, []buffer.Entry{{Value: value}})
 }
 
 // settle records the outcome of an append and trims the oldest entries past the bounds.
@@ -125,7 +125,7 @@ func (l *refusedLog) settle(ctx context.Context, size int, res []buffer.Result, 
 	below, n := l.overLocked()
 	l.mu.Unlock()
 	if n > 0 {
-		if _, err := l.store.Trim(ctx, RefusedLog, below); err == nil {
+		if _, err := l.store.Trim(ctx, logs.Refused, below); err == nil {
 			l.stats.Trimmed.Add(uint64(n))
 		}
 	}
@@ -139,7 +139,7 @@ func (l *refusedLog) trim(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
-	_, err := l.store.Trim(ctx, RefusedLog, below)
+	_, err := l.store.Trim(ctx, logs.Refused, below)
 	return err
 }
 

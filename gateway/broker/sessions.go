@@ -379,8 +379,14 @@ func (h *sessionHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	h.enqueue(sessionOp{kind: opDel, key: msgKey(cl.ID, pk.PacketID)})
 }
 
-// OnQosDropped forgets a message mochi gave up on.
-func (h *sessionHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
+// OnQosDropped forgets a message mochi gave up on; not those of a connection whose session
+// a new one took over: mochi moved them to it (then clears the old one's, calling this).
+func (h *sessionHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.IsTakenOver() {
+		return
+	}
+	h.OnQosComplete(cl, pk)
+}
 
 // StoredClients gives mochi the persistent sessions to restore (at Serve). A session whose
 // expiry passed while the daemon was down is forgotten instead.

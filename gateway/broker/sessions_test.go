@@ -18,6 +18,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -148,7 +149,7 @@ func persistentLoginClean(t testing.TB, addr, clientID string) (net.Conn, bool) 
 // TestSessionExpiredWhileDown: a session whose expiry passed while the daemon was down is
 // not restored, and its keys are deleted.
 func TestSessionExpiredWhileDown(t *testing.T) {
-	e := newEnv(t, func(c *config.Config) { c.Broker.MaxSessionExpiry = config.Duration(time.Second) })
+	e := newEnv(t, func(c *config.Config) { c.Broker.MaxSessionExpiry = conf.Duration(time.Second) })
 	c, _ := persistentLogin(t, e.addr["tcp"], "short", "devices/#")
 	c.Close()
 	st := e.b.Sessions()
@@ -200,7 +201,7 @@ func TestDurableSessionMemory(t *testing.T) {
 		case queueBytes == 0:
 			c.Broker.MaxQueuedBytes, c.Broker.MaxQueuedBytesPerSession = 1<<50, 1<<50
 		case queueBytes > 0:
-			c.Broker.MaxQueuedBytes = config.ByteSize(queueBytes)
+			c.Broker.MaxQueuedBytes = conf.ByteSize(queueBytes)
 		}
 	})
 	t.Logf("max_queued_bytes %s, max_queued_bytes_per_session %s", e.cfg.MaxQueuedBytes, e.cfg.MaxQueuedBytesPerSession)

@@ -87,5 +87,15 @@ type Holder interface {
 	Hold(src Source, recs []record.Record, arrival time.Time) (log string, entries []buffer.Entry, ok bool)
 }
 
+// Observer sees every reading once it is stored (not duplicates, not raw messages): the
+// status page's recent values. Observe runs on the publisher's goroutine, once per record,
+// and must be quick and safe for concurrent use.
+type Observer interface {
+	Observe(series, unit string, value float64, ts, arrival time.Time)
+}
+
+// SetObserver installs o (before the broker starts).
+func (h *IngestHook) SetObserver(o Observer) { h.recent = o }
+
 // SetHolder installs h (before the broker starts).
 func (h *IngestHook) SetHolder(hd Holder) { h.holder.Store(&hd) }

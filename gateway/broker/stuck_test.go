@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -109,7 +110,7 @@ func honestDevices(t *testing.T, e *env, devices, n int, deadline time.Duration)
 // here, so the three stay connected throughout.
 func TestStuckReadersDoNotStallOthers(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) {
-		c.Broker.WriteTimeout = config.Duration(time.Hour)
+		c.Broker.WriteTimeout = conf.Duration(time.Hour)
 		c.Unrouted = "forward"
 	})
 	var stuck []*stuckReader
@@ -145,7 +146,7 @@ func TestStuckReadersDoNotStallOthers(t *testing.T) {
 // given back.
 func TestStuckReaderDisconnected(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) {
-		c.Broker.WriteTimeout = config.Duration(500 * time.Millisecond)
+		c.Broker.WriteTimeout = conf.Duration(500 * time.Millisecond)
 		c.Unrouted = "forward"
 	})
 	var stuck []*stuckReader

@@ -14,7 +14,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Broker configures the embedded MQTT broker, the local topic layer (SPEC §2): its
@@ -32,7 +33,7 @@ type Broker struct {
 
 	// MaxPacketBytes bounds an MQTT packet; larger ones close the connection before the
 	// packet is read (MQTT 5 clients are told the limit in the CONNACK).
-	MaxPacketBytes ByteSize `yaml:"max_packet_bytes"`
+	MaxPacketBytes conf.ByteSize `yaml:"max_packet_bytes"`
 	// MaxClients bounds open connections, authenticated or not, over all listeners.
 	MaxClients int `yaml:"max_clients"`
 	// MaxConnectionsPerIP bounds open connections from one source address (IPv6: /64).
@@ -49,7 +50,7 @@ type Broker struct {
 	MaxConnectRatePerIP float64 `yaml:"max_connect_rate_per_ip"`
 	// ConnectTimeout is how long a new connection may take to complete TLS, the WebSocket
 	// upgrade and its CONNECT packet.
-	ConnectTimeout Duration `yaml:"connect_timeout"`
+	ConnectTimeout conf.Duration `yaml:"connect_timeout"`
 	// MaxRatePerClient is each client's sustained PUBLISH rate (messages/s, token bucket,
 	// burst of one second). A client over it is slowed down: its socket is read no faster
 	// than its rate allows (TCP backpressure), nothing is refused.
@@ -57,11 +58,11 @@ type Broker struct {
 	// FloodAfter is how long a client may be held at its rate without a pause (it always
 	// has its next packet ready when its token comes) before it is disconnected as a
 	// flood.
-	FloodAfter Duration `yaml:"flood_after"`
+	FloodAfter conf.Duration `yaml:"flood_after"`
 	// WriteTimeout bounds every write to a client's socket: a client that does not read
 	// what the broker sends it (acknowledgements, messages) for that long is disconnected,
 	// so that it cannot hold what other clients need.
-	WriteTimeout Duration `yaml:"write_timeout"`
+	WriteTimeout conf.Duration `yaml:"write_timeout"`
 	// MaxTopicBytes and MaxTopicLevels bound topic names and filters.
 	MaxTopicBytes  int `yaml:"max_topic_bytes"`
 	MaxTopicLevels int `yaml:"max_topic_levels"`
@@ -76,14 +77,14 @@ type Broker struct {
 	// MaxRetainedMessages bounds the retained messages of the whole broker, and
 	// MaxRetainedBytes their payload bytes; MaxRetainedPerUser and
 	// MaxRetainedBytesPerUser bound those of one user (wills included).
-	MaxRetainedMessages     int      `yaml:"max_retained_messages"`
-	MaxRetainedBytes        ByteSize `yaml:"max_retained_bytes"`
-	MaxRetainedPerUser      int      `yaml:"max_retained_per_user"`
-	MaxRetainedBytesPerUser ByteSize `yaml:"max_retained_bytes_per_user"`
+	MaxRetainedMessages     int           `yaml:"max_retained_messages"`
+	MaxRetainedBytes        conf.ByteSize `yaml:"max_retained_bytes"`
+	MaxRetainedPerUser      int           `yaml:"max_retained_per_user"`
+	MaxRetainedBytesPerUser conf.ByteSize `yaml:"max_retained_bytes_per_user"`
 	// MaxWillBytes bounds the payload of a will message (refused at CONNECT beyond it):
 	// every connection holds its will in memory until it ends. max_packet_bytes bounds it
 	// too.
-	MaxWillBytes ByteSize `yaml:"max_will_bytes"`
+	MaxWillBytes conf.ByteSize `yaml:"max_will_bytes"`
 	// MaxSessions bounds the persistent sessions (connected or not) of the whole broker,
 	// MaxSessionsPerUser those of one user; a CONNECT asking for one more is refused.
 	MaxSessions        int `yaml:"max_sessions"`
@@ -92,10 +93,10 @@ type Broker struct {
 	// (online, or queued for an offline persistent session), MaxQueuedBytes that of all
 	// subscribers: payload, topic and a fixed overhead per message. A message over
 	// either is not queued for that subscriber (counted).
-	MaxQueuedBytesPerSession ByteSize `yaml:"max_queued_bytes_per_session"`
-	MaxQueuedBytes           ByteSize `yaml:"max_queued_bytes"`
+	MaxQueuedBytesPerSession conf.ByteSize `yaml:"max_queued_bytes_per_session"`
+	MaxQueuedBytes           conf.ByteSize `yaml:"max_queued_bytes"`
 	// MaxSessionExpiry caps how long a disconnected persistent session is kept.
-	MaxSessionExpiry Duration `yaml:"max_session_expiry"`
+	MaxSessionExpiry conf.Duration `yaml:"max_session_expiry"`
 	// RefusedLog bounds the log of permanently refused messages.
 	RefusedLog RefusedLog `yaml:"refused_log"`
 }
@@ -104,8 +105,8 @@ type Broker struct {
 // (malformed, not authorized, too large, invalid topic, over a broker-wide cap) are kept
 // with their reason: inspectable, never forwarded, trimmed oldest first past either bound.
 type RefusedLog struct {
-	MaxEntries int      `yaml:"max_entries"`
-	MaxBytes   ByteSize `yaml:"max_bytes"`
+	MaxEntries int           `yaml:"max_entries"`
+	MaxBytes   conf.ByteSize `yaml:"max_bytes"`
 }
 
 // Listener is one socket of the broker.
@@ -156,10 +157,10 @@ func defaultBroker() Broker {
 		MaxPendingConnections:     256,
 		MaxPendingPerIP:           16,
 		MaxConnectRatePerIP:       20,
-		ConnectTimeout:            Duration(10 * time.Second),
+		ConnectTimeout:            conf.Duration(10 * time.Second),
 		MaxRatePerClient:          1000,
-		FloodAfter:                Duration(30 * time.Second),
-		WriteTimeout:              Duration(15 * time.Second),
+		FloodAfter:                conf.Duration(30 * time.Second),
+		WriteTimeout:              conf.Duration(15 * time.Second),
 		MaxTopicBytes:             512,
 		MaxTopicLevels:            16,
 		MaxSubscriptionsPerClient: 100,
@@ -174,12 +175,13 @@ func defaultBroker() Broker {
 		MaxSessionsPerUser:        8,
 		MaxQueuedBytesPerSession:  1 << 20,
 		MaxQueuedBytes:            24 << 20,
-		MaxSessionExpiry:          Duration(24 * time.Hour),
+		MaxSessionExpiry:          conf.Duration(24 * time.Hour),
 		RefusedLog:                RefusedLog{MaxEntries: 10000, MaxBytes: 8 << 20},
 	}
 }
 
-func (l *Listener) setDefaults() { l.Type = "tcp" }
+// SetDefaults implements conf.Defaulter.
+func (l *Listener) SetDefaults() { l.Type = "tcp" }
 
 // maxPacketLimit keeps every accepted payload, once it is a record (base64 for binary
 // formats: 4/3 of it, plus its envelope), inside one buffer value (buffer.MaxValueSize,
@@ -272,56 +274,71 @@ func MatchClientID(pattern, user, clientID string) bool {
 // it, and each step doubles the time on a small board.
 const MaxPasswordCost = 14
 
-func (c *Config) validateBroker(v *validator) {
+func (c *Config) validateBroker(v *conf.Reporter) {
 	b := &c.Broker
+	b.validateListeners(v)
+	validateGrants(v, "broker.anonymous", b.Anonymous, false)
+	b.validateUsers(v)
+	b.validateLimits(v)
+}
+
+// validateListeners checks broker.listeners.
+func (b *Broker) validateListeners(v *conf.Reporter) {
 	if len(b.Listeners) == 0 {
-		v.at("broker.listeners", "broker.listeners: at least one listener is needed, e.g. {type: tcp, address: \":1883\"}")
+		v.Errorf("broker.listeners", "broker.listeners: at least one listener is needed, e.g. {type: tcp, address: \":1883\"}")
 	}
 	seen := map[string]int{}
 	for i, l := range b.Listeners {
 		p := fmt.Sprintf("broker.listeners[%d]", i)
 		if !oneOf(l.Type, ListenerTypes...) {
-			v.at(p+".type", "%s.type %q: expected tcp, tls or ws", p, l.Type)
+			v.Errorf(p+".type", "%s.type %q: expected tcp, tls or ws", p, l.Type)
 		}
 		if err := checkAddress(l.Address); err != nil {
-			v.at(p+".address", "%s.address: %v", p, err)
+			v.Errorf(p+".address", "%s.address: %v", p, err)
 		}
 		if j, dup := seen[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") { // port 0: any free port
-			v.at(p+".address", "%s.address %q is also used by broker.listeners[%d]", p, l.Address, j)
+			v.Errorf(p+".address", "%s.address %q is also used by broker.listeners[%d]", p, l.Address, j)
 		}
 		seen[l.Address] = i
 		validateListenerTLS(v, p, l)
 	}
-	validateGrants(v, "broker.anonymous", b.Anonymous, false)
+}
+
+// validateUsers checks broker.users.
+func (b *Broker) validateUsers(v *conf.Reporter) {
 	users := map[string]int{}
 	for i, u := range b.Users {
 		p := fmt.Sprintf("broker.users[%d]", i)
 		if !IdentityOK(u.Username) {
-			v.at(p+".username", "%s.username %q: 1 to 256 bytes without '+', '#', '/' or control characters, not starting with '$'", p, u.Username)
+			v.Errorf(p+".username", "%s.username %q: 1 to 256 bytes without '+', '#', '/' or control characters, not starting with '$'", p, u.Username)
 		} else if j, dup := users[u.Username]; dup {
-			v.at(p+".username", "%s.username %q is also broker.users[%d]", p, u.Username, j)
+			v.Errorf(p+".username", "%s.username %q is also broker.users[%d]", p, u.Username, j)
 		}
 		users[u.Username] = i
 		if u.PasswordHash == "" {
-			v.at(p+".password_hash", "%s.password_hash is required: run `edgegate passwd` and paste its output", p)
+			v.Errorf(p+".password_hash", "%s.password_hash is required: run `edgegate passwd` and paste its output", p)
 		} else if cost, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-			v.at(p+".password_hash", "%s.password_hash is not a bcrypt hash ($2a$/$2b$/$2y$...): run `edgegate passwd` and paste its output", p)
+			v.Errorf(p+".password_hash", "%s.password_hash is not a bcrypt hash ($2a$/$2b$/$2y$...): run `edgegate passwd` and paste its output", p)
 		} else if cost > MaxPasswordCost {
-			v.at(p+".password_hash", "%s.password_hash: bcrypt cost %d makes every login take seconds on a small board; use 10 to 12", p, cost)
+			v.Errorf(p+".password_hash", "%s.password_hash: bcrypt cost %d makes every login take seconds on a small board; use 10 to 12", p, cost)
 		}
 		validateGrants(v, p, Grants{Publish: u.Publish, Subscribe: u.Subscribe}, true)
 		for j, pat := range u.ClientIDs {
 			if err := CheckClientIDPattern(pat); err != nil {
-				v.at(fmt.Sprintf("%s.client_ids[%d]", p, j), "%s.client_ids[%d] %q: %v", p, j, pat, err)
+				v.Errorf(fmt.Sprintf("%s.client_ids[%d]", p, j), "%s.client_ids[%d] %q: %v", p, j, pat, err)
 			}
 		}
 	}
+}
+
+// validateLimits checks the broker's limits and timeouts.
+func (b *Broker) validateLimits(v *conf.Reporter) {
 	if b.MaxPacketBytes < 1024 || b.MaxPacketBytes > maxPacketLimit {
-		v.at("broker.max_packet_bytes", "broker.max_packet_bytes %s: expected between 1KiB and 256KiB", b.MaxPacketBytes)
+		v.Errorf("broker.max_packet_bytes", "broker.max_packet_bytes %s: expected between 1KiB and 256KiB", b.MaxPacketBytes)
 	}
 	atLeast := func(key string, val, min int) {
 		if val < min {
-			v.at("broker."+key, "broker.%s %d: expected at least %d", key, val, min)
+			v.Errorf("broker."+key, "broker.%s %d: expected at least %d", key, val, min)
 		}
 	}
 	atLeast("max_clients", b.MaxClients, 1)
@@ -337,65 +354,65 @@ func (c *Config) validateBroker(v *validator) {
 	atLeast("max_sessions", b.MaxSessions, 0)
 	atLeast("max_sessions_per_user", b.MaxSessionsPerUser, 0)
 	if b.MaxRetainedBytesPerUser > b.MaxRetainedBytes {
-		v.at("broker.max_retained_bytes_per_user", "broker.max_retained_bytes_per_user %s: expected at most max_retained_bytes (%s)", b.MaxRetainedBytesPerUser, b.MaxRetainedBytes)
+		v.Errorf("broker.max_retained_bytes_per_user", "broker.max_retained_bytes_per_user %s: expected at most max_retained_bytes (%s)", b.MaxRetainedBytesPerUser, b.MaxRetainedBytes)
 	}
 	if b.MaxQueuedBytesPerSession < 64<<10 {
-		v.at("broker.max_queued_bytes_per_session", "broker.max_queued_bytes_per_session %s: expected at least 64KiB", b.MaxQueuedBytesPerSession)
+		v.Errorf("broker.max_queued_bytes_per_session", "broker.max_queued_bytes_per_session %s: expected at least 64KiB", b.MaxQueuedBytesPerSession)
 	} else if b.MaxQueuedBytes < b.MaxQueuedBytesPerSession {
-		v.at("broker.max_queued_bytes", "broker.max_queued_bytes %s: expected at least max_queued_bytes_per_session (%s)", b.MaxQueuedBytes, b.MaxQueuedBytesPerSession)
+		v.Errorf("broker.max_queued_bytes", "broker.max_queued_bytes %s: expected at least max_queued_bytes_per_session (%s)", b.MaxQueuedBytes, b.MaxQueuedBytesPerSession)
 	}
 	if b.MaxInflight > 65535 {
-		v.at("broker.max_inflight", "broker.max_inflight %d: expected at most 65535", b.MaxInflight)
+		v.Errorf("broker.max_inflight", "broker.max_inflight %d: expected at most 65535", b.MaxInflight)
 	}
 	if b.MaxTopicBytes < 16 || b.MaxTopicBytes > topic.MaxLen {
-		v.at("broker.max_topic_bytes", "broker.max_topic_bytes %d: expected between 16 and %d", b.MaxTopicBytes, topic.MaxLen)
+		v.Errorf("broker.max_topic_bytes", "broker.max_topic_bytes %d: expected between 16 and %d", b.MaxTopicBytes, topic.MaxLen)
 	}
 	if b.MaxConnectRatePerIP <= 0 {
-		v.at("broker.max_connect_rate_per_ip", "broker.max_connect_rate_per_ip must be > 0 (connections per second)")
+		v.Errorf("broker.max_connect_rate_per_ip", "broker.max_connect_rate_per_ip must be > 0 (connections per second)")
 	}
 	if b.MaxRatePerClient <= 0 {
-		v.at("broker.max_rate_per_client", "broker.max_rate_per_client must be > 0 (messages per second)")
+		v.Errorf("broker.max_rate_per_client", "broker.max_rate_per_client must be > 0 (messages per second)")
 	}
 	if b.FloodAfter.D() < time.Second {
-		v.at("broker.flood_after", "broker.flood_after %s: expected at least 1s", b.FloodAfter)
+		v.Errorf("broker.flood_after", "broker.flood_after %s: expected at least 1s", b.FloodAfter)
 	}
 	if b.WriteTimeout.D() < 100*time.Millisecond {
-		v.at("broker.write_timeout", "broker.write_timeout %s: expected at least 100ms", b.WriteTimeout)
+		v.Errorf("broker.write_timeout", "broker.write_timeout %s: expected at least 100ms", b.WriteTimeout)
 	}
 	if b.RefusedLog.MaxEntries < 1 {
-		v.at("broker.refused_log.max_entries", "broker.refused_log.max_entries %d: expected at least 1", b.RefusedLog.MaxEntries)
+		v.Errorf("broker.refused_log.max_entries", "broker.refused_log.max_entries %d: expected at least 1", b.RefusedLog.MaxEntries)
 	}
 	if b.RefusedLog.MaxBytes < 64<<10 || b.RefusedLog.MaxBytes > 1<<30 {
-		v.at("broker.refused_log.max_bytes", "broker.refused_log.max_bytes %s: expected between 64KiB and 1GiB", b.RefusedLog.MaxBytes)
+		v.Errorf("broker.refused_log.max_bytes", "broker.refused_log.max_bytes %s: expected between 64KiB and 1GiB", b.RefusedLog.MaxBytes)
 	}
 	if b.ConnectTimeout.D() < 100*time.Millisecond {
-		v.at("broker.connect_timeout", "broker.connect_timeout %s: expected at least 100ms", b.ConnectTimeout)
+		v.Errorf("broker.connect_timeout", "broker.connect_timeout %s: expected at least 100ms", b.ConnectTimeout)
 	}
 	if s := b.MaxSessionExpiry.D(); s < time.Second || s > time.Duration(1<<32-1)*time.Second {
-		v.at("broker.max_session_expiry", "broker.max_session_expiry %s: expected between 1s and 136y", b.MaxSessionExpiry)
+		v.Errorf("broker.max_session_expiry", "broker.max_session_expiry %s: expected between 1s and 136y", b.MaxSessionExpiry)
 	}
 }
 
-func validateListenerTLS(v *validator, p string, l Listener) {
+func validateListenerTLS(v *conf.Reporter, p string, l Listener) {
 	switch {
 	case l.Type == "tcp" && (l.CertFile != "" || l.KeyFile != "" || l.ClientCAFile != ""):
-		v.at(p+".type", "%s: cert_file, key_file and client_ca_file need type tls (or ws for wss)", p)
+		v.Errorf(p+".type", "%s: cert_file, key_file and client_ca_file need type tls (or ws for wss)", p)
 		return
 	case l.Type == "tls" && (l.CertFile == "" || l.KeyFile == ""):
-		v.at(p+".cert_file", "%s: type tls needs cert_file and key_file", p)
+		v.Errorf(p+".cert_file", "%s: type tls needs cert_file and key_file", p)
 		return
 	case l.Type == "ws" && (l.CertFile == "") != (l.KeyFile == ""):
-		v.at(p+".cert_file", "%s: wss needs both cert_file and key_file", p)
+		v.Errorf(p+".cert_file", "%s: wss needs both cert_file and key_file", p)
 		return
 	case l.ClientCAFile != "" && l.CertFile == "":
-		v.at(p+".client_ca_file", "%s.client_ca_file needs cert_file and key_file", p)
+		v.Errorf(p+".client_ca_file", "%s.client_ca_file needs cert_file and key_file", p)
 		return
 	}
 	if l.CertFile == "" {
 		return
 	}
 	if _, err := LoadTLS(l); err != nil {
-		v.at(p+".cert_file", "%s: %v", p, err)
+		v.Errorf(p+".cert_file", "%s: %v", p, err)
 	}
 }
 
@@ -457,7 +474,7 @@ func readPEMFile(path string) ([]byte, error) {
 
 // validateGrants checks grant filters: valid MQTT filters once the placeholders are
 // substituted; placeholders only where an identity exists.
-func validateGrants(v *validator, p string, g Grants, user bool) {
+func validateGrants(v *conf.Reporter, p string, g Grants, user bool) {
 	for _, kind := range []struct {
 		name    string
 		filters []string
@@ -467,17 +484,17 @@ func validateGrants(v *validator, p string, g Grants, user bool) {
 			if !user {
 				for _, ph := range userPlaceholders {
 					if strings.Contains(f, ph) {
-						v.at(key, "%s %q: anonymous clients have no user name for %s", key, f, ph)
+						v.Errorf(key, "%s %q: anonymous clients have no user name for %s", key, f, ph)
 					}
 				}
 			}
 			expanded := ExpandGrant(f, "u", "c")
 			if strings.Contains(expanded, "{") {
-				v.at(key, "%s %q: unknown placeholder (use {username}, %%u, {clientid} or %%c)", key, f)
+				v.Errorf(key, "%s %q: unknown placeholder (use {username}, %%u, {clientid} or %%c)", key, f)
 				continue
 			}
 			if err := topic.ValidFilter(expanded); err != nil {
-				v.at(key, "%s %q is not a valid topic filter: %v", key, f, err)
+				v.Errorf(key, "%s %q is not a valid topic filter: %v", key, f, err)
 			}
 		}
 	}

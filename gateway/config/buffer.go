@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/edgegate/edgegate/internal/conf"
 )
 
 // Buffer configures the durable disk buffer (SPEC §5): when an acknowledged message is
@@ -15,14 +15,14 @@ type Buffer struct {
 	// power cut may lose the last interval, a crash of the process loses nothing).
 	Sync SyncPolicy `yaml:"sync"`
 	// MaxBytes bounds the disk space of the buffer's directory; 0 leaves only ReserveFree.
-	MaxBytes ByteSize `yaml:"max_bytes"`
+	MaxBytes conf.ByteSize `yaml:"max_bytes"`
 	// ReserveFree is free space always left on the file system for the OS.
-	ReserveFree ByteSize `yaml:"reserve_free"`
+	ReserveFree conf.ByteSize `yaml:"reserve_free"`
 	// OnFull is drop_oldest or reject.
 	OnFull string `yaml:"on_full"`
 	// Retention deletes records older than this, delivered or not; 0 keeps them until
 	// delivered or dropped for room.
-	Retention Duration `yaml:"retention"`
+	Retention conf.Duration `yaml:"retention"`
 }
 
 // SyncPolicy is "always" (0) or an fsync interval.
@@ -38,14 +38,15 @@ func (p SyncPolicy) String() string {
 	return time.Duration(p).String()
 }
 
-func (p *SyncPolicy) decodeNode(n *yaml.Node) error {
-	if n.Value == "always" {
+// DecodeScalar implements conf.ScalarDecoder.
+func (p *SyncPolicy) DecodeScalar(value string) error {
+	if value == "always" {
 		*p = 0
 		return nil
 	}
-	d, err := time.ParseDuration(n.Value)
+	d, err := time.ParseDuration(value)
 	if err != nil || d <= 0 {
-		return fmt.Errorf("expected always or an fsync interval such as 10ms, found %q", n.Value)
+		return fmt.Errorf("expected always or an fsync interval such as 10ms, found %q", value)
 	}
 	*p = SyncPolicy(d)
 	return nil
@@ -59,21 +60,21 @@ func defaultBuffer() Buffer {
 	return Buffer{MaxBytes: 512 << 20, ReserveFree: 64 << 20, OnFull: "drop_oldest"}
 }
 
-func (c *Config) validateBuffer(v *validator) {
+func (c *Config) validateBuffer(v *conf.Reporter) {
 	b := c.Buffer
 	if b.Sync.Interval() > time.Second {
-		v.at("buffer.sync", "buffer.sync %s: at most 1s (a power cut loses up to one interval of acknowledged data)", b.Sync)
+		v.Errorf("buffer.sync", "buffer.sync %s: at most 1s (a power cut loses up to one interval of acknowledged data)", b.Sync)
 	}
 	switch {
 	case b.MaxBytes == 0 && b.ReserveFree == 0:
-		v.at("buffer.max_bytes", "buffer: max_bytes 0 and reserve_free 0 leave the buffer unbounded: set max_bytes (e.g. 512MiB) or reserve_free")
+		v.Errorf("buffer.max_bytes", "buffer: max_bytes 0 and reserve_free 0 leave the buffer unbounded: set max_bytes (e.g. 512MiB) or reserve_free")
 	case b.MaxBytes != 0 && b.MaxBytes < minBufferBytes:
-		v.at("buffer.max_bytes", "buffer.max_bytes %s: at least %s (Badger's own working space takes part of it), or 0 for no byte budget", b.MaxBytes, ByteSize(minBufferBytes))
+		v.Errorf("buffer.max_bytes", "buffer.max_bytes %s: at least %s (Badger's own working space takes part of it), or 0 for no byte budget", b.MaxBytes, conf.ByteSize(minBufferBytes))
 	}
 	if !oneOf(b.OnFull, "drop_oldest", "reject") {
-		v.at("buffer.on_full", "buffer.on_full %q: expected drop_oldest or reject", b.OnFull)
+		v.Errorf("buffer.on_full", "buffer.on_full %q: expected drop_oldest or reject", b.OnFull)
 	}
 	if r := b.Retention.D(); r != 0 && r < time.Minute {
-		v.at("buffer.retention", "buffer.retention %s: at least 1m (retention is applied to the minute), or 0 to keep records until delivered", b.Retention)
+		v.Errorf("buffer.retention", "buffer.retention %s: at least 1m (retention is applied to the minute), or 0 to keep records until delivered", b.Retention)
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 func TestBufferDefaultsAndSyncPolicy(t *testing.T) {
-	c, err := Parse("x.yml", []byte("gateway: {id: gw-01}\nbroker: {allow_anonymous: true}\n"))
+	c, err := Parse("x.yml", []byte("gateway: {id: gw-01}\nbroker: {allow_anonymous: true}\n"), full)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,7 +18,7 @@ func TestBufferDefaultsAndSyncPolicy(t *testing.T) {
 		b.OnFull != "drop_oldest" || b.Retention != 0 {
 		t.Fatalf("defaults = %+v", b)
 	}
-	c, err = Parse("x.yml", []byte("gateway: {id: gw-01}\nbroker: {allow_anonymous: true}\nbuffer: {sync: 10ms, retention: 168h}\n"))
+	c, err = Parse("x.yml", []byte("gateway: {id: gw-01}\nbroker: {allow_anonymous: true}\nbuffer: {sync: 10ms, retention: 168h}\n"), full)
 	if err != nil {
 		t.Fatal(err)
 	}

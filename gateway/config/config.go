@@ -1,195 +1,177 @@
-// Package config is edgegate's YAML configuration (SPEC §7): the types, their defaults, a
-// strict loader and one Validate that reports every problem as FILE:LINE:COL: message.
+// Package config composes edgegate's YAML configuration (SPEC §7): the gateway's own
+// sections (gateway, broker, routes, dedup, buffer, ops) and the sections whose entries
+// other packages own (sensors, uplinks, pipelines), decoded with the registry of what the
+// binary contains and checked across sections. Every problem is reported at once as
+// FILE:LINE:COL: message (internal/conf).
 package config
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
+	"time"
+
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/pipeline"
+	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/uplink"
 )
 
-// Config is the whole file. Each section's type and checks live in its own file.
-type Config struct {
-	Gateway  Gateway  `yaml:"gateway"`
-	Broker   Broker   `yaml:"broker"`
-	Routes   []Route  `yaml:"routes"`
-	Unrouted string   `yaml:"unrouted"`
-	Dedup    Dedup    `yaml:"dedup"`
-	Sensors  []Sensor `yaml:"sensors"`
-	Buffer   Buffer   `yaml:"buffer"`
-	Uplinks  []Uplink `yaml:"uplinks"`
-	Ops      Ops      `yaml:"ops"`
-
-	Pipelines []Pipeline `yaml:"pipelines"`
-
-	file string
-	pos  map[string]Pos
+// Registry names what the binary contains: its sensor drivers and uplink sinks (in the
+// order messages list them), and the sinks its build leaves out, with why. cmd/edgegate
+// builds it; nothing registers itself. validate and run check against the same one.
+type Registry struct {
+	Sensors []sensors.DriverType
+	Sinks   []uplink.SinkType
+	// Omitted maps a sink type this build leaves out to why (a build tag).
+	Omitted map[string]string
 }
 
-// Default returns a config holding every default; Load decodes the file over it.
+// Config is the whole file. The gateway's own sections are declared in this package, each
+// in its own file; the entries of sensors, uplinks and pipelines by their packages.
+type Config struct {
+	Gateway  Gateway          `yaml:"gateway"`
+	Broker   Broker           `yaml:"broker"`
+	Routes   []Route          `yaml:"routes"`
+	Unrouted string           `yaml:"unrouted"`
+	Dedup    Dedup            `yaml:"dedup"`
+	Sensors  []sensors.Config `yaml:"sensors"`
+	Buffer   Buffer           `yaml:"buffer"`
+	Uplinks  []uplink.Config  `yaml:"uplinks"`
+	Ops      Ops              `yaml:"ops"`
+
+	Pipelines []pipeline.Config `yaml:"pipelines"`
+
+	file string
+	doc  *conf.Doc
+	reg  Registry
+}
+
+// Default returns a config holding every default; Parse decodes the file over it.
 func Default() *Config {
 	return &Config{
 		Gateway:  defaultGateway(),
 		Broker:   defaultBroker(),
 		Unrouted: "forward",
-		Dedup:    Dedup{TTL: Duration(24 * 60 * 60 * 1e9)},
+		Dedup:    Dedup{TTL: conf.Duration(24 * time.Hour)},
 		Buffer:   defaultBuffer(),
 		Ops:      defaultOps(),
 	}
 }
 
-// Load reads, decodes and validates the config file at path. The error, when not nil, is
-// an Errors listing every problem, or a file-system error.
-func Load(path string) (*Config, error) {
+// Load reads, decodes and validates the config file at path against the registry. The
+// error, when not nil, is a conf.Errors listing every problem, or a file-system error.
+func Load(path string, reg Registry) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	return Parse(path, data, reg)
 }
 
-// Parse decodes and validates data, naming it file in errors.
-func Parse(file string, data []byte) (*Config, error) {
+// Parse decodes and validates data against the registry, naming it file in errors.
+func Parse(file string, data []byte, reg Registry) (*Config, error) {
 	c := Default()
-	c.file = file
-	pos, err := decodeFile(file, data, c)
-	c.pos = pos
-	// Defaults that depend on other sections (an uplink's client id on the gateway id).
-	c.resolve()
-	if err != nil {
-		var es Errors
-		if errors.As(err, &es) && len(pos) > 0 {
-			// Also report the semantic problems of what did decode, so one run shows all.
-			if verr := c.Validate(); verr != nil {
-				var ves Errors
-				if errors.As(verr, &ves) {
-					es = append(es, ves...)
-				}
-			}
-			sortErrors(es)
-			return nil, dedupErrors(es)
-		}
+	c.file, c.reg = file, reg
+	doc := conf.Decode(file, data, c)
+	if !doc.Decoded() {
+		return nil, doc.Err()
+	}
+	c.doc = doc
+	c.resolve(doc)
+	c.validate(doc)
+	if err := doc.Err(); err != nil {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
+	c.doc = doc.Positions()
 	return c, nil
 }
 
 // File is the path the config was loaded from.
 func (c *Config) File() string { return c.file }
 
-// Validate checks the semantics of every section and returns every problem at once.
+// Position returns where the value at key (sensors[0].bus) is in the file, or its nearest
+// present parent; the zero Pos for a config built in code.
+func (c *Config) Position(key string) conf.Pos {
+	if c.doc == nil {
+		return conf.Pos{}
+	}
+	return c.doc.Position(key)
+}
+
+// Registry is the registry the config was checked against: the drivers and sinks its
+// sensors and uplinks are built with.
+func (c *Config) Registry() Registry { return c.reg }
+
+// WithRegistry sets the registry of a config built in code (Default, then edited), before
+// Validate.
+func (c *Config) WithRegistry(reg Registry) *Config {
+	c.reg = reg
+	return c
+}
+
+// Validate checks the semantics of every section again (a config built or edited in code)
+// and returns every problem at once.
 func (c *Config) Validate() error {
-	if c.pos == nil {
-		c.pos = map[string]Pos{}
+	doc := conf.NewDoc(c.file)
+	if c.doc != nil {
+		doc = c.doc.Positions()
 	}
-	v := &validator{c: c}
-	c.validateGateway(v)
-	c.validateBroker(v)
-	c.validateRoutes(v)
-	c.validateSensors(v)
-	c.validateBuffer(v)
-	c.validatePipelines(v)
-	c.validateUplinks(v)
-	c.validateOps(v)
-	if len(v.errs) == 0 {
-		return nil
-	}
-	sortErrors(v.errs)
-	return dedupErrors(v.errs)
+	c.validate(doc)
+	return doc.Err()
 }
 
-// validator collects errors positioned by config path.
-type validator struct {
-	c    *Config
-	errs Errors
-}
-
-// at reports a problem with the value at path (e.g. "uplinks[0].url"). When that key is
-// absent from the file, the nearest enclosing value that is present gives the position.
-func (v *validator) at(path string, format string, args ...any) {
-	for p := path; ; {
-		if _, bad := v.c.pos[badPrefix+p]; bad {
-			return // already reported as a decode error
-		}
-		i := strings.LastIndexAny(p, ".[")
-		if i < 0 {
-			break
-		}
-		p = p[:i]
-	}
-	v.errs = append(v.errs, &Error{File: v.c.file, Pos: v.c.Position(path), Msg: fmt.Sprintf(format, args...)})
-}
-
-// Position returns where the value at path is in the file, or where its nearest present
-// parent is; the zero Pos when none is.
-func (c *Config) Position(path string) Pos {
-	for p := path; ; {
-		if pos, ok := c.pos[p]; ok {
-			return pos
-		}
-		i := strings.LastIndexAny(p, ".[")
-		if i < 0 {
-			if pos, ok := c.pos[""]; ok {
-				return pos
-			}
-			return Pos{}
-		}
-		p = p[:i]
-	}
-}
-
-// Has reports whether the file set the value at path.
-func (c *Config) Has(path string) bool {
-	_, ok := c.pos[path]
-	return ok
-}
-
-func sortErrors(es Errors) {
-	sort.SliceStable(es, func(i, j int) bool {
-		if es[i].Pos.Line != es[j].Pos.Line {
-			return es[i].Pos.Line < es[j].Pos.Line
-		}
-		return es[i].Pos.Col < es[j].Pos.Col
-	})
-}
-
-func dedupErrors(es Errors) Errors {
-	out := es[:0]
-	seen := map[string]bool{}
-	for _, e := range es {
-		k := e.Error()
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (c *Config) resolve() {
+// resolve runs the second decoding pass (the blocks of drivers and sinks) and fills the
+// defaults that depend on other sections (an uplink's client id on the gateway id).
+func (c *Config) resolve(doc *conf.Doc) {
 	for i := range c.Sensors {
-		c.Sensors[i].resolve()
+		p := fmt.Sprintf("sensors[%d]", i)
+		c.Sensors[i].Resolve(doc, doc.Reporter(p), c.reg.Sensors)
 	}
 	for i := range c.Uplinks {
-		u := &c.Uplinks[i]
-		if u.ClientID == "" {
-			u.ClientID = c.Gateway.ID + "-" + u.Name
-		}
+		p := fmt.Sprintf("uplinks[%d]", i)
+		c.Uplinks[i].Resolve(doc, doc.Reporter(p), c.reg.Sinks, c.reg.Omitted, c.Gateway.ID)
 	}
 }
 
-// uniqueName checks the name of the i-th entry at path p (e.g. "uplinks[2]"): usable, and
-// not the name of an earlier entry of the same list; names maps each name seen to its index.
-func (v *validator) uniqueName(p, name string, i int, names map[string]int) {
+func (c *Config) validate(doc *conf.Doc) {
+	r := doc.Reporter("")
+	c.validateGateway(r)
+	c.validateBroker(r)
+	c.validateRoutes(r)
+	c.validateSensors(r)
+	c.validateBuffer(r)
+	c.validatePipelines(r)
+	c.validateUplinks(r)
+	c.validateOps(r)
+}
+
+func (c *Config) validateSensors(r *conf.Reporter) {
+	names := map[string]int{}
+	for i := range c.Sensors {
+		sr := r.At(fmt.Sprintf("sensors[%d]", i))
+		uniqueName(sr, c.Sensors[i].Name, i, names)
+		c.Sensors[i].Validate(sr, c.reg.Sensors)
+	}
+}
+
+func (c *Config) validateUplinks(r *conf.Reporter) {
+	names := map[string]int{}
+	for i := range c.Uplinks {
+		ur := r.At(fmt.Sprintf("uplinks[%d]", i))
+		uniqueName(ur, c.Uplinks[i].Name, i, names)
+		c.Uplinks[i].Validate(ur, c.reg.Sinks, c.reg.Omitted)
+	}
+}
+
+// uniqueName checks the name of the i-th entry of a list (r is at it): usable, and not the
+// name of an earlier entry; names maps each name seen to its index.
+func uniqueName(r *conf.Reporter, name string, i int, names map[string]int) {
+	p := r.Path("")
 	if !nameOK(name) {
-		v.at(p+".name", "%s.name %q: use 1 to 64 letters, digits, '.', '_' or '-'", p, name)
+		r.Errorf("name", "%s.name %q: use 1 to 64 letters, digits, '.', '_' or '-'", p, name)
 	} else if j, dup := names[name]; dup {
-		v.at(p+".name", "%s.name %q is also the name of %s[%d]", p, name, p[:strings.IndexByte(p, '[')], j)
+		r.Errorf("name", "%s.name %q is also the name of %s[%d]", p, name, p[:strings.IndexByte(p, '[')], j)
 	}
 	names[name] = i
 }

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/sensors/sim"
+	"github.com/edgegate/edgegate/uplink/mqttsink"
 )
 
 var update = flag.Bool("update", false, "rewrite the .bad.want golden files")
@@ -26,8 +30,8 @@ func TestBadConfigs(t *testing.T) {
 				t.Fatal(err)
 			}
 			data, _ := os.ReadFile(f)
-			_, err = Parse(filepath.Base(f), data)
-			var es Errors
+			_, err = Parse(filepath.Base(f), data, full)
+			var es conf.Errors
 			if !errors.As(err, &es) {
 				t.Fatalf("Parse = %v, want config errors", err)
 			}
@@ -47,7 +51,7 @@ func TestGoodConfigs(t *testing.T) {
 	files, _ := filepath.Glob("testdata/*.good.yml")
 	files = append(files, "../../configs/demo.yaml", "../../configs/edgegate.yaml")
 	for _, f := range files {
-		if _, err := Load(f); err != nil {
+		if _, err := Load(f, full); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
@@ -60,7 +64,7 @@ broker: {allow_anonymous: true}
 routes: [{topic: "a/+x"}]
 sensors: [{name: s, driver: sim}]
 uplinks: [{name: u, type: mqtt, url: "tcp://127.0.0.1:1883"}]
-`))
+`), full)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +77,11 @@ uplinks: [{name: u, type: mqtt, url: "tcp://127.0.0.1:1883"}]
 	if r := c.Routes[0]; r.Format != "json" || r.Series != "{topic}" {
 		t.Errorf("route defaults: %+v", r)
 	}
-	if s := c.Sensors[0]; s.Interval.D() != 10*time.Second || s.Topic != "sensors/{name}/{metric}" || s.Sim == nil || s.Sim.Kind != "sine" {
+	if s := c.Sensors[0]; s.Interval.D() != 10*time.Second || s.Topic != "sensors/{name}/{metric}" || s.Device.(*sim.Config).Kind != "sine" {
 		t.Errorf("sensor defaults: %+v", s)
 	}
 	u := c.Uplinks[0]
-	if u.ClientID != "gw-01-u" || u.QoS != 1 || u.Batch.MaxRecords != 500 || u.Batch.Linger.D() != time.Second || len(u.Forward) != 1 {
+	if m := u.Sink.(*mqttsink.Config); m.ClientID != "gw-01-u" || m.QoS != 1 || u.Batch.MaxRecords != 500 || u.Batch.Linger.D() != time.Second || len(u.Forward) != 1 {
 		t.Errorf("uplink defaults: %+v", u)
 	}
 }
@@ -88,26 +92,12 @@ gateway: {id: gw-01}
 broker: {allow_anonymous: true}
 dedup: {ttl: 0}
 uplinks: [{name: u, type: file, path: /tmp/x, batch: {linger: 0s}}]
-`))
+`), full)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Dedup.TTL != 0 || c.Uplinks[0].Batch.Linger != 0 {
 		t.Errorf("explicit zeros replaced by defaults: ttl %v linger %v", c.Dedup.TTL, c.Uplinks[0].Batch.Linger)
-	}
-}
-
-func TestByteSize(t *testing.T) {
-	for in, want := range map[string]ByteSize{"64KiB": 64 << 10, "512MiB": 512 << 20, "1GiB": 1 << 30, "1000": 1000, "2MB": 2e6, "1.5KiB": 1536} {
-		got, err := ParseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "-1KiB", "1 XB", "KiB", "1e400"} {
-		if _, err := ParseByteSize(bad); err == nil {
-			t.Errorf("ParseByteSize(%q) accepted", bad)
-		}
 	}
 }
 
@@ -119,11 +109,11 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("a: &x [*x]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse("fuzz.yml", data)
+		c, err := Parse("fuzz.yml", data, full)
 		if err == nil && c.Gateway.ID == "" {
 			t.Fatal("a config without gateway.id was accepted")
 		}
-		var es Errors
+		var es conf.Errors
 		if err != nil && !errors.As(err, &es) {
 			t.Fatalf("non-positioned error: %v", err)
 		}

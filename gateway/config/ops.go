@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/conf"
 )
 
 // Ops configures how the daemon reports on itself and how it stops.
@@ -21,8 +23,8 @@ type Ops struct {
 	Log          Log      `yaml:"log"`
 	// FlushTimeout bounds how long uplinks may send what is buffered at shutdown; it must
 	// stay well below the unit's TimeoutStopSec (30 s).
-	FlushTimeout Duration `yaml:"flush_timeout"`
-	Clock        Clock    `yaml:"clock"`
+	FlushTimeout conf.Duration `yaml:"flush_timeout"`
+	Clock        Clock         `yaml:"clock"`
 }
 
 // Log configures log/slog output on stderr.
@@ -42,7 +44,7 @@ type Clock struct {
 	Mode string `yaml:"mode"`
 	// MaxWait is how long auto mode waits for a sync before trusting a clock that reads
 	// after the build time (held readings are then released flagged); 0 waits forever.
-	MaxWait Duration `yaml:"max_wait"`
+	MaxWait conf.Duration `yaml:"max_wait"`
 }
 
 // DefaultOpsListen is where the ops HTTP server listens unless configured (SPEC §6).
@@ -53,37 +55,37 @@ func defaultOps() Ops {
 		Listen:       DefaultOpsListen,
 		AllowedHosts: []string{"localhost"},
 		Log:          Log{Level: "info", Format: "text"},
-		FlushTimeout: Duration(10 * time.Second),
-		Clock:        Clock{Mode: "auto", MaxWait: Duration(30 * time.Minute)},
+		FlushTimeout: conf.Duration(10 * time.Second),
+		Clock:        Clock{Mode: "auto", MaxWait: conf.Duration(30 * time.Minute)},
 	}
 }
 
-func (c *Config) validateOps(v *validator) {
+func (c *Config) validateOps(v *conf.Reporter) {
 	if c.Ops.Listen != "off" {
 		host, port, err := net.SplitHostPort(c.Ops.Listen)
 		p, perr := strconv.Atoi(port)
 		if err != nil || perr != nil || p < 0 || p > 65535 || (host != "" && net.ParseIP(host) == nil && host != "localhost") {
-			v.at("ops.listen", "ops.listen %q: expected HOST:PORT with an IP address (e.g. 127.0.0.1:9464), or off", c.Ops.Listen)
+			v.Errorf("ops.listen", "ops.listen %q: expected HOST:PORT with an IP address (e.g. 127.0.0.1:9464), or off", c.Ops.Listen)
 		}
 	}
 	for i, h := range c.Ops.AllowedHosts {
 		if h == "" || strings.ContainsAny(h, ":/ \t") || net.ParseIP(h) != nil {
-			v.at(fmt.Sprintf("ops.allowed_hosts[%d]", i), "ops.allowed_hosts[%d] %q: expected a host name without port (IP addresses are always accepted)", i, h)
+			v.Errorf(fmt.Sprintf("ops.allowed_hosts[%d]", i), "ops.allowed_hosts[%d] %q: expected a host name without port (IP addresses are always accepted)", i, h)
 		}
 	}
 	if !oneOf(c.Ops.Log.Level, "debug", "info", "warn", "error") {
-		v.at("ops.log.level", "ops.log.level %q: expected debug, info, warn or error", c.Ops.Log.Level)
+		v.Errorf("ops.log.level", "ops.log.level %q: expected debug, info, warn or error", c.Ops.Log.Level)
 	}
 	if !oneOf(c.Ops.Log.Format, "text", "json") {
-		v.at("ops.log.format", "ops.log.format %q: expected text or json", c.Ops.Log.Format)
+		v.Errorf("ops.log.format", "ops.log.format %q: expected text or json", c.Ops.Log.Format)
 	}
 	if d := c.Ops.FlushTimeout.D(); d <= 0 || d > 10*time.Minute {
-		v.at("ops.flush_timeout", "ops.flush_timeout %s: expected more than 0 and at most 10m (keep it below the unit's TimeoutStopSec)", d)
+		v.Errorf("ops.flush_timeout", "ops.flush_timeout %s: expected more than 0 and at most 10m (keep it below the unit's TimeoutStopSec)", d)
 	}
 	if !oneOf(c.Ops.Clock.Mode, "auto", "trust") {
-		v.at("ops.clock.mode", "ops.clock.mode %q: expected auto or trust", c.Ops.Clock.Mode)
+		v.Errorf("ops.clock.mode", "ops.clock.mode %q: expected auto or trust", c.Ops.Clock.Mode)
 	}
 	if c.Ops.Clock.MaxWait.D() < 0 {
-		v.at("ops.clock.max_wait", "ops.clock.max_wait %s: expected 0 (wait forever) or more", c.Ops.Clock.MaxWait.D())
+		v.Errorf("ops.clock.max_wait", "ops.clock.max_wait %s: expected 0 (wait forever) or more", c.Ops.Clock.MaxWait.D())
 	}
 }

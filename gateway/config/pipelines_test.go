@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/conf"
 )
 
 const pipelineBase = `gateway: {id: gw-1, data_dir: /tmp/x}
@@ -36,7 +38,7 @@ func TestPipelinesValid(t *testing.T) {
     input: "devices/#"
     window: {type: session, gap: 30s}
     aggregates: [stddev, first, last, sum]
-`))
+`), full)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +140,12 @@ func TestPipelinesInvalid(t *testing.T) {
 `, []string{"the late topic \"devices/x/late\" matches routes[0].topic"}},
 	}
 	for i, tc := range cases {
-		_, err := Parse("p.yaml", []byte(pipelineBase+tc.yaml))
+		_, err := Parse("p.yaml", []byte(pipelineBase+tc.yaml), full)
 		if err == nil {
 			t.Errorf("case %d: no error, want %q", i, tc.want)
 			continue
 		}
-		es, ok := err.(Errors)
+		es, ok := err.(conf.Errors)
 		if !ok {
 			t.Errorf("case %d: %T %v", i, err, err)
 			continue

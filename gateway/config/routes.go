@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/topic"
 )
 
 // Route maps a topic pattern with named wildcards to a series (SPEC §2).
@@ -26,7 +27,8 @@ type Route struct {
 	Labels map[string]string `yaml:"labels"`
 }
 
-func (r *Route) setDefaults() {
+// SetDefaults implements conf.Defaulter.
+func (r *Route) SetDefaults() {
 	r.Format = "json"
 	r.Series = "{topic}"
 }
@@ -34,7 +36,7 @@ func (r *Route) setDefaults() {
 // Dedup configures the ingest dedup index (SPEC §5).
 type Dedup struct {
 	// TTL is how long a record id is remembered; 0 disables dedup.
-	TTL Duration `yaml:"ttl"`
+	TTL conf.Duration `yaml:"ttl"`
 }
 
 // RouteFormats lists the payload formats routes accept.
@@ -44,15 +46,15 @@ var RouteFormats = []string{"json", "senml", "number"}
 // pattern's wildcard names; a wildcard may not take one of them.
 var routePlaceholders = []string{"topic", "field", "unit"}
 
-func (c *Config) validateRoutes(v *validator) {
+func (c *Config) validateRoutes(v *conf.Reporter) {
 	for i, r := range c.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
 		pat, err := topic.ParsePattern(r.Topic)
 		if err != nil {
-			v.at(p+".topic", "%s.topic: %v", p, err)
+			v.Errorf(p+".topic", "%s.topic: %v", p, err)
 		}
 		if !oneOf(r.Format, RouteFormats...) {
-			v.at(p+".format", "%s.format %q: expected one of %s", p, r.Format, strings.Join(RouteFormats, ", "))
+			v.Errorf(p+".format", "%s.format %q: expected one of %s", p, r.Format, strings.Join(RouteFormats, ", "))
 		}
 		names := map[string]bool{}
 		for _, n := range routePlaceholders {
@@ -61,7 +63,7 @@ func (c *Config) validateRoutes(v *validator) {
 		if pat != nil {
 			for _, n := range pat.Names() {
 				if oneOf(n, routePlaceholders...) {
-					v.at(p+".topic", "%s.topic: wildcard name %q is reserved (%s are placeholders of their own)", p, n, strings.Join(routePlaceholders, ", "))
+					v.Errorf(p+".topic", "%s.topic: wildcard name %q is reserved (%s are placeholders of their own)", p, n, strings.Join(routePlaceholders, ", "))
 				}
 				names[n] = true
 			}
@@ -69,7 +71,7 @@ func (c *Config) validateRoutes(v *validator) {
 		check := func(key, tmpl string) {
 			t, err := topic.ParseTemplate(tmpl)
 			if err != nil {
-				v.at(key, "%s: %v", key, err)
+				v.Errorf(key, "%s: %v", key, err)
 				return
 			}
 			if pat == nil {
@@ -77,35 +79,35 @@ func (c *Config) validateRoutes(v *validator) {
 			}
 			for _, n := range t.Names() {
 				if !names[n] {
-					v.at(key, "%s: placeholder {%s} is not a wildcard name of %q (names: %s)", key, n, r.Topic, strings.Join(sortedKeys(names), ", "))
+					v.Errorf(key, "%s: placeholder {%s} is not a wildcard name of %q (names: %s)", key, n, r.Topic, strings.Join(sortedKeys(names), ", "))
 				}
 			}
 		}
 		if r.Series == "" {
-			v.at(p+".series", "%s.series must not be empty (default {topic})", p)
+			v.Errorf(p+".series", "%s.series must not be empty (default {topic})", p)
 		} else {
 			check(p+".series", r.Series)
 		}
 		for k, u := range r.Units {
 			if k == "" {
-				v.at(p+".units", "%s.units: empty field name", p)
+				v.Errorf(p+".units", "%s.units: empty field name", p)
 			}
 			if len(u) > 32 {
-				v.at(p+".units."+k, "%s.units.%s: a unit is at most 32 bytes", p, k)
+				v.Errorf(p+".units."+k, "%s.units.%s: a unit is at most 32 bytes", p, k)
 			}
 		}
 		if len(r.Unit) > 32 {
-			v.at(p+".unit", "%s.unit: a unit is at most 32 bytes", p)
+			v.Errorf(p+".unit", "%s.unit: a unit is at most 32 bytes", p)
 		}
 		for k, val := range r.Labels {
 			if k == "" {
-				v.at(p+".labels", "%s.labels: empty label name", p)
+				v.Errorf(p+".labels", "%s.labels: empty label name", p)
 			}
 			check(p+".labels."+k, val)
 		}
 	}
 	if !oneOf(c.Unrouted, "forward", "drop") {
-		v.at("unrouted", "unrouted %q: expected forward (raw, as-is) or drop", c.Unrouted)
+		v.Errorf("unrouted", "unrouted %q: expected forward (raw, as-is) or drop", c.Unrouted)
 	}
 }
 

@@ -4,16 +4,23 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/sensors"
+	"github.com/edgegate/edgegate/sensors/ads1115"
+	"github.com/edgegate/edgegate/sensors/bmx280"
+	"github.com/edgegate/edgegate/sensors/cputemp"
+	"github.com/edgegate/edgegate/sensors/ds18b20"
+	"github.com/edgegate/edgegate/sensors/gpiosensor"
 )
 
 // TestSensorHardwareDefaults checks the defaults that depend on the driver, and the
 // metrics each driver publishes (what calibration keys and topics refer to).
 func TestSensorHardwareDefaults(t *testing.T) {
-	c, err := Load("testdata/sensors_hw.good.yml")
+	c, err := Load("testdata/sensors_hw.good.yml", full)
 	if err != nil {
 		t.Fatal(err)
 	}
-	byName := map[string]Sensor{}
+	byName := map[string]sensors.Config{}
 	for _, s := range c.Sensors {
 		byName[s.Name] = s
 	}
@@ -45,22 +52,22 @@ func TestSensorHardwareDefaults(t *testing.T) {
 			t.Errorf("%s: metrics %v, want %v", tt.name, got, tt.metrics)
 		}
 	}
-	if s := byName["greenhouse"]; s.BME280 == nil || s.BME280.Oversampling != 1 || s.OnMissing != "fail" {
+	if s := byName["greenhouse"]; s.Device.(*bmx280.Config).Oversampling != 1 || s.OnMissing != "fail" {
 		t.Errorf("bme280 defaults: %+v", s)
 	}
-	if s := byName["attic"]; s.OnMissing != "degraded" || s.BMP280.Oversampling != 16 {
+	if s := byName["attic"]; s.OnMissing != "degraded" || s.Device.(*bmx280.Config).Oversampling != 16 {
 		t.Errorf("bmp280: %+v", s)
 	}
-	if p := byName["tank"].DS18B20.Probes[0]; p.Address != "28-0316a2797aff" {
+	if p := byName["tank"].Device.(*ds18b20.Config).Probes[0]; p.Address != "28-0316a2797aff" {
 		t.Errorf("probe address not normalised to lower case: %q", p.Address)
 	}
-	if d := byName["pipe"].DS18B20; d == nil || d.Resolution != 12 || len(d.Probes) != 0 {
+	if d := byName["pipe"].Device.(*ds18b20.Config); d == nil || d.Resolution != 12 || len(d.Probes) != 0 {
 		t.Errorf("ds18b20 defaults: %+v", d)
 	}
-	if ch := byName["soil"].ADS1115.Channels; ch[0].Gain != "1" || ch[1].Gain != "2/3" {
+	if ch := byName["soil"].Device.(*ads1115.Config).Channels; ch[0].Gain != "1" || ch[1].Gain != "2/3" {
 		t.Errorf("ads1115 gains: %+v", ch)
 	}
-	if g := byName["door"].GPIO; g.Pull != "none" || g.Mode != "level" {
+	if g := byName["door"].Device.(*gpiosensor.Config); g.Pull != "none" || g.Mode != "level" {
 		t.Errorf("gpio defaults: %+v", g)
 	}
 	if cal := byName["greenhouse"].Calibration["temperature"]; cal.Scale != 1 || cal.Offset != -0.4 {
@@ -69,16 +76,7 @@ func TestSensorHardwareDefaults(t *testing.T) {
 	if cal := byName["rain"].Calibration["count"]; cal.Scale != 0.2794 || cal.Unit != "mm" {
 		t.Errorf("calibration: %+v", cal)
 	}
-	if p := byName["board"].CPUTemp.Path; p != "/sys/class/thermal/thermal_zone1/temp" {
+	if p := byName["board"].Device.(*cputemp.Config).Path; p != "/sys/class/thermal/thermal_zone1/temp" {
 		t.Errorf("cpu_temp path %q", p)
-	}
-}
-
-func TestDS18B20Conversion(t *testing.T) {
-	want := map[int]time.Duration{9: 93750 * time.Microsecond, 10: 187500 * time.Microsecond, 11: 375 * time.Millisecond, 12: 750 * time.Millisecond}
-	for bits, d := range want {
-		if got := DS18B20Conversion(bits); got != d {
-			t.Errorf("DS18B20Conversion(%d) = %s, want %s", bits, got, d)
-		}
 	}
 }

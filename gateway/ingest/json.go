@@ -56,72 +56,84 @@ func decodeJSON(p []byte) ([]reading, error) {
 	if !utf8.Valid(t) {
 		return nil, malformed("payload is not valid UTF-8")
 	}
+	var obj jsonObject
 	sc := jsonScanner{p: t}
-	var (
-		single         reading
-		hasSingle      bool
-		fields         []reading
-		ts             time.Time
-		hasTS          bool
-		id, unit       string
-		hasID, hasUnit bool
-		tooMany        bool
-	)
-	err := sc.object(func(name string, raw json.RawMessage) error {
-		switch name {
-		case "value":
-			v, ok, err := jsonValue(raw)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return malformed(`"value" must be a number or a boolean`)
-			}
-			single, hasSingle = reading{field: "value", value: v}, true
-		case "ts":
-			var err error
-			ts, hasTS, err = parseTS(raw)
-			return err
-		case "id":
-			s, err := jsonString(raw, "id", maxIDLen)
-			if err != nil {
-				return err
-			}
-			if s == "" {
-				return malformed(`"id" must not be empty`)
-			}
-			id, hasID = s, true
-		case "unit":
-			s, err := jsonString(raw, "unit", maxUnitLen)
-			if err != nil {
-				return err
-			}
-			unit, hasUnit = s, true
-		default:
-			v, ok, err := jsonValue(raw)
-			if err != nil || !ok {
-				return err // other types are ignored
-			}
-			if err := checkField(name); err != nil {
-				return err
-			}
-			if len(fields) == MaxReadings {
-				tooMany = true
-				return nil
-			}
-			fields = append(fields, reading{field: name, named: true, value: v})
-		}
-		return nil
-	})
+	err := sc.object(obj.member)
 	if err == nil {
 		err = sc.end("JSON object")
 	}
 	if err != nil {
 		return nil, err
 	}
-	if hasSingle {
-		fields = append(fields[:0], single)
-	} else if tooMany {
+	return obj.readings()
+}
+
+// jsonObject is what the members of a JSON reading set.
+type jsonObject struct {
+	single         reading
+	hasSingle      bool
+	fields         []reading
+	ts             time.Time
+	hasTS          bool
+	id, unit       string
+	hasID, hasUnit bool
+	tooMany        bool
+}
+
+// member takes one member of the object.
+func (o *jsonObject) member(name string, raw json.RawMessage) error {
+	switch name {
+	case "value":
+		v, ok, err := jsonValue(raw)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return malformed(`"value" must be a number or a boolean`)
+		}
+		o.single, o.hasSingle = reading{field: "value", value: v}, true
+	case "ts":
+		var err error
+		o.ts, o.hasTS, err = parseTS(raw)
+		return err
+	case "id":
+		s, err := jsonString(raw, "id", maxIDLen)
+		if err != nil {
+			return err
+		}
+		if s == "" {
+			return malformed(`"id" must not be empty`)
+		}
+		o.id, o.hasID = s, true
+	case "unit":
+		s, err := jsonString(raw, "unit", maxUnitLen)
+		if err != nil {
+			return err
+		}
+		o.unit, o.hasUnit = s, true
+	default:
+		v, ok, err := jsonValue(raw)
+		if err != nil || !ok {
+			return err // other types are ignored
+		}
+		if err := checkField(name); err != nil {
+			return err
+		}
+		if len(o.fields) == MaxReadings {
+			o.tooMany = true
+			return nil
+		}
+		o.fields = append(o.fields, reading{field: name, named: true, value: v})
+	}
+	return nil
+}
+
+// readings are the object's readings, with its ts, unit and id.
+func (o *jsonObject) readings() ([]reading, error) {
+	fields := o.fields
+	if o.hasSingle {
+		fields = append(fields[:0], o.single)
+	} else if o.tooMany {
 		return nil, malformed("more than %d readings in one message", MaxReadings)
 	}
 	if len(fields) == 0 {
@@ -129,14 +141,14 @@ func decodeJSON(p []byte) ([]reading, error) {
 	}
 	for i := range fields {
 		r := &fields[i]
-		r.ts, r.hasTS = ts, hasTS
-		if hasUnit {
-			r.unit = unit
+		r.ts, r.hasTS = o.ts, o.hasTS
+		if o.hasUnit {
+			r.unit = o.unit
 		}
-		if hasID {
-			r.id = id
+		if o.hasID {
+			r.id = o.id
 			if r.named {
-				r.id = id + ":" + r.field
+				r.id = o.id + ":" + r.field
 			}
 		}
 	}

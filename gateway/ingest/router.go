@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 	"github.com/edgegate/edgegate/record"
 )
 

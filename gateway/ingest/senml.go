@@ -60,11 +60,9 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 	}
 	sc := jsonScanner{p: t}
 	var (
-		out                []reading
-		baseName, baseUnit string
-		baseTime, baseVal  float64
-		version            float64 = -1
-		count              int
+		out   []reading
+		base  = senmlBase{version: -1}
+		count int
 	)
 	err := sc.array(func() error {
 		count++
@@ -78,76 +76,12 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 		if err := sc.object(r.set); err != nil {
 			return senmlErr(count, err)
 		}
-		if r.bver.ok {
-			v := r.bver.val
-			if v != math.Trunc(v) || v < 1 {
-				return malformed("SenML record %d: bver must be a positive integer", count)
-			}
-			if v > senmlMaxVersion {
-				return malformed("SenML record %d: version %g is not supported (at most %d)", count, v, senmlMaxVersion)
-			}
-			if version >= 0 && version != v {
-				return malformed("SenML record %d: bver %g differs from the pack's %g", count, v, version)
-			}
-			version = v
+		if err := base.update(&r, count); err != nil {
+			return err
 		}
-		if r.bn.ok {
-			baseName = r.bn.val
-		}
-		if r.bt.ok {
-			baseTime = r.bt.val
-		}
-		if r.bu.ok {
-			baseUnit = r.bu.val
-		}
-		if r.bv.ok {
-			baseVal = r.bv.val
-		}
-		if r.values > 1 {
-			return malformed("SenML record %d has more than one of v, vs, vb, vd", count)
-		}
-		var value float64
-		switch {
-		case r.v.ok:
-			value = baseVal + r.v.val
-		case r.vb.ok:
-			if r.vb.val {
-				value = 1
-			}
-		default:
-			return nil // string, data, sum-only or base-only record: no reading
-		}
-		if math.IsInf(value, 0) {
-			return malformed("SenML record %d: value out of range", count)
-		}
-		name := baseName
-		if r.n.ok {
-			name += r.n.val
-		}
-		if err := checkSenMLName(name); err != nil {
-			return senmlErr(count, err)
-		}
-		rd := reading{field: name, named: true, value: value, unit: baseUnit, hasTS: true}
-		if r.u.ok {
-			rd.unit = r.u.val
-		}
-		if len(rd.unit) > maxUnitLen {
-			return malformed("SenML record %d: unit longer than %d bytes", count, maxUnitLen)
-		}
-		tm := baseTime
-		if r.t.ok {
-			tm += r.t.val
-		}
-		switch {
-		case math.IsInf(tm, 0) || math.Abs(tm) > 1e13:
-			return malformed("SenML record %d: time out of range", count)
-		case tm >= senmlRelativeLimit:
-			rd.ts = unixSeconds(tm)
-			if err := checkTS(rd.ts); err != nil {
-				return malformed("SenML record %d: time %.3f is %v", count, tm, err)
-			}
-		default:
-			rd.ts = now.Add(time.Duration(math.Round(tm*1e6)) * time.Microsecond)
+		rd, ok, err := base.reading(&r, count, now)
+		if err != nil || !ok {
+			return err
 		}
 		if len(out) == MaxReadings {
 			return malformed("more than %d readings in one message", MaxReadings)
@@ -168,6 +102,104 @@ func decodeSenML(p []byte, now time.Time) ([]reading, error) {
 		return nil, malformed("SenML pack has no numeric reading (v or vb)")
 	}
 	return out, nil
+}
+
+// senmlBase is what the base fields of a pack's records set so far (RFC 8428 §4.1).
+type senmlBase struct {
+	name, unit string
+	time, val  float64
+	version    float64 // -1: not set
+}
+
+// update takes the base fields of record count.
+func (b *senmlBase) update(r *senmlRecord, count int) error {
+	if r.bver.ok {
+		v := r.bver.val
+		if v != math.Trunc(v) || v < 1 {
+			return malformed("SenML record %d: bver must be a positive integer", count)
+		}
+		if v > senmlMaxVersion {
+			return malformed("SenML record %d: version %g is not supported (at most %d)", count, v, senmlMaxVersion)
+		}
+		if b.version >= 0 && b.version != v {
+			return malformed("SenML record %d: bver %g differs from the pack's %g", count, v, b.version)
+		}
+		b.version = v
+	}
+	if r.bn.ok {
+		b.name = r.bn.val
+	}
+	if r.bt.ok {
+		b.time = r.bt.val
+	}
+	if r.bu.ok {
+		b.unit = r.bu.val
+	}
+	if r.bv.ok {
+		b.val = r.bv.val
+	}
+	return nil
+}
+
+// reading resolves record count against the base: ok is false for a record without a
+// numeric value (string, data, sum-only or base-only).
+func (b *senmlBase) reading(r *senmlRecord, count int, now time.Time) (rd reading, ok bool, err error) {
+	if r.values > 1 {
+		return rd, false, malformed("SenML record %d has more than one of v, vs, vb, vd", count)
+	}
+	var value float64
+	switch {
+	case r.v.ok:
+		value = b.val + r.v.val
+	case r.vb.ok:
+		if r.vb.val {
+			value = 1
+		}
+	default:
+		return rd, false, nil
+	}
+	if math.IsInf(value, 0) {
+		return rd, false, malformed("SenML record %d: value out of range", count)
+	}
+	name := b.name
+	if r.n.ok {
+		name += r.n.val
+	}
+	if err := checkSenMLName(name); err != nil {
+		return rd, false, senmlErr(count, err)
+	}
+	rd = reading{field: name, named: true, value: value, unit: b.unit, hasTS: true}
+	if r.u.ok {
+		rd.unit = r.u.val
+	}
+	if len(rd.unit) > maxUnitLen {
+		return rd, false, malformed("SenML record %d: unit longer than %d bytes", count, maxUnitLen)
+	}
+	tm := b.time
+	if r.t.ok {
+		tm += r.t.val
+	}
+	if rd.ts, err = senmlTime(tm, count, now); err != nil {
+		return rd, false, err
+	}
+	return rd, true, nil
+}
+
+// senmlTime resolves a record's time: absolute (seconds since the epoch) from
+// senmlRelativeLimit on, else relative to now.
+func senmlTime(tm float64, count int, now time.Time) (time.Time, error) {
+	switch {
+	case math.IsInf(tm, 0) || math.Abs(tm) > 1e13:
+		return time.Time{}, malformed("SenML record %d: time out of range", count)
+	case tm >= senmlRelativeLimit:
+		ts := unixSeconds(tm)
+		if err := checkTS(ts); err != nil {
+			return time.Time{}, malformed("SenML record %d: time %.3f is %v", count, tm, err)
+		}
+		return ts, nil
+	default:
+		return now.Add(time.Duration(math.Round(tm*1e6)) * time.Microsecond), nil
+	}
 }
 
 func senmlErr(rec int, err error) error {

@@ -212,7 +212,12 @@ func TestServeAndShutdown(t *testing.T) {
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	if err := New(Options{Listen: s.Addr(), Source: src}).Listen(); err == nil || !strings.Contains(err.Error(), "ops: listen on") {
+	// issue 22: the error names the listener, its key, the holder of the port and the fix
+	if err := New(Options{Listen: s.Addr(), Source: src}).Listen(); err == nil ||
+		!strings.Contains(err.Error(), "ops: listen on "+s.Addr()+" (ops.listen): ") ||
+		!strings.Contains(err.Error(), "address already in use") ||
+		!strings.Contains(err.Error(), "holds port") ||
+		!strings.Contains(err.Error(), "set ops.listen to another port") {
 		t.Errorf("second listen on %s: %v", s.Addr(), err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

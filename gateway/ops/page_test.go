@@ -104,6 +104,13 @@ func sampleStatus(now time.Time) Status {
 			{Name: "greenhouse", Driver: "bme280", Up: true, State: "up", Reads: 9876, Errors: 1},
 			{Name: "soil", Driver: "ds18b20", Up: false, State: "down", Reads: 55, Errors: 55, LastError: "w1_bus_master1: no DS18B20 found"},
 		},
+		Series: []SeriesStatus{
+			{Series: "greenhouse/t1/temperature", Unit: "Cel", Value: 21.5, Time: now.Add(-2 * time.Second),
+				Values: []float64{20.5, 21, 21.5}, From: now.Add(-22 * time.Second)},
+			{Series: "greenhouse/t1/humidity", Unit: "%RH", Value: 61.25, Time: now.Add(-2 * time.Second),
+				Values: []float64{64, 60, 61, 61.25, 64}, From: now.Add(-42 * time.Second)},
+			{Series: "meter/power", Value: 566.8, Time: now.Add(-90 * time.Second), Values: []float64{566.8}, From: now.Add(-90 * time.Second)},
+		},
 	}
 }
 
@@ -139,6 +146,14 @@ func TestStatusPageInChromium(t *testing.T) {
 		`<tr id="pipeline-climate-1m">`, `2026-11-26 11:59:18Z`, `42 s`, `ON_TIME 321`, `LATE 4`,
 		`greenhouse/t1/temperature 11:59:00–12:00:00 ON_TIME n=60`,
 		`<tr id="sensor-greenhouse">`, `class="pill ok">up<`, `<tr id="sensor-soil">`, `class="pill bad">down<`, `w1_bus_master1: no DS18B20 found`,
+		// The data: last value, unit, event time and a sparkline of the recent values, scaled
+		// to 120×24 between their minimum and maximum (a single value: a dot in the middle).
+		`id="series-count">3 series, newest first<`,
+		`<tr id="series-greenhouse/t1/temperature"><td>greenhouse/t1/temperature</td><td class="n" id="value-greenhouse/t1/temperature">21.5</td><td>Cel</td><td>2026-11-26 11:59:58Z</td>`,
+		`<polyline points="1,23 60,12 119,1"></polyline><title>min 20.5 · max 21.5 · 3 values</title>`,
+		`id="value-greenhouse/t1/humidity">61.25<`, `>%RH<`,
+		`<polyline points="1,1 30.5,23 60,17.5 89.5,16.1 119,1"></polyline>`,
+		`id="value-meter/power">566.8<`, `2026-11-26 11:58:30Z`, `<circle cx="60" cy="12" r="2"></circle>`,
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered DOM lacks %q", want)
@@ -147,6 +162,27 @@ func TestStatusPageInChromium(t *testing.T) {
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)
 		return
+	}
+	if n := strings.Count(dom, "<svg "); n != 3 {
+		t.Errorf("%d sparklines, want 3", n)
+	}
+	// Nothing from elsewhere: no script or style by URL (the SVG namespace is a name only).
+	if p := strings.ReplaceAll(string(page), `"http://www.w3.org/2000/svg"`, ""); strings.Contains(p, "src=") ||
+		strings.Contains(p, "href=") || strings.Contains(p, "http://") || strings.Contains(p, "https://") || strings.Contains(p, "@import") {
+		t.Errorf("the page refers to something outside it")
+	}
+
+	// The filter box, filled from ?filter=: only the series that match are listed.
+	filtered := chromium(t, url+"?filter=GREENHOUSE/T1/H", "--dump-dom")
+	for _, want := range []string{`id="series-count">1 of 3 series<`, `<tr id="series-greenhouse/t1/humidity">`} {
+		if !strings.Contains(filtered, want) {
+			t.Errorf("filtered DOM lacks %q", want)
+		}
+	}
+	for _, unwanted := range []string{`<tr id="series-greenhouse/t1/temperature">`, `<tr id="series-meter/power">`} {
+		if strings.Contains(filtered, unwanted) {
+			t.Errorf("filtered DOM has %q", unwanted)
+		}
 	}
 
 	dir := t.TempDir()

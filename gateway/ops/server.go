@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgegate/edgegate/internal/bindhint"
 	"github.com/edgegate/edgegate/internal/clock"
 )
 
@@ -97,9 +98,9 @@ func (s *Server) SetSource(src Source) { s.opts.Source = src }
 
 // Listen binds the address, so that a port conflict stops the daemon at start.
 func (s *Server) Listen() error {
-	ln, err := net.Listen("tcp", s.opts.Listen)
+	ln, err := bindhint.Listen(bindhint.Listener{What: "ops", Key: "ops.listen", Addr: s.opts.Listen})
 	if err != nil {
-		return fmt.Errorf("ops: listen on %s: %w", s.opts.Listen, err)
+		return err // names the listener, the address and the fix
 	}
 	s.ln = ln
 	return nil

@@ -17,6 +17,9 @@ type Status struct {
 	Uplinks   []UplinkStatus   `json:"uplinks"`
 	Pipelines []PipelineStatus `json:"pipelines"`
 	Sensors   []SensorStatus   `json:"sensors"`
+	// Series is the data itself: the last values of the series updated most recently
+	// (at most RecentSeries, newest first), from memory.
+	Series []SeriesStatus `json:"series"`
 }
 
 // Check is one readiness condition.
@@ -122,4 +125,17 @@ type SensorStatus struct {
 	Reads     uint64 `json:"reads"`
 	Errors    uint64 `json:"errors"`
 	LastError string `json:"last_error,omitempty"`
+}
+
+// SeriesStatus is one series' last value and its recent values (Recent).
+type SeriesStatus struct {
+	Series string `json:"series"`
+	Unit   string `json:"unit,omitempty"`
+	// Value is the last value received, at event time Time.
+	Value float64   `json:"value"`
+	Time  time.Time `json:"time"`
+	// Values are the last values received (at most RecentPoints), oldest first, the
+	// first at event time From.
+	Values []float64 `json:"values"`
+	From   time.Time `json:"from"`
 }

@@ -71,7 +71,7 @@ func (r *Running) Stop() error {
 // runs the gateway on the config at path until killed, logging warnings to stderr, and
 // returns the process exit code.
 func Child(path string, opts gateway.Options) int {
-	cfg, err := config.Load(path)
+	cfg, err := Load(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -20,7 +20,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgegate/edgegate/gateway"
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/loadgen"
 	"github.com/edgegate/edgegate/internal/testutil"
@@ -65,7 +64,7 @@ func writeConfig(b *testing.B, dir, addr, sync, opsListen string) string {
 func startGateway(b *testing.B, sync string) string {
 	dir := b.TempDir()
 	addr := testutil.FreeAddr(b)
-	cfg, err := config.Load(writeConfig(b, dir, addr, sync, "off"))
+	cfg, err := gatewaytest.Load(writeConfig(b, dir, addr, sync, "off"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -61,6 +61,7 @@ type daemon struct {
 
 	starts, kills, terms int
 	slowStops            []time.Duration // SIGTERMs that took longer than flush_timeout
+	stoppedAt            time.Time       // when the last SIGTERM was sent
 
 	// epoch counts starts and stops: two reads that are equal saw one run of the daemon
 	// between them (the attacks compare its counters only within one run).
@@ -176,6 +177,7 @@ func (d *daemon) sigterm(flushTimeout time.Duration) {
 	cmd, exited := d.cmd, d.exited
 	d.mu.Unlock()
 	t0 := time.Now()
+	d.stoppedAt = t0
 	d.epoch.Add(1)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -2,6 +2,7 @@ package soak
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -45,6 +46,9 @@ type reading struct {
 	ackedAt atomic.Int64 // when (unix ms)
 	refused atomic.Int32 // a PUBACK with this reason code ≥ 0x80 came back (MQTT 5)
 	sends   atomic.Int32 // PUBLISH packets that carried it (resends included)
+	// abandoned: the client gave it up (autopaho forgets a publish whose context ended
+	// before its PUBACK, and resends it no more); never acknowledged, it may be missing.
+	abandoned atomic.Bool
 }
 
 // deviceSpec describes one simulated device.
@@ -253,7 +257,7 @@ func (d *device) run(gen, conn context.Context, t0 int64, stopped func()) {
 		if d.spec.oneByOne {
 			// In order: the next reading leaves only once this one is acknowledged on the
 			// wire (paho's token may complete without a PUBACK after a reconnect).
-			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil {
+			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil && gen.Err() == nil {
 				tok.WaitTimeout(100 * time.Millisecond)
 				if tok.Error() != nil { // dropped by paho (clean session): publish again
 					tok = c.Publish(r.topic, r.qos, false, r.payload)
@@ -314,6 +318,9 @@ func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 			pctx, cancel := context.WithTimeout(conn, 10*time.Second)
 			_, err := cm.Publish(pctx, &paho5.Publish{Topic: r.topic, QoS: r.qos, Payload: []byte(r.payload)})
 			cancel()
+			if errors.Is(err, context.DeadlineExceeded) && !r.acked.Load() && r.refused.Load() == 0 {
+				r.abandoned.Store(true)
+			}
 			if code := r.refused.Load(); transient(byte(code)) {
 				// Not stored (buffer full, or the gateway unavailable): try again later.
 				r.refused.Store(0)
@@ -323,13 +330,21 @@ func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 			if err == nil || r.acked.Load() || r.refused.Load() != 0 {
 				continue
 			}
+			if r.abandoned.Load() && r.kind != withID {
+				break // gone from the client's session; publishing it anew would be a new reading
+			}
 			// The connection broke with the reading in flight: the session resends it after
 			// the reconnect, with the same packet id. A reading with a device id is published
 			// anew if that takes long (the gateway's dedup keeps one copy); a stamped one
 			// never is (a new publish would be a new reading).
+			// After the schedule the device stops waiting here: the final wait (soak.run)
+			// and the checks account for the reading, and the device must say it stopped.
 			wait := time.Now().Add(15 * time.Second)
-			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil && (r.kind != withID || time.Now().Before(wait)) {
+			for !r.acked.Load() && r.refused.Load() == 0 && conn.Err() == nil && gen.Err() == nil && (r.kind != withID || time.Now().Before(wait)) {
 				time.Sleep(20 * time.Millisecond)
+			}
+			if gen.Err() != nil && !r.acked.Load() && r.refused.Load() == 0 {
+				break
 			}
 		}
 	}

@@ -372,16 +372,32 @@ func (s *soak) run() {
 	}
 	generating.Wait() // no reading is made after this
 
-	// Every device that resends gets its answers; the upstreams are healthy now.
+	// Every device that resends gets its answers; the upstreams are healthy now. Under
+	// reject a long soak leaves backlogs larger than the buffer (b1 alone offers 640 KB/s),
+	// which flow only as fast as the upstreams drain: the wait lasts while answers keep
+	// coming, and ends after 2 minutes without any.
 	s.setUpstreams(false)
-	deadline := time.Now().Add(2 * time.Minute)
+	answered := func() (n int) {
+		for _, dv := range s.devices {
+			for _, r := range dv.all() {
+				if r.acked.Load() || r.refused.Load() != 0 {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	last, progress := answered(), time.Now()
 	for _, dv := range s.devices {
 		for _, r := range dv.all() {
 			if !dv.resends() || r.qos == 0 {
 				continue
 			}
-			for !r.acked.Load() && r.refused.Load() == 0 && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
+			for !r.acked.Load() && r.refused.Load() == 0 && time.Since(progress) < 2*time.Minute {
+				time.Sleep(100 * time.Millisecond)
+				if n := answered(); n > last {
+					last, progress = n, time.Now()
+				}
 			}
 		}
 	}

@@ -16,7 +16,6 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/sensors/hw"
@@ -69,13 +68,18 @@ type Driver struct {
 
 var _ sensors.Driver = (*Driver)(nil)
 
-// New is the sensors.Factory of the ads1115 driver.
-func New(cfg config.Sensor, clk clock.Clock) (sensors.Driver, error) {
+// New is the Open of the ads1115 driver: it opens cfg.Bus and checks that the ADC answers
+// at cfg.Address.
+func New(cfg *sensors.Config, clk clock.Clock) (sensors.Driver, error) {
+	c, ok := cfg.Device.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("sensor %q: ads1115 block missing", cfg.Name)
+	}
 	bus, err := hw.OpenI2C(cfg.Bus)
 	if err != nil {
 		return nil, err
 	}
-	d, err := Open(bus, cfg.Bus, uint16(cfg.Address), *cfg.ADS1115, clk)
+	d, err := Open(bus, cfg.Bus, uint16(cfg.Address), *c, clk)
 	if err != nil {
 		bus.Close()
 		return nil, err
@@ -85,7 +89,7 @@ func New(cfg config.Sensor, clk clock.Clock) (sensors.Driver, error) {
 
 // Open checks that the ADC answers at addr on bus (named busName in errors) and prepares
 // the channels. When bus is an i2c.BusCloser, the driver owns it and closes it.
-func Open(bus i2c.Bus, busName string, addr uint16, c config.ADS1115, clk clock.Clock) (*Driver, error) {
+func Open(bus i2c.Bus, busName string, addr uint16, c Config, clk clock.Clock) (*Driver, error) {
 	rate, ok := rateBits[c.DataRate]
 	if !ok {
 		return nil, fmt.Errorf("data rate %d: not an ADS1115 rate", c.DataRate)

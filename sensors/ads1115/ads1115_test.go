@@ -10,7 +10,6 @@ import (
 
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 )
@@ -56,19 +55,19 @@ var probe = i2ctest.IO{Addr: adc, W: []byte{0x01}, R: []byte{0x85, 0x83}}
 // (datasheet "Output Codes" table: 0x7FFF is +FS − 1 LSB, 0x8000 is −FS).
 func TestChannelsGainsAndCodes(t *testing.T) {
 	chans := []struct {
-		ch     config.ADS1115Channel
+		ch     Channel
 		config uint16
 		raw    uint16
 		busy   int
 		want   float64
 	}{
-		{config.ADS1115Channel{Channel: "0", Metric: "soil", Gain: "1"}, 0xC383, 0x7FFF, 1, 4.095875},       // 32767 × 125 µV
-		{config.ADS1115Channel{Channel: "1", Metric: "ain1", Gain: "2/3"}, 0xD183, 0x4000, 0, 3.072},        // 16384 × 187.5 µV
-		{config.ADS1115Channel{Channel: "0-1", Metric: "shunt", Gain: "16"}, 0x8B83, 0xFFFF, 0, -7.8125e-6}, // −1 × 7.8125 µV
-		{config.ADS1115Channel{Channel: "3", Metric: "ref", Gain: "2"}, 0xF583, 0x8000, 0, -2.048},          // −FS
+		{Channel{Channel: "0", Metric: "soil", Gain: "1"}, 0xC383, 0x7FFF, 1, 4.095875},       // 32767 × 125 µV
+		{Channel{Channel: "1", Metric: "ain1", Gain: "2/3"}, 0xD183, 0x4000, 0, 3.072},        // 16384 × 187.5 µV
+		{Channel{Channel: "0-1", Metric: "shunt", Gain: "16"}, 0x8B83, 0xFFFF, 0, -7.8125e-6}, // −1 × 7.8125 µV
+		{Channel{Channel: "3", Metric: "ref", Gain: "2"}, 0xF583, 0x8000, 0, -2.048},          // −FS
 	}
 	ops := []i2ctest.IO{probe}
-	var cfg config.ADS1115
+	var cfg Config
 	cfg.DataRate = 128
 	for _, c := range chans {
 		cfg.Channels = append(cfg.Channels, c.ch)
@@ -113,7 +112,7 @@ func TestDataRates(t *testing.T) {
 		ops := append([]i2ctest.IO{probe}, conversion(cfgWord, 0, 0x0001)...)
 		bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
 		clk := newClock()
-		d, err := Open(bus, "/dev/i2c-1", adc, config.ADS1115{DataRate: rate, Channels: []config.ADS1115Channel{{Channel: "0", Metric: "a", Gain: "1"}}}, clk)
+		d, err := Open(bus, "/dev/i2c-1", adc, Config{DataRate: rate, Channels: []Channel{{Channel: "0", Metric: "a", Gain: "1"}}}, clk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +137,7 @@ func TestStuckConversion(t *testing.T) {
 	ops = append(ops, stuck[:12]...) // config write + 11 busy reads: no idle read, no result read
 	ops = append(ops, conversion(0xD383, 0, 0x2000)...)
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
-	cfg := config.ADS1115{DataRate: 128, Channels: []config.ADS1115Channel{
+	cfg := Config{DataRate: 128, Channels: []Channel{
 		{Channel: "0", Metric: "a", Gain: "1"}, {Channel: "1", Metric: "b", Gain: "1"}}}
 	d, err := Open(bus, "/dev/i2c-1", adc, cfg, newClock())
 	if err != nil {
@@ -158,7 +157,7 @@ func TestStuckConversion(t *testing.T) {
 
 func TestNoAnswer(t *testing.T) {
 	bus := &i2ctest.Playback{DontPanic: true}
-	_, err := Open(bus, "/dev/i2c-1", adc, config.ADS1115{DataRate: 128, Channels: []config.ADS1115Channel{{Channel: "0", Metric: "a", Gain: "1"}}}, newClock())
+	_, err := Open(bus, "/dev/i2c-1", adc, Config{DataRate: 128, Channels: []Channel{{Channel: "0", Metric: "a", Gain: "1"}}}, newClock())
 	if err == nil || !strings.HasPrefix(err.Error(), "device 0x48 on /dev/i2c-1: no answer: ") || !strings.Contains(err.Error(), "i2cdetect -y 1") {
 		t.Fatalf("error %v", err)
 	}
@@ -168,7 +167,7 @@ func TestReadHonoursContext(t *testing.T) {
 	ops := []i2ctest.IO{probe, {Addr: adc, W: []byte{0x01, 0xC3, 0x83}}}
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
 	clk := clock.NewFake(time.Unix(0, 0)) // time never moves: the wait can only end by ctx
-	d, err := Open(bus, "/dev/i2c-1", adc, config.ADS1115{DataRate: 128, Channels: []config.ADS1115Channel{{Channel: "0", Metric: "a", Gain: "1"}}}, clk)
+	d, err := Open(bus, "/dev/i2c-1", adc, Config{DataRate: 128, Channels: []Channel{{Channel: "0", Metric: "a", Gain: "1"}}}, clk)
 	if err != nil {
 		t.Fatal(err)
 	}

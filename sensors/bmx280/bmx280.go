@@ -12,7 +12,6 @@ import (
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/bmxx80"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/sensors/hw"
@@ -37,20 +36,16 @@ type Driver struct {
 
 var _ sensors.Driver = (*Driver)(nil)
 
-// New is the sensors.Factory of the bme280 and bmp280 drivers: it opens cfg.Bus and
-// checks that the configured chip answers at cfg.Address.
-func New(cfg config.Sensor, _ clock.Clock) (sensors.Driver, error) {
+// New is the Open of the bme280 and bmp280 drivers: it opens cfg.Bus and checks that the
+// configured chip answers at cfg.Address.
+func New(cfg *sensors.Config, _ clock.Clock) (sensors.Driver, error) {
+	over := 1
+	if c, ok := cfg.Device.(*Config); ok {
+		over = c.Oversampling
+	}
 	bus, err := hw.OpenI2C(cfg.Bus)
 	if err != nil {
 		return nil, err
-	}
-	block := cfg.BME280
-	if cfg.Driver == "bmp280" {
-		block = cfg.BMP280
-	}
-	over := 1
-	if block != nil {
-		over = block.Oversampling
 	}
 	d, err := Open(bus, cfg.Bus, uint16(cfg.Address), cfg.Driver, over)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/sensors/hw"
@@ -24,9 +23,13 @@ type Driver struct {
 
 var _ sensors.Driver = (*Driver)(nil)
 
-// New is the sensors.Factory of the cpu_temp driver.
-func New(cfg config.Sensor, _ clock.Clock) (sensors.Driver, error) {
-	return Open(cfg.CPUTemp.Path)
+// New is the Open of the cpu_temp driver: the zone of cfg's cpu_temp block.
+func New(cfg *sensors.Config, _ clock.Clock) (sensors.Driver, error) {
+	c, ok := cfg.Device.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("sensor %q: cpu_temp block missing", cfg.Name)
+	}
+	return Open(c.Path)
 }
 
 // Open checks that path holds a temperature.

@@ -16,7 +16,6 @@ import (
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/ds18b20"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/sensors/hw"
@@ -50,13 +49,17 @@ type Driver struct {
 
 var _ sensors.Driver = (*Driver)(nil)
 
-// New is the sensors.Factory of the ds18b20 driver.
-func New(cfg config.Sensor, clk clock.Clock) (sensors.Driver, error) {
+// New is the Open of the ds18b20 driver: it opens cfg.Bus and finds the probes.
+func New(cfg *sensors.Config, clk clock.Clock) (sensors.Driver, error) {
+	c, ok := cfg.Device.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("sensor %q: ds18b20 block missing", cfg.Name)
+	}
 	bus, err := hw.OpenOneWire(cfg.Bus)
 	if err != nil {
 		return nil, err
 	}
-	d, err := Open(bus, cfg.Bus, cfg.DS18B20.Resolution, cfg.DS18B20.Probes, clk)
+	d, err := Open(bus, cfg.Bus, c.Resolution, c.Probes, clk)
 	if err != nil {
 		bus.Close()
 		return nil, err
@@ -91,7 +94,7 @@ func FormatAddress(a onewire.Address) string {
 // Open sets up the probes on bus (named busName in errors) at the given resolution (9–12
 // bits). With no probes listed, it uses the single DS18B20 found on the bus. When bus is
 // a onewire.BusCloser, the driver owns it and closes it.
-func Open(bus onewire.Bus, busName string, resolution int, probes []config.DS18B20Probe, clk clock.Clock) (*Driver, error) {
+func Open(bus onewire.Bus, busName string, resolution int, probes []Probe, clk clock.Clock) (*Driver, error) {
 	found, err := bus.Search(false)
 	if err != nil {
 		return nil, &hw.Error{Bus: busName, Err: fmt.Errorf("search: %w", err),
@@ -112,7 +115,7 @@ func Open(bus onewire.Bus, busName string, resolution int, probes []config.DS18B
 			return nil, &hw.Error{Bus: busName, Err: errors.New("no DS18B20 found"),
 				Fix: "check the probe's wiring (data with a 4.7 kΩ pull-up to 3V3, GND, VDD to 3V3)"}
 		case 1:
-			probes = []config.DS18B20Probe{{Address: names[0], Metric: "temperature"}}
+			probes = []Probe{{Address: names[0], Metric: "temperature"}}
 		default:
 			return nil, &hw.Error{Bus: busName, Err: fmt.Errorf("%d DS18B20 found (%s)", len(names), strings.Join(names, ", ")),
 				Fix: "list them under ds18b20.probes, each with its metric"}
@@ -150,7 +153,7 @@ func (d *Driver) Read(ctx context.Context) ([]sensors.Reading, error) {
 		return nil, fmt.Errorf("start conversion: %w", err)
 	}
 	select {
-	case <-d.clk.After(config.DS18B20Conversion(d.resolution)):
+	case <-d.clk.After(Conversion(d.resolution)):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -10,7 +10,6 @@ import (
 	"periph.io/x/conn/v3/onewire"
 	"periph.io/x/conn/v3/onewire/onewiretest"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 )
@@ -133,7 +132,7 @@ func TestTwoProbesOneConversion(t *testing.T) {
 	)
 	bus := &onewiretest.Playback{Ops: ops, Devices: []onewire.Address{a, b}, DontPanic: true}
 	clk := clock.NewFake(time.Unix(0, 0))
-	probes := []config.DS18B20Probe{{Address: nameA, Metric: "top"}, {Address: nameB, Metric: "bottom"}}
+	probes := []Probe{{Address: nameA, Metric: "top"}, {Address: nameB, Metric: "bottom"}}
 	d, err := Open(bus, "w1_bus_master1", 12, probes, clk)
 	if err != nil {
 		t.Fatal(err)
@@ -191,14 +190,14 @@ func TestOpenErrors(t *testing.T) {
 	tests := []struct {
 		name    string
 		devices []onewire.Address
-		probes  []config.DS18B20Probe
+		probes  []Probe
 		want    string
 	}{
 		{"no DS18B20, only another 1-Wire chip", []onewire.Address{other}, nil,
 			"w1_bus_master1: no DS18B20 found; check the probe's wiring (data with a 4.7 kΩ pull-up to 3V3, GND, VDD to 3V3)"},
 		{"several, none listed", []onewire.Address{a, b}, nil,
 			"w1_bus_master1: 2 DS18B20 found (28-0316a2797aff, 28-0316a2797b00); list them under ds18b20.probes, each with its metric"},
-		{"listed probe missing", []onewire.Address{b}, []config.DS18B20Probe{{Address: nameA, Metric: "top"}},
+		{"listed probe missing", []onewire.Address{b}, []Probe{{Address: nameA, Metric: "top"}},
 			"device 28-0316a2797aff on w1_bus_master1: not found; the bus has 28-0316a2797b00; check the probe's wiring (data with a 4.7 kΩ pull-up to 3V3) and its address in ls /sys/bus/w1/devices"},
 	}
 	for _, tt := range tests {

@@ -12,7 +12,6 @@ import (
 
 	"periph.io/x/conn/v3/gpio"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/sensors/hw"
@@ -45,17 +44,21 @@ var (
 	_ sensors.Runner = (*Driver)(nil)
 )
 
-// New is the sensors.Factory of the gpio driver.
-func New(cfg config.Sensor, clk clock.Clock) (sensors.Driver, error) {
-	pin, err := hw.Pin(cfg.GPIO.Pin)
+// New is the Open of the gpio driver: the pin of cfg's gpio block.
+func New(cfg *sensors.Config, clk clock.Clock) (sensors.Driver, error) {
+	c, ok := cfg.Device.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("sensor %q: gpio block missing", cfg.Name)
+	}
+	pin, err := hw.Pin(c.Pin)
 	if err != nil {
 		return nil, err
 	}
-	return Open(pin, *cfg.GPIO, clk)
+	return Open(pin, *c, clk)
 }
 
 // Open configures pin as an input with the pull and, in counter mode, the edge of c.
-func Open(pin gpio.PinIO, c config.GPIO, clk clock.Clock) (*Driver, error) {
+func Open(pin gpio.PinIO, c Config, clk clock.Clock) (*Driver, error) {
 	pull := map[string]gpio.Pull{"up": gpio.PullUp, "down": gpio.PullDown, "none": gpio.Float}[c.Pull]
 	edge := gpio.NoEdge
 	counter := c.Mode == "counter"

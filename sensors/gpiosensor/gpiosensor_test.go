@@ -9,8 +9,8 @@ import (
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/sensors"
 )
 
@@ -23,7 +23,7 @@ func TestLevel(t *testing.T) {
 		lvl  float64 // gpiotest pulls the level with the resistor
 	}{{"up", gpio.PullUp, 1}, {"down", gpio.PullDown, 0}, {"none", gpio.Float, 0}} {
 		pin := &gpiotest.Pin{N: "GPIO4", Num: 4}
-		d, err := Open(pin, config.GPIO{Pin: "GPIO4", Pull: tt.pull, Mode: "level"}, clock.NewFake(t0))
+		d, err := Open(pin, Config{Pin: "GPIO4", Pull: tt.pull, Mode: "level"}, clock.NewFake(t0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +59,7 @@ type counter struct {
 	stop func()
 }
 
-func startCounter(t *testing.T, c config.GPIO) *counter {
+func startCounter(t *testing.T, c Config) *counter {
 	pin := &gpiotest.Pin{N: "GPIO17", Num: 17, EdgesChan: make(chan gpio.Level)}
 	clk := clock.NewFake(t0)
 	d, err := Open(pin, c, clk)
@@ -95,7 +95,7 @@ func (c *counter) read() (count, rate float64) {
 
 // TestCounter: a rain gauge's tips between readings, as count and rate per second.
 func TestCounter(t *testing.T) {
-	c := startCounter(t, config.GPIO{Pin: "GPIO17", Pull: "up", Mode: "counter", Edge: "falling"})
+	c := startCounter(t, Config{Pin: "GPIO17", Pull: "up", Mode: "counter", Edge: "falling"})
 	defer c.stop()
 	if c.pin.P != gpio.PullUp {
 		t.Errorf("pull %v", c.pin.P)
@@ -121,7 +121,7 @@ func TestCounter(t *testing.T) {
 
 // TestDebounce: edges closer than debounce to the last counted one are bounces.
 func TestDebounce(t *testing.T) {
-	c := startCounter(t, config.GPIO{Pin: "GPIO17", Pull: "up", Mode: "counter", Edge: "both", Debounce: config.Duration(20 * time.Millisecond)})
+	c := startCounter(t, Config{Pin: "GPIO17", Pull: "up", Mode: "counter", Edge: "both", Debounce: conf.Duration(20 * time.Millisecond)})
 	defer c.stop()
 	steps := []time.Duration{0, 5 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 19 * time.Millisecond, 2 * time.Millisecond}
 	// counted at 0, 20 (20 after 0), 50; bounces at 5, 10, 69 (19 after 50); counted at 71.
@@ -137,7 +137,7 @@ func TestDebounce(t *testing.T) {
 
 func TestEdgeSetupErrorNamesThePin(t *testing.T) {
 	pin := &gpiotest.Pin{N: "GPIO17", Num: 17} // no edge support
-	_, err := Open(pin, config.GPIO{Pin: "GPIO17", Pull: "up", Mode: "counter", Edge: "falling"}, clock.NewFake(t0))
+	_, err := Open(pin, Config{Pin: "GPIO17", Pull: "up", Mode: "counter", Edge: "falling"}, clock.NewFake(t0))
 	if err == nil || err.Error() != "GPIO17: set up as input: gpiotest: please set p.EdgesChan first; the pin may be claimed by another function (an I2C, SPI or 1-Wire overlay) or lack edge support" {
 		t.Fatalf("error %v", err)
 	}

@@ -8,14 +8,13 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/sensors"
 )
 
 // Driver produces a sine over the clock's time, or a seeded random walk.
 type Driver struct {
-	cfg   config.Sim
+	cfg   Config
 	clock clock.Clock
 	rng   *rand.Rand
 	cur   float64
@@ -23,12 +22,13 @@ type Driver struct {
 
 var _ sensors.Driver = (*Driver)(nil)
 
-// New is the sensors.Factory of the sim driver.
-func New(cfg config.Sensor, clk clock.Clock) (sensors.Driver, error) {
-	if cfg.Sim == nil {
+// New is the Open of the sim driver: the signal of cfg's sim block.
+func New(cfg *sensors.Config, clk clock.Clock) (sensors.Driver, error) {
+	sc, ok := cfg.Device.(*Config)
+	if !ok {
 		return nil, fmt.Errorf("sensor %q: sim block missing", cfg.Name)
 	}
-	c := *cfg.Sim
+	c := *sc
 	seed := uint64(c.Seed)
 	return &Driver{
 		cfg:   c,

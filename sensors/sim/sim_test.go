@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/sensors"
 )
 
 func read(t *testing.T, d *Driver) float64 {
@@ -22,7 +23,7 @@ func read(t *testing.T, d *Driver) float64 {
 // min three quarters in.
 func TestSine(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
-	dv, err := New(config.Sensor{Name: "s", Sim: &config.Sim{Kind: "sine", Min: 18, Max: 24, Period: config.Duration(time.Minute), Metric: "temperature", Unit: "Cel"}}, clk)
+	dv, err := New(&sensors.Config{Name: "s", Device: &Config{Kind: "sine", Min: 18, Max: 24, Period: conf.Duration(time.Minute), Metric: "temperature", Unit: "Cel"}}, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestSine(t *testing.T) {
 
 // TestRandomWalk: reproducible for a seed, within bounds, steps no larger than step.
 func TestRandomWalk(t *testing.T) {
-	cfg := config.Sensor{Name: "s", Sim: &config.Sim{Kind: "random_walk", Min: 30, Max: 70, Step: 0.5, Seed: 42, Metric: "humidity"}}
+	cfg := &sensors.Config{Name: "s", Device: &Config{Kind: "random_walk", Min: 30, Max: 70, Step: 0.5, Seed: 42, Metric: "humidity"}}
 	a, _ := New(cfg, clock.Real{})
 	b, _ := New(cfg, clock.Real{})
 	prev := 50.0
@@ -57,7 +58,7 @@ func TestRandomWalk(t *testing.T) {
 }
 
 func TestMissingBlock(t *testing.T) {
-	if _, err := New(config.Sensor{Name: "s"}, clock.Real{}); err == nil {
+	if _, err := New(&sensors.Config{Name: "s"}, clock.Real{}); err == nil {
 		t.Error("a sim sensor without its block was accepted")
 	}
 }

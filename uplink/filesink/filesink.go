@@ -5,12 +5,10 @@ package filesink
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/uplink"
 )
 
@@ -23,9 +21,13 @@ type Sink struct {
 
 var _ uplink.Sink = (*Sink)(nil)
 
-// New is the uplink.SinkFactory of the file sink. The file opens on the first Send.
-func New(cfg config.Uplink, _ string, _ *slog.Logger) (uplink.Sink, error) {
-	return &Sink{path: cfg.Path}, nil
+// New builds the file sink of an uplink. The file opens on the first Send.
+func New(cfg *uplink.Config) (*Sink, error) {
+	c, ok := cfg.Sink.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("uplink %q: not a file uplink", cfg.Name)
+	}
+	return &Sink{path: c.Path}, nil
 }
 
 // Send appends b's JSON and a newline, then fsyncs.

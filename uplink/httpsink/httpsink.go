@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/uplink"
 )
 
@@ -45,18 +44,22 @@ var (
 // parallel bounds the requests a group of batches keeps in flight.
 const parallel = 4
 
-// New is the uplink.SinkFactory of the http sink. It reads the credential and certificate
-// files but dials nothing.
-func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, error) {
+// New builds the http sink of an uplink. It reads the credential and certificate files but
+// dials nothing.
+func New(cfg *uplink.Config, gateway string, log *slog.Logger) (*Sink, error) {
+	c, ok := cfg.Sink.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("uplink %q: not an http uplink", cfg.Name)
+	}
 	s := &Sink{
-		name: cfg.Name, url: cfg.URL, gateway: gateway, headers: cfg.Headers, user: cfg.Username,
+		name: cfg.Name, url: c.URL, gateway: gateway, headers: c.Headers, user: c.Username,
 		log: log.With("component", "httpsink", "uplink", cfg.Name),
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = parallel
 	tr.ResponseHeaderTimeout = cfg.Timeout.D()
-	if strings.HasPrefix(cfg.URL, "https:") {
-		tc, err := uplink.TLSConfig(cfg.TLS)
+	if strings.HasPrefix(c.URL, "https:") {
+		tc, err := uplink.TLSConfig(c.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("uplink %q: %w", cfg.Name, err)
 		}
@@ -64,13 +67,13 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 	}
 	s.client = &http.Client{Transport: tr, Timeout: cfg.Timeout.D()}
 	var err error
-	if cfg.BearerTokenFile != "" {
-		if s.token, err = uplink.NewSecret(cfg.BearerTokenFile); err != nil {
+	if c.BearerTokenFile != "" {
+		if s.token, err = uplink.NewSecret(c.BearerTokenFile); err != nil {
 			return nil, fmt.Errorf("uplink %q: bearer_token_file: %w", cfg.Name, err)
 		}
 	}
-	if cfg.PasswordFile != "" {
-		if s.pass, err = uplink.NewSecret(cfg.PasswordFile); err != nil {
+	if c.PasswordFile != "" {
+		if s.pass, err = uplink.NewSecret(c.PasswordFile); err != nil {
 			return nil, fmt.Errorf("uplink %q: password_file: %w", cfg.Name, err)
 		}
 	}
@@ -79,7 +82,7 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 
 // Send POSTs b and returns nil once the collector answered 2xx.
 func (s *Sink) Send(ctx context.Context, b *uplink.Batch) error {
-	u := config.ExpandUplink(s.url, s.gateway, string(b.Kind))
+	u := uplink.Expand(s.url, s.gateway, string(b.Kind))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b.Payload))
 	if err != nil {
 		return fmt.Errorf("post batch %s: %w: %w", b.ID, uplink.ErrPermanent, err)

@@ -21,8 +21,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/gateway/topic"
+	"github.com/edgegate/edgegate/internal/topic"
 	"github.com/edgegate/edgegate/uplink"
 )
 
@@ -45,17 +44,21 @@ var (
 	_ uplink.MultiSender = (*Sink)(nil)
 )
 
-// New is the uplink.SinkFactory of the mqtt sink. It reads the password file but dials
-// nothing: the first Send connects.
-func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, error) {
-	t, err := topic.ParseTemplate(cfg.Topic)
+// New builds the mqtt sink of an uplink. It reads the password file but dials nothing: the
+// first Send connects.
+func New(cfg *uplink.Config, gateway string, log *slog.Logger) (*Sink, error) {
+	c, ok := cfg.Sink.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("uplink %q: not an mqtt uplink", cfg.Name)
+	}
+	t, err := topic.ParseTemplate(c.Topic)
 	if err != nil {
 		return nil, fmt.Errorf("uplink %q: topic: %w", cfg.Name, err)
 	}
 	s := &Sink{name: cfg.Name, topic: t, gateway: gateway, timeout: cfg.Timeout.D(), log: log.With("component", "mqttsink", "uplink", cfg.Name)}
 	o := paho.NewClientOptions().
-		AddBroker(cfg.URL).
-		SetClientID(cfg.ClientID).
+		AddBroker(c.URL).
+		SetClientID(c.ClientID).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
@@ -67,20 +70,20 @@ func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, erro
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			s.log.Warn("upstream connection lost", "err", err)
 		})
-	if cfg.Username != "" {
-		o.SetUsername(cfg.Username)
+	if c.Username != "" {
+		o.SetUsername(c.Username)
 	}
-	if cfg.PasswordFile != "" {
-		pw, err := uplink.NewSecret(cfg.PasswordFile)
+	if c.PasswordFile != "" {
+		pw, err := uplink.NewSecret(c.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("uplink %q: password_file: %w", cfg.Name, err)
 		}
 		// Read at each connect, so a rotated password needs no restart.
-		user := cfg.Username
+		user := c.Username
 		o.SetCredentialsProvider(func() (string, string) { return user, pw.Value() })
 	}
-	if u, err := url.Parse(cfg.URL); err == nil && u.Scheme != "tcp" && u.Scheme != "mqtt" {
-		tc, err := uplink.TLSConfig(cfg.TLS)
+	if u, err := url.Parse(c.URL); err == nil && u.Scheme != "tcp" && u.Scheme != "mqtt" {
+		tc, err := uplink.TLSConfig(c.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("uplink %q: %w", cfg.Name, err)
 		}

@@ -13,19 +13,20 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/uplink"
 )
 
 // Sink is one Pub/Sub client; it publishes to the topic(s) its template names.
 type Sink struct {
-	cfg     config.Uplink
+	timeout time.Duration
+	cfg     Config
 	gateway string
 	log     *slog.Logger
 
@@ -39,23 +40,28 @@ var (
 	_ uplink.MultiSender = (*Sink)(nil)
 )
 
-// New is the uplink.SinkFactory of the pubsub sink. It checks the credentials file but
-// dials nothing: the client is made on the first Send. The PUBSUB_EMULATOR_HOST
-// environment variable, as Google documents it, points the client at an emulator.
-func New(cfg config.Uplink, gateway string, log *slog.Logger) (uplink.Sink, error) {
+// New builds the pubsub sink of an uplink. It checks the credentials file but dials
+// nothing: the client is made on the first Send. The PUBSUB_EMULATOR_HOST environment
+// variable, as Google documents it, points the client at an emulator.
+func New(u *uplink.Config, gateway string, log *slog.Logger) (*Sink, error) {
+	cfg, ok := u.Sink.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("uplink %q: not a pubsub uplink", u.Name)
+	}
 	if cfg.CredentialsFile != "" {
 		b, err := os.ReadFile(cfg.CredentialsFile)
 		if err != nil {
-			return nil, fmt.Errorf("uplink %q: credentials_file: %w", cfg.Name, err)
+			return nil, fmt.Errorf("uplink %q: credentials_file: %w", u.Name, err)
 		}
 		var k struct {
 			Type string `json:"type"`
 		}
 		if err := json.Unmarshal(b, &k); err != nil || k.Type != "service_account" {
-			return nil, fmt.Errorf("uplink %q: credentials_file %s: expected a service account key (JSON with \"type\": \"service_account\")", cfg.Name, cfg.CredentialsFile)
+			return nil, fmt.Errorf("uplink %q: credentials_file %s: expected a service account key (JSON with \"type\": \"service_account\")", u.Name, cfg.CredentialsFile)
 		}
 	}
-	return &Sink{cfg: cfg, gateway: gateway, log: log.With("component", "pubsubsink", "uplink", cfg.Name), pubs: map[string]*pubsub.Publisher{}}, nil
+	return &Sink{timeout: u.Timeout.D(), cfg: *cfg, gateway: gateway,
+		log: log.With("component", "pubsubsink", "uplink", u.Name), pubs: map[string]*pubsub.Publisher{}}, nil
 }
 
 func (s *Sink) publisher(kind string) (*pubsub.Publisher, error) {
@@ -70,7 +76,7 @@ func (s *Sink) publisher(kind string) (*pubsub.Publisher, error) {
 			opts = append(opts, option.WithEndpoint(s.cfg.Endpoint))
 		}
 		// The client dials lazily; this context only bounds its setup.
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout.D())
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		defer cancel()
 		c, err := pubsub.NewClient(ctx, s.cfg.Project, opts...)
 		if err != nil {
@@ -78,11 +84,11 @@ func (s *Sink) publisher(kind string) (*pubsub.Publisher, error) {
 		}
 		s.client = c
 	}
-	id := config.ExpandUplink(s.cfg.Topic, s.gateway, kind)
+	id := uplink.Expand(s.cfg.Topic, s.gateway, kind)
 	p, ok := s.pubs[id]
 	if !ok {
 		p = s.client.Publisher(id)
-		p.PublishSettings.Timeout = s.cfg.Timeout.D()
+		p.PublishSettings.Timeout = s.timeout
 		p.EnableMessageOrdering = s.cfg.Ordering == "series"
 		s.pubs[id] = p
 	}

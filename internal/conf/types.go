@@ -1,4 +1,4 @@
-package config
+package conf
 
 import (
 	"fmt"
@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Duration is a Go-style duration in the config ("10s", "1m", "24h"; "0" or "0s" for none).
@@ -18,17 +16,18 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
-func (d *Duration) decodeNode(n *yaml.Node) error {
-	if n.Value == "0" {
+// DecodeScalar implements ScalarDecoder.
+func (d *Duration) DecodeScalar(value string) error {
+	if value == "0" {
 		*d = 0
 		return nil
 	}
-	v, err := time.ParseDuration(n.Value)
+	v, err := time.ParseDuration(value)
 	if err != nil {
-		return fmt.Errorf("expected a duration such as 500ms, 10s, 1m or 24h, found %q", n.Value)
+		return fmt.Errorf("expected a duration such as 500ms, 10s, 1m or 24h, found %q", value)
 	}
 	if v < 0 {
-		return fmt.Errorf("duration %q is negative", n.Value)
+		return fmt.Errorf("duration %q is negative", value)
 	}
 	*d = Duration(v)
 	return nil
@@ -77,8 +76,9 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(f * mult), nil
 }
 
-func (b *ByteSize) decodeNode(n *yaml.Node) error {
-	v, err := ParseByteSize(n.Value)
+// DecodeScalar implements ScalarDecoder.
+func (b *ByteSize) DecodeScalar(value string) error {
+	v, err := ParseByteSize(value)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,8 @@
-package config
+// Package conf decodes edgegate's YAML strictly and reports every problem of a config file
+// as FILE:LINE:COL: message. Each package that owns a config section declares its types,
+// defaults (SetDefaults) and checks (Validate with a Reporter) next to its code; conf holds
+// only what they share: the decoder, the positions, the reporter and the scalar types.
+package conf
 
 import (
 	"errors"
@@ -10,6 +14,7 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+	"slices"
 )
 
 // Pos is a position in the config file, 1-based.
@@ -29,47 +34,46 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Col, e.Msg)
 }
 
-// Errors is every problem of a config file, in file order.
-type Errors []*Error
-
-func (es Errors) Error() string {
-	var b strings.Builder
-	for i, e := range es {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(e.Error())
-	}
-	return b.String()
+// Defaulter is implemented by list elements and optional blocks that have defaults: the
+// decoder calls SetDefaults on a fresh element before filling it from the file.
+type Defaulter interface {
+	SetDefaults()
 }
 
-// defaulter is implemented by list elements and optional blocks that have defaults: the
-// decoder calls setDefaults on a fresh element before filling it from the file.
-type defaulter interface {
-	setDefaults()
-}
-
-var defaulterType = reflect.TypeOf((*defaulter)(nil)).Elem()
+var defaulterType = reflect.TypeOf((*Defaulter)(nil)).Elem()
 
 func setDefaults(v reflect.Value) {
 	if v.CanAddr() && v.Addr().Type().Implements(defaulterType) {
-		v.Addr().Interface().(defaulter).setDefaults()
+		v.Addr().Interface().(Defaulter).SetDefaults()
 	}
 }
 
-// nodeDecoder is implemented by config types with their own scalar syntax (durations, sizes).
-type nodeDecoder interface {
-	decodeNode(n *yaml.Node) error
+// ScalarDecoder is implemented by config types with their own scalar syntax (durations,
+// sizes, a sync policy): DecodeScalar gets the scalar as written.
+type ScalarDecoder interface {
+	DecodeScalar(value string) error
 }
+
+// Extra, as the type of a struct field, receives the keys of the struct's mapping that no
+// other field takes, undecoded: a second pass that knows their type (a sensor's driver
+// block, a sink's keys) decodes them with Doc.Decode, and reports the keys nobody takes
+// with Doc.UnknownKey.
+type Extra []ExtraKey
+
+// ExtraKey is one key of an Extra, with the path of its value.
+type ExtraKey struct {
+	Key, Value *yaml.Node
+	Path       string
+}
+
+var extraType = reflect.TypeOf(Extra(nil))
 
 // decoder fills Go values from a YAML node tree, strictly: unknown keys, duplicate keys and
 // wrong types are errors. It keeps going after an error so every problem is reported at
 // once, and records the position of every value it visits by its path (e.g.
 // "uplinks[0].batch.linger") for Validate's messages.
 type decoder struct {
-	file string
-	errs Errors
-	pos  map[string]Pos
+	*Doc
 	path string // of the value being decoded, for errorf
 }
 
@@ -84,7 +88,7 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Pos: Pos{n.Line, n.Column}, Msg: fmt.Sprintf(format, args...)})
 }
 
-var nodeDecoderType = reflect.TypeOf((*nodeDecoder)(nil)).Elem()
+var scalarDecoderType = reflect.TypeOf((*ScalarDecoder)(nil)).Elem()
 
 func kindName(n *yaml.Node) string {
 	switch n.Kind {
@@ -107,12 +111,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 	d.pos[path] = Pos{n.Line, n.Column}
 	d.path = path
-	if v.CanAddr() && v.Addr().Type().Implements(nodeDecoderType) {
+	if v.CanAddr() && v.Addr().Type().Implements(scalarDecoderType) {
 		if n.Kind != yaml.ScalarNode {
 			d.badf(n, "%s: expected a scalar, found %s", path, kindName(n))
 			return
 		}
-		if err := v.Addr().Interface().(nodeDecoder).decodeNode(n); err != nil {
+		if err := v.Addr().Interface().(ScalarDecoder).DecodeScalar(n.Value); err != nil {
 			d.badf(n, "%s: %v", path, err)
 		}
 		return
@@ -180,18 +184,13 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	fields := map[string]int{}
-	var names []string
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		tag := t.Field(i).Tag.Get("yaml")
-		if tag == "" || tag == "-" {
-			continue
+	names := fieldNames(v.Type(), fields)
+	extra := -1
+	for i := 0; i < v.NumField(); i++ {
+		if v.Type().Field(i).Type == extraType {
+			extra = i
 		}
-		name := strings.Split(tag, ",")[0]
-		fields[name] = i
-		names = append(names, name)
 	}
-	sort.Strings(names)
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -201,17 +200,55 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		}
 		idx, ok := fields[k.Value]
 		d.path = path
-		if !ok {
-			d.errorf(k, "%s: unknown key %q (expected one of: %s)", orTop(path), k.Value, strings.Join(names, ", "))
-			continue
-		}
 		if seen[k.Value] {
 			d.errorf(k, "%s: key %q appears twice", orTop(path), k.Value)
+			continue
+		}
+		if !ok && extra >= 0 {
+			seen[k.Value] = true
+			for val.Kind == yaml.AliasNode {
+				val = val.Alias
+			}
+			d.pos[sub] = Pos{val.Line, val.Column}
+			f := v.Field(extra)
+			f.Set(reflect.Append(f, reflect.ValueOf(ExtraKey{Key: k, Value: val, Path: sub})))
+			continue
+		}
+		if !ok {
+			d.errorf(k, "%s: unknown key %q (expected one of: %s)", orTop(path), k.Value, strings.Join(names, ", "))
 			continue
 		}
 		seen[k.Value] = true
 		d.decode(val, v.Field(idx), sub)
 	}
+}
+
+// fieldNames returns the YAML keys of a struct type, sorted; fields, when not nil, maps
+// each to its field index.
+func fieldNames(t reflect.Type, fields map[string]int) []string {
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := t.Field(i).Tag.Get("yaml")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		name := strings.Split(tag, ",")[0]
+		if fields != nil {
+			fields[name] = i
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Keys returns the YAML keys of the struct v points to (or is), sorted.
+func Keys(v any) []string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return fieldNames(t, nil)
 }
 
 func orTop(path string) string {
@@ -279,32 +316,52 @@ func typeName(k reflect.Kind) string {
 	}
 }
 
-// badPrefix marks, in the position map, the paths whose value failed to decode: Validate
-// stays quiet about them (their Go value is a default, not what the user wrote).
-const badPrefix = "\x00bad:"
-
-// decodeFile parses data as one YAML document and decodes it into out.
-func decodeFile(file string, data []byte, out any) (map[string]Pos, error) {
-	d := &decoder{file: file, pos: map[string]Pos{}}
+// Decode parses data as one YAML document and decodes it into out, a pointer to the
+// struct of the whole file. The Doc it returns holds the position of every value and the
+// problems found so far; a YAML syntax error leaves no positions (Doc.Decoded is false).
+func Decode(file string, data []byte, out any) *Doc {
+	doc := &Doc{file: file, pos: map[string]Pos{}}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Errors{yamlError(file, err)}
+		doc.errs = Errors{yamlError(file, err)}
+		return doc
 	}
+	doc.decoded = true
 	if root.Kind == 0 { // empty file
-		return d.pos, nil
+		return doc
 	}
-	doc := &root
-	if doc.Kind == yaml.DocumentNode {
-		if len(doc.Content) == 0 {
-			return d.pos, nil
+	n := &root
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return doc
 		}
-		doc = doc.Content[0]
+		n = n.Content[0]
 	}
-	d.decode(doc, reflect.ValueOf(out).Elem(), "")
-	if len(d.errs) > 0 {
-		return d.pos, d.errs
-	}
-	return d.pos, nil
+	doc.Decode(n, out, "")
+	return doc
+}
+
+// Decode fills v, a pointer, from n, the value at path: the second pass over an Extra.
+func (doc *Doc) Decode(n *yaml.Node, v any, path string) {
+	d := &decoder{Doc: doc}
+	d.decode(n, reflect.ValueOf(v).Elem(), path)
+}
+
+// DecodeKey decodes one key of an Extra into the struct v points to, as if it had been in
+// the struct's own mapping, at path (the mapping that held it): a sink's keys sit at the
+// uplink's level.
+func (doc *Doc) DecodeKey(k ExtraKey, v any, path string) {
+	d := &decoder{Doc: doc}
+	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: k.Key.Line, Column: k.Key.Column, Content: []*yaml.Node{k.Key, k.Value}}
+	d.decodeStruct(n, reflect.ValueOf(v).Elem(), path)
+}
+
+// UnknownKey reports a key of the mapping at path that nothing takes; known are the keys
+// that would have been.
+func (doc *Doc) UnknownKey(k *yaml.Node, path string, known []string) {
+	known = slices.Compact(slices.Sorted(slices.Values(known)))
+	d := &decoder{Doc: doc, path: path}
+	d.errorf(k, "%s: unknown key %q (expected one of: %s)", orTop(path), k.Value, strings.Join(known, ", "))
 }
 
 // yamlError turns a yaml.v3 syntax error ("yaml: line 3: ...") into a positioned Error.

@@ -1,34 +1,43 @@
-package pipeline
+package record
 
 import (
 	"bytes"
+	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
-
-	"github.com/edgegate/edgegate/record"
 )
 
-// ParseRecord reads the SPEC §3.1 JSON of a record into in, the way record.UnmarshalJSON
+// Reading is what a pipeline reads of a stored record: its topic, series, event time and
+// value. Parsed by ParseReading, its strings point into the bytes parsed.
+type Reading struct {
+	Topic  string
+	Series string
+	TS     int64 // event time, Unix milliseconds
+	Value  float64
+}
+
+// ParseReading reads the SPEC §3.1 JSON of a record into in, the way Record.UnmarshalJSON
 // does, and reports whether it is a reading (false: a raw forwarded message, which
 // pipelines ignore). The strings of in point into b: they are valid while b is.
 //
 // The records the gateway stores take a fast path that allocates nothing; anything
 // unusual (escapes, unknown keys, nulls, duplicate keys, invalid input) goes through
-// record.UnmarshalJSON, so both paths agree on every input (FuzzParseRecord checks it).
-func ParseRecord(b []byte, in *Input) (reading bool, err error) {
+// Record.UnmarshalJSON, so both paths agree on every input (FuzzParseReading checks it).
+func ParseReading(b []byte, in *Reading) (reading bool, err error) {
 	if parseFast(b, in) {
 		return true, nil
 	}
-	var r record.Record
+	var r Record
 	if err := r.UnmarshalJSON(b); err != nil {
 		return false, err
 	}
 	if r.Raw {
 		return false, nil
 	}
-	*in = Input{Topic: r.Topic, Series: r.Series, TS: r.TS.UnixMilli(), Value: r.Value}
+	*in = Reading{Topic: r.Topic, Series: r.Series, TS: r.TS.UnixMilli(), Value: r.Value}
 	return true, nil
 }
 
@@ -43,7 +52,7 @@ const (
 )
 
 // parseFast parses the common form of a reading; false means "use the slow path".
-func parseFast(b []byte, in *Input) bool {
+func parseFast(b []byte, in *Reading) bool {
 	p := scanner{b: b}
 	p.ws()
 	if !p.eat('{') {
@@ -51,7 +60,7 @@ func parseFast(b []byte, in *Input) bool {
 	}
 	var seen int
 	var ts string
-	*in = Input{}
+	*in = Reading{}
 	for {
 		p.ws()
 		key, ok := p.str()
@@ -232,4 +241,89 @@ func (p *scanner) labels() bool {
 			return false
 		}
 	}
+}
+
+// TopicOf returns the "topic" of a stored record ("" when b is not one), for uplinks'
+// forward filters: without decoding the rest, whatever the order of the keys. Anything
+// unusual (escapes, unknown values) goes through encoding/json, so the answer is always
+// the one a full decode gives (FuzzTopicOf checks it).
+func TopicOf(b []byte) string {
+	if t, ok := topicFast(b); ok {
+		return t
+	}
+	var r struct {
+		Topic string `json:"topic"`
+	}
+	if json.Unmarshal(b, &r) != nil {
+		return ""
+	}
+	return r.Topic
+}
+
+// topicFast scans the top level of a record for its topic (the last one, as encoding/json
+// keeps); false means "use the slow path".
+func topicFast(b []byte) (string, bool) {
+	p := scanner{b: b}
+	p.ws()
+	if !p.eat('{') {
+		return "", false
+	}
+	var topic string
+	for {
+		p.ws()
+		key, ok := p.str()
+		if !ok {
+			return "", false
+		}
+		p.ws()
+		if !p.eat(':') {
+			return "", false
+		}
+		p.ws()
+		switch key {
+		case "topic":
+			topic, ok = p.str()
+		case "value":
+			_, ok = p.number()
+		case "labels":
+			ok = p.labels()
+		default:
+			if strings.EqualFold(key, "topic") {
+				return "", false // encoding/json folds case: the slow path decides
+			}
+			_, ok = p.str()
+		}
+		if !ok {
+			return "", false
+		}
+		p.ws()
+		if p.eat(',') {
+			continue
+		}
+		if !p.eat('}') {
+			return "", false
+		}
+		break
+	}
+	p.ws()
+	if p.i != len(b) {
+		return "", false
+	}
+	return strings.Clone(topic), true
+}
+
+// TimeOf returns the event time of a stored entry: "ts" for a record, "end" for a pane
+// (its window's end); false when it has neither.
+func TimeOf(b []byte) (time.Time, bool) {
+	var r struct {
+		TS  time.Time `json:"ts"`
+		End time.Time `json:"end"`
+	}
+	if json.Unmarshal(b, &r) != nil {
+		return time.Time{}, false
+	}
+	if r.TS.IsZero() {
+		return r.End, !r.End.IsZero()
+	}
+	return r.TS, true
 }

@@ -9,4 +9,4 @@ import (
 
 // pubsubSink is the Google Cloud Pub/Sub sink. It is most of the binary's size (≈9 MB of
 // 21 MB for linux/arm64, see BENCHMARKS.md): build with -tags nopubsub to leave it out.
-func pubsubSink() uplink.SinkFactory { return pubsubsink.New }
+func pubsubSink() (uplink.SinkType, bool) { return pubsubsink.Type(), true }

@@ -1,5 +1,0 @@
-package uplink
-
-import "encoding/json"
-
-var jsonUnmarshal = json.Unmarshal
