@@ -162,7 +162,7 @@ soak:
 	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -v -run TestSoak -timeout 60m ./internal/soak/
 
 soak-short:
-	SOAK_DURATION=80s $(GO) test -count=1 -v -run TestSoak -timeout 20m ./internal/soak/
+	SOAK_DURATION=70s $(GO) test -count=1 -v -run TestSoak -timeout 20m ./internal/soak/
 
 # The emulated board (docs/board.md): Debian 12 arm64 under
 # qemu-system-aarch64 (TCG), systemd as PID 1, the arm64 .deb installed with apt. The image

@@ -113,6 +113,8 @@ func (d *daemon) start() {
 	d.epoch.Add(1)
 	cmd := exec.Command(d.bin, "run", "-c", d.cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// The daemon dies with the soak, however the soak ends (a timeout, a kill).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		d.t.Fatalf("start daemon: %v", err)
