@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/edgegate/edgegate/internal/gatewaytest"
+	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/sensors"
 	"github.com/edgegate/edgegate/uplink"
 )
@@ -49,7 +50,7 @@ func TestValidateMatchesBuild(t *testing.T) {
 	}
 	for _, cmd := range []string{"validate", "run"} {
 		var stdout, stderr bytes.Buffer
-		c := exec.Command(bin, cmd, "-c", path)
+		c := testutil.BinCommand(bin, cmd, "-c", path)
 		c.Stdout, c.Stderr = &stdout, &stderr
 		err := c.Run()
 		var exit *exec.ExitError

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 const childEnv = "BINDHINT_TEST_LISTEN"
@@ -54,7 +56,7 @@ func TestPrivilegedPortForReal(t *testing.T) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin)
+	cmd := testutil.BinCommand(bin)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), childEnv+"=127.0.0.1:443")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

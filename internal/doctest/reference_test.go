@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // codeChunks returns, per section of every page (the text under one heading), its code:
@@ -180,7 +182,7 @@ var (
 func TestCommandLineDocumented(t *testing.T) {
 	bin := buildEdgegate(t)
 	help := func(args ...string) string {
-		out, _ := exec.Command(bin, args...).CombinedOutput() // -h exits 0 or 2: the text counts
+		out, _ := testutil.BinCommand(bin, args...).CombinedOutput() // -h exits 0 or 2: the text counts
 		return string(out)
 	}
 	var cmds [][]string

@@ -273,6 +273,15 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
+// BinCommand runs a binary a test built for the target (GOARCH): through the emulator
+// EDGEGATE_TEST_EXEC names under `make test-arm`, directly otherwise.
+func BinCommand(bin string, args ...string) *exec.Cmd {
+	if w := os.Getenv("EDGEGATE_TEST_EXEC"); w != "" {
+		return exec.Command(w, append([]string{bin}, args...)...)
+	}
+	return exec.Command(bin, args...)
+}
+
 // SelfCommand runs the test binary itself (for tests that need a child process). Under
 // `make test-arm` the binary is arm64 and the machine has no binfmt handler for it, so
 // EDGEGATE_TEST_EXEC names the emulator to run it with (qemu-aarch64-static).
