@@ -213,7 +213,43 @@ type arrivalTable struct {
 	largest int
 	total   int
 	limit   int   // maxArrivals (tests make it small: Options.arrivalLimit)
+	budget  int   // what the buffer's budget allows (setBudget); 0: no budget
 	epoch   int64 // the last epoch given out
+}
+
+// arrivalShare is the part of the buffer's capacity the records of arrivals may take (each
+// counted arrivalKeyCost), as the dedup index has its share: in a small budget they would
+// otherwise crowd out the readings (the soak's 9 MiB: 65,536 records took 6 MiB of it).
+const arrivalShare = 8
+
+// minArrivals is what any budget allows (384 KiB at arrivalKeyCost): a budget that small
+// is far below what Badger itself needs.
+const minArrivals = 4096
+
+// max returns the number of records the table may hold.
+func (t *arrivalTable) max() int {
+	if t.budget > 0 {
+		return min(t.limit, t.budget)
+	}
+	return t.limit
+}
+
+// setBudget bounds the records by the buffer's capacity (bytes), giving up records past
+// it (answered ones first, from the clients with the most). The writer calls it as it
+// applies the budget.
+func (s *Store) setArrivalBudget(capacity int64) {
+	t := s.arrivals
+	n := int(max(min(capacity/arrivalShare/arrivalKeyCost, int64(maxArrivals)), minArrivals))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n == t.budget {
+		return
+	}
+	t.budget = n
+	for t.total > t.max() {
+		t.evict()
+	}
+	s.arrivalCount.Store(int64(t.total))
 }
 
 func newArrivalTable(limit int) *arrivalTable {
@@ -317,7 +353,7 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 	rec = t.add(c, rec)
 	a.writes = append(a.writes, write{key: arrivalKey(ck, rec.slot), value: rec.encode(c.epoch), ttl: p.Keep})
 	a.ref = arrivalRef{c: ck, seq: rec.seq, ok: true}
-	for t.total > t.limit {
+	for t.total > t.max() {
 		t.evict() // its key stays until its slot is taken again (see the key layout)
 	}
 	s.arrivalCount.Store(int64(t.total))
@@ -625,7 +661,7 @@ func (s *Store) loadArrivals() error {
 		t.epoch = max(t.epoch, e.epoch)
 		e.rec.slot = e.slot
 		t.load(c, e.rec) // conn 0: an earlier connection than any of this run (Connected counts from 1)
-		for t.total > t.limit {
+		for t.total > t.max() {
 			t.evict()
 		}
 	}

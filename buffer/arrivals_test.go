@@ -359,6 +359,32 @@ func TestArrivalLoadedRecordsGoFirst(t *testing.T) {
 	}
 }
 
+// The records take at most an eighth of the buffer's capacity (each counted 96 bytes), as
+// the dedup ids have their share: in the soak's 9 MiB budget 65,536 records took 6 MiB and
+// a full buffer refused the readings for them.
+func TestArrivalsWithinTheirShareOfTheBudget(t *testing.T) {
+	s := &Store{arrivals: newArrivalTable(maxArrivals), opts: Options{Clock: clock.NewFake(t0)}}
+	for i := range maxArrivals {
+		p := Publish{Client: fmt.Sprint("dev-", i%16), PacketID: uint16(i/16 + 1), Payload: []byte(fmt.Sprint(i)), Resumed: true, Keep: time.Hour}
+		s.arrived(s.Arrive(p, t0).ref, true)
+	}
+	const capacity = 9 << 20
+	s.setArrivalBudget(capacity)
+	want := capacity / arrivalShare / arrivalKeyCost
+	if n := s.arrivalCount.Load(); n != int64(want) || n*arrivalKeyCost > capacity/arrivalShare {
+		t.Fatalf("%d records (%d bytes counted) in a capacity of %d; want %d, an eighth", n, n*arrivalKeyCost, capacity, want)
+	}
+	p := Publish{Client: "dev-new", PacketID: 1, Payload: []byte("x"), Resumed: true, Keep: time.Hour}
+	s.arrived(s.Arrive(p, t0).ref, true)
+	if n := s.arrivalCount.Load(); n != int64(want) {
+		t.Fatalf("a new record took the table to %d, past its share %d", n, want)
+	}
+	s.setArrivalBudget(1 << 20) // a budget smaller than Badger's own needs: the floor
+	if n := s.arrivalCount.Load(); n != minArrivals {
+		t.Fatalf("%d records at a tiny budget, want the floor %d", n, minArrivals)
+	}
+}
+
 // A client refused again and again (a full buffer) while it resends the same publishes and
 // adds new ones keeps its records of what was stored: failed appends give their records
 // up, so the window of its last stored publishes is not used up by attempts.

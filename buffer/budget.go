@@ -151,6 +151,7 @@ func (s *Store) admit(work []*request) []*request {
 		return work
 	}
 	s.dedupCap.Store(max(1, capacity/dedupShare/dedupKeyCost))
+	s.setArrivalBudget(capacity)
 	full := capacity
 	capacity = max(0, capacity-s.reserved(full))
 	var need, needPhys int64
