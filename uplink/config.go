@@ -288,3 +288,29 @@ func (t *TLS) Files() []File {
 	}
 	return fs
 }
+
+// NewSinkType builds the SinkType of a sink whose config is C (its defaults set through
+// conf.Defaulter when it has some) and whose constructor is newSink; a failed constructor
+// gives a nil Sink, never a typed nil.
+func NewSinkType[C any, PC interface {
+	*C
+	SinkConfig
+}, S Sink](name string, newSink func(cfg *Config, gateway string, log *slog.Logger) (S, error)) SinkType {
+	return SinkType{
+		Name: name,
+		NewConfig: func() SinkConfig {
+			c := PC(new(C))
+			if d, ok := any(c).(conf.Defaulter); ok {
+				d.SetDefaults()
+			}
+			return c
+		},
+		New: func(cfg *Config, gateway string, log *slog.Logger) (Sink, error) {
+			s, err := newSink(cfg, gateway, log)
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		},
+	}
+}

@@ -15,17 +15,7 @@ type Config struct {
 
 // Type is the file sink.
 func Type() uplink.SinkType {
-	return uplink.SinkType{
-		Name:      "file",
-		NewConfig: func() uplink.SinkConfig { return &Config{} },
-		New: func(cfg *uplink.Config, _ string, _ *slog.Logger) (uplink.Sink, error) {
-			s, err := New(cfg)
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
-		},
-	}
+	return uplink.NewSinkType[Config]("file", func(cfg *uplink.Config, _ string, _ *slog.Logger) (*Sink, error) { return New(cfg) })
 }
 
 // Validate checks that there is a path.

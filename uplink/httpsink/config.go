@@ -1,7 +1,6 @@
 package httpsink
 
 import (
-	"log/slog"
 	"net/url"
 	"strings"
 
@@ -39,23 +38,7 @@ func (c *Config) PayloadEncoding() string {
 }
 
 // Type is the http sink.
-func Type() uplink.SinkType {
-	return uplink.SinkType{
-		Name: "http",
-		NewConfig: func() uplink.SinkConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		New: func(cfg *uplink.Config, gateway string, log *slog.Logger) (uplink.Sink, error) {
-			s, err := New(cfg, gateway, log)
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
-		},
-	}
-}
+func Type() uplink.SinkType { return uplink.NewSinkType[Config]("http", New) }
 
 // Validate checks the URL, the credentials and the headers.
 func (c *Config) Validate(_ *uplink.Config, r *conf.Reporter) {

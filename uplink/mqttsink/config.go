@@ -1,7 +1,6 @@
 package mqttsink
 
 import (
-	"log/slog"
 	"net/url"
 	"slices"
 
@@ -52,23 +51,7 @@ func (c *Config) PayloadEncoding() string {
 }
 
 // Type is the mqtt sink.
-func Type() uplink.SinkType {
-	return uplink.SinkType{
-		Name: "mqtt",
-		NewConfig: func() uplink.SinkConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		New: func(cfg *uplink.Config, gateway string, log *slog.Logger) (uplink.Sink, error) {
-			s, err := New(cfg, gateway, log)
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
-		},
-	}
-}
+func Type() uplink.SinkType { return uplink.NewSinkType[Config]("mqtt", New) }
 
 // Validate checks the broker's URL, the topic, the QoS and the credentials.
 func (c *Config) Validate(_ *uplink.Config, r *conf.Reporter) {

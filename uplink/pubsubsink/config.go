@@ -1,7 +1,6 @@
 package pubsubsink
 
 import (
-	"log/slog"
 	"strings"
 
 	"github.com/edgegate/edgegate/internal/conf"
@@ -24,23 +23,7 @@ type Config struct {
 func (c *Config) SetDefaults() { c.Ordering = "none" }
 
 // Type is the pubsub sink.
-func Type() uplink.SinkType {
-	return uplink.SinkType{
-		Name: "pubsub",
-		NewConfig: func() uplink.SinkConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		New: func(cfg *uplink.Config, gateway string, log *slog.Logger) (uplink.Sink, error) {
-			s, err := New(cfg, gateway, log)
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
-		},
-	}
-}
+func Type() uplink.SinkType { return uplink.NewSinkType[Config]("pubsub", New) }
 
 // Validate checks the project, the topic id and the ordering.
 func (c *Config) Validate(_ *uplink.Config, r *conf.Reporter) {
