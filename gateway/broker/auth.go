@@ -65,6 +65,7 @@ type credentials struct {
 	sources      map[netip.Prefix]*failures
 	userFails    map[string]*failures
 	running      bool
+	closed       bool          // the broker is stopping: no login waits for the slot
 	queue        []*authWaiter // waiting for the slot, in arrival order
 	failingAfter time.Time     // failing sources may not start a check before this
 	anyAfter     time.Time     // under attack, no check may start before this
@@ -95,6 +96,7 @@ const (
 var (
 	errAuthBusy    = errors.New("password checks are backed up")
 	errAuthBackoff = errors.New("too many failed logins: backed off")
+	errStopping    = fmt.Errorf("%w: the broker is stopping", errAuthBusy)
 )
 
 // failures tracks the recent failed logins of a source address or a user.
@@ -167,6 +169,10 @@ func (c *credentials) check(username string, password []byte, src netip.Prefix) 
 	w := &authWaiter{src: src, ready: make(chan struct{})}
 	if acc != nil {
 		w.user = username
+	}
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errStopping
 	}
 	if err := c.backoffLocked(w, now); err != nil {
 		c.mu.Unlock()
@@ -280,6 +286,21 @@ func (c *credentials) await(w *authWaiter) error {
 			return errAuthBusy
 		}
 	}
+}
+
+// close refuses the logins waiting for the slot, and every later one, with errStopping:
+// the broker's Close waits for every connection's goroutine, so a login left waiting
+// (up to c.wait) would hold the stop, and systemd's TimeoutStopSec with it. A check
+// already running ends as usual.
+func (c *credentials) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for _, w := range c.queue {
+		w.err = errStopping
+		close(w.ready)
+	}
+	c.queue = nil
 }
 
 // backoffLocked returns errAuthBackoff when w's source is backed off, or its user is and

@@ -1,14 +1,20 @@
 package broker
 
 import (
+	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgegate/edgegate/gateway/config"
 	"github.com/edgegate/edgegate/gateway/ingest"
+	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // TestAuthentication logs in over a real broker with good and bad credentials and
@@ -240,5 +246,45 @@ func TestV311Refusals(t *testing.T) {
 	}
 	if got := refusedReasons(t, e); got != "not_authorized,not_authorized,malformed" {
 		t.Errorf("refused log holds %s", got)
+	}
+}
+
+// TestCloseRefusesWaitingLogins: a login waiting for the password-check slot when the
+// broker stops is refused at once, and so is every later one. mochi's Close waits for
+// each connection's goroutine, so a waiting login held a SIGTERM for up to the slot's
+// 10 s wait (the soak saw a stop of 10.08 s during its password attack).
+func TestCloseRefusesWaitingLogins(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := []config.User{{Username: "dev", PasswordHash: string(hash)}}
+	c := newCredentials(users, clock.NewFake(time.Unix(1_700_000_000, 0))) // its timers never fire
+	c.mu.Lock()
+	c.running = true // a check in progress holds the slot
+	c.mu.Unlock()
+
+	src := netip.MustParsePrefix("127.0.0.1/32")
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.check("dev", []byte("secret"), src)
+		done <- err
+	}()
+	testutil.Eventually(t, time.Minute, "the login queued for the slot", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue) == 1
+	})
+	c.close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errAuthBusy) {
+			t.Fatalf("waiting login: err %v, want %v", err, errAuthBusy)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a login waiting for the slot still waits after close")
+	}
+	if _, err := c.check("dev", []byte("secret"), src); !errors.Is(err, errStopping) {
+		t.Fatalf("login after close: err %v, want %v", err, errStopping)
 	}
 }

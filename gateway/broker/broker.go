@@ -301,6 +301,7 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	b.guard.creds.close() // before mochi waits for the connections: none may wait for a check
 	// mochi closes the listeners and waits for every read goroutine, then calls the ingest
 	// hook's OnStopped, which waits until what they queued is answered (or its connection
 	// is gone) and delivered, while the server still routes to sessions.
