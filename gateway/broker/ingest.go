@@ -23,8 +23,8 @@ import (
 type IngestHook struct {
 	mqtt.HookBase
 	router atomic.Pointer[ingest.Router] // swapped by a config reload
-	holder Holder   // nil: none
-	recent Observer // nil: none
+	holder Holder                        // nil: none
+	recent Observer                      // nil: none
 	store  *buffer.Store
 	clock  clock.Clock
 	log    *slog.Logger
