@@ -18,6 +18,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
 
 	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
@@ -31,7 +32,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(mainEnv) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	// Every goroutine the commands and the daemon start must be gone when the tests end.
+	goleak.VerifyTestMain(m,
+		// OpenCensus (a dependency of the Pub/Sub client this binary links) starts its
+		// stats worker in an init function: it lives as long as the process.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
 }
 
 // daemon is the edgegate daemon running in a child process.
