@@ -298,8 +298,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 }
 
 // Close releases what New opened: the sensors' drivers (closed by the poller instead if
-// it ran), the broker, the ingest context, the uplinks' sinks and the store. Run calls it when it returns; call
-// it yourself for a gateway built but never run. Not while Run runs. Idempotent: it
+// it ran), the broker, the ingest context, the uplinks' sinks, the ops port of a service
+// and the store. Run calls it when it returns; call it yourself for a gateway built but
+// never run. Not while Run runs. Idempotent: it
 // returns the first call's error (the store's).
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
