@@ -228,17 +228,17 @@ func TestRejectWhenFullAtTheBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hook := broker.NewIngestHook(context.Background(), router, store, clock.Real{}, log)
 	addr := testutil.FreeAddr(t)
 	cfg, err := gatewaytest.Parse("test.yaml", []byte(fmt.Sprintf(
 		"gateway: {id: gw}\nbroker: {allow_anonymous: true, listeners: [{type: tcp, address: %q}]}\n", addr)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.New(cfg.Broker, hook, log)
+	b, err := broker.New(cfg.Broker, broker.IngestOptions{Ctx: context.Background(), Router: router, Store: store, Clock: clock.Real{}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	hook := b.Ingest()
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/gateway/broker"
 	"github.com/edgegate/edgegate/gateway/ops"
+	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/timesync"
 	"github.com/edgegate/edgegate/record"
@@ -35,7 +37,9 @@ type heldEntry struct {
 // clockHold holds self-stamped readings while the keeper waits for the clock, and releases
 // them, corrected, once it syncs.
 type clockHold struct {
-	g           *Gateway
+	store       *buffer.Store
+	clock       clock.Clock
+	log         *slog.Logger
 	k           *timesync.Keeper
 	corrected   atomic.Uint64
 	uncorrected atomic.Uint64
@@ -83,14 +87,14 @@ func (c *clockHold) run(ctx context.Context) error {
 			boot, start, _ := c.k.Anchor()
 			var b [8]byte
 			binary.BigEndian.PutUint64(b[:], uint64(start.UnixMilli()))
-			if err := c.g.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(anchorKey+boot, b[:]) }); err != nil {
+			if err := c.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(anchorKey+boot, b[:]) }); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return fmt.Errorf("clock: store the boot anchor: %w", err)
 			}
 			c.anchored = true
-			c.g.log.Info("clock synchronised; releasing held readings", "held", c.held())
+			c.log.Info("clock synchronised; releasing held readings", "held", c.held())
 		}
 		n, err := c.release(ctx, state)
 		if err != nil {
@@ -105,12 +109,13 @@ func (c *clockHold) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-c.g.opts.Clock.After(time.Second):
+		case <-c.clock.After(time.Second):
 		}
 	}
 }
 
-// initClock sets up the hold of self-stamped readings (a trusted clock when no keeper).
+// initClock sets up the hold of self-stamped readings (a trusted clock when no keeper),
+// which the ingest hook is given.
 func (g *Gateway) initClock() error {
 	k := g.opts.TimeKeeper
 	if k == nil {
@@ -120,8 +125,7 @@ func (g *Gateway) initClock() error {
 			return err
 		}
 	}
-	g.hold = &clockHold{g: g, k: k, anchors: map[string]time.Time{}}
-	g.hook.SetHolder(g.hold)
+	g.hold = &clockHold{store: g.store, clock: g.opts.Clock, log: g.log, k: k, anchors: map[string]time.Time{}}
 	return nil
 }
 
@@ -136,7 +140,7 @@ func (c *clockHold) anchor(boot string) (time.Time, bool) {
 		c.anchors[boot] = start
 		return start, true
 	}
-	v, ok, err := c.g.store.Get(anchorKey + boot)
+	v, ok, err := c.store.Get(anchorKey + boot)
 	if err != nil || !ok || len(v) != 8 {
 		return time.Time{}, false
 	}
@@ -152,7 +156,7 @@ const releaseBatch = 256
 // never will be (another boot that never synced, or a clock trusted without a sync). It
 // stops at the first entry of this boot while the clock is still awaited.
 func (c *clockHold) release(ctx context.Context, state string) (int, error) {
-	from, err := c.g.store.Cursor(logs.Hold, holdConsumer)
+	from, err := c.store.Cursor(logs.Hold, holdConsumer)
 	if err != nil {
 		return 0, err
 	}
@@ -160,7 +164,7 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 	var fixed, flagged uint64
 	next := from
 	floor := c.k.Floor()
-	_, err = c.g.store.Read(logs.Hold, from, releaseBatch, func(seq uint64, v []byte) error {
+	_, err = c.store.Read(logs.Hold, from, releaseBatch, func(seq uint64, v []byte) error {
 		var h heldEntry
 		var r record.Record
 		if err := json.Unmarshal(v, &h); err != nil {
@@ -201,7 +205,7 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 	if err != nil || next == from {
 		return 0, err
 	}
-	err = c.g.store.Update(ctx, func(tx *buffer.Tx) {
+	err = c.store.Update(ctx, func(tx *buffer.Tx) {
 		for _, v := range out {
 			tx.Append(logs.Raw, v)
 		}
@@ -213,21 +217,21 @@ func (c *clockHold) release(ctx context.Context, state string) (int, error) {
 	c.corrected.Add(fixed)
 	c.uncorrected.Add(flagged)
 	if flagged > 0 {
-		c.g.log.Warn("released readings whose time could not be corrected, labelled clock=unsynced", "count", flagged)
+		c.log.Warn("released readings whose time could not be corrected, labelled clock=unsynced", "count", flagged)
 	}
-	if _, err := c.g.store.Trim(ctx, logs.Hold, next); err != nil && ctx.Err() == nil {
-		c.g.log.Warn("clock: trim the hold log", "err", err)
+	if _, err := c.store.Trim(ctx, logs.Hold, next); err != nil && ctx.Err() == nil {
+		c.log.Warn("clock: trim the hold log", "err", err)
 	}
 	return len(out), nil
 }
 
 // held is the number of readings waiting in the hold log.
 func (c *clockHold) held() uint64 {
-	last, err := c.g.store.LastSeq(logs.Hold)
+	last, err := c.store.LastSeq(logs.Hold)
 	if err != nil || last == 0 {
 		return 0
 	}
-	next, err := c.g.store.Cursor(logs.Hold, holdConsumer)
+	next, err := c.store.Cursor(logs.Hold, holdConsumer)
 	if err != nil || next > last {
 		return 0
 	}

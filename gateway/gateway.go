@@ -5,7 +5,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -42,6 +41,9 @@ type Options struct {
 	// Starting, if set, hears from a start step that takes long (the buffer converting a
 	// store written by an earlier version), at most once a second.
 	Starting func(status string)
+	// Service, if set, makes Run serve as the daemon: the ops HTTP server, systemd's
+	// notifications and watchdog, and reloads. New then binds the ops port first.
+	Service *Service
 }
 
 // Gateway is one running edgegate.
@@ -68,6 +70,8 @@ type Gateway struct {
 	stopping chan struct{}
 	ops      opsState
 	hold     *clockHold
+	svc      *service // nil unless Options.Service
+	failures *failures
 
 	drivers   []sensors.Sensor // opened by New; the poller's once it is built
 	closeOnce sync.Once
@@ -91,13 +95,20 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = 5 * time.Second
 	}
-	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{}), stopping: make(chan struct{})}
+	g = &Gateway{cfg: cfg, opts: opts, log: opts.Logger.With("component", "gateway"), ready: make(chan struct{}), stopping: make(chan struct{}), failures: newFailures()}
 	self := g // g is nil once an error is returned
 	defer func() {
 		if err != nil {
 			self.Close()
 		}
 	}()
+
+	// Bind the ops port before opening anything, so a conflict fails the start cleanly.
+	if opts.Service != nil {
+		if err := g.newService(); err != nil {
+			return nil, err
+		}
+	}
 
 	// Sensors first: a missing device is the most likely start-up error.
 	g.drivers, err = sensors.Open(cfg.Sensors, cfg.Registry().Sensors, opts.Clock, opts.Logger)
@@ -112,20 +123,24 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}
 
 	bo := BufferOptions(cfg, opts.Logger, opts.Clock)
-	bo.Progress = opts.Starting
+	bo.Progress = g.opts.Starting
 	g.store, err = buffer.Open(bo)
 	if err != nil {
 		return nil, err
 	}
 
+	if err := g.initClock(); err != nil {
+		return nil, err
+	}
 	g.ingestCtx, g.ingestCancel = context.WithCancel(context.Background())
-	g.hook = broker.NewIngestHook(g.ingestCtx, router, g.store, opts.Clock, opts.Logger)
 	g.recent = ops.NewRecent(ops.RecentSeries, ops.RecentPoints)
-	g.hook.SetObserver(g.recent)
-	g.broker, err = broker.New(cfg.Broker, g.hook, opts.Logger)
+	g.broker, err = broker.New(cfg.Broker, broker.IngestOptions{
+		Ctx: g.ingestCtx, Router: router, Store: g.store, Clock: opts.Clock, Observer: g.recent, Holder: g.hold,
+	}, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
+	g.hook = g.broker.Ingest()
 	g.poller = sensors.NewPoller(g.drivers, g.broker, opts.Clock, opts.Logger)
 
 	if err := g.newPipelines(); err != nil {
@@ -134,10 +149,8 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	if err := g.newUplinks(); err != nil {
 		return nil, err
 	}
-	if err := g.initClock(); err != nil {
-		return nil, err
-	}
 	g.initOps()
+	g.initService()
 	return g, nil
 }
 
@@ -152,7 +165,7 @@ func (g *Gateway) newPipelines() error {
 		}
 		r, err := pipeline.NewRunner(spec, pipeline.RunnerOptions{
 			Store: g.store, Input: logs.Raw, Output: logs.Agg,
-			Publisher: localPublisher{g}, Clock: g.opts.Clock, Logger: g.opts.Logger,
+			Publisher: localPublisher{closing: &g.closing, publish: g.broker.PublishLocal}, Clock: g.opts.Clock, Logger: g.opts.Logger,
 		})
 		if err != nil {
 			return err
@@ -238,20 +251,24 @@ func (g *Gateway) Uplinks() []*uplink.Uplink { return g.uplinks }
 func (g *Gateway) Pipelines() []*pipeline.Runner { return g.pipelines }
 
 // localPublisher publishes pipeline output on the local broker until shutdown begins.
-type localPublisher struct{ g *Gateway }
-
-func (p localPublisher) PublishLocal(topic string, payload []byte) error {
-	if p.g.closing.Load() {
-		return nil // shutting down: the panes are in the aggregate log, uplinks send them
-	}
-	return p.g.broker.PublishLocal(topic, payload)
+type localPublisher struct {
+	closing *atomic.Bool // set before the broker closes
+	publish func(topic string, payload []byte) error
 }
 
-// Run starts everything in order — store maintenance, pipelines, uplinks, broker
-// listeners, sensors — and runs until ctx ends or a component fails. Then it stops in
-// reverse: sensors and listeners first (no new data), in-flight appends finish, pipelines
-// get FlushTimeout to process what was ingested, uplinks get FlushTimeout to send what is
-// buffered, and the store closes last.
+func (p localPublisher) PublishLocal(topic string, payload []byte) error {
+	if p.closing.Load() {
+		return nil // shutting down: the panes are in the aggregate log, uplinks send them
+	}
+	return p.publish(topic, payload)
+}
+
+// Run starts the stages in order (stages) — the ops server, store maintenance, the clock
+// holder, uplinks, pipelines, broker listeners, sensors, then (Ready) reloads and systemd's
+// notifications — and runs until ctx ends or a component fails. Then it stops them in
+// reverse: systemd hears STOPPING, sensors and listeners stop (no new data), in-flight
+// appends finish, pipelines get FlushTimeout to process what was ingested, uplinks get
+// FlushTimeout to send what is buffered, and the store closes last.
 //
 // When Run returns, what New opened is closed (Close), even when the start failed (a
 // listener's port in use): the sensors' buses, the broker, the store.
@@ -261,77 +278,29 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			err = cerr
 		}
 	}()
-	// A slot per goroutine that reports (maintenance, clock, sensors, each pipeline and
-	// uplink): a failing store can fail them all, and none may block before the waits below.
-	fail := make(chan error, 3+len(g.pipelines)+len(g.uplinks))
-	// name prefixes the error of a component whose errors do not name it.
-	report := func(name string, err error) {
-		if err != nil {
-			if name != "" {
-				err = fmt.Errorf("%s: %w", name, err)
-			}
-			fail <- err
-		}
-	}
-
-	// Stage 1: what consumes the store.
-	stopPipelines, stopBack := g.startConsumers(report)
-
-	// Stage 2: what feeds it.
-	if err := g.broker.Start(); err != nil {
-		g.closing.Store(true)
-		g.ingestCancel()
-		stopPipelines()
-		stopBack()
+	ss := g.stages()
+	if err := startStages(ss); err != nil {
 		return err
 	}
-	frontCtx, frontCancel := context.WithCancel(ctx)
-	defer frontCancel()
-	var front sync.WaitGroup
-	front.Add(1)
-	go func() { defer front.Done(); report("sensors", g.poller.Run(frontCtx)) }()
-	close(g.ready)
-	g.log.Info("edgegate running", "gateway", g.cfg.Gateway.ID, "broker", g.broker.Addrs(),
-		"sensors", len(g.cfg.Sensors), "pipelines", len(g.pipelines), "uplinks", len(g.uplinks), "data_dir", g.cfg.Gateway.DataDir)
 
+	var cause error
 	select {
 	case <-ctx.Done():
 		g.log.Info("shutting down")
-	case err = <-fail:
-		g.log.Error("component failed; shutting down", "err", err)
+	case <-g.failures.failed():
+		cause = g.failures.firstErr()
+		g.log.Error("component failed; shutting down", "err", cause)
 	}
 	close(g.stopping)
-
-	// Stop the inputs. Closing the broker waits for its client goroutines and for the
-	// acknowledgements they queued: every append in flight completes (acked, if its
-	// client is still connected) or fails (not acked).
-	frontCancel()
-	front.Wait()
-	g.closing.Store(true)
-	if cerr := g.broker.Close(); cerr != nil {
-		g.log.Warn("close broker", "err", cerr)
-	}
-	g.ingestCancel()
-
-	// Let pipelines process what was ingested, then uplinks send what is buffered, each
-	// within the flush budget.
-	g.drainPipelines(g.opts.FlushTimeout)
-	stopPipelines()
-	g.flush(g.opts.FlushTimeout)
-	stopBack()
-	close(fail)
-	for e := range fail {
-		if err == nil && !errors.Is(e, context.Canceled) {
-			err = e
-		}
-	}
+	stopStages(ss, true)
 	g.log.Info("stopped")
-	return err
+	return g.failures.result(cause)
 }
 
 // Close releases what New opened: the sensors' drivers (closed by the poller instead if
-// it ran), the broker, the ingest context, the uplinks' sinks and the store. Run calls it when it returns; call
-// it yourself for a gateway built but never run. Not while Run runs. Idempotent: it
+// it ran), the broker, the ingest context, the uplinks' sinks, the ops port of a service
+// and the store. Run calls it when it returns; call it yourself for a gateway built but
+// never run. Not while Run runs. Idempotent: it
 // returns the first call's error (the store's).
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
@@ -354,6 +323,7 @@ func (g *Gateway) Close() error {
 				g.log.Warn("close uplink sink", "err", err)
 			}
 		}
+		g.closeService()
 		if g.store != nil {
 			if err := g.store.Close(); err != nil {
 				g.closeErr = fmt.Errorf("close store: %w", err)
@@ -361,103 +331,6 @@ func (g *Gateway) Close() error {
 		}
 	})
 	return g.closeErr
-}
-
-// startConsumers starts what consumes the store: its maintenance, the clock holder, the
-// pipelines and the uplinks, each reporting its end. stopPipelines stops the pipelines,
-// stopBack the rest; each returns once they have.
-func (g *Gateway) startConsumers(report func(name string, err error)) (stopPipelines, stopBack func()) {
-	backCtx, backCancel := context.WithCancel(context.Background())
-	var back sync.WaitGroup
-	back.Add(1)
-	go func() { defer back.Done(); report("maintenance", g.store.Maintain(backCtx)) }()
-	back.Add(1)
-	go func() { defer back.Done(); report("clock", g.hold.run(backCtx)) }()
-	pipeCtx, pipeCancel := context.WithCancel(context.Background())
-	var pipes sync.WaitGroup
-	for _, p := range g.pipelines {
-		pipes.Add(1)
-		go func() { defer pipes.Done(); report("", p.Run(pipeCtx)) }() // `pipeline "p": ...`
-	}
-	for _, u := range g.uplinks {
-		back.Add(1)
-		g.ops.running[u.Name()].Store(true)
-		go func() {
-			defer back.Done()
-			defer g.ops.running[u.Name()].Store(false)
-			report("", u.Run(backCtx)) // `uplink "u": ...`
-		}()
-	}
-	return func() { pipeCancel(); pipes.Wait() }, func() { backCancel(); back.Wait() }
-}
-
-// drainPipelines waits until every pipeline has committed the end of the raw log, or
-// timeout; what is left is processed at the next start.
-func (g *Gateway) drainPipelines(timeout time.Duration) {
-	last, err := g.store.LastSeq(logs.Raw)
-	if err != nil || last == 0 || len(g.pipelines) == 0 {
-		return
-	}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		done := true
-		for _, p := range g.pipelines {
-			if p.Stats().Position.Load() <= last {
-				done = false
-			}
-		}
-		if done {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	g.log.Warn("shutdown: pipelines did not catch up in time; they continue at the next start", "timeout", timeout)
-}
-
-// flush lets every uplink send what the logs it forwards hold now, and returns as soon as
-// none has anything left to send, or at timeout. Partial batches no longer linger. An
-// uplink that is backing off (upstream unreachable) is not waited for. Each uplink left
-// with a backlog is logged: it stays in the buffer for the next start.
-func (g *Gateway) flush(timeout time.Duration) {
-	if len(g.uplinks) == 0 {
-		return
-	}
-	lasts := map[string]uint64{}
-	for _, log := range []string{logs.Agg, logs.Raw} {
-		last, err := g.store.LastSeq(log)
-		if err != nil {
-			g.log.Warn("shutdown: uplinks not flushed", "err", err)
-			return
-		}
-		lasts[log] = last
-	}
-	for _, u := range g.uplinks {
-		u.Flush()
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		done := true
-		for _, u := range g.uplinks {
-			if !u.Drained(lasts) && !u.Stats().BackoffNow.Load() {
-				done = false
-			}
-		}
-		if done || !time.Now().Before(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for _, u := range g.uplinks {
-		if u.Drained(lasts) {
-			continue
-		}
-		why := "flush_timeout reached"
-		if u.Stats().BackoffNow.Load() {
-			why = "upstream unreachable (backing off)"
-		}
-		g.log.Warn("shutdown: uplink did not drain; the rest stays buffered for the next start",
-			"uplink", u.Name(), "backlog", u.Status().Backlog, "reason", why, "timeout", timeout)
-	}
 }
 
 // BufferOptions are the store's options for cfg: the buffer section, the dedup window, and

@@ -2,9 +2,7 @@ package uplink_test
 
 import (
 	"compress/gzip"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -92,52 +90,6 @@ func (c *collector) batches() ([]testutil.Batch, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]testutil.Batch(nil), c.accepted...), append([]string(nil), c.keys...)
-}
-
-// TestHTTPStatusClassification: 2xx acks; 408, 429, 5xx and refused credentials or a wrong
-// URL are retried; other 4xx are permanent; Retry-After is honoured.
-func TestHTTPStatusClassification(t *testing.T) {
-	for _, tc := range []struct {
-		code       int
-		retryAfter string
-		want       string // ok | retry | permanent
-	}{
-		{200, "", "ok"}, {202, "", "ok"}, {204, "", "ok"},
-		{400, "", "permanent"}, {413, "", "permanent"}, {415, "", "permanent"}, {422, "", "permanent"},
-		{401, "", "retry"}, {403, "", "retry"}, {404, "", "retry"}, {405, "", "retry"},
-		{408, "", "retry"}, {429, "7", "retry"}, {500, "", "retry"}, {502, "", "retry"}, {503, "", "retry"},
-	} {
-		t.Run(fmt.Sprint(tc.code), func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if tc.retryAfter != "" {
-					w.Header().Set("Retry-After", tc.retryAfter)
-				}
-				w.WriteHeader(tc.code)
-			}))
-			defer srv.Close()
-			cfg := uplinkConfig(fmt.Sprintf(`{name: c, type: http, url: %q}`, srv.URL+"/in/{gateway}/{kind}"))
-			sink, err := httpsink.New(&cfg, "gw", discard)
-			own(t, sink)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sink.Close()
-			err = sink.Send(context.Background(), &uplink.Batch{ID: "b1", Kind: record.KindRecords, Payload: []byte(`{}`)})
-			got := "retry"
-			switch {
-			case err == nil:
-				got = "ok"
-			case errors.Is(err, uplink.ErrPermanent):
-				got = "permanent"
-			}
-			if got != tc.want {
-				t.Errorf("status %d: %s (err %v), want %s", tc.code, got, err, tc.want)
-			}
-			if tc.retryAfter != "" && !strings.Contains(fmt.Sprint(err), "retry after 7s") {
-				t.Errorf("Retry-After not carried: %v", err)
-			}
-		})
-	}
 }
 
 // TestHTTPGzipBearerRotation: gzip bodies, a bearer token read from a file and re-read when

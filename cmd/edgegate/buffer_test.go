@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/clock"
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // makeBuffer leaves a stopped daemon's data_dir: a raw log of 5 readings of which an uplink
@@ -162,7 +164,15 @@ func TestBufferStatsAfterACrash(t *testing.T) {
 		os.WriteFile(filepath.Join(img, e.Name()), data, 0o640)
 	}
 	s.Close()
-	code, _, errOut := runCmd("buffer", "stats", "-d", img)
+	// In a child process: Badger's failed read-only open leaves its goroutines running
+	// (its Open returns without stopping them), which the process's exit ends and the
+	// goleak check of this package's tests would report.
+	cmd := testutil.SelfCommand("buffer", "stats", "-d", img)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	_ = cmd.Run() // a failure is its exit code, checked below
+	code, errOut := cmd.ProcessState.ExitCode(), stderr.String()
 	if code != 1 || !strings.Contains(errOut, "-repair") {
 		t.Fatalf("unclean store: exit %d, %q", code, errOut)
 	}

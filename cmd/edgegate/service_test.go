@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,7 +18,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
 
+	"github.com/edgegate/edgegate/internal/gatewaytest"
 	"github.com/edgegate/edgegate/internal/testutil"
 )
 
@@ -31,7 +32,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(mainEnv) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	// Every goroutine the commands and the daemon start must be gone when the tests end.
+	goleak.VerifyTestMain(m,
+		// OpenCensus (a dependency of the Pub/Sub client this binary links) starts its
+		// stats worker in an init function: it lives as long as the process.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
 }
 
 // daemon is the edgegate daemon running in a child process.
@@ -42,7 +48,7 @@ type daemon struct {
 	dir      string
 	broker   string
 	opsAddr  string
-	notify   *notifySocket
+	notify   *gatewaytest.NotifySocket
 	stderr   *syncBuffer
 	exited   chan struct{}
 	exitCode int
@@ -64,64 +70,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// notifySocket plays systemd's side of NOTIFY_SOCKET: it records every datagram.
-type notifySocket struct {
-	path string
-	mu   sync.Mutex
-	msgs []string
-}
-
-func newNotifySocket(t *testing.T) *notifySocket {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sd") // short: socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	n := &notifySocket{path: filepath.Join(dir, "notify")}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			n.msgs = append(n.msgs, string(buf[:k]))
-			n.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
-	return n
-}
-
-// states returns the first line of each datagram (READY=1, WATCHDOG=1, ...).
-func (n *notifySocket) states() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []string
-	for _, m := range n.msgs {
-		out = append(out, strings.SplitN(m, "\n", 2)[0])
-	}
-	return out
-}
-
-func (n *notifySocket) count(state string) int {
-	c := 0
-	for _, s := range n.states() {
-		if s == state {
-			c++
-		}
-	}
-	return c
 }
 
 const daemonConfig = `
@@ -168,11 +116,11 @@ func startDaemon(t *testing.T, watchdog time.Duration) *daemon {
 func startDaemonWith(t *testing.T, watchdog time.Duration, edit func(config string) string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), broker: testutil.FreeAddr(t), opsAddr: testutil.FreeAddr(t),
-		notify: newNotifySocket(t), stderr: &syncBuffer{}, exited: make(chan struct{}), edit: edit}
+		notify: gatewaytest.NewNotifySocket(t), stderr: &syncBuffer{}, exited: make(chan struct{}), edit: edit}
 	d.cfg = filepath.Join(d.dir, "edgegate.yaml")
 	d.writeConfig(500, "")
 	d.cmd = testutil.SelfCommand("run", "-c", d.cfg)
-	d.cmd.Env = append(os.Environ(), mainEnv+"=1", "NOTIFY_SOCKET="+d.notify.path)
+	d.cmd.Env = append(os.Environ(), mainEnv+"=1", "NOTIFY_SOCKET="+d.notify.Path)
 	if watchdog > 0 {
 		d.cmd.Env = append(d.cmd.Env, fmt.Sprintf("WATCHDOG_USEC=%d", watchdog.Microseconds()))
 	}
@@ -196,7 +144,7 @@ func startDaemonWith(t *testing.T, watchdog time.Duration, edit func(config stri
 			t.Logf("daemon stderr:\n%s", d.stderr.String())
 		}
 	})
-	testutil.Eventually(t, 30*time.Second, "READY=1 from the daemon", func() bool { return d.notify.count("READY=1") > 0 })
+	testutil.Eventually(t, 30*time.Second, "READY=1 from the daemon", func() bool { return d.notify.Count("READY=1") > 0 })
 	return d
 }
 
@@ -245,98 +193,56 @@ func unitTimeoutStopSec(t *testing.T) time.Duration {
 	return d
 }
 
-// TestSystemdNotifyProtocol: the real daemon, a fake NOTIFY_SOCKET: READY once running,
-// WATCHDOG pings while healthy, STOPPING on SIGTERM, in that order, then exit 0.
-func TestSystemdNotifyProtocol(t *testing.T) {
+// TestDaemonSignals: the real daemon, a fake systemd (NOTIFY_SOCKET, WATCHDOG_USEC): main
+// wires the process to the gateway's service (gateway's TestServiceNotifyProtocol and
+// TestServiceReload test it in-process). READY once running, WATCHDOG pings while
+// healthy, SIGHUP reloads the -c file (RELOADING, then READY), SIGTERM stops (STOPPING)
+// with exit code 0, in that order.
+func TestDaemonSignals(t *testing.T) {
 	d := startDaemon(t, 400*time.Millisecond)
-	testutil.Eventually(t, 30*time.Second, "two WATCHDOG=1 pings", func() bool { return d.notify.count("WATCHDOG=1") >= 2 })
+	testutil.Eventually(t, 30*time.Second, "two WATCHDOG=1 pings", func() bool { return d.notify.Count("WATCHDOG=1") >= 2 })
 	if code, body := d.get("/readyz"); code != 200 {
 		t.Errorf("/readyz while running: %d %s", code, body)
+	}
+	y, _ := os.ReadFile(d.cfg)
+	if err := os.WriteFile(d.cfg, []byte(strings.Replace(string(y), "max_records: 500", "max_records: 2", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.signal(syscall.SIGHUP)
+	testutil.Eventually(t, 20*time.Second, "READY=1 after the reload", func() bool { return d.notify.Count("READY=1") > 1 })
+	if !regexp.MustCompile(`reload: applied" file=\S+edgegate.yaml changed=uplinks\[archive\].limits`).MatchString(d.stderr.String()) {
+		t.Errorf("no applied reload in the log:\n%s", d.stderr.String())
 	}
 	d.signal(syscall.SIGTERM)
 	d.wait(unitTimeoutStopSec(t))
 	if d.exitCode != 0 {
 		t.Errorf("exit code %d", d.exitCode)
 	}
-	// READY first, then only WATCHDOG pings, then STOPPING and nothing after it.
-	states := d.notify.states()
-	phase := 0 // 0: expect READY, 1: watchdog pings, 2: stopped
+	// READY first, then RELOADING, READY, then STOPPING and nothing after it, with only
+	// WATCHDOG pings between.
+	states := d.notify.States()
+	phase := 0 // 0: expect READY, 1: watchdog pings, 2: reloading, 3: reloaded, 4: stopped
 	for i, s := range states {
 		switch {
 		case phase == 0 && s == "READY=1":
 			phase = 1
-		case phase == 1 && s == "WATCHDOG=1":
-		case phase == 1 && s == "STOPPING=1":
+		case phase != 0 && s == "WATCHDOG=1":
+		case phase == 1 && s == "RELOADING=1":
 			phase = 2
+		case phase == 2 && s == "READY=1":
+			phase = 3
+		case phase == 3 && s == "STOPPING=1":
+			phase = 4
 		default:
 			t.Fatalf("notification %d %q out of order in %q", i, s, states)
 		}
 	}
-	if phase != 2 {
-		t.Fatalf("notifications %q: no STOPPING=1", states)
+	if phase != 4 {
+		t.Fatalf("notifications %q: no RELOADING=1, READY=1 and STOPPING=1", states)
 	}
-	if !strings.Contains(d.notify.msgs[0], "STATUS=broker on "+d.broker) {
-		t.Errorf("READY carries no useful STATUS: %q", d.notify.msgs[0])
+	if !strings.Contains(d.notify.Messages()[0], "STATUS=broker on "+d.broker) {
+		t.Errorf("READY carries no useful STATUS: %q", d.notify.Messages()[0])
 	}
-}
-
-// TestReloadOnSIGHUP: routes and uplink limits apply at once; other changes are logged as
-// needing a restart; a broken config keeps the running one.
-func TestReloadOnSIGHUP(t *testing.T) {
-	d := startDaemon(t, 0)
-	addRoute := `routes:
-  - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
-  - {topic: "plain/+device", format: number, series: "{device}/plain", unit: V}
-`
-	// A second routes: key would be a duplicate: rewrite the whole file instead.
-	y, _ := os.ReadFile(d.cfg)
-	s := strings.Replace(string(y), "routes:\n  - {topic: \"devices/+device/+metric\", format: json, series: \"{device}/{metric}\"}\n", addRoute, 1)
-	s = strings.Replace(s, "max_records: 500", "max_records: 2", 1)
-	s = strings.Replace(s, "allow_anonymous: true", "allow_anonymous: true\n  max_clients: 10", 1)
-	if err := os.WriteFile(d.cfg, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	before := d.notify.count("READY=1")
-	d.signal(syscall.SIGHUP)
-	testutil.Eventually(t, 20*time.Second, "READY=1 after the reload", func() bool { return d.notify.count("READY=1") > before })
-	if d.notify.count("RELOADING=1") != 1 {
-		t.Errorf("notifications %q: want one RELOADING=1", d.notify.states())
-	}
-	logs := d.stderr.String()
-	applied := regexp.MustCompile(`reload: applied.* changed="([^"]*)"`).FindStringSubmatch(logs)
-	if applied == nil || !regexp.MustCompile(`\broutes\b`).MatchString(applied[1]) || !strings.Contains(applied[1], "uplinks[archive].limits") {
-		t.Errorf("no applied reload in the log:\n%s", logs)
-	}
-	if !regexp.MustCompile(`need a restart.*keys=broker`).MatchString(logs) {
-		t.Errorf("the broker change is not logged as needing a restart:\n%s", logs)
-	}
-
-	// The new route works without a restart.
-	c := testutil.Paho(t, d.broker, "reload-pub")
-	if tok := c.Publish("plain/d9", 1, false, "3.25"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("publish: %v", tok.Error())
-	}
-	testutil.Eventually(t, 20*time.Second, "the reading of the new route upstream", func() bool {
-		b, _ := os.ReadFile(filepath.Join(d.dir, "uplink.jsonl"))
-		return bytes.Contains(b, []byte(`"series":"d9/plain"`))
-	})
-
-	// A broken config is refused whole, with its problems logged.
-	os.WriteFile(d.cfg, []byte("gateway: {id: gw-svc}\nbroker: {nope: 1}\n"), 0o644)
-	before = d.notify.count("READY=1")
-	d.signal(syscall.SIGHUP)
-	testutil.Eventually(t, 20*time.Second, "READY=1 after the failed reload", func() bool { return d.notify.count("READY=1") > before })
-	if !strings.Contains(d.stderr.String(), "keeping the running config") || !strings.Contains(d.stderr.String(), `unknown key \"nope\"`) {
-		t.Errorf("failed reload not logged with its problem:\n%s", d.stderr.String())
-	}
-	_, metrics := d.get("/metrics")
-	fams := testutil.ParseText(t, metrics)
-	r := fams["edgegate_config_reloads_total"].Samples
-	if r[`{result="applied"}`] != 1 || r[`{result="failed"}`] != 1 {
-		t.Errorf("reload counters %v", r)
-	}
-	d.signal(syscall.SIGTERM)
-	d.wait(unitTimeoutStopSec(t))
 }
 
 // TestGracefulShutdownUnderLoad: publishers at full speed, then SIGTERM. Every message the

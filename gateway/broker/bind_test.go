@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -45,7 +43,7 @@ func TestStartOnAHeldPortSaysWhichListenerAndTheFix(t *testing.T) {
 				t.Fatal(err)
 			}
 			e := newEnvClock(t, clock.Real{}, nil) // a store and an ingest hook
-			b, err := New(c.Broker, NewIngestHook(e.ctx, e.router, e.store, clock.Real{}, slog.New(slog.NewTextHandler(io.Discard, nil))), e.log)
+			b, err := New(c.Broker, IngestOptions{Ctx: e.ctx, Router: e.router, Store: e.store, Clock: clock.Real{}}, e.log)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -57,9 +57,10 @@ type Broker struct {
 	closed bool
 }
 
-// New builds the broker: capabilities from the limits, hooks, TLS material (read now, so a
-// bad certificate fails at start). Nothing listens until Start.
-func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, error) {
+// New builds the broker: capabilities from the limits, hooks (the ingest hook from in and
+// the broker's side of it: disconnects, deliveries, the refused log), TLS material (read
+// now, so a bad certificate fails at start). Nothing listens until Start.
+func New(cfg config.Broker, in IngestOptions, log *slog.Logger) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes) // checked before the packet is allocated
 	caps.MaximumClients = int64(cfg.MaxClients)
@@ -83,7 +84,7 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 		SysTopicResendInterval: 60,
 	})
 	b := &Broker{
-		srv: srv, cfg: cfg, ingest: ingest,
+		srv: srv, cfg: cfg,
 		limiter: newConnLimiter(cfg.MaxClients, cfg.MaxConnectionsPerIP, cfg.MaxPendingConnections, cfg.MaxPendingPerIP),
 		log:     log.With("component", "broker"),
 	}
@@ -98,16 +99,23 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 		}
 		b.tls = append(b.tls, tc)
 	}
-	if ingest.store != nil {
-		rl, err := newRefusedLog(ingest.store, cfg.RefusedLog, &ingest.refusedStats)
+	side := brokerSide{
+		disconnect: func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrUnspecifiedError) },
+		deliver:    b.deliver,
+		stats:      new(RefusedStats),
+	}
+	if in.Store != nil {
+		rl, err := newRefusedLog(in.Store, cfg.RefusedLog, side.stats)
 		if err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 		if err := rl.trim(context.Background()); err != nil {
 			return nil, fmt.Errorf("broker: refused log: %w", err)
 		}
-		ingest.refused = rl
+		side.refused = rl
 	}
+	ingest := newIngestHook(in, side, log)
+	b.ingest = ingest
 	b.guard = newGuard(cfg, ingest.refusals, ingest.clock, log.With("component", "broker"))
 	b.guard.srv = srv
 	if err := srv.AddHook(b.guard, nil); err != nil { // before ingest: its refusals come first
@@ -132,18 +140,19 @@ func New(cfg config.Broker, ingest *IngestHook, log *slog.Logger) (*Broker, erro
 			sh.enqueue(w...)
 		}
 	}
-	ingest.disconnect = func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrUnspecifiedError) }
 	b.sensors = srv.NewClient(nil, mqtt.LocalListener, SensorClientID, true)
 	b.internal = srv.NewClient(nil, mqtt.LocalListener, InternalClientID, true)
 	b.relay = srv.NewClient(nil, mqtt.LocalListener, RelayClientID, true)
 	b.guard.refuse = ingest.refuseForGuard
-	ingest.deliver = b.deliver
 	b.wills = newWills(b, cfg.MaxClients+cfg.MaxSessions)
 	b.guard.onWill = b.wills.fire
 	b.guard.onConnected = b.wills.cancel
 	b.guard.checkPayload = ingest.checkPayload
 	return b, nil
 }
+
+// Ingest returns the ingest hook New built (its counters, reloads of the routes).
+func (b *Broker) Ingest() *IngestHook { return b.ingest }
 
 // Start opens every listener and starts serving. A listener that cannot bind fails Start
 // with the address in the error, and closes what was opened.

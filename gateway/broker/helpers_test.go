@@ -141,11 +141,11 @@ func newEnvClock(t testing.TB, clk clock.Clock, mutate func(c *config.Config)) *
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	hook := NewIngestHook(ctx, router, store, clk, log)
-	b, err := New(c.Broker, hook, log)
+	b, err := New(c.Broker, IngestOptions{Ctx: ctx, Router: router, Store: store, Clock: clk}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	hook := b.Ingest()
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -177,11 +177,11 @@ func (e *env) restart(t testing.TB) {
 	if err := e.b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	e.hook = NewIngestHook(e.ctx, e.router, e.store, e.clk, e.log)
-	b, err := New(e.cfg, e.hook, e.log)
+	b, err := New(e.cfg, IngestOptions{Ctx: e.ctx, Router: e.router, Store: e.store, Clock: e.clk}, e.log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.hook = b.Ingest()
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}

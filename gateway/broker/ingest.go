@@ -23,23 +23,23 @@ import (
 type IngestHook struct {
 	mqtt.HookBase
 	router atomic.Pointer[ingest.Router] // swapped by a config reload
-	holder atomic.Pointer[Holder]
-	recent Observer // nil: none; set before the broker starts
+	holder Holder                        // nil: none
+	recent Observer                      // nil: none
 	store  *buffer.Store
 	clock  clock.Clock
 	log    *slog.Logger
 	ctx    context.Context
 
-	disconnect func(cl *mqtt.Client)   // set by the broker
-	deliver    func(pk packets.Packet) // set by the broker: to local subscribers, after the append
+	disconnect func(cl *mqtt.Client)   // the broker's
+	deliver    func(pk packets.Packet) // the broker's: to local subscribers, after the append
 	acks       *acker
 
 	stats    IngestStats
 	sources  SourceCounts
 	refusals *Refusals // shared with the broker's guard
 
-	refused      *refusedLog // set by the broker; nil: refused messages are only counted
-	refusedStats RefusedStats
+	refused      *refusedLog // nil: refused messages are only counted
+	refusedStats *RefusedStats
 }
 
 // IngestStats count what the hook did, by outcome.
@@ -53,15 +53,37 @@ type IngestStats struct {
 	StoreErr  atomic.Uint64
 }
 
-// NewIngestHook builds the hook. ctx bounds store waits (cancelled at shutdown).
-func NewIngestHook(ctx context.Context, r *ingest.Router, s *buffer.Store, c clock.Clock, log *slog.Logger) *IngestHook {
+// IngestOptions are what the ingest hook gets from the gateway (New builds the hook).
+type IngestOptions struct {
+	// Ctx bounds the store waits (cancelled at shutdown).
+	Ctx    context.Context
+	Router *ingest.Router
+	Store  *buffer.Store
+	Clock  clock.Clock
+	// Observer sees every reading stored; nil: none.
+	Observer Observer
+	// Holder may divert messages to another log (the clock's hold); nil: none.
+	Holder Holder
+}
+
+// brokerSide is what the ingest hook gets from the broker that builds it.
+type brokerSide struct {
+	disconnect func(cl *mqtt.Client)
+	deliver    func(pk packets.Packet)
+	refused    *refusedLog   // nil: refused messages are only counted
+	stats      *RefusedStats // the refused log's counters
+}
+
+// newIngestHook builds the hook from the gateway's options and the broker's side.
+func newIngestHook(o IngestOptions, b brokerSide, log *slog.Logger) *IngestHook {
 	h := &IngestHook{
-		store: s, clock: c, ctx: ctx,
-		log:      log.With("component", "ingest"),
-		refusals: NewRefusals(c, log.With("component", "broker")),
-		acks:     newAcker(ackBytes, ackConnBytes),
+		store: o.Store, clock: o.Clock, ctx: o.Ctx, holder: o.Holder, recent: o.Observer,
+		log:        log.With("component", "ingest"),
+		refusals:   NewRefusals(o.Clock, log.With("component", "broker")),
+		acks:       newAcker(ackBytes, ackConnBytes),
+		disconnect: b.disconnect, deliver: b.deliver, refused: b.refused, refusedStats: b.stats,
 	}
-	h.router.Store(r)
+	h.router.Store(o.Router)
 	return h
 }
 
@@ -233,7 +255,7 @@ func (h *IngestHook) refuse(cl *mqtt.Client, pk packets.Packet, err error, inOrd
 }
 
 // RefusedStats returns the counters of the refused log.
-func (h *IngestHook) RefusedStats() *RefusedStats { return &h.refusedStats }
+func (h *IngestHook) RefusedStats() *RefusedStats { return h.refusedStats }
 
 // Ingest routes, decodes and durably appends one message; nil means it is stored (or was a
 // duplicate, or unrouted and dropped by config). Errors are *ingest.Error.
@@ -295,8 +317,8 @@ func (h *IngestHook) stage(src Source, topic string, payload []byte, now time.Ti
 		h.stats.Raw.Add(1)
 		st.oc = OutcomeRaw
 	}
-	if hd := h.holder.Load(); hd != nil {
-		if lg, es, ok := (*hd).Hold(src, recs, now); ok {
+	if h.holder != nil {
+		if lg, es, ok := h.holder.Hold(src, recs, now); ok {
 			st.log, st.entries = lg, es
 		}
 	}

@@ -93,9 +93,3 @@ type Holder interface {
 type Observer interface {
 	Observe(series, unit string, value float64, ts, arrival time.Time)
 }
-
-// SetObserver installs o (before the broker starts).
-func (h *IngestHook) SetObserver(o Observer) { h.recent = o }
-
-// SetHolder installs h (before the broker starts).
-func (h *IngestHook) SetHolder(hd Holder) { h.holder.Store(&hd) }

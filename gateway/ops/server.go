@@ -106,6 +106,18 @@ func (s *Server) Listen() error {
 	return nil
 }
 
+// Close releases the address of a server bound but never run (Run releases it when it
+// returns). Idempotent.
+func (s *Server) Close() error {
+	if s.ln == nil {
+		return nil
+	}
+	if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("ops: close %s: %w", s.opts.Listen, err)
+	}
+	return nil
+}
+
 // Addr is the bound address (valid after Listen).
 func (s *Server) Addr() string {
 	if s.ln == nil {
