@@ -28,13 +28,25 @@ import (
 // FreeAddr returns a loopback address with a port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		// The kernel may give a port just closed again: a test asking for two addresses
+		// (two listeners of one config) then got the same one twice.
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port not handed out before in 100 tries")
+	return ""
 }
+
+// handedOut holds the addresses FreeAddr gave in this process.
+var handedOut sync.Map
 
 // Mochi is an in-process upstream broker that records every message published to it.
 type Mochi struct {
