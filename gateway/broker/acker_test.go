@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -307,5 +308,46 @@ func TestCork(t *testing.T) {
 	want := []string{"ab", "c", "d" + big, "e"}
 	if !slices.Equal(w.writes, want) {
 		t.Fatalf("writes %.20q, want %.20q", w.writes, want)
+	}
+}
+
+// TestCloseWritesWhatACorkedConnectionHolds: the acker corks a connection while it writes
+// a group's PUBACKs and runs the answers queued behind them; when one of those is a
+// transient refusal, its disconnect closes the connection while it is corked. The held
+// PUBACKs, which the store was told were written (Store.Answered), must reach the client
+// before the close. They were dropped, and under on_full: reject the clients resent
+// readings stored long before, some after their records of arrival were given up, hence
+// stored twice under new ids (the 10-minute soak, 374 readings).
+func TestCloseWritesWhatACorkedConnectionHolds(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &limitedConn{Conn: server, writeTimeout: time.Minute, closed: make(chan struct{})}
+	pubacks := []byte{0x40, 2, 0, 1, 0x40, 2, 0, 2}
+	c.cork()
+	if _, err := c.Write(pubacks); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = client.SetReadDeadline(time.Now().Add(time.Minute))
+	got, err := io.ReadAll(client)
+	if err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	if !bytes.Equal(got, pubacks) {
+		t.Fatalf("client got % x before the close, want the held PUBACKs % x", got, pubacks)
 	}
 }

@@ -272,7 +272,7 @@ func (l *limitedListener) closeAll() {
 	l.mu.Unlock()
 	_ = l.Listener.Close()
 	for _, c := range conns {
-		c.Close()
+		c.closeNow() // at once: mochi's Stop closed (and flushed) those it knew of
 	}
 }
 
@@ -333,7 +333,7 @@ func (c *limitedConn) write(p []byte) (int, error) {
 			if c.owner != nil {
 				c.owner.refusals.Add(ReasonWriteTimeout, id, "", fmt.Errorf("connection from %s took nothing for write_timeout (%v): disconnected", c.RemoteAddr(), c.writeTimeout))
 			}
-			c.Close()
+			c.closeNow() // wmu is held: nothing held can be written anyway
 		})
 	}
 	return n, err
@@ -412,7 +412,23 @@ func (c *limitedConn) flushLocked() error {
 	return err
 }
 
+// Close writes what a corked connection holds, then closes it. The acker corks a
+// connection while it writes a group's PUBACKs and runs the answers queued behind them,
+// so a transient refusal's disconnect (3.1.1) can come while PUBACKs are held: they were
+// written as far as the store knows (Store.Answered), and dropping them made the client
+// resend readings stored long before, possibly after their records of arrival were given
+// up, hence under new ids (the 10-minute soak under on_full: reject). The flush is
+// bounded by the write deadline.
 func (c *limitedConn) Close() error {
+	c.wmu.Lock()
+	c.corked = false
+	_ = c.flushLocked()
+	c.wmu.Unlock()
+	return c.closeNow()
+}
+
+// closeNow closes the connection, dropping what it holds, and gives its slot back.
+func (c *limitedConn) closeNow() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		if c.closed != nil {
