@@ -482,6 +482,17 @@ func (s *Store) Count(log string) (int64, error) {
 	return ls.count.Load(), nil
 }
 
+// FirstSeq returns the sequence number below which every entry of log is deleted
+// (trimmed, dropped for room or by retention); entries at or above it that a reader has
+// seen are still there. 0 or 1 when nothing was deleted yet.
+func (s *Store) FirstSeq(log string) (uint64, error) {
+	ls, err := s.logState(log)
+	if err != nil {
+		return 0, err
+	}
+	return ls.first.Load(), nil
+}
+
 // LastSeq returns the last committed sequence number of log (0 when empty).
 func (s *Store) LastSeq(log string) (uint64, error) {
 	ls, err := s.logState(log)
