@@ -107,7 +107,7 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 			break
 		}
 		if b.Records == 0 && !full {
-			s.skip = skipped{first: pos, last: b.Last, floor: floor}
+			s.skip = skipped{first: pos, last: b.Last, floor: floor, ok: true}
 		}
 		if !full {
 			if s.seenAt.IsZero() {
@@ -324,7 +324,10 @@ func (u *Uplink) backoff(failures int, err error) time.Duration {
 
 // skipped is a range of a log the head lane has read and found nothing to forward in, while
 // the batch starting there lingers; floor was the log's FirstSeq before that read.
-type skipped struct{ first, last, floor uint64 }
+type skipped struct {
+	first, last, floor uint64
+	ok                 bool // the zero value skips nothing
+}
 
 // skipTo returns where the head lane's read of a batch starting at pos may begin: after
 // the entries it already read from pos and found nothing to forward in, while the batch
@@ -335,7 +338,7 @@ type skipped struct{ first, last, floor uint64 }
 // the log's FirstSeq, for the skipped range the read may record.
 func (u *Uplink) skipTo(s *stream, pos uint64) (from, floor uint64) {
 	floor, err := u.store.FirstSeq(s.Log)
-	if err != nil || s.skip.first != pos || s.skip.last < pos || floor > max(pos, s.skip.floor) {
+	if err != nil || !s.skip.ok || s.skip.first != pos || s.skip.last < pos || floor > max(pos, s.skip.floor) {
 		return pos, floor
 	}
 	return s.skip.last + 1, s.skip.floor
