@@ -112,6 +112,10 @@ type Arrival struct {
 	At time.Time
 	// Resend: the publish repeats one recorded earlier; At is that one's arrival.
 	Resend bool
+	// Lazy: nobody waits for the append to be durable (a QoS 0 publish has no PUBACK), so
+	// it may wait up to Options.LazyDelay to share a group commit. It is fsynced all the
+	// same (with sync: always) before it is released to readers and to its Pending.
+	Lazy   bool
 	writes []write    // the record
 	ref    arrivalRef // the record in memory, told of its append's outcome
 }
@@ -293,7 +297,7 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 // AppendArrived is AppendAsync for the entries of a publish that Arrive described: the
 // record of its arrival is written with them.
 func (s *Store) AppendArrived(ctx context.Context, log string, entries []Entry, a Arrival) *Pending {
-	return s.appendAsync(ctx, log, entries, a.writes, a.ref)
+	return s.appendAsync(ctx, log, entries, a.writes, a.ref, a.Lazy)
 }
 
 // loadArrivals reads the records of arrivals at Open: those not expired of each client's

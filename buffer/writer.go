@@ -42,6 +42,7 @@ type request struct {
 	entries []Entry
 	extra   []write    // written with the entries (arrivals.go)
 	arrival arrivalRef // the arrival's record in memory, told the outcome (arrivals.go)
+	lazy    bool       // nobody waits for it: may wait for company (Options.LazyDelay)
 	results []Result
 	// reqUpdate
 	tx *Tx
@@ -119,16 +120,7 @@ func (s *Store) writer() {
 	for {
 		select {
 		case r := <-s.reqs:
-			group = append(group[:0], r)
-		drain:
-			for len(group) < maxGroup {
-				select {
-				case r := <-s.reqs:
-					group = append(group, r)
-				default:
-					break drain
-				}
-			}
+			group = s.gather(append(group[:0], r))
 			s.apply(group)
 		case <-tick:
 			if s.dirty {
@@ -148,6 +140,86 @@ func (s *Store) writer() {
 			}
 		}
 	}
+}
+
+// A lazy group stops waiting once it holds this many lazy appends, or this many bytes of
+// theirs: the commit and fsync are then shared widely enough, and a publisher whose QoS 0
+// messages are all waiting (the broker lets a connection have 64 at once, fewer when
+// large) is not held to one round per LazyDelay.
+const (
+	lazyGroup = 16
+	lazyBytes = 32 << 10
+)
+
+// gather adds the queued requests to group, up to maxGroup. When it holds lazy appends
+// (QoS 0 readings: nobody waits for them) and no other append, it waits up to LazyDelay
+// for more: the first other append (a QoS 1 reading, whose PUBACK waits) ends the wait and
+// the lazy ones share its commit and fsync; so do lazyGroup lazy appends. Updates (the
+// pipelines' steps, the uplinks' positions) join the waiting group without ending the
+// wait: their callers can wait that long, and each would otherwise take a commit and an
+// fsync of its own. The queue is bounded, so appenders block while the group is at
+// maxGroup (backpressure).
+func (s *Store) gather(group []*request) []*request {
+	group = s.gatherQueued(group)
+	if s.opts.LazyDelay <= 0 {
+		return group
+	}
+	var n, size int
+	for _, r := range group {
+		if urgent(r) {
+			return group
+		}
+		if r.lazy {
+			n, size = n+1, size+r.lazySize()
+		}
+	}
+	if n == 0 {
+		return group
+	}
+	t := time.NewTimer(s.opts.LazyDelay)
+	defer t.Stop()
+	for len(group) < maxGroup && n < lazyGroup && size < lazyBytes {
+		select {
+		case r := <-s.reqs:
+			group = append(group, r)
+			if urgent(r) {
+				return s.gatherQueued(group)
+			}
+			if r.lazy {
+				n, size = n+1, size+r.lazySize()
+			}
+		case <-t.C:
+			return group
+		case <-s.quit:
+			return group
+		}
+	}
+	return s.gatherQueued(group)
+}
+
+// urgent reports whether r ends a lazy group's wait: an append someone waits for.
+func urgent(r *request) bool { return r.kind == reqAppend && !r.lazy }
+
+// lazySize is the bytes of a lazy request's entries.
+func (r *request) lazySize() int {
+	n := 0
+	for _, e := range r.entries {
+		n += len(e.Value)
+	}
+	return n
+}
+
+// gatherQueued adds the requests queued now to group, up to maxGroup.
+func (s *Store) gatherQueued(group []*request) []*request {
+	for len(group) < maxGroup {
+		select {
+		case r := <-s.reqs:
+			group = append(group, r)
+		default:
+			return group
+		}
+	}
+	return group
 }
 
 // syncer fsyncs what the writer committed and releases its waiters, taking every group
