@@ -74,6 +74,9 @@ func (opts *Options) setDefaults() error {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
+	if opts.LazyDelay == 0 {
+		opts.LazyDelay = DefaultLazyDelay
+	}
 	if opts.DedupCacheSize <= 0 {
 		opts.DedupCacheSize = 16384
 	}

@@ -69,6 +69,8 @@ type Stats struct {
 	DeadLetters       atomic.Uint64 // batches refused permanently, kept in the dead-letter log
 	DeadLetterRecords atomic.Uint64 // their records
 	DeadLetterOmitted atomic.Uint64 // of those, records too large to copy (kept by position)
+
+	scanned atomic.Uint64 // log entries read from the store, forwarded or not (tests)
 }
 
 // Source is one log an uplink forwards, with the kind of batch its records make.
@@ -115,6 +117,7 @@ type stream struct {
 	head    []*Batch  // the head lane's batches in flight (recorded)
 	backlog []*Batch  // the backlog lane's batches in flight (recorded)
 	seenAt  time.Time // when the head lane first saw data it has not cut yet (linger)
+	skip    skipped   // what the head lane read of its lingering batch, with nothing to forward
 
 	position atomic.Uint64 // cursor, for Status and Drained
 	acked    atomic.Uint64 // entries in acknowledged ranges above the cursor

@@ -183,6 +183,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 
 	now, arr := h.arrive(cl, &pk)
+	arr.Lazy = pk.FixedHeader.Qos == 0 // no PUBACK waits: it may wait to share a commit (buffer.DefaultLazyDelay)
 	h.sources.begin()
 	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload, now)
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append

@@ -1,6 +1,6 @@
 // Package loadgen drives an MQTT broker with paho publishers for edgegate's benchmarks:
-// QoS 1 readings of 100-byte JSON, either as fast as an in-flight window allows or at a
-// fixed total rate, timing every publish from the call to its PUBACK.
+// QoS 1 (or 0) readings of 100-byte JSON, either as fast as an in-flight window allows or
+// at a fixed total rate, timing every publish from the call to its PUBACK.
 package loadgen
 
 import (
@@ -29,6 +29,11 @@ type Config struct {
 	// evenly spaced instants.
 	Rate     float64
 	Duration time.Duration
+	// QoS0 publishes at QoS 0 instead of 1; a QoS 0 publish counts as acknowledged once
+	// paho has written it.
+	QoS0 bool
+	// Payload makes reading n of publisher pub; nil: Payload.
+	Payload func(prefix string, pub, n int) []byte
 }
 
 // Result is what a load measured.
@@ -103,6 +108,14 @@ func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error)
 		return Result{}, errors.New("loadgen: one connected client per publisher")
 	}
 	window := max(cfg.Window, 1)
+	qos := byte(1)
+	if cfg.QoS0 {
+		qos = 0
+	}
+	payload := cfg.Payload
+	if payload == nil {
+		payload = Payload
+	}
 	var (
 		mu   sync.Mutex // guards res and ferr
 		res  Result
@@ -154,7 +167,7 @@ func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error)
 			send := func(n int) {
 				slots <- struct{}{} // blocks while `window` messages are unacknowledged
 				at := time.Now()
-				acks <- inflight{at, c.Publish(topic, 1, false, Payload(cfg.IDPrefix, p, n))}
+				acks <- inflight{at, c.Publish(topic, qos, false, payload(cfg.IDPrefix, p, n))}
 			}
 			if cfg.Rate == 0 {
 				for n := 0; n < count && ctx.Err() == nil; n++ {

@@ -1,0 +1,317 @@
+package buffer
+
+// The records of arrivals in memory: per client, oldest first, within their share of the
+// budget (the rules are in arrivals.go).
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"hash/crc64"
+	"math/bits"
+	"slices"
+	"sync"
+)
+
+type clientKey [12]byte
+
+// arrivalRec is one recorded publish (its key also holds its client's epoch).
+type arrivalRec struct {
+	at, exp  int64  // unix ms: arrival, and expiry on the store's clock
+	hash     uint64 // of the payload
+	seq      uint32 // the client's records before it: orders them
+	conn     uint32 // the connection it came on (clientArrivals.conn then)
+	pid      uint16
+	slot     uint16 // of its key
+	dupOnly  bool   // its session ended (or ends) with a connection: only a DUP publish matches
+	stored   bool   // an append with it committed (or it was loaded): a stored publish's
+	answered bool   // a PUBACK for it was written (Answered): given up first
+	// pending counts the appends with it (the first copy's, resends') not yet settled: a
+	// record whose first copy failed while a resend's append is queued waits for that one.
+	pending uint16
+}
+
+// clientArrivals are one client's records, oldest first.
+type clientArrivals struct {
+	key clientKey
+	// epoch numbers the client's records from their first on, higher than any earlier
+	// records of the client had (unix ms of their first, made unique): keys of records it
+	// had before are ignored at Open.
+	epoch int64
+	conn  uint32 // connections of the client seen this run (Connected)
+	next  uint32 // seq of the next record
+	recs  []arrivalRec
+	pids  []uint16 // recs[i].pid, apart: a lookup scans them only
+	pos   int      // index in arrivalTable.bySize[len(recs)]
+	used  []uint64 // slots taken by recs, a bit each, grown as needed
+}
+
+// alloc takes a free slot (there is one: the caller keeps len(recs) < arrivalsPerClient).
+func (c *clientArrivals) alloc() uint16 {
+	for w, used := range c.used {
+		if used != ^uint64(0) {
+			b := bits.TrailingZeros64(^used)
+			c.used[w] |= 1 << b
+			return uint16(w*64 + b)
+		}
+	}
+	if len(c.used) == arrivalsPerClient/64 {
+		panic("buffer: arrivals: no free slot")
+	}
+	c.used = append(c.used, 1)
+	return uint16((len(c.used) - 1) * 64)
+}
+
+// take marks slot as taken (a record loaded in it).
+func (c *clientArrivals) take(slot uint16) {
+	for int(slot/64) >= len(c.used) {
+		c.used = append(c.used, 0)
+	}
+	c.used[slot/64] |= 1 << (slot % 64)
+}
+
+// release frees slot.
+func (c *clientArrivals) release(slot uint16) {
+	if int(slot/64) < len(c.used) {
+		c.used[slot/64] &^= 1 << (slot % 64)
+	}
+}
+
+// victim returns the index of the record to give up when c has too many: its oldest whose
+// PUBACK was written (Answered), since a stored publish never answered (its connection
+// ended first) is the one its client will surely send again; else its oldest.
+func (c *clientArrivals) victim() int {
+	for i := range c.recs {
+		if c.recs[i].answered {
+			return i
+		}
+	}
+	return 0
+}
+
+// arrivalTable holds the records in memory (loaded at Open): lookups never read the disk,
+// and see a record as soon as Arrive made it, before its append is committed.
+type arrivalTable struct {
+	mu      sync.Mutex // guards all below: Arrive runs on every publisher's goroutine
+	clients map[clientKey]*clientArrivals
+	bySize  [][]*clientArrivals // clients by their number of records, to evict from the largest
+	largest int
+	total   int
+	limit   int   // maxArrivals (tests make it small: Options.arrivalLimit)
+	budget  int   // what the buffer's budget allows (setBudget); 0: no budget
+	epoch   int64 // the last epoch given out
+}
+
+// arrivalShare is the part of the buffer's capacity the records of arrivals may take (each
+// counted arrivalKeyCost), as the dedup index has its share: in a small budget they would
+// otherwise crowd out the readings (the soak's 9 MiB: 65,536 records took 6 MiB of it).
+const arrivalShare = 8
+
+// minArrivals is what any budget allows (384 KiB at arrivalKeyCost): a budget that small
+// is far below what Badger itself needs.
+const minArrivals = 4096
+
+// max returns the number of records the table may hold.
+func (t *arrivalTable) max() int {
+	if t.budget > 0 {
+		return min(t.limit, t.budget)
+	}
+	return t.limit
+}
+
+// setBudget bounds the records by the buffer's capacity (bytes), giving up records past
+// it (answered ones first, from the clients with the most). The writer calls it as it
+// applies the budget.
+func (s *Store) setArrivalBudget(capacity int64) {
+	t := s.arrivals
+	n := int(max(min(capacity/arrivalShare/arrivalKeyCost, int64(maxArrivals)), minArrivals))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n == t.budget {
+		return
+	}
+	t.budget = n
+	for t.total > t.max() {
+		t.evict()
+	}
+	s.arrivalCount.Store(int64(t.total))
+}
+
+func newArrivalTable(limit int) *arrivalTable {
+	return &arrivalTable{
+		clients: map[clientKey]*clientArrivals{},
+		bySize:  make([][]*clientArrivals, arrivalsPerClient+1),
+		limit:   limit,
+	}
+}
+
+func keyOfClient(id string) clientKey {
+	sum := sha256.Sum256([]byte(id))
+	return clientKey(sum[:12])
+}
+
+// payloadHash tells a resend's payload from another publish's with the same packet id. A
+// CRC suffices (with a collision a client could only confuse itself), and costs less than
+// SHA-256, which boards without SHA instructions (a Raspberry Pi) compute in software.
+func payloadHash(p []byte) uint64 { return crc64.Checksum(p, crcTable) }
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+func arrivalKey(c clientKey, slot uint16) []byte {
+	k := make([]byte, 0, len(arrivalPrefix)+len(c)+2)
+	k = append(k, arrivalPrefix...)
+	k = append(k, c[:]...)
+	return binary.BigEndian.AppendUint16(k, slot)
+}
+
+func (r *arrivalRec) encode(epoch int64) []byte {
+	b := make([]byte, 0, arrivalValueLen)
+	b = binary.BigEndian.AppendUint64(b, uint64(epoch))
+	b = binary.BigEndian.AppendUint32(b, r.seq)
+	b = binary.BigEndian.AppendUint16(b, r.pid)
+	b = binary.BigEndian.AppendUint64(b, r.hash)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.at))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.exp))
+	var flags byte
+	if r.dupOnly {
+		flags = 1
+	}
+	return append(b, flags)
+}
+
+func decodeArrival(b []byte) (epoch int64, r arrivalRec, ok bool) {
+	if len(b) != arrivalValueLen && len(b) != arrivalValueLen-1 { // the latter: no flags
+		return 0, arrivalRec{}, false
+	}
+	return int64(binary.BigEndian.Uint64(b)), arrivalRec{
+		seq:     binary.BigEndian.Uint32(b[8:]),
+		pid:     binary.BigEndian.Uint16(b[12:]),
+		hash:    binary.BigEndian.Uint64(b[14:]),
+		at:      int64(binary.BigEndian.Uint64(b[22:])),
+		exp:     int64(binary.BigEndian.Uint64(b[30:])),
+		dupOnly: len(b) == arrivalValueLen && b[38]&1 != 0,
+	}, true
+}
+
+// index returns the index of c's record of seq, or -1.
+func (c *clientArrivals) index(seq uint32) int {
+	i, ok := slices.BinarySearchFunc(c.recs, seq, func(r arrivalRec, seq uint32) int { return cmp.Compare(r.seq, seq) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// find returns the index of c's record of packet id pid, or -1.
+func (c *clientArrivals) find(pid uint16) int {
+	for i := len(c.pids) - 1; i >= 0; i-- {
+		if c.pids[i] == pid {
+			return i
+		}
+	}
+	return -1
+}
+
+// push appends rec. A slice trimmed at its front loses that room for good, so when full
+// the records move to a new array with a quarter more room than a full set: memory stays
+// within 1.25× the records, and the copy comes once every 64 publishes of a busy client.
+func (c *clientArrivals) push(rec arrivalRec) {
+	if len(c.recs) == cap(c.recs) {
+		n := len(c.recs)
+		size := min(max(2*n, 2), arrivalsPerClient+arrivalsPerClient/4)
+		c.recs = append(make([]arrivalRec, 0, size), c.recs...)
+		c.pids = append(make([]uint16, 0, size), c.pids...)
+	}
+	c.recs, c.pids = append(c.recs, rec), append(c.pids, rec.pid)
+}
+
+// drop removes c's records [i, j).
+func (c *clientArrivals) drop(i, j int) {
+	if i == 0 {
+		c.recs, c.pids = c.recs[j:], c.pids[j:]
+		return
+	}
+	c.recs, c.pids = slices.Delete(c.recs, i, j), slices.Delete(c.pids, i, j)
+}
+
+// add appends rec (seq c.next) to c's records and returns it with its slot: the slot of
+// c's record of the same packet id, which it replaces; else a free one; else the slot of
+// c's oldest record, which goes.
+func (t *arrivalTable) add(c *clientArrivals, rec arrivalRec) arrivalRec {
+	before := len(c.recs)
+	c.next = rec.seq + 1
+	switch i := c.find(rec.pid); {
+	case i >= 0:
+		rec.slot = c.recs[i].slot
+		c.drop(i, i+1)
+	case len(c.recs) >= arrivalsPerClient:
+		v := c.victim()
+		rec.slot = c.recs[v].slot
+		c.drop(v, v+1)
+	default:
+		rec.slot = c.alloc()
+	}
+	c.push(rec)
+	t.resized(c, before)
+	return rec
+}
+
+// load adds a record read at Open, in its slot, in seq order: it stands for a stored
+// publish; of two with the same packet id (a key its slot's next record had not yet
+// overwritten), the later one is kept.
+func (t *arrivalTable) load(c *clientArrivals, rec arrivalRec) {
+	before := len(c.recs)
+	c.next = max(c.next, rec.seq+1)
+	if i := c.find(rec.pid); i >= 0 {
+		c.release(c.recs[i].slot)
+		c.drop(i, i+1)
+	}
+	// Whether its PUBACK reached the client before the restart is unknown; its client resends
+	// it at its first reconnect if not. Loaded records are given up in age order, as answered
+	// ones: protecting them would leave the publishes of the new connections, answered, the
+	// first to go (a kill -9 later, their lost PUBACKs would find no record).
+	rec.stored, rec.answered = true, true
+	c.take(rec.slot)
+	c.push(rec)
+	for len(c.recs) > arrivalsPerClient {
+		v := c.victim()
+		c.release(c.recs[v].slot)
+		c.drop(v, v+1)
+	}
+	t.resized(c, before)
+}
+
+// resized moves c to the bySize list of its new number of records (and out of the table
+// when it has none left).
+func (t *arrivalTable) resized(c *clientArrivals, before int) {
+	after := len(c.recs)
+	if after == before {
+		return
+	}
+	if before > 0 {
+		l := t.bySize[before]
+		last := l[len(l)-1]
+		l[c.pos], last.pos = last, c.pos
+		t.bySize[before] = l[:len(l)-1]
+	}
+	if after > 0 {
+		c.pos = len(t.bySize[after])
+		t.bySize[after] = append(t.bySize[after], c)
+		t.largest = max(t.largest, after)
+	} else {
+		delete(t.clients, c.key)
+	}
+	t.total += after - before
+}
+
+// evict drops the oldest record of the client with the most.
+func (t *arrivalTable) evict() {
+	for len(t.bySize[t.largest]) == 0 {
+		t.largest--
+	}
+	v := t.bySize[t.largest][0]
+	i := v.victim()
+	v.release(v.recs[i].slot)
+	v.drop(i, i+1)
+	t.resized(v, len(v.recs)+1)
+}
