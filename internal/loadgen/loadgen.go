@@ -102,20 +102,38 @@ type inflight struct {
 	tok paho.Token
 }
 
+// qosAndPayload returns the QoS to publish at and the payload function (Payload unless
+// the caller gave one).
+func (cfg Config) qosAndPayload() (byte, func(string, int, int) []byte) {
+	qos := byte(1)
+	if cfg.QoS0 {
+		qos = 0
+	}
+	if cfg.Payload == nil {
+		return qos, Payload
+	}
+	return qos, cfg.Payload
+}
+
+// share is the number of messages publisher p sends when the run is by count (Rate 0).
+func (cfg Config) share(p int) int {
+	if cfg.Rate != 0 {
+		return 0
+	}
+	n := cfg.Messages / cfg.Publishers
+	if p < cfg.Messages%cfg.Publishers {
+		n++
+	}
+	return n
+}
+
 // Run sends the load through already connected clients (one per publisher).
 func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error) {
 	if len(clients) != cfg.Publishers || cfg.Publishers == 0 {
 		return Result{}, errors.New("loadgen: one connected client per publisher")
 	}
 	window := max(cfg.Window, 1)
-	qos := byte(1)
-	if cfg.QoS0 {
-		qos = 0
-	}
-	payload := cfg.Payload
-	if payload == nil {
-		payload = Payload
-	}
+	qos, payload := cfg.qosAndPayload()
 	var (
 		mu   sync.Mutex // guards res and ferr
 		res  Result
@@ -136,13 +154,7 @@ func Run(ctx context.Context, clients []paho.Client, cfg Config) (Result, error)
 	}
 	start := time.Now()
 	for p := 0; p < cfg.Publishers; p++ {
-		var count int
-		if cfg.Rate == 0 {
-			count = cfg.Messages / cfg.Publishers
-			if p < cfg.Messages%cfg.Publishers {
-				count++
-			}
-		}
+		count := cfg.share(p)
 		// Acknowledgements of one connection come in order: a waiter takes them FIFO and
 		// frees a slot for each; a publish takes a slot first, so exactly `window` are
 		// ever unacknowledged.

@@ -1,0 +1,222 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgegate/edgegate/gateway/ingest"
+)
+
+// limitedConn gives its limiter slot back when closed. It can also hold writes back
+// (cork) so that several packets leave in one write: the ingest hook's acker corks a
+// connection while it writes the PUBACKs of a group that became durable together.
+//
+// Every write has a deadline of writeTimeout. mochi writes under the client's lock with
+// no deadline of its own (its keepalive deadline is refreshed by every packet read), so a
+// client that stops reading would block every writer of that client, the acker's among
+// them, and with them what they hold. A write that times out closes the connection: a
+// packet may have been cut in the middle, and the client could not take its answers.
+type limitedConn struct {
+	net.Conn
+	lim          *connLimiter
+	key          netip.Prefix // source address
+	owner        *limitedListener
+	writeTimeout time.Duration
+	connected    atomic.Bool            // a CONNECT was read (set by the guard hook)
+	clientID     atomic.Pointer[string] // set by the guard hook, for the log
+	timer        *time.Timer            // closes the connection at connect_timeout unless connected
+	expired      atomic.Bool            // counted as connect_timeout
+	once         sync.Once
+	timedOut     sync.Once
+	closed       chan struct{} // closed by Close
+
+	// Guarded by lim.mu.
+	seq  uint64
+	slot bool // holds a slot of lim
+
+	wmu    sync.Mutex // orders writes with a flush of held ones
+	corked bool
+	held   []byte
+}
+
+// SetDeadline sets the read deadline only: mochi sets its keepalive deadline with it
+// before every read, which must not lift the deadline of a write in progress.
+func (c *limitedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// SetWriteDeadline is ignored: every write gets writeTimeout (WebSocket and TLS layers
+// set their own, possibly none).
+func (c *limitedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// write writes p within the write deadline; on a timeout it closes the connection and
+// counts it.
+func (c *limitedConn) write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	n, err := c.Conn.Write(p)
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		c.timedOut.Do(func() {
+			id := ""
+			if p := c.clientID.Load(); p != nil {
+				id = *p
+			}
+			if c.owner != nil {
+				c.owner.refusals.Add(ReasonWriteTimeout, id, "", fmt.Errorf("connection from %s took nothing for write_timeout (%v): disconnected", c.RemoteAddr(), c.writeTimeout))
+			}
+			c.closeNow() // wmu is held: nothing held can be written anyway
+		})
+	}
+	return n, err
+}
+
+// markConnected records that the connection's CONNECT was read: the connect deadline no
+// longer applies, and it is no longer pending.
+func (c *limitedConn) markConnected() {
+	if c.connected.Swap(true) {
+		return
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	if c.lim != nil {
+		c.lim.settle(c)
+	}
+}
+
+// connectExpired closes a connection that sent no CONNECT within connect_timeout.
+func (c *limitedConn) connectExpired() {
+	if c.connected.Load() {
+		return
+	}
+	if c.expired.CompareAndSwap(false, true) && c.owner != nil {
+		c.owner.refusals.Add(ReasonConnectTimeout, "", "", fmt.Errorf("connection from %s sent no CONNECT within connect_timeout (%v)", c.RemoteAddr(), c.owner.connectTimeout))
+	}
+	c.Close()
+}
+
+// done is closed once the connection is closed.
+func (c *limitedConn) done() <-chan struct{} { return c.closed }
+
+// maxHeld bounds what a corked connection holds before writing it anyway.
+const maxHeld = 64 << 10
+
+func (c *limitedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.corked && len(c.held)+len(p) <= maxHeld {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	return c.write(p)
+}
+
+// cork holds further writes until uncork.
+func (c *limitedConn) cork() {
+	c.wmu.Lock()
+	c.corked = true
+	c.wmu.Unlock()
+}
+
+// uncork writes what was held, in one write, and stops holding. A failed write is left
+// for mochi to find at its next read or write on the connection.
+func (c *limitedConn) uncork() {
+	c.wmu.Lock()
+	c.corked = false
+	_ = c.flushLocked()
+	c.wmu.Unlock()
+}
+
+func (c *limitedConn) flushLocked() error {
+	if len(c.held) == 0 {
+		return nil
+	}
+	_, err := c.write(c.held)
+	if cap(c.held) > maxHeld {
+		c.held = nil
+	} else {
+		c.held = c.held[:0]
+	}
+	return err
+}
+
+// Close writes what a corked connection holds, then closes it. The acker corks a
+// connection while it writes a group's PUBACKs and runs the answers queued behind them,
+// so a transient refusal's disconnect (3.1.1) can come while PUBACKs are held: they were
+// written as far as the store knows (Store.Answered), and dropping them made the client
+// resend readings stored long before, possibly after their records of arrival were given
+// up, hence under new ids (the 10-minute soak under on_full: reject). The flush is
+// bounded by the write deadline.
+func (c *limitedConn) Close() error {
+	c.wmu.Lock()
+	c.corked = false
+	_ = c.flushLocked()
+	c.wmu.Unlock()
+	return c.closeNow()
+}
+
+// closeNow closes the connection, dropping what it holds, and gives its slot back.
+func (c *limitedConn) closeNow() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		if c.closed != nil {
+			close(c.closed)
+		}
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		if c.lim != nil {
+			c.lim.release(c)
+		}
+		if c.owner != nil {
+			c.owner.mu.Lock()
+			delete(c.owner.conns, c)
+			c.owner.mu.Unlock()
+		}
+	})
+	return err
+}
+
+// baseConn finds the limitedConn under what mochi holds (the conn itself, a *tls.Conn or
+// a WebSocket adapter); nil for inline clients.
+func baseConn(c net.Conn) *limitedConn {
+	for c != nil {
+		switch x := c.(type) {
+		case *limitedConn:
+			return x
+		case *tls.Conn:
+			c = x.NetConn()
+		case *wsConn:
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// connEnded classifies why a connection's establish call returned, for the refusal counters.
+func connEnded(refusals *Refusals, c net.Conn, err error) {
+	if err == nil {
+		return
+	}
+	lc := baseConn(c)
+	var ne net.Error
+	switch {
+	case errors.Is(err, packets.ErrPacketTooLarge):
+		refusals.Add(ingest.ReasonTooLarge, "", "", fmt.Errorf("connection from %s: %w", c.RemoteAddr(), err))
+	case lc != nil && !lc.connected.Load() && errors.As(err, &ne) && ne.Timeout() && lc.expired.CompareAndSwap(false, true):
+		refusals.Add(ReasonConnectTimeout, "", "", fmt.Errorf("connection from %s sent no CONNECT in time", c.RemoteAddr()))
+	}
+}
