@@ -79,14 +79,19 @@ func (c *clientArrivals) release(slot uint16) {
 
 // victim returns the index of the record to give up when c has too many: its oldest whose
 // PUBACK was written (Answered), since a stored publish never answered (its connection
-// ended first) is the one its client will surely send again; else its oldest.
+// ended first) is the one its client will surely send again; else its oldest stored one
+// (a record whose append is in flight is given up last); else its oldest.
 func (c *clientArrivals) victim() int {
+	stored := -1
 	for i := range c.recs {
 		if c.recs[i].answered {
 			return i
 		}
+		if stored < 0 && c.recs[i].stored {
+			stored = i
+		}
 	}
-	return 0
+	return max(stored, 0)
 }
 
 // arrivalTable holds the records in memory (loaded at Open): lookups never read the disk,

@@ -526,3 +526,37 @@ func BenchmarkArrivalsHeap(b *testing.B) {
 		})
 	}
 }
+
+// Publishes that a full buffer refuses do not push the records of stored ones out: under
+// on_full: reject most of what arrives is refused, resends included, and each made a
+// record for a moment. The table's bound was applied then, giving up a stored record for
+// each, so resends of stored readings came back after their records were gone and were
+// stored again under new ids (the 10-minute soak under reject: 263 readings with two ids).
+// The bound holds once appends commit.
+func TestArrivalsOfRefusedPublishesKeepStoredRecords(t *testing.T) {
+	const limit = 100
+	s := &Store{arrivals: newArrivalTable(limit), opts: Options{Clock: clock.NewFake(t0)}}
+	pub := func(client string, pid int, dup bool) Publish {
+		return Publish{Client: client, PacketID: uint16(pid%65535 + 1), Payload: []byte(fmt.Sprint(client, pid)), Resumed: true, Dup: dup, Keep: time.Hour}
+	}
+	for pid := range limit { // stored, answered; their PUBACKs will be lost with the connection
+		a := s.Arrive(pub("dev-1", pid, false), t0)
+		s.arrived(a.ref, true)
+		s.Answered(&Pending{r: &request{arrival: a.ref}})
+	}
+	for i := range 100 * limit { // other clients' publishes and resends, refused: buffer full
+		s.Unarrive(s.Arrive(pub(fmt.Sprintf("dev-%d", 2+i%8), i, i%2 == 0), t0.Add(time.Second)))
+	}
+	s.arrivals.clients[keyOfClient("dev-1")].conn++ // dev-1 reconnects and resends
+	for pid := range limit {
+		if a := s.Arrive(pub("dev-1", pid, true), t0.Add(time.Minute)); !a.Resend || !a.At.Equal(t0) {
+			t.Fatalf("resend of stored publish %d after %d refused ones: %+v, want its first arrival", pid, 100*limit, a)
+		}
+	}
+	for pid := range 3 * limit { // another client's publishes, stored: the bound holds
+		s.arrived(s.Arrive(pub("dev-9", pid, false), t0.Add(2*time.Minute)).ref, true)
+	}
+	if s.arrivals.total != limit {
+		t.Fatalf("the table holds %d records after commits, want its bound %d", s.arrivals.total, limit)
+	}
+}
