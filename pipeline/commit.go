@@ -13,51 +13,75 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 )
 
-// commit writes the step in one transaction, then publishes its panes and late records.
+// commit takes a checkpoint at input position next: the window state changed since the
+// last one, then its flip (see state.go): one transaction with the panes, the meta, the
+// cursor and what fits of the window state. It then publishes the panes and late records.
 //
-// A step larger than one transaction is not written. When it holds one record applied
-// alone (isolated), its panes are split off: the first ones are appended in transactions
-// of their own, and the last transaction commits the remaining panes with the window
-// state, the watermark and the cursor. A crash in between restarts from the cursor before
-// that record and the state it was applied to, so the record fires the same panes again,
-// with the same ids and content (DESIGN invariant 3, per checkpoint): the aggregate log
-// holds those twice, as after any crash between an append and an uplink's commit. Any
-// other step too large returns a stepTooLargeError: Run retries it in smaller steps.
+// Panes that do not fit in one transaction are not written. When the checkpoint holds one
+// record applied alone (isolated), they are split: the first ones are appended in
+// transactions of their own before the flip. A crash in between restarts from the cursor
+// before that record and the state it was applied to, so the record fires the same panes
+// again, with the same ids and content (DESIGN invariant 3, per checkpoint): the aggregate
+// log holds those twice, as after any crash between an append and an uplink's commit. Any
+// other checkpoint whose panes are too large returns a stepTooLargeError: Run retries it in
+// smaller steps.
 func (r *Runner) commit(next uint64, isolated bool) error {
-	st := r.encodeStep()
-	// The panes that go with the state: all of them when they fit.
+	gen := r.gen + 1
+	st := r.encodeStep(gen)
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ws *flipWrites
+	var err error
+	// The panes that go with the flip: all of them when they fit.
 	with := len(st.panes)
-	if total := st.stateCost + st.paneCost; total > r.maxTxn {
+	if total := st.stateCost + st.paneCost; total > r.maxTxn || isolated {
 		if !isolated {
 			return &stepTooLargeError{next: next, bytes: total}
 		}
-		with = r.panesWithState(st)
+		// One record applied alone: its window state (which fits, see tooBigToCommit)
+		// goes with the flip, and as many of its last panes as fit there too.
+		if ws, err = r.writeWindows(cctx, gen, r.maxTxn-st.stateCost, r.o.MaxStepOps-2); err != nil {
+			return err
+		}
+		with = r.panesWithState(st, ws)
+	} else {
+		room, roomOps := r.maxTxn-st.stateCost-st.paneCost, r.o.MaxStepOps-2-len(st.panes)
+		if ws, err = r.writeWindows(cctx, gen, room, roomOps); err != nil {
+			return err
+		}
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if head := st.panes[:len(st.panes)-with]; len(head) > 0 {
 		if err := r.commitPanesApart(cctx, head); err != nil {
 			return err
 		}
 	}
-	if err := r.commitState(cctx, st, st.panes[len(st.panes)-with:], next); err != nil {
+	if err := r.commitState(cctx, st, st.panes[len(st.panes)-with:], ws, next, gen); err != nil {
 		return err
+	}
+	if len(ws.purge) > 0 {
+		// Flipped: the windows marked dropped are gone. A crash before these deletes
+		// leaves them to the next load.
+		if err := r.deleteState(ws.purge); err != nil {
+			return fmt.Errorf("pipeline %q: commit step: delete dropped windows: %w", r.spec.Name, err)
+		}
 	}
 	r.published(st.panes)
 	r.core.ClearPanes()
+	r.lates, r.latesBytes = r.lates[:0], 0
+	r.lastCheckpoint = r.o.Clock.Now()
+	r.sinceCheckpoint = 0
 	r.stats.Commits.Add(1)
 	r.publishStats()
 	return nil
 }
 
-// encodedStep is a step encoded into r.buf, with what it costs in a transaction.
+// encodedStep is a checkpoint's panes and meta encoded into r.buf, with what they cost in
+// a transaction.
 type encodedStep struct {
 	panes     [][2]int // offsets in r.buf, for publishing once committed
 	paneCost  int
-	tombs     []string
-	puts      []stateKV
 	meta      []byte
-	stateCost int
+	stateCost int // the meta, the cursor and the output log's own writes
 }
 
 type stateKV struct {
@@ -65,10 +89,9 @@ type stateKV struct {
 	v   []byte
 }
 
-// encodeStep encodes the step's panes, window state and meta into r.buf, to know the
-// transaction's size: a slice of r.buf stays valid when it grows (growing copies, it does
-// not overwrite).
-func (r *Runner) encodeStep() *encodedStep {
+// encodeStep encodes the checkpoint's panes and meta into r.buf, to know the flip's size:
+// a slice of r.buf stays valid when it grows (growing copies, it does not overwrite).
+func (r *Runner) encodeStep(gen uint64) *encodedStep {
 	c := r.core
 	r.buf = r.buf[:0]
 	st := &encodedStep{}
@@ -82,35 +105,141 @@ func (r *Runner) encodeStep() *encodedStep {
 	if len(st.panes) > 0 {
 		st.stateCost += logCost(len(r.o.Output))
 	}
-	for _, t := range c.tombs {
-		r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
-		st.tombs = append(st.tombs, string(r.keyBuf))
-		st.stateCost += putCost(len(r.keyBuf), 0)
+	m, ms := c.meta(), len(r.buf)
+	m.gen = gen
+	r.buf = m.appendTo(r.buf)
+	st.meta = r.buf[ms:]
+	return st
+}
+
+// flipWrites are the window writes that go into a checkpoint's flip, and the keys to
+// delete after it.
+type flipWrites struct {
+	puts      []stateKV
+	dels      []string
+	purge     []string
+	size, ops int // what puts and dels cost
+}
+
+// writeWindows writes the window state changed since the last checkpoint, as generation
+// gen, each window into the slot its saved version is not in. What fits in room bytes and
+// roomOps writes is left for the flip, in the returned flipWrites; the rest is committed
+// now, in transactions of its own. A window dropped is deleted in the flip when it fits,
+// or else marked dropped before it and deleted after.
+func (r *Runner) writeWindows(ctx context.Context, gen uint64, room, roomOps int) (*flipWrites, error) {
+	c := r.core
+	fw := &flipWrites{}
+	// The saved slot of each dropped window, by key: a window saved again at the same key
+	// (a session merged back to a start it had) goes to the other slot instead.
+	var dropped map[string]uint8
+	if len(c.tombs) > 0 {
+		dropped = make(map[string]uint8, len(c.tombs))
+		for _, t := range c.tombs {
+			r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
+			dropped[string(r.keyBuf)] = t.slot
+		}
+	}
+	var chunk []stateKV
+	size, ops := 0, 0
+	r.cbuf = r.cbuf[:0]
+	flush := func() error {
+		part := chunk
+		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+			for _, p := range part {
+				tx.Put(p.key, p.v)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
+		}
+		chunk, size, ops = chunk[:0], 0, 0
+		r.cbuf = r.cbuf[:0] // the chunk's values are written: their bytes can be reused
+		return nil
+	}
+	put := func(key string, w *window) error {
+		s := len(r.cbuf)
+		r.cbuf = appendSlot(r.cbuf, w, gen)
+		cost := putCost(len(key), len(r.cbuf)-s)
+		if len(chunk) > 0 && (size+cost > r.maxTxn || ops+1 > r.o.MaxStepOps) {
+			// Written before the flip; the bytes of w's value move to the front.
+			v := bytes.Clone(r.cbuf[s:])
+			r.cbuf = r.cbuf[:s]
+			if err := flush(); err != nil {
+				return err
+			}
+			r.cbuf = append(r.cbuf, v...)
+			s = 0
+		}
+		chunk = append(chunk, stateKV{key, r.cbuf[s:len(r.cbuf):len(r.cbuf)]})
+		size += cost
+		ops++
+		return nil
+	}
+	slotKey := func(base string, slot uint8) string {
+		if slot == 1 {
+			return base + slotSuffix
+		}
+		return base
 	}
 	for _, w := range c.dirty {
 		if !w.dirty {
 			continue // freed since, or listed twice
 		}
 		w.dirty = false
-		w.stored = true
 		r.keyBuf = r.windowKey(r.keyBuf[:0], w.ks, w.start)
-		s := len(r.buf)
-		r.buf = appendWindow(r.buf, w)
-		st.puts = append(st.puts, stateKV{string(r.keyBuf), r.buf[s:]})
-		st.stateCost += putCost(len(r.keyBuf), len(r.buf)-s)
+		base := string(r.keyBuf)
+		slot := uint8(0)
+		if w.stored {
+			slot = 1 - w.slot
+		} else if k, ok := dropped[base]; ok {
+			slot = 1 - k
+			delete(dropped, base) // replaced, not dropped
+		}
+		w.stored, w.slot = true, slot
+		if err := put(slotKey(base, slot), w); err != nil {
+			return nil, err
+		}
 	}
-	m, ms := c.meta(), len(r.buf)
-	r.buf = m.appendTo(r.buf)
-	st.meta = r.buf[ms:]
-	return st
+	for _, t := range c.tombs {
+		r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
+		base := string(r.keyBuf)
+		if _, ok := dropped[base]; !ok {
+			continue // saved again
+		}
+		delete(dropped, base) // once
+		if cost := 2 * putCost(len(base)+len(slotSuffix), 0); cost <= room && roomOps >= 2 {
+			fw.dels = append(fw.dels, base, base+slotSuffix)
+			room -= cost
+			roomOps -= 2
+			fw.size += cost
+			fw.ops += 2
+			continue
+		}
+		if err := put(slotKey(base, 1-t.slot), nil); err != nil {
+			return nil, err
+		}
+		fw.purge = append(fw.purge, base, base+slotSuffix)
+	}
+	if len(chunk) > 0 {
+		if size > room || ops > roomOps {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		} else {
+			fw.puts = chunk
+			fw.size += size
+			fw.ops += ops
+		}
+	}
+	return fw, nil
 }
 
 // panesWithState is how many of the last panes of an isolated step too large for one
 // transaction fit in the transaction of its state.
-func (r *Runner) panesWithState(st *encodedStep) int {
-	room := r.maxTxn - st.stateCost // > 0: tooBigToCommit let the record in
+func (r *Runner) panesWithState(st *encodedStep, ws *flipWrites) int {
+	room := r.maxTxn - st.stateCost - ws.size // > 0: tooBigToCommit let the record in
 	with := 0
-	for with < len(st.panes) {
+	for with < len(st.panes) && with < r.o.MaxStepOps-2-ws.ops {
 		p := st.panes[len(st.panes)-1-with]
 		if room -= appendCost(len(r.o.Output), p[1]-p[0]); room < 0 {
 			break
@@ -152,18 +281,18 @@ func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
 	return nil
 }
 
-// commitState commits, in one transaction, the panes that go with the state, the window
-// state, the meta and the cursor at next.
-func (r *Runner) commitState(ctx context.Context, st *encodedStep, panes [][2]int, next uint64) error {
+// commitState commits the flip, in one transaction: the panes that go with it, the
+// window writes that fit (ws), the meta of generation gen and the cursor at next.
+func (r *Runner) commitState(ctx context.Context, st *encodedStep, panes [][2]int, ws *flipWrites, next, gen uint64) error {
 	c := r.core
 	err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
 		for _, p := range panes {
 			tx.Append(r.o.Output, r.buf[p[0]:p[1]])
 		}
-		for _, k := range st.tombs {
+		for _, k := range ws.dels {
 			tx.Delete(k)
 		}
-		for _, p := range st.puts {
+		for _, p := range ws.puts {
 			tx.Put(p.key, p.v)
 		}
 		tx.Put(r.metaKey, st.meta)
@@ -172,7 +301,7 @@ func (r *Runner) commitState(ctx context.Context, st *encodedStep, panes [][2]in
 	if err != nil {
 		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
 	}
-	r.next, r.saved = next, c.meta()
+	r.next, r.saved, r.gen = next, c.meta(), gen
 	if r.shrink > 0 && r.next >= r.shrinkUntil {
 		r.shrink = 0 // past what was too large: back to full steps
 	}
@@ -256,13 +385,12 @@ func cursorCost(log, consumer int) int { return 3 + log + consumer + 8 + 16 }
 // windowCost is what saving one window of a series of k bytes costs.
 func windowCost(name, k int) int { return putCost(windowKeyFixed+name, windowFixed+k) }
 
-// worst bounds what Step(in) writes, in bytes and writes: the windows it updates, and a
-// LATE pane for each of them the watermark has passed.
+// worst bounds what Step(in) adds to the flip of its checkpoint, in bytes and writes: a
+// LATE pane for each of its windows the watermark has passed. (The window state it
+// changes is written in transactions of its own when the flip cannot hold it.)
 func (r *Runner) worst(in *Input) (bytes, ops int) {
 	c := r.core
-	name := len(r.spec.Name)
-	wc := windowCost(name, len(in.Series))
-	var touched, late, tombs int
+	var late int
 	switch r.spec.Kind {
 	case Tumbling, Sliding:
 		every := r.spec.Every
@@ -280,18 +408,16 @@ func (r *Runner) worst(in *Input) (bytes, ops int) {
 			return min((x-first)/every+1, n)
 		}
 		tooLate := upTo(satAdd(c.wm, -r.spec.Size-r.spec.AllowedLateness))
-		touched = int(n - tooLate)
 		late = int(upTo(satAdd(c.wm, -r.spec.Size)) - tooLate)
 	case Session:
 		if end := in.TS + r.spec.Gap; satAdd(end, r.spec.AllowedLateness) > c.wm {
-			touched, late, tombs = 1, 1, 2 // a merge of two sessions, and a new start
+			late = 1
 		}
 	}
-	bytes = touched*wc + tombs*putCost(windowKeyFixed+name, 0)
 	if late > 0 {
-		bytes += late * appendCost(len(r.o.Output), paneFixed+r.bound.nameQ+quotedLen(in.Series))
+		bytes = late * appendCost(len(r.o.Output), paneFixed+r.bound.nameQ+quotedLen(in.Series))
 	}
-	return bytes, touched + late + tombs
+	return bytes, late
 }
 
 // commitBound is what tooBig needs to know of a pipeline, computed once.
