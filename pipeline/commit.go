@@ -59,6 +59,11 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 		return err
 	}
 	if len(ws.purge) > 0 {
+		if r.afterCheckpointWrite != nil {
+			if err := r.afterCheckpointWrite("flip"); err != nil {
+				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+			}
+		}
 		// Flipped: the windows marked dropped are gone. A crash before these deletes
 		// leaves them to the next load.
 		if err := r.deleteState(ws.purge); err != nil {
@@ -154,6 +159,11 @@ func (r *Runner) writeWindows(ctx context.Context, gen uint64, room, roomOps int
 		}
 		chunk, size, ops = chunk[:0], 0, 0
 		r.cbuf = r.cbuf[:0] // the chunk's values are written: their bytes can be reused
+		if r.afterCheckpointWrite != nil {
+			if err := r.afterCheckpointWrite("state"); err != nil {
+				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+			}
+		}
 		return nil
 	}
 	put := func(key string, w *window) error {

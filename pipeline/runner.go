@@ -120,6 +120,12 @@ type Runner struct {
 	// sinceCheckpoint counts the input entries read since.
 	lastCheckpoint  time.Time
 	sinceCheckpoint int
+	// read mirrors pos, for tests (the runner's goroutine owns pos).
+	read atomic.Uint64
+	// afterCheckpointWrite, if set, runs after each transaction of a checkpoint before its
+	// flip ("state") and after the flip when dropped windows are left to delete ("flip");
+	// tests make it fail: a crash there.
+	afterCheckpointWrite func(stage string) error
 	// skipFinalCommit, set by tests, makes Run end without the checkpoint it commits when
 	// its context ends: a crash.
 	skipFinalCommit bool
@@ -397,6 +403,7 @@ func (r *Runner) load() error {
 	r.core = c
 	r.lates, r.latesBytes = r.lates[:0], 0
 	r.pos = r.next
+	r.read.Store(r.pos)
 	r.gen = gen
 	r.saved = saved // a changed shape differs from c.meta(): the next step saves it
 	r.base = r.committed
@@ -576,6 +583,7 @@ func (r *Runner) step() (more bool, err error) {
 	}
 	r.sinceCheckpoint += int(next - r.pos)
 	r.pos = next
+	r.read.Store(next)
 	iv := r.o.CheckpointInterval
 	due := full || alone != nil || isolated ||
 		idled || c.stats.Panes[Early] != early0 || // processing time changed the state
@@ -592,6 +600,7 @@ func (r *Runner) step() (more bool, err error) {
 		// so a crash during its split commit replays it to the same panes.
 		r.apply(alone, aloneRaw)
 		r.pos = aloneSeq + 1
+		r.read.Store(r.pos)
 		r.sinceCheckpoint++
 		if err := r.commit(aloneSeq+1, true); err != nil {
 			return false, err
