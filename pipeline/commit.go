@@ -15,7 +15,11 @@ import (
 
 // commit takes a checkpoint at input position next: the window state changed since the
 // last one, then its flip (see state.go): one transaction with the panes, the meta, the
-// cursor and what fits of the window state. It then publishes the panes and late records.
+// cursor and what fits of the window state. The checkpoint is encoded at once and written
+// by a goroutine while the runner reads on (at most one is in flight, and the next waits
+// for it: reap); its panes and late records are published, and its counters shown, once
+// it is durable. A failed write makes the runner reload from the store: it then reads again
+// from the last checkpoint that was written.
 //
 // Panes that do not fit in one transaction are not written. When the checkpoint holds one
 // record applied alone (isolated), they are split: the first ones are appended in
@@ -24,14 +28,17 @@ import (
 // again, with the same ids and content (DESIGN invariant 3, per checkpoint): the aggregate
 // log holds those twice, as after any crash between an append and an uplink's commit. Any
 // other checkpoint whose panes are too large returns a stepTooLargeError: Run retries it in
-// smaller steps.
+// smaller steps. An isolated checkpoint is written before commit returns.
 func (r *Runner) commit(next uint64, isolated bool) error {
+	if err := r.reap(); err != nil {
+		return err
+	}
+	c := r.core
 	gen := r.gen + 1
+	f := &flight{next: next, gen: gen}
+	r.buf, r.cbuf = r.spareBuf, r.spareCbuf
+	r.spareBuf, r.spareCbuf = nil, nil
 	st := r.encodeStep(gen)
-	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var ws *flipWrites
-	var err error
 	// The panes that go with the flip: all of them when they fit.
 	with := len(st.panes)
 	if total := st.stateCost + st.paneCost; total > r.maxTxn || isolated {
@@ -40,25 +47,107 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 		}
 		// One record applied alone: its window state (which fits, see tooBigToCommit)
 		// goes with the flip, and as many of its last panes as fit there too.
-		if ws, err = r.writeWindows(cctx, gen, r.maxTxn-st.stateCost, r.o.MaxStepOps-2); err != nil {
-			return err
-		}
-		with = r.panesWithState(st, ws)
+		r.encodeWindows(f, gen, r.maxTxn-st.stateCost, r.o.MaxStepOps-2)
+		with = r.panesWithState(st, &f.fw)
 	} else {
-		room, roomOps := r.maxTxn-st.stateCost-st.paneCost, r.o.MaxStepOps-2-len(st.panes)
-		if ws, err = r.writeWindows(cctx, gen, room, roomOps); err != nil {
+		r.encodeWindows(f, gen, r.maxTxn-st.stateCost-st.paneCost, r.o.MaxStepOps-2-len(st.panes))
+	}
+	f.st, f.with = st, with
+	f.buf, f.cbuf = r.buf, r.cbuf
+	r.buf, r.cbuf = nil, nil
+	f.lates, r.lates, r.latesBytes = r.lates, nil, 0
+	for i := max(0, len(c.panes)-lastPanes); i < len(c.panes); i++ {
+		p := &c.panes[i]
+		f.last = append(f.last, PaneSummary{Key: p.Key, Start: p.Start, End: p.End, Timing: p.Timing, Count: p.agg.count})
+	}
+	f.counters = r.base.add(c.Counters())
+	f.wm, f.open = c.wm, int64(c.OpenWindows())
+	// From here on the core moves on from this checkpoint, as if it were written: if it is
+	// not, the runner reloads.
+	r.next, r.saved, r.gen = next, c.meta(), gen
+	if r.shrink > 0 && r.next >= r.shrinkUntil {
+		r.shrink = 0 // past what was too large: back to full steps
+	}
+	c.dirty = c.dirty[:0]
+	c.tombs = c.tombs[:0]
+	c.dirtyBytes = 0
+	c.ClearPanes()
+	r.lastCheckpoint = r.o.Clock.Now()
+	r.sinceCheckpoint = 0
+	r.flight = f
+	if isolated {
+		f.err = r.write(f)
+		return r.reap()
+	}
+	f.done = make(chan struct{})
+	go func() {
+		defer close(f.done)
+		f.err = r.write(f)
+	}()
+	return nil
+}
+
+// flight is a checkpoint encoded, being written or written. Once handed to write, the
+// runner's goroutine touches it only after done (reap).
+type flight struct {
+	next, gen uint64
+	st        *encodedStep
+	with      int         // the last panes that go with the flip
+	buf, cbuf []byte      // st's bytes; the window values
+	chunks    [][]stateKV // window writes before the flip
+	fw        flipWrites
+	lates     [][]byte
+	last      []PaneSummary
+	counters  Counters
+	wm, open  int64
+	done      chan struct{} // nil: written synchronously
+	err       error
+}
+
+// write writes a checkpoint: the window state that does not go with the flip, the panes
+// split off, the flip, then the deletes of the windows marked dropped. It runs on the
+// flight's goroutine: it reads only the flight and what does not change.
+func (r *Runner) write(f *flight) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, part := range f.chunks {
+		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+			for _, p := range part {
+				tx.Put(p.key, p.v)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
+		}
+		if r.afterCheckpointWrite != nil {
+			if err := r.afterCheckpointWrite("state"); err != nil {
+				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+			}
+		}
+	}
+	st := f.st
+	if head := st.panes[:len(st.panes)-f.with]; len(head) > 0 {
+		if err := r.commitPanesApart(ctx, f.buf, head); err != nil {
 			return err
 		}
 	}
-	if head := st.panes[:len(st.panes)-with]; len(head) > 0 {
-		if err := r.commitPanesApart(cctx, head); err != nil {
-			return err
+	err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+		for _, p := range st.panes[len(st.panes)-f.with:] {
+			tx.Append(r.o.Output, f.buf[p[0]:p[1]])
 		}
+		for _, k := range f.fw.dels {
+			tx.Delete(k)
+		}
+		for _, p := range f.fw.puts {
+			tx.Put(p.key, p.v)
+		}
+		tx.Put(r.metaKey, st.meta)
+		tx.SetCursor(r.o.Input, r.consumer, f.next)
+	})
+	if err != nil {
+		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
 	}
-	if err := r.commitState(cctx, st, st.panes[len(st.panes)-with:], ws, next, gen); err != nil {
-		return err
-	}
-	if len(ws.purge) > 0 {
+	if len(f.fw.purge) > 0 {
 		if r.afterCheckpointWrite != nil {
 			if err := r.afterCheckpointWrite("flip"); err != nil {
 				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
@@ -66,18 +155,57 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 		}
 		// Flipped: the windows marked dropped are gone. A crash before these deletes
 		// leaves them to the next load.
-		if err := r.deleteState(ws.purge); err != nil {
+		if err := r.deleteState(f.fw.purge); err != nil {
 			return fmt.Errorf("pipeline %q: commit step: delete dropped windows: %w", r.spec.Name, err)
 		}
 	}
-	r.published(st.panes)
-	r.core.ClearPanes()
-	r.lates, r.latesBytes = r.lates[:0], 0
-	r.lastCheckpoint = r.o.Clock.Now()
-	r.sinceCheckpoint = 0
-	r.stats.Commits.Add(1)
-	r.publishStats()
 	return nil
+}
+
+// reap waits for the checkpoint in flight, if any, and publishes what it made durable.
+func (r *Runner) reap() error {
+	f := r.flight
+	if f == nil {
+		return nil
+	}
+	if f.done != nil {
+		<-f.done
+	}
+	r.flight = nil
+	r.spareBuf, r.spareCbuf = f.buf[:0], f.cbuf[:0]
+	if f.err != nil {
+		return f.err
+	}
+	r.published(f)
+	r.committed = f.counters
+	r.stats.Commits.Add(1)
+	s := &r.stats
+	cn := f.counters
+	s.Position.Store(f.next)
+	s.Watermark.Store(f.wm)
+	s.OpenWindows.Store(f.open)
+	s.Records.Store(cn.Records)
+	s.LateRecords.Store(cn.LateRecords)
+	s.TooLate.Store(cn.TooLate)
+	s.CapDrops.Store(cn.CapDrops)
+	s.Oversized.Store(cn.Oversized)
+	s.PanesEarly.Store(cn.Panes[Early])
+	s.PanesOnTime.Store(cn.Panes[OnTime])
+	s.PanesLate.Store(cn.Panes[Late])
+	return nil
+}
+
+// landed reports whether the checkpoint in flight, if any, is written (or failed).
+func (r *Runner) landed() bool {
+	if r.flight == nil || r.flight.done == nil {
+		return true
+	}
+	select {
+	case <-r.flight.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // encodedStep is a checkpoint's panes and meta encoded into r.buf, with what they cost in
@@ -126,14 +254,14 @@ type flipWrites struct {
 	size, ops int // what puts and dels cost
 }
 
-// writeWindows writes the window state changed since the last checkpoint, as generation
-// gen, each window into the slot its saved version is not in. What fits in room bytes and
-// roomOps writes is left for the flip, in the returned flipWrites; the rest is committed
-// now, in transactions of its own. A window dropped is deleted in the flip when it fits,
-// or else marked dropped before it and deleted after.
-func (r *Runner) writeWindows(ctx context.Context, gen uint64, room, roomOps int) (*flipWrites, error) {
+// encodeWindows encodes into r.cbuf the window state changed since the last checkpoint, as
+// generation gen, each window into the slot its saved version is not in. What fits in
+// room bytes and roomOps writes goes into the flip (f.fw); the rest into transactions of
+// its own before it (f.chunks). A window dropped is deleted in the flip when it fits, or
+// else marked dropped before it and deleted after.
+func (r *Runner) encodeWindows(f *flight, gen uint64, room, roomOps int) {
 	c := r.core
-	fw := &flipWrites{}
+	fw := &f.fw
 	// The saved slot of each dropped window, by key: a window saved again at the same key
 	// (a session merged back to a start it had) goes to the other slot instead.
 	var dropped map[string]uint8
@@ -147,43 +275,18 @@ func (r *Runner) writeWindows(ctx context.Context, gen uint64, room, roomOps int
 	var chunk []stateKV
 	size, ops := 0, 0
 	r.cbuf = r.cbuf[:0]
-	flush := func() error {
-		part := chunk
-		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
-			for _, p := range part {
-				tx.Put(p.key, p.v)
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
-		}
-		chunk, size, ops = chunk[:0], 0, 0
-		r.cbuf = r.cbuf[:0] // the chunk's values are written: their bytes can be reused
-		if r.afterCheckpointWrite != nil {
-			if err := r.afterCheckpointWrite("state"); err != nil {
-				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-			}
-		}
-		return nil
-	}
-	put := func(key string, w *window) error {
+	put := func(key string, w *window) {
 		s := len(r.cbuf)
 		r.cbuf = appendSlot(r.cbuf, w, gen)
 		cost := putCost(len(key), len(r.cbuf)-s)
 		if len(chunk) > 0 && (size+cost > r.maxTxn || ops+1 > r.o.MaxStepOps) {
-			// Written before the flip; the bytes of w's value move to the front.
-			v := bytes.Clone(r.cbuf[s:])
-			r.cbuf = r.cbuf[:s]
-			if err := flush(); err != nil {
-				return err
-			}
-			r.cbuf = append(r.cbuf, v...)
-			s = 0
+			f.chunks = append(f.chunks, chunk)
+			chunk, size, ops = nil, 0, 0
 		}
+		// A slice of r.cbuf stays valid when it grows.
 		chunk = append(chunk, stateKV{key, r.cbuf[s:len(r.cbuf):len(r.cbuf)]})
 		size += cost
 		ops++
-		return nil
 	}
 	slotKey := func(base string, slot uint8) string {
 		if slot == 1 {
@@ -206,9 +309,7 @@ func (r *Runner) writeWindows(ctx context.Context, gen uint64, room, roomOps int
 			delete(dropped, base) // replaced, not dropped
 		}
 		w.stored, w.slot = true, slot
-		if err := put(slotKey(base, slot), w); err != nil {
-			return nil, err
-		}
+		put(slotKey(base, slot), w)
 	}
 	for _, t := range c.tombs {
 		r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
@@ -225,23 +326,18 @@ func (r *Runner) writeWindows(ctx context.Context, gen uint64, room, roomOps int
 			fw.ops += 2
 			continue
 		}
-		if err := put(slotKey(base, 1-t.slot), nil); err != nil {
-			return nil, err
-		}
+		put(slotKey(base, 1-t.slot), nil)
 		fw.purge = append(fw.purge, base, base+slotSuffix)
 	}
 	if len(chunk) > 0 {
 		if size > room || ops > roomOps {
-			if err := flush(); err != nil {
-				return nil, err
-			}
+			f.chunks = append(f.chunks, chunk)
 		} else {
 			fw.puts = chunk
 			fw.size += size
 			fw.ops += ops
 		}
 	}
-	return fw, nil
 }
 
 // panesWithState is how many of the last panes of an isolated step too large for one
@@ -259,9 +355,9 @@ func (r *Runner) panesWithState(st *encodedStep, ws *flipWrites) int {
 	return with
 }
 
-// commitPanesApart appends the panes split off a step, in order, in transactions of their
-// own.
-func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
+// commitPanesApart appends the panes split off a step (offsets in buf), in order, in
+// transactions of their own.
+func (r *Runner) commitPanesApart(ctx context.Context, buf []byte, head [][2]int) error {
 	for len(head) > 0 {
 		n, size := 0, logCost(len(r.o.Output))
 		for n < len(head) && n < r.o.MaxStepOps {
@@ -276,7 +372,7 @@ func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
 		head = head[n:]
 		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
 			for _, p := range part {
-				tx.Append(r.o.Output, r.buf[p[0]:p[1]])
+				tx.Append(r.o.Output, buf[p[0]:p[1]])
 			}
 		})
 		if err != nil {
@@ -291,59 +387,25 @@ func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
 	return nil
 }
 
-// commitState commits the flip, in one transaction: the panes that go with it, the
-// window writes that fit (ws), the meta of generation gen and the cursor at next.
-func (r *Runner) commitState(ctx context.Context, st *encodedStep, panes [][2]int, ws *flipWrites, next, gen uint64) error {
-	c := r.core
-	err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
-		for _, p := range panes {
-			tx.Append(r.o.Output, r.buf[p[0]:p[1]])
-		}
-		for _, k := range ws.dels {
-			tx.Delete(k)
-		}
-		for _, p := range ws.puts {
-			tx.Put(p.key, p.v)
-		}
-		tx.Put(r.metaKey, st.meta)
-		tx.SetCursor(r.o.Input, r.consumer, next)
-	})
-	if err != nil {
-		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-	}
-	r.next, r.saved, r.gen = next, c.meta(), gen
-	if r.shrink > 0 && r.next >= r.shrinkUntil {
-		r.shrink = 0 // past what was too large: back to full steps
-	}
-	c.dirty = c.dirty[:0]
-	c.tombs = c.tombs[:0]
-	c.dirtyBytes = 0
-	return nil
-}
-
-// published publishes a committed step's panes and late records locally and keeps the
+// published publishes a written checkpoint's panes and late records locally and keeps the
 // summaries of the last panes (status).
-func (r *Runner) published(panes [][2]int) {
-	c := r.core
+func (r *Runner) published(f *flight) {
 	if pub := r.o.Publisher; pub != nil {
 		out := r.Output()
-		for _, p := range panes {
-			if err := pub.PublishLocal(out, bytes.Clone(r.buf[p[0]:p[1]])); err != nil {
+		for _, p := range f.st.panes {
+			if err := pub.PublishLocal(out, bytes.Clone(f.buf[p[0]:p[1]])); err != nil {
 				r.warn("publish", "publishing panes locally failed (they are in the aggregate log)", "err", err)
 			}
 		}
-		for _, v := range r.lates {
+		for _, v := range f.lates {
 			if err := pub.PublishLocal(out+"/late", v); err != nil {
 				r.warn("publish", "publishing a late record locally failed", "err", err)
 			}
 		}
 	}
-	if n := len(c.panes); n > 0 {
+	if len(f.last) > 0 {
 		r.lastMu.Lock()
-		for i := max(0, n-lastPanes); i < n; i++ {
-			p := &c.panes[i]
-			r.last = append(r.last, PaneSummary{Key: p.Key, Start: p.Start, End: p.End, Timing: p.Timing, Count: p.agg.count})
-		}
+		r.last = append(r.last, f.last...)
 		if k := len(r.last) - lastPanes; k > 0 {
 			r.last = append(r.last[:0], r.last[k:]...)
 		}

@@ -132,8 +132,10 @@ type Runner struct {
 	// base is what the cores before this one counted up to their last commit; committed
 	// adds the current core's counts at its last commit. A reload starts a core at zero.
 	base, committed Counters
-	buf             []byte
-	cbuf            []byte // window values written before a flip
+	buf, cbuf       []byte // a checkpoint's panes and meta, its window values
+	spareBuf        []byte // the buffers of the last checkpoint written, for the next
+	spareCbuf       []byte
+	flight          *flight // the checkpoint being written (see commit)
 	keyBuf          []byte
 	lates           [][]byte // too late, published with the next checkpoint
 	latesBytes      int
@@ -250,7 +252,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		more, err := r.step()
 		var big *stepTooLargeError
 		if errors.As(err, &big) {
-			// Nothing was written: try again at once, in smaller steps.
+			// Nothing of it was written: try again at once, in smaller steps.
+			r.settle()
 			r.shrink = min(r.shrink+1, maxShrink)
 			r.shrinkUntil = max(r.shrinkUntil, big.next, r.next+1)
 			r.lg.Info("pipeline step larger than one store transaction; retrying in smaller steps", "bytes", big.bytes, "limit", r.maxTxn, "shrink", r.shrink)
@@ -260,6 +263,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
+			r.settle()
 			failures++
 			r.stats.Errors.Add(1)
 			r.lg.Warn("pipeline step failed; reloading its state and retrying", "failures", failures, "err", err)
@@ -283,6 +287,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				r.final()
 				return nil
 			}
+			r.settle()
 			if errors.Is(err, buffer.ErrClosed) {
 				return nil
 			}
@@ -291,16 +296,24 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
+// settle waits for the checkpoint in flight, if any, before the runner reloads or ends: a
+// failure of it is of no more consequence than the one being handled.
+func (r *Runner) settle() {
+	if err := r.reap(); err != nil {
+		r.lg.Warn("pipeline: checkpoint failed; a restart reads again from the one before", "err", err)
+	}
+}
+
 // final takes a last checkpoint when Run ends, so that a restart has nothing to read
 // again. A failure only costs that: the restart replays from the last checkpoint.
 func (r *Runner) final() {
-	if r.skipFinalCommit || !r.dirty() {
-		return
+	if !r.skipFinalCommit && r.dirty() {
+		if err := r.commit(r.pos, false); err != nil {
+			r.stats.Errors.Add(1)
+			r.lg.Warn("pipeline: last checkpoint failed; a restart reads again from the one before", "err", err)
+		}
 	}
-	if err := r.commit(r.pos, false); err != nil {
-		r.stats.Errors.Add(1)
-		r.lg.Warn("pipeline: last checkpoint failed; a restart reads again from the one before", "err", err)
-	}
+	r.settle()
 }
 
 // backoff is the wait after the n-th failed step: exponential within MinBackoff and
@@ -502,6 +515,11 @@ func (r *Runner) fire() (full bool) {
 // A step in which processing time changed the state (Tick advanced an idle watermark, or
 // EARLY panes fired) ends with a checkpoint: replay from the cursor could not redo it.
 func (r *Runner) step() (more bool, err error) {
+	if r.landed() {
+		if err := r.reap(); err != nil {
+			return false, err
+		}
+	}
 	c := r.core
 	wm0, early0 := c.wm, c.stats.Panes[Early]
 	now := r.o.Clock.Now()
@@ -606,6 +624,12 @@ func (r *Runner) step() (more bool, err error) {
 			return false, err
 		}
 	}
+	if !stopped {
+		// Caught up: nothing to overlap the checkpoint's write with.
+		if err := r.reap(); err != nil {
+			return false, err
+		}
+	}
 	return stopped, nil // not stopped: nothing is pending either (fire)
 }
 
@@ -633,24 +657,6 @@ func (r *Runner) apply(in *Input, v []byte) {
 	case Capped:
 		r.warn("cap", "open-window cap reached: records dropped from aggregation", "max_open_windows", r.spec.MaxOpenWindows)
 	}
-}
-
-func (r *Runner) publishStats() {
-	c := r.core
-	cn := r.base.add(c.Counters())
-	r.committed = cn
-	s := &r.stats
-	s.Position.Store(r.next)
-	s.Watermark.Store(c.wm)
-	s.OpenWindows.Store(int64(c.OpenWindows()))
-	s.Records.Store(cn.Records)
-	s.LateRecords.Store(cn.LateRecords)
-	s.TooLate.Store(cn.TooLate)
-	s.CapDrops.Store(cn.CapDrops)
-	s.Oversized.Store(cn.Oversized)
-	s.PanesEarly.Store(cn.Panes[Early])
-	s.PanesOnTime.Store(cn.Panes[OnTime])
-	s.PanesLate.Store(cn.Panes[Late])
 }
 
 // wait sleeps until the input log grows, the core's next deadline, a checkpoint's
@@ -683,7 +689,15 @@ func (r *Runner) wait(ctx context.Context) error {
 	defer cancel()
 	woke := make(chan error, 1)
 	go func() { woke <- r.o.Store.Wait(wctx, r.o.Input, after) }()
+	var landed chan struct{} // a checkpoint written: publish it (step reaps it)
+	if r.flight != nil {
+		landed = r.flight.done
+	}
 	select {
+	case <-landed:
+		cancel()
+		<-woke
+		return nil
 	case <-ctx.Done():
 		cancel()
 		<-woke
