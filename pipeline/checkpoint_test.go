@@ -64,7 +64,7 @@ func TestRunnerCrashBetweenCheckpoints(t *testing.T) {
 	run := func(crash bool) []string {
 		s := openStore(t, t.TempDir())
 		clk := clock.NewFake(time.UnixMilli(sec(3)))
-		o := RunnerOptions{Store: s, Input: "raw", Clock: clk, CheckpointInterval: time.Hour}
+		o := RunnerOptions{Store: s, Input: "raw", Clock: clk, CheckpointInterval: time.Hour, DeferCaughtUp: true}
 		r, err := NewRunner(spec, o)
 		if err != nil {
 			t.Fatal(err)
@@ -144,7 +144,7 @@ func TestRunnerCheckpointAcrossTransactions(t *testing.T) {
 	ins = append(ins, Input{Topic: "t", Series: "x", TS: sec(14), Value: 1}, Input{Topic: "t", Series: "y", TS: sec(20), Value: 2})
 	recs := recordsJSON(ins)
 	s := openStore(t, t.TempDir())
-	o := RunnerOptions{Store: s, Input: "raw", Clock: clock.Real{}, CheckpointInterval: time.Hour,
+	o := RunnerOptions{Store: s, Input: "raw", Clock: clock.Real{}, CheckpointInterval: time.Hour, DeferCaughtUp: true,
 		MaxStepRecords: 1000, CheckpointRecords: series}
 	r, err := NewRunner(spec, o)
 	if err != nil {
@@ -187,5 +187,30 @@ func TestRunnerCheckpointAcrossTransactions(t *testing.T) {
 	})
 	if r2.core.OpenWindows() != 2 || len(bases) != 2 {
 		t.Fatalf("%d windows loaded, %d windows stored, want 2", r2.core.OpenWindows(), len(bases))
+	}
+}
+
+// TestRunnerCheckpointInterval: readings held in memory (DeferCaughtUp) are committed one
+// CheckpointInterval of processing time after the last checkpoint, without new input.
+func TestRunnerCheckpointInterval(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	h := startRunner(t, runnerSpec(), RunnerOptions{Store: s, Clock: clk, CheckpointInterval: time.Second, DeferCaughtUp: true})
+	appendRaw(t, s, recordsJSON([]Input{{Topic: "t", Series: "k", TS: sec(1), Value: 1}, {Topic: "t", Series: "k", TS: sec(2), Value: 2}}))
+	waitRead(t, h.r, 3)
+	if p := h.r.Stats().Position.Load(); p != 0 {
+		t.Fatalf("position %d before the interval, want 0", p)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for clk.Timers() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner holds uncommitted readings and sleeps without a deadline")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	clk.Advance(time.Second)
+	waitPosition(t, h.r, 3)
+	if c, _ := s.Cursor("raw", ConsumerName("r1")); c != 3 {
+		t.Fatalf("cursor %d, want 3", c)
 	}
 }

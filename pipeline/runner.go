@@ -45,16 +45,18 @@ type RunnerOptions struct {
 	MaxStepRecords int
 	MaxStepBytes   int
 	MaxStepOps     int
-	// A checkpoint commits what the runner holds in memory (see Runner). While it reads a
-	// backlog, it takes one at the latest after CheckpointRecords input entries (default
-	// 262144), when the window state changed since the last one reaches about
-	// CheckpointBytes (default 8 MiB), or CheckpointInterval (processing time) after the
-	// last one. Once it has read all its input, it takes one at once when
-	// CheckpointInterval is 0 (the default) or panes wait, else CheckpointInterval after
-	// the last.
+	// A checkpoint commits what the runner holds in memory (see Runner). It takes one when
+	// it has read all its input (unless DeferCaughtUp), and while it reads at the latest
+	// after CheckpointRecords input entries (default 262144), when the window state
+	// changed since the last one reaches about CheckpointBytes (default 4 MiB), or
+	// CheckpointInterval (processing time, default 1 s) after the last one.
+	// DeferCaughtUp, once all input is read, leaves what is held in memory to the interval,
+	// unless panes or late records wait to be published (tests use it to crash between
+	// checkpoints).
 	CheckpointRecords  int
 	CheckpointBytes    int
 	CheckpointInterval time.Duration
+	DeferCaughtUp      bool
 }
 
 // RunnerStats are a runner's counters, read by metrics and /status.
@@ -191,7 +193,10 @@ func NewRunner(spec Spec, o RunnerOptions) (*Runner, error) {
 		o.CheckpointRecords = 1 << 18
 	}
 	if o.CheckpointBytes <= 0 {
-		o.CheckpointBytes = 8 << 20
+		o.CheckpointBytes = 4 << 20
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = time.Second
 	}
 	maxTxn := int(o.Store.MaxRequestBytes()) - txnSlack
 	if maxTxn < maxCommitBytes {
@@ -606,8 +611,8 @@ func (r *Runner) step() (more bool, err error) {
 	due := full || alone != nil || isolated ||
 		idled || c.stats.Panes[Early] != early0 || // processing time changed the state
 		r.sinceCheckpoint >= r.o.CheckpointRecords ||
-		iv > 0 && now.Sub(r.lastCheckpoint) >= iv ||
-		caughtUp && (iv <= 0 || len(c.panes) > 0 || len(r.lates) > 0)
+		now.Sub(r.lastCheckpoint) >= iv ||
+		caughtUp && (!r.o.DeferCaughtUp || len(c.panes) > 0 || len(r.lates) > 0)
 	if due && r.dirty() {
 		if err := r.commit(next, isolated); err != nil {
 			return false, err
@@ -665,7 +670,7 @@ func (r *Runner) wait(ctx context.Context) error {
 	var timer <-chan time.Time
 	now := r.o.Clock.Now()
 	d, ok := r.core.NextDeadline()
-	if iv := r.o.CheckpointInterval; iv > 0 && r.dirty() {
+	if iv := r.o.CheckpointInterval; r.dirty() {
 		// What is held in memory is committed an interval after the last checkpoint.
 		at := r.lastCheckpoint.Add(iv).UnixNano()
 		if !ok || at < d {
