@@ -526,10 +526,11 @@ func (r *Runner) step() (more bool, err error) {
 		}
 	}
 	c := r.core
-	wm0, early0 := c.wm, c.stats.Panes[Early]
+	early0 := c.stats.Panes[Early]
 	now := r.o.Clock.Now()
+	m0 := c.meta()
 	c.Tick(now.UnixNano())
-	idled := c.wm != wm0 // an idle advance
+	idled := c.meta() != m0 // an idle advance of the watermark
 	next := r.pos
 	stopped := r.fire()
 	full := stopped
