@@ -13,51 +13,208 @@ import (
 	"github.com/edgegate/edgegate/buffer"
 )
 
-// commit writes the step in one transaction, then publishes its panes and late records.
+// commit takes a checkpoint at input position next: the window state changed since the
+// last one, then its flip (see state.go): one transaction with the panes, the meta, the
+// cursor and what fits of the window state. The checkpoint is encoded at once and written
+// by a goroutine while the runner reads on (at most one is in flight, and the next waits
+// for it: reap); its panes and late records are published, and its counters shown, once
+// it is durable. A failed write makes the runner reload from the store: it then reads again
+// from the last checkpoint that was written.
 //
-// A step larger than one transaction is not written. When it holds one record applied
-// alone (isolated), its panes are split off: the first ones are appended in transactions
-// of their own, and the last transaction commits the remaining panes with the window
-// state, the watermark and the cursor. A crash in between restarts from the cursor before
-// that record and the state it was applied to, so the record fires the same panes again,
-// with the same ids and content (DESIGN invariant 3, per checkpoint): the aggregate log
-// holds those twice, as after any crash between an append and an uplink's commit. Any
-// other step too large returns a stepTooLargeError: Run retries it in smaller steps.
+// Panes that do not fit in one transaction are not written. When the checkpoint holds one
+// record applied alone (isolated), they are split: the first ones are appended in
+// transactions of their own before the flip. A crash in between restarts from the cursor
+// before that record and the state it was applied to, so the record fires the same panes
+// again, with the same ids and content (DESIGN invariant 3, per checkpoint): the aggregate
+// log holds those twice, as after any crash between an append and an uplink's commit. Any
+// other checkpoint whose panes are too large returns a stepTooLargeError: Run retries it in
+// smaller steps. An isolated checkpoint is written before commit returns.
 func (r *Runner) commit(next uint64, isolated bool) error {
-	st := r.encodeStep()
-	// The panes that go with the state: all of them when they fit.
+	if err := r.reap(); err != nil {
+		return err
+	}
+	c := r.core
+	gen := r.gen + 1
+	f := &flight{next: next, gen: gen}
+	r.buf, r.cbuf = r.spareBuf, r.spareCbuf
+	r.spareBuf, r.spareCbuf = nil, nil
+	st := r.encodeStep(gen)
+	// The panes that go with the flip: all of them when they fit.
 	with := len(st.panes)
-	if total := st.stateCost + st.paneCost; total > r.maxTxn {
+	if total := st.stateCost + st.paneCost; total > r.maxTxn || isolated {
 		if !isolated {
 			return &stepTooLargeError{next: next, bytes: total}
 		}
-		with = r.panesWithState(st)
+		// One record applied alone: its window state (which fits, see tooBigToCommit)
+		// goes with the flip, and as many of its last panes as fit there too.
+		r.encodeWindows(f, gen, r.maxTxn-st.stateCost, r.o.MaxStepOps-2)
+		with = r.panesWithState(st, &f.fw)
+	} else {
+		r.encodeWindows(f, gen, r.maxTxn-st.stateCost-st.paneCost, r.o.MaxStepOps-2-len(st.panes))
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if head := st.panes[:len(st.panes)-with]; len(head) > 0 {
-		if err := r.commitPanesApart(cctx, head); err != nil {
-			return err
-		}
+	f.st, f.with = st, with
+	f.buf, f.cbuf = r.buf, r.cbuf
+	r.buf, r.cbuf = nil, nil
+	f.lates, r.lates, r.latesBytes = r.lates, nil, 0
+	for i := max(0, len(c.panes)-lastPanes); i < len(c.panes); i++ {
+		p := &c.panes[i]
+		f.last = append(f.last, PaneSummary{Key: p.Key, Start: p.Start, End: p.End, Timing: p.Timing, Count: p.agg.count})
 	}
-	if err := r.commitState(cctx, st, st.panes[len(st.panes)-with:], next); err != nil {
-		return err
+	f.counters = r.base.add(c.Counters())
+	f.wm, f.open = c.wm, int64(c.OpenWindows())
+	// From here on the core moves on from this checkpoint, as if it were written: if it is
+	// not, the runner reloads.
+	r.next, r.saved, r.gen = next, c.meta(), gen
+	if r.shrink > 0 && r.next >= r.shrinkUntil {
+		r.shrink = 0 // past what was too large: back to full steps
 	}
-	r.published(st.panes)
-	r.core.ClearPanes()
-	r.stats.Commits.Add(1)
-	r.publishStats()
+	c.dirty = c.dirty[:0]
+	c.tombs = c.tombs[:0]
+	c.dirtyBytes = 0
+	c.ClearPanes()
+	r.lastCheckpoint = r.o.Clock.Now()
+	r.sinceCheckpoint = 0
+	r.flight = f
+	if isolated {
+		f.err = r.write(f)
+		return r.reap()
+	}
+	f.done = make(chan struct{})
+	go func() {
+		defer close(f.done)
+		f.err = r.write(f)
+	}()
 	return nil
 }
 
-// encodedStep is a step encoded into r.buf, with what it costs in a transaction.
+// flight is a checkpoint encoded, being written or written. Once handed to write, the
+// runner's goroutine touches it only after done (reap).
+type flight struct {
+	next, gen uint64
+	st        *encodedStep
+	with      int         // the last panes that go with the flip
+	buf, cbuf []byte      // st's bytes; the window values
+	chunks    [][]stateKV // window writes before the flip
+	fw        flipWrites
+	lates     [][]byte
+	last      []PaneSummary
+	counters  Counters
+	wm, open  int64
+	done      chan struct{} // nil: written synchronously
+	err       error
+}
+
+// write writes a checkpoint: the window state that does not go with the flip, the panes
+// split off, the flip, then the deletes of the windows marked dropped. It runs on the
+// flight's goroutine: it reads only the flight and what does not change.
+func (r *Runner) write(f *flight) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, part := range f.chunks {
+		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+			for _, p := range part {
+				tx.Put(p.key, p.v)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
+		}
+		if r.afterCheckpointWrite != nil {
+			if err := r.afterCheckpointWrite("state"); err != nil {
+				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+			}
+		}
+	}
+	st := f.st
+	if head := st.panes[:len(st.panes)-f.with]; len(head) > 0 {
+		if err := r.commitPanesApart(ctx, f.buf, head); err != nil {
+			return err
+		}
+	}
+	err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+		for _, p := range st.panes[len(st.panes)-f.with:] {
+			tx.Append(r.o.Output, f.buf[p[0]:p[1]])
+		}
+		for _, k := range f.fw.dels {
+			tx.Delete(k)
+		}
+		for _, p := range f.fw.puts {
+			tx.Put(p.key, p.v)
+		}
+		tx.Put(r.metaKey, st.meta)
+		tx.SetCursor(r.o.Input, r.consumer, f.next)
+	})
+	if err != nil {
+		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+	}
+	if len(f.fw.purge) > 0 {
+		if r.afterCheckpointWrite != nil {
+			if err := r.afterCheckpointWrite("flip"); err != nil {
+				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+			}
+		}
+		// Flipped: the windows marked dropped are gone. A crash before these deletes
+		// leaves them to the next load.
+		if err := r.deleteState(f.fw.purge); err != nil {
+			return fmt.Errorf("pipeline %q: commit step: delete dropped windows: %w", r.spec.Name, err)
+		}
+	}
+	return nil
+}
+
+// reap waits for the checkpoint in flight, if any, and publishes what it made durable.
+func (r *Runner) reap() error {
+	f := r.flight
+	if f == nil {
+		return nil
+	}
+	if f.done != nil {
+		<-f.done
+	}
+	r.flight = nil
+	r.spareBuf, r.spareCbuf = f.buf[:0], f.cbuf[:0]
+	if f.err != nil {
+		return f.err
+	}
+	r.published(f)
+	r.committed = f.counters
+	r.stats.Commits.Add(1)
+	s := &r.stats
+	cn := f.counters
+	s.Position.Store(f.next)
+	s.Watermark.Store(f.wm)
+	s.OpenWindows.Store(f.open)
+	s.Records.Store(cn.Records)
+	s.LateRecords.Store(cn.LateRecords)
+	s.TooLate.Store(cn.TooLate)
+	s.CapDrops.Store(cn.CapDrops)
+	s.Oversized.Store(cn.Oversized)
+	s.PanesEarly.Store(cn.Panes[Early])
+	s.PanesOnTime.Store(cn.Panes[OnTime])
+	s.PanesLate.Store(cn.Panes[Late])
+	return nil
+}
+
+// landed reports whether the checkpoint in flight, if any, is written (or failed).
+func (r *Runner) landed() bool {
+	if r.flight == nil || r.flight.done == nil {
+		return true
+	}
+	select {
+	case <-r.flight.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// encodedStep is a checkpoint's panes and meta encoded into r.buf, with what they cost in
+// a transaction.
 type encodedStep struct {
 	panes     [][2]int // offsets in r.buf, for publishing once committed
 	paneCost  int
-	tombs     []string
-	puts      []stateKV
 	meta      []byte
-	stateCost int
+	stateCost int // the meta, the cursor and the output log's own writes
 }
 
 type stateKV struct {
@@ -65,10 +222,9 @@ type stateKV struct {
 	v   []byte
 }
 
-// encodeStep encodes the step's panes, window state and meta into r.buf, to know the
-// transaction's size: a slice of r.buf stays valid when it grows (growing copies, it does
-// not overwrite).
-func (r *Runner) encodeStep() *encodedStep {
+// encodeStep encodes the checkpoint's panes and meta into r.buf, to know the flip's size:
+// a slice of r.buf stays valid when it grows (growing copies, it does not overwrite).
+func (r *Runner) encodeStep(gen uint64) *encodedStep {
 	c := r.core
 	r.buf = r.buf[:0]
 	st := &encodedStep{}
@@ -82,35 +238,114 @@ func (r *Runner) encodeStep() *encodedStep {
 	if len(st.panes) > 0 {
 		st.stateCost += logCost(len(r.o.Output))
 	}
-	for _, t := range c.tombs {
-		r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
-		st.tombs = append(st.tombs, string(r.keyBuf))
-		st.stateCost += putCost(len(r.keyBuf), 0)
+	m, ms := c.meta(), len(r.buf)
+	m.gen = gen
+	r.buf = m.appendTo(r.buf)
+	st.meta = r.buf[ms:]
+	return st
+}
+
+// flipWrites are the window writes that go into a checkpoint's flip, and the keys to
+// delete after it.
+type flipWrites struct {
+	puts      []stateKV
+	dels      []string
+	purge     []string
+	size, ops int // what puts and dels cost
+}
+
+// encodeWindows encodes into r.cbuf the window state changed since the last checkpoint, as
+// generation gen, each window into the slot its saved version is not in. What fits in
+// room bytes and roomOps writes goes into the flip (f.fw); the rest into transactions of
+// its own before it (f.chunks). A window dropped is deleted in the flip when it fits, or
+// else marked dropped before it and deleted after.
+func (r *Runner) encodeWindows(f *flight, gen uint64, room, roomOps int) {
+	c := r.core
+	fw := &f.fw
+	// The saved slot of each dropped window, by key: a window saved again at the same key
+	// (a session merged back to a start it had) goes to the other slot instead.
+	var dropped map[string]uint8
+	if len(c.tombs) > 0 {
+		dropped = make(map[string]uint8, len(c.tombs))
+		for _, t := range c.tombs {
+			r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
+			dropped[string(r.keyBuf)] = t.slot
+		}
+	}
+	var chunk []stateKV
+	size, ops := 0, 0
+	r.cbuf = r.cbuf[:0]
+	put := func(key string, w *window) {
+		s := len(r.cbuf)
+		r.cbuf = appendSlot(r.cbuf, w, gen)
+		cost := putCost(len(key), len(r.cbuf)-s)
+		if len(chunk) > 0 && (size+cost > r.maxTxn || ops+1 > r.o.MaxStepOps) {
+			f.chunks = append(f.chunks, chunk)
+			chunk, size, ops = nil, 0, 0
+		}
+		// A slice of r.cbuf stays valid when it grows.
+		chunk = append(chunk, stateKV{key, r.cbuf[s:len(r.cbuf):len(r.cbuf)]})
+		size += cost
+		ops++
+	}
+	slotKey := func(base string, slot uint8) string {
+		if slot == 1 {
+			return base + slotSuffix
+		}
+		return base
 	}
 	for _, w := range c.dirty {
 		if !w.dirty {
 			continue // freed since, or listed twice
 		}
 		w.dirty = false
-		w.stored = true
 		r.keyBuf = r.windowKey(r.keyBuf[:0], w.ks, w.start)
-		s := len(r.buf)
-		r.buf = appendWindow(r.buf, w)
-		st.puts = append(st.puts, stateKV{string(r.keyBuf), r.buf[s:]})
-		st.stateCost += putCost(len(r.keyBuf), len(r.buf)-s)
+		base := string(r.keyBuf)
+		slot := uint8(0)
+		if w.stored {
+			slot = 1 - w.slot
+		} else if k, ok := dropped[base]; ok {
+			slot = 1 - k
+			delete(dropped, base) // replaced, not dropped
+		}
+		w.stored, w.slot = true, slot
+		put(slotKey(base, slot), w)
 	}
-	m, ms := c.meta(), len(r.buf)
-	r.buf = m.appendTo(r.buf)
-	st.meta = r.buf[ms:]
-	return st
+	for _, t := range c.tombs {
+		r.keyBuf = r.windowKey(r.keyBuf[:0], t.ks, t.start)
+		base := string(r.keyBuf)
+		if _, ok := dropped[base]; !ok {
+			continue // saved again
+		}
+		delete(dropped, base) // once
+		if cost := 2 * putCost(len(base)+len(slotSuffix), 0); cost <= room && roomOps >= 2 {
+			fw.dels = append(fw.dels, base, base+slotSuffix)
+			room -= cost
+			roomOps -= 2
+			fw.size += cost
+			fw.ops += 2
+			continue
+		}
+		put(slotKey(base, 1-t.slot), nil)
+		fw.purge = append(fw.purge, base, base+slotSuffix)
+	}
+	if len(chunk) > 0 {
+		if size > room || ops > roomOps {
+			f.chunks = append(f.chunks, chunk)
+		} else {
+			fw.puts = chunk
+			fw.size += size
+			fw.ops += ops
+		}
+	}
 }
 
 // panesWithState is how many of the last panes of an isolated step too large for one
 // transaction fit in the transaction of its state.
-func (r *Runner) panesWithState(st *encodedStep) int {
-	room := r.maxTxn - st.stateCost // > 0: tooBigToCommit let the record in
+func (r *Runner) panesWithState(st *encodedStep, ws *flipWrites) int {
+	room := r.maxTxn - st.stateCost - ws.size // > 0: tooBigToCommit let the record in
 	with := 0
-	for with < len(st.panes) {
+	for with < len(st.panes) && with < r.o.MaxStepOps-2-ws.ops {
 		p := st.panes[len(st.panes)-1-with]
 		if room -= appendCost(len(r.o.Output), p[1]-p[0]); room < 0 {
 			break
@@ -120,9 +355,9 @@ func (r *Runner) panesWithState(st *encodedStep) int {
 	return with
 }
 
-// commitPanesApart appends the panes split off a step, in order, in transactions of their
-// own.
-func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
+// commitPanesApart appends the panes split off a step (offsets in buf), in order, in
+// transactions of their own.
+func (r *Runner) commitPanesApart(ctx context.Context, buf []byte, head [][2]int) error {
 	for len(head) > 0 {
 		n, size := 0, logCost(len(r.o.Output))
 		for n < len(head) && n < r.o.MaxStepOps {
@@ -137,7 +372,7 @@ func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
 		head = head[n:]
 		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
 			for _, p := range part {
-				tx.Append(r.o.Output, r.buf[p[0]:p[1]])
+				tx.Append(r.o.Output, buf[p[0]:p[1]])
 			}
 		})
 		if err != nil {
@@ -152,59 +387,25 @@ func (r *Runner) commitPanesApart(ctx context.Context, head [][2]int) error {
 	return nil
 }
 
-// commitState commits, in one transaction, the panes that go with the state, the window
-// state, the meta and the cursor at next.
-func (r *Runner) commitState(ctx context.Context, st *encodedStep, panes [][2]int, next uint64) error {
-	c := r.core
-	err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
-		for _, p := range panes {
-			tx.Append(r.o.Output, r.buf[p[0]:p[1]])
-		}
-		for _, k := range st.tombs {
-			tx.Delete(k)
-		}
-		for _, p := range st.puts {
-			tx.Put(p.key, p.v)
-		}
-		tx.Put(r.metaKey, st.meta)
-		tx.SetCursor(r.o.Input, r.consumer, next)
-	})
-	if err != nil {
-		return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-	}
-	r.next, r.saved = next, c.meta()
-	if r.shrink > 0 && r.next >= r.shrinkUntil {
-		r.shrink = 0 // past what was too large: back to full steps
-	}
-	c.dirty = c.dirty[:0]
-	c.tombs = c.tombs[:0]
-	c.dirtyBytes = 0
-	return nil
-}
-
-// published publishes a committed step's panes and late records locally and keeps the
+// published publishes a written checkpoint's panes and late records locally and keeps the
 // summaries of the last panes (status).
-func (r *Runner) published(panes [][2]int) {
-	c := r.core
+func (r *Runner) published(f *flight) {
 	if pub := r.o.Publisher; pub != nil {
 		out := r.Output()
-		for _, p := range panes {
-			if err := pub.PublishLocal(out, bytes.Clone(r.buf[p[0]:p[1]])); err != nil {
+		for _, p := range f.st.panes {
+			if err := pub.PublishLocal(out, bytes.Clone(f.buf[p[0]:p[1]])); err != nil {
 				r.warn("publish", "publishing panes locally failed (they are in the aggregate log)", "err", err)
 			}
 		}
-		for _, v := range r.lates {
+		for _, v := range f.lates {
 			if err := pub.PublishLocal(out+"/late", v); err != nil {
 				r.warn("publish", "publishing a late record locally failed", "err", err)
 			}
 		}
 	}
-	if n := len(c.panes); n > 0 {
+	if len(f.last) > 0 {
 		r.lastMu.Lock()
-		for i := max(0, n-lastPanes); i < n; i++ {
-			p := &c.panes[i]
-			r.last = append(r.last, PaneSummary{Key: p.Key, Start: p.Start, End: p.End, Timing: p.Timing, Count: p.agg.count})
-		}
+		r.last = append(r.last, f.last...)
 		if k := len(r.last) - lastPanes; k > 0 {
 			r.last = append(r.last[:0], r.last[k:]...)
 		}
@@ -256,13 +457,12 @@ func cursorCost(log, consumer int) int { return 3 + log + consumer + 8 + 16 }
 // windowCost is what saving one window of a series of k bytes costs.
 func windowCost(name, k int) int { return putCost(windowKeyFixed+name, windowFixed+k) }
 
-// worst bounds what Step(in) writes, in bytes and writes: the windows it updates, and a
-// LATE pane for each of them the watermark has passed.
+// worst bounds what Step(in) adds to the flip of its checkpoint, in bytes and writes: a
+// LATE pane for each of its windows the watermark has passed. (The window state it
+// changes is written in transactions of its own when the flip cannot hold it.)
 func (r *Runner) worst(in *Input) (bytes, ops int) {
 	c := r.core
-	name := len(r.spec.Name)
-	wc := windowCost(name, len(in.Series))
-	var touched, late, tombs int
+	var late int
 	switch r.spec.Kind {
 	case Tumbling, Sliding:
 		every := r.spec.Every
@@ -280,18 +480,16 @@ func (r *Runner) worst(in *Input) (bytes, ops int) {
 			return min((x-first)/every+1, n)
 		}
 		tooLate := upTo(satAdd(c.wm, -r.spec.Size-r.spec.AllowedLateness))
-		touched = int(n - tooLate)
 		late = int(upTo(satAdd(c.wm, -r.spec.Size)) - tooLate)
 	case Session:
 		if end := in.TS + r.spec.Gap; satAdd(end, r.spec.AllowedLateness) > c.wm {
-			touched, late, tombs = 1, 1, 2 // a merge of two sessions, and a new start
+			late = 1
 		}
 	}
-	bytes = touched*wc + tombs*putCost(windowKeyFixed+name, 0)
 	if late > 0 {
-		bytes += late * appendCost(len(r.o.Output), paneFixed+r.bound.nameQ+quotedLen(in.Series))
+		bytes = late * appendCost(len(r.o.Output), paneFixed+r.bound.nameQ+quotedLen(in.Series))
 	}
-	return bytes, touched + late + tombs
+	return bytes, late
 }
 
 // commitBound is what tooBig needs to know of a pipeline, computed once.

@@ -111,11 +111,13 @@ type window struct {
 	pos        int   // position in fireQ or gcQ
 	dirty      bool  // changed since the runner last saved it
 	stored     bool  // saved in the store under (ks.id, start)
+	slot       uint8 // the slot its saved version is in, when stored
 }
 
 type tomb struct {
 	ks    *keyState
 	start int64
+	slot  uint8 // the slot its saved version is in
 }
 
 // Core is the pure windowing engine of one pipeline (SPEC §4): records in arrival order

@@ -80,7 +80,7 @@ func (c *Core) addSession(ksp **keyState, in *Input, w0 int64) Outcome {
 		}
 		if start != w.start || end != w.end {
 			if start != w.start && w.stored {
-				c.tombs = append(c.tombs, tomb{ks, w.start})
+				c.tombs = append(c.tombs, tomb{ks, w.start, w.slot})
 				w.stored = false
 			}
 			w.start, w.end, w.index = start, end, 0

@@ -131,7 +131,7 @@ func (c *Core) release(w *window) {
 		w.ks.cur = nil
 	}
 	if w.stored {
-		c.tombs = append(c.tombs, tomb{w.ks, w.start})
+		c.tombs = append(c.tombs, tomb{w.ks, w.start, w.slot})
 	}
 	w.dirty = false // a stale entry in c.dirty is skipped
 	w.ks = nil

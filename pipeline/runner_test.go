@@ -305,7 +305,7 @@ func FuzzWindowState(f *testing.F) {
 		}
 		once := func(b []byte) ([]byte, error) {
 			c, _ := NewCore(runnerSpec())
-			if err := c.restoreWindow(b); err != nil {
+			if err := c.restoreWindow(b, 0); err != nil {
 				return nil, err
 			}
 			for _, ks := range c.keys {

@@ -11,15 +11,40 @@ import (
 
 // Durable state of a pipeline in the store's state KV (DESIGN invariant 3):
 //
-//	pipeline/<name>/meta                 watermark, newest event time, arrival counter, window shape
-//	pipeline/<name>/w/<key id>/<start>   one window: bounds, next pane index, aggregates
+//	pipeline/<name>/meta                   watermark, newest event time, arrival counter, window shape, checkpoint generation
+//	pipeline/<name>/w/<key id>/<start>     one window, slot 0: bounds, next pane index, aggregates
+//	pipeline/<name>/w/<key id>/<start>/1   the same window, slot 1
 //
-// One entry per window keeps each commit proportional to what the step changed, and every
-// value small whatever the window kind. <key id> is a hash of the series (the series itself
-// is in the value); <start> is hex of the start with its sign bit flipped, so keys sort by
-// start.
+// One entry per window keeps each checkpoint proportional to what changed since the last
+// one, and every value small whatever the window kind. <key id> is a hash of the series
+// (the series itself is in the value); <start> is hex of the start with its sign bit
+// flipped, so keys sort by start.
+//
+// A checkpoint may write more window state than one store transaction holds. Its windows
+// are then written in transactions ahead of the last one, which appends the panes and
+// commits the meta (with the checkpoint's generation), the cursor and what fits of the
+// rest: the flip. Each window has two slots and each value carries the generation that
+// wrote it; a checkpoint writes a window into the slot its committed version is not in, so
+// a crash before the flip leaves the committed state whole. At load, a window is its slot
+// of the highest generation not above the meta's; a slot of a higher one was written by a
+// checkpoint that never flipped, and is deleted. A window dropped by a checkpoint is
+// deleted in its flip, or, when that does not fit, marked dropped (a tombstone value) in
+// its other slot before the flip and deleted after. Stores of version 1 (no generation,
+// slot 0 only) load as generation 0.
 
-const stateVersion = 1
+const (
+	stateVersion  = 1 // the version of window values without a generation, and of old metas
+	stateVersion2 = 2 // values and meta with a checkpoint generation
+)
+
+// Kinds of version-2 window values.
+const (
+	slotWindow byte = 0
+	slotTomb   byte = 1
+)
+
+// slotSuffix ends the key of a window's slot 1.
+const slotSuffix = "/1"
 
 func statePrefix(pipeline string) string  { return "pipeline/" + pipeline + "/" }
 func metaKey(pipeline string) string      { return statePrefix(pipeline) + "meta" }
@@ -47,26 +72,32 @@ type meta struct {
 	wm      int64
 	maxTS   int64
 	arrival uint64
+	gen     uint64 // the checkpoint generation (see above); 0 in the core's
 }
 
 func (m *meta) appendTo(dst []byte) []byte {
-	dst = append(dst, stateVersion)
+	dst = append(dst, stateVersion2)
 	dst = binary.BigEndian.AppendUint64(dst, m.shape)
 	dst = binary.AppendVarint(dst, m.wm)
 	dst = binary.AppendVarint(dst, m.maxTS)
-	return binary.AppendUvarint(dst, m.arrival)
+	dst = binary.AppendUvarint(dst, m.arrival)
+	return binary.AppendUvarint(dst, m.gen)
 }
 
 func decodeMeta(b []byte) (meta, error) {
 	d := decoder{b: b}
 	var m meta
-	if d.byte() != stateVersion {
+	v := d.byte()
+	if v != stateVersion && v != stateVersion2 {
 		return m, errors.New("unknown meta version")
 	}
 	m.shape = d.u64()
 	m.wm = d.varint()
 	m.maxTS = d.varint()
 	m.arrival = d.uvarint()
+	if v == stateVersion2 {
+		m.gen = d.uvarint()
+	}
 	return m, d.done()
 }
 
@@ -85,6 +116,45 @@ const (
 
 func appendWindow(dst []byte, w *window) []byte {
 	dst = append(dst, stateVersion)
+	return appendWindowBody(dst, w)
+}
+
+// appendSlot encodes w (nil: a tombstone) as written by checkpoint gen.
+func appendSlot(dst []byte, w *window, gen uint64) []byte {
+	dst = append(dst, stateVersion2)
+	dst = binary.AppendUvarint(dst, gen)
+	if w == nil {
+		return append(dst, slotTomb)
+	}
+	dst = append(dst, slotWindow)
+	return appendWindowBody(dst, w)
+}
+
+// decodeSlot reads the generation of a saved window value and whether it is a tombstone.
+// Version 1 values are windows of generation 0.
+func decodeSlot(b []byte) (gen uint64, tomb bool, err error) {
+	d := decoder{b: b}
+	switch d.byte() {
+	case stateVersion:
+		return 0, false, nil
+	case stateVersion2:
+		gen = d.uvarint()
+		k := d.byte()
+		if d.err != nil {
+			return 0, false, d.err
+		}
+		switch k {
+		case slotWindow:
+			return gen, false, nil
+		case slotTomb:
+			return gen, true, d.done()
+		}
+		return 0, false, errors.New("unknown window value kind")
+	}
+	return 0, false, errors.New("unknown window version")
+}
+
+func appendWindowBody(dst []byte, w *window) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(w.ks.key)))
 	dst = append(dst, w.ks.key...)
 	dst = binary.AppendVarint(dst, w.start)
@@ -109,10 +179,18 @@ func appendWindow(dst []byte, w *window) []byte {
 	return binary.AppendUvarint(dst, a.lastArr)
 }
 
-// restoreWindow adds a saved window to the core.
-func (c *Core) restoreWindow(b []byte) error {
+// restoreWindow adds a saved window (a value of either version, not a tombstone) to the
+// core, in slot.
+func (c *Core) restoreWindow(b []byte, slot uint8) error {
 	d := decoder{b: b}
-	if d.byte() != stateVersion {
+	switch d.byte() {
+	case stateVersion:
+	case stateVersion2:
+		d.uvarint()
+		if d.byte() != slotWindow {
+			return errors.New("not a window")
+		}
+	default:
 		return errors.New("unknown window version")
 	}
 	key := string(d.bytes(int(d.uvarint())))
@@ -144,7 +222,7 @@ func (c *Core) restoreWindow(b []byte) error {
 		return fmt.Errorf("window [%d,%d) of %q twice", w.start, w.end, key)
 	}
 	nw := c.newWindow(ks, w.start, w.end, f&flagFired != 0)
-	nw.index, nw.agg, nw.changed, nw.stored = w.index, w.agg, f&flagChanged != 0, true
+	nw.index, nw.agg, nw.changed, nw.stored, nw.slot = w.index, w.agg, f&flagChanged != 0, true, slot
 	if c.spec.Early > 0 {
 		c.rearmEarly = true
 	}
