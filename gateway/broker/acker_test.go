@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgegate/edgegate/gateway/config"
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // Raw MQTT 5 packets, to see the acknowledgements exactly in the order they are written.
@@ -350,4 +351,69 @@ func TestCloseWritesWhatACorkedConnectionHolds(t *testing.T) {
 	if !bytes.Equal(got, pubacks) {
 		t.Fatalf("client got % x before the close, want the held PUBACKs % x", got, pubacks)
 	}
+}
+
+// TestCloseLingers: a connection the broker closes while its client still sends (a 3.1.1
+// client disconnected for a transient refusal keeps pipelining publishes) ends with the
+// client reading every answer and then the end of the stream, not a reset. A close with
+// unread data resets the connection: the client's next write fails, and paho drops the
+// connection with the PUBACKs it had received but not yet read, so it resends readings
+// that were stored.
+func TestCloseLingers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &limitedListener{Listener: ln, writeTimeout: time.Minute, refusals: &Refusals{}, conns: map[*limitedConn]struct{}{}}
+	defer l.closeAll()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &limitedConn{Conn: raw, owner: l, writeTimeout: time.Minute, closed: make(chan struct{})}
+	c.connected.Store(true)
+	l.conns[c] = struct{}{}
+
+	// The client has sent more than the broker read when it closes.
+	publishes := bytes.Repeat([]byte{0x32, 6, 0, 1, 't', 0, 1, '1'}, 1000)
+	if _, err := client.Write(publishes); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 8)
+	if _, err := io.ReadFull(c, first); err != nil { // mochi read one publish
+		t.Fatal(err)
+	}
+	pubacks := []byte{0x40, 2, 0, 1, 0x40, 2, 0, 2}
+	if _, err := c.Write(pubacks); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(first); n != 0 || err != io.EOF {
+		t.Errorf("read after Close: %d, %v; want io.EOF", n, err)
+	}
+	// The client writes on (its publishes are discarded), then reads.
+	if _, err := client.Write(publishes); err != nil {
+		t.Fatalf("client write after the broker's close: %v", err)
+	}
+	_ = client.SetReadDeadline(time.Now().Add(time.Minute))
+	got, err := io.ReadAll(client)
+	if err != nil {
+		t.Fatalf("client read: %v after % x (a reset, not the end of the stream)", err, got)
+	}
+	if !bytes.Equal(got, pubacks) {
+		t.Fatalf("client got % x, want % x", got, pubacks)
+	}
+	client.Close() // the broker's side ends now, not at lingerTime
+	testutil.Eventually(t, time.Minute, "the lingering close ended", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.conns) == 0
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -37,6 +38,10 @@ type limitedConn struct {
 	once         sync.Once
 	timedOut     sync.Once
 	closed       chan struct{} // closed by Close
+	signalOnce   sync.Once     // closes closed
+
+	rmu     sync.Mutex  // held by a read in progress, and by the lingering close
+	closing atomic.Bool // Close began: reads end, deadlines are the close's
 
 	// Guarded by lim.mu.
 	seq  uint64
@@ -49,7 +54,23 @@ type limitedConn struct {
 
 // SetDeadline sets the read deadline only: mochi sets its keepalive deadline with it
 // before every read, which must not lift the deadline of a write in progress.
-func (c *limitedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+func (c *limitedConn) SetDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Read reads from the connection until Close begins; then it ends (io.EOF), and what the
+// client still sends is the lingering close's to discard.
+func (c *limitedConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.closing.Load() {
+		return 0, io.EOF
+	}
+	return c.Conn.Read(p)
+}
 
 // SetWriteDeadline is ignored: every write gets writeTimeout (WebSocket and TLS layers
 // set their own, possibly none).
@@ -163,16 +184,59 @@ func (c *limitedConn) Close() error {
 	c.corked = false
 	_ = c.flushLocked()
 	c.wmu.Unlock()
-	return c.closeNow()
+	tcp, ok := c.Conn.(*net.TCPConn)
+	if !ok || c.owner == nil || !c.connected.Load() {
+		return c.closeNow()
+	}
+	if !c.closing.CompareAndSwap(false, true) {
+		return nil // lingering already, or closed
+	}
+	if !c.owner.linger(func() { c.linger(tcp) }) {
+		return c.closeNow() // the listener is closing: no lingering at shutdown
+	}
+	return nil
+}
+
+// Lingering close: a client that pipelines its publishes (paho, MQTT.js) still sends when
+// the broker closes the connection, and a close with unread data resets it. The client's
+// next write then fails, and paho drops the connection with the PUBACKs it had received
+// but not yet read. So the connection is half-closed instead: the client reads every
+// answer, then the end of the stream, while what it still sends is read and discarded,
+// for at most lingerTime and lingerBytes.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 1 << 20
+)
+
+// linger half-closes the connection, waits for a read in progress to end (its deadline is
+// made past), discards what the client sends until it closes its side, lingerTime passes
+// or lingerBytes came, then closes.
+func (c *limitedConn) linger(tcp *net.TCPConn) {
+	c.signalClosed()
+	_ = tcp.CloseWrite()
+	_ = tcp.SetReadDeadline(time.Now())
+	c.rmu.Lock()
+	_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.Copy(io.Discard, io.LimitReader(tcp, lingerBytes))
+	c.rmu.Unlock()
+	c.closeNow()
+}
+
+// signalClosed closes c.closed (what waits on the connection stops waiting).
+func (c *limitedConn) signalClosed() {
+	c.signalOnce.Do(func() {
+		if c.closed != nil {
+			close(c.closed)
+		}
+	})
 }
 
 // closeNow closes the connection, dropping what it holds, and gives its slot back.
 func (c *limitedConn) closeNow() error {
+	c.closing.Store(true)
 	err := c.Conn.Close()
+	c.signalClosed()
 	c.once.Do(func() {
-		if c.closed != nil {
-			close(c.closed)
-		}
 		if c.timer != nil {
 			c.timer.Stop()
 		}

@@ -214,9 +214,26 @@ type limitedListener struct {
 	writeTimeout   time.Duration // of every write to an accepted connection
 	refusals       *Refusals
 
-	mu     sync.Mutex // guards conns and closed
-	conns  map[*limitedConn]struct{}
-	closed bool
+	mu      sync.Mutex // guards conns, closed and lingers' Add
+	conns   map[*limitedConn]struct{}
+	closed  bool
+	lingers sync.WaitGroup // lingering closes (conn.go)
+}
+
+// linger runs fn, a connection's lingering close, on a goroutine closeAll waits for;
+// false when the listener is closing (fn not run).
+func (l *limitedListener) linger(fn func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.lingers.Add(1)
+	go func() {
+		defer l.lingers.Done()
+		fn()
+	}()
+	return true
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
@@ -270,8 +287,9 @@ func (l *limitedListener) closeAll() {
 	l.mu.Unlock()
 	_ = l.Listener.Close()
 	for _, c := range conns {
-		c.closeNow() // at once: mochi's Stop closed (and flushed) those it knew of
+		c.closeNow() // at once, lingering ones too: mochi's Stop flushed those it knew of
 	}
+	l.lingers.Wait()
 }
 
 // netListener serves MQTT over TCP or TLS; it implements mochi's listeners.Listener with
