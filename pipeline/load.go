@@ -21,80 +21,14 @@ func (r *Runner) load() error {
 	}
 	c.trackDirty = true
 	name := r.spec.Name
-	saved := c.meta() // nothing to save while nothing happens
-	gen := uint64(0)
-	if v, ok, err := r.o.Store.Get(r.metaKey); err != nil {
-		return fmt.Errorf("pipeline %q: load state: %w", name, err)
-	} else if ok {
-		m, err := decodeMeta(v)
-		if err != nil {
-			return fmt.Errorf("pipeline %q: load state: meta: %w", name, err)
-		}
-		gen, m.gen = m.gen, 0
-		c.restoreMeta(m)
-		saved = m
-		if m.shape != c.shape {
-			r.lg.Warn("window shape changed since the last run: open windows are dropped; the watermark is kept")
-		}
+	saved, gen, err := r.loadMeta(c)
+	if err != nil {
+		return err
 	}
-	var stale []string
-	// A window's two slots come one after the other (slot 1's key extends slot 0's).
-	var held struct {
-		base  string
-		slot  uint8
-		gen   uint64
-		tomb  bool
-		v     []byte
-		valid bool
-	}
-	resolve := func() {
-		if !held.valid {
-			return
-		}
-		held.valid = false
-		if held.tomb {
-			stale = append(stale, held.base, held.base+slotSuffix)
-			return
-		}
-		if err := c.restoreWindow(held.v, held.slot); err != nil {
-			r.lg.Error("unreadable window state dropped", "key", held.base, "err", err)
-			stale = append(stale, held.base, held.base+slotSuffix)
-		}
-	}
-	err = r.o.Store.ScanState(r.winPrefix, func(k string, v []byte) error {
-		if saved.shape != c.shape {
-			stale = append(stale, k)
-			return nil
-		}
-		base, slot := k, uint8(0)
-		if b, ok := strings.CutSuffix(k, slotSuffix); ok {
-			base, slot = b, 1
-		}
-		g, tomb, err := decodeSlot(v)
-		if err != nil {
-			r.lg.Error("unreadable window state dropped", "key", k, "err", err)
-			stale = append(stale, k)
-			return nil
-		}
-		if g > gen {
-			stale = append(stale, k) // written by a checkpoint that did not flip
-			return nil
-		}
-		if held.valid && held.base == base {
-			if g < held.gen {
-				return nil // superseded: the next checkpoint of the window overwrites it
-			}
-		} else {
-			resolve()
-		}
-		held.base, held.slot, held.gen, held.tomb, held.valid = base, slot, g, tomb, true
-		held.v = append(held.v[:0], v...)
-		return nil
-	})
+	stale, err := r.loadWindows(c, saved, gen)
 	if err != nil {
 		return fmt.Errorf("pipeline %q: load state: %w", name, err)
 	}
-	resolve()
 	if err := r.deleteState(stale); err != nil {
 		return fmt.Errorf("pipeline %q: drop stale state: %w", name, err)
 	}
@@ -115,6 +49,112 @@ func (r *Runner) load() error {
 	r.stats.Watermark.Store(c.wm)
 	r.stats.OpenWindows.Store(int64(c.OpenWindows()))
 	return nil
+}
+
+// loadMeta restores the saved meta into c, and returns it (c's own while none is saved:
+// nothing to save while nothing happens) and the generation of the last flip.
+func (r *Runner) loadMeta(c *Core) (saved meta, gen uint64, err error) {
+	name := r.spec.Name
+	saved = c.meta()
+	if v, ok, err := r.o.Store.Get(r.metaKey); err != nil {
+		return meta{}, 0, fmt.Errorf("pipeline %q: load state: %w", name, err)
+	} else if ok {
+		m, err := decodeMeta(v)
+		if err != nil {
+			return meta{}, 0, fmt.Errorf("pipeline %q: load state: meta: %w", name, err)
+		}
+		gen, m.gen = m.gen, 0
+		c.restoreMeta(m)
+		saved = m
+		if m.shape != c.shape {
+			r.lg.Warn("window shape changed since the last run: open windows are dropped; the watermark is kept")
+		}
+	}
+	return saved, gen, nil
+}
+
+// loadWindows restores into c the windows of the last flip, generation gen, whose meta is
+// saved, and returns the keys of the state KV to delete (see windowLoader).
+func (r *Runner) loadWindows(c *Core, saved meta, gen uint64) (stale []string, err error) {
+	l := windowLoader{r: r, c: c, saved: saved, gen: gen}
+	if err := r.o.Store.ScanState(r.winPrefix, l.add); err != nil {
+		return nil, err
+	}
+	l.resolve()
+	return l.stale, nil
+}
+
+// windowLoader restores windows from a scan of the state KV, in key order: of each
+// window's two slots, the newer one up to generation gen. It collects as stale the slots of
+// a changed shape, those a checkpoint that did not flip wrote, the unreadable ones, and the
+// windows a flipped checkpoint marked dropped.
+type windowLoader struct {
+	r     *Runner
+	c     *Core
+	saved meta
+	gen   uint64
+	stale []string
+	// held is the slot to restore of the window being scanned. A window's two slots come
+	// one after the other (slot 1's key extends slot 0's).
+	held struct {
+		base  string
+		slot  uint8
+		gen   uint64
+		tomb  bool
+		v     []byte
+		valid bool
+	}
+}
+
+// add takes the slot at key k of the scan.
+func (l *windowLoader) add(k string, v []byte) error {
+	held := &l.held
+	if l.saved.shape != l.c.shape {
+		l.stale = append(l.stale, k)
+		return nil
+	}
+	base, slot := k, uint8(0)
+	if b, ok := strings.CutSuffix(k, slotSuffix); ok {
+		base, slot = b, 1
+	}
+	g, tomb, err := decodeSlot(v)
+	if err != nil {
+		l.r.lg.Error("unreadable window state dropped", "key", k, "err", err)
+		l.stale = append(l.stale, k)
+		return nil
+	}
+	if g > l.gen {
+		l.stale = append(l.stale, k) // written by a checkpoint that did not flip
+		return nil
+	}
+	if held.valid && held.base == base {
+		if g < held.gen {
+			return nil // superseded: the next checkpoint of the window overwrites it
+		}
+	} else {
+		l.resolve()
+	}
+	held.base, held.slot, held.gen, held.tomb, held.valid = base, slot, g, tomb, true
+	held.v = append(held.v[:0], v...)
+	return nil
+}
+
+// resolve restores the window held, if any, or marks it stale when it is dropped or
+// unreadable.
+func (l *windowLoader) resolve() {
+	held := &l.held
+	if !held.valid {
+		return
+	}
+	held.valid = false
+	if held.tomb {
+		l.stale = append(l.stale, held.base, held.base+slotSuffix)
+		return
+	}
+	if err := l.c.restoreWindow(held.v, held.slot); err != nil {
+		l.r.lg.Error("unreadable window state dropped", "key", held.base, "err", err)
+		l.stale = append(l.stale, held.base, held.base+slotSuffix)
+	}
 }
 
 // deleteState deletes keys of the state KV, in transactions of 1000.

@@ -90,112 +90,149 @@ func (r *Runner) step() (more bool, err error) {
 	m0 := c.meta()
 	c.Tick(now.UnixNano())
 	idled := c.meta() != m0 // an idle advance of the watermark
-	next := r.pos
-	stopped := r.fire()
-	full := stopped
-	caughtUp := false
-	var alone *Input // a record to apply alone once what precedes it is committed
-	var aloneRaw []byte
-	aloneSeq := uint64(0)
-	isolated := false
-	if !stopped {
-		last, err := r.o.Store.LastSeq(r.o.Input)
-		if err != nil {
+	s := stepState{next: r.pos}
+	s.stopped = r.fire()
+	s.full = s.stopped
+	if !s.stopped {
+		if err := r.readStep(&s); err != nil {
 			return false, err
-		}
-		var in Input
-		n := 0
-		_, err = r.o.Store.Read(r.o.Input, r.pos, r.stepRecords(), func(seq uint64, v []byte) error {
-			reading, err := record.ParseReading(v, &in)
-			if err != nil {
-				next = seq + 1
-				n++
-				r.skipMalformed(seq, err)
-				return nil
-			}
-			if reading && c.match(in.Topic) {
-				if r.bound.tooBig(in.Series) {
-					next = seq + 1
-					n++
-					r.dropOversized(seq, in.Series)
-					return nil
-				}
-				wb, wo := r.worst(&in)
-				if wb > r.stepBytes() || wo > r.stepOps() {
-					if next != r.next || r.dirty() {
-						// Commit what precedes it first, then apply it alone (below).
-						alone = &Input{Topic: strings.Clone(in.Topic), Series: strings.Clone(in.Series), TS: in.TS, Value: in.Value}
-						aloneRaw, aloneSeq = bytes.Clone(v), seq
-					} else {
-						next = seq + 1
-						r.apply(&in, v)
-						isolated = true
-					}
-					stopped = true
-					return buffer.ErrStop
-				}
-				if pb, po := r.pending(); pb+wb > r.stepBytes() || po+wo > r.stepOps() || r.stateFull() {
-					stopped, full = true, true // it goes in the next step
-					return buffer.ErrStop
-				}
-			}
-			next = seq + 1
-			n++
-			if !reading {
-				return nil
-			}
-			r.apply(&in, v)
-			if r.fire() {
-				stopped, full = true, true
-				return buffer.ErrStop
-			}
-			return nil
-		})
-		if err != nil {
-			return false, err
-		}
-		if n == r.stepRecords() {
-			stopped = true
-		}
-		if !stopped {
-			if next <= last {
-				next = last + 1 // the rest of the range was trimmed: nothing to read there
-			}
-			caughtUp = true
 		}
 	}
-	r.sinceCheckpoint += int(next - r.pos)
-	r.pos = next
-	r.read.Store(next)
+	r.sinceCheckpoint += int(s.next - r.pos)
+	r.pos = s.next
+	r.read.Store(s.next)
 	iv := r.o.CheckpointInterval
-	due := full || alone != nil || isolated ||
+	due := s.full || s.alone != nil || s.isolated ||
 		idled || c.stats.Panes[Early] != early0 || // processing time changed the state
 		r.sinceCheckpoint >= r.o.CheckpointRecords ||
 		now.Sub(r.lastCheckpoint) >= iv ||
-		caughtUp && (!r.o.DeferCaughtUp || len(c.panes) > 0 || len(r.lates) > 0)
+		s.caughtUp && (!r.o.DeferCaughtUp || len(c.panes) > 0 || len(r.lates) > 0)
 	if due && r.dirty() {
-		if err := r.commit(next, isolated); err != nil {
+		if err := r.commit(s.next, s.isolated); err != nil {
 			return false, err
 		}
 	}
-	if alone != nil {
-		// No Tick in between: the record is applied to exactly the state just committed,
-		// so a crash during its split commit replays it to the same panes.
-		r.apply(alone, aloneRaw)
-		r.pos = aloneSeq + 1
-		r.read.Store(r.pos)
-		r.sinceCheckpoint++
-		if err := r.commit(aloneSeq+1, true); err != nil {
+	if s.alone != nil {
+		if err := r.commitAlone(&s); err != nil {
 			return false, err
 		}
 	}
-	if !stopped {
+	if !s.stopped {
 		// Caught up: nothing to overlap the checkpoint's write with.
 		if err := r.reap(); err != nil {
 			return false, err
 		}
 	}
-	return stopped, nil // not stopped: nothing is pending either (fire)
+	return s.stopped, nil // not stopped: nothing is pending either (fire)
+}
+
+// stepState is what a step's read leaves to the rest of the step.
+type stepState struct {
+	next     uint64 // the input position after what the step took
+	n        int    // the input entries taken
+	stopped  bool   // the step stopped before the end of what it could read
+	full     bool   // the checkpoint's budget is reached
+	caughtUp bool   // the step read to the end of the input log
+	isolated bool   // a record was applied alone in the step (setAside)
+	// alone is a record set aside to apply alone once what precedes it is committed
+	// (commitAlone): aloneRaw is the stored record, aloneSeq its position.
+	alone    *Input
+	aloneRaw []byte
+	aloneSeq uint64
+}
+
+// readStep reads the step's input from r.pos, at most stepRecords entries, taking each
+// (take) until one stops the step. A step that reads to the end of the log is caught up:
+// its position goes past the end, over what was trimmed.
+func (r *Runner) readStep(s *stepState) error {
+	last, err := r.o.Store.LastSeq(r.o.Input)
+	if err != nil {
+		return err
+	}
+	var in Input
+	_, err = r.o.Store.Read(r.o.Input, r.pos, r.stepRecords(), func(seq uint64, v []byte) error {
+		return r.take(s, &in, seq, v)
+	})
+	if err != nil {
+		return err
+	}
+	if s.n == r.stepRecords() {
+		s.stopped = true
+	}
+	if !s.stopped {
+		if s.next <= last {
+			s.next = last + 1 // the rest of the range was trimmed: nothing to read there
+		}
+		s.caughtUp = true
+	}
+	return nil
+}
+
+// take processes the input entry at seq (v; in is reused from entry to entry), or returns
+// buffer.ErrStop to stop the step before it (it goes in the next step) or at it (setAside).
+func (r *Runner) take(s *stepState, in *Input, seq uint64, v []byte) error {
+	reading, err := record.ParseReading(v, in)
+	if err != nil {
+		s.next = seq + 1
+		s.n++
+		r.skipMalformed(seq, err)
+		return nil
+	}
+	if reading && r.core.match(in.Topic) {
+		if r.bound.tooBig(in.Series) {
+			s.next = seq + 1
+			s.n++
+			r.dropOversized(seq, in.Series)
+			return nil
+		}
+		wb, wo := r.worst(in)
+		if wb > r.stepBytes() || wo > r.stepOps() {
+			r.setAside(s, in, seq, v)
+			return buffer.ErrStop
+		}
+		if pb, po := r.pending(); pb+wb > r.stepBytes() || po+wo > r.stepOps() || r.stateFull() {
+			s.stopped, s.full = true, true // it goes in the next step
+			return buffer.ErrStop
+		}
+	}
+	s.next = seq + 1
+	s.n++
+	if !reading {
+		return nil
+	}
+	r.apply(in, v)
+	if r.fire() {
+		s.stopped, s.full = true, true
+		return buffer.ErrStop
+	}
+	return nil
+}
+
+// setAside stops the step at a record whose panes alone are past the budget. When anything
+// precedes it since the last checkpoint, the record is kept to be applied alone once that
+// is committed (commitAlone); else it is applied now, alone in its step (isolated).
+func (r *Runner) setAside(s *stepState, in *Input, seq uint64, v []byte) {
+	if s.next != r.next || r.dirty() {
+		// Commit what precedes it first, then apply it alone (commitAlone).
+		s.alone = &Input{Topic: strings.Clone(in.Topic), Series: strings.Clone(in.Series), TS: in.TS, Value: in.Value}
+		s.aloneRaw, s.aloneSeq = bytes.Clone(v), seq
+	} else {
+		s.next = seq + 1
+		r.apply(in, v)
+		s.isolated = true
+	}
+	s.stopped = true
+}
+
+// commitAlone applies the record set aside (setAside) and commits it alone. No Tick in
+// between: the record is applied to exactly the state just committed, so a crash during
+// its split commit replays it to the same panes.
+func (r *Runner) commitAlone(s *stepState) error {
+	r.apply(s.alone, s.aloneRaw)
+	r.pos = s.aloneSeq + 1
+	r.read.Store(r.pos)
+	r.sinceCheckpoint++
+	return r.commit(s.aloneSeq+1, true)
 }
 
 // skipMalformed counts an input entry that is not a record; the step goes past it.
