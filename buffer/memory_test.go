@@ -136,8 +136,8 @@ func TestQueuedBytesBounded(t *testing.T) {
 // index caches, the memtables (two, and one being flushed), and Badger's table builders:
 // arenas it pools eight at a time, each grown to what one table needed (a flush builds a
 // whole memtable, its blocks uncompressed and compressed: 2–4 memtables each), plus those
-// of builds running. TestMemoryBoundedUnderOverload measured 15–22 memtables over the
-// start in all (4 MiB: 73–98 MiB; BENCHMARKS.md, "Memory").
+// of builds running. TestMemoryBoundedUnderOverload measured 17–22 memtables over the
+// start in all (4 MiB: 68–89 MiB; BENCHMARKS.md, "Memory").
 func heapBound(memTable int64) int64 {
 	const caches = 4<<20 + 2<<20 // WithBlockCacheSize, WithIndexCacheSize
 	return maxQueuedBytes + caches + 3*memTable + 24*memTable
