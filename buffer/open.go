@@ -110,6 +110,7 @@ func newStore(opts Options, lg *slog.Logger) *Store {
 		opts:      opts,
 		log:       lg,
 		reqs:      make(chan *request, 1024),
+		queued:    newQueueBytes(maxQueuedBytes),
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 		logs:      make(map[string]*logState),

@@ -162,6 +162,7 @@ type Store struct {
 	log  *slog.Logger
 
 	reqs     chan *request
+	queued   queueBytes // what the appends waiting for the writer hold
 	quit     chan struct{}
 	done     chan struct{}
 	closed   atomic.Bool
@@ -298,7 +299,12 @@ func (s *Store) appendAsync(ctx context.Context, log string, entries []Entry, ex
 		}
 	}
 	r := &request{kind: reqAppend, log: log, entries: entries, extra: extra, arrival: arrival, lazy: lazy, done: make(chan struct{})}
+	r.cost = appendCost(entries, extra)
+	if err := s.queued.acquire(ctx, r.cost); err != nil {
+		return fail(err)
+	}
 	if err := s.enqueue(ctx, r); err != nil {
+		s.queued.release(r.cost)
 		return fail(err)
 	}
 	return &Pending{r: r}

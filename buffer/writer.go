@@ -59,6 +59,7 @@ type request struct {
 
 	err  error
 	done chan struct{}
+	cost int64 // reqAppend: taken from Store.queued until done
 
 	// filled in by prepare
 	writes []write
@@ -253,7 +254,7 @@ func (s *Store) syncer(done chan struct{}) {
 				r.err = err
 				r.results = nil
 				s.arrived(r.arrival, false)
-				close(r.done)
+				s.finish(r)
 			}
 			continue
 		}
@@ -329,7 +330,7 @@ func (s *Store) release(ok []*request) {
 			}
 		}
 		s.arrived(r.arrival, true)
-		close(r.done)
+		s.finish(r)
 	}
 }
 
@@ -340,7 +341,7 @@ func (s *Store) fail(r *request, err error) {
 	s.arrived(r.arrival, false)
 	r.err = err
 	r.results = nil
-	close(r.done)
+	s.finish(r)
 }
 
 func (s *Store) published(ls *logState, last uint64) {
@@ -351,4 +352,10 @@ func (s *Store) published(ls *logState, last uint64) {
 		ls.notify = make(chan struct{})
 	}
 	s.mu.Unlock()
+}
+
+// finish completes r: its waiters go on, and what it held of the queue's bytes is free.
+func (s *Store) finish(r *request) {
+	s.queued.release(r.cost)
+	close(r.done)
 }

@@ -47,7 +47,7 @@ import (
 //   - the honest devices with the right password log in and publish during the attack;
 //   - every reading the device had acknowledged is stored (none lost to another device);
 //   - the attack is answered as the README says (codes, bounds, counters);
-//   - RSS stays well below the unit's MemoryMax (192 MiB).
+//   - RSS stays well below the unit's MemoryHigh (192 MiB).
 //
 // The latency figures are logged and, with EDGEGATE_MEASURE=1 (longer phases), the p99
 // under attack is held within 3× of the same run's baseline; on a loaded machine only a
@@ -132,7 +132,7 @@ func TestHostileClients(t *testing.T) {
 				t.Errorf("%d of the good devices' %d acknowledged readings stored", goodStored, want)
 			}
 			if p := peak.Load(); p > 150<<20 {
-				t.Errorf("RSS peaked at %d MiB under attack: too close to the unit's MemoryMax (192 MiB)", p>>20)
+				t.Errorf("RSS peaked at %d MiB under attack: too close to the unit's MemoryHigh (192 MiB)", p>>20)
 			}
 			if as.p99 > 2*time.Second {
 				t.Errorf("good device p99 %v under attack: over the 2 s bound", as.p99)

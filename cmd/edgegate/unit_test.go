@@ -28,7 +28,7 @@ func TestUnitHardening(t *testing.T) {
 		"StateDirectory=edgegate", "ConfigurationDirectory=edgegate",
 		"ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
 		"DevicePolicy=closed", "DeviceAllow=char-i2c rw", "DeviceAllow=/dev/gpiomem rw",
-		"MemoryMax=192M",
+		"MemoryHigh=192M", "MemoryMax=256M", "Environment=GOMEMLIMIT=96MiB",
 	} {
 		if !lines[want] {
 			t.Errorf("unit lacks %q", want)

@@ -28,15 +28,16 @@ import (
 
 // TestMain plays the daemon when a benchmark re-executes this binary with
 // LOADGEN_DAEMON=<config>: the real gateway until SIGTERM, writing a CPU profile of the
-// whole run to LOADGEN_CPUPROFILE if set. (The release binary has no profiling flag.)
+// whole run to LOADGEN_CPUPROFILE if set, and a heap profile to LOADGEN_HEAPPROFILE at each
+// SIGUSR1 (the last one stays). (The release binary has no profiling flag.)
 func TestMain(m *testing.M) {
 	if path := os.Getenv("LOADGEN_DAEMON"); path != "" {
-		os.Exit(daemonChild(path, os.Getenv("LOADGEN_CPUPROFILE")))
+		os.Exit(daemonChild(path, os.Getenv("LOADGEN_CPUPROFILE"), os.Getenv("LOADGEN_HEAPPROFILE")))
 	}
 	os.Exit(m.Run())
 }
 
-func daemonChild(path, profile string) int {
+func daemonChild(path, profile, heap string) int {
 	cfg, err := gatewaytest.Load(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -63,6 +64,26 @@ func daemonChild(path, profile string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if heap != "" {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		profiled := make(chan struct{})
+		defer func() { stop(); <-profiled }() // stop ends the goroutine when Run failed
+		go func() {
+			defer close(profiled)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-usr1:
+					if err := writeHeapProfile(heap); err != nil {
+						fmt.Fprintln(os.Stderr, err)
+					}
+				}
+			}
+		}()
+	}
 	// The ops server, as the daemon's service runs it: the benchmark reads /metrics.
 	reg := ops.NewRegistry()
 	srv := ops.New(ops.Options{Listen: cfg.Ops.Listen, Registry: reg, Clock: clock.Real{}, Logger: opts.Logger, AllowedHosts: cfg.Ops.AllowedHosts})
@@ -89,6 +110,20 @@ func daemonChild(path, profile string) int {
 	return 0
 }
 
+// writeHeapProfile writes the heap profile (in use as of the last collection, and
+// allocated since the start) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // cpuConfig is the case of issue 20: readings routed per device, one pipeline with a 10 s
 // tumbling count/mean/min/max per series, one file uplink forwarding only the panes, and
 // the buffer's defaults (sync: always).
@@ -99,6 +134,7 @@ broker:
   allow_anonymous: true
   max_clients: 1000
   max_connections_per_ip: 1000
+  max_connect_rate_per_ip: 1000
   max_rate_per_client: 1000000
 routes:
   - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
