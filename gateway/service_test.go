@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,26 +50,9 @@ type service struct {
 	broker  string
 	opsAddr string
 	notify  *gatewaytest.NotifySocket
-	log     *syncBuffer
+	log     *testutil.SyncBuffer
 	reload  chan struct{}
 	level   *slog.LevelVar
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startService runs the service with a systemd watchdog of watchdog (none when 0) until
@@ -78,7 +60,7 @@ func (s *syncBuffer) String() string {
 func startService(t *testing.T, watchdog time.Duration) *service {
 	t.Helper()
 	s := &service{t: t, dir: t.TempDir(), broker: testutil.FreeAddr(t), opsAddr: testutil.FreeAddr(t),
-		notify: gatewaytest.NewNotifySocket(t), log: &syncBuffer{}, reload: make(chan struct{})}
+		notify: gatewaytest.NewNotifySocket(t), log: &testutil.SyncBuffer{}, reload: make(chan struct{})}
 	t.Setenv("NOTIFY_SOCKET", s.notify.Path)
 	if watchdog > 0 {
 		t.Setenv("WATCHDOG_USEC", fmt.Sprint(watchdog.Microseconds()))

@@ -18,7 +18,7 @@ func runUntilExit(t *testing.T, cfg string) (int, string) {
 	t.Helper()
 	cmd := testutil.SelfCommand("run", "-c", cfg)
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -49,27 +48,10 @@ type daemon struct {
 	broker   string
 	opsAddr  string
 	notify   *gatewaytest.NotifySocket
-	stderr   *syncBuffer
+	stderr   *testutil.SyncBuffer
 	exited   chan struct{}
 	exitCode int
 	edit     func(config string) string // rewrites the config before it is written
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 const daemonConfig = `
@@ -116,7 +98,7 @@ func startDaemon(t *testing.T, watchdog time.Duration) *daemon {
 func startDaemonWith(t *testing.T, watchdog time.Duration, edit func(config string) string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), broker: testutil.FreeAddr(t), opsAddr: testutil.FreeAddr(t),
-		notify: gatewaytest.NewNotifySocket(t), stderr: &syncBuffer{}, exited: make(chan struct{}), edit: edit}
+		notify: gatewaytest.NewNotifySocket(t), stderr: &testutil.SyncBuffer{}, exited: make(chan struct{}), edit: edit}
 	d.cfg = filepath.Join(d.dir, "edgegate.yaml")
 	d.writeConfig(500, "")
 	d.cmd = testutil.SelfCommand("run", "-c", d.cfg)

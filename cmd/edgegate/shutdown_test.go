@@ -3,12 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -84,7 +82,7 @@ func TestSIGTERMWithAnUnreachableUpstream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := testutil.FreeAddr(t) // nothing listens there
 			if tc.name == "stalled" {
-				addr = stalledServer(t)
+				addr = testutil.StalledServer(t)
 			}
 			d := startDaemonWith(t, 0, func(y string) string {
 				y = strings.Replace(y, "flush_timeout: 5s", "flush_timeout: 3s", 1)
@@ -124,38 +122,4 @@ func TestSIGTERMWithAnUnreachableUpstream(t *testing.T) {
 			}
 		})
 	}
-}
-
-// stalledServer accepts connections and never answers; it returns its address.
-func stalledServer(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
 }

@@ -2,8 +2,6 @@ package mqttsink_test
 
 import (
 	"log/slog"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,39 +33,6 @@ func newSink(t *testing.T, url string, timeout time.Duration) uplink.Sink {
 	return s
 }
 
-// stalledBroker accepts TCP connections and never answers their CONNECT.
-func stalledBroker(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // TestContract: the mqtt sink keeps uplink.Sink's promises against a real broker (mochi),
 // an address nothing listens on, and a server that never answers CONNECT. MQTT has no
 // refusal for good.
@@ -91,7 +56,7 @@ func TestContract(t *testing.T) {
 			return newSink(t, "tcp://"+testutil.FreeAddr(t), 30*time.Second)
 		},
 		Stalled: func(t *testing.T) uplink.Sink {
-			return newSink(t, "tcp://"+stalledBroker(t), 10*time.Minute)
+			return newSink(t, "tcp://"+testutil.StalledServer(t), 10*time.Minute)
 		},
 	})
 }
