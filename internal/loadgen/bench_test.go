@@ -287,8 +287,8 @@ func buildDaemon(b *testing.B) string {
 	return bin
 }
 
-// metric reads a sample without labels from the daemon's /metrics.
-func metric(b *testing.B, opsAddr, name string) float64 {
+// scrape returns the daemon's /metrics.
+func scrape(b *testing.B, opsAddr string) string {
 	res, err := http.Get("http://" + opsAddr + "/metrics")
 	if err != nil {
 		b.Fatal(err)
@@ -298,7 +298,12 @@ func metric(b *testing.B, opsAddr, name string) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := testutil.ParseText(b, string(text))[name]
+	return string(text)
+}
+
+// metric reads a sample without labels from the daemon's /metrics.
+func metric(b *testing.B, opsAddr, name string) float64 {
+	f := testutil.ParseText(b, scrape(b, opsAddr))[name]
 	if f == nil {
 		b.Fatalf("no %s in /metrics", name)
 	}

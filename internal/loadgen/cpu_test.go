@@ -3,7 +3,6 @@ package loadgen_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -284,17 +283,8 @@ func procCPU(b *testing.B, pid int) time.Duration {
 
 // labelled reads the sample of name with the given labels (`log="raw"`) from /metrics.
 func labelled(b *testing.B, opsAddr, name, labels string) float64 {
-	res, err := http.Get("http://" + opsAddr + "/metrics")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer res.Body.Close()
-	text, err := io.ReadAll(res.Body)
-	if err != nil {
-		b.Fatal(err)
-	}
 	prefix := name + "{" + labels + "} "
-	for _, line := range strings.Split(string(text), "\n") {
+	for _, line := range strings.Split(scrape(b, opsAddr), "\n") {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
