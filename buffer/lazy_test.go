@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/internal/testutil"
 )
 
 // TestLazyAppendsShareACommit: QoS 0 readings (lazy appends: nobody waits for them) wait
@@ -33,13 +35,8 @@ func TestLazyAppendsShareACommit(t *testing.T) {
 	for i := range lazy {
 		lazy[i] = s.AppendArrived(ctx, "raw", []Entry{{Value: fmt.Appendf(nil, "qos0-%d", i)}}, Arrival{Lazy: true})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(s.reqs) > 0 { // the writer has taken them all, and waits for company
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never took the lazy appends")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	// The writer has taken them all, and waits for company.
+	testutil.Eventually(t, time.Minute, "the writer took the lazy appends", func() bool { return len(s.reqs) == 0 })
 	for i, p := range lazy {
 		if p.Ready() {
 			t.Fatalf("lazy append %d was committed alone", i)
@@ -52,12 +49,7 @@ func TestLazyAppendsShareACommit(t *testing.T) {
 	if err := s.enqueue(ctx, upd); err != nil {
 		t.Fatal(err)
 	}
-	for len(s.reqs) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never took the update")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, time.Minute, "the writer took the update", func() bool { return len(s.reqs) == 0 })
 	select {
 	case <-upd.done:
 		t.Fatalf("the update was committed alone (%v)", upd.err)
@@ -117,14 +109,8 @@ func TestLazyGroupEndsWhenLarge(t *testing.T) {
 	for i := range ps {
 		ps[i] = s.AppendArrived(ctx, "raw", []Entry{{Value: fmt.Appendf(nil, "qos0-%d", i)}}, Arrival{Lazy: true})
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	for i, p := range ps {
-		for !p.Ready() {
-			if time.Now().After(deadline) {
-				t.Fatalf("lazy append %d of %d still waits", i, lazyGroup)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testutil.Eventually(t, time.Minute, fmt.Sprintf("lazy append %d of %d committed without the delay", i, lazyGroup), p.Ready)
 		if _, err := p.Wait(); err != nil {
 			t.Fatalf("lazy append %d: %v", i, err)
 		}
