@@ -2,17 +2,8 @@ package gatewaytest
 
 import (
 	"github.com/edgegate/edgegate/gateway/config"
-	"github.com/edgegate/edgegate/sensors"
-	"github.com/edgegate/edgegate/sensors/ads1115"
-	"github.com/edgegate/edgegate/sensors/bmx280"
-	"github.com/edgegate/edgegate/sensors/cputemp"
-	"github.com/edgegate/edgegate/sensors/ds18b20"
-	"github.com/edgegate/edgegate/sensors/gpiosensor"
-	"github.com/edgegate/edgegate/sensors/sim"
+	"github.com/edgegate/edgegate/internal/builtin"
 	"github.com/edgegate/edgegate/uplink"
-	"github.com/edgegate/edgegate/uplink/filesink"
-	"github.com/edgegate/edgegate/uplink/httpsink"
-	"github.com/edgegate/edgegate/uplink/mqttsink"
 )
 
 // Registry is the registry of a -tags nopubsub binary, in cmd/edgegate's order: what tests
@@ -20,13 +11,7 @@ import (
 // because its dependencies start goroutines at init, which the goleak checks of the
 // packages using gatewaytest would report; uplink's pubsub tests build their own.
 func Registry() config.Registry {
-	return config.Registry{
-		Sensors: []sensors.DriverType{
-			sim.Type(), bmx280.BME280(), bmx280.BMP280(), ds18b20.Type(), ads1115.Type(), gpiosensor.Type(), cputemp.Type(),
-		},
-		Sinks:   []uplink.SinkType{mqttsink.Type(), httpsink.Type(), filesink.Type()},
-		Omitted: map[string]string{"pubsub": "left out of gatewaytest.Registry"},
-	}
+	return builtin.Registry(uplink.SinkType{Name: "pubsub"}, false, "left out of gatewaytest.Registry")
 }
 
 // Load loads the config at path with Registry.
