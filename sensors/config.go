@@ -88,6 +88,18 @@ type DriverType struct {
 	Open func(cfg *Config, clk clock.Clock) (Driver, error)
 }
 
+// Defaulted is a DriverType's NewConfig for a driver whose block is C: a C with its
+// defaults set.
+func Defaulted[C any, PC interface {
+	*C
+	DriverConfig
+	conf.Defaulter
+}]() DriverConfig {
+	c := PC(new(C))
+	c.SetDefaults()
+	return c
+}
+
 // DriverConfig is a driver's block of a sensor's config.
 type DriverConfig interface {
 	// Validate checks the block and what the driver asks of the sensor's shared keys (the

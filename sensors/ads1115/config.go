@@ -44,12 +44,8 @@ var (
 func Type() sensors.DriverType {
 	return sensors.DriverType{
 		Name: "ads1115", Bus: sensors.BusI2C, Address: 0x48,
-		NewConfig: func() sensors.DriverConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		Open: New,
+		NewConfig: sensors.Defaulted[Config],
+		Open:      New,
 	}
 }
 

@@ -19,13 +19,9 @@ func (c *Config) SetDefaults() { c.Path = "/sys/class/thermal/thermal_zone0/temp
 // Type is the cpu_temp driver.
 func Type() sensors.DriverType {
 	return sensors.DriverType{
-		Name: "cpu_temp",
-		NewConfig: func() sensors.DriverConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		Open: New,
+		Name:      "cpu_temp",
+		NewConfig: sensors.Defaulted[Config],
+		Open:      New,
 	}
 }
 

@@ -32,12 +32,8 @@ func (c *Config) SetDefaults() { c.Resolution = 12 }
 func Type() sensors.DriverType {
 	return sensors.DriverType{
 		Name: "ds18b20", Bus: sensors.BusOneWire,
-		NewConfig: func() sensors.DriverConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		Open: New,
+		NewConfig: sensors.Defaulted[Config],
+		Open:      New,
 	}
 }
 

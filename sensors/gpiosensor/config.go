@@ -34,13 +34,9 @@ func (c *Config) SetDefaults() {
 // Type is the gpio driver.
 func Type() sensors.DriverType {
 	return sensors.DriverType{
-		Name: "gpio",
-		NewConfig: func() sensors.DriverConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		Open: New,
+		Name:      "gpio",
+		NewConfig: sensors.Defaulted[Config],
+		Open:      New,
 	}
 }
 

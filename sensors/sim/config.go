@@ -36,13 +36,9 @@ func (c *Config) SetDefaults() {
 // Type is the sim driver.
 func Type() sensors.DriverType {
 	return sensors.DriverType{
-		Name: "sim",
-		NewConfig: func() sensors.DriverConfig {
-			c := &Config{}
-			c.SetDefaults()
-			return c
-		},
-		Open: New,
+		Name:      "sim",
+		NewConfig: sensors.Defaulted[Config],
+		Open:      New,
 	}
 }
 
