@@ -302,6 +302,10 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 	return nil
 }
 
+// Arrivals returns how many records of arrivals the store holds (in memory, and as keys on
+// disk): each is counted in the budget at arrivalKeyCost.
+func (s *Store) Arrivals() int64 { return s.arrivalCount.Load() }
+
 // AppendArrived is AppendAsync for the entries of a publish that Arrive described: the
 // record of its arrival is written with them.
 func (s *Store) AppendArrived(ctx context.Context, log string, entries []Entry, a Arrival) *Pending {

@@ -123,14 +123,20 @@ func (h *IngestHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
-// arrive returns when pk arrived first. A QoS ≥ 1 publish in a persistent session is
-// recorded by the store under its client, packet id and payload, and a resend of it gets
-// its first arrival (buffer.Store.Arrive): readings stamped on arrival then get the ids they
-// were stored with, and the id dedup drops the resend, with or without the DUP flag.
-func (h *IngestHook) arrive(cl *mqtt.Client, pk *packets.Packet) (time.Time, buffer.Arrival) {
+// arrive stages pk, which arrived now. A QoS ≥ 1 publish in a persistent session whose
+// readings take their time from its arrival (JSON without ts, a bare number, an unrouted
+// raw message: record.HashID and record.RawID hash that time) is recorded by the store
+// under its client, packet id and payload, and a resend of it is staged again with its
+// first arrival (buffer.Store.Arrive): its readings then get the ids they were stored
+// with, and the id dedup drops the resend, with or without the DUP flag. A publish whose
+// readings carry their own time is not recorded: a resend gets the same ids anyway, and
+// its record would only take room from those that need one (and cost a key written to
+// flash with every publish).
+func (h *IngestHook) arrive(cl *mqtt.Client, pk *packets.Packet) (staged, buffer.Arrival) {
 	now := h.clock.Now()
-	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
-		return now, buffer.Arrival{}
+	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload, now)
+	if pk.FixedHeader.Qos == 0 || cl.Net.Inline || st.entries == nil || !stampedAt(st.recs, now) {
+		return st, buffer.Arrival{At: now}
 	}
 	// How long a resend may come: the session's expiry, as mochi keeps it (an MQTT 5 expiry
 	// is capped by the broker's maximum at CONNACK), or the broker's maximum for a 3.1.1
@@ -151,7 +157,23 @@ func (h *IngestHook) arrive(cl *mqtt.Client, pk *packets.Packet) (time.Time, buf
 		Client: cl.ID, PacketID: pk.PacketID, Payload: pk.Payload, Dup: pk.FixedHeader.Dup,
 		Resumed: !cl.Properties.Clean, Keep: keep, Ends: ends,
 	}, now)
-	return a.At, a
+	if !a.At.Equal(now) { // a resend: its readings take the first copy's arrival
+		st = h.stage(SourceMQTT, pk.TopicName, pk.Payload, a.At)
+	}
+	return st, a
+}
+
+// stampedAt tells whether a reading of recs took its time from the arrival now, as the
+// clock hold tells them (a device's own time equal to it to the millisecond is taken for
+// a stamp: it costs a record, no more).
+func stampedAt(recs []record.Record, now time.Time) bool {
+	at := record.TruncTime(now)
+	for i := range recs {
+		if recs[i].TS.Equal(at) {
+			return true
+		}
+	}
+	return false
 }
 
 // OnPublish runs on the publisher's read goroutine. A QoS 0 or 1 message is decoded here
@@ -175,17 +197,16 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// Retained messages take this path so the guard's count of retained topics is
 		// exact when the next publish is checked.
 		h.acks.idle(cl)
-		now, arr := h.arrive(cl, &pk)
 		h.sources.begin()
-		oc, err := h.ingest(h.ctx, SourceMQTT, pk.TopicName, pk.Payload, now, arr)
+		st, arr := h.arrive(cl, &pk)
+		oc, err := h.append(h.ctx, st, arr)
 		h.sources.done(SourceMQTT, oc)
 		return pk, h.refuse(cl, pk, err, false)
 	}
 
-	now, arr := h.arrive(cl, &pk)
-	arr.Lazy = pk.FixedHeader.Qos == 0 // no PUBACK waits: it may wait to share a commit (buffer.DefaultLazyDelay)
 	h.sources.begin()
-	st := h.stage(SourceMQTT, pk.TopicName, pk.Payload, now)
+	st, arr := h.arrive(cl, &pk)
+	arr.Lazy = pk.FixedHeader.Qos == 0 // no PUBACK waits: it may wait to share a commit (buffer.DefaultLazyDelay)
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
 		h.store.Unarrive(arr)
 		h.sources.done(SourceMQTT, st.oc)
@@ -268,14 +289,13 @@ func (h *IngestHook) Ingest(ctx context.Context, topic string, payload []byte) e
 func (h *IngestHook) IngestFrom(ctx context.Context, src Source, topic string, payload []byte) error {
 	h.sources.begin()
 	now := h.clock.Now()
-	oc, err := h.ingest(ctx, src, topic, payload, now, buffer.Arrival{At: now})
+	oc, err := h.append(ctx, h.stage(src, topic, payload, now), buffer.Arrival{At: now})
 	h.sources.done(src, oc) // OutcomeRefused with err
 	return err
 }
 
-// ingest stages a message that arrived (first) at now and appends it with arr.
-func (h *IngestHook) ingest(ctx context.Context, src Source, topic string, payload []byte, now time.Time, arr buffer.Arrival) (Outcome, error) {
-	st := h.stage(src, topic, payload, now)
+// append appends a staged message with its arrival arr, and waits until it is durable.
+func (h *IngestHook) append(ctx context.Context, st staged, arr buffer.Arrival) (Outcome, error) {
 	if st.err != nil || st.entries == nil {
 		h.store.Unarrive(arr) // nothing stored under its arrival
 		return st.oc, st.err

@@ -161,6 +161,35 @@ func TestResendOfAStampedReadingStoredOnce(t *testing.T) {
 	}
 }
 
+// Readings that carry their own time get the same ids when resent, so the id dedup needs
+// no record of their arrival: none is kept (it would take room from the stamped readings'
+// records, and cost a key written with every publish), and the resend is stored once.
+func TestReadingsWithTheirOwnTimeLeaveNoRecord(t *testing.T) {
+	for _, s := range []sessionOpts{{version: 4}, {version: 5, expiry: 3600}} {
+		t.Run(s.String(), func(t *testing.T) {
+			e := newEnvClock(t, clock.NewFake(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)), nil)
+			c := e.dialSession(t, s)
+			c.publish(t, 7, false, "devices/dev-1/temperature", `{"value": 21.5, "ts": "2026-11-26T11:59:00Z"}`)
+			c.publish(t, 8, false, "devices/dev-1/humidity", `{"value": 40, "ts": 1795694340000}`)
+			c.conn.Close() // the PUBACKs are "lost"
+			c = e.dialSession(t, s)
+			c.publish(t, 7, false, "devices/dev-1/temperature", `{"value": 21.5, "ts": "2026-11-26T11:59:00Z"}`)
+			c.publish(t, 8, true, "devices/dev-1/humidity", `{"value": 40, "ts": 1795694340000}`)
+			if got, ids := e.readings(t); fmt.Sprint(got) != "[dev-1/humidity=40 dev-1/temperature=21.5]" || ids != 2 {
+				t.Fatalf("raw log %q with %d ids; want each reading once", got, ids)
+			}
+			if n := e.store.Arrivals(); n != 0 {
+				t.Fatalf("%d records of arrivals kept for readings with their own time, want 0", n)
+			}
+			// A stamped reading of the same client is recorded.
+			c.publish(t, 9, false, "devices/dev-1/temperature", "21.7")
+			if n := e.store.Arrivals(); n != 1 {
+				t.Fatalf("%d records of arrivals after a stamped reading, want 1", n)
+			}
+		})
+	}
+}
+
 // A device on clean sessions (a battery device connecting for each reading) whose reading
 // and packet id repeat has each reading stored: a clean session cannot be resumed, so
 // nothing is resent across it, and it discards what an earlier persistent session of the

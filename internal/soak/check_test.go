@@ -16,6 +16,7 @@ import (
 // upstreamView is what the upstreams received, decoded.
 type upstreamView struct {
 	keyIDs    map[string]map[string]bool // reading key → the record ids it arrived with
+	stamps    map[string]time.Time       // record id → its time (the arrival, for stamped ones)
 	idKeys    map[string]map[string]bool // record id → the reading keys that carried it
 	delivered map[string]map[string]bool // uplink → reading keys in accepted batches
 	refused   map[string]map[string]bool // uplink → reading keys in batches refused for good
@@ -28,7 +29,7 @@ type upstreamView struct {
 
 func (s *soak) upstream() *upstreamView {
 	v := &upstreamView{
-		keyIDs: map[string]map[string]bool{}, idKeys: map[string]map[string]bool{},
+		keyIDs: map[string]map[string]bool{}, idKeys: map[string]map[string]bool{}, stamps: map[string]time.Time{},
 		delivered: map[string]map[string]bool{"cloud": {}, "collector": {}},
 		refused:   map[string]map[string]bool{"cloud": {}, "collector": {}},
 		panes:     map[string]string{}, batches: map[string]string{},
@@ -103,8 +104,18 @@ func (v *upstreamView) add(a arrival) {
 		}
 		add(v.delivered, a.uplink, k)
 		add(v.keyIDs, k, r.ID)
+		v.stamps[r.ID] = r.TS
 		add(v.idKeys, r.Series+"|"+r.ID, k) // ids are scoped to the device (its series)
 	}
+}
+
+// stampsOf lists the times of ids (the arrivals the gateway stamped them with).
+func (v *upstreamView) stampsOf(ids map[string]bool) string {
+	var out []string
+	for _, id := range sortedSet(ids) {
+		out = append(out, v.stamps[id].Local().Format("15:04:05.000"))
+	}
+	return strings.Join(out, ", ")
 }
 
 // keyOf is how a record is matched to the reading a device published: series and value
@@ -136,7 +147,8 @@ func (s *soak) check() {
 		if len(ids) > 1 {
 			how := "no device sent it"
 			if r := byKey[k]; r != nil {
-				how = fmt.Sprintf("published %d times, acknowledged %v", r.sends.Load(), r.acked.Load())
+				how = fmt.Sprintf("published %d times, acknowledged %v, ids stamped %s; wire:\n    %s",
+					r.sends.Load(), r.acked.Load(), v.stampsOf(ids), r.history())
 			}
 			t.Errorf("reading %s arrived with %d ids (%s): %v", short(k), len(ids), how, sortedSet(ids))
 		}

@@ -49,6 +49,30 @@ type reading struct {
 	// abandoned: the client gave it up (autopaho forgets a publish whose context ended
 	// before its PUBACK, and resends it no more); never acknowledged, it may be missing.
 	abandoned atomic.Bool
+
+	traceMu sync.Mutex
+	trace   []string // the wire's events for it, for a failure's report (at most maxTrace)
+}
+
+// maxTrace bounds a reading's trace: a reading refused for minutes is sent hundreds of
+// times, and only the report of a failure reads it.
+const maxTrace = 48
+
+// note adds an event to r's trace: when, on which connection and run of the daemon.
+func (r *reading) note(format string, args ...any) {
+	r.traceMu.Lock()
+	defer r.traceMu.Unlock()
+	if len(r.trace) == maxTrace {
+		r.trace = append(r.trace[:maxTrace/2], r.trace[maxTrace/2+1:]...) // keep the first and the last
+	}
+	r.trace = append(r.trace, time.Now().Format("15:04:05.000")+" "+fmt.Sprintf(format, args...))
+}
+
+// history is r's trace, one event a line.
+func (r *reading) history() string {
+	r.traceMu.Lock()
+	defer r.traceMu.Unlock()
+	return strings.Join(r.trace, "\n    ")
 }
 
 // deviceSpec describes one simulated device.
@@ -87,6 +111,8 @@ type device struct {
 
 	connacks atomic.Int64 // CONNACKs with session present after a reconnect
 	present  atomic.Int64
+	conns    atomic.Int64  // connections made (events)
+	epoch    *atomic.Int64 // the daemon's run number (daemon.epoch), for traces; may be nil
 }
 
 func newDevice(spec deviceSpec, num int, addr string, seed uint64) *device {
@@ -159,19 +185,32 @@ func (d *device) all() []*reading {
 // connEvents is one connection's view of the wire: packet ids are per connection (a
 // resend on a new connection reuses the id with the same payload).
 type connEvents struct {
-	d   *device
-	mu  sync.Mutex
-	pid map[uint16]string // packet id → payload in flight
+	d    *device
+	conn int64 // the device's connection number, for traces
+	mu   sync.Mutex
+	pid  map[uint16]string // packet id → payload in flight
 }
 
-func (d *device) events() *connEvents { return &connEvents{d: d, pid: map[uint16]string{}} }
+func (d *device) events() *connEvents {
+	return &connEvents{d: d, conn: d.conns.Add(1), pid: map[uint16]string{}}
+}
+
+// daemonRun is the daemon's run number (starts and stops counted), for traces.
+func (d *device) daemonRun() int64 {
+	if d.epoch == nil {
+		return 0
+	}
+	return d.epoch.Load()
+}
 
 func (e *connEvents) sent(pid uint16, qos byte, _ string, payload []byte) {
 	e.d.mu.Lock()
-	if r := e.d.byKey[string(payload)]; r != nil {
-		r.sends.Add(1)
-	}
+	r := e.d.byKey[string(payload)]
 	e.d.mu.Unlock()
+	if r != nil {
+		r.sends.Add(1)
+		r.note("send pid %d conn %d daemon %d", pid, e.conn, e.d.daemonRun())
+	}
 	if qos == 0 {
 		return
 	}
@@ -194,6 +233,7 @@ func (e *connEvents) acked(pid uint16, reason byte) {
 	if r == nil {
 		return
 	}
+	r.note("puback %#x pid %d conn %d daemon %d", reason, pid, e.conn, e.d.daemonRun())
 	if reason >= 0x80 {
 		r.refused.Store(int32(reason))
 		return

@@ -232,7 +232,9 @@ func newSoak(t *testing.T, policy string, seed uint64, duration time.Duration) *
 		if only != "" && !strings.Contains(","+only+",", ","+sp.name+",") {
 			continue
 		}
-		s.devices = append(s.devices, newDevice(sp, i+1, brokerAddr, seed))
+		dv := newDevice(sp, i+1, brokerAddr, seed)
+		dv.epoch = &s.d.epoch
+		s.devices = append(s.devices, dv)
 	}
 	return s
 }
