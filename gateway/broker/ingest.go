@@ -206,7 +206,7 @@ func (h *IngestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 
 	h.sources.begin()
 	st, arr := h.arrive(cl, &pk)
-	arr.Lazy = pk.FixedHeader.Qos == 0 // no PUBACK waits: it may wait to share a commit (buffer.DefaultLazyDelay)
+	arr.Lazy = pk.FixedHeader.Qos == 0      // no PUBACK waits: it may wait to share a commit (buffer.DefaultLazyDelay)
 	if st.err != nil || st.entries == nil { // refused, or dropped by config: no append
 		h.store.Unarrive(arr)
 		h.sources.done(SourceMQTT, st.oc)
