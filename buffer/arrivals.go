@@ -46,14 +46,16 @@ import (
 //   - A client resends at most what it had unacknowledged, so only its last publishes can
 //     come again: each client keeps its last arrivalsPerClient (16,384) records, a record
 //     is replaced when its packet id is reused, and it lives as long as the session may
-//     (its expiry, at most broker.max_session_expiry). Past the bound, a client gives up
-//     first the records of publishes whose PUBACK was written (Answered), then its oldest:
-//     a stored publish never answered (its connection ended first) will surely come again. The broker's receive maximum, 256, bounds
+//     (its expiry, at most broker.max_session_expiry). Past the bound, the records of
+//     publishes whose PUBACK reached the client (Delivered: written and acknowledged by the
+//     client's host) are given up first, the earliest delivered first; then the client's
+//     oldest: a stored publish whose PUBACK may have been lost (a reset, a kill -9, a
+//     record loaded at Open) will come again. The broker's receive maximum, 256, bounds
 //     what an MQTT 5 client may have unacknowledged; a 3.1.1 client has no such bound, and
 //     paho (Go) resends everything it holds, in random order, at each reconnect: after a
 //     long refusal its stored publishes may come behind thousands of new ones.
-//   - Memory is bounded: at most maxArrivals (65,536) records in all, past which the client
-//     with the most loses one (answered first, as above): 3.2 MiB of heap when full with 16 clients, 6.6 MiB
+//   - Memory is bounded: at most maxArrivals (65,536) records in all, past which a
+//     delivered one goes, else the client with the most loses one (as above): 3.2 MiB of heap when full with 16 clients, 6.6 MiB
 //     with 1,000 (BenchmarkArrivalsHeap).
 //
 // What remains ambiguous, and is taken for a resend: a client of a persistent session that
@@ -223,24 +225,25 @@ func (s *Store) arrived(ref arrivalRef, ok bool) {
 	s.arrivalCount.Store(int64(t.total))
 }
 
-// Answered tells the store that the publish whose append p was has been acknowledged to
-// its client (the PUBACK written): its record is given up before those of publishes never
-// answered, should its client have too many (a PUBACK written may still be lost with its
-// connection, so the record stays while there is room).
-func (s *Store) Answered(p *Pending) {
+// Delivered tells the store that the PUBACK of the publish whose append p was reached its
+// client: written, and acknowledged by the client's host (the broker learns it from TCP).
+// Its client resends it no more, so its record is the first given up when the table is
+// full. A PUBACK written may still be lost with its connection (a reset, a kill -9): the
+// record of a publish not known to be delivered is kept while there is another to give up.
+func (s *Store) Delivered(p *Pending) {
 	if p == nil || p.r == nil || !p.r.arrival.ok {
 		return
 	}
-	ref := p.r.arrival
 	t := s.arrivals
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if c := t.clients[ref.c]; c != nil {
-		if i := c.index(ref.seq); i >= 0 {
-			c.recs[i].answered = true
-		}
-	}
+	t.deliver(p.r.arrival)
 }
+
+// Recorded tells whether the publish whose append p is has a record of its arrival (its
+// readings take their time from it): the broker then tells the store when its PUBACK was
+// delivered.
+func (p *Pending) Recorded() bool { return p != nil && p.r != nil && p.r.arrival.ok }
 
 // Unarrive tells the store that the publish Arrive described will not be appended (it
 // was refused, or dropped by the config): its record is forgotten unless it stands for a

@@ -17,15 +17,17 @@ type clientKey [12]byte
 
 // arrivalRec is one recorded publish (its key also holds its client's epoch).
 type arrivalRec struct {
-	at, exp  int64  // unix ms: arrival, and expiry on the store's clock
-	hash     uint64 // of the payload
-	seq      uint32 // the client's records before it: orders them
-	conn     uint32 // the connection it came on (clientArrivals.conn then)
-	pid      uint16
-	slot     uint16 // of its key
-	dupOnly  bool   // its session ended (or ends) with a connection: only a DUP publish matches
-	stored   bool   // an append with it committed (or it was loaded): a stored publish's
-	answered bool   // a PUBACK for it was written (Answered): given up first
+	at, exp int64  // unix ms: arrival, and expiry on the store's clock
+	hash    uint64 // of the payload
+	seq     uint32 // the client's records before it: orders them
+	conn    uint32 // the connection it came on (clientArrivals.conn then)
+	pid     uint16
+	slot    uint16 // of its key
+	dupOnly bool   // its session ended (or ends) with a connection: only a DUP publish matches
+	stored  bool   // an append with it committed (or it was loaded): a stored publish's
+	// delivered: its PUBACK reached the client's host (Delivered): the client resends it
+	// no more, so it is given up first. A record loaded at Open is not known to be.
+	delivered bool
 	// pending counts the appends with it (the first copy's, resends') not yet settled: a
 	// record whose first copy failed while a resend's append is queued waits for that one.
 	pending uint16
@@ -78,13 +80,13 @@ func (c *clientArrivals) release(slot uint16) {
 }
 
 // victim returns the index of the record to give up when c has too many: its oldest whose
-// PUBACK was written (Answered), since a stored publish never answered (its connection
-// ended first) is the one its client will surely send again; else its oldest stored one
-// (a record whose append is in flight is given up last); else its oldest.
+// PUBACK reached the client (Delivered), which it resends no more; else its oldest stored
+// one, whose PUBACK may have been lost with its connection (a record whose append is in
+// flight is given up last); else its oldest.
 func (c *clientArrivals) victim() int {
 	stored := -1
 	for i := range c.recs {
-		if c.recs[i].answered {
+		if c.recs[i].delivered {
 			return i
 		}
 		if stored < 0 && c.recs[i].stored {
@@ -105,6 +107,10 @@ type arrivalTable struct {
 	limit   int   // maxArrivals (tests make it small: Options.arrivalLimit)
 	budget  int   // what the buffer's budget allows (setBudget); 0: no budget
 	epoch   int64 // the last epoch given out
+	// delivered lists records in the order they were delivered (Delivered), for evict to
+	// give those up first, whichever client they are of. An entry whose record was given up
+	// or replaced meanwhile is skipped; the list is compacted when it holds twice the table.
+	delivered []arrivalRef
 }
 
 // arrivalShare is the part of the buffer's capacity the records of arrivals may take (each
@@ -125,7 +131,7 @@ func (t *arrivalTable) max() int {
 }
 
 // setBudget bounds the records by the buffer's capacity (bytes), giving up records past
-// it (answered ones first, from the clients with the most). The writer calls it as it
+// it (delivered ones first, then from the clients with the most). The writer calls it as it
 // applies the budget.
 func (s *Store) setArrivalBudget(capacity int64) {
 	t := s.arrivals
@@ -196,6 +202,31 @@ func decodeArrival(b []byte) (epoch int64, r arrivalRec, ok bool) {
 		exp:     int64(binary.BigEndian.Uint64(b[30:])),
 		dupOnly: len(b) == arrivalValueLen && b[38]&1 != 0,
 	}, true
+}
+
+// deliver marks the record of ref delivered, and lists it for evict.
+func (t *arrivalTable) deliver(ref arrivalRef) {
+	c := t.clients[ref.c]
+	if c == nil {
+		return
+	}
+	i := c.index(ref.seq)
+	if i < 0 || c.recs[i].delivered {
+		return
+	}
+	c.recs[i].delivered = true
+	if len(t.delivered) >= 2*t.total+1024 { // mostly records given up or replaced since
+		t.delivered = slices.DeleteFunc(t.delivered, func(r arrivalRef) bool {
+			c := t.clients[r.c]
+			if c == nil {
+				return true
+			}
+			i := c.index(r.seq)
+			return i < 0 || !c.recs[i].delivered
+		})
+		t.delivered = slices.Clip(t.delivered) // the next append moves it to a fitting array
+	}
+	t.delivered = append(t.delivered, ref)
 }
 
 // index returns the index of c's record of seq, or -1.
@@ -272,10 +303,11 @@ func (t *arrivalTable) load(c *clientArrivals, rec arrivalRec) {
 		c.drop(i, i+1)
 	}
 	// Whether its PUBACK reached the client before the restart is unknown; its client resends
-	// it at its first reconnect if not. Loaded records are given up in age order, as answered
-	// ones: protecting them would leave the publishes of the new connections, answered, the
-	// first to go (a kill -9 later, their lost PUBACKs would find no record).
-	rec.stored, rec.answered = true, true
+	// it at its first reconnect if not. So it is kept as a stored publish is, ahead of the
+	// records of publishes delivered since, and given up in age order with those whose
+	// PUBACKs may have been lost (the 10-minute soak under reject: a raw reading stored in
+	// one run, its PUBACK lost at a kill -9, came again four minutes and six restarts later).
+	rec.stored = true
 	c.take(rec.slot)
 	c.push(rec)
 	for len(c.recs) > arrivalsPerClient {
@@ -309,8 +341,24 @@ func (t *arrivalTable) resized(c *clientArrivals, before int) {
 	t.total += after - before
 }
 
-// evict drops the oldest record of the client with the most.
+// evict gives up a record: the one delivered first of those still held; else the victim
+// of the client with the most.
 func (t *arrivalTable) evict() {
+	for len(t.delivered) > 0 {
+		ref := t.delivered[0]
+		t.delivered[0] = arrivalRef{}
+		t.delivered = t.delivered[1:]
+		c := t.clients[ref.c]
+		if c == nil {
+			continue
+		}
+		if i := c.index(ref.seq); i >= 0 && c.recs[i].delivered {
+			c.release(c.recs[i].slot)
+			c.drop(i, i+1)
+			t.resized(c, len(c.recs)+1)
+			return
+		}
+	}
 	for len(t.bySize[t.largest]) == 0 {
 		t.largest--
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -315,7 +316,7 @@ func TestCork(t *testing.T) {
 // TestCloseWritesWhatACorkedConnectionHolds: the acker corks a connection while it writes
 // a group's PUBACKs and runs the answers queued behind them; when one of those is a
 // transient refusal, its disconnect closes the connection while it is corked. The held
-// PUBACKs, which the store was told were written (Store.Answered), must reach the client
+// PUBACKs, which the acker took for written, must reach the client
 // before the close. They were dropped, and under on_full: reject the clients resent
 // readings stored long before, some after their records of arrival were given up, hence
 // stored twice under new ids (the 10-minute soak, 374 readings).
@@ -415,5 +416,73 @@ func TestCloseLingers(t *testing.T) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return len(l.conns) == 0
+	})
+}
+
+// TestWhenDelivered: what waits for delivery runs once the client's host acknowledged every
+// byte written (the store then gives the records of those publishes up first), and not
+// while a client that stopped reading leaves PUBACKs unacknowledged: their records are
+// kept, as a PUBACK lost with its connection may bring the publish again.
+func TestWhenDelivered(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("TIOCOUTQ: Linux only; elsewhere nothing is taken as delivered")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &limitedConn{Conn: server, writeTimeout: time.Minute, closed: make(chan struct{})}
+	defer c.closeNow()
+	var delivered atomic.Int32
+	puback := []byte{0x40, 2, 0, 1}
+
+	// The client reads: a PUBACK written is delivered at once or at a later write.
+	if _, err := c.Write(puback); err != nil {
+		t.Fatal(err)
+	}
+	c.whenDelivered(func() { delivered.Add(1) })
+	testutil.Eventually(t, time.Minute, "a PUBACK the client read taken for delivered", func() bool {
+		if delivered.Load() == 0 {
+			_, _ = c.Write(puback) // the next answer's write checks again
+		}
+		return delivered.Load() == 1
+	})
+
+	// The client stops reading: fill its receive buffer and the socket's send buffer, so
+	// that bytes stay unacknowledged.
+	_ = server.(*net.TCPConn).SetWriteBuffer(4096)
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	filler := make([]byte, 64<<10)
+	var written int64
+	for {
+		n, err := c.Conn.Write(filler)
+		written += int64(n)
+		if err != nil {
+			break // the deadline: nothing more fits
+		}
+	}
+	_ = c.Conn.SetWriteDeadline(time.Time{})
+	c.whenDelivered(func() { delivered.Add(1) })
+	if n := delivered.Load(); n != 1 {
+		t.Fatalf("a PUBACK behind %d bytes the client has not taken was taken for delivered", written)
+	}
+
+	// The client reads everything: the next write finds it delivered.
+	go func() { _, _ = io.Copy(io.Discard, client) }() // until the test closes it
+	testutil.Eventually(t, time.Minute, "PUBACKs taken for delivered once the client read them", func() bool {
+		if delivered.Load() < 2 {
+			_, _ = c.Write(puback)
+		}
+		return delivered.Load() == 2
 	})
 }

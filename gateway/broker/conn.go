@@ -50,6 +50,46 @@ type limitedConn struct {
 	wmu    sync.Mutex // orders writes with a flush of held ones
 	corked bool
 	held   []byte
+	// awaiting: what to run once the client's host acknowledged every byte written so far
+	// (whenDelivered), at most maxAwaiting; guarded by wmu.
+	awaiting []func()
+}
+
+// maxAwaiting bounds what a connection keeps to run on delivery: a client whose host
+// acknowledges nothing (it stopped reading) would otherwise grow it until the write
+// deadline. What is dropped is never run, which is the safe side (see whenDelivered).
+const maxAwaiting = 4096
+
+// whenDelivered runs fn once every byte written to the connection so far, fn's PUBACK
+// among them, was acknowledged by the client's host (TCP): the client then has it, even
+// if the connection is reset or the daemon killed next. It runs at once if so already,
+// else after a later write finds it so, and never if the connection ends first or the
+// platform cannot tell (the store then keeps the record as for a PUBACK lost).
+func (c *limitedConn) whenDelivered(fn func()) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.awaiting) == maxAwaiting {
+		c.awaiting[0] = nil
+		c.awaiting = c.awaiting[1:]
+	}
+	c.awaiting = append(c.awaiting, fn)
+	c.checkDeliveredLocked()
+}
+
+// checkDeliveredLocked runs what awaits delivery when nothing is held and the socket has
+// no byte the client's host has not acknowledged.
+func (c *limitedConn) checkDeliveredLocked() {
+	if len(c.awaiting) == 0 || len(c.held) > 0 || c.closing.Load() {
+		return
+	}
+	if n, ok := unacknowledged(c.Conn); !ok || n > 0 {
+		return
+	}
+	for i, fn := range c.awaiting {
+		fn()
+		c.awaiting[i] = nil
+	}
+	c.awaiting = c.awaiting[:0]
 }
 
 // SetDeadline sets the read deadline only: mochi sets its keepalive deadline with it
@@ -140,7 +180,11 @@ func (c *limitedConn) Write(p []byte) (int, error) {
 	if err := c.flushLocked(); err != nil {
 		return 0, err
 	}
-	return c.write(p)
+	n, err := c.write(p)
+	if err == nil {
+		c.checkDeliveredLocked()
+	}
+	return n, err
 }
 
 // cork holds further writes until uncork.
@@ -155,7 +199,9 @@ func (c *limitedConn) cork() {
 func (c *limitedConn) uncork() {
 	c.wmu.Lock()
 	c.corked = false
-	_ = c.flushLocked()
+	if c.flushLocked() == nil {
+		c.checkDeliveredLocked()
+	}
 	c.wmu.Unlock()
 }
 
@@ -174,8 +220,8 @@ func (c *limitedConn) flushLocked() error {
 
 // Close writes what a corked connection holds, then closes it. The acker corks a
 // connection while it writes a group's PUBACKs and runs the answers queued behind them,
-// so a transient refusal's disconnect (3.1.1) can come while PUBACKs are held: they were
-// written as far as the store knows (Store.Answered), and dropping them made the client
+// so a transient refusal's disconnect (3.1.1) can come while PUBACKs are held: the acker
+// took them for written, and dropping them made the client
 // resend readings stored long before, possibly after their records of arrival were given
 // up, hence under new ids (the 10-minute soak under on_full: reject). The flush is
 // bounded by the write deadline.

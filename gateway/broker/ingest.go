@@ -243,8 +243,10 @@ func (h *IngestHook) answerWhenStored(cl *mqtt.Client, pk packets.Packet, st sta
 			_ = h.refuse(cl, pk, err, true) // in order already: answer now
 			return
 		}
-		if h.accepted(cl, pk) == nil {
-			h.store.Answered(p)
+		if h.accepted(cl, pk) == nil && p.Recorded() {
+			if lc := baseConn(cl.Net.Conn); lc != nil {
+				lc.whenDelivered(func() { h.store.Delivered(p) })
+			}
 		}
 	}
 }
