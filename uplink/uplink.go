@@ -118,6 +118,7 @@ type stream struct {
 	backlog []*Batch  // the backlog lane's batches in flight (recorded)
 	seenAt  time.Time // when the head lane first saw data it has not cut yet (linger)
 	skip    skipped   // what the head lane read of its lingering batch, with nothing to forward
+	hint    sizeHint  // the size of the last batch read, for the next one's buffers
 
 	position atomic.Uint64 // cursor, for Status and Drained
 	acked    atomic.Uint64 // entries in acknowledged ranges above the cursor
