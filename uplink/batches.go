@@ -59,7 +59,7 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, bs []*Batch, isHead bool,
 				}
 				break
 			}
-			if _, err := u.cutBacklog(ctx, s, s.cursor, now); err != nil {
+			if _, err := u.cutBacklog(ctx, s, s.cursor, now, nil); err != nil {
 				return nil, nil, false, err
 			}
 			if len(s.backlog) > 0 {
@@ -131,7 +131,7 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 	if len(bs) == 0 {
 		return due, nil
 	}
-	if err := u.record(ctx, s, bs, true); err != nil {
+	if err := u.record(ctx, s, bs, true, nil); err != nil {
 		return time.Time{}, err
 	}
 	s.head = bs
@@ -141,13 +141,18 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 // cutBacklog cuts and records the backlog lane's next batches from pos — the cursor, or
 // the end of the group in flight — within the batch limits, before the first acknowledged
 // range, as many as the group allows; it appends them to s.backlog and returns them.
-// Backlog batches do not linger.
-func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time.Time) ([]*Batch, error) {
+// Backlog batches do not linger. done, if any, are the leading backlog batches already
+// acknowledged: they are committed in the same transaction, or on their own if nothing is
+// recorded; whatever cutBacklog returns, it has tried to commit them.
+func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time.Time, done []*Batch) ([]*Batch, error) {
 	end := s.lanes.backlogEnd()
 	var bs []*Batch
 	for pos < end && len(bs) < u.backlogGroup() {
 		b, _, err := u.read(s, pos, end-1, false)
 		if err != nil {
+			if len(done) > 0 {
+				err = errors.Join(err, u.commit(ctx, s, done, false, nil))
+			}
 			return nil, err
 		}
 		if b == nil {
@@ -159,7 +164,7 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time
 		bs = append(bs, b)
 		pos = b.Last + 1
 	}
-	if err := u.record(ctx, s, bs, false); err != nil {
+	if err := u.record(ctx, s, bs, false, done); err != nil {
 		return nil, err
 	}
 	u.charge(bs, now)
@@ -188,17 +193,36 @@ func (u *Uplink) charge(bs []*Batch, now time.Time) {
 }
 
 // record writes the ranges of a lane's new batches to the store before they are sent.
-func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool) error {
+// done, if any, are the backlog lane's leading batches, acknowledged: their commit shares
+// the transaction (and its fsync), so a drain writes one transaction per group, not two.
+func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool, done []*Batch) error {
 	empty := true
 	rs := make([][2]uint64, len(bs))
 	for i, b := range bs {
 		rs[i] = [2]uint64{b.First, b.Last}
 		empty = empty && b.Records == 0
 	}
+	next := s.lanes.clone()
+	c := s.cursor
+	if len(done) > 0 {
+		c = next.ackBacklog(done[len(done)-1].Last)
+		if empty || !next.draining() || isHead {
+			// Nothing to record with them (or the drain ended with them, which a group cut
+			// after them cannot do): they are committed on their own.
+			if err := u.commit(ctx, s, done, false, nil); err != nil {
+				return err
+			}
+			return u.record(ctx, s, bs, isHead, nil)
+		}
+		// Like commit's, this transaction must be written even while shutting down, or the
+		// acknowledged batches would be sent twice.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		ctx = cctx
+	}
 	if empty {
 		return nil // nothing will be sent: no resend to prepare for
 	}
-	next := s.lanes.clone()
 	switch {
 	case isHead && next.draining():
 		next.FreshPending = rs
@@ -208,10 +232,24 @@ func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool
 		// The backlog lane may have a group in flight still: the new one follows it.
 		next.Pending = append(next.Pending, rs...)
 	}
-	if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
+	err := u.store.Update(ctx, func(tx *buffer.Tx) {
+		if c != s.cursor {
+			tx.SetCursor(s.Log, u.name, c)
+		}
+		tx.Put(u.laneKey(s), next.encode())
+	})
+	if err != nil {
+		if len(done) > 0 {
+			return fmt.Errorf("commit batch %s and record batch %s: %w", done[len(done)-1].ID, bs[0].ID, err)
+		}
 		return fmt.Errorf("record batch %s: %w", bs[0].ID, err)
 	}
-	s.lanes = next
+	s.cursor, s.lanes = c, next
+	if len(done) > 0 {
+		u.publish(s)
+		u.acked(done)
+		s.backlog = s.backlog[len(done):]
+	}
 	return nil
 }
 

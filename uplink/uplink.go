@@ -243,6 +243,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 			<-fl.done
 		}
 	}()
+	// done is the backlog group acknowledged before fl, the group that followed it, was
+	// launched: its commit waits for the next group's record and shares its transaction.
+	var done []*Batch
 	for {
 		if l := u.reload.Swap(nil); l != nil {
 			u.batch, u.maxRate = l.Batch, l.MaxRate
@@ -258,12 +261,22 @@ func (u *Uplink) Run(ctx context.Context) error {
 			fl = u.launch(ctx, s, bs, isHead)
 		}
 		// While a backlog group is in flight, read and record the next one, so it can go
-		// out the moment this one is acknowledged, while this one's commit is written.
+		// out the moment this one is acknowledged; the group before, if acknowledged, is
+		// committed with that record (one transaction and fsync per group).
 		s, bs, isHead := fl.s, fl.bs, fl.isHead
 		var ahead []*Batch
 		if now := u.clock.Now(); !isHead && s.lanes.draining() && u.rateAllows(now) {
 			var err error
-			if ahead, err = u.cutBacklog(ctx, s, bs[len(bs)-1].Last+1, now); err != nil {
+			ahead, err = u.cutBacklog(ctx, s, bs[len(bs)-1].Last+1, now, done)
+			done = nil
+			if err != nil {
+				return fmt.Errorf("uplink %q: %w", u.name, err)
+			}
+		}
+		if len(done) > 0 {
+			err := u.commit(ctx, s, done, false, nil)
+			done = nil
+			if err != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, err)
 			}
 		}
@@ -272,6 +285,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		n, err := r.n, r.err
 		if err == nil && len(ahead) > 0 && !u.headDue(u.clock.Now()) {
 			fl = u.launch(ctx, s, ahead, false)
+			done, n = bs, 0 // committed with the next group's record, or before fl is awaited
 		}
 		if n > 0 {
 			if cerr := u.commit(ctx, s, bs[:n], isHead, nil); cerr != nil {
