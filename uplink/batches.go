@@ -146,13 +146,50 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 // recorded; whatever cutBacklog returns, it has tried to commit them.
 func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time.Time, done []*Batch) ([]*Batch, error) {
 	end := s.lanes.backlogEnd()
+	bs, err := u.readGroup(s, pos, end, u.backlogGroup())
+	if err != nil {
+		if len(done) > 0 {
+			err = errors.Join(err, u.commit(ctx, s, done, false, nil))
+		}
+		return nil, err
+	}
+	if err := u.record(ctx, s, bs, false, done); err != nil {
+		return nil, err
+	}
+	u.charge(bs, now)
+	s.backlog = append(s.backlog, bs...)
+	return bs, nil
+}
+
+// readGroup reads the backlog lane's next n batches from pos, below end: each batch starts
+// where the one before ended, as far as the batch limits allow.
+//
+// The store's read is most of a drain's CPU, so once the first batch is read, the second
+// half of the group is read at the same time by a second goroutine, from where it starts
+// if the batches in between are as full as the first, of consecutive entries. It is used
+// only if the first half does end there: the batches are then exactly those a read in
+// sequence gives (a batch depends only on where it starts); otherwise it is dropped and
+// the read goes on in sequence (and the next few groups are read in sequence only).
+func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) {
 	var bs []*Batch
-	for pos < end && len(bs) < u.backlogGroup() {
-		b, _, err := u.read(s, pos, end-1, false)
-		if err != nil {
-			if len(done) > 0 {
-				err = errors.Join(err, u.commit(ctx, s, done, false, nil))
+	half := n / 2
+	var spec *speculation
+	for pos < end && len(bs) < n {
+		if spec != nil && len(bs) == half {
+			r := spec.wait()
+			if pos == spec.from && r.err == nil && len(r.bs) > 0 {
+				bs = append(bs, r.bs...)
+				pos = r.bs[len(r.bs)-1].Last + 1
+				s.hint = r.hint
+				u.stats.speculated.Add(1)
+			} else {
+				s.specOff = specPause
 			}
+			spec = nil
+			continue
+		}
+		b, _, err := u.readHint(s, pos, pos, end-1, false, &s.hint)
+		if err != nil {
 			return nil, err
 		}
 		if b == nil {
@@ -163,13 +200,67 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time
 		}
 		bs = append(bs, b)
 		pos = b.Last + 1
+		if len(bs) == 1 && half >= 2 && b.Records == u.batch.MaxRecords {
+			if s.specOff > 0 {
+				s.specOff--
+				continue
+			}
+			// The guess: batches of max_records consecutive entries, as most are.
+			from := pos + uint64(half-1)*uint64(u.batch.MaxRecords)
+			if from < end {
+				spec = u.speculate(s, from, end, n-half)
+				// The spawned reader is always waited for, whatever happens here.
+				defer spec.wait()
+			}
+		}
 	}
-	if err := u.record(ctx, s, bs, false, done); err != nil {
-		return nil, err
-	}
-	u.charge(bs, now)
-	s.backlog = append(s.backlog, bs...)
 	return bs, nil
+}
+
+// specPause is how many groups are read in sequence after a speculation missed: its read
+// was wasted.
+const specPause = 8
+
+// speculation is the second half of a group, read by its own goroutine from a guessed
+// start (readGroup).
+type speculation struct {
+	from   uint64
+	done   chan struct{}
+	result specResult
+}
+
+type specResult struct {
+	bs   []*Batch
+	hint sizeHint
+	err  error
+}
+
+// speculate reads up to n batches from from, below end, in a goroutine: the batches stop
+// at the first gap a read in sequence would fill with an empty batch.
+func (u *Uplink) speculate(s *stream, from, end uint64, n int) *speculation {
+	sp := &speculation{from: from, done: make(chan struct{})}
+	hint := s.hint
+	go func() {
+		defer close(sp.done)
+		pos := from
+		for pos < end && len(sp.result.bs) < n {
+			b, _, err := u.readHint(s, pos, pos, end-1, false, &hint)
+			if err != nil || b == nil {
+				sp.result.err = err
+				break
+			}
+			sp.result.bs = append(sp.result.bs, b)
+			pos = b.Last + 1
+		}
+		sp.result.hint = hint
+	}()
+	return sp
+}
+
+// wait returns the speculation's result once its goroutine has ended.
+func (sp *speculation) wait() specResult {
+	<-sp.done
+	return sp.result
 }
 
 // rateAllows reports whether max_rate lets the backlog lane cut its next group now.
@@ -392,6 +483,12 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 // readFrom is read, where the entries [first, from) are known to be present and to hold
 // nothing to forward (skipTo): it reads from from.
 func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *Batch, full bool, err error) {
+	return u.readHint(s, first, from, last, exact, &s.hint)
+}
+
+// readHint is readFrom with the buffers sized by hint, which it updates: the second reader
+// of a group has its own (readGroup).
+func (u *Uplink) readHint(s *stream, first, from, last uint64, exact bool, hint *sizeHint) (b *Batch, full bool, err error) {
 	// The records are copied once, straight into the payload after room for the envelope's
 	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
 	head := record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)
@@ -399,9 +496,9 @@ func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *B
 	// Sized like the stream's previous batch, so that a drain of full batches allocates
 	// each payload once instead of growing it by doubling (copying and clearing it again at
 	// each step, a third of the read's CPU).
-	buf := make([]byte, len(head), max(s.hint.bytes, 4096))
-	spans := make([][2]int, 0, s.hint.records)
-	seqs := make([]uint64, 0, s.hint.records)
+	buf := make([]byte, len(head), max(hint.bytes, 4096))
+	spans := make([][2]int, 0, hint.records)
+	seqs := make([]uint64, 0, hint.records)
 	var end uint64
 	found := false
 	if from > first {
@@ -451,7 +548,7 @@ func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *B
 		b.Items[i] = buf[sp[0]:sp[1]:sp[1]]
 	}
 	b.Payload = buf
-	s.hint = sizeHint{bytes: len(buf) + len(buf)/16, records: len(spans)}
+	*hint = sizeHint{bytes: len(buf) + len(buf)/16, records: len(spans)}
 	if u.gzip {
 		if b.Payload, err = gzipBytes(buf); err != nil {
 			return nil, full, fmt.Errorf("compress batch %s: %w", b.ID, err)

@@ -70,7 +70,8 @@ type Stats struct {
 	DeadLetterRecords atomic.Uint64 // their records
 	DeadLetterOmitted atomic.Uint64 // of those, records too large to copy (kept by position)
 
-	scanned atomic.Uint64 // log entries read from the store, forwarded or not (tests)
+	scanned    atomic.Uint64 // log entries read from the store, forwarded or not (tests)
+	speculated atomic.Uint64 // groups whose second half was read in parallel (tests)
 }
 
 // Source is one log an uplink forwards, with the kind of batch its records make.
@@ -119,6 +120,7 @@ type stream struct {
 	seenAt  time.Time // when the head lane first saw data it has not cut yet (linger)
 	skip    skipped   // what the head lane read of its lingering batch, with nothing to forward
 	hint    sizeHint  // the size of the last batch read, for the next one's buffers
+	specOff int       // groups still to read in sequence after a missed speculation (readGroup)
 
 	position atomic.Uint64 // cursor, for Status and Drained
 	acked    atomic.Uint64 // entries in acknowledged ranges above the cursor
