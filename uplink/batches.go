@@ -162,7 +162,8 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time
 }
 
 // readGroup reads the backlog lane's next n batches from pos, below end: each batch starts
-// where the one before ended, as far as the batch limits allow.
+// where the one before ended, as far as the batch limits allow, several per read of the
+// store (readRun).
 //
 // The store's read is most of a drain's CPU, so once the first batch is read, the second
 // half of the group is read at the same time by a second goroutine, from where it starts
@@ -172,12 +173,32 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time
 // the read goes on in sequence (and the next few groups are read in sequence only).
 func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) {
 	var bs []*Batch
+	read := func(k int) (int, error) {
+		more, err := u.readRun(s, pos, end-1, k, &s.hint)
+		if err != nil {
+			return 0, err
+		}
+		bs = append(bs, more...)
+		if len(more) > 0 {
+			pos = more[len(more)-1].Last + 1
+		}
+		return len(more), nil
+	}
+	got, err := read(1)
+	if err != nil {
+		return nil, err
+	}
 	half := n / 2
-	var spec *speculation
-	for pos < end && len(bs) < n {
-		if spec != nil && len(bs) == half {
-			r := spec.wait()
-			if pos == spec.from && r.err == nil && len(r.bs) > 0 {
+	if got == 1 && half >= 2 && bs[0].Records == u.batch.MaxRecords && s.specOff == 0 {
+		// The guess: batches of max_records consecutive entries, as most are.
+		if from := pos + uint64(half-1)*uint64(u.batch.MaxRecords); from < end {
+			spec := u.speculate(s, from, end, n-half)
+			_, err := read(half - 1)
+			r := spec.wait() // the spawned reader is always waited for
+			if err != nil {
+				return nil, err
+			}
+			if len(bs) == half && pos == spec.from && r.err == nil && len(r.bs) > 0 {
 				bs = append(bs, r.bs...)
 				pos = r.bs[len(r.bs)-1].Last + 1
 				s.hint = r.hint
@@ -185,33 +206,22 @@ func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) 
 			} else {
 				s.specOff = specPause
 			}
-			spec = nil
-			continue
 		}
-		b, _, err := u.readHint(s, pos, pos, end-1, false, &s.hint)
+	} else if s.specOff > 0 {
+		s.specOff--
+	}
+	for pos < end && len(bs) < n {
+		got, err := read(n - len(bs))
 		if err != nil {
 			return nil, err
 		}
-		if b == nil {
+		if got == 0 {
 			// Nothing left below the range (trimmed by the disk budget): an empty batch
 			// lets the cursor fold the range.
-			b = &Batch{Kind: s.Kind, Log: s.Log, First: pos, Last: end - 1}
+			b := &Batch{Kind: s.Kind, Log: s.Log, First: pos, Last: end - 1}
 			b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
-		}
-		bs = append(bs, b)
-		pos = b.Last + 1
-		if len(bs) == 1 && half >= 2 && b.Records == u.batch.MaxRecords {
-			if s.specOff > 0 {
-				s.specOff--
-				continue
-			}
-			// The guess: batches of max_records consecutive entries, as most are.
-			from := pos + uint64(half-1)*uint64(u.batch.MaxRecords)
-			if from < end {
-				spec = u.speculate(s, from, end, n-half)
-				// The spawned reader is always waited for, whatever happens here.
-				defer spec.wait()
-			}
+			bs = append(bs, b)
+			pos = end
 		}
 	}
 	return bs, nil
@@ -235,23 +245,13 @@ type specResult struct {
 	err  error
 }
 
-// speculate reads up to n batches from from, below end, in a goroutine: the batches stop
-// at the first gap a read in sequence would fill with an empty batch.
+// speculate reads up to n batches from from, below end, in a goroutine (readRun).
 func (u *Uplink) speculate(s *stream, from, end uint64, n int) *speculation {
 	sp := &speculation{from: from, done: make(chan struct{})}
 	hint := s.hint
 	go func() {
 		defer close(sp.done)
-		pos := from
-		for pos < end && len(sp.result.bs) < n {
-			b, _, err := u.readHint(s, pos, pos, end-1, false, &hint)
-			if err != nil || b == nil {
-				sp.result.err = err
-				break
-			}
-			sp.result.bs = append(sp.result.bs, b)
-			pos = b.Last + 1
-		}
+		sp.result.bs, sp.result.err = u.readRun(s, from, end-1, n, &hint)
 		sp.result.hint = hint
 	}()
 	return sp
@@ -489,40 +489,21 @@ func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *B
 // readHint is readFrom with the buffers sized by hint, which it updates: the second reader
 // of a group has its own (readGroup).
 func (u *Uplink) readHint(s *stream, first, from, last uint64, exact bool, hint *sizeHint) (b *Batch, full bool, err error) {
-	// The records are copied once, straight into the payload after room for the envelope's
-	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
-	head := record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)
-	head = head[:len(head)-2] // without "]}"
-	// Sized like the stream's previous batch, so that a drain of full batches allocates
-	// each payload once instead of growing it by doubling (copying and clearing it again at
-	// each step, a third of the read's CPU).
-	buf := make([]byte, len(head), max(hint.bytes, 4096))
-	spans := make([][2]int, 0, hint.records)
-	seqs := make([]uint64, 0, hint.records)
-	var end uint64
-	found := false
+	c := u.newCut(s, first, hint)
 	if from > first {
-		end, found = from-1, true
+		c.end, c.found = from-1, true
 	}
 	_, err = u.store.Read(s.Log, from, 0, func(seq uint64, v []byte) error {
 		if seq > last {
 			return buffer.ErrStop
 		}
 		u.stats.scanned.Add(1)
-		if !exact && found && (len(spans) >= u.batch.MaxRecords || len(buf)+len(v)+3 > int(u.batch.MaxBytes)) {
+		if !exact && c.overflows(v) {
 			full = true
 			return buffer.ErrStop
 		}
-		end, found = seq, true
-		if u.selected(s, v) {
-			if len(spans) > 0 {
-				buf = append(buf, ',')
-			}
-			spans = append(spans, [2]int{len(buf), len(buf) + len(v)})
-			seqs = append(seqs, seq)
-			buf = append(buf, v...)
-		}
-		if !exact && len(spans) >= u.batch.MaxRecords {
+		c.take(seq, v)
+		if !exact && c.fullCount() {
 			full = true
 			return buffer.ErrStop
 		}
@@ -534,28 +515,140 @@ func (u *Uplink) readHint(s *stream, first, from, last uint64, exact bool, hint 
 	if exact {
 		// A recorded range keeps its bounds even if the disk budget dropped some of its
 		// entries: the id stays the same, the content is what is left.
-		end, found = last, true
+		c.end, c.found = last, true
 	}
-	if !found {
+	if !c.found {
 		return nil, full, nil
 	}
-	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(spans), Seqs: seqs}
+	b, err = c.finish()
+	return b, full, err
+}
+
+// readRun reads up to n consecutive batches from pos, each as far as the batch limits
+// allow without passing last, in one read of the store: the batches read lets one by one
+// would cut (each depends only on where it starts), without a read transaction and seek
+// per batch. It stops early at the end of the range or of the log.
+func (u *Uplink) readRun(s *stream, pos, last uint64, n int, hint *sizeHint) ([]*Batch, error) {
+	var bs []*Batch
+	c := u.newCut(s, pos, hint)
+	var ferr error
+	next := func() error {
+		b, err := c.finish()
+		if err != nil {
+			ferr = err
+			return err
+		}
+		bs = append(bs, b)
+		if len(bs) == n {
+			return buffer.ErrStop
+		}
+		c = u.newCut(s, b.Last+1, hint)
+		return nil
+	}
+	_, err := u.store.Read(s.Log, pos, 0, func(seq uint64, v []byte) error {
+		if seq > last {
+			return buffer.ErrStop
+		}
+		u.stats.scanned.Add(1)
+		if c.overflows(v) {
+			if err := next(); err != nil {
+				return err
+			}
+		}
+		c.take(seq, v)
+		if c.fullCount() {
+			return next()
+		}
+		return nil
+	})
+	if ferr != nil {
+		return nil, ferr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.found && len(bs) < n {
+		b, err := c.finish()
+		if err != nil {
+			return nil, err
+		}
+		bs = append(bs, b)
+	}
+	return bs, nil
+}
+
+// cut is a batch being built from the entries of a log in order.
+type cut struct {
+	u     *Uplink
+	s     *stream
+	hint  *sizeHint
+	first uint64
+	head  int // the envelope's head: room left at the start of buf
+	buf   []byte
+	spans [][2]int
+	seqs  []uint64
+	end   uint64 // the last entry taken
+	found bool   // an entry was taken
+}
+
+func (u *Uplink) newCut(s *stream, first uint64, hint *sizeHint) *cut {
+	// The records are copied once, straight into the payload after room for the envelope's
+	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
+	head := len(record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)) - 2 // without "]}"
+	// Sized like the stream's previous batch, so that a drain of full batches allocates
+	// each payload once instead of growing it by doubling (copying and clearing it again at
+	// each step, a third of the read's CPU).
+	return &cut{
+		u: u, s: s, hint: hint, first: first, head: head,
+		buf:   make([]byte, head, max(hint.bytes, 4096)),
+		spans: make([][2]int, 0, hint.records),
+		seqs:  make([]uint64, 0, hint.records),
+	}
+}
+
+// overflows reports that the batch is full before v: it has max_records records, or v
+// would take it past max_bytes. A batch always takes its first entry.
+func (c *cut) overflows(v []byte) bool {
+	return c.found && (len(c.spans) >= c.u.batch.MaxRecords || len(c.buf)+len(v)+3 > int(c.u.batch.MaxBytes))
+}
+
+// fullCount reports that the batch has max_records records.
+func (c *cut) fullCount() bool { return len(c.spans) >= c.u.batch.MaxRecords }
+
+// take adds the entry seq to the batch's range, and its value to the payload if forwarded.
+func (c *cut) take(seq uint64, v []byte) {
+	c.end, c.found = seq, true
+	if c.u.selected(c.s, v) {
+		if len(c.spans) > 0 {
+			c.buf = append(c.buf, ',')
+		}
+		c.spans = append(c.spans, [2]int{len(c.buf), len(c.buf) + len(v)})
+		c.seqs = append(c.seqs, seq)
+		c.buf = append(c.buf, v...)
+	}
+}
+
+// finish returns the batch of [first, end].
+func (c *cut) finish() (*Batch, error) {
+	u, s, buf := c.u, c.s, c.buf
+	b := &Batch{Kind: s.Kind, Log: s.Log, First: c.first, Last: c.end, Records: len(c.spans), Seqs: c.seqs}
 	b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
-	copy(buf, record.AppendBatch(head[:0], u.gateway, b.ID, s.Kind, nil)[:len(head)])
+	copy(buf, record.AppendBatch(nil, u.gateway, b.ID, s.Kind, nil)[:c.head])
 	buf = append(buf, "]}"...)
-	b.Items = make([][]byte, len(spans))
-	for i, sp := range spans {
+	b.Items = make([][]byte, len(c.spans))
+	for i, sp := range c.spans {
 		b.Items[i] = buf[sp[0]:sp[1]:sp[1]]
 	}
 	b.Payload = buf
-	*hint = sizeHint{bytes: len(buf) + len(buf)/16, records: len(spans)}
+	*c.hint = sizeHint{bytes: len(buf) + len(buf)/16, records: len(c.spans)}
 	if u.gzip {
+		var err error
 		if b.Payload, err = gzipBytes(buf); err != nil {
-			return nil, full, fmt.Errorf("compress batch %s: %w", b.ID, err)
+			return nil, fmt.Errorf("compress batch %s: %w", b.ID, err)
 		}
 		b.Encoding = "gzip"
 	}
-	return b, full, nil
+	return b, nil
 }
 
 // sizeHint is what readFrom allocates for a batch: its payload's bytes and its records.

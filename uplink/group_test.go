@@ -11,8 +11,9 @@ import (
 	"github.com/edgegate/edgegate/record"
 )
 
-// TestGroupReadInParallelCutsTheSameBatches: a backlog group whose second half is read by a
-// second goroutine (readGroup) is made of exactly the batches a read in sequence cuts —
+// TestGroupReadInParallelCutsTheSameBatches: a backlog group, read several batches per read
+// of the store (readRun) and its second half by a second goroutine (readGroup), is made of
+// exactly the batches that reading them one by one, in sequence, cuts —
 // same ranges, ids, payloads, items and seqs — whether the guess of where the second half
 // starts holds (full batches of consecutive entries) or not (filtered entries, batches cut
 // by bytes), up to the end of the range.
