@@ -172,6 +172,9 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time
 // sequence gives (a batch depends only on where it starts); otherwise it is dropped and
 // the read goes on in sequence (and the next few groups are read in sequence only).
 func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) {
+	if pos >= end {
+		return nil, nil
+	}
 	var bs []*Batch
 	read := func(k int) (int, error) {
 		more, err := u.readRun(s, pos, end-1, k, &s.hint)
