@@ -16,12 +16,15 @@ import (
 // One entry per group instead of one per reading means one key and one Badger entry
 // header in the write-ahead log, in a flush and in every compaction, for all of them.
 //
-// Its key is the log's prefix, the segment's LAST sequence number (8 BE), then how many
-// entries it holds (4 BE): a forward seek to <prefix><from> lands on the segment that
-// holds from (or the first after it), and iterating keys alone gives every segment's
-// range. A key with no count (8 bytes after the prefix) is an entry stored alone, as every
-// entry was before segments: a segment of one whose value is the entry itself. Both
-// forms are read everywhere, so a store written before segments needs no conversion.
+// Its key is the log's prefix, the segment's LAST sequence number (8 BE), how many entries
+// it holds (4 BE) and the length of its value (4 BE): a forward seek to <prefix><from>
+// lands on the segment that holds from (or the first after it), and iterating keys alone
+// gives every segment's range and size (Badger knows the exact size of a value without
+// reading it only while the value is in the LSM tree, not in the value log). A key with
+// neither (8 bytes after the prefix) is an entry stored alone, as every entry was before
+// segments: a segment of one whose value is the entry itself (the writer stores a lone
+// entry so too; its value is in the LSM tree, below Badger's value threshold). Both forms
+// are read everywhere, so a store written before segments needs no conversion.
 //
 // Its value is segVersion, then per entry its length (4 BE) and its bytes.
 //
@@ -51,11 +54,15 @@ const segMaxBytes = 4 << 10
 // maxSegEntries bounds the entries of one segment (the count in its key).
 const maxSegEntries = 1<<32 - 1
 
-// segKey is the key of the segment of log holding count entries up to last.
-func (s *Store) segKey(log string, last uint64, count uint32) []byte {
-	k := s.logKey(log, last)
-	return binary.BigEndian.AppendUint32(k, count)
+// segKey is the key of the segment of log holding count entries up to last in a value of
+// size bytes.
+func (s *Store) segKey(log string, last uint64, count uint32, size int) []byte {
+	k := binary.BigEndian.AppendUint32(s.logKey(log, last), count)
+	return binary.BigEndian.AppendUint32(k, uint32(size))
 }
+
+// segSuffix is the length of a segment's key after its log's prefix.
+const segSuffix = 16
 
 // segRange parses the part of a log key after its prefix: the first and last sequence
 // numbers it holds, and whether it is a segment (else a lone entry).
@@ -64,7 +71,7 @@ func segRange(suffix []byte) (first, last uint64, seg, ok bool) {
 	case 8:
 		last = binary.BigEndian.Uint64(suffix)
 		return last, last, false, true
-	case 12:
+	case segSuffix:
 		last = binary.BigEndian.Uint64(suffix)
 		n := uint64(binary.BigEndian.Uint32(suffix[8:]))
 		if n == 0 || n > last {
@@ -142,9 +149,11 @@ func segmentOf(item *badger.Item, prefix []byte) (g segment, ok bool) {
 		return segment{}, false
 	}
 	g.first, g.last, g.seg, ok = segRange(k[len(prefix):])
-	// Exact: segments are far smaller than Badger's value threshold, so their values are
-	// in the LSM tree (badgerOptions), where ValueSize is their length.
-	g.size = item.ValueSize()
+	if g.seg {
+		g.size = int64(binary.BigEndian.Uint32(k[len(k)-4:]))
+	} else {
+		g.size = item.ValueSize() // exact for a value in the LSM tree
+	}
 	return g, ok
 }
 
@@ -228,7 +237,7 @@ func (e *segEncoder) set(s *Store, txn *badger.Txn, log string) error {
 	if e.n == 1 {
 		err = txn.Set(s.logKey(log, e.last), e.one)
 	} else {
-		err = txn.Set(s.segKey(log, e.last, e.n), e.buf)
+		err = txn.Set(s.segKey(log, e.last, e.n, len(e.buf)), e.buf)
 	}
 	e.buf, e.one, e.n = nil, nil, 0
 	return err

@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -374,6 +375,35 @@ func FuzzSegEntries(f *testing.F) {
 		}
 		if !bytes.Equal(back.buf, v) {
 			t.Fatalf("re-encoded %x, want %x", back.buf, v)
+		}
+	})
+}
+
+// FuzzSegRange: a log key's suffix parses to a range that its key encodes back to, or
+// not at all.
+func FuzzSegRange(f *testing.F) {
+	s := &Store{opts: Options{BulkLog: "raw"}, bulkKind: 'a'}
+	prefix := s.logPrefix("raw")
+	f.Add(s.segKey("raw", 10, 3, 99)[len(prefix):])
+	f.Add(s.logKey("raw", 7)[len(prefix):])
+	f.Add(s.segKey("raw", 2, 3, 0)[len(prefix):])
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, suffix []byte) {
+		first, last, seg, ok := segRange(suffix)
+		if !ok {
+			return
+		}
+		if first == 0 && seg || first > last {
+			t.Fatalf("%x: range %d..%d", suffix, first, last)
+		}
+		var back []byte
+		if seg {
+			back = s.segKey("raw", last, uint32(last-first+1), int(binary.BigEndian.Uint32(suffix[12:])))
+		} else {
+			back = s.logKey("raw", last)
+		}
+		if !bytes.Equal(back[len(prefix):], suffix) {
+			t.Fatalf("%x parsed to %d..%d (segment %v), which is keyed %x", suffix, first, last, seg, back[len(prefix):])
 		}
 	})
 }
