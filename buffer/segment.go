@@ -11,8 +11,8 @@ import (
 )
 
 // A segment is one Badger entry holding consecutive entries of one log: those a
-// transaction of the writer appends to that log (a group commit's appends, up to Badger's
-// batch limit), split where their sequence numbers jump (an append of the group failed).
+// transaction of the writer appends to that log (a group commit's appends), up to
+// segMaxBytes, split where their sequence numbers jump (an append of the group failed).
 // One entry per group instead of one per reading means one key and one Badger entry
 // header in the write-ahead log, in a flush and in every compaction, for all of them.
 //
@@ -87,7 +87,7 @@ var errSegment = errors.New("buffer: corrupt segment")
 
 // segEncoder builds a segment's value.
 type segEncoder struct {
-	buf   []byte
+	buf   []byte // the value, once it holds two entries
 	one   []byte // the first entry's value: a segment of one is stored as a lone entry
 	first uint64
 	last  uint64
@@ -96,14 +96,37 @@ type segEncoder struct {
 
 // add appends value as entry seq, which must follow the last one added.
 func (e *segEncoder) add(seq uint64, value []byte) {
-	if e.n == 0 {
-		e.buf = append(e.buf[:0], segVersion)
+	switch e.n {
+	case 0:
 		e.first, e.one = seq, value
+	case 1:
+		e.buf = append(make([]byte, 0, max(segMaxBytes, e.size()+segFrame+len(value))), segVersion)
+		e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(e.one)))
+		e.buf = append(e.buf, e.one...)
 	}
-	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(value)))
-	e.buf = append(e.buf, value...)
+	if e.n > 0 {
+		e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(value)))
+		e.buf = append(e.buf, value...)
+	}
 	e.last = seq
 	e.n++
+}
+
+// size is the length of e's value.
+func (e *segEncoder) size() int {
+	if e.n == 1 {
+		return segHeader + segFrame + len(e.one)
+	}
+	return len(e.buf)
+}
+
+// value is e's segment value (for one entry, made now).
+func (e *segEncoder) value() []byte {
+	if e.n == 1 {
+		v := append(make([]byte, 0, e.size()), segVersion)
+		return append(binary.BigEndian.AppendUint32(v, uint32(len(e.one))), e.one...)
+	}
+	return e.buf
 }
 
 // segEntries calls fn for each entry of a segment's value that holds n entries, in order,
@@ -204,7 +227,7 @@ func (x *txnSegments) stage(s *Store, txn *badger.Txn, recs []rec) error {
 			e = &segEncoder{}
 			x.open[r.ls] = e
 		}
-		full := len(e.buf)+segFrame+len(r.value) > segMaxBytes || e.n == maxSegEntries
+		full := e.size()+segFrame+len(r.value) > segMaxBytes || e.n == maxSegEntries
 		if e.n > 0 && (r.seq != e.last+1 || full) {
 			if err := e.set(s, txn, r.ls.name); err != nil {
 				return err

@@ -346,7 +346,7 @@ func FuzzSegEntries(f *testing.F) {
 	e.add(7, []byte("one"))
 	e.add(8, nil)
 	e.add(9, []byte(`{"v":1}`))
-	f.Add(e.buf, uint32(3))
+	f.Add(e.value(), uint32(3))
 	f.Add([]byte{segVersion}, uint32(0))
 	f.Add([]byte{segVersion, 0, 0, 0, 9, 'x'}, uint32(1))
 	f.Add([]byte{2}, uint32(1))
@@ -373,8 +373,8 @@ func FuzzSegEntries(f *testing.F) {
 		for i, v := range vals {
 			back.add(uint64(i+1), v)
 		}
-		if !bytes.Equal(back.buf, v) {
-			t.Fatalf("re-encoded %x, want %x", back.buf, v)
+		if !bytes.Equal(back.value(), v) {
+			t.Fatalf("re-encoded %x, want %x", back.value(), v)
 		}
 	})
 }
