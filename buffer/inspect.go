@@ -113,9 +113,9 @@ func (s *Store) Tail(log string, n int, fn func(seq uint64, value []byte) error)
 	if err := checkName(log); err != nil {
 		return err
 	}
-	var first uint64 // entries below were deleted, though their segment may remain
-	if ls, err := s.logState(log); err == nil {
-		first = ls.first.Load()
+	first, err := s.firstLive(log) // entries below were deleted, though their segment may remain
+	if err != nil {
+		return fmt.Errorf("buffer: tail log %q: %w", log, err)
 	}
 	type kv struct {
 		seq uint64
@@ -123,7 +123,7 @@ func (s *Store) Tail(log string, n int, fn func(seq uint64, value []byte) error)
 	}
 	var got []kv // newest first
 	prefix := s.logPrefix(log)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		o := keysOnly(prefix)
 		o.Reverse = true
 		it := txn.NewIterator(o)
@@ -158,6 +158,24 @@ func (s *Store) Tail(log string, n int, fn func(seq uint64, value []byte) error)
 		}
 	}
 	return nil
+}
+
+// firstLive is the log's first live sequence number (logMeta.first), without making the
+// log known to the store as logState does (a tail of a log that never had entries must not
+// list it among the store's logs).
+func (s *Store) firstLive(log string) (uint64, error) {
+	s.mu.Lock()
+	ls, ok := s.logs[log]
+	s.mu.Unlock()
+	if ok {
+		return ls.first.Load(), nil
+	}
+	v, ok, err := s.getRaw(metaKey(log))
+	if err != nil || !ok {
+		return 0, err
+	}
+	m, _ := decodeMeta(v)
+	return m.first, nil
 }
 
 // DiskUsage measures the store's directory and its file system now.

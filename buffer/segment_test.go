@@ -407,3 +407,24 @@ func FuzzSegRange(f *testing.F) {
 		}
 	})
 }
+
+// TestTailOfUnknownLog: tailing a log that never had entries (edgegate buffer tail -log
+// x) reads nothing and does not make the log one of the store's.
+func TestTailOfUnknownLog(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	mustAppend(t, s, "raw", numbered("a", 3)...)
+	if _, err := s.Trim(bg, "raw", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tail("nothing", 5, func(uint64, []byte) error { t.Error("read an entry"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	logs, err := s.Logs()
+	if err != nil || len(logs) != 1 || logs[0].Name != "raw" {
+		t.Errorf("logs %+v %v, want raw alone", logs, err)
+	}
+	var tail []uint64
+	if err := s.Tail("raw", 5, func(seq uint64, _ []byte) error { tail = append(tail, seq); return nil }); err != nil || fmt.Sprint(tail) != "[2 3]" {
+		t.Errorf("tail %v %v, want [2 3]", tail, err)
+	}
+}
