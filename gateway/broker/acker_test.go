@@ -321,20 +321,7 @@ func TestCork(t *testing.T) {
 // readings stored long before, some after their records of arrival were given up, hence
 // stored twice under new ids (the 10-minute soak, 374 readings).
 func TestCloseWritesWhatACorkedConnectionHolds(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, server := tcpPair(t)
 	c := &limitedConn{Conn: server, writeTimeout: time.Minute, closed: make(chan struct{})}
 	pubacks := []byte{0x40, 2, 0, 1, 0x40, 2, 0, 2}
 	c.cork()
@@ -361,21 +348,13 @@ func TestCloseWritesWhatACorkedConnectionHolds(t *testing.T) {
 // connection with the PUBACKs it had received but not yet read, so it resends readings
 // that were stored.
 func TestCloseLingers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // closeAll closes it
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := &limitedListener{Listener: ln, writeTimeout: time.Minute, refusals: &Refusals{}, conns: map[*limitedConn]struct{}{}}
 	defer l.closeAll()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, raw := tcpPair(t)
 	c := &limitedConn{Conn: raw, owner: l, writeTimeout: time.Minute, closed: make(chan struct{})}
 	c.connected.Store(true)
 	l.conns[c] = struct{}{}
@@ -427,20 +406,7 @@ func TestWhenDelivered(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("TIOCOUTQ: Linux only; elsewhere nothing is taken as delivered")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, server := tcpPair(t)
 	c := &limitedConn{Conn: server, writeTimeout: time.Minute, closed: make(chan struct{})}
 	defer c.closeNow()
 	var delivered atomic.Int32
@@ -485,4 +451,25 @@ func TestWhenDelivered(t *testing.T) {
 		}
 		return delivered.Load() == 2
 	})
+}
+
+// tcpPair returns the two ends of a TCP connection over loopback, closed with the test.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
 }
