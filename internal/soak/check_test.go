@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,7 +71,7 @@ func (v *upstreamView) add(a arrival) {
 	if prev, ok := v.batches[bk]; !ok {
 		v.batches[bk] = string(a.payload)
 	} else if prev != string(a.payload) {
-		v.problem("batch %s re-sent with different bytes", bk)
+		v.problem("batch %s re-sent with different bytes: %s", bk, batchDiff([]byte(prev), a.payload))
 	}
 	for _, item := range b.Records {
 		if b.Kind == record.KindAggregates {
@@ -116,6 +117,31 @@ func (v *upstreamView) stampsOf(ids map[string]bool) string {
 		out = append(out, v.stamps[id].Local().Format("15:04:05.000"))
 	}
 	return strings.Join(out, ", ")
+}
+
+// batchDiff tells how two payloads of one batch differ: their records' ids, or their
+// lengths when they decode the same.
+func batchDiff(a, b []byte) string {
+	ids := func(p []byte) []string {
+		bt, err := record.DecodeBatch(p)
+		if err != nil {
+			return []string{"undecodable: " + err.Error()}
+		}
+		var out []string
+		for _, item := range bt.Records {
+			var r struct {
+				ID string `json:"id"`
+			}
+			_ = json.Unmarshal(item, &r)
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	ia, ib := ids(a), ids(b)
+	if slices.Equal(ia, ib) {
+		return fmt.Sprintf("the same %d records, %d and %d bytes", len(ia), len(a), len(b))
+	}
+	return fmt.Sprintf("first %d records %v, then %d records %v", len(ia), shortAll(ia), len(ib), shortAll(ib))
 }
 
 // keyOf is how a record is matched to the reading a device published: series and value

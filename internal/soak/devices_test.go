@@ -373,6 +373,12 @@ func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 			if r.abandoned.Load() && r.kind != withID {
 				break // gone from the client's session; publishing it anew would be a new reading
 			}
+			if r.sends.Load() == 0 {
+				// It never left the client (the connection went as it was published), so the
+				// session holds nothing to resend and the gateway never saw it: publish it again.
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
 			// The connection broke with the reading in flight: the session resends it after
 			// the reconnect, with the same packet id. A reading with a device id is published
 			// anew if that takes long (the gateway's dedup keeps one copy); a stamped one
