@@ -291,16 +291,14 @@ func (s *Store) loadMeta(log string) (logMeta, error) {
 		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			g, ok := segmentOf(it.Item(), prefix)
-			if !ok {
-				continue
-			}
+			item := it.Item()
+			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
 			if m.count == 0 {
-				m.first = g.first
+				m.first = seq
 			}
-			m.high = g.last
-			m.count += g.count()
-			m.bytes += g.logicalBytes(log)
+			m.high = seq
+			m.count++
+			m.bytes += entrySize(log, int(item.ValueSize()))
 		}
 		return nil
 	})
