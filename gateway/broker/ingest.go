@@ -158,7 +158,7 @@ func (h *IngestHook) arrive(cl *mqtt.Client, pk *packets.Packet) (staged, buffer
 		Resumed: !cl.Properties.Clean, Keep: keep, Ends: ends,
 	}, now)
 	if !a.At.Equal(now) { // a resend: its readings take the first copy's arrival
-		st = h.stage(SourceMQTT, pk.TopicName, pk.Payload, a.At)
+		st = h.decode(SourceMQTT, pk.TopicName, pk.Payload, a.At)
 	}
 	return st, a
 }
@@ -326,18 +326,34 @@ type staged struct {
 // stage routes and decodes a message that arrived (first) at now and turns its records
 // into entries of the log they go to. It runs on the publisher's goroutine.
 func (h *IngestHook) stage(src Source, topic string, payload []byte, now time.Time) staged {
+	st := h.decode(src, topic, payload, now)
+	h.count(st)
+	return st
+}
+
+// count counts a staged message's outcome: once per message, however often it is staged.
+func (h *IngestHook) count(st staged) {
+	switch st.oc {
+	case OutcomeRefused:
+		h.stats.Malformed.Add(1)
+	case OutcomeDropped:
+		h.stats.Dropped.Add(1)
+	case OutcomeRaw:
+		h.stats.Raw.Add(1)
+	}
+}
+
+// decode is stage without counting: arrive stages a resend again with its first arrival.
+func (h *IngestHook) decode(src Source, topic string, payload []byte, now time.Time) staged {
 	recs, outcome, err := h.router.Load().Decode(topic, payload, now)
 	if err != nil {
-		h.stats.Malformed.Add(1)
 		return staged{oc: OutcomeRefused, err: err}
 	}
 	st := staged{oc: OutcomeStored, log: logs.Raw, recs: recs, now: now}
 	switch outcome {
 	case ingest.Dropped:
-		h.stats.Dropped.Add(1)
 		return staged{oc: OutcomeDropped}
 	case ingest.Raw:
-		h.stats.Raw.Add(1)
 		st.oc = OutcomeRaw
 	}
 	if h.holder != nil {

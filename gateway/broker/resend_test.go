@@ -157,6 +157,9 @@ func TestResendOfAStampedReadingStoredOnce(t *testing.T) {
 			if n := e.store.Stats().Resends.Load(); n != 4 {
 				t.Fatalf("%d resends recognised, want 4", n)
 			}
+			if n := e.hook.Stats().Raw.Load(); n != 2 { // sent and resent, counted once each
+				t.Fatalf("%d raw messages counted, want 2: a resend is staged again, and counted once", n)
+			}
 		})
 	}
 }
