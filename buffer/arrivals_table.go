@@ -217,16 +217,25 @@ func (t *arrivalTable) deliver(ref arrivalRef) {
 	c.recs[i].delivered = true
 	if len(t.delivered) >= 2*t.total+1024 { // mostly records given up or replaced since
 		t.delivered = slices.DeleteFunc(t.delivered, func(r arrivalRef) bool {
-			c := t.clients[r.c]
-			if c == nil {
-				return true
-			}
-			i := c.index(r.seq)
-			return i < 0 || !c.recs[i].delivered
+			_, i := t.heldDelivered(r)
+			return i < 0
 		})
 		t.delivered = slices.Clip(t.delivered) // the next append moves it to a fitting array
 	}
 	t.delivered = append(t.delivered, ref)
+}
+
+// heldDelivered returns the client and index of ref's record if the table still holds it,
+// delivered; else index -1 (given up or replaced since).
+func (t *arrivalTable) heldDelivered(ref arrivalRef) (*clientArrivals, int) {
+	c := t.clients[ref.c]
+	if c == nil {
+		return nil, -1
+	}
+	if i := c.index(ref.seq); i >= 0 && c.recs[i].delivered {
+		return c, i
+	}
+	return c, -1
 }
 
 // index returns the index of c's record of seq, or -1.
@@ -348,11 +357,7 @@ func (t *arrivalTable) evict() {
 		ref := t.delivered[0]
 		t.delivered[0] = arrivalRef{}
 		t.delivered = t.delivered[1:]
-		c := t.clients[ref.c]
-		if c == nil {
-			continue
-		}
-		if i := c.index(ref.seq); i >= 0 && c.recs[i].delivered {
+		if c, i := t.heldDelivered(ref); i >= 0 {
 			c.release(c.recs[i].slot)
 			c.drop(i, i+1)
 			t.resized(c, len(c.recs)+1)
