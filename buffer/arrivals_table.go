@@ -109,7 +109,8 @@ type arrivalTable struct {
 	epoch   int64 // the last epoch given out
 	// delivered lists records in the order they were delivered (Delivered), for evict to
 	// give those up first, whichever client they are of. An entry whose record was given up
-	// or replaced meanwhile is skipped; the list is compacted when it holds twice the table.
+	// or replaced meanwhile is skipped; the list is compacted when it holds 1,024 entries more
+	// than the table has records: at most 20 bytes a record (1.3 MiB at maxArrivals).
 	delivered []arrivalRef
 }
 
@@ -215,7 +216,7 @@ func (t *arrivalTable) deliver(ref arrivalRef) {
 		return
 	}
 	c.recs[i].delivered = true
-	if len(t.delivered) >= 2*t.total+1024 { // mostly records given up or replaced since
+	if len(t.delivered) >= t.total+1024 { // mostly records given up or replaced since
 		t.delivered = slices.DeleteFunc(t.delivered, func(r arrivalRef) bool {
 			_, i := t.heldDelivered(r)
 			return i < 0
