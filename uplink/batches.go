@@ -98,8 +98,8 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 	var bs []*Batch
 	var due time.Time
 	for pos <= last && len(bs) < groupSize {
-		from, floor := u.skipTo(s, pos)
-		b, full, err := u.readFrom(s, pos, from, ^uint64(0), false)
+		from, lo, floor := u.skipTo(s, pos)
+		b, full, err := u.readFrom(s, pos, from, lo, ^uint64(0), false)
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -107,7 +107,7 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 			break
 		}
 		if b.Records == 0 && !full {
-			s.skip = skipped{first: pos, last: b.Last, floor: floor, ok: true}
+			s.skip = skipped{first: pos, lo: b.First, last: b.Last, floor: floor, ok: true}
 		}
 		if !full {
 			if s.seenAt.IsZero() {
@@ -323,10 +323,11 @@ func (u *Uplink) backoff(failures int, err error) time.Duration {
 }
 
 // skipped is a range of a log the head lane has read and found nothing to forward in, while
-// the batch starting there lingers; floor was the log's FirstSeq before that read.
+// the batch starting there lingers: read from first, its entries are lo…last. floor was the
+// log's FirstSeq before that read.
 type skipped struct {
-	first, last, floor uint64
-	ok                 bool // the zero value skips nothing
+	first, lo, last, floor uint64
+	ok                     bool // the zero value skips nothing
 }
 
 // skipTo returns where the head lane's read of a batch starting at pos may begin: after
@@ -334,26 +335,32 @@ type skipped struct {
 // lingered. Every entry is then read once, not at each wake-up until the linger ends (an
 // uplink forwarding only agg/# read each raw reading a thousand times at 2k msg/s). Those
 // entries add nothing but the batch's bounds, so the batch is the one a read from pos
-// gives, unless the disk budget has dropped some of them since: then pos. It also returns
-// the log's FirstSeq, for the skipped range the read may record.
-func (u *Uplink) skipTo(s *stream, pos uint64) (from, floor uint64) {
+// gives, unless the disk budget has dropped some of them since: then pos. When it skips,
+// lo is the first of the skipped entries. It also returns the log's FirstSeq, for the
+// skipped range the read may record.
+func (u *Uplink) skipTo(s *stream, pos uint64) (from, lo, floor uint64) {
 	floor, err := u.store.FirstSeq(s.Log)
 	if err != nil || !s.skip.ok || s.skip.first != pos || s.skip.last < pos || floor > max(pos, s.skip.floor) {
-		return pos, floor
+		return pos, 0, floor
 	}
-	return s.skip.last + 1, s.skip.floor
+	return s.skip.last + 1, s.skip.lo, s.skip.floor
 }
 
-// read builds the batch of s's log starting at first: exactly up to last when exact (a
-// recorded range, rebuilt as it was), else as far as the size limits allow without passing
-// last. full reports that a limit was reached. It returns nil when no entry is in range.
+// read builds the batch of s's log from first: exactly up to last when exact (a recorded
+// range, rebuilt), else as far as the size limits allow without passing last. full reports
+// that a limit was reached. It returns nil when no entry is in range.
+//
+// The batch's range, hence its id (SPEC §3.3), runs from the first entry present to its
+// last: a range rebuilt after the disk budget dropped its head covers, and is named by,
+// what is left of it, and keeps its id only when nothing was dropped. A recorded range with
+// nothing left is an empty batch, never sent, that lets the lanes move past it.
 func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full bool, err error) {
-	return u.readFrom(s, first, first, last, exact)
+	return u.readFrom(s, first, first, 0, last, exact)
 }
 
-// readFrom is read, where the entries [first, from) are known to be present and to hold
-// nothing to forward (skipTo): it reads from from.
-func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *Batch, full bool, err error) {
+// readFrom is read, where the entries lo…from-1 are known to be the ones present from first
+// on, and to hold nothing to forward (skipTo): it reads from from.
+func (u *Uplink) readFrom(s *stream, first, from, lo, last uint64, exact bool) (b *Batch, full bool, err error) {
 	// The records are copied once, straight into the payload after room for the envelope's
 	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
 	head := record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)
@@ -365,6 +372,8 @@ func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *B
 	found := false
 	if from > first {
 		end, found = from-1, true
+	} else {
+		lo = 0
 	}
 	_, err = u.store.Read(s.Log, from, 0, func(seq uint64, v []byte) error {
 		if seq > last {
@@ -374,6 +383,9 @@ func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *B
 		if !exact && found && (len(spans) >= u.batch.MaxRecords || len(buf)+len(v)+3 > int(u.batch.MaxBytes)) {
 			full = true
 			return buffer.ErrStop
+		}
+		if !found {
+			lo = seq
 		}
 		end, found = seq, true
 		if u.selected(s, v) {
@@ -394,14 +406,15 @@ func (u *Uplink) readFrom(s *stream, first, from, last uint64, exact bool) (b *B
 		return nil, full, err
 	}
 	if exact {
-		// A recorded range keeps its bounds even if the disk budget dropped some of its
-		// entries: the id stays the same, the content is what is left.
+		if !found {
+			lo = first // the whole range is gone: an empty batch
+		}
 		end, found = last, true
 	}
 	if !found {
 		return nil, full, nil
 	}
-	b = &Batch{Kind: s.Kind, Log: s.Log, First: first, Last: end, Records: len(spans), Seqs: seqs}
+	b = &Batch{Kind: s.Kind, Log: s.Log, First: lo, Last: end, Records: len(spans), Seqs: seqs}
 	b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
 	copy(buf, record.AppendBatch(head[:0], u.gateway, b.ID, s.Kind, nil)[:len(head)])
 	buf = append(buf, "]}"...)

@@ -161,8 +161,8 @@ func TestUplinkForwardsAggregatesFirst(t *testing.T) {
 	}
 	want := []string{
 		// max_records counts what the filters select; the range covers what they skip.
-		fmt.Sprintf("aggregates 0-3 %v", []string{pane("p1", 1), pane("p1", 3)}),
-		fmt.Sprintf("records 0-2 %v", []string{rec("sensors/a", 1), rec("sensors/b", 2)}),
+		fmt.Sprintf("aggregates 1-3 %v", []string{pane("p1", 1), pane("p1", 3)}),
+		fmt.Sprintf("records 1-2 %v", []string{rec("sensors/a", 1), rec("sensors/b", 2)}),
 		// raw 3 (devices/c) is filtered out: committed without a send.
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -116,7 +116,7 @@ func TestBatchesRespectLimitsAndFilters(t *testing.T) {
 	if c, _ := s.Cursor("raw", "arch"); c != 1251 {
 		t.Errorf("cursor = %d, want 1251 (past the filtered entries too)", c)
 	}
-	if batches[0].Batch != record.BatchID("gw", "arch", "raw", 0, 500) {
+	if batches[0].Batch != record.BatchID("gw", "arch", "raw", 1, 500) {
 		t.Errorf("batch id %s is not BatchID of its range", batches[0].Batch)
 	}
 }
@@ -189,6 +189,79 @@ func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
 	}
 	if c, _ := s.Cursor("raw", "cloud"); c != 31 {
 		t.Errorf("cursor = %d, want 31 (sequence numbers start at 1)", c)
+	}
+}
+
+// TestResentBatchAfterADropHasTheIDOfWhatItHolds: a batch in flight at a stop is rebuilt
+// from its recorded range, but the disk budget may have dropped the head of that range
+// meanwhile. SPEC §3.3: a batch id always names the same records, so the rebuilt batch
+// gets the id of the range it still covers, and a range dropped whole is not sent at all.
+func TestResentBatchAfterADropHasTheIDOfWhatItHolds(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		below uint64 // entries below this sequence number are dropped while the uplink is down
+		want  string // the first batch after the restart: its range, "" when none may be re-sent
+	}{
+		{"head of the range dropped", 4, "4-10"},
+		{"whole range dropped", 11, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t, t.TempDir())
+			fill(t, s, "sensors/a/t", 0, 30)
+			up := testutil.StartUpstream(t)
+			up.Withhold.Store(true)
+			cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, batch: {max_records: 10, linger: 10ms}}`, up.URL()))
+			sink, _ := mqttsink.New(&cfg, "gw", discard)
+			own(t, sink)
+			stop := run(t, uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard))
+			testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(up.Messages()) >= 1 })
+			stop()
+			sink.Close()
+			up.Stop()
+			first, frecs := testutil.DecodeBatch(t, payloads(up)[0])
+			if len(frecs) != 10 || frecs[0].ID != "r000000" {
+				t.Fatalf("first batch: %d records from %s, want entries 1-10", len(frecs), frecs[0].ID)
+			}
+			before := len(up.Messages())
+			if _, err := s.Trim(context.Background(), "raw", tc.below); err != nil {
+				t.Fatal(err)
+			}
+
+			up.Withhold.Store(false)
+			up.Start(t)
+			sink2, _ := mqttsink.New(&cfg, "gw", discard)
+			own(t, sink2)
+			u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
+			u2.MinBackoff = 10 * time.Millisecond
+			run(t, u2)
+			left := 30 - int(tc.below-1)
+			testutil.Eventually(t, 10*time.Second, "the records left acked", func() bool { return u2.Stats().Records.Load() == uint64(left) })
+
+			// Same id, same bytes: over both runs, an id never names two payloads.
+			seen := map[string]string{}
+			for _, p := range payloads(up) {
+				b, _ := testutil.DecodeBatch(t, p)
+				if q, ok := seen[b.Batch]; ok && q != string(p) {
+					t.Errorf("batch %s sent with different records:\n%s\n%s", b.Batch, q, p)
+				}
+				seen[b.Batch] = string(p)
+			}
+			resent, recs := testutil.DecodeBatch(t, payloads(up)[before])
+			if tc.want == "" {
+				if resent.Batch == first.Batch || recs[0].ID != fmt.Sprintf("r%06d", tc.below-1) {
+					t.Errorf("after the restart the first batch is %s starting at %s, want the next range's, from r%06d", resent.Batch, recs[0].ID, tc.below-1)
+				}
+			} else {
+				var lo, hi uint64
+				fmt.Sscanf(tc.want, "%d-%d", &lo, &hi)
+				if want := record.BatchID("gw", "cloud", "raw", lo, hi); resent.Batch != want || len(recs) != int(hi-lo+1) || recs[0].ID != fmt.Sprintf("r%06d", lo-1) {
+					t.Errorf("resent batch %s with %d records from %s, want %s (range %s) with %d from r%06d", resent.Batch, len(recs), recs[0].ID, want, tc.want, hi-lo+1, lo-1)
+				}
+			}
+			if c, _ := s.Cursor("raw", "cloud"); c != 31 {
+				t.Errorf("cursor = %d, want 31", c)
+			}
+		})
 	}
 }
 
