@@ -55,6 +55,8 @@ type Broker struct {
 	mu     sync.Mutex // guards addrs and closed
 	addrs  []string
 	closed bool
+
+	afterServe func() // tests: runs once mochi serves, before the restored sessions are counted
 }
 
 // New builds the broker: capabilities from the limits, hooks (the ingest hook from in and
@@ -201,11 +203,18 @@ func (b *Broker) Start() error {
 		b.Close()
 		return fmt.Errorf("broker: serve: %w", err)
 	}
+	if b.afterServe != nil {
+		b.afterServe()
+	}
+	// mochi serves the listeners before this counts the sessions it restored: CONNECTs
+	// asking for a persistent session wait until then (guard.claim), or the limits would
+	// let in one more per session not yet counted.
 	for _, cl := range b.srv.Clients.GetAll() { // sessions restored from the store
 		if !cl.Net.Inline {
 			b.guard.restore(cl)
 		}
 	}
+	b.guard.restoreDone()
 	if !b.cfg.AllowAnonymous && len(b.cfg.Users) == 0 {
 		b.log.Warn("no broker.users and allow_anonymous is false: no MQTT client can connect (local sensors still work)")
 	}
@@ -311,6 +320,7 @@ func (b *Broker) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	b.guard.creds.close() // before mochi waits for the connections: none may wait for a check
+	b.guard.restoreDone()
 	// mochi closes the listeners and waits for every read goroutine, then calls the ingest
 	// hook's OnStopped, which waits until what they queued is answered (or its connection
 	// is gone) and delivered, while the server still routes to sessions.

@@ -47,6 +47,13 @@ type guard struct {
 	persistN     int                            // their number; guarded by mu
 	saveBindings func(ops []bindingOp)          // writes binding changes (nil without a store)
 
+	// restored is closed once the sessions restored from the store are counted (or the
+	// broker closes): a CONNECT asking for a persistent session waits for it, since mochi
+	// serves its listeners before the broker can count them.
+	restored     chan struct{}
+	restoreOnce  sync.Once
+	waitRestored atomic.Int32 // CONNECTs waiting for restored (tests)
+
 	// Set by the broker: checkPayload decodes a payload as its route would (a will's, at
 	// CONNECT); onWill publishes a will (wills.fire); onConnected learns of a client id
 	// logged in (a delayed will of it is cancelled).
@@ -94,8 +101,13 @@ func newGuard(cfg config.Broker, refusals *Refusals, c clock.Clock, log *slog.Lo
 		queues:   newQueueBook(int64(cfg.MaxQueuedBytesPerSession), int64(cfg.MaxQueuedBytes)),
 		persist:  map[string]map[string]struct{}{},
 		meters:   newMeters(cfg.MaxRatePerClient, 4*cfg.MaxClients),
+		restored: make(chan struct{}),
 	}
 }
+
+// restoreDone lets CONNECTs asking for a persistent session through: the restored
+// sessions are counted, or the broker closes.
+func (g *guard) restoreDone() { g.restoreOnce.Do(func() { close(g.restored) }) }
 
 func (g *guard) ID() string { return "edgegate-guard" }
 

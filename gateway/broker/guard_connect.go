@@ -185,6 +185,16 @@ func (g *guard) claim(cl *mqtt.Client, user string, acc *account, persist bool) 
 			return fmt.Errorf("client id %q is the name of another user", id)
 		}
 	}
+	if persist {
+		// The limits count the sessions restored at start: wait until they are.
+		select {
+		case <-g.restored:
+		default:
+			g.waitRestored.Add(1)
+			<-g.restored
+			g.waitRestored.Add(-1)
+		}
+	}
 	now := g.clock.Now()
 	g.mu.Lock()
 	if old, ok := g.srv.Clients.Get(id); ok && string(old.Properties.Username) != user {
