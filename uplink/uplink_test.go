@@ -149,39 +149,52 @@ func payloads(up *testutil.Upstream) [][]byte {
 	return out
 }
 
-// TestCommitOnlyAfterAckAndResendSameBatch: an upstream receives a batch but never acks
-// it; the uplink stops (as in a crash) without committing; a new uplink on the same store
-// sends the very same batch — same id, same bytes — to a working upstream.
-func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
-	fill(t, s, "sensors/a/t", 0, 30)
+// stopInFlight runs an uplink "cloud" (batches of 10) on s against an upstream that
+// receives but never acknowledges, until the first batch is upstream, then stops it and the
+// upstream as a crash would: its batches stay in flight.
+func stopInFlight(t *testing.T, s *buffer.Store) (*testutil.Upstream, uplink.Config) {
+	t.Helper()
 	up := testutil.StartUpstream(t)
 	up.Withhold.Store(true)
 	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, batch: {max_records: 10, linger: 10ms}}`, up.URL()))
-
 	sink, _ := mqttsink.New(&cfg, "gw", discard)
 	own(t, sink)
-	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
-	stop := run(t, u)
+	stop := run(t, uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard))
 	testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(up.Messages()) >= 1 })
 	stop()
 	sink.Close()
 	up.Stop()
+	return up, cfg
+}
+
+// resume starts a new uplink of cfg on s against up, at the same address, now
+// acknowledging: what up gets from here on is the new uplink's.
+func resume(t *testing.T, s *buffer.Store, up *testutil.Upstream, cfg uplink.Config) *uplink.Uplink {
+	t.Helper()
+	up.Withhold.Store(false)
+	up.Start(t)
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
+	own(t, sink)
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	u.MinBackoff = 10 * time.Millisecond
+	run(t, u)
+	return u
+}
+
+// TestCommitOnlyAfterAckAndResendSameBatch: an upstream receives a batch but never acks
+// it; the uplink stops (as in a crash) without committing; a new uplink on the same store
+// sends the very same batch — same id, same bytes — to a working upstream.
+func TestCommitOnlyAfterAckAndResendSameBatch(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	fill(t, s, "sensors/a/t", 0, 30)
+	up, cfg := stopInFlight(t, s)
 	if c, _ := s.Cursor("raw", "cloud"); c != 0 {
 		t.Fatalf("cursor moved to %d without an ack", c)
 	}
 	before := payloads(up)
 	first := before[0]
 
-	// The same address, now acknowledging: what it gets from here on is the new uplink's.
-	up.Withhold.Store(false)
-	up.Start(t)
-	sink2, _ := mqttsink.New(&cfg, "gw", discard)
-	own(t, sink2)
-	u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
-	u2.MinBackoff = 10 * time.Millisecond
-	run(t, u2)
+	u2 := resume(t, s, up, cfg)
 	testutil.Eventually(t, 10*time.Second, "30 records acked", func() bool { return u2.Stats().Records.Load() == 30 })
 	got := payloads(up)[len(before):]
 	if string(got[0]) != string(first) {
@@ -208,16 +221,7 @@ func TestResentBatchAfterADropHasTheIDOfWhatItHolds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openStore(t, t.TempDir())
 			fill(t, s, "sensors/a/t", 0, 30)
-			up := testutil.StartUpstream(t)
-			up.Withhold.Store(true)
-			cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: %q, batch: {max_records: 10, linger: 10ms}}`, up.URL()))
-			sink, _ := mqttsink.New(&cfg, "gw", discard)
-			own(t, sink)
-			stop := run(t, uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard))
-			testutil.Eventually(t, 10*time.Second, "the first batch upstream", func() bool { return len(up.Messages()) >= 1 })
-			stop()
-			sink.Close()
-			up.Stop()
+			up, cfg := stopInFlight(t, s)
 			first, frecs := testutil.DecodeBatch(t, payloads(up)[0])
 			if len(frecs) != 10 || frecs[0].ID != "r000000" {
 				t.Fatalf("first batch: %d records from %s, want entries 1-10", len(frecs), frecs[0].ID)
@@ -226,14 +230,7 @@ func TestResentBatchAfterADropHasTheIDOfWhatItHolds(t *testing.T) {
 			if _, err := s.Trim(context.Background(), "raw", tc.below); err != nil {
 				t.Fatal(err)
 			}
-
-			up.Withhold.Store(false)
-			up.Start(t)
-			sink2, _ := mqttsink.New(&cfg, "gw", discard)
-			own(t, sink2)
-			u2 := uplink.New(cfg, "gw", "raw", record.KindRecords, sink2, s, clock.Real{}, discard)
-			u2.MinBackoff = 10 * time.Millisecond
-			run(t, u2)
+			u2 := resume(t, s, up, cfg)
 			left := 30 - int(tc.below-1)
 			testutil.Eventually(t, 10*time.Second, "the records left acked", func() bool { return u2.Stats().Records.Load() == uint64(left) })
 

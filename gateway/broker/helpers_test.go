@@ -172,7 +172,11 @@ func (e *env) mapAddrs() {
 
 // restart closes the broker and starts another, with a new ingest hook, on the same store
 // (as a restart of the daemon does); the listeners get new ports.
-func (e *env) restart(t testing.TB) {
+func (e *env) restart(t testing.TB) { e.restartWith(t, nil) }
+
+// restartWith is restart, with prepare (if not nil) called on the new broker before it
+// starts.
+func (e *env) restartWith(t testing.TB, prepare func(b *Broker)) {
 	t.Helper()
 	if err := e.b.Close(); err != nil {
 		t.Fatal(err)
@@ -180,6 +184,9 @@ func (e *env) restart(t testing.TB) {
 	b, err := New(e.cfg, IngestOptions{Ctx: e.ctx, Router: e.router, Store: e.store, Clock: e.clk}, e.log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(b)
 	}
 	e.hook = b.Ingest()
 	if err := b.Start(); err != nil {

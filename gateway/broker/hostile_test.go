@@ -936,39 +936,31 @@ func TestSessionLimitsCountRestoredSessionsFirst(t *testing.T) {
 		}
 		c.Close()
 	}
-	if err := e.b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(e.cfg, IngestOptions{Ctx: e.ctx, Router: e.router, Store: e.store, Clock: e.clk}, e.log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	codes := make(chan byte, 1)
-	b.afterServe = func() {
-		// A third session of dev-1 connects now: it is refused, whenever the broker answers.
-		e.b = b
-		e.mapAddrs()
-		conn := dialFrom(t, "127.0.0.1", e.addr["tcp"])
-		t.Cleanup(func() { conn.Close() })
-		go func() {
-			conn.Write(connect3{clientID: "s3", user: "dev-1", pass: password("dev-1"), persistent: true}.packet())
-			conn.SetReadDeadline(time.Now().Add(time.Minute))
-			var ack [4]byte
-			if _, err := io.ReadFull(conn, ack[:]); err != nil || ack[0] != 0x20 {
-				codes <- 0xff
-				return
+	e.restartWith(t, func(b *Broker) {
+		b.afterServe = func() {
+			// A third session of dev-1 connects now: it is refused, whenever the broker answers.
+			e.b = b
+			e.mapAddrs()
+			conn := dialFrom(t, "127.0.0.1", e.addr["tcp"])
+			t.Cleanup(func() { conn.Close() })
+			go func() {
+				conn.Write(connect3{clientID: "s3", user: "dev-1", pass: password("dev-1"), persistent: true}.packet())
+				conn.SetReadDeadline(time.Now().Add(time.Minute))
+				var ack [4]byte
+				if _, err := io.ReadFull(conn, ack[:]); err != nil || ack[0] != 0x20 {
+					codes <- 0xff
+					return
+				}
+				codes <- ack[3]
+			}()
+			// Until the CONNECT was answered, or waits for the count.
+			for b.guard.waitRestored.Load() == 0 && len(codes) == 0 {
+				time.Sleep(time.Millisecond)
 			}
-			codes <- ack[3]
-		}()
-		// Until the CONNECT was answered, or waits for the count.
-		for b.guard.waitRestored.Load() == 0 && len(codes) == 0 {
-			time.Sleep(time.Millisecond)
 		}
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.hook = b.Ingest()
+	})
+	b := e.b
 	if code := <-codes; code != 0x05 {
 		t.Errorf("a third persistent session of dev-1 while the two stored ones were being counted: CONNACK %#x, want 0x05", code)
 	}
