@@ -16,10 +16,12 @@ import (
 // commit takes a checkpoint at input position next: the window state changed since the
 // last one, then its flip (see state.go): one transaction with the panes, the meta, the
 // cursor and what fits of the window state. The checkpoint is encoded at once and written
-// by a goroutine while the runner reads on (at most one is in flight, and the next waits
-// for it: reap); its panes and late records are published, and its counters shown, once
-// it is durable. A failed write makes the runner reload from the store: it then reads again
-// from the last checkpoint that was written.
+// by a goroutine while the runner reads on. Several may be in flight (maxFlights,
+// maxFlightBytes): each is written once the one before it is, and not at all when that
+// one failed, so the store always holds a prefix of them. Its panes and late records are
+// published, and its counters shown, in order, once it is durable. A failed write makes
+// the runner reload from the store: it then reads again from the last checkpoint that was
+// written.
 //
 // Panes that do not fit in one transaction are not written. When the checkpoint holds one
 // record applied alone (isolated), they are split: the first ones are appended in
@@ -30,8 +32,19 @@ import (
 // other checkpoint whose panes are too large returns a stepTooLargeError: Run retries it in
 // smaller steps. An isolated checkpoint is written before commit returns.
 func (r *Runner) commit(next uint64, isolated bool) error {
-	if err := r.reap(); err != nil {
+	if isolated {
+		// Written before commit returns: after all before it.
+		if err := r.reap(); err != nil {
+			return err
+		}
+	}
+	if err := r.reapLanded(); err != nil {
 		return err
+	}
+	for len(r.flights) >= maxFlights || r.flightBytes >= maxFlightBytes {
+		if err := r.reapOne(); err != nil {
+			return err
+		}
 	}
 	c := r.core
 	gen := r.gen + 1
@@ -74,18 +87,41 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 	c.ClearPanes()
 	r.lastCheckpoint = r.o.Clock.Now()
 	r.sinceCheckpoint = 0
-	r.flight = f
+	f.done = make(chan struct{})
+	f.bytes = cap(f.buf) + cap(f.cbuf)
+	r.flights = append(r.flights, f)
+	r.flightBytes += f.bytes
 	if isolated {
 		f.err = r.write(f)
+		close(f.done)
 		return r.reap()
 	}
-	f.done = make(chan struct{})
+	var prev *flight
+	if n := len(r.flights); n > 1 {
+		prev = r.flights[n-2]
+	}
 	go func() {
 		defer close(f.done)
+		if prev != nil {
+			<-prev.done
+			if prev.err != nil {
+				f.err = fmt.Errorf("pipeline %q: checkpoint not written: the one before it failed", r.spec.Name)
+				return
+			}
+		}
 		f.err = r.write(f)
 	}()
 	return nil
 }
+
+// At most maxFlights checkpoints, holding at most about maxFlightBytes of encoded panes
+// and window state, are in flight: a checkpoint waits for the oldest to land beyond that.
+// A burst of panes (10 000 series whose windows end together) then takes the flips it
+// needs while the runner reads on, in memory bounded by these.
+const (
+	maxFlights     = 32
+	maxFlightBytes = 8 << 20
+)
 
 // flight is a checkpoint encoded, being written or written. Once handed to write, the
 // runner's goroutine touches it only after done (reap).
@@ -100,7 +136,8 @@ type flight struct {
 	last      []PaneSummary
 	counters  Counters
 	wm, open  int64
-	done      chan struct{} // nil: written synchronously
+	bytes     int           // what buf and cbuf hold (maxFlightBytes)
+	done      chan struct{} // closed once written or failed
 	err       error
 }
 
@@ -162,16 +199,39 @@ func (r *Runner) write(f *flight) error {
 	return nil
 }
 
-// reap waits for the checkpoint in flight, if any, and publishes what it made durable.
+// reap waits for every checkpoint in flight and publishes what they made durable, in
+// order. It returns the first failure: the checkpoints after it were not written.
 func (r *Runner) reap() error {
-	f := r.flight
-	if f == nil {
-		return nil
+	var first error
+	for len(r.flights) > 0 {
+		if err := r.reapOne(); err != nil && first == nil {
+			first = err
+		}
 	}
-	if f.done != nil {
-		<-f.done
+	return first
+}
+
+// reapLanded publishes the checkpoints that have landed, oldest first, up to the first
+// one still being written.
+func (r *Runner) reapLanded() error {
+	for r.landed() && len(r.flights) > 0 {
+		if err := r.reapOne(); err != nil {
+			return err
+		}
 	}
-	r.flight = nil
+	return nil
+}
+
+// reapOne waits for the oldest checkpoint in flight and publishes what it made durable.
+func (r *Runner) reapOne() error {
+	f := r.flights[0]
+	<-f.done
+	r.flights[0] = nil
+	r.flights = r.flights[1:]
+	if len(r.flights) == 0 {
+		r.flights = r.flights[:0:0]
+	}
+	r.flightBytes -= f.bytes
 	r.spareBuf, r.spareCbuf = f.buf[:0], f.cbuf[:0]
 	if f.err != nil {
 		return f.err
@@ -195,13 +255,13 @@ func (r *Runner) reap() error {
 	return nil
 }
 
-// landed reports whether the checkpoint in flight, if any, is written (or failed).
+// landed reports whether the oldest checkpoint in flight, if any, is written (or failed).
 func (r *Runner) landed() bool {
-	if r.flight == nil || r.flight.done == nil {
+	if len(r.flights) == 0 {
 		return true
 	}
 	select {
-	case <-r.flight.done:
+	case <-r.flights[0].done:
 		return true
 	default:
 		return false

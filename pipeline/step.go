@@ -79,10 +79,8 @@ func (r *Runner) fire() (full bool) {
 // A step in which processing time changed the state (Tick advanced an idle watermark, or
 // EARLY panes fired) ends with a checkpoint: replay from the cursor could not redo it.
 func (r *Runner) step() (more bool, err error) {
-	if r.landed() {
-		if err := r.reap(); err != nil {
-			return false, err
-		}
+	if err := r.reapLanded(); err != nil {
+		return false, err
 	}
 	c := r.core
 	early0 := c.stats.Panes[Early]
