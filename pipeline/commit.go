@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -147,20 +148,8 @@ type flight struct {
 func (r *Runner) write(f *flight) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, part := range f.chunks {
-		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
-			for _, p := range part {
-				tx.Put(p.key, p.v)
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
-		}
-		if r.afterCheckpointWrite != nil {
-			if err := r.afterCheckpointWrite("state"); err != nil {
-				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-			}
-		}
+	if err := r.writeChunks(ctx, f.chunks); err != nil {
+		return err
 	}
 	st := f.st
 	if head := st.panes[:len(st.panes)-f.with]; len(head) > 0 {
@@ -198,6 +187,46 @@ func (r *Runner) write(f *flight) error {
 	}
 	return nil
 }
+
+// writeChunks writes the window state of a checkpoint that does not go with its flip. The
+// transactions are independent (each window goes to the slot its committed version is not
+// in) and only have to be written before the flip: they are submitted together, at most
+// chunkWriters at once, so that the store takes them in one group commit and one fsync.
+func (r *Runner) writeChunks(ctx context.Context, chunks [][]stateKV) error {
+	if len(chunks) == 0 {
+		return nil
+	}
+	errs := make([]error, len(chunks))
+	sem := make(chan struct{}, chunkWriters)
+	var wg sync.WaitGroup
+	for i, part := range chunks {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+				for _, p := range part {
+					tx.Put(p.key, p.v)
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
+		}
+		if r.afterCheckpointWrite != nil {
+			if err := r.afterCheckpointWrite("state"); err != nil {
+				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// chunkWriters bounds the window-state transactions of a checkpoint submitted at once.
+const chunkWriters = 8
 
 // reap waits for every checkpoint in flight and publishes what they made durable, in
 // order. It returns the first failure: the checkpoints after it were not written.
