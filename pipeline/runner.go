@@ -137,10 +137,13 @@ type Runner struct {
 	flights         []*flight // the checkpoints being written, oldest first (see commit)
 	flightBytes     int       // what they hold
 	keyBuf          []byte
-	lates           [][]byte // too late, published with the next checkpoint
-	latesBytes      int
-	lastWarn        map[string]time.Time
-	output          atomic.Pointer[string] // the output topic; SetOutput changes it while running
+	// cur is the batch of input the runner takes entries from, ahead the next one, being
+	// read, spareBatch one taken, for its buffers (see current).
+	cur, ahead, spareBatch *inBatch
+	lates                  [][]byte // too late, published with the next checkpoint
+	latesBytes             int
+	lastWarn               map[string]time.Time
+	output                 atomic.Pointer[string] // the output topic; SetOutput changes it while running
 
 	lastMu sync.Mutex // guards last
 	last   []PaneSummary
@@ -242,6 +245,7 @@ func (r *Runner) Stats() *RunnerStats { return &r.stats }
 // Run processes the input log until ctx ends. A failed commit is retried after reloading
 // the state from the store; only a failure to read the store ends Run with an error.
 func (r *Runner) Run(ctx context.Context) error {
+	defer r.dropReadAhead()
 	if err := r.load(); err != nil {
 		return err
 	}
