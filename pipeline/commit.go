@@ -89,7 +89,7 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 	r.lastCheckpoint = r.o.Clock.Now()
 	r.sinceCheckpoint = 0
 	f.done = make(chan struct{})
-	f.bytes = cap(f.buf) + cap(f.cbuf)
+	f.bytes = f.size()
 	r.flights = append(r.flights, f)
 	r.flightBytes += f.bytes
 	if isolated {
@@ -124,6 +124,26 @@ const (
 	maxFlightBytes = 8 << 20
 )
 
+// size is about what f holds in memory: its buffers and its window keys.
+func (f *flight) size() int {
+	n := cap(f.buf) + cap(f.cbuf)
+	keys := func(kvs []stateKV) {
+		for _, kv := range kvs {
+			n += len(kv.key) + 40 // the key, and the stateKV with the string's header
+		}
+	}
+	for _, c := range f.chunks {
+		keys(c)
+	}
+	keys(f.fw.puts)
+	for _, ks := range [][]string{f.fw.dels, f.fw.purge} {
+		for _, k := range ks {
+			n += len(k) + 16
+		}
+	}
+	return n
+}
+
 // flight is a checkpoint encoded, being written or written. Once handed to write, the
 // runner's goroutine touches it only after done (reap).
 type flight struct {
@@ -137,7 +157,7 @@ type flight struct {
 	last      []PaneSummary
 	counters  Counters
 	wm, open  int64
-	bytes     int           // what buf and cbuf hold (maxFlightBytes)
+	bytes     int           // size(), for maxFlightBytes
 	done      chan struct{} // closed once written or failed
 	err       error
 }

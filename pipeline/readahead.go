@@ -4,6 +4,8 @@
 
 package pipeline
 
+import "github.com/edgegate/edgegate/buffer"
+
 // inBatch is a batch of input entries read from the store from position from, copied out
 // of it.
 type inBatch struct {
@@ -36,16 +38,21 @@ func (r *Runner) fetch(b *inBatch, from uint64, limit int) {
 	if b.err != nil {
 		return
 	}
-	n := 0
 	_, b.err = r.o.Store.Read(r.o.Input, from, limit, func(seq uint64, v []byte) error {
 		off := len(b.slab)
 		b.slab = append(b.slab, v...)
 		b.ents = append(b.ents, inEntry{seq: seq, off: off, end: len(b.slab)})
-		n++
+		if len(b.slab) >= batchBytes {
+			return buffer.ErrStop // this entry is in the batch; the next starts after it
+		}
 		return nil
 	})
-	b.full = n == limit
+	b.full = len(b.ents) == limit || len(b.slab) >= batchBytes
 }
+
+// batchBytes bounds the stored bytes a batch holds (besides its last entry): two batches,
+// the one taken and the one read ahead, hold about 2 MiB of input at most.
+const batchBytes = 1 << 20
 
 // newBatch returns an empty batch, reusing the buffers of one taken.
 func (r *Runner) newBatch() *inBatch {
@@ -87,6 +94,7 @@ func (r *Runner) current() (*inBatch, error) {
 		}
 	}
 	r.cur = b
+	r.batchHigh = max(r.batchHigh, len(b.slab))
 	// Skip what the runner went past (an entry applied alone, see commitAlone).
 	for b.i < len(b.ents) && b.ents[b.i].seq < r.pos {
 		b.i++

@@ -140,6 +140,7 @@ type Runner struct {
 	// cur is the batch of input the runner takes entries from, ahead the next one, being
 	// read, spareBatch one taken, for its buffers (see current).
 	cur, ahead, spareBatch *inBatch
+	batchHigh              int      // the most bytes of input a batch held (tests)
 	lates                  [][]byte // too late, published with the next checkpoint
 	latesBytes             int
 	lastWarn               map[string]time.Time
