@@ -271,3 +271,57 @@ func TestRunnerCrashRestartSessions(t *testing.T) {
 		t.Fatal("no failure injected: the test tests less than it says")
 	}
 }
+
+// TestRunnerCheckpointsQueuedBehindAFailure: while the runner reads a backlog, several
+// checkpoints are in flight; the write of one fails before its flip, with more queued
+// behind it. Those are not written (the store keeps a prefix of the checkpoints), the
+// runner reloads from the last one written, and the aggregate log is exactly the replay's.
+func TestRunnerCheckpointsQueuedBehindAFailure(t *testing.T) {
+	spec := runnerSpec()
+	const series = 200
+	var ins []Input
+	for round := range 11 { // every 3 s: windows [0, 10 s) and [10 s, 20 s) fire
+		for i := range series {
+			ins = append(ins, Input{Topic: "t", Series: fmt.Sprintf("s%03d", i), TS: sec(float64(3 * round)), Value: longValue(i + round)})
+		}
+	}
+	recs := recordsJSON(ins)
+	s := openStore(t, t.TempDir())
+	appendRaw(t, s, recs) // a backlog: the runner reads on while its checkpoints are written
+	const every = 50
+	o := RunnerOptions{Store: s, Input: "raw", Clock: clock.Real{}, CheckpointInterval: time.Hour,
+		MaxStepRecords: 10, MaxStepOps: 8, CheckpointRecords: every}
+	r, err := NewRunner(spec, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.MinBackoff, r.MaxBackoff = time.Millisecond, time.Millisecond
+	var failed, ahead bool // the flights' goroutines run one after another
+	r.afterCheckpointWrite = func(stage string) error {
+		if stage != "state" || failed {
+			return nil
+		}
+		// The first checkpoint, at about every records: hold it until the runner has read
+		// on by a few more, then fail it.
+		failed = true
+		deadline := time.Now().Add(20 * time.Second)
+		for r.read.Load() < 4*every && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		ahead = r.read.Load() >= 4*every
+		return errors.New("crash")
+	}
+	h := runRunner(t, r)
+	waitAll(t, h, len(recs))
+	h.stop(t)
+	if !ahead {
+		t.Fatal("the runner did not read on while a checkpoint was written: the test tests less than it says")
+	}
+	if r.Stats().Errors.Load() == 0 {
+		t.Fatal("no checkpoint failed")
+	}
+	got, want := panesByID(t, aggLog(t, s)), replayPanes(t, spec, recs)
+	if len(want) != 2*series || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("aggregate log: %d panes, replay %d", len(got), len(want))
+	}
+}

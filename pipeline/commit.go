@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -16,10 +17,12 @@ import (
 // commit takes a checkpoint at input position next: the window state changed since the
 // last one, then its flip (see state.go): one transaction with the panes, the meta, the
 // cursor and what fits of the window state. The checkpoint is encoded at once and written
-// by a goroutine while the runner reads on (at most one is in flight, and the next waits
-// for it: reap); its panes and late records are published, and its counters shown, once
-// it is durable. A failed write makes the runner reload from the store: it then reads again
-// from the last checkpoint that was written.
+// by a goroutine while the runner reads on. Several may be in flight (maxFlights,
+// maxFlightBytes): each is written once the one before it is, and not at all when that
+// one failed, so the store always holds a prefix of them. Its panes and late records are
+// published, and its counters shown, in order, once it is durable. A failed write makes
+// the runner reload from the store: it then reads again from the last checkpoint that was
+// written.
 //
 // Panes that do not fit in one transaction are not written. When the checkpoint holds one
 // record applied alone (isolated), they are split: the first ones are appended in
@@ -30,8 +33,19 @@ import (
 // other checkpoint whose panes are too large returns a stepTooLargeError: Run retries it in
 // smaller steps. An isolated checkpoint is written before commit returns.
 func (r *Runner) commit(next uint64, isolated bool) error {
-	if err := r.reap(); err != nil {
+	if isolated {
+		// Written before commit returns: after all before it.
+		if err := r.reap(); err != nil {
+			return err
+		}
+	}
+	if err := r.reapLanded(); err != nil {
 		return err
+	}
+	for len(r.flights) >= maxFlights || r.flightBytes >= maxFlightBytes {
+		if err := r.reapOne(); err != nil {
+			return err
+		}
 	}
 	c := r.core
 	gen := r.gen + 1
@@ -74,17 +88,60 @@ func (r *Runner) commit(next uint64, isolated bool) error {
 	c.ClearPanes()
 	r.lastCheckpoint = r.o.Clock.Now()
 	r.sinceCheckpoint = 0
-	r.flight = f
+	f.done = make(chan struct{})
+	f.bytes = f.size()
+	r.flights = append(r.flights, f)
+	r.flightBytes += f.bytes
 	if isolated {
 		f.err = r.write(f)
+		close(f.done)
 		return r.reap()
 	}
-	f.done = make(chan struct{})
+	var prev *flight
+	if n := len(r.flights); n > 1 {
+		prev = r.flights[n-2]
+	}
 	go func() {
 		defer close(f.done)
+		if prev != nil {
+			<-prev.done
+			if prev.err != nil {
+				f.err = fmt.Errorf("pipeline %q: checkpoint not written: the one before it failed", r.spec.Name)
+				return
+			}
+		}
 		f.err = r.write(f)
 	}()
 	return nil
+}
+
+// At most maxFlights checkpoints, holding at most about maxFlightBytes of encoded panes
+// and window state, are in flight: a checkpoint waits for the oldest to land beyond that.
+// A burst of panes (10 000 series whose windows end together) then takes the flips it
+// needs while the runner reads on, in memory bounded by these.
+const (
+	maxFlights     = 32
+	maxFlightBytes = 8 << 20
+)
+
+// size is about what f holds in memory: its buffers and its window keys.
+func (f *flight) size() int {
+	n := cap(f.buf) + cap(f.cbuf)
+	keys := func(kvs []stateKV) {
+		for _, kv := range kvs {
+			n += len(kv.key) + 40 // the key, and the stateKV with the string's header
+		}
+	}
+	for _, c := range f.chunks {
+		keys(c)
+	}
+	keys(f.fw.puts)
+	for _, ks := range [][]string{f.fw.dels, f.fw.purge} {
+		for _, k := range ks {
+			n += len(k) + 16
+		}
+	}
+	return n
 }
 
 // flight is a checkpoint encoded, being written or written. Once handed to write, the
@@ -100,7 +157,8 @@ type flight struct {
 	last      []PaneSummary
 	counters  Counters
 	wm, open  int64
-	done      chan struct{} // nil: written synchronously
+	bytes     int           // size(), for maxFlightBytes
+	done      chan struct{} // closed once written or failed
 	err       error
 }
 
@@ -110,20 +168,8 @@ type flight struct {
 func (r *Runner) write(f *flight) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, part := range f.chunks {
-		err := r.o.Store.Update(ctx, func(tx *buffer.Tx) {
-			for _, p := range part {
-				tx.Put(p.key, p.v)
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
-		}
-		if r.afterCheckpointWrite != nil {
-			if err := r.afterCheckpointWrite("state"); err != nil {
-				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
-			}
-		}
+	if err := r.writeChunks(ctx, f.chunks); err != nil {
+		return err
 	}
 	st := f.st
 	if head := st.panes[:len(st.panes)-f.with]; len(head) > 0 {
@@ -162,16 +208,79 @@ func (r *Runner) write(f *flight) error {
 	return nil
 }
 
-// reap waits for the checkpoint in flight, if any, and publishes what it made durable.
-func (r *Runner) reap() error {
-	f := r.flight
-	if f == nil {
+// writeChunks writes the window state of a checkpoint that does not go with its flip. The
+// transactions are independent (each window goes to the slot its committed version is not
+// in) and only have to be written before the flip: they are submitted together, at most
+// chunkWriters at once, so that the store takes them in one group commit and one fsync.
+func (r *Runner) writeChunks(ctx context.Context, chunks [][]stateKV) error {
+	if len(chunks) == 0 {
 		return nil
 	}
-	if f.done != nil {
-		<-f.done
+	errs := make([]error, len(chunks))
+	sem := make(chan struct{}, chunkWriters)
+	var wg sync.WaitGroup
+	for i, part := range chunks {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = r.o.Store.Update(ctx, func(tx *buffer.Tx) {
+				for _, p := range part {
+					tx.Put(p.key, p.v)
+				}
+			})
+		}()
 	}
-	r.flight = nil
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("pipeline %q: commit step: window state: %w", r.spec.Name, err)
+		}
+		if r.afterCheckpointWrite != nil {
+			if err := r.afterCheckpointWrite("state"); err != nil {
+				return fmt.Errorf("pipeline %q: commit step: %w", r.spec.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// chunkWriters bounds the window-state transactions of a checkpoint submitted at once.
+const chunkWriters = 8
+
+// reap waits for every checkpoint in flight and publishes what they made durable, in
+// order. It returns the first failure: the checkpoints after it were not written.
+func (r *Runner) reap() error {
+	var first error
+	for len(r.flights) > 0 {
+		if err := r.reapOne(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// reapLanded publishes the checkpoints that have landed, oldest first, up to the first
+// one still being written.
+func (r *Runner) reapLanded() error {
+	for r.landed() && len(r.flights) > 0 {
+		if err := r.reapOne(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reapOne waits for the oldest checkpoint in flight and publishes what it made durable.
+func (r *Runner) reapOne() error {
+	f := r.flights[0]
+	<-f.done
+	r.flights[0] = nil
+	r.flights = r.flights[1:]
+	if len(r.flights) == 0 {
+		r.flights = r.flights[:0:0]
+	}
+	r.flightBytes -= f.bytes
 	r.spareBuf, r.spareCbuf = f.buf[:0], f.cbuf[:0]
 	if f.err != nil {
 		return f.err
@@ -195,13 +304,13 @@ func (r *Runner) reap() error {
 	return nil
 }
 
-// landed reports whether the checkpoint in flight, if any, is written (or failed).
+// landed reports whether the oldest checkpoint in flight, if any, is written (or failed).
 func (r *Runner) landed() bool {
-	if r.flight == nil || r.flight.done == nil {
+	if len(r.flights) == 0 {
 		return true
 	}
 	select {
-	case <-r.flight.done:
+	case <-r.flights[0].done:
 		return true
 	default:
 		return false

@@ -15,6 +15,7 @@ import (
 // checkpoint that never flipped wrote, and what a flipped one dropped but did not delete
 // yet (see state.go).
 func (r *Runner) load() error {
+	r.dropReadAhead() // read for the position the runner leaves
 	c, err := NewCore(r.spec)
 	if err != nil {
 		return err

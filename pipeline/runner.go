@@ -134,12 +134,17 @@ type Runner struct {
 	buf, cbuf       []byte // a checkpoint's panes and meta, its window values
 	spareBuf        []byte // the buffers of the last checkpoint written, for the next
 	spareCbuf       []byte
-	flight          *flight // the checkpoint being written (see commit)
+	flights         []*flight // the checkpoints being written, oldest first (see commit)
+	flightBytes     int       // what they hold
 	keyBuf          []byte
-	lates           [][]byte // too late, published with the next checkpoint
-	latesBytes      int
-	lastWarn        map[string]time.Time
-	output          atomic.Pointer[string] // the output topic; SetOutput changes it while running
+	// cur is the batch of input the runner takes entries from, ahead the next one, being
+	// read, spareBatch one taken, for its buffers (see current).
+	cur, ahead, spareBatch *inBatch
+	batchHigh              int      // the most bytes of input a batch held (tests)
+	lates                  [][]byte // too late, published with the next checkpoint
+	latesBytes             int
+	lastWarn               map[string]time.Time
+	output                 atomic.Pointer[string] // the output topic; SetOutput changes it while running
 
 	lastMu sync.Mutex // guards last
 	last   []PaneSummary
@@ -241,6 +246,7 @@ func (r *Runner) Stats() *RunnerStats { return &r.stats }
 // Run processes the input log until ctx ends. A failed commit is retried after reloading
 // the state from the store; only a failure to read the store ends Run with an error.
 func (r *Runner) Run(ctx context.Context) error {
+	defer r.dropReadAhead()
 	if err := r.load(); err != nil {
 		return err
 	}
@@ -298,7 +304,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// settle waits for the checkpoint in flight, if any, before the runner reloads or ends: a
+// settle waits for the checkpoints in flight, if any, before the runner reloads or ends: a
 // failure of it is of no more consequence than the one being handled.
 func (r *Runner) settle() {
 	if err := r.reap(); err != nil {
@@ -355,8 +361,8 @@ func (r *Runner) wait(ctx context.Context) error {
 	woke := make(chan error, 1)
 	go func() { woke <- r.o.Store.Wait(wctx, r.o.Input, after) }()
 	var landed chan struct{} // a checkpoint written: publish it (step reaps it)
-	if r.flight != nil {
-		landed = r.flight.done
+	if len(r.flights) > 0 {
+		landed = r.flights[0].done
 	}
 	select {
 	case <-landed:

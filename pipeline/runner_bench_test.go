@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,9 @@ import (
 //     committing state, panes and cursor per checkpoint (DESIGN invariant 3);
 //   - runner/core and runner/parse: its ratio to the first two (issue 20's goal is
 //     runner/parse ≥ 0.3);
+//   - runner_cpu_µs/ev: the process's CPU time (user and system, all goroutines: the
+//     runner's, its checkpoint writes, the store's writer and compactions) while the runner
+//     runs, per record: what the runner costs besides how fast it goes on a shared machine;
 //   - append_ev/s: appending the same records to the raw log, 1000 per call (the store's
 //     own write rate, for scale: the runner writes about one window state per record).
 func BenchmarkRunnerVsCore(b *testing.B) {
@@ -35,7 +39,7 @@ func BenchmarkRunnerVsCore(b *testing.B) {
 		recs[i] = r.AppendJSON(nil)
 	}
 	spec := benchSpec()
-	var coreD, parseD, runD, appendD time.Duration
+	var coreD, parseD, runD, appendD, runCPU time.Duration
 	for it := 0; it < b.N; it++ {
 		// The core alone.
 		c, _ := NewCore(spec)
@@ -87,11 +91,13 @@ func BenchmarkRunnerVsCore(b *testing.B) {
 		done := make(chan error, 1)
 		b.StartTimer()
 		t0 = time.Now()
+		cpu0 := processCPU(b)
 		go func() { done <- r.Run(ctx) }()
 		for r.Stats().Position.Load() <= n {
 			time.Sleep(time.Millisecond)
 		}
 		runD += time.Since(t0)
+		runCPU += processCPU(b) - cpu0
 		b.StopTimer()
 		cancel()
 		if err := <-done; err != nil {
@@ -111,4 +117,14 @@ func BenchmarkRunnerVsCore(b *testing.B) {
 	b.ReportMetric(coreD.Seconds()/runD.Seconds(), "runner/core")
 	b.ReportMetric(parseD.Seconds()/runD.Seconds(), "runner/parse")
 	b.ReportMetric(rate(appendD), "append_ev/s")
+	b.ReportMetric(runCPU.Seconds()*1e6/float64(n*b.N), "runner_cpu_µs/ev")
+}
+
+// processCPU is the CPU time the process has used so far, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -79,10 +79,8 @@ func (r *Runner) fire() (full bool) {
 // A step in which processing time changed the state (Tick advanced an idle watermark, or
 // EARLY panes fired) ends with a checkpoint: replay from the cursor could not redo it.
 func (r *Runner) step() (more bool, err error) {
-	if r.landed() {
-		if err := r.reap(); err != nil {
-			return false, err
-		}
+	if err := r.reapLanded(); err != nil {
+		return false, err
 	}
 	c := r.core
 	early0 := c.stats.Panes[Early]
@@ -141,30 +139,43 @@ type stepState struct {
 	aloneSeq uint64
 }
 
-// readStep reads the step's input from r.pos, at most stepRecords entries, taking each
-// (take) until one stops the step. A step that reads to the end of the log is caught up:
-// its position goes past the end, over what was trimmed.
+// readStep takes the step's input from r.pos, at most stepRecords entries, each (take)
+// until one stops the step. The entries come from batches read ahead (see current); a
+// step that takes a batch read to the end of the log is caught up: its position goes past
+// the end as of that read, over what was trimmed.
 func (r *Runner) readStep(s *stepState) error {
-	last, err := r.o.Store.LastSeq(r.o.Input)
+	b, err := r.current()
 	if err != nil {
 		return err
 	}
 	var in Input
-	_, err = r.o.Store.Read(r.o.Input, r.pos, r.stepRecords(), func(seq uint64, v []byte) error {
-		return r.take(s, &in, seq, v)
-	})
-	if err != nil {
-		return err
-	}
-	if s.n == r.stepRecords() {
-		s.stopped = true
-	}
-	if !s.stopped {
-		if s.next <= last {
-			s.next = last + 1 // the rest of the range was trimmed: nothing to read there
+	limit := r.stepRecords()
+	for b.i < len(b.ents) {
+		if s.n == limit {
+			s.stopped = true
+			break
 		}
-		s.caughtUp = true
+		e := b.ents[b.i]
+		if err := r.take(s, &in, e.seq, b.value(e)); err != nil {
+			break // buffer.ErrStop: the step stops at or before e
+		}
+		b.i++
 	}
+	for b.i < len(b.ents) && b.ents[b.i].seq < s.next {
+		b.i++ // taken by setAside
+	}
+	b.pos = max(b.pos, s.next)
+	if s.stopped || b.i < len(b.ents) {
+		return nil
+	}
+	if b.full {
+		s.stopped = true // more to read
+		return nil
+	}
+	if s.next <= b.last {
+		s.next = b.last + 1 // the rest of the range was trimmed: nothing to read there
+	}
+	s.caughtUp = true
 	return nil
 }
 
