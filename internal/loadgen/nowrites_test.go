@@ -27,7 +27,8 @@ import (
 // sync: always). With sync: 10ms it also loads the normal daemon's no-op topic (through
 // the broker and hook, stored nowhere) at 100 publishers: noop-ratio = normal ÷ no-op
 // (target ≥ 0.8). Each sub-benchmark reports the median and range of its rounds' ratios
-// and the median msg/s of each side; every round is logged.
+// and the median msg/s of each side, and of each daemon's CPU time (utime+stime) and
+// fsyncs per message during its loads; every round is logged.
 //
 // LOADGEN_ROUNDS (default 5), LOADGEN_MESSAGES (per load, default 20000), LOADGEN_SYNCS
 // (default "always,10ms"), LOADGEN_NOWRITES_BIN (a test binary of this package built with
@@ -58,7 +59,8 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 		// a load uses the first n of them.
 		normal := startDaemon(b, self, "normal", sync)
 		base := startDaemon(b, nowrites, "nowrites", sync)
-		type side struct{ normal, nowrites, noop []float64 }
+		// Per round: msg/s, and the daemon's CPU µs and fsyncs per message during the load.
+		type side struct{ normal, nowrites, noop, cpuNormal, cpuNowrites, fsNormal, fsNowrites []float64 }
 		got := map[int]*side{}
 		for _, n := range pubs {
 			got[n] = &side{}
@@ -67,23 +69,37 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 			for _, n := range pubs {
 				s := got[n]
 				cfg := loadgen.Config{Publishers: n, Window: 20, Messages: msgs, Topic: durableTopic}
-				load := func(d *daemon, topic func(int) string) float64 {
+				load := func(d *daemon, topic func(int) string) (rate, cpu, fsyncs float64) {
 					c := cfg
 					c.Topic = topic
-					return run(b, d.set[:n], c).Throughput()
+					cpu0, fs0 := procCPU(b, d.cmd.Process.Pid), metric(b, d.ops, "edgegate_buffer_fsyncs_total")
+					res := run(b, d.set[:n], c)
+					cpu = float64(procCPU(b, d.cmd.Process.Pid)-cpu0) / 1e3 / float64(res.Acked)
+					fsyncs = (metric(b, d.ops, "edgegate_buffer_fsyncs_total") - fs0) / float64(res.Acked)
+					return res.Throughput(), cpu, fsyncs
+				}
+				loadNormal := func() {
+					r, c, f := load(normal, durableTopic)
+					s.normal, s.cpuNormal, s.fsNormal = append(s.normal, r), append(s.cpuNormal, c), append(s.fsNormal, f)
+				}
+				loadNowrites := func() {
+					r, c, f := load(base, durableTopic)
+					s.nowrites, s.cpuNowrites, s.fsNowrites = append(s.nowrites, r), append(s.cpuNowrites, c), append(s.fsNowrites, f)
 				}
 				// Swapped every round so that neither build gets the warmer machine.
 				if round%2 == 0 {
-					s.normal = append(s.normal, load(normal, durableTopic))
-					s.nowrites = append(s.nowrites, load(base, durableTopic))
+					loadNormal()
+					loadNowrites()
 				} else {
-					s.nowrites = append(s.nowrites, load(base, durableTopic))
-					s.normal = append(s.normal, load(normal, durableTopic))
+					loadNowrites()
+					loadNormal()
 				}
-				line := fmt.Sprintf("sync=%s publishers=%d round %d: normal %.0f nowrites %.0f msg/s ratio %.3f",
-					sync, n, round+1, s.normal[round], s.nowrites[round], s.normal[round]/s.nowrites[round])
+				line := fmt.Sprintf("sync=%s publishers=%d round %d: normal %.0f nowrites %.0f msg/s ratio %.3f; cpu-µs/msg %.1f / %.1f; fsyncs/msg %.4f / %.4f",
+					sync, n, round+1, s.normal[round], s.nowrites[round], s.normal[round]/s.nowrites[round],
+					s.cpuNormal[round], s.cpuNowrites[round], s.fsNormal[round], s.fsNowrites[round])
 				if sync != "always" && n == 100 {
-					s.noop = append(s.noop, load(normal, noopTopic))
+					r, _, _ := load(normal, noopTopic)
+					s.noop = append(s.noop, r)
 					line += fmt.Sprintf(" noop %.0f msg/s noop-ratio %.3f", s.noop[round], s.normal[round]/s.noop[round])
 				}
 				b.Log(line)
@@ -101,6 +117,10 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 				b.ReportMetric(median(s.normal), "normal-msg/s")
 				b.ReportMetric(median(s.nowrites), "nowrites-msg/s")
 				b.ReportMetric(median(ratios), "ratio")
+				b.ReportMetric(median(s.cpuNormal), "normal-cpu-µs/msg")
+				b.ReportMetric(median(s.cpuNowrites), "nowrites-cpu-µs/msg")
+				b.ReportMetric(median(s.fsNormal), "normal-fsyncs/msg")
+				b.ReportMetric(median(s.fsNowrites), "nowrites-fsyncs/msg")
 				b.ReportMetric(slices.Min(ratios), "ratio-min")
 				b.ReportMetric(slices.Max(ratios), "ratio-max")
 				if len(s.noop) > 0 {
@@ -122,6 +142,7 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 // daemon is a gateway process under load, with 100 publishers connected.
 type daemon struct {
 	cmd     *exec.Cmd
+	ops     string // its ops server: /metrics
 	set     []paho.Client
 	stopped bool
 }
@@ -131,7 +152,8 @@ type daemon struct {
 func startDaemon(b *testing.B, bin, build, sync string) *daemon {
 	dir := b.TempDir()
 	addr := testutil.FreeAddr(b)
-	cfg := writeConfig(b, dir, addr, sync, testutil.FreeAddr(b)) // daemonChild serves ops
+	ops := testutil.FreeAddr(b)
+	cfg := writeConfig(b, dir, addr, sync, ops)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "LOADGEN_DAEMON="+cfg, "LOADGEN_CPUPROFILE=", "EDGEGATE_BENCHMARK_NOWRITES=")
 	if build == "nowrites" {
@@ -144,9 +166,10 @@ func startDaemon(b *testing.B, bin, build, sync string) *daemon {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	d := &daemon{cmd: cmd}
+	d := &daemon{cmd: cmd, ops: ops}
 	b.Cleanup(d.stop)
 	d.set = connect(b, addr, 100)
+	waitOps(b, ops)
 	return d
 }
 
