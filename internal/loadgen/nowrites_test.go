@@ -28,7 +28,7 @@ import (
 // the broker and hook, stored nowhere) at 100 publishers: noop-ratio = normal ÷ no-op
 // (target ≥ 0.8). Each sub-benchmark reports the median and range of its rounds' ratios
 // and the median msg/s of each side, and of each daemon's CPU time (utime+stime) and
-// fsyncs per message during its loads; every round is logged.
+// fsyncs per message during its loads and its mean fsync; every round is logged.
 //
 // LOADGEN_ROUNDS (default 5), LOADGEN_MESSAGES (per load, default 20000), LOADGEN_SYNCS
 // (default "always,10ms"), LOADGEN_NOWRITES_BIN (a test binary of this package built with
@@ -60,7 +60,12 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 		normal := startDaemon(b, self, "normal", sync)
 		base := startDaemon(b, nowrites, "nowrites", sync)
 		// Per round: msg/s, and the daemon's CPU µs and fsyncs per message during the load.
-		type side struct{ normal, nowrites, noop, cpuNormal, cpuNowrites, fsNormal, fsNowrites []float64 }
+		// and the mean fsync in ms.
+		type side struct {
+			normal, nowrites, noop                     []float64
+			cpuNormal, cpuNowrites                     []float64
+			fsNormal, fsNowrites, msNormal, msNowrites []float64
+		}
 		got := map[int]*side{}
 		for _, n := range pubs {
 			got[n] = &side{}
@@ -69,22 +74,26 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 			for _, n := range pubs {
 				s := got[n]
 				cfg := loadgen.Config{Publishers: n, Window: 20, Messages: msgs, Topic: durableTopic}
-				load := func(d *daemon, topic func(int) string) (rate, cpu, fsyncs float64) {
+				load := func(d *daemon, topic func(int) string) (rate, cpu, fsyncs, ms float64) {
 					c := cfg
 					c.Topic = topic
-					cpu0, fs0 := procCPU(b, d.cmd.Process.Pid), metric(b, d.ops, "edgegate_buffer_fsyncs_total")
+					cpu0 := procCPU(b, d.cmd.Process.Pid)
+					fs0, sec0 := metric(b, d.ops, "edgegate_buffer_fsyncs_total"), metric(b, d.ops, "edgegate_buffer_fsync_seconds_total")
 					res := run(b, d.set[:n], c)
 					cpu = float64(procCPU(b, d.cmd.Process.Pid)-cpu0) / 1e3 / float64(res.Acked)
-					fsyncs = (metric(b, d.ops, "edgegate_buffer_fsyncs_total") - fs0) / float64(res.Acked)
-					return res.Throughput(), cpu, fsyncs
+					fs := metric(b, d.ops, "edgegate_buffer_fsyncs_total") - fs0
+					sec := metric(b, d.ops, "edgegate_buffer_fsync_seconds_total") - sec0
+					return res.Throughput(), cpu, fs / float64(res.Acked), sec * 1e3 / max(fs, 1)
 				}
 				loadNormal := func() {
-					r, c, f := load(normal, durableTopic)
-					s.normal, s.cpuNormal, s.fsNormal = append(s.normal, r), append(s.cpuNormal, c), append(s.fsNormal, f)
+					r, c, f, m := load(normal, durableTopic)
+					s.normal, s.cpuNormal = append(s.normal, r), append(s.cpuNormal, c)
+					s.fsNormal, s.msNormal = append(s.fsNormal, f), append(s.msNormal, m)
 				}
 				loadNowrites := func() {
-					r, c, f := load(base, durableTopic)
-					s.nowrites, s.cpuNowrites, s.fsNowrites = append(s.nowrites, r), append(s.cpuNowrites, c), append(s.fsNowrites, f)
+					r, c, f, m := load(base, durableTopic)
+					s.nowrites, s.cpuNowrites = append(s.nowrites, r), append(s.cpuNowrites, c)
+					s.fsNowrites, s.msNowrites = append(s.fsNowrites, f), append(s.msNowrites, m)
 				}
 				// Swapped every round so that neither build gets the warmer machine.
 				if round%2 == 0 {
@@ -94,11 +103,11 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 					loadNowrites()
 					loadNormal()
 				}
-				line := fmt.Sprintf("sync=%s publishers=%d round %d: normal %.0f nowrites %.0f msg/s ratio %.3f; cpu-µs/msg %.1f / %.1f; fsyncs/msg %.4f / %.4f",
+				line := fmt.Sprintf("sync=%s publishers=%d round %d: normal %.0f nowrites %.0f msg/s ratio %.3f; cpu-µs/msg %.1f / %.1f; fsyncs/msg %.4f / %.4f; fsync %.2f / %.2f ms",
 					sync, n, round+1, s.normal[round], s.nowrites[round], s.normal[round]/s.nowrites[round],
-					s.cpuNormal[round], s.cpuNowrites[round], s.fsNormal[round], s.fsNowrites[round])
+					s.cpuNormal[round], s.cpuNowrites[round], s.fsNormal[round], s.fsNowrites[round], s.msNormal[round], s.msNowrites[round])
 				if sync != "always" && n == 100 {
-					r, _, _ := load(normal, noopTopic)
+					r, _, _, _ := load(normal, noopTopic)
 					s.noop = append(s.noop, r)
 					line += fmt.Sprintf(" noop %.0f msg/s noop-ratio %.3f", s.noop[round], s.normal[round]/s.noop[round])
 				}
@@ -121,6 +130,8 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 				b.ReportMetric(median(s.cpuNowrites), "nowrites-cpu-µs/msg")
 				b.ReportMetric(median(s.fsNormal), "normal-fsyncs/msg")
 				b.ReportMetric(median(s.fsNowrites), "nowrites-fsyncs/msg")
+				b.ReportMetric(median(s.msNormal), "normal-fsync-ms")
+				b.ReportMetric(median(s.msNowrites), "nowrites-fsync-ms")
 				b.ReportMetric(slices.Min(ratios), "ratio-min")
 				b.ReportMetric(slices.Max(ratios), "ratio-max")
 				if len(s.noop) > 0 {
