@@ -27,7 +27,8 @@ import (
 // sync: always). With sync: 10ms it also loads the normal daemon's no-op topic (through
 // the broker and hook, stored nowhere) at 100 publishers: noop-ratio = normal ÷ no-op
 // (target ≥ 0.8). Each sub-benchmark reports the median and range of its rounds' ratios
-// and the median msg/s of each side, and of each daemon's CPU time (utime+stime) and
+// and the median msg/s of each side, and of each daemon's CPU time (utime+stime; and the
+// publishers', this process's) and
 // fsyncs per message during its loads and its mean fsync; every round is logged.
 //
 // LOADGEN_ROUNDS (default 5), LOADGEN_MESSAGES (per load, default 20000), LOADGEN_SYNCS
@@ -64,6 +65,7 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 		type side struct {
 			normal, nowrites, noop                     []float64
 			cpuNormal, cpuNowrites                     []float64
+			pubNormal, pubNowrites                     []float64 // the publishers' CPU (this process)
 			fsNormal, fsNowrites, msNormal, msNowrites []float64
 		}
 		got := map[int]*side{}
@@ -74,25 +76,26 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 			for _, n := range pubs {
 				s := got[n]
 				cfg := loadgen.Config{Publishers: n, Window: 20, Messages: msgs, Topic: durableTopic}
-				load := func(d *daemon, topic func(int) string) (rate, cpu, fsyncs, ms float64) {
+				load := func(d *daemon, topic func(int) string) (rate, cpu, pub, fsyncs, ms float64) {
 					c := cfg
 					c.Topic = topic
-					cpu0 := procCPU(b, d.cmd.Process.Pid)
+					cpu0, pub0 := procCPU(b, d.cmd.Process.Pid), procCPU(b, os.Getpid())
 					fs0, sec0 := metric(b, d.ops, "edgegate_buffer_fsyncs_total"), metric(b, d.ops, "edgegate_buffer_fsync_seconds_total")
 					res := run(b, d.set[:n], c)
 					cpu = float64(procCPU(b, d.cmd.Process.Pid)-cpu0) / 1e3 / float64(res.Acked)
+					pub = float64(procCPU(b, os.Getpid())-pub0) / 1e3 / float64(res.Acked)
 					fs := metric(b, d.ops, "edgegate_buffer_fsyncs_total") - fs0
 					sec := metric(b, d.ops, "edgegate_buffer_fsync_seconds_total") - sec0
-					return res.Throughput(), cpu, fs / float64(res.Acked), sec * 1e3 / max(fs, 1)
+					return res.Throughput(), cpu, pub, fs / float64(res.Acked), sec * 1e3 / max(fs, 1)
 				}
 				loadNormal := func() {
-					r, c, f, m := load(normal, durableTopic)
-					s.normal, s.cpuNormal = append(s.normal, r), append(s.cpuNormal, c)
+					r, c, p, f, m := load(normal, durableTopic)
+					s.normal, s.cpuNormal, s.pubNormal = append(s.normal, r), append(s.cpuNormal, c), append(s.pubNormal, p)
 					s.fsNormal, s.msNormal = append(s.fsNormal, f), append(s.msNormal, m)
 				}
 				loadNowrites := func() {
-					r, c, f, m := load(base, durableTopic)
-					s.nowrites, s.cpuNowrites = append(s.nowrites, r), append(s.cpuNowrites, c)
+					r, c, p, f, m := load(base, durableTopic)
+					s.nowrites, s.cpuNowrites, s.pubNowrites = append(s.nowrites, r), append(s.cpuNowrites, c), append(s.pubNowrites, p)
 					s.fsNowrites, s.msNowrites = append(s.fsNowrites, f), append(s.msNowrites, m)
 				}
 				// Swapped every round so that neither build gets the warmer machine.
@@ -103,11 +106,11 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 					loadNowrites()
 					loadNormal()
 				}
-				line := fmt.Sprintf("sync=%s publishers=%d round %d: normal %.0f nowrites %.0f msg/s ratio %.3f; cpu-µs/msg %.1f / %.1f; fsyncs/msg %.4f / %.4f; fsync %.2f / %.2f ms",
+				line := fmt.Sprintf("sync=%s publishers=%d round %d: normal %.0f nowrites %.0f msg/s ratio %.3f; cpu-µs/msg %.1f / %.1f (publishers %.1f / %.1f); fsyncs/msg %.4f / %.4f; fsync %.2f / %.2f ms",
 					sync, n, round+1, s.normal[round], s.nowrites[round], s.normal[round]/s.nowrites[round],
-					s.cpuNormal[round], s.cpuNowrites[round], s.fsNormal[round], s.fsNowrites[round], s.msNormal[round], s.msNowrites[round])
+					s.cpuNormal[round], s.cpuNowrites[round], s.pubNormal[round], s.pubNowrites[round], s.fsNormal[round], s.fsNowrites[round], s.msNormal[round], s.msNowrites[round])
 				if sync != "always" && n == 100 {
-					r, _, _, _ := load(normal, noopTopic)
+					r, _, _, _, _ := load(normal, noopTopic)
 					s.noop = append(s.noop, r)
 					line += fmt.Sprintf(" noop %.0f msg/s noop-ratio %.3f", s.noop[round], s.normal[round]/s.noop[round])
 				}
@@ -128,6 +131,8 @@ func BenchmarkIngestVsNoWrites(b *testing.B) {
 				b.ReportMetric(median(ratios), "ratio")
 				b.ReportMetric(median(s.cpuNormal), "normal-cpu-µs/msg")
 				b.ReportMetric(median(s.cpuNowrites), "nowrites-cpu-µs/msg")
+				b.ReportMetric(median(s.pubNormal), "normal-publishers-cpu-µs/msg")
+				b.ReportMetric(median(s.pubNowrites), "nowrites-publishers-cpu-µs/msg")
 				b.ReportMetric(median(s.fsNormal), "normal-fsyncs/msg")
 				b.ReportMetric(median(s.fsNowrites), "nowrites-fsyncs/msg")
 				b.ReportMetric(median(s.msNormal), "normal-fsync-ms")
