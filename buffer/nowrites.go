@@ -32,7 +32,9 @@
 // time-index keys, the WAL syncer's directory listing. Appends are numbered but not
 // readable (Read, Count and Wait see nothing); the logs' positions never move. Requests
 // other than appends (Update, drops) still go to Badger as usual, and the fsync after
-// them also syncs Badger's log.
+// them also syncs Badger's log. The dedup decisions are left out with the index they
+// read (Badger keys): the benchmark's readings all carry new ids. The plain log's files
+// stay open until the process ends (Close syncs them; nothing reads them).
 package buffer
 
 import (
