@@ -84,6 +84,8 @@ dist:
 		echo "building dist/edgegate-linux-$$arch"; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
 			-o dist/edgegate-linux-$$arch ./cmd/edgegate || exit 1; \
+		if $(GO) version -m dist/edgegate-linux-$$arch | grep -q edgegate_nowrites; then \
+			echo "dist/edgegate-linux-$$arch has the edgegate_nowrites tag (a benchmark baseline that stores nothing): not shipped" >&2; exit 1; fi; \
 		sed -e "s/\$${ARCH}/$$arch/g" -e "s/\$${VERSION}/$(DEB_VERSION)/g" packaging/nfpm.yaml > dist/nfpm-$$arch.yaml; \
 		$(NFPM) package -f dist/nfpm-$$arch.yaml -p deb -t dist/edgegate_$(DEB_VERSION)_$$arch.deb || exit 1; \
 		rm dist/nfpm-$$arch.yaml; \

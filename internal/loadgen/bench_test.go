@@ -38,6 +38,7 @@ broker:
   allow_anonymous: true
   max_clients: 1000
   max_connections_per_ip: 1000    # every publisher is on 127.0.0.1
+  max_connect_rate_per_ip: 1000   # and connects at once
   max_rate_per_client: 1000000    # a benchmark client is no flood
 routes:
   - {topic: "devices/+device/+metric", format: json, series: "{device}/{metric}"}
