@@ -473,3 +473,40 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	t.Cleanup(func() { server.Close() })
 	return client, server
 }
+
+// TestLingeringCloseDelivers: a connection closed with answers its client has not yet
+// taken (a transient refusal's disconnect) lingers; a client that reads them all and closes
+// its side has them delivered, one that reads nothing has not.
+func TestLingeringCloseDelivers(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("TIOCOUTQ: Linux only; elsewhere nothing is taken as delivered")
+	}
+	for _, reads := range []bool{true, false} {
+		client, server := tcpPair(t)
+		c := &limitedConn{Conn: server, writeTimeout: time.Minute, closed: make(chan struct{})}
+		// A client not reading yet: bytes stay unacknowledged behind a full receive buffer.
+		_ = server.(*net.TCPConn).SetWriteBuffer(4096)
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		filler := make([]byte, 64<<10)
+		for {
+			if _, err := c.Conn.Write(filler); err != nil {
+				break // the deadline: nothing more fits
+			}
+		}
+		_ = c.Conn.SetWriteDeadline(time.Time{})
+		var delivered atomic.Int32
+		c.whenDelivered(func() { delivered.Add(1) })
+		if delivered.Load() != 0 {
+			t.Fatal("a PUBACK behind bytes the client has not taken was taken for delivered")
+		}
+		done := make(chan struct{})
+		go func() { c.linger(server.(*net.TCPConn)); close(done) }()
+		if reads {
+			go func() { _, _ = io.Copy(io.Discard, client); client.Close() }()
+		}
+		<-done // lingerTime at most
+		if got := delivered.Load(); got != map[bool]int32{true: 1, false: 0}[reads] {
+			t.Errorf("client reads %v: delivered %d times after the lingering close", reads, got)
+		}
+	}
+}

@@ -77,9 +77,16 @@ func (c *limitedConn) whenDelivered(fn func()) {
 }
 
 // checkDeliveredLocked runs what awaits delivery when nothing is held and the socket has
-// no byte the client's host has not acknowledged.
+// no byte the client's host has not acknowledged, unless the connection is closing.
 func (c *limitedConn) checkDeliveredLocked() {
-	if len(c.awaiting) == 0 || len(c.held) > 0 || c.closing.Load() {
+	if !c.closing.Load() {
+		c.deliverLocked()
+	}
+}
+
+// deliverLocked is checkDeliveredLocked, closing or not.
+func (c *limitedConn) deliverLocked() {
+	if len(c.awaiting) == 0 || len(c.held) > 0 {
 		return
 	}
 	if n, ok := unacknowledged(c.Conn); !ok || n > 0 {
@@ -265,6 +272,14 @@ func (c *limitedConn) linger(tcp *net.TCPConn) {
 	_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
 	_, _ = io.Copy(io.Discard, io.LimitReader(tcp, lingerBytes))
 	c.rmu.Unlock()
+	// A client that read every answer, then the end of the stream, has acknowledged them
+	// all: what awaits their delivery runs. Else the records of arrivals of the publishes
+	// answered just before a transient refusal's disconnect stayed unanswered ones, and a
+	// client refused again and again filled the table with them (the soak, reject: records
+	// of publishes never answered were given up, and their resends stored twice).
+	c.wmu.Lock()
+	c.deliverLocked()
+	c.wmu.Unlock()
 	c.closeNow()
 }
 
