@@ -144,6 +144,7 @@ func (s *Store) writer() {
 				case r := <-s.reqs:
 					s.apply([]*request{r})
 				default:
+					s.deleteGone()
 					return
 				}
 			}
