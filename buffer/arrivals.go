@@ -126,12 +126,25 @@ type Arrival struct {
 	ref    arrivalRef // the record in memory, told of its append's outcome
 }
 
-// arrivalRef names a record in memory: its client and seq (a record that replaced it has
-// another seq).
+// arrivalRef names a record in memory: its client, its client's epoch and its seq (a
+// record that replaced it has another seq). The epoch tells a client whose records had all
+// gone, made again with a new epoch and numbering from 0, from the one the record was of:
+// without it, the outcome of an append made before told a record of the new one (the
+// soak: a refusal forgot a stored record of a burst of resends, stored twice after a
+// SIGTERM).
 type arrivalRef struct {
-	c   clientKey
-	seq uint32
-	ok  bool
+	c     clientKey
+	epoch int64
+	seq   uint32
+	ok    bool
+}
+
+// client returns the client of ref, if the table still has it.
+func (t *arrivalTable) client(ref arrivalRef) *clientArrivals {
+	if c := t.clients[ref.c]; c != nil && c.epoch == ref.epoch {
+		return c
+	}
+	return nil
 }
 
 // Arrive returns when p arrived first: now, or for a resend the arrival recorded for it;
@@ -162,7 +175,7 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 					r.conn, r.exp = c.conn, max(r.exp, ms+p.Keep.Milliseconds())
 					r.pending++
 					a.writes = append(a.writes, write{key: arrivalKey(ck, r.slot), value: r.encode(c.epoch), ttl: p.Keep})
-					a.ref = arrivalRef{c: ck, seq: r.seq, ok: true}
+					a.ref = arrivalRef{c: ck, epoch: c.epoch, seq: r.seq, ok: true}
 				}
 				return a
 			}
@@ -179,7 +192,7 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 	rec := arrivalRec{at: a.At.UnixMilli(), exp: ms + p.Keep.Milliseconds(), hash: h, seq: c.next, conn: c.conn, pid: p.PacketID, dupOnly: p.Ends, pending: 1}
 	rec = t.add(c, rec)
 	a.writes = append(a.writes, write{key: arrivalKey(ck, rec.slot), value: rec.encode(c.epoch), ttl: p.Keep})
-	a.ref = arrivalRef{c: ck, seq: rec.seq, ok: true}
+	a.ref = arrivalRef{c: ck, epoch: c.epoch, seq: rec.seq, ok: true}
 	// The table's bound is applied when an append commits (arrived), not here: under
 	// on_full: reject a full buffer refuses most of what arrives, resends included, and
 	// each refused publish made a record for a moment. Giving up a stored one for each
@@ -202,7 +215,7 @@ func (s *Store) arrived(ref arrivalRef, ok bool) {
 	t := s.arrivals
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c := t.clients[ref.c]
+	c := t.client(ref)
 	if c == nil {
 		return
 	}

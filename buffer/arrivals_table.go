@@ -221,7 +221,7 @@ func decodeArrival(b []byte) (epoch int64, r arrivalRec, ok bool) {
 
 // deliver marks the record of ref delivered, and lists it for evict.
 func (t *arrivalTable) deliver(ref arrivalRef) {
-	c := t.clients[ref.c]
+	c := t.client(ref)
 	if c == nil {
 		return
 	}
@@ -244,7 +244,7 @@ func (t *arrivalTable) deliver(ref arrivalRef) {
 // heldDelivered returns the client and index of ref's record if the table still holds it,
 // delivered; else index -1 (given up or replaced since).
 func (t *arrivalTable) heldDelivered(ref arrivalRef) (*clientArrivals, int) {
-	c := t.clients[ref.c]
+	c := t.client(ref)
 	if c == nil {
 		return nil, -1
 	}

@@ -683,3 +683,32 @@ func TestArrivalKeyOfADeliveredRecordDeletedWithTheNextCommit(t *testing.T) {
 		}
 	}
 }
+
+// The outcome of an append is told to the record it was made with, not to a record of the
+// same client that took its number after the client's records had all gone (a client made
+// again numbers its records from 0). The 10-minute soak under reject (seed
+// 16377928730525611960): a device refused for seconds lost all its records; the refusal
+// of an append made before then reached a record of its burst of resends, stored but not
+// yet synced, which was forgotten; its slot went to the next record, and after a SIGTERM
+// 175 readings were stored under two ids.
+func TestArrivalOutcomeOfAnAppendOfARecordGivenUp(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{Clock: clock.NewFake(t0), arrivalLimit: 1})
+	pub := func(client string, pid int, payload string) Publish {
+		return Publish{Client: client, PacketID: uint16(pid), Payload: []byte(payload), Resumed: true, Keep: time.Hour}
+	}
+	refused := s.Arrive(pub("dev-1", 1, "a"), t0) // its append still to come
+	publishOnce(t, s, pub("dev-2", 1, "x"), t0)   // past the bound: dev-1's record goes, and dev-1 with it
+	b := pub("dev-1", 2, "b")
+	first := s.Arrive(b, t0.Add(time.Second)) // dev-1 again: its record numbered 0 again
+	s.Unarrive(refused)                       // the first append refused meanwhile
+	if _, err := s.AppendArrived(bg, "raw", []Entry{{ID: "h-b", Value: b.Payload}}, first).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Arrive(b, t0.Add(time.Minute)); !a.Resend || !a.At.Equal(first.At) {
+		t.Fatalf("a stored publish lost its record to the refusal of another: resend %v, arrival %v (first %v)", a.Resend, a.At, first.At)
+	}
+}
