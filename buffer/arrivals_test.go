@@ -638,52 +638,6 @@ func TestArrivalOfAnUnansweredPublishAfterARestart(t *testing.T) {
 	}
 }
 
-// The key of a delivered record is deleted by the writer's next commit, not only at Close
-// (after a kill -9 it does not come back); the key of an unanswered publish stays, and so
-// does a slot that a later publish took meanwhile (a packet id used again).
-func TestArrivalKeyOfADeliveredRecordDeletedWithTheNextCommit(t *testing.T) {
-	dir := t.TempDir()
-	s := open(t, dir, Options{Clock: clock.NewFake(t0)})
-	pub := func(pid int, payload string) Publish {
-		return Publish{Client: "dev-1", PacketID: uint16(pid), Payload: []byte(payload), Resumed: true, Keep: time.Hour}
-	}
-	deliver := func(p Publish) {
-		t.Helper()
-		a := s.Arrive(p, t0)
-		pe := s.AppendArrived(bg, "raw", []Entry{{ID: "h-" + string(p.Payload), Value: p.Payload}}, a)
-		if _, err := pe.Wait(); err != nil {
-			t.Fatal(err)
-		}
-		s.Delivered(pe)
-	}
-	ck := keyOfClient("dev-1")
-	prefix := arrivalKey(ck, 0)[:len(arrivalPrefix)+len(ck)]
-	publishOnce(t, s, pub(1, "a"), t0)                  // slot 0: its PUBACK never reached the client
-	deliver(pub(2, "b"))                                // slot 1
-	deliver(pub(3, "c"))                                // slot 2
-	publishOnce(t, s, pub(3, "d"), t0.Add(time.Second)) // packet id 3 again: slot 2, written again
-	slots, err := s.slotsOnDisk(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(slots) != "[0 2]" {
-		t.Fatalf("slots on disk after the next commit: %v, want [0 2] (1 delivered, 2 taken again)", slots)
-	}
-	s.Close()
-	s = open(t, dir, Options{Clock: clock.NewFake(t0)})
-	if err := s.Connected(bg, "dev-1", false); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		p      Publish
-		resend bool
-	}{{pub(1, "a"), true}, {pub(3, "d"), true}, {pub(2, "b"), false}} {
-		if a := s.Arrive(c.p, t0.Add(time.Minute)); a.Resend != c.resend {
-			t.Errorf("packet %d (%s) after a restart: resend %v, want %v", c.p.PacketID, c.p.Payload, a.Resend, c.resend)
-		}
-	}
-}
-
 // The outcome of an append is told to the record it was made with, not to a record of the
 // same client that took its number after the client's records had all gone (a client made
 // again numbers its records from 0). The 10-minute soak under reject (seed
