@@ -70,13 +70,9 @@ import (
 // arrivalsPerClient (the slot of the record it replaces, or of the oldest when all are
 // taken), so a client never has more keys than records it can keep; seq orders a client's
 // records; the epoch tells the keys of its current records from any left by records it no
-// longer has (after a clean connect, or evicted whole, see evict). The key of a record
-// whose PUBACK was delivered is deleted in the writer's next transaction (takeGone): left
-// on disk, it would come back at Open as a publish that may be resent, and such records,
-// of every publish acknowledged before a restart, filled the table after each one and
-// pushed out the records of publishes still unanswered. A key whose record was forgotten
-// or given up undelivered stays until its slot is taken again or its TTL ends; loaded
-// again at Open, it is the record of a publish that did arrive, and harmless.
+// longer has (after a clean connect, or evicted whole, see evict). A key whose record was
+// forgotten or evicted stays until its slot is taken again or its TTL ends; loaded again
+// at Open, it is the record of a publish that did arrive, and harmless.
 
 const (
 	// arrivalsPerClient covers a 3.1.1 client's whole resend after a long refusal: MQTT
