@@ -163,7 +163,6 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 			r := &c.recs[i]
 			if r.hash == h && ms < r.exp && (p.Dup || (p.Resumed && !r.dupOnly && r.conn != c.conn)) {
 				a.At, a.Resend = time.UnixMilli(r.at), true
-				r.delivered = false // its client did not get the PUBACK: it is resending
 				s.stats.Resends.Add(1)
 				if p.Keep > 0 {
 					// The same record, written again with the resend's entries (the first
@@ -294,9 +293,6 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 		for i := range c.recs {
 			r := &c.recs[i]
 			r.dupOnly = true
-			if r.delivered {
-				continue // in memory only: its key, if still on disk, is deleted below
-			}
 			kept[r.slot] = true
 			ttl := time.Duration(max(r.exp-ms, 1)) * time.Millisecond
 			tx.ops = append(tx.ops, op{kind: opSet, key: arrivalKey(ck, r.slot), value: r.encode(c.epoch), ttl: ttl})

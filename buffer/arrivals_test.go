@@ -595,49 +595,6 @@ func TestArrivalsOfRefusedPublishesKeepStoredRecords(t *testing.T) {
 	}
 }
 
-// A record whose PUBACK was delivered does not come back at Open as a publish that may be
-// resent: after a restart the table holds the records of publishes still unanswered, not
-// those of every publish it held before. The 10-minute soak under reject (seed
-// 16377928730525611960): a bulk device's reading, stored and never acknowledged (the
-// buffer was full, so each connection was cut), was resent six minutes and several
-// restarts later. Every Open had filled the table up to its bound with records of
-// readings acknowledged before the restart. None of them was known to be delivered, so
-// they were kept in age order beside the unanswered one. A burst of new publishes then took
-// the oldest, the unanswered one. Its resend got a new arrival, and 62 readings were stored
-// under two ids.
-func TestArrivalOfAnUnansweredPublishAfterARestart(t *testing.T) {
-	dir := t.TempDir()
-	const limit = 8
-	opts := Options{Clock: clock.NewFake(t0), arrivalLimit: limit}
-	s := open(t, dir, opts)
-	pub := func(pid int) Publish {
-		return Publish{Client: "dev-1", PacketID: uint16(pid), Payload: []byte(fmt.Sprint("reading ", pid)), Resumed: true, Keep: time.Hour}
-	}
-	unanswered := pub(1) // stored; the connection was cut before its PUBACK
-	first, _ := publishOnce(t, s, unanswered, t0)
-	for pid := 2; pid <= limit; pid++ { // stored and acknowledged: the client resends them no more
-		a := s.Arrive(pub(pid), t0.Add(time.Duration(pid)*time.Millisecond))
-		p := s.AppendArrived(bg, "raw", []Entry{{ID: fmt.Sprint("h-", pid), Value: []byte("v")}}, a)
-		if _, err := p.Wait(); err != nil {
-			t.Fatal(err)
-		}
-		s.Delivered(p)
-	}
-	s.Close() // SIGTERM
-	s = open(t, dir, opts)
-	if err := s.Connected(bg, "dev-1", false); err != nil {
-		t.Fatal(err)
-	}
-	// Two new publishes stored, their PUBACKs not delivered yet: the table needs room for
-	// them before any record of this run is known to be delivered.
-	for pid := limit + 1; pid <= limit+2; pid++ {
-		publishOnce(t, s, pub(pid), t0.Add(time.Second))
-	}
-	if a := s.Arrive(unanswered, t0.Add(time.Minute)); !a.Resend || !a.At.Equal(first.At) {
-		t.Fatalf("the unanswered publish, resent after a restart, lost its record to records of publishes acknowledged before it: resend %v, arrival %v (first %v)", a.Resend, a.At, first.At)
-	}
-}
-
 // The outcome of an append is told to the record it was made with, not to a record of the
 // same client that took its number after the client's records had all gone (a client made
 // again numbers its records from 0). The 10-minute soak under reject (seed
