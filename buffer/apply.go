@@ -20,7 +20,12 @@ func (s *Store) apply(group []*request) {
 	s.group++
 	ok, work := s.prepareGroup(group)
 	work = s.admit(work)
-	ok = s.commitGroup(group, work, ok)
+	s.committed(s.commitGroup(group, work, ok))
+}
+
+// committed hands the requests of a committed group to the syncer (sync: always), or
+// releases them now (sync: <interval>, the syncer's ticker fsyncs what is dirty).
+func (s *Store) committed(ok []*request) {
 	if len(ok) == 0 {
 		return
 	}
