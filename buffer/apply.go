@@ -20,7 +20,12 @@ func (s *Store) apply(group []*request) {
 	s.group++
 	ok, work := s.prepareGroup(group)
 	work = s.admit(work)
-	ok = s.commitGroup(group, work, ok)
+	s.committed(s.commitGroup(group, work, ok))
+}
+
+// committed hands the requests of a committed group to the syncer (sync: always), or
+// releases them now (sync: <interval>, the syncer's ticker fsyncs what is dirty).
+func (s *Store) committed(ok []*request) {
 	if len(ok) == 0 {
 		return
 	}
@@ -70,16 +75,14 @@ type groupTxns struct {
 	size, cnt int64
 	index     txnIndex
 	segs      txnSegments
-	maxSize   int64 // a transaction's bounds (commitGroup)
-	maxCount  int64
 }
 
 // commitGroup commits work in shared transactions and returns ok with the requests
 // committed appended; the ones that failed are released with their error.
 func (s *Store) commitGroup(group, work, ok []*request) []*request {
+	g := groupTxns{s: s, ok: ok}
 	maxSize := s.MaxRequestBytes()
 	maxCount := s.db.MaxBatchCount() * 9 / 10
-	g := groupTxns{s: s, ok: ok, maxSize: maxSize, maxCount: maxCount}
 	for _, r := range work {
 		// A segment, the meta key and a time-index key per log besides the request's own
 		// writes.
@@ -108,14 +111,10 @@ func (s *Store) commitGroup(group, work, ok []*request) []*request {
 
 // add stages r in the open transaction (beginning one if none is).
 func (g *groupTxns) add(r *request, n int64) {
-	var err error
 	if g.txn == nil {
 		g.txn = g.s.db.NewTransaction(true)
-		err = g.stageGone(r.size, n)
 	}
-	if err == nil {
-		err = stage(g.txn, r.writes)
-	}
+	err := stage(g.txn, r.writes)
 	if err == nil {
 		err = g.segs.stage(g.s, g.txn, r.recs)
 	}
@@ -138,56 +137,6 @@ func (g *groupTxns) add(r *request, n int64) {
 	g.inTxn = append(g.inTxn, r)
 	g.size += r.size
 	g.cnt += n
-}
-
-// goneBatch bounds the keys of delivered arrivals' records one transaction deletes, and
-// goneCost is what each is counted for (a tombstone, as request.add counts a write).
-const (
-	goneBatch = 512
-	goneCost  = int64(len(arrivalPrefix)+len(clientKey{})+2) + 16
-)
-
-// stageGone stages, first in the new transaction, the deletes of the keys of records of
-// arrivals delivered since (arrivalTable.takeGone), as many as fit beside the request of
-// size bytes and n writes that begins it. They ride in a commit the writer makes anyway.
-func (g *groupTxns) stageGone(size, n int64) error {
-	room := min(goneBatch, (g.maxSize-size)/goneCost, g.maxCount-n-1)
-	if room <= 0 {
-		return nil
-	}
-	keys := g.s.arrivals.takeGone(int(room))
-	for _, k := range keys {
-		if err := g.txn.Delete(k); err != nil {
-			return err
-		}
-	}
-	g.size += int64(len(keys)) * goneCost
-	g.cnt += int64(len(keys))
-	return nil
-}
-
-// deleteGone deletes, at Close, the keys of the records of arrivals delivered since the
-// writer's last transaction. Left on disk, they would come back at Open as publishes that
-// may be resent (arrivalTable.takeGone); lost with a kill -9, they do, and no more.
-func (s *Store) deleteGone() {
-	for s.brokenErr() == nil {
-		keys := s.arrivals.takeGone(goneBatch)
-		if len(keys) == 0 {
-			return
-		}
-		txn := s.db.NewTransaction(true)
-		for _, k := range keys {
-			if err := txn.Delete(k); err != nil {
-				txn.Discard()
-				s.log.Warn("cannot delete the records of delivered arrivals", "err", err)
-				return
-			}
-		}
-		if err := s.commitTxn(txn, nil); err != nil {
-			s.log.Warn("cannot delete the records of delivered arrivals", "err", err)
-			return
-		}
-	}
 }
 
 // commit commits the open transaction, if any.

@@ -70,13 +70,9 @@ import (
 // arrivalsPerClient (the slot of the record it replaces, or of the oldest when all are
 // taken), so a client never has more keys than records it can keep; seq orders a client's
 // records; the epoch tells the keys of its current records from any left by records it no
-// longer has (after a clean connect, or evicted whole, see evict). The key of a record
-// whose PUBACK was delivered is deleted in the writer's next transaction (takeGone): left
-// on disk, it would come back at Open as a publish that may be resent, and such records,
-// of every publish acknowledged before a restart, filled the table after each one and
-// pushed out the records of publishes still unanswered. A key whose record was forgotten
-// or given up undelivered stays until its slot is taken again or its TTL ends; loaded
-// again at Open, it is the record of a publish that did arrive, and harmless.
+// longer has (after a clean connect, or evicted whole, see evict). A key whose record was
+// forgotten or evicted stays until its slot is taken again or its TTL ends; loaded again
+// at Open, it is the record of a publish that did arrive, and harmless.
 
 const (
 	// arrivalsPerClient covers a 3.1.1 client's whole resend after a long refusal: MQTT
@@ -167,7 +163,6 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 			r := &c.recs[i]
 			if r.hash == h && ms < r.exp && (p.Dup || (p.Resumed && !r.dupOnly && r.conn != c.conn)) {
 				a.At, a.Resend = time.UnixMilli(r.at), true
-				r.delivered = false // its client did not get the PUBACK: it is resending
 				s.stats.Resends.Add(1)
 				if p.Keep > 0 {
 					// The same record, written again with the resend's entries (the first
@@ -298,9 +293,6 @@ func (s *Store) Connected(ctx context.Context, client string, clean bool) error 
 		for i := range c.recs {
 			r := &c.recs[i]
 			r.dupOnly = true
-			if r.delivered {
-				continue // in memory only: its key, if still on disk, is deleted below
-			}
 			kept[r.slot] = true
 			ttl := time.Duration(max(r.exp-ms, 1)) * time.Millisecond
 			tx.ops = append(tx.ops, op{kind: opSet, key: arrivalKey(ck, r.slot), value: r.encode(c.epoch), ttl: ttl})

@@ -112,20 +112,6 @@ type arrivalTable struct {
 	// or replaced meanwhile is skipped; the list is compacted when it holds 1,024 entries more
 	// than the table has records: at most 20 bytes a record (1.3 MiB at maxArrivals).
 	delivered []arrivalRef
-	// gone lists the keys of delivered records, for the writer to delete (takeGone): a
-	// record loaded at Open stands for a publish whose PUBACK may have been lost, so a key
-	// left on disk after its PUBACK was delivered would come back as one, and fill the
-	// table after every restart (see takeGone). At most one entry per delivery since the
-	// writer's last transaction.
-	gone []goneKey
-}
-
-// goneKey is the key of a delivered record (its client's slot), to delete unless the slot
-// holds another record by then.
-type goneKey struct {
-	c    clientKey
-	seq  uint32
-	slot uint16
 }
 
 // arrivalShare is the part of the buffer's capacity the records of arrivals may take (each
@@ -230,7 +216,6 @@ func (t *arrivalTable) deliver(ref arrivalRef) {
 		return
 	}
 	c.recs[i].delivered = true
-	t.gone = append(t.gone, goneKey{c: ref.c, seq: ref.seq, slot: c.recs[i].slot})
 	if len(t.delivered) >= t.total+1024 { // mostly records given up or replaced since
 		t.delivered = slices.DeleteFunc(t.delivered, func(r arrivalRef) bool {
 			_, i := t.heldDelivered(r)
@@ -388,40 +373,4 @@ func (t *arrivalTable) evict() {
 	v.release(v.recs[i].slot)
 	v.drop(i, i+1)
 	t.resized(v, len(v.recs)+1)
-}
-
-// takeGone returns the keys, up to max, of records delivered since the last call, to delete
-// in a transaction of the writer that writes them BEFORE any other write: a key whose slot
-// was taken meanwhile by another record (its write comes after, in the same transaction or
-// a later one) is left alone, and so is the key of a record a resend matched since (its
-// client had no PUBACK: it is no longer delivered, and its resend's append writes it again).
-// A key whose slot is free (its record was given up) is deleted: left on disk, it too would
-// come back at Open as a publish not known to be delivered.
-func (t *arrivalTable) takeGone(max int) [][]byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := min(max, len(t.gone))
-	if n == 0 {
-		return nil
-	}
-	keys := make([][]byte, 0, n)
-	for _, g := range t.gone[:n] {
-		if c := t.clients[g.c]; c != nil && c.taken(g.slot) {
-			i := c.index(g.seq)
-			if i < 0 || c.recs[i].slot != g.slot || !c.recs[i].delivered {
-				continue // another record's slot now, or resent since
-			}
-		}
-		keys = append(keys, arrivalKey(g.c, g.slot))
-	}
-	t.gone = t.gone[n:]
-	if len(t.gone) == 0 {
-		t.gone = nil // its array goes
-	}
-	return keys
-}
-
-// taken reports whether slot holds one of c's records.
-func (c *clientArrivals) taken(slot uint16) bool {
-	return int(slot/64) < len(c.used) && c.used[slot/64]&(1<<(slot%64)) != 0
 }

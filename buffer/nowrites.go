@@ -200,10 +200,5 @@ func (p *plainLog) apply(group []*request) {
 		}
 		return
 	}
-	if s.opts.SyncInterval == 0 {
-		s.synced <- ok
-		return
-	}
-	s.dirty = true
-	s.release(ok)
+	s.committed(ok)
 }

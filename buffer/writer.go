@@ -153,7 +153,6 @@ func (s *Store) writer() {
 				case r := <-s.reqs:
 					apply([]*request{r})
 				default:
-					s.deleteGone()
 					return
 				}
 			}

@@ -270,16 +270,20 @@ func (c *limitedConn) linger(tcp *net.TCPConn) {
 	_ = tcp.SetReadDeadline(time.Now())
 	c.rmu.Lock()
 	_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
-	_, _ = io.Copy(io.Discard, io.LimitReader(tcp, lingerBytes))
+	n, err := io.Copy(io.Discard, io.LimitReader(tcp, lingerBytes))
 	c.rmu.Unlock()
-	// A client that read every answer, then the end of the stream, has acknowledged them
-	// all: what awaits their delivery runs. Else the records of arrivals of the publishes
-	// answered just before a transient refusal's disconnect stayed unanswered ones, and a
-	// client refused again and again filled the table with them (the soak, reject: records
-	// of publishes never answered were given up, and their resends stored twice).
-	c.wmu.Lock()
-	c.deliverLocked()
-	c.wmu.Unlock()
+	// A client that closed its side cleanly (FIN, not a reset: a socket closed with
+	// received data unread sends a reset) read every answer it got: when its host has
+	// acknowledged them all, what awaits their delivery runs. Else the records of arrivals
+	// of the publishes answered just before a transient refusal's disconnect stayed
+	// unanswered ones, and a client refused again and again filled the table with them (the
+	// soak, reject: records of publishes never answered were given up, and their resends
+	// stored twice).
+	if err == nil && n < lingerBytes {
+		c.wmu.Lock()
+		c.deliverLocked()
+		c.wmu.Unlock()
+	}
 	c.closeNow()
 }
 

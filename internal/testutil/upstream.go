@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -74,9 +75,32 @@ func (u *Upstream) Stop() {
 	srv := u.srv
 	u.srv = nil
 	u.mu.Unlock()
-	if srv != nil {
-		srv.Close()
+	if srv == nil {
+		return
 	}
+	// mochi v2.7.9's Close can deadlock when a client detaches while it lists the
+	// listener's clients (Clients.GetByListener read-locks twice; mochi-mqtt/server#488):
+	// the clients are stopped first, and Close waits (a while) until they are gone.
+	for _, cl := range srv.Clients.GetAll() {
+		cl.Stop(errors.New("upstream stopped"))
+	}
+	for end := time.Now().Add(10 * time.Second); !detached(srv) && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	srv.Close()
+}
+
+// detached reports whether every client of srv is stopped and done with the client list:
+// gone from it, or closed and kept (a persistent session, which mochi does not delete).
+func detached(srv *mqtt.Server) bool {
+	for _, cl := range srv.Clients.GetAll() {
+		p := cl.Properties
+		expires := p.ProtocolVersion == 5 && p.Props.SessionExpiryInterval == 0 || p.ProtocolVersion < 5 && p.Clean
+		if expires || !cl.Closed() {
+			return false
+		}
+	}
+	return true
 }
 
 // Messages returns a copy of every publish received so far, in order.
