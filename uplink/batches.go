@@ -372,8 +372,6 @@ func (u *Uplink) readFrom(s *stream, first, from, lo, last uint64, exact bool) (
 	found := false
 	if from > first {
 		end, found = from-1, true
-	} else {
-		lo = 0
 	}
 	_, err = u.store.Read(s.Log, from, 0, func(seq uint64, v []byte) error {
 		if seq > last {
