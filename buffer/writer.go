@@ -145,6 +145,7 @@ func (s *Store) writer() {
 				case r := <-s.reqs:
 					apply([]*request{r})
 				default:
+					s.writeMarks()
 					return
 				}
 			}
