@@ -75,14 +75,16 @@ type groupTxns struct {
 	size, cnt int64
 	index     txnIndex
 	segs      txnSegments
+	maxSize   int64 // a transaction's bounds (commitGroup)
+	maxCount  int64
 }
 
 // commitGroup commits work in shared transactions and returns ok with the requests
 // committed appended; the ones that failed are released with their error.
 func (s *Store) commitGroup(group, work, ok []*request) []*request {
-	g := groupTxns{s: s, ok: ok}
 	maxSize := s.MaxRequestBytes()
 	maxCount := s.db.MaxBatchCount() * 9 / 10
+	g := groupTxns{s: s, ok: ok, maxSize: maxSize, maxCount: maxCount}
 	for _, r := range work {
 		// A segment, the meta key and a time-index key per log besides the request's own
 		// writes.
@@ -111,10 +113,14 @@ func (s *Store) commitGroup(group, work, ok []*request) []*request {
 
 // add stages r in the open transaction (beginning one if none is).
 func (g *groupTxns) add(r *request, n int64) {
+	var err error
 	if g.txn == nil {
 		g.txn = g.s.db.NewTransaction(true)
+		err = g.stageMarks(r.size, n)
 	}
-	err := stage(g.txn, r.writes)
+	if err == nil {
+		err = stage(g.txn, r.writes)
+	}
 	if err == nil {
 		err = g.segs.stage(g.s, g.txn, r.recs)
 	}
@@ -137,6 +143,53 @@ func (g *groupTxns) add(r *request, n int64) {
 	g.inTxn = append(g.inTxn, r)
 	g.size += r.size
 	g.cnt += n
+}
+
+// markBatch bounds the records of arrivals one transaction marks delivered, and markCost is
+// what each rewrite is counted for (a key and value, as request.add counts a write).
+const (
+	markBatch = 512
+	markCost  = int64(len(arrivalPrefix)+len(clientKey{})+2+arrivalValueLen) + 16
+)
+
+// stageMarks stages, first in the new transaction, the rewrites that mark the records of
+// arrivals delivered since with the delivered flag (arrivalTable.takeMarks), as many as fit
+// beside the request of size bytes and n writes that begins it. They ride in a commit the
+// writer makes anyway.
+func (g *groupTxns) stageMarks(size, n int64) error {
+	room := min(markBatch, (g.maxSize-size)/markCost, g.maxCount-n-1)
+	if room <= 0 {
+		return nil
+	}
+	ws := g.s.arrivals.takeMarks(int(room), g.s.opts.Clock.Now().UnixMilli())
+	if err := stage(g.txn, ws); err != nil {
+		return err
+	}
+	g.size += int64(len(ws)) * markCost
+	g.cnt += int64(len(ws))
+	return nil
+}
+
+// writeMarks writes, at Close, the delivered flags of the records of arrivals delivered
+// since the writer's last transaction. Without them, the records come back at Open as
+// publishes that may be resent (arrivalTable.takeMarks); lost with a kill -9, they do.
+func (s *Store) writeMarks() {
+	for s.brokenErr() == nil {
+		ws := s.arrivals.takeMarks(markBatch, s.opts.Clock.Now().UnixMilli())
+		if len(ws) == 0 {
+			return
+		}
+		txn := s.db.NewTransaction(true)
+		if err := stage(txn, ws); err != nil {
+			txn.Discard()
+			s.log.Warn("cannot mark the records of delivered arrivals", "err", err)
+			return
+		}
+		if err := s.commitTxn(txn, nil); err != nil {
+			s.log.Warn("cannot mark the records of delivered arrivals", "err", err)
+			return
+		}
+	}
 }
 
 // commit commits the open transaction, if any.

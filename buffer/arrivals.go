@@ -50,7 +50,15 @@ import (
 //     publishes whose PUBACK reached the client (Delivered: written and acknowledged by the
 //     client's host) are given up first, the earliest delivered first; then the client's
 //     oldest: a stored publish whose PUBACK may have been lost (a reset, a kill -9, a
-//     record loaded at Open) will come again. The broker's receive maximum, 256, bounds
+//     record loaded at Open without the delivered mark) will come again. The mark is
+//     written to the record's key with the writer's next transaction (or at Close), so a
+//     record loaded at Open with it is among the first given up, before those delivered
+//     since; without it, after a few restarts the records of publishes answered long ago
+//     filled the table and pushed out the few truly unanswered ones (the soak: a reading
+//     resent after restarts was stored under two ids). The key stays: a kill -9 resets the
+//     connections, and a client's host discards the PUBACKs its app had not read, so a
+//     delivered publish may still be resent and must find its record (TestResendAcrossKill9
+//     failed when the key was deleted). A resend clears the mark. The broker's receive maximum, 256, bounds
 //     what an MQTT 5 client may have unacknowledged; a 3.1.1 client has no such bound, and
 //     paho (Go) resends everything it holds, in random order, at each reconnect: after a
 //     long refusal its stored publishes may come behind thousands of new ones.
@@ -65,14 +73,17 @@ import (
 //
 // Key layout: k/<client: 12 bytes of SHA-256><slot: 2 BE> → epoch (8), seq (4), packet id
 // (2), payload hash (8), arrival (8, unix ms), expiry (8, unix ms on the store's clock),
-// flags (1: dupOnly), with a Badger TTL. (Records written before the flags byte existed
+// flags (1: bit 0 dupOnly, bit 1 delivered), with a Badger TTL (when a record is rewritten,
+// the rest of its life). (Records written before the flags byte existed
 // have 38 bytes and are persistent ones.) A record takes a free slot of its client's
 // arrivalsPerClient (the slot of the record it replaces, or of the oldest when all are
 // taken), so a client never has more keys than records it can keep; seq orders a client's
 // records; the epoch tells the keys of its current records from any left by records it no
 // longer has (after a clean connect, or evicted whole, see evict). A key whose record was
 // forgotten or evicted stays until its slot is taken again or its TTL ends; loaded again
-// at Open, it is the record of a publish that did arrive, and harmless.
+// at Open, it is the record of a publish that did arrive, and harmless (a record given up
+// before the writer marked it delivered comes back unmarked, as every record did before
+// the mark existed).
 
 const (
 	// arrivalsPerClient covers a 3.1.1 client's whole resend after a long refusal: MQTT
@@ -83,7 +94,7 @@ const (
 	maxArrivals       = 1 << 16
 	arrivalPrefix     = "k/"
 	// arrivalKeyCost is what one record is counted for in the budget: a 16-byte key, a
-	// 38-byte value and Badger's overhead, with margin (as dedupKeyCost).
+	// 39-byte value and Badger's overhead, with margin (as dedupKeyCost).
 	arrivalKeyCost  = 96
 	arrivalValueLen = 39
 )
@@ -163,6 +174,7 @@ func (s *Store) Arrive(p Publish, now time.Time) Arrival {
 			r := &c.recs[i]
 			if r.hash == h && ms < r.exp && (p.Dup || (p.Resumed && !r.dupOnly && r.conn != c.conn)) {
 				a.At, a.Resend = time.UnixMilli(r.at), true
+				r.delivered = false // its client did not get the PUBACK: it is resending
 				s.stats.Resends.Add(1)
 				if p.Keep > 0 {
 					// The same record, written again with the resend's entries (the first
@@ -243,6 +255,8 @@ func (s *Store) arrived(ref arrivalRef, ok bool) {
 // Its client resends it no more, so its record is the first given up when the table is
 // full. A PUBACK written may still be lost with its connection (a reset, a kill -9): the
 // record of a publish not known to be delivered is kept while there is another to give up.
+// The record's key is rewritten with the delivered mark in the writer's next transaction
+// (takeMarks), so it is given up first after a restart too.
 func (s *Store) Delivered(p *Pending) {
 	if p == nil || p.r == nil || !p.r.arrival.ok {
 		return
@@ -386,10 +400,22 @@ func (s *Store) loadArrivals() error {
 		t.epoch = max(t.epoch, e.epoch)
 		e.rec.slot = e.slot
 		t.load(c, e.rec) // conn 0: an earlier connection than any of this run (Connected counts from 1)
+		if e.rec.delivered {
+			// Marked delivered before the restart (takeMarks): first in line to be given up.
+			t.delivered = append(t.delivered, arrivalRef{c: e.c, epoch: c.epoch, seq: e.rec.seq, ok: true})
+		}
 		for t.total > t.max() {
 			t.evict()
 		}
 	}
+	// The records marked delivered, listed by client above: oldest first (by arrival).
+	at := func(ref arrivalRef) int64 {
+		if c, i := t.heldDelivered(ref); i >= 0 {
+			return c.recs[i].at
+		}
+		return 0 // given up already: skipped by evict
+	}
+	slices.SortStableFunc(t.delivered, func(a, b arrivalRef) int { return cmp.Compare(at(a), at(b)) })
 	s.arrivalCount.Store(int64(t.total))
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"time"
 )
 
 type clientKey [12]byte
@@ -26,7 +27,8 @@ type arrivalRec struct {
 	dupOnly bool   // its session ended (or ends) with a connection: only a DUP publish matches
 	stored  bool   // an append with it committed (or it was loaded): a stored publish's
 	// delivered: its PUBACK reached the client's host (Delivered): the client resends it
-	// no more, so it is given up first. A record loaded at Open is not known to be.
+	// no more, so it is given up first. A record loaded at Open is if its key was marked so
+	// (takeMarks) before the restart.
 	delivered bool
 	// pending counts the appends with it (the first copy's, resends') not yet settled: a
 	// record whose first copy failed while a resend's append is queued waits for that one.
@@ -112,6 +114,25 @@ type arrivalTable struct {
 	// or replaced meanwhile is skipped; the list is compacted when it holds 1,024 entries more
 	// than the table has records: at most 20 bytes a record (1.3 MiB at maxArrivals).
 	delivered []arrivalRef
+	// marks lists delivered records whose keys the writer is to rewrite with the delivered
+	// flag (takeMarks), so that they come back at Open as delivered ones: first given up.
+	// Without the mark, every record read back at Open stood for a publish whose PUBACK may
+	// have been lost, and after a few restarts those of publishes answered long ago filled
+	// the table and pushed out the few truly unanswered ones (the soak). The key is kept,
+	// not deleted: a PUBACK delivered to the client's host is lost all the same when a kill -9
+	// resets the connection before the client read it, and the client then resends the
+	// publish (TestResendAcrossKill9). At most one entry per delivery since the writer's
+	// last transaction, and twice the table's bound (deliver).
+	marks []markRef
+}
+
+// markRef is a delivered record whose key is to be rewritten with the delivered flag,
+// unless its slot holds another record by then, or it was resent since.
+type markRef struct {
+	c     clientKey
+	epoch int64
+	seq   uint32
+	slot  uint16
 }
 
 // arrivalShare is the part of the buffer's capacity the records of arrivals may take (each
@@ -186,22 +207,32 @@ func (r *arrivalRec) encode(epoch int64) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(r.exp))
 	var flags byte
 	if r.dupOnly {
-		flags = 1
+		flags |= flagDupOnly
+	}
+	if r.delivered {
+		flags |= flagDelivered
 	}
 	return append(b, flags)
 }
+
+// The bits of a record's flags byte.
+const (
+	flagDupOnly   = 1 << 0 // arrivalRec.dupOnly
+	flagDelivered = 1 << 1 // arrivalRec.delivered, written after its PUBACK was (takeMarks)
+)
 
 func decodeArrival(b []byte) (epoch int64, r arrivalRec, ok bool) {
 	if len(b) != arrivalValueLen && len(b) != arrivalValueLen-1 { // the latter: no flags
 		return 0, arrivalRec{}, false
 	}
 	return int64(binary.BigEndian.Uint64(b)), arrivalRec{
-		seq:     binary.BigEndian.Uint32(b[8:]),
-		pid:     binary.BigEndian.Uint16(b[12:]),
-		hash:    binary.BigEndian.Uint64(b[14:]),
-		at:      int64(binary.BigEndian.Uint64(b[22:])),
-		exp:     int64(binary.BigEndian.Uint64(b[30:])),
-		dupOnly: len(b) == arrivalValueLen && b[38]&1 != 0,
+		seq:       binary.BigEndian.Uint32(b[8:]),
+		pid:       binary.BigEndian.Uint16(b[12:]),
+		hash:      binary.BigEndian.Uint64(b[14:]),
+		at:        int64(binary.BigEndian.Uint64(b[22:])),
+		exp:       int64(binary.BigEndian.Uint64(b[30:])),
+		dupOnly:   len(b) == arrivalValueLen && b[38]&flagDupOnly != 0,
+		delivered: len(b) == arrivalValueLen && b[38]&flagDelivered != 0,
 	}, true
 }
 
@@ -216,6 +247,16 @@ func (t *arrivalTable) deliver(ref arrivalRef) {
 		return
 	}
 	c.recs[i].delivered = true
+	if len(t.marks) >= 2*t.max() { // the writer marks markBatch a transaction: it fell behind
+		t.marks = slices.DeleteFunc(t.marks, func(m markRef) bool {
+			_, i := t.heldDelivered(arrivalRef{c: m.c, epoch: m.epoch, seq: m.seq})
+			return i < 0
+		})
+		if n := len(t.marks) - t.max(); n > 0 {
+			t.marks = slices.Delete(t.marks, 0, n) // the earliest stay unmarked: kept as unanswered ones
+		}
+	}
+	t.marks = append(t.marks, markRef{c: ref.c, epoch: ref.epoch, seq: ref.seq, slot: c.recs[i].slot})
 	if len(t.delivered) >= t.total+1024 { // mostly records given up or replaced since
 		t.delivered = slices.DeleteFunc(t.delivered, func(r arrivalRef) bool {
 			_, i := t.heldDelivered(r)
@@ -312,7 +353,8 @@ func (t *arrivalTable) load(c *clientArrivals, rec arrivalRec) {
 		c.release(c.recs[i].slot)
 		c.drop(i, i+1)
 	}
-	// Whether its PUBACK reached the client before the restart is unknown; its client resends
+	// Unless its key is marked delivered (loadArrivals lists it for evict then), whether its
+	// PUBACK reached the client before the restart is unknown; its client resends
 	// it at its first reconnect if not. So it is kept as a stored publish is, ahead of the
 	// records of publishes delivered since, and given up in age order with those whose
 	// PUBACKs may have been lost (the 10-minute soak under reject: a raw reading stored in
@@ -373,4 +415,42 @@ func (t *arrivalTable) evict() {
 	v.release(v.recs[i].slot)
 	v.drop(i, i+1)
 	t.resized(v, len(v.recs)+1)
+}
+
+// takeMarks returns, up to max, the writes that mark records delivered since the last call:
+// each record's key rewritten with the delivered flag, its TTL the record's remaining life
+// (now: unix ms on the store's clock). The writer stages them in a transaction BEFORE any
+// other write, so an append of a record that took the slot meanwhile, or of a resend of
+// the record (its client had no PUBACK: no longer delivered, and its append writes it
+// without the flag), comes after and wins. A record no longer held (given up, or
+// replaced, or its client made again) is skipped: its slot is another record's, or its key
+// stays as it was (loaded at Open as unanswered, as before the mark existed).
+func (t *arrivalTable) takeMarks(max int, now int64) []write {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := min(max, len(t.marks))
+	if n == 0 {
+		return nil
+	}
+	ws := make([]write, 0, n)
+	for _, m := range t.marks[:n] {
+		c := t.client(arrivalRef{c: m.c, epoch: m.epoch})
+		if c == nil {
+			continue
+		}
+		i := c.index(m.seq)
+		if i < 0 || c.recs[i].slot != m.slot || !c.recs[i].delivered {
+			continue // given up or replaced, or resent since
+		}
+		r := &c.recs[i]
+		if r.exp <= now {
+			continue // its key expires
+		}
+		ws = append(ws, write{key: arrivalKey(m.c, m.slot), value: r.encode(c.epoch), ttl: time.Duration(r.exp-now) * time.Millisecond})
+	}
+	t.marks = t.marks[n:]
+	if len(t.marks) == 0 {
+		t.marks = nil // its array goes
+	}
+	return ws
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/edgegate/edgegate/internal/clock"
 )
 
@@ -621,5 +623,152 @@ func TestArrivalOutcomeOfAnAppendOfARecordGivenUp(t *testing.T) {
 	}
 	if a := s.Arrive(b, t0.Add(time.Minute)); !a.Resend || !a.At.Equal(first.At) {
 		t.Fatalf("a stored publish lost its record to the refusal of another: resend %v, arrival %v (first %v)", a.Resend, a.At, first.At)
+	}
+}
+
+// arrivalOnDisk returns the value of client's record of packet id pid as Badger holds it,
+// and its decoded record (ok false: no such key).
+func arrivalOnDisk(t *testing.T, s *Store, client string, pid uint16) (arrivalRec, bool) {
+	t.Helper()
+	var rec arrivalRec
+	found := false
+	prefix := arrivalKey(keyOfClient(client), 0)[:len(arrivalPrefix)+len(clientKey{})]
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if _, r, ok := decodeArrival(v); ok && r.pid == pid {
+				rec, found = r, true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec, found
+}
+
+// A record whose PUBACK was delivered comes back at Open marked so, first in line to be
+// given up; the records of publishes still unanswered stay. The 10-minute soak under
+// reject: a bulk device's reading, stored and never acknowledged (the buffer was full, so
+// each connection was cut), was resent six minutes and several restarts later. Every Open
+// had filled the table with records of readings acknowledged before the restart; none was
+// known to be delivered, so they were kept in age order beside the unanswered one, and a
+// burst of new publishes took it. Its resend got a new arrival: 62 readings stored under
+// two ids.
+func TestArrivalOfAnUnansweredPublishAfterARestart(t *testing.T) {
+	dir := t.TempDir()
+	const limit = 8
+	opts := Options{Clock: clock.NewFake(t0), arrivalLimit: limit}
+	s := open(t, dir, opts)
+	pub := func(client string, pid int) Publish {
+		return Publish{Client: client, PacketID: uint16(pid), Payload: []byte(fmt.Sprint(client, " reading ", pid)), Resumed: true, Keep: time.Hour}
+	}
+	unanswered := pub("dev-1", 1) // stored; the connection was cut before its PUBACK
+	first, _ := publishOnce(t, s, unanswered, t0)
+	// Stored and acknowledged, of dev-1 and of many other clients (each of which leaves
+	// its key on disk when its record is given up): more than the table holds.
+	for i := 2; i <= 4*limit; i++ {
+		client := "dev-1"
+		if i%2 == 0 {
+			client = fmt.Sprint("dev-", i)
+		}
+		a := s.Arrive(pub(client, i), t0.Add(time.Duration(i)*time.Millisecond))
+		p := s.AppendArrived(bg, "raw", []Entry{{ID: fmt.Sprint("h-", i), Value: []byte("v")}}, a)
+		if _, err := p.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		s.Delivered(p)
+	}
+	s.Close() // SIGTERM
+	s = open(t, dir, opts)
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	// A burst of new publishes stored, their PUBACKs not delivered yet: the table needs
+	// room for them before any record of this run is known to be delivered.
+	for pid := 1; pid <= 2*limit; pid++ {
+		publishOnce(t, s, pub("dev-burst", pid), t0.Add(time.Second))
+	}
+	if a := s.Arrive(unanswered, t0.Add(time.Minute)); !a.Resend || !a.At.Equal(first.At) {
+		t.Fatalf("the unanswered publish, resent after a restart, lost its record to records of publishes acknowledged before it: resend %v, arrival %v (first %v)", a.Resend, a.At, first.At)
+	}
+}
+
+// The record of a delivered publish is marked, not deleted: a kill -9 resets the
+// connection, and the client's host discards a PUBACK its app had not read yet, so the
+// client resends the publish after the restart; while the table has room, the resend gets
+// the first arrival. The resend clears the mark (its append writes the record without it).
+func TestArrivalOfADeliveredPublishResentAfterARestart(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Clock: clock.NewFake(t0)}
+	s := open(t, dir, opts)
+	p := Publish{Client: "dev-1", PacketID: 3, Payload: []byte("21.5"), Resumed: true, Keep: time.Hour}
+	a := s.Arrive(p, t0)
+	pending := s.AppendArrived(bg, "raw", []Entry{{ID: "h-1", Value: p.Payload}}, a)
+	if _, err := pending.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s.Delivered(pending)
+	publishOnce(t, s, Publish{Client: "dev-2", PacketID: 1, Payload: []byte("x"), Resumed: true, Keep: time.Hour}, t0) // the writer's next transaction
+	if r, ok := arrivalOnDisk(t, s, "dev-1", 3); !ok || !r.delivered {
+		t.Fatalf("the delivered record on disk after the next commit: found %v, marked %v; want it kept and marked", ok, r.delivered)
+	}
+	s.Close()
+	s = open(t, dir, opts)
+	if err := s.Connected(bg, "dev-1", false); err != nil {
+		t.Fatal(err)
+	}
+	resend := s.Arrive(p, t0.Add(time.Minute))
+	if !resend.Resend || !resend.At.Equal(t0) {
+		t.Fatalf("a delivered publish resent after a restart (its PUBACK lost with the connection): resend %v, arrival %v, want the first one %v", resend.Resend, resend.At, t0)
+	}
+	if _, err := s.AppendArrived(bg, "raw", []Entry{{ID: "h-1", Value: p.Payload}}, resend).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := arrivalOnDisk(t, s, "dev-1", 3); !ok || r.delivered || r.at != t0.UnixMilli() {
+		t.Fatalf("the resent record on disk: found %v, marked %v, arrival %d; want it unmarked with the first arrival %d", ok, r.delivered, r.at, t0.UnixMilli())
+	}
+}
+
+// A clean connect rewrites the client's records as DUP-only and keeps their delivered
+// marks: they still come back at Open first in line to be given up.
+func TestArrivalDeliveredMarkSurvivesACleanConnect(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Clock: clock.NewFake(t0)}
+	s := open(t, dir, opts)
+	p := Publish{Client: "dev-1", PacketID: 3, Payload: []byte("21.5"), Resumed: true, Keep: time.Hour}
+	a := s.Arrive(p, t0)
+	pending := s.AppendArrived(bg, "raw", []Entry{{ID: "h-1", Value: p.Payload}}, a)
+	if _, err := pending.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s.Delivered(pending)
+	other := Publish{Client: "dev-2", PacketID: 1, Payload: []byte("x"), Resumed: true, Keep: time.Hour}
+	publishOnce(t, s, other, t0) // the mark is written
+	if err := s.Connected(bg, "dev-1", true); err != nil {
+		t.Fatal(err)
+	}
+	other.PacketID = 2
+	publishOnce(t, s, other, t0) // after the clean connect's rewrite
+	if r, ok := arrivalOnDisk(t, s, "dev-1", 3); !ok || !r.dupOnly || !r.delivered {
+		t.Fatalf("the record on disk after a clean connect: found %v, DUP-only %v, marked %v; want both flags", ok, r.dupOnly, r.delivered)
+	}
+	s.Close()
+	s = open(t, dir, opts)
+	c := s.arrivals.clients[keyOfClient("dev-1")]
+	if c == nil || c.find(3) < 0 || !c.recs[c.find(3)].delivered || !c.recs[c.find(3)].dupOnly {
+		t.Fatal("the record after a restart: want it loaded, DUP-only and delivered")
+	}
+	if len(s.arrivals.delivered) != 1 {
+		t.Fatalf("the loaded delivered record is not listed for evict: %v", s.arrivals.delivered)
+	}
+	if _, i := s.arrivals.heldDelivered(s.arrivals.delivered[0]); i < 0 {
+		t.Fatalf("the loaded delivered record is not listed for evict: %v", s.arrivals.delivered)
 	}
 }

@@ -153,6 +153,7 @@ func (s *Store) writer() {
 				case r := <-s.reqs:
 					apply([]*request{r})
 				default:
+					s.writeMarks()
 					return
 				}
 			}

@@ -5,6 +5,7 @@ package pipeline
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 
 	"github.com/edgegate/edgegate/buffer"
@@ -156,8 +157,10 @@ func (r *Runner) readStep(s *stepState) error {
 			break
 		}
 		e := b.ents[b.i]
-		if err := r.take(s, &in, e.seq, b.value(e)); err != nil {
-			break // buffer.ErrStop: the step stops at or before e
+		if err := r.take(s, &in, e.seq, b.value(e)); errors.Is(err, buffer.ErrStop) {
+			break // the step stops at or before e
+		} else if err != nil {
+			return err
 		}
 		b.i++
 	}

@@ -484,6 +484,9 @@ func TestLingeringCloseDelivers(t *testing.T) {
 	for _, reads := range []bool{true, false} {
 		client, server := tcpPair(t)
 		c := &limitedConn{Conn: server, writeTimeout: time.Minute, closed: make(chan struct{})}
+		// A client that reads ends the linger when it closes, however slow the machine; one
+		// that never reads is not delivered however long it lingers.
+		c.lingerFor = map[bool]time.Duration{true: time.Minute, false: 100 * time.Millisecond}[reads]
 		// A client not reading yet: bytes stay unacknowledged behind a full receive buffer.
 		_ = server.(*net.TCPConn).SetWriteBuffer(4096)
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
@@ -504,7 +507,7 @@ func TestLingeringCloseDelivers(t *testing.T) {
 		if reads {
 			go func() { _, _ = io.Copy(io.Discard, client); client.Close() }()
 		}
-		<-done // lingerTime at most
+		<-done // lingerFor at most
 		if got := delivered.Load(); got != map[bool]int32{true: 1, false: 0}[reads] {
 			t.Errorf("client reads %v: delivered %d times after the lingering close", reads, got)
 		}

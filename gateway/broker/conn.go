@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -40,8 +41,9 @@ type limitedConn struct {
 	closed       chan struct{} // closed by Close
 	signalOnce   sync.Once     // closes closed
 
-	rmu     sync.Mutex  // held by a read in progress, and by the lingering close
-	closing atomic.Bool // Close began: reads end, deadlines are the close's
+	rmu       sync.Mutex    // held by a read in progress, and by the lingering close
+	closing   atomic.Bool   // Close began: reads end, deadlines are the close's
+	lingerFor time.Duration // how long a lingering close waits at most; 0: lingerTime (tests set it)
 
 	// Guarded by lim.mu.
 	seq  uint64
@@ -269,7 +271,7 @@ func (c *limitedConn) linger(tcp *net.TCPConn) {
 	_ = tcp.CloseWrite()
 	_ = tcp.SetReadDeadline(time.Now())
 	c.rmu.Lock()
-	_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
+	_ = tcp.SetReadDeadline(time.Now().Add(cmp.Or(c.lingerFor, lingerTime)))
 	n, err := io.Copy(io.Discard, io.LimitReader(tcp, lingerBytes))
 	c.rmu.Unlock()
 	// A client that closed its side cleanly (FIN, not a reset: a socket closed with

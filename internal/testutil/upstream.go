@@ -94,8 +94,9 @@ func (u *Upstream) Stop() {
 // gone from it, or closed and kept (a persistent session, which mochi does not delete).
 func detached(srv *mqtt.Server) bool {
 	for _, cl := range srv.Clients.GetAll() {
-		p := cl.Properties
-		expires := p.ProtocolVersion == 5 && p.Props.SessionExpiryInterval == 0 || p.ProtocolVersion < 5 && p.Clean
+		// Only the fields set at CONNECT: mochi writes others (the will) as the client ends.
+		v := cl.Properties.ProtocolVersion
+		expires := v == 5 && cl.Properties.Props.SessionExpiryInterval == 0 || v < 5 && cl.Properties.Clean
 		if expires || !cl.Closed() {
 			return false
 		}
