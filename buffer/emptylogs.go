@@ -11,11 +11,13 @@ import (
 )
 
 // emptyLogs lists the memtable logs (.mem) and value-log files (.vlog) in dir that are
-// empty. Badger creates such a file and then extends it to its full size; a kill -9 or a
-// power cut between the two leaves it empty, and from then on badger.Open fails on it
+// empty. Badger deletes such a file once it is done with it (a memtable flushed to a
+// table, a value-log file garbage-collected) by truncating it to zero and then removing
+// it, and it creates one by creating it and then extending it: a kill -9 or a power cut
+// between the two steps leaves an empty file, and from then on badger.Open fails on it
 // ("Create a new file": it takes the file for one it has just made; dgraph-io/badger#2207,
 // open upstream), so the daemon would fail at every start. An empty file holds no entry,
-// not even the header Badger writes first.
+// not even the header Badger writes first; what a deleted one held is in the tables.
 func emptyLogs(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

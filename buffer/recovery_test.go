@@ -174,8 +174,9 @@ func TestRecoveryWithAGarbledWitness(t *testing.T) {
 	}
 }
 
-// TestRecoveryWithAnEmptyLogFile: a kill -9 or a power cut right after Badger created a
-// memtable log or a value-log file, before it extended it, leaves the file empty, and
+// TestRecoveryWithAnEmptyLogFile: a kill -9 or a power cut while Badger deletes a memtable
+// log or a value-log file (it truncates it to zero, then removes it), or right after it
+// created one, before it extended it, leaves the file empty, and
 // badger.Open then failed at every start ("Create a new file", dgraph-io/badger#2207): the
 // daemon crash-looped (the soak, on a full tmpfs). A writable open removes such files; a
 // read-only one says the store needs recovery.
