@@ -134,6 +134,13 @@ func newStore(opts Options, lg *slog.Logger) *Store {
 // openDB opens the Badger database of opts, with its errors made clear: another process
 // holds it, or a read-only open needs a writable one first.
 func openDB(opts Options, lg *slog.Logger) (*badger.DB, error) {
+	if opts.ReadOnly {
+		if err := checkEmptyLogs(opts.Dir); err != nil {
+			return nil, err
+		}
+	} else if err := removeEmptyLogs(opts.Dir, lg); err != nil {
+		return nil, err
+	}
 	bo := badgerOptions(opts.Dir, opts.memTableSize, lg).WithReadOnly(opts.ReadOnly)
 	db, err := badger.Open(bo)
 	if err != nil {

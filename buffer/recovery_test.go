@@ -2,8 +2,10 @@ package buffer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -169,5 +171,84 @@ func TestRecoveryWithAGarbledWitness(t *testing.T) {
 	}
 	if res := mustAppend(t, s, "raw", vals("x")...); res[0].Seq != 11 {
 		t.Fatalf("seq %d", res[0].Seq)
+	}
+}
+
+// TestRecoveryWithAnEmptyLogFile: a kill -9 or a power cut while Badger deletes a memtable
+// log or a value-log file (it truncates it to zero, then removes it), or right after it
+// created one, before it extended it, leaves the file empty, and
+// badger.Open then failed at every start ("Create a new file", dgraph-io/badger#2207): the
+// daemon crash-looped (the soak, on a full tmpfs). A writable open removes such files; a
+// read-only one says the store needs recovery.
+func TestRecoveryWithAnEmptyLogFile(t *testing.T) {
+	next := func(t *testing.T, dir, ext, format string) string {
+		files, _ := filepath.Glob(filepath.Join(dir, "*"+ext))
+		max := 0
+		for _, f := range files {
+			var fid int
+			if _, err := fmt.Sscanf(filepath.Base(f), "%d", &fid); err == nil && fid > max {
+				max = fid
+			}
+		}
+		return fmt.Sprintf(format, max+1)
+	}
+	cases := []struct {
+		name  string
+		files func(t *testing.T, dir string) []string
+	}{
+		{"memtable log", func(t *testing.T, dir string) []string {
+			return []string{next(t, dir, ".mem", "%05d.mem")}
+		}},
+		{"value log", func(t *testing.T, dir string) []string {
+			return []string{next(t, dir, ".vlog", "%06d.vlog")}
+		}},
+		{"both", func(t *testing.T, dir string) []string {
+			return []string{next(t, dir, ".mem", "%05d.mem"), next(t, dir, ".vlog", "%06d.vlog")}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			img := crashImage(t, 30)
+			empty := tc.files(t, img)
+			for _, name := range empty {
+				if err := os.WriteFile(filepath.Join(img, name), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := Open(Options{Dir: img, ReadOnly: true}); !errors.Is(err, ErrNeedsRecovery) {
+				t.Fatalf("read-only open: %v, want ErrNeedsRecovery", err)
+			}
+			s := open(t, img, Options{})
+			if seqs, _ := readAll(t, s, "raw", 0); len(seqs) != 30 || len(s.Lost()) != 0 {
+				t.Fatalf("%d entries, lost %v; want all 30 and nothing lost", len(seqs), s.Lost())
+			}
+			mustAppend(t, s, "raw", Entry{Value: []byte("after")})
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = open(t, img, Options{ReadOnly: true})
+			if seqs, _ := readAll(t, s, "raw", 0); len(seqs) != 31 {
+				t.Fatalf("%d entries after a reopen, want 31", len(seqs))
+			}
+		})
+	}
+}
+
+// TestEmptyLogFilesOfAnOpenStoreKept: a store open in another process may have just
+// created a log file, not yet extended: removeEmptyLogs leaves the files of a locked
+// directory alone.
+func TestEmptyLogFilesOfAnOpenStoreKept(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir, Options{})
+	path := filepath.Join(dir, "99999.mem")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(path)
+	if err := removeEmptyLogs(dir, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the empty file of an open store: %v, want it kept", err)
 	}
 }
