@@ -327,3 +327,34 @@ func TestIDCacheKeepsAnIDStoredAfterAFailure(t *testing.T) {
 		t.Fatalf("the resend of an id among the 4 newest cost %d disk lookups: the cache lost it", n)
 	}
 }
+
+// A resend of a reading already stored stores nothing, so a full buffer must not refuse it:
+// under reject, a full buffer may be over its capacity (updates, the refused log's room),
+// and a resend refused there (0x97) made the device publish the reading anew, stored
+// under a new id (the soak: an MQTT 5 device's resend after a kill -9).
+func TestDupOfAStoredEntryAcceptedWhenFull(t *testing.T) {
+	for _, onFull := range []OnFull{Reject, DropOldest} {
+		t.Run(string(onFull), func(t *testing.T) {
+			dir := t.TempDir()
+			opts, disk := tinyBudget(dir, onFull, 64<<10)
+			s := open(t, dir, opts)
+			reading := Entry{ID: "dev-1:0003", Value: []byte(strings.Repeat("x", 1000))}
+			if res, err := s.Append(bg, "raw", []Entry{reading}); err != nil || res[0].Dup {
+				t.Fatalf("first copy: %+v, %v; want it stored", res, err)
+			}
+			// The disk fills with other users' files: the buffer is now over its capacity.
+			disk.others.Store(disk.size)
+			s.usage.at = time.Time{} // measure at the next append
+			if _, err := s.Append(bg, "raw", []Entry{{ID: "dev-1:0004", Value: []byte("new")}}); !errors.Is(err, ErrFull) {
+				t.Fatalf("a new reading on a full buffer: %v, want ErrFull", err)
+			}
+			res, err := s.Append(bg, "raw", []Entry{reading})
+			if err != nil || len(res) != 1 || !res[0].Dup {
+				t.Fatalf("resend of the stored reading on a full buffer: %+v, %v; want a duplicate, accepted", res, err)
+			}
+			if n, _ := s.Count("raw"); onFull == Reject && n != 1 {
+				t.Fatalf("raw holds %d entries, want 1", n)
+			}
+		})
+	}
+}

@@ -222,7 +222,7 @@ func (s *soak) check() {
 			if !r.acked.Load() {
 				unacked++
 				if dv.resends() && !r.abandoned.Load() {
-					t.Errorf("%s: reading %d (%s) never acknowledged (sent %d times), though the device kept resending (a wedged client?)", dv.spec.name, r.seq, r.payload, r.sends.Load())
+					t.Errorf("%s: reading %d (%s) never acknowledged (sent %d times), though the device kept resending (a wedged client?); its wire:\n%s", dv.spec.name, r.seq, r.payload, r.sends.Load(), r.history())
 				}
 				continue
 			}

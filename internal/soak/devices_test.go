@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	pahopackets "github.com/eclipse/paho.golang/packets"
 	paho5 "github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -373,9 +374,12 @@ func (d *device) run5(gen, conn context.Context, t0 int64, stopped func()) {
 			if r.abandoned.Load() && r.kind != withID {
 				break // gone from the client's session; publishing it anew would be a new reading
 			}
-			if r.sends.Load() == 0 {
-				// It never left the client (the connection went as it was published), so the
-				// session holds nothing to resend and the gateway never saw it: publish it again.
+			if r.sends.Load() == 0 || errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, session.ErrNoConnection) {
+				// It never entered the client's session (the connection went as it was
+				// published: paho checks for one before it stores the publish), so nothing
+				// will resend it and the gateway never saw this copy: publish it again. A
+				// reading refused before (0x97) was sent already, so its count of sends alone
+				// does not tell (the soak: v6 waited for a resend that never came).
 				time.Sleep(200 * time.Millisecond)
 				continue
 			}
