@@ -74,6 +74,7 @@ type groupTxns struct {
 	inTxn     []*request
 	size, cnt int64
 	index     txnIndex
+	segs      txnSegments
 	maxSize   int64 // a transaction's bounds (commitGroup)
 	maxCount  int64
 }
@@ -85,8 +86,9 @@ func (s *Store) commitGroup(group, work, ok []*request) []*request {
 	maxCount := s.db.MaxBatchCount() * 9 / 10
 	g := groupTxns{s: s, ok: ok, maxSize: maxSize, maxCount: maxCount}
 	for _, r := range work {
-		// The meta key and a time-index key per log besides the request's own writes.
-		n := int64(len(r.writes)) + 2*int64(len(r.deltas)) + 1
+		// A segment, the meta key and a time-index key per log besides the request's own
+		// writes.
+		n := int64(len(r.writes)) + 3*int64(len(r.deltas)) + 1
 		if r.size >= maxSize || n >= maxCount {
 			s.fail(r, fmt.Errorf("%w: %d writes, %d bytes", ErrTooLarge, n, r.size))
 			continue
@@ -120,6 +122,9 @@ func (g *groupTxns) add(r *request, n int64) {
 		err = stage(g.txn, r.writes)
 	}
 	if err == nil {
+		err = g.segs.stage(g.s, g.txn, r.recs)
+	}
+	if err == nil {
 		err = g.index.stage(g.txn, r)
 	}
 	if err != nil {
@@ -132,6 +137,7 @@ func (g *groupTxns) add(r *request, n int64) {
 		}
 		g.txn, g.inTxn, g.size, g.cnt = nil, g.inTxn[:0:0], 0, 0
 		g.index.reset()
+		g.segs.reset()
 		return
 	}
 	g.inTxn = append(g.inTxn, r)
@@ -191,7 +197,13 @@ func (g *groupTxns) commit() {
 	if g.txn == nil {
 		return
 	}
-	err := g.s.commitTxn(g.txn, g.inTxn)
+	err := g.segs.flush(g.s, g.txn)
+	if err != nil {
+		g.txn.Discard()
+		err = fmt.Errorf("buffer: stage segments: %w", err)
+	} else {
+		err = g.s.commitTxn(g.txn, g.inTxn)
+	}
 	if err != nil {
 		for _, r := range g.inTxn {
 			g.s.fail(r, err)
@@ -202,6 +214,7 @@ func (g *groupTxns) commit() {
 	}
 	g.txn, g.inTxn, g.size, g.cnt = nil, g.inTxn[:0:0], 0, 0
 	g.index.reset()
+	g.segs.reset()
 }
 
 func stage(txn *badger.Txn, ws []write) error {

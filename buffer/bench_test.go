@@ -68,3 +68,35 @@ func benchAppend(b *testing.B, s *Store, writers int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 	b.ReportMetric(float64(s.Stats().Appended.Load())/float64(max(1, s.Stats().Groups.Load())), "entries/group")
 }
+
+// BenchmarkRead is an uplink reading a backlog: 100 000 readings of ~230 bytes appended
+// 50 at a time (a group commit's worth), read in pages of 1 000, once per iteration.
+func BenchmarkRead(b *testing.B) {
+	s := benchStore(b, Options{SyncInterval: 10 * time.Millisecond})
+	r := rand.New(rand.NewPCG(1, 2))
+	const total = 100_000
+	for i := 0; i < total; i += 50 {
+		es := make([]Entry, 50)
+		for k := range es {
+			es[k] = Entry{Value: record(i+k, r)}
+		}
+		if _, err := s.Append(bg, "raw", es); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		n, next := 0, uint64(0)
+		for n < total {
+			nx, err := s.Read("raw", next, 1000, func(uint64, []byte) error { n++; return nil })
+			if err != nil {
+				b.Fatal(err)
+			}
+			if nx == next {
+				b.Fatalf("read %d of %d, then nothing from %d", n, total, next)
+			}
+			next = nx
+		}
+	}
+	b.ReportMetric(float64(b.N*total)/b.Elapsed().Seconds(), "records/s")
+}

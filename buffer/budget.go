@@ -295,26 +295,47 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	}
 	prefix := s.logPrefix(ls.name)
 	var keys [][]byte
-	var freed int64
+	var gone []seqRange // the live entries deleted, by segment
+	var freed, count int64
 	newFirst := first
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		for it.Seek(s.logKey(ls.name, first)); it.Valid(); it.Next() {
 			item := it.Item()
-			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
-			if seq >= below {
+			g, ok := segmentOf(item, prefix)
+			if !ok {
+				continue
+			}
+			from := max(g.first, first) // entries below first were deleted before
+			if from >= below {
 				newFirst = below
 				return nil
 			}
 			if len(keys) == s.dropMax || freed >= maxBytes {
-				newFirst = seq
+				newFirst = from
 				more = true
 				return nil
 			}
+			to := min(g.last, below-1)
+			b := g.logicalBytes(ls.name)
+			if from != g.first || to != g.last {
+				// Part of a segment: its entries' sizes are in its value.
+				var err error
+				if b, err = partBytes(item, g, ls.name, from, to); err != nil {
+					return err
+				}
+			}
+			freed += b
+			count += int64(to - from + 1)
+			gone = append(gone, seqRange{from, to})
+			newFirst = to + 1
+			if to != g.last {
+				// The segment straddles below: its entries from below on are live, so it
+				// stays, and its entries below are deleted by newFirst alone.
+				return nil
+			}
 			keys = append(keys, item.KeyCopy(nil))
-			freed += entrySize(ls.name, int(item.ValueSize()))
-			newFirst = seq + 1
 		}
 		// The end of the log: every committed entry is gone. (Not ls.next: the group being
 		// applied may hold appends with numbers already assigned and not yet committed.)
@@ -328,21 +349,21 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	if err != nil {
 		return 0, false, err
 	}
-	if len(keys) == 0 && len(idx) == 0 && newFirst == first {
+	if count == 0 && len(keys) == 0 && len(idx) == 0 && newFirst == first {
 		return 0, false, nil
 	}
 	r := &request{kind: reqDrop, log: ls.name}
 	d := r.delta(ls)
-	d.count = -int64(len(keys))
+	d.count = -count
 	d.bytes = -freed
 	d.first = newFirst
 	for _, k := range append(keys, idx...) {
 		r.writes = append(r.writes, write{key: k, del: true})
 		r.size += int64(len(k)) + 16 // a tombstone, until compaction drops it
 	}
-	if why != dropTrim && len(keys) > 0 {
+	if why != dropTrim && count > 0 {
 		// Counted in the same transaction as the deletes: exact after any crash.
-		ws, err := s.missedWrites(ls.name, prefix, keys, why)
+		ws, err := s.missedWrites(ls.name, gone, why)
 		if err != nil {
 			return 0, false, err
 		}
@@ -356,7 +377,7 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 	if err := s.commitTxn(txn, []*request{r}); err != nil {
 		return 0, false, fmt.Errorf("buffer: delete oldest entries of log %q: %w", ls.name, err)
 	}
-	n = len(keys)
+	n = int(count)
 	switch why {
 	case dropTrim:
 		s.stats.Trimmed.Add(uint64(n))
@@ -371,6 +392,25 @@ func (s *Store) dropOldest(ls *logState, below uint64, maxBytes int64, why dropR
 		s.logDrop(ls.name, why, n, newFirst)
 	}
 	return n, more, nil
+}
+
+// seqRange is the sequence numbers from..to, both included.
+type seqRange struct{ from, to uint64 }
+
+// partBytes is what the entries from..to of segment g (the item's) count for in log's
+// bytes.
+func partBytes(item *badger.Item, g segment, log string, from, to uint64) (int64, error) {
+	var b int64
+	err := item.Value(func(v []byte) error {
+		return g.entries(v, from, to, func(_ uint64, value []byte) error {
+			b += entrySize(log, len(value))
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("segment %d..%d: %w", g.first, g.last, err)
+	}
+	return b, nil
 }
 
 // staleIndexKeys returns the time-index keys of log that no longer describe a live entry:

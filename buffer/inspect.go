@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -55,14 +56,18 @@ func (s *Store) logInfo(log string) (LogInfo, error) {
 		it := txn.NewIterator(o)
 		it.Seek(s.logKey(log, ls.first.Load()))
 		if it.Valid() {
-			li.First = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+			if g, ok := segmentOf(it.Item(), prefix); ok {
+				li.First = max(g.first, ls.first.Load())
+			}
 		}
 		it.Close()
 		o.Reverse = true
 		it = txn.NewIterator(o)
 		it.Seek(s.logKey(log, ^uint64(0)))
 		if it.Valid() {
-			li.Last = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+			if g, ok := segmentOf(it.Item(), prefix); ok {
+				li.Last = g.last
+			}
 		}
 		it.Close()
 		if li.Count == 0 {
@@ -108,24 +113,39 @@ func (s *Store) Tail(log string, n int, fn func(seq uint64, value []byte) error)
 	if err := checkName(log); err != nil {
 		return err
 	}
+	first, err := s.firstLive(log) // entries below were deleted, though their segment may remain
+	if err != nil {
+		return fmt.Errorf("buffer: tail log %q: %w", log, err)
+	}
 	type kv struct {
 		seq uint64
 		v   []byte
 	}
-	var got []kv
+	var got []kv // newest first
 	prefix := s.logPrefix(log)
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
+	err = s.db.View(func(txn *badger.Txn) error {
+		o := keysOnly(prefix)
 		o.Reverse = true
 		it := txn.NewIterator(o)
 		defer it.Close()
 		for it.Seek(s.logKey(log, ^uint64(0))); it.Valid() && len(got) < n; it.Next() {
-			v, err := it.Item().ValueCopy(nil)
+			g, ok := segmentOf(it.Item(), prefix)
+			if !ok || g.last < first {
+				continue
+			}
+			var seg []kv
+			err := it.Item().Value(func(v []byte) error {
+				return g.entries(v, first, g.last, func(seq uint64, value []byte) error {
+					seg = append(seg, kv{seq, bytes.Clone(value)})
+					return nil
+				})
+			})
 			if err != nil {
 				return err
 			}
-			got = append(got, kv{binary.BigEndian.Uint64(it.Item().Key()[len(prefix):]), v})
+			for i := len(seg) - 1; i >= 0 && len(got) < n; i-- {
+				got = append(got, seg[i])
+			}
 		}
 		return nil
 	})
@@ -138,6 +158,24 @@ func (s *Store) Tail(log string, n int, fn func(seq uint64, value []byte) error)
 		}
 	}
 	return nil
+}
+
+// firstLive is the log's first live sequence number (logMeta.first), without making the
+// log known to the store as logState does (a tail of a log that never had entries must not
+// list it among the store's logs).
+func (s *Store) firstLive(log string) (uint64, error) {
+	s.mu.Lock()
+	ls, ok := s.logs[log]
+	s.mu.Unlock()
+	if ok {
+		return ls.first.Load(), nil
+	}
+	v, ok, err := s.getRaw(metaKey(log))
+	if err != nil || !ok {
+		return 0, err
+	}
+	m, _ := decodeMeta(v)
+	return m.first, nil
 }
 
 // DiskUsage measures the store's directory and its file system now.

@@ -8,9 +8,14 @@ import (
 // Key layout (one Badger DB, prefixes keep the kinds apart):
 //
 //	a/<bulk>/<seq:8 BE>      an entry of the bulk log (Options.BulkLog: the raw readings)
+//	a/<bulk>/<last:8 BE><count:4 BE><size:4 BE>
+//	                         a segment: count entries of the bulk log up to last, in a
+//	                         value of size bytes (segment.go)
 //	c/<log>/<consumer>       a consumer's committed position (next seq, 8 BE)
 //	h/<log>                  high mark of stores written before the meta key existed
 //	l/<log>/<seq:8 BE>       an entry of any other log
+//	l/<log>/<last:8 BE><count:4 BE><size:4 BE>
+//	                         a segment of any other log
 //	m/<log>                  a log's meta: high mark, first live seq, live count and bytes
 //	n/<log>/<consumer>       entries deleted before the consumer had them: dropped for room
 //	                         and expired by the retention (8 BE each)

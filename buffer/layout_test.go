@@ -3,6 +3,7 @@ package buffer
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
@@ -62,7 +63,8 @@ func TestKeyLayoutOrder(t *testing.T) {
 	for i, k := range keys {
 		switch {
 		case bytes.HasPrefix(k, s.logPrefix(logs.Bulk)):
-			bulk++
+			first, last, _, _ := segRange(k[len(s.logPrefix(logs.Bulk)):])
+			bulk += int(last - first + 1) // entries: a key holds a segment of them
 			if other+dedup > 0 {
 				t.Fatalf("key %d %q of the bulk log sorts after %d other keys", i, k, other+dedup)
 			}
@@ -158,8 +160,9 @@ func TestDedupBuckets(t *testing.T) {
 }
 
 // toLegacyLayout rewrites a closed store's bulk log and dedup index as the previous
-// layout kept them (l/raw/<seq> and d/<hash>), the first `entries` entries only (-1: all),
-// and adds a legacy id that expired.
+// layout kept them (l/raw/<seq>, an entry per key, and d/<hash>), the first `entries`
+// entries only (-1: all; the others stay a/raw/<seq>, an entry per key, as the layout
+// before segments kept them), and adds a legacy id that expired.
 func toLegacyLayout(t *testing.T, dir string, entries int, expired []byte) {
 	t.Helper()
 	db, err := badger.Open(badgerOptions(dir, defaultMemTableSize, slog.New(slog.DiscardHandler)))
@@ -167,6 +170,7 @@ func toLegacyLayout(t *testing.T, dir string, entries int, expired []byte) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	splitSegments(t, db)
 	wb := db.NewWriteBatch()
 	moved := 0
 	for _, k := range allKeys(t, db) {
@@ -207,6 +211,50 @@ func toLegacyLayout(t *testing.T, dir string, entries int, expired []byte) {
 		t.Fatal(err)
 	}
 	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// splitSegments rewrites every segment of every log as lone entries: a key per entry, as
+// stores were written before segments.
+func splitSegments(t *testing.T, db *badger.DB) {
+	t.Helper()
+	wb := db.NewWriteBatch()
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) < 2 || k[0] != 'a' && k[0] != 'l' || k[1] != '/' {
+				continue
+			}
+			i := bytes.IndexByte(k[2:], '/')
+			if i < 0 {
+				continue
+			}
+			prefix := slices.Clone(k[:3+i])
+			g, ok := segmentOf(it.Item(), prefix)
+			if !ok || !g.seg {
+				continue
+			}
+			err := it.Item().Value(func(v []byte) error {
+				return g.entries(v, 0, math.MaxUint64, func(seq uint64, value []byte) error {
+					return wb.Set(binary.BigEndian.AppendUint64(slices.Clone(prefix), seq), slices.Clone(value))
+				})
+			})
+			if err != nil {
+				return err
+			}
+			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = wb.Flush()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -385,7 +433,8 @@ func TestBulkLogOption(t *testing.T) {
 		for _, k := range allKeys(t, s.db) {
 			for _, log := range []string{logs.Raw, "readings", logs.Agg} {
 				if len(k) > 2 && bytes.HasPrefix(k[2:], []byte(log+"/")) && (k[0] == 'a' || k[0] == 'l') {
-					kinds[log] += string(k[0])
+					first, last, _, _ := segRange(k[3+len(log):]) // a key per segment of entries
+					kinds[log] += strings.Repeat(string(k[0]), int(last-first+1))
 				}
 			}
 		}

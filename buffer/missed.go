@@ -3,7 +3,6 @@ package buffer
 import (
 	"encoding/binary"
 	"fmt"
-	"sort"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -30,10 +29,10 @@ func decodeMissed(b []byte) (Missed, bool) {
 }
 
 // missedWrites returns the writes that count, for each consumer of log, the entries of
-// keys (ascending, under prefix) at or past its committed position: about to be deleted
-// for why, they were never had by it. It runs on the writer goroutine, the only one that
-// writes cursors and these counts, so what it reads is what is committed.
-func (s *Store) missedWrites(log string, prefix []byte, keys [][]byte, why dropReason) ([]write, error) {
+// gone (ascending ranges) at or past its committed position: about to be deleted for why,
+// they were never had by it. It runs on the writer goroutine, the only one that writes
+// cursors and these counts, so what it reads is what is committed.
+func (s *Store) missedWrites(log string, gone []seqRange, why dropReason) ([]write, error) {
 	s.mu.Lock()
 	consumers := append([]string(nil), s.consumers[log]...)
 	s.mu.Unlock()
@@ -43,8 +42,12 @@ func (s *Store) missedWrites(log string, prefix []byte, keys [][]byte, why dropR
 		if err != nil {
 			return nil, err
 		}
-		i := sort.Search(len(keys), func(i int) bool { return binary.BigEndian.Uint64(keys[i][len(prefix):]) >= pos })
-		n := uint64(len(keys) - i)
+		var n uint64
+		for _, g := range gone {
+			if from := max(g.from, pos); from <= g.to {
+				n += g.to - from + 1
+			}
+		}
 		if n == 0 {
 			continue
 		}

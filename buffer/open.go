@@ -298,14 +298,16 @@ func (s *Store) loadMeta(log string) (logMeta, error) {
 		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
-			if m.count == 0 {
-				m.first = seq
+			g, ok := segmentOf(it.Item(), prefix)
+			if !ok {
+				continue
 			}
-			m.high = seq
-			m.count++
-			m.bytes += entrySize(log, int(item.ValueSize()))
+			if m.count == 0 {
+				m.first = g.first
+			}
+			m.high = g.last
+			m.count += g.count()
+			m.bytes += g.logicalBytes(log)
 		}
 		return nil
 	})

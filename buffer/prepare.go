@@ -36,7 +36,10 @@ func (s *Store) appendTo(r *request, ls *logState, d *logDelta, value []byte, no
 	d.count++
 	d.bytes += entrySize(ls.name, len(value))
 	r.stored++
-	r.add(write{key: s.logKey(ls.name, seq), value: value})
+	r.recs = append(r.recs, rec{ls: ls, seq: seq, value: value})
+	// Counted as an entry alone (its key, its value and 16 bytes), as MaxRequestBytes
+	// says: the segment it is staged in is smaller (a key per segment, 4 bytes per entry).
+	r.size += entrySize(ls.name, len(value)) + 16
 	return seq
 }
 

@@ -458,23 +458,34 @@ func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, val
 		it := txn.NewIterator(keysOnly(prefix))
 		defer it.Close()
 		n := 0
+		// The first segment whose last entry is at or after from holds from, or follows it.
 		for it.Seek(s.logKey(log, from)); it.Valid(); it.Next() {
 			item := it.Item()
-			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
-			if seq > end {
+			g, ok := segmentOf(item, prefix)
+			if !ok {
+				continue
+			}
+			if g.first > end {
 				return nil
 			}
-			err := item.Value(func(v []byte) error { return fn(seq, v) })
-			if errors.Is(err, ErrStop) {
+			err := item.Value(func(v []byte) error {
+				return g.entries(v, from, end, func(seq uint64, value []byte) error {
+					if err := fn(seq, value); err != nil {
+						return err
+					}
+					next = seq + 1
+					n++
+					if limit > 0 && n >= limit {
+						return errLimit
+					}
+					return nil
+				})
+			})
+			if errors.Is(err, ErrStop) || errors.Is(err, errLimit) {
 				return nil
 			}
 			if err != nil {
 				return err
-			}
-			next = seq + 1
-			n++
-			if limit > 0 && n >= limit {
-				return nil
 			}
 		}
 		return nil
@@ -484,6 +495,9 @@ func (s *Store) Read(log string, from uint64, limit int, fn func(seq uint64, val
 	}
 	return next, nil
 }
+
+// errLimit ends a Read at its limit.
+var errLimit = errors.New("limit")
 
 // ErrStop, returned by a Read callback, ends the scan without error.
 var ErrStop = errors.New("stop")

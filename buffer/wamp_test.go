@@ -121,7 +121,9 @@ func measureWriteAmp(t *testing.T, online bool) {
 		total += 32 << 20
 		records += int64(got)
 		written += w1 - w0
-		fmt.Printf("%s: %3d MiB of readings (%4.1f h): %4.0f disk bytes per reading in this step, %4.0f so far; %.0f readings/s\n",
-			t.Name(), total>>20, float64(records)/perSecond/3600, float64(w1-w0)/float64(got), float64(written)/float64(records), float64(got)/time.Since(start).Seconds())
+		du, _ := DirBytes(dir)
+		fmt.Printf("%s: %3d MiB of readings (%4.1f h): %4.0f disk bytes per reading in this step, %4.0f so far; %.0f readings/s; directory %.0f MiB\n",
+			t.Name(), total>>20, float64(records)/perSecond/3600, float64(w1-w0)/float64(got), float64(written)/float64(records), float64(got)/time.Since(start).Seconds(),
+			float64(du)/(1<<20))
 	}
 }

@@ -63,6 +63,7 @@ type request struct {
 
 	// filled in by prepare
 	writes []write
+	recs   []rec                   // entries appended, staged in segments (segment.go) by the writer
 	size   int64                   // bytes staged: what it adds to the directory, roughly
 	stored int                     // entries appended (for stats)
 	hits   int                     // entries not stored: duplicates (counted once released)
@@ -73,6 +74,13 @@ type request struct {
 	// they are not committed yet, so this request shares their fate (see prepare).
 	after   []int32
 	pending int // entries that repeat such ids
+}
+
+// rec is an entry appended to a log, with its sequence number.
+type rec struct {
+	ls    *logState
+	seq   uint64
+	value []byte
 }
 
 // logDelta is what a request or a transaction changes in one log.

@@ -59,7 +59,7 @@ func (u *Uplink) pick(ctx context.Context) (s *stream, bs []*Batch, isHead bool,
 				}
 				break
 			}
-			if _, err := u.cutBacklog(ctx, s, s.cursor, now); err != nil {
+			if _, err := u.cutBacklog(ctx, s, s.cursor, now, nil); err != nil {
 				return nil, nil, false, err
 			}
 			if len(s.backlog) > 0 {
@@ -131,7 +131,7 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 	if len(bs) == 0 {
 		return due, nil
 	}
-	if err := u.record(ctx, s, bs, true); err != nil {
+	if err := u.record(ctx, s, bs, true, nil); err != nil {
 		return time.Time{}, err
 	}
 	s.head = bs
@@ -141,30 +141,129 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 // cutBacklog cuts and records the backlog lane's next batches from pos — the cursor, or
 // the end of the group in flight — within the batch limits, before the first acknowledged
 // range, as many as the group allows; it appends them to s.backlog and returns them.
-// Backlog batches do not linger.
-func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time.Time) ([]*Batch, error) {
+// Backlog batches do not linger. done, if any, are the leading backlog batches already
+// acknowledged: they are committed in the same transaction, or on their own if nothing is
+// recorded; whatever cutBacklog returns, it has tried to commit them.
+func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time.Time, done []*Batch) ([]*Batch, error) {
 	end := s.lanes.backlogEnd()
-	var bs []*Batch
-	for pos < end && len(bs) < u.backlogGroup() {
-		b, _, err := u.read(s, pos, end-1, false)
-		if err != nil {
-			return nil, err
+	bs, err := u.readGroup(s, pos, end, u.backlogGroup())
+	if err != nil {
+		if len(done) > 0 {
+			err = errors.Join(err, u.commit(ctx, s, done, false, nil))
 		}
-		if b == nil {
-			// Nothing left below the range (trimmed by the disk budget): an empty batch
-			// lets the cursor fold the range.
-			b = &Batch{Kind: s.Kind, Log: s.Log, First: pos, Last: end - 1}
-			b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
-		}
-		bs = append(bs, b)
-		pos = b.Last + 1
+		return nil, err
 	}
-	if err := u.record(ctx, s, bs, false); err != nil {
+	if err := u.record(ctx, s, bs, false, done); err != nil {
 		return nil, err
 	}
 	u.charge(bs, now)
 	s.backlog = append(s.backlog, bs...)
 	return bs, nil
+}
+
+// readGroup reads the backlog lane's next n batches from pos, below end: each batch starts
+// where the one before ended, as far as the batch limits allow, several per read of the
+// store (readRun).
+//
+// The store's read is most of a drain's CPU, so once the first batch is read, the second
+// half of the group is read at the same time by a second goroutine, from where it starts
+// if the batches in between are as full as the first, of consecutive entries. It is used
+// only if the first half does end there: the batches are then exactly those a read in
+// sequence gives (a batch depends only on where it starts); otherwise it is dropped and
+// the read goes on in sequence (and the next few groups are read in sequence only).
+func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) {
+	if pos >= end {
+		return nil, nil
+	}
+	var bs []*Batch
+	read := func(k int) (int, error) {
+		more, err := u.readRun(s, pos, end-1, k, &s.hint)
+		if err != nil {
+			return 0, err
+		}
+		bs = append(bs, more...)
+		if len(more) > 0 {
+			pos = more[len(more)-1].Last + 1
+		}
+		return len(more), nil
+	}
+	got, err := read(1)
+	if err != nil {
+		return nil, err
+	}
+	half := n / 2
+	if got == 1 && half >= 2 && bs[0].Records == u.batch.MaxRecords && s.specOff == 0 {
+		// The guess: batches of max_records consecutive entries, as most are.
+		if from := pos + uint64(half-1)*uint64(u.batch.MaxRecords); from < end {
+			spec := u.speculate(s, from, end, n-half)
+			_, err := read(half - 1)
+			r := spec.wait() // the spawned reader is always waited for
+			if err != nil {
+				return nil, err
+			}
+			if len(bs) == half && pos == spec.from && r.err == nil && len(r.bs) > 0 {
+				bs = append(bs, r.bs...)
+				pos = r.bs[len(r.bs)-1].Last + 1
+				s.hint = r.hint
+				u.stats.speculated.Add(1)
+			} else {
+				s.specOff = specPause
+			}
+		}
+	} else if s.specOff > 0 {
+		s.specOff--
+	}
+	for pos < end && len(bs) < n {
+		got, err := read(n - len(bs))
+		if err != nil {
+			return nil, err
+		}
+		if got == 0 {
+			// Nothing left below the range (trimmed by the disk budget): an empty batch
+			// lets the cursor fold the range.
+			b := &Batch{Kind: s.Kind, Log: s.Log, First: pos, Last: end - 1}
+			b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
+			bs = append(bs, b)
+			pos = end
+		}
+	}
+	return bs, nil
+}
+
+// specPause is how many groups are read in sequence after a speculation missed: its read
+// was wasted.
+const specPause = 8
+
+// speculation is the second half of a group, read by its own goroutine from a guessed
+// start (readGroup).
+type speculation struct {
+	from   uint64
+	done   chan struct{}
+	result specResult
+}
+
+type specResult struct {
+	bs   []*Batch
+	hint sizeHint
+	err  error
+}
+
+// speculate reads up to n batches from from, below end, in a goroutine (readRun).
+func (u *Uplink) speculate(s *stream, from, end uint64, n int) *speculation {
+	sp := &speculation{from: from, done: make(chan struct{})}
+	hint := s.hint
+	go func() {
+		defer close(sp.done)
+		sp.result.bs, sp.result.err = u.readRun(s, from, end-1, n, &hint)
+		sp.result.hint = hint
+	}()
+	return sp
+}
+
+// wait returns the speculation's result once its goroutine has ended.
+func (sp *speculation) wait() specResult {
+	<-sp.done
+	return sp.result
 }
 
 // rateAllows reports whether max_rate lets the backlog lane cut its next group now.
@@ -188,17 +287,36 @@ func (u *Uplink) charge(bs []*Batch, now time.Time) {
 }
 
 // record writes the ranges of a lane's new batches to the store before they are sent.
-func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool) error {
+// done, if any, are the backlog lane's leading batches, acknowledged: their commit shares
+// the transaction (and its fsync), so a drain writes one transaction per group, not two.
+func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool, done []*Batch) error {
 	empty := true
 	rs := make([][2]uint64, len(bs))
 	for i, b := range bs {
 		rs[i] = [2]uint64{b.First, b.Last}
 		empty = empty && b.Records == 0
 	}
+	next := s.lanes.clone()
+	c := s.cursor
+	if len(done) > 0 {
+		c = next.ackBacklog(done[len(done)-1].Last)
+		if empty || !next.draining() || isHead {
+			// Nothing to record with them (or the drain ended with them, which a group cut
+			// after them cannot do): they are committed on their own.
+			if err := u.commit(ctx, s, done, false, nil); err != nil {
+				return err
+			}
+			return u.record(ctx, s, bs, isHead, nil)
+		}
+		// Like commit's, this transaction must be written even while shutting down, or the
+		// acknowledged batches would be sent twice.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		ctx = cctx
+	}
 	if empty {
 		return nil // nothing will be sent: no resend to prepare for
 	}
-	next := s.lanes.clone()
 	switch {
 	case isHead && next.draining():
 		next.FreshPending = rs
@@ -208,10 +326,24 @@ func (u *Uplink) record(ctx context.Context, s *stream, bs []*Batch, isHead bool
 		// The backlog lane may have a group in flight still: the new one follows it.
 		next.Pending = append(next.Pending, rs...)
 	}
-	if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
+	err := u.store.Update(ctx, func(tx *buffer.Tx) {
+		if c != s.cursor {
+			tx.SetCursor(s.Log, u.name, c)
+		}
+		tx.Put(u.laneKey(s), next.encode())
+	})
+	if err != nil {
+		if len(done) > 0 {
+			return fmt.Errorf("commit batch %s and record batch %s: %w", done[len(done)-1].ID, bs[0].ID, err)
+		}
 		return fmt.Errorf("record batch %s: %w", bs[0].ID, err)
 	}
-	s.lanes = next
+	s.cursor, s.lanes = c, next
+	if len(done) > 0 {
+		u.publish(s)
+		u.acked(done)
+		s.backlog = s.backlog[len(done):]
+	}
 	return nil
 }
 
@@ -361,40 +493,27 @@ func (u *Uplink) read(s *stream, first, last uint64, exact bool) (b *Batch, full
 // readFrom is read, where the entries lo…from-1 are known to be the ones present from first
 // on, and to hold nothing to forward (skipTo): it reads from from.
 func (u *Uplink) readFrom(s *stream, first, from, lo, last uint64, exact bool) (b *Batch, full bool, err error) {
-	// The records are copied once, straight into the payload after room for the envelope's
-	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
-	head := record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)
-	head = head[:len(head)-2] // without "]}"
-	buf := make([]byte, len(head), 4096)
-	var spans [][2]int
-	var seqs []uint64
-	var end uint64
-	found := false
+	return u.readHint(s, first, from, lo, last, exact, &s.hint)
+}
+
+// readHint is readFrom with the buffers sized by hint, which it updates: the second reader
+// of a group has its own (readGroup).
+func (u *Uplink) readHint(s *stream, first, from, lo, last uint64, exact bool, hint *sizeHint) (b *Batch, full bool, err error) {
+	c := u.newCut(s, hint)
 	if from > first {
-		end, found = from-1, true
+		c.first, c.end, c.found = lo, from-1, true
 	}
 	_, err = u.store.Read(s.Log, from, 0, func(seq uint64, v []byte) error {
 		if seq > last {
 			return buffer.ErrStop
 		}
 		u.stats.scanned.Add(1)
-		if !exact && found && (len(spans) >= u.batch.MaxRecords || len(buf)+len(v)+3 > int(u.batch.MaxBytes)) {
+		if !exact && c.overflows(v) {
 			full = true
 			return buffer.ErrStop
 		}
-		if !found {
-			lo = seq
-		}
-		end, found = seq, true
-		if u.selected(s, v) {
-			if len(spans) > 0 {
-				buf = append(buf, ',')
-			}
-			spans = append(spans, [2]int{len(buf), len(buf) + len(v)})
-			seqs = append(seqs, seq)
-			buf = append(buf, v...)
-		}
-		if !exact && len(spans) >= u.batch.MaxRecords {
+		c.take(seq, v)
+		if !exact && c.fullCount() {
 			full = true
 			return buffer.ErrStop
 		}
@@ -404,31 +523,151 @@ func (u *Uplink) readFrom(s *stream, first, from, lo, last uint64, exact bool) (
 		return nil, full, err
 	}
 	if exact {
-		if !found {
-			lo = first // the whole range is gone: an empty batch
+		if !c.found {
+			c.first = first // the whole range is gone: an empty batch
 		}
-		end, found = last, true
+		c.end, c.found = last, true
 	}
-	if !found {
+	if !c.found {
 		return nil, full, nil
 	}
-	b = &Batch{Kind: s.Kind, Log: s.Log, First: lo, Last: end, Records: len(spans), Seqs: seqs}
+	b, err = c.finish()
+	return b, full, err
+}
+
+// readRun reads up to n consecutive batches from pos, each as far as the batch limits
+// allow without passing last, in one read of the store: the batches read lets one by one
+// would cut (each depends only on where it starts), without a read transaction and seek
+// per batch. It stops early at the end of the range or of the log.
+func (u *Uplink) readRun(s *stream, pos, last uint64, n int, hint *sizeHint) ([]*Batch, error) {
+	var bs []*Batch
+	c := u.newCut(s, hint)
+	var ferr error
+	next := func() error {
+		b, err := c.finish()
+		if err != nil {
+			ferr = err
+			return err
+		}
+		bs = append(bs, b)
+		if len(bs) == n {
+			return buffer.ErrStop
+		}
+		c = u.newCut(s, hint)
+		return nil
+	}
+	_, err := u.store.Read(s.Log, pos, 0, func(seq uint64, v []byte) error {
+		if seq > last {
+			return buffer.ErrStop
+		}
+		u.stats.scanned.Add(1)
+		if c.overflows(v) {
+			if err := next(); err != nil {
+				return err
+			}
+		}
+		c.take(seq, v)
+		if c.fullCount() {
+			return next()
+		}
+		return nil
+	})
+	if ferr != nil {
+		return nil, ferr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.found && len(bs) < n {
+		b, err := c.finish()
+		if err != nil {
+			return nil, err
+		}
+		bs = append(bs, b)
+	}
+	return bs, nil
+}
+
+// cut is a batch being built from the entries of a log in order.
+type cut struct {
+	u     *Uplink
+	s     *stream
+	hint  *sizeHint
+	first uint64 // the first entry taken
+	head  int    // the envelope's head: room left at the start of buf
+	buf   []byte
+	spans [][2]int
+	seqs  []uint64
+	end   uint64 // the last entry taken
+	found bool   // an entry was taken
+}
+
+func (u *Uplink) newCut(s *stream, hint *sizeHint) *cut {
+	// The records are copied once, straight into the payload after room for the envelope's
+	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
+	head := len(record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)) - 2 // without "]}"
+	// Sized like the stream's previous batch, so that a drain of full batches allocates
+	// each payload once instead of growing it by doubling (copying and clearing it again at
+	// each step, a third of the read's CPU).
+	return &cut{
+		u: u, s: s, hint: hint, head: head,
+		buf:   make([]byte, head, max(hint.bytes, 4096)),
+		spans: make([][2]int, 0, hint.records),
+		seqs:  make([]uint64, 0, hint.records),
+	}
+}
+
+// overflows reports that the batch is full before v: it has max_records records, or v
+// would take it past max_bytes. A batch always takes its first entry.
+func (c *cut) overflows(v []byte) bool {
+	return c.found && (len(c.spans) >= c.u.batch.MaxRecords || len(c.buf)+len(v)+3 > int(c.u.batch.MaxBytes))
+}
+
+// fullCount reports that the batch has max_records records.
+func (c *cut) fullCount() bool { return len(c.spans) >= c.u.batch.MaxRecords }
+
+// take adds the entry seq to the batch's range, and its value to the payload if forwarded.
+func (c *cut) take(seq uint64, v []byte) {
+	if !c.found {
+		c.first = seq
+	}
+	c.end, c.found = seq, true
+	if c.u.selected(c.s, v) {
+		if len(c.spans) > 0 {
+			c.buf = append(c.buf, ',')
+		}
+		c.spans = append(c.spans, [2]int{len(c.buf), len(c.buf) + len(v)})
+		c.seqs = append(c.seqs, seq)
+		c.buf = append(c.buf, v...)
+	}
+}
+
+// finish returns the batch of [first, end].
+func (c *cut) finish() (*Batch, error) {
+	u, s, buf := c.u, c.s, c.buf
+	b := &Batch{Kind: s.Kind, Log: s.Log, First: c.first, Last: c.end, Records: len(c.spans), Seqs: c.seqs}
 	b.ID = record.BatchID(u.gateway, u.name, s.Log, b.First, b.Last)
-	copy(buf, record.AppendBatch(head[:0], u.gateway, b.ID, s.Kind, nil)[:len(head)])
+	copy(buf, record.AppendBatch(nil, u.gateway, b.ID, s.Kind, nil)[:c.head])
 	buf = append(buf, "]}"...)
-	b.Items = make([][]byte, len(spans))
-	for i, sp := range spans {
+	b.Items = make([][]byte, len(c.spans))
+	for i, sp := range c.spans {
 		b.Items[i] = buf[sp[0]:sp[1]:sp[1]]
 	}
 	b.Payload = buf
+	*c.hint = sizeHint{bytes: len(buf) + len(buf)/16, records: len(c.spans)}
 	if u.gzip {
+		var err error
 		if b.Payload, err = gzipBytes(buf); err != nil {
-			return nil, full, fmt.Errorf("compress batch %s: %w", b.ID, err)
+			return nil, fmt.Errorf("compress batch %s: %w", b.ID, err)
 		}
 		b.Encoding = "gzip"
 	}
-	return b, full, nil
+	return b, nil
 }
+
+// sizeHint is what readFrom allocates for a batch: its payload's bytes and its records.
+// A batch that outgrows it grows as usual.
+type sizeHint struct{ bytes, records int }
 
 // idPlaceholder has the length of every batch id (record.BatchID: 16 bytes in hex).
 var idPlaceholder = strings.Repeat("0", 32)

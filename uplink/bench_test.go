@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
@@ -82,29 +83,53 @@ func benchDrain(b *testing.B, delay time.Duration) {
 		bare += publish(16)
 		serial += publish(1)
 
-		// A new uplink name is a new consumer: it drains the whole log from the start.
-		cfg := uplinkConfig(fmt.Sprintf(`{name: drain-%d, type: mqtt, url: "tcp://%s", max_rate: 0, batch: {max_records: %d, max_bytes: 512KiB, linger: 1s}}`, i, addr, batch))
-		sink, _ := mqttsink.New(&cfg, "gw", discard)
-		u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		t0 := time.Now()
-		go func() { done <- u.Run(ctx) }()
-		for u.Stats().Records.Load() < records {
-			time.Sleep(time.Millisecond)
-		}
-		ours += time.Since(t0)
-		cancel()
-		if err := <-done; err != nil {
-			b.Fatal(err)
-		}
-		sink.Close()
+		ours += drain(b, s, addr, fmt.Sprintf("drain-%d", i), records, batch)
 	}
 	n := float64(b.N * records)
 	b.ReportMetric(n/ours.Seconds(), "rec/s")
 	b.ReportMetric(n/bare.Seconds(), "bare-rec/s")
 	b.ReportMetric(n/serial.Seconds(), "serial-rec/s")
 	b.ReportMetric(bare.Seconds()/ours.Seconds(), "ratio")
+}
+
+// drain runs a new uplink named name — a new consumer, which drains the whole log from the
+// start — until it has committed records, and returns how long that took.
+func drain(b *testing.B, s *buffer.Store, addr, name string, records, batch int) time.Duration {
+	cfg := uplinkConfig(fmt.Sprintf(`{name: %s, type: mqtt, url: "tcp://%s", max_rate: 0, batch: {max_records: %d, max_bytes: 512KiB, linger: 1s}}`, name, addr, batch))
+	sink, _ := mqttsink.New(&cfg, "gw", discard)
+	defer sink.Close()
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	t0 := time.Now()
+	go func() { done <- u.Run(ctx) }()
+	for u.Stats().Records.Load() < uint64(records) {
+		time.Sleep(time.Millisecond)
+	}
+	took := time.Since(t0)
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	return took
+}
+
+// BenchmarkDrainAlone is BenchmarkBacklogDrain's loopback uplink without the bare
+// publishers, so that a CPU profile holds the drain only:
+//
+//	go test -run '^$' -bench DrainAlone -benchtime 30x -cpuprofile drain.cpu ./uplink/
+//	go tool pprof -top drain.cpu
+func BenchmarkDrainAlone(b *testing.B) {
+	const records, batch = 50_000, 500
+	mq := testutil.StartMosquittoWith(b, "allow_anonymous true\nset_tcp_nodelay true")
+	s := openStore(b, b.TempDir())
+	fillIDs(b, s, "r", "sensors/a/t", 0, records)
+	var took time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		took += drain(b, s, mq.Addr, fmt.Sprintf("drain-%d", i), records, batch)
+	}
+	b.ReportMetric(float64(b.N*records)/took.Seconds(), "rec/s")
 }
 
 // delayProxy forwards TCP connections to target, delivering every chunk delay later in

@@ -37,14 +37,16 @@ import (
 //
 // In flight: a lane may cut several consecutive batches at once (a backlog, or a burst),
 // record them in one transaction, send them with several in flight when the sink can, and
-// commit the acknowledged prefix in one transaction: two fsyncs per group, not per batch,
-// and one round trip per group rather than per batch, which is what lets a backlog drain
-// fast over a long-RTT link. While a backlog group is in flight the next one is read and
-// recorded (appended to Pending), so it goes out as soon as the first is acknowledged,
-// while the first's commit is written — unless a head lane has a batch due, which then
-// goes first. One group is in flight at a time and one goroutine at a time uses the sink,
-// so the head lane's latency is its linger plus at most one backlog group (kept to a
-// quarter second of max_rate) plus its own round trip.
+// commit the acknowledged prefix in one transaction: fsyncs per group, not per batch, and
+// one round trip per group rather than per batch, which is what lets a backlog drain fast
+// over a long-RTT link. While a backlog group is in flight the next one is read and
+// recorded (appended to Pending), so it goes out as soon as the first is acknowledged —
+// unless a head lane has a batch due, which then goes first. The acknowledged group's
+// commit then shares the transaction that records the group after (ackBacklog, then the
+// new ranges appended): a drain writes one transaction per group, not two. One group is
+// in flight at a time and one goroutine at a time uses the sink, so the head lane's latency
+// is its linger plus at most one backlog group (kept to a quarter second of max_rate) plus
+// its own round trip.
 
 // maxRanges bounds the acknowledged ranges kept above the cursor (one per outage during a
 // drain); a state key stays a few hundred bytes.

@@ -70,7 +70,8 @@ type Stats struct {
 	DeadLetterRecords atomic.Uint64 // their records
 	DeadLetterOmitted atomic.Uint64 // of those, records too large to copy (kept by position)
 
-	scanned atomic.Uint64 // log entries read from the store, forwarded or not (tests)
+	scanned    atomic.Uint64 // log entries read from the store, forwarded or not (tests)
+	speculated atomic.Uint64 // groups whose second half was read in parallel (tests)
 }
 
 // Source is one log an uplink forwards, with the kind of batch its records make.
@@ -118,6 +119,8 @@ type stream struct {
 	backlog []*Batch  // the backlog lane's batches in flight (recorded)
 	seenAt  time.Time // when the head lane first saw data it has not cut yet (linger)
 	skip    skipped   // what the head lane read of its lingering batch, with nothing to forward
+	hint    sizeHint  // the size of the last batch read, for the next one's buffers
+	specOff int       // groups still to read in sequence after a missed speculation (readGroup)
 
 	position atomic.Uint64 // cursor, for Status and Drained
 	acked    atomic.Uint64 // entries in acknowledged ranges above the cursor
@@ -242,6 +245,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 			<-fl.done
 		}
 	}()
+	// done is the backlog group acknowledged before fl, the group that followed it, was
+	// launched: its commit waits for the next group's record and shares its transaction.
+	var done []*Batch
 	for {
 		if l := u.reload.Swap(nil); l != nil {
 			u.batch, u.maxRate = l.Batch, l.MaxRate
@@ -257,12 +263,22 @@ func (u *Uplink) Run(ctx context.Context) error {
 			fl = u.launch(ctx, s, bs, isHead)
 		}
 		// While a backlog group is in flight, read and record the next one, so it can go
-		// out the moment this one is acknowledged, while this one's commit is written.
+		// out the moment this one is acknowledged; the group before, if acknowledged, is
+		// committed with that record (one transaction and fsync per group).
 		s, bs, isHead := fl.s, fl.bs, fl.isHead
 		var ahead []*Batch
 		if now := u.clock.Now(); !isHead && s.lanes.draining() && u.rateAllows(now) {
 			var err error
-			if ahead, err = u.cutBacklog(ctx, s, bs[len(bs)-1].Last+1, now); err != nil {
+			ahead, err = u.cutBacklog(ctx, s, bs[len(bs)-1].Last+1, now, done)
+			done = nil
+			if err != nil {
+				return fmt.Errorf("uplink %q: %w", u.name, err)
+			}
+		}
+		if len(done) > 0 {
+			err := u.commit(ctx, s, done, false, nil)
+			done = nil
+			if err != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, err)
 			}
 		}
@@ -271,6 +287,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		n, err := r.n, r.err
 		if err == nil && len(ahead) > 0 && !u.headDue(u.clock.Now()) {
 			fl = u.launch(ctx, s, ahead, false)
+			done, n = bs, 0 // committed with the next group's record, or before fl is awaited
 		}
 		if n > 0 {
 			if cerr := u.commit(ctx, s, bs[:n], isHead, nil); cerr != nil {

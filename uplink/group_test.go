@@ -1,0 +1,115 @@
+package uplink
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/record"
+)
+
+// TestGroupReadInParallelCutsTheSameBatches: a backlog group, read several batches per read
+// of the store (readRun) and its second half by a second goroutine (readGroup), is made of
+// exactly the batches that reading them one by one, in sequence, cuts —
+// same ranges, ids, payloads, items and seqs — whether the guess of where the second half
+// starts holds (full batches of consecutive entries) or not (filtered entries, batches cut
+// by bytes), up to the end of the range.
+func TestGroupReadInParallelCutsTheSameBatches(t *testing.T) {
+	cases := []struct {
+		name     string
+		forward  string
+		maxBytes conf.ByteSize
+		topic    func(i int) string
+		series   func(i int) string
+		hits     string // the guess holds for: "all" full groups, "some", "none"
+	}{
+		{"consecutive", "#", 1 << 20, func(int) string { return "devices/d1/t" }, func(int) string { return "s" }, "all"},
+		{"filtered", "devices/d1/#", 1 << 20, func(i int) string { return fmt.Sprintf("devices/d%d/t", 1+min(i%7, 1)) }, func(int) string { return "s" }, "none"},
+		// Runs of 500 small records (batches full by count) and 500 large ones (cut by
+		// bytes).
+		{"bytes", "#", 1500, func(int) string { return "devices/d1/t" }, func(i int) string { return strings.Repeat("x", 100*(i/500%2)) }, "some"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st := testStore(t, t.TempDir())
+			defer st.Close()
+			const n = 3000
+			vals := make([]string, n)
+			for i := range vals {
+				r := record.Record{ID: fmt.Sprint("r", i), Topic: c.topic(i), Series: c.series(i), Value: float64(i)}
+				vals[i] = string(r.AppendJSON(nil))
+			}
+			appendN(t, st, "raw", vals...)
+			newUplink := func() (*Uplink, *stream) {
+				u := testUplink(st, &recSink{}, c.forward)
+				u.batch.MaxRecords, u.batch.MaxBytes = 10, c.maxBytes
+				return u, u.streams[1] // raw
+			}
+			end := uint64(n + 1) // the backlog lane's end: the log's last entry + 1
+
+			// In sequence, one batch after the other, as cutBacklog did.
+			u, s := newUplink()
+			var want []*Batch
+			for pos := uint64(0); pos < end; {
+				b, _, err := u.read(s, pos, end-1, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b == nil {
+					t.Fatalf("nothing read from %d", pos)
+				}
+				want = append(want, b)
+				pos = b.Last + 1
+			}
+
+			// In groups of 16, each read in two halves at once when the guess allows.
+			u, s = newUplink()
+			var got []*Batch
+			for pos := uint64(0); pos < end; {
+				bs, err := u.readGroup(s, pos, end, groupSize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, bs...)
+				pos = bs[len(bs)-1].Last + 1
+			}
+
+			if len(got) != len(want) {
+				t.Fatalf("%d batches in groups, %d in sequence", len(got), len(want))
+			}
+			for i, w := range want {
+				g := got[i]
+				if g.ID != w.ID || g.First != w.First || g.Last != w.Last || g.Records != w.Records ||
+					!bytes.Equal(g.Payload, w.Payload) || !slices.Equal(g.Seqs, w.Seqs) ||
+					!slices.EqualFunc(g.Items, w.Items, bytes.Equal) {
+					t.Fatalf("batch %d: [%d, %d] with %d records in groups, [%d, %d] with %d in sequence", i, g.First, g.Last, g.Records, w.First, w.Last, w.Records)
+				}
+			}
+			// A batch rebuilt from its recorded range after a restart is the same.
+			ur, sr := newUplink()
+			for i, w := range want {
+				b, _, err := ur.read(sr, w.First, w.Last, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b == nil || b.ID != w.ID || !bytes.Equal(b.Payload, w.Payload) {
+					t.Fatalf("batch %d [%d, %d] rebuilt from its range differs from the one cut", i, w.First, w.Last)
+				}
+			}
+			hits := u.stats.speculated.Load()
+			t.Logf("%d batches, %d groups with their second half read in parallel", len(got), hits)
+			full := uint64(len(got) / groupSize)
+			switch {
+			case c.hits == "all" && hits < full:
+				t.Errorf("%d second halves read in parallel for %d full groups: the guess should hold for each", hits, full)
+			case c.hits == "some" && (hits == 0 || hits >= full):
+				t.Errorf("%d second halves read in parallel for %d full groups: the guess should hold for some only", hits, full)
+			case c.hits == "none" && hits > 0:
+				t.Errorf("%d second halves read in parallel: the guess should never hold", hits)
+			}
+		})
+	}
+}
