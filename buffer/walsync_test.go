@@ -58,6 +58,66 @@ func TestWALSyncerCoversEveryLog(t *testing.T) {
 	touch("00003.mem", "000003.vlog")
 	check([]string{"00002.mem", "00003.mem"}, []string{"00002.mem"}, "00003.mem")
 	check([]string{"00003.mem"}, []string{"00002.mem"}, "00003.mem")
+	touch("00004.mem", "00005.mem") // two rotations between syncs
+	check([]string{"00003.mem", "00004.mem", "00005.mem"}, []string{"00002.mem", "00003.mem", "00004.mem"}, "00005.mem")
+	for _, n := range []string{"00002.mem", "00003.mem", "00004.mem"} {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch("99999.mem") // as if numbered on past 99999 (Badger's logs are consecutive)
+	w.next = filepath.Join(dir, "99999.mem")
+	check([]string{"00005.mem", "99999.mem"}, []string{"00005.mem"}, "99999.mem")
 	touch("100000.mem") // past 99999: longer names are larger numbers
-	check([]string{"00003.mem", "100000.mem"}, []string{"00002.mem", "00003.mem"}, "100000.mem")
+	check([]string{"100000.mem", "99999.mem"}, []string{"00005.mem", "99999.mem"}, "100000.mem")
+	check([]string{"100000.mem"}, []string{"00005.mem", "99999.mem"}, "100000.mem")
+}
+
+// TestWALSyncerListsOnlyAfterARotation: a Sync lists the directory only when Badger
+// rotated its memtable since the last listing (the log numbered after the newest exists);
+// otherwise it syncs the newest log alone.
+func TestWALSyncerListsOnlyAfterARotation(t *testing.T) {
+	dir := t.TempDir()
+	touch := func(name string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch("00007.mem")
+	touch("000001.sst")
+	w, err := newWALSyncer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var synced []string
+	w.datasync = func(f *os.File) error {
+		synced = append(synced, filepath.Base(f.Name()))
+		return nil
+	}
+	sync := func(want ...string) {
+		t.Helper()
+		synced = synced[:0]
+		if err := w.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(synced)
+		if !slices.Equal(synced, want) {
+			t.Errorf("synced %q, want %q", synced, want)
+		}
+	}
+	sync("00007.mem")
+	for range 5 {
+		sync("00007.mem")
+		touch("000002.sst") // tables come and go: no rotation
+	}
+	if w.listings != 1 {
+		t.Errorf("%d listings for 6 syncs without a rotation, want 1", w.listings)
+	}
+	touch("00008.mem")
+	sync("00007.mem", "00008.mem")
+	sync("00008.mem")
+	if w.listings != 2 {
+		t.Errorf("%d listings after one rotation, want 2", w.listings)
+	}
 }
