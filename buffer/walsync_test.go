@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -119,5 +121,46 @@ func TestWALSyncerListsOnlyAfterARotation(t *testing.T) {
 	sync("00008.mem")
 	if w.listings != 2 {
 		t.Errorf("%d listings after one rotation, want 2", w.listings)
+	}
+}
+
+// TestWALSyncerFollowsBadgerRotations: Badger numbers its memtable logs one after the
+// other, which is what lets a Sync look for the next one instead of listing the directory;
+// with real rotations, the syncer lists the directory once per rotation it saw (and once at
+// the first Sync), and every log Badger held was numbered right after one before it.
+func TestWALSyncerFollowsBadgerRotations(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	val := make([]byte, 400<<10) // a 4 MiB memtable holds about ten
+	seen := map[int]bool{}
+	for i := 0; i < 60; i++ {
+		if _, err := s.Append(bg, "raw", []Entry{{Value: val}}); err != nil {
+			t.Fatal(err)
+		}
+		paths, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range paths {
+			n, err := strconv.Atoi(strings.TrimSuffix(filepath.Base(p), ".mem"))
+			if err != nil {
+				t.Fatalf("memtable log %s: %v", p, err)
+			}
+			seen[n] = true
+		}
+	}
+	nums := slices.Sorted(maps.Keys(seen))
+	for i := 1; i < len(nums); i++ {
+		if nums[i] != nums[i-1]+1 {
+			t.Errorf("memtable logs %v: %d came after %d", nums, nums[i], nums[i-1])
+		}
+	}
+	rotations := len(nums) - 1
+	if rotations < 3 {
+		t.Fatalf("only %d rotations in 24 MiB of appends (logs %v)", rotations, nums)
+	}
+	// The syncer runs once per group; after the last append it is idle.
+	if l := s.wal.listings; l < 2 || l > rotations+1 {
+		t.Errorf("%d directory listings for %d rotations and 60 fsyncs, want 2 to %d", l, rotations, rotations+1)
 	}
 }
