@@ -9,6 +9,7 @@ type idCache struct {
 	m    map[string]cached
 	ring []string // hashes in insertion order, from head; a slot may name a removed id
 	head int
+	gets int // lookups so far (a test counts them)
 }
 
 // cached is what the cache knows of an id.
@@ -26,6 +27,7 @@ func newIDCache(max int) *idCache {
 }
 
 func (c *idCache) get(h string) (cached, bool) {
+	c.gets++
 	e, ok := c.m[h]
 	return e, ok
 }

@@ -171,12 +171,16 @@ func TestDedupFilterSavesLookups(t *testing.T) {
 	if n := s.Stats().DedupFilterBytes.Load(); n != int64(s.filter.bytes()) || n == 0 {
 		t.Errorf("DedupFilterBytes %d, the filter takes %d", n, s.filter.bytes())
 	}
-	before := s.Stats().DedupLookups.Load()
+	before, gets := s.Stats().DedupLookups.Load(), s.dedup.gets
 	if d := batch(s, 0, 2000); d != 0 {
 		t.Fatalf("%d fresh ids reported duplicate", d)
 	}
 	if n := s.Stats().DedupLookups.Load() - before; n > 60 {
 		t.Errorf("2000 fresh ids cost %d lookups in the index, want about 1%%", n)
+	}
+	// Nor, mostly, a lookup in the cache: the filter rules them out first.
+	if n := s.dedup.gets - gets; n > 60 {
+		t.Errorf("2000 fresh ids cost %d lookups in the id cache, want about 1%%", n)
 	}
 	if d := batch(s, 0, 2000); d != 2000 {
 		t.Fatalf("%d of 2000 resent ids reported duplicate", d)

@@ -29,8 +29,8 @@
 // What it leaves out (the overhead the ratio measures): prepare (sequence numbers, the
 // dedup check and index: every entry is taken as new), the budget's admission, the Badger
 // transactions and commits (memtable, its log, flushes to L0, compactions), the meta and
-// time-index keys, the WAL syncer's directory listing. Appends are numbered but not
-// readable (Read, Count and Wait see nothing); the logs' positions never move. Requests
+// time-index keys, the WAL syncer's look for a new memtable log (and its directory listing
+// after a rotation). Appends are numbered but not readable (Read, Count and Wait see nothing); the logs' positions never move. Requests
 // other than appends (Update, drops) still go to Badger as usual, and the fsync after
 // them also syncs Badger's log. The dedup decisions are left out with the index they
 // read (Badger keys): the benchmark's readings all carry new ids. The plain log's files

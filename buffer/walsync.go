@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -29,12 +30,22 @@ import (
 //     msync runs no group can be committed: the fsync of one group and the commit of the
 //     next, which the writer means to overlap, ran one after the other.
 //
-// Listing the directory at every sync is what makes the first point safe: a group's
-// entries are in a memtable log that existed when the group was committed, so at the
-// next sync that file is either listed, and synced, or gone, which Badger does only after
-// the memtable's L0 table was synced and recorded in its (synced) manifest. On Linux,
-// msync(MS_SYNC) of a shared file mapping is vfs_fsync_range on the file: an fdatasync of
-// the same file through another descriptor writes the same pages.
+// Listing the directory after every rotation is what makes the first point safe: a
+// group's entries are in a memtable log that existed when the group was committed, so at
+// the next sync that file is either listed, and synced, or gone, which Badger does only
+// after the memtable's L0 table was synced and recorded in its (synced) manifest. On
+// Linux, msync(MS_SYNC) of a shared file mapping is vfs_fsync_range on the file: an
+// fdatasync of the same file through another descriptor writes the same pages.
+//
+// Badger numbers its memtables one after the other (v4.9.6, memtable.go: newMemTable
+// takes db.nextMemFid, counting on from the highest log found at open, and moves it on
+// once the file is created), so a rotation since the last listing shows as the log
+// numbered after the newest one listed. A Sync first looks for that one file: while it
+// does not exist, the logs are the ones listed, every older one already synced, and only
+// the newest is synced, without listing the directory (1.5 µs per reading at 100
+// publishers, more with smaller groups: the directory holds every table and value-log
+// file). A log created after the check was created after the Sync began, so it holds no
+// group committed before it.
 //
 // Badger writes only to its current memtable, which has the highest-numbered log; an
 // older log is complete once a newer one exists. So an older log, once synced, is skipped
@@ -46,8 +57,12 @@ type walSyncer struct {
 	dir  *os.File        // the store's directory, rewound for every listing
 	cur  *os.File        // the newest log, kept open from one sync to the next; nil: none yet
 	done map[string]bool // older logs synced since a newer one existed, until deleted
+	// next is the path of the log Badger creates when it rotates cur ("": unknown, every
+	// Sync lists the directory).
+	next string
 	// datasync is fdatasync(2) (a test records the calls).
 	datasync func(*os.File) error
+	listings int // directory listings so far (a test counts them)
 }
 
 func newWALSyncer(dir string) (*walSyncer, error) {
@@ -60,6 +75,22 @@ func newWALSyncer(dir string) (*walSyncer, error) {
 
 // Sync fdatasyncs every memtable log present now that may hold unsynced writes.
 func (w *walSyncer) Sync() error {
+	if w.cur != nil && w.next != "" {
+		if _, err := os.Lstat(w.next); errors.Is(err, fs.ErrNotExist) {
+			// Not rotated since the last listing: cur is the only log that may hold
+			// unsynced writes.
+			if err := w.datasync(w.cur); err != nil {
+				return fmt.Errorf("buffer: fsync %s: %w", filepath.Base(w.cur.Name()), err)
+			}
+			return nil
+		}
+	}
+	return w.syncListed()
+}
+
+// syncListed lists the memtable logs and syncs every one not synced since a newer one
+// existed.
+func (w *walSyncer) syncListed() error {
 	names, err := w.list()
 	if err != nil {
 		return err
@@ -95,7 +126,7 @@ func (w *walSyncer) Sync() error {
 		}
 		err := w.datasync(f)
 		if name == newest {
-			w.cur = f
+			w.cur, w.next = f, nextLog(w.dir.Name(), name)
 		} else {
 			f.Close()
 			if err == nil {
@@ -115,8 +146,19 @@ func numberedAfter(a, b string) bool {
 	return b == "" || len(a) > len(b) || len(a) == len(b) && a > b
 }
 
+// nextLog is the path, in dir, of the log Badger creates after the one named name; "" if
+// name is not numbered as Badger numbers them.
+func nextLog(dir, name string) string {
+	n, err := strconv.ParseUint(strings.TrimSuffix(name, ".mem"), 10, 63)
+	if err != nil || !strings.HasSuffix(name, ".mem") {
+		return ""
+	}
+	return filepath.Join(dir, fmt.Sprintf("%05d.mem", n+1))
+}
+
 // list names the memtable logs in the directory.
 func (w *walSyncer) list() ([]string, error) {
+	w.listings++
 	if _, err := w.dir.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("buffer: list %s: %w", w.dir.Name(), err)
 	}

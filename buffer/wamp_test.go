@@ -2,9 +2,12 @@ package buffer
 
 import (
 	"context"
+	"expvar"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +40,9 @@ func measureWriteAmp(t *testing.T, online bool) {
 	dir := t.TempDir()
 	clk := clock.NewFake(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC))
 	opts := Options{MaxBytes: 2 << 30, DedupTTL: 24 * time.Hour, SyncInterval: 10 * time.Millisecond, Clock: clk}
+	if os.Getenv("EDGEGATE_WAMP_DEDUP") == "0" { // the share of the dedup index
+		opts.DedupTTL = 0
+	}
 	if online {
 		opts.Consumers = map[string][]string{"raw": {"uplink"}}
 	}
@@ -110,6 +116,7 @@ func measureWriteAmp(t *testing.T, online bool) {
 		return readings
 	}
 	var total, records, written int64
+	b0 := badgerWrites()
 	for total < 384<<20 {
 		w0, err := testutil.ProcField(os.Getpid(), "io", "write_bytes")
 		if err != nil {
@@ -126,4 +133,39 @@ func measureWriteAmp(t *testing.T, online bool) {
 			t.Name(), total>>20, float64(records)/perSecond/3600, float64(w1-w0)/float64(got), float64(written)/float64(records), float64(got)/time.Since(start).Seconds(),
 			float64(du)/(1<<20))
 	}
+	// Where the bytes went, per reading, so far: what the store gave Badger (its memtable
+	// logs write that, plus a few bytes of header per entry), the tables each compaction
+	// wrote by target level, and the rest (flushes to L0, the witness, the directory).
+	b1 := badgerWrites()
+	per := func(n int64) float64 { return float64(n) / float64(records) }
+	fmt.Printf("%s: per reading %.0f written: %.0f given to Badger (its logs)", t.Name(), per(written), per(b1.user-b0.user))
+	var compacted int64
+	for _, l := range slices.Sorted(maps.Keys(b1.compaction)) {
+		n := b1.compaction[l] - b0.compaction[l]
+		compacted += n
+		fmt.Printf(", %.0f compacted into %s", per(n), l)
+	}
+	fmt.Printf(", %.0f the rest (flushes to L0 mostly)\n", per(written-(b1.user-b0.user)-compacted))
+}
+
+// badgerBytes is what Badger's metrics say it was given and compacted so far (the metrics
+// are the process's: one store at a time).
+type badgerBytes struct {
+	user       int64            // bytes of the entries written (keys, values, headers)
+	compaction map[string]int64 // bytes of the tables compactions built, by target level
+}
+
+func badgerWrites() badgerBytes {
+	b := badgerBytes{compaction: map[string]int64{}}
+	if v, ok := expvar.Get("badger_write_bytes_user").(*expvar.Int); ok {
+		b.user = v.Value()
+	}
+	if m, ok := expvar.Get("badger_write_bytes_compaction").(*expvar.Map); ok {
+		m.Do(func(kv expvar.KeyValue) {
+			if v, ok := kv.Value.(*expvar.Int); ok {
+				b.compaction[kv.Key] = v.Value()
+			}
+		})
+	}
+	return b
 }
