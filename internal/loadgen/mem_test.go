@@ -44,9 +44,11 @@ var memLoads = []memLoad{
 // It samples /proc/PID/status every 250 ms during the load and until the uplink has read
 // every reading (at most 30 s more) and reports peak RSS (VmHWM), the steady RSS (median
 // VmRSS over the load's second half), the largest Go heap seen (go_memstats_heap_alloc_bytes
-// of /metrics) and the rate reached. LOADGEN_HEAPPROFILE=DIR writes a heap profile of each
-// daemon at the load's end (heap-<load>-<limit>.pprof). With the unit's GOMEMLIMIT, a peak
-// RSS above maxPeakRatio of the unit's MemoryMax fails the benchmark (peak/MemoryMax).
+// of /metrics), the rate reached and the daemon's CPU time per reading (utime+stime from the
+// load's start until the uplink has read every reading: what a low GOMEMLIMIT costs).
+// LOADGEN_HEAPPROFILE=DIR writes a heap profile of each daemon at the load's end
+// (heap-<load>-<limit>.pprof). With the unit's GOMEMLIMIT, a peak RSS above maxPeakRatio of
+// the unit's MemoryMax fails the benchmark (peak/MemoryMax).
 func BenchmarkMemory(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads /proc")
@@ -198,6 +200,7 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	cpu0 := procCPU(b, pid)
 	loads++
 	cfg := loadgen.Config{Publishers: ld.publishers, Window: 1000, Rate: ld.rate, Duration: d,
 		Topic: durableTopic, QoS0: ld.qos0, Payload: nowPayload, IDPrefix: fmt.Sprintf("l%d", loads)}
@@ -216,6 +219,7 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 	for labelled(b, opsAddr, "edgegate_uplink_backlog_records", `uplink="archive"`) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
+	cpu := procCPU(b, pid) - cpu0
 	close(quit)
 	<-sampled
 	if smp.err != nil {
@@ -231,6 +235,8 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
 	b.ReportMetric(float64(second[len(second)/2])/1024, "steady-RSS-MiB")
 	b.ReportMetric(smp.heap/(1<<20), "peak-heap-MiB")
+	// What a GOMEMLIMIT below the live heap costs: the collector's CPU.
+	b.ReportMetric(cpu.Seconds()*1e6/float64(max(res.Acked, 1)), "cpu-µs/reading")
 	return float64(peak) * 1024
 }
 
