@@ -40,13 +40,17 @@ var memLoads = []memLoad{
 // 10k msg/s QoS 1 (100 publishers) and QoS 0 (20 devices), and overloaded: 100 QoS 1
 // publishers with 1000 in flight each, and 20 QoS 0 devices, as fast as they go. Each
 // without GOMEMLIMIT and with the systemd unit's (read from systemd/edgegate.service;
-// LOADGEN_GOMEMLIMITS="none,64MiB" picks others), for LOADGEN_SECONDS (default 30); LOADGEN_LOADS="qos0-flood,..." picks loads.
-// It samples /proc/PID/status every 250 ms during the load and until the uplink has read
-// every reading (at most 30 s more) and reports peak RSS (VmHWM), the steady RSS (median
-// VmRSS over the load's second half), the largest Go heap seen (go_memstats_heap_alloc_bytes
-// of /metrics) and the rate reached. LOADGEN_HEAPPROFILE=DIR writes a heap profile of each
-// daemon at the load's end (heap-<load>-<limit>.pprof). With the unit's GOMEMLIMIT, a peak
-// RSS above maxPeakRatio of the unit's MemoryMax fails the benchmark (peak/MemoryMax).
+// LOADGEN_GOMEMLIMITS="none,64MiB" picks others), for LOADGEN_SECONDS (default 30);
+// LOADGEN_LOADS="qos0-flood,..." picks loads. It samples /proc/PID/status every 250 ms
+// during the load and until the uplink has read every reading (at most 30 s more) and
+// reports peak RSS (VmHWM), the steady RSS (median VmRSS over the load's second half) and
+// the steady anonymous part of it (RssAnon: what is not file-backed), the largest Go heap
+// seen (go_memstats_heap_alloc_bytes of /metrics), the rate reached and the daemon's CPU
+// time per reading (utime+stime from the load's start until the uplink has read every
+// reading: what a low GOMEMLIMIT costs).
+// LOADGEN_HEAPPROFILE=DIR writes a heap profile of each daemon at the load's end
+// (heap-<load>-<limit>.pprof). With the unit's GOMEMLIMIT, a peak RSS above maxPeakRatio of
+// the unit's MemoryMax fails the benchmark (peak/MemoryMax).
 func BenchmarkMemory(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads /proc")
@@ -162,6 +166,7 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 
 	type sampling struct {
 		rss  []int64 // KiB, during the load
+		anon []int64 // KiB of it anonymous (RssAnon: not the binary's or Badger's mapped files)
 		heap float64 // the largest heap_alloc seen
 		err  error
 	}
@@ -186,10 +191,16 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 				smp.err = err
 				return
 			}
+			anon, err := testutil.ProcField(pid, "status", "RssAnon")
+			if err != nil {
+				smp.err = err
+				return
+			}
 			select {
 			case <-loadDone:
 			default:
 				smp.rss = append(smp.rss, v)
+				smp.anon = append(smp.anon, anon)
 			}
 			if h, err := heapAlloc(opsAddr); err == nil {
 				smp.heap = max(smp.heap, h)
@@ -198,6 +209,7 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	cpu0 := procCPU(b, pid)
 	loads++
 	cfg := loadgen.Config{Publishers: ld.publishers, Window: 1000, Rate: ld.rate, Duration: d,
 		Topic: durableTopic, QoS0: ld.qos0, Payload: nowPayload, IDPrefix: fmt.Sprintf("l%d", loads)}
@@ -216,6 +228,7 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 	for labelled(b, opsAddr, "edgegate_uplink_backlog_records", `uplink="archive"`) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
+	cpu := procCPU(b, pid) - cpu0
 	close(quit)
 	<-sampled
 	if smp.err != nil {
@@ -227,10 +240,17 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 	peak := procStatus(b, pid, "VmHWM")
 	second := slices.Clone(smp.rss[len(smp.rss)/2:])
 	slices.Sort(second)
+	anon := slices.Clone(smp.anon[len(smp.anon)/2:])
+	slices.Sort(anon)
 	b.ReportMetric(res.Throughput(), "msg/s")
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
 	b.ReportMetric(float64(second[len(second)/2])/1024, "steady-RSS-MiB")
+	// File-backed pages (the binary, Badger's tables and logs) the kernel can reclaim are
+	// the rest of the RSS.
+	b.ReportMetric(float64(anon[len(anon)/2])/1024, "steady-anon-MiB")
 	b.ReportMetric(smp.heap/(1<<20), "peak-heap-MiB")
+	// What a GOMEMLIMIT below the live heap costs: the collector's CPU.
+	b.ReportMetric(cpu.Seconds()*1e6/float64(max(res.Acked, 1)), "cpu-µs/reading")
 	return float64(peak) * 1024
 }
 
