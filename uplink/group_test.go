@@ -113,3 +113,76 @@ func TestGroupReadInParallelCutsTheSameBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestReadAheadIsTheGroupReadGroupCuts: a backlog group read ahead (while the group before
+// it is recorded and sent) is used only when it is the group readGroup would cut at that
+// moment — same start, range end, size and limits — and is then exactly that group; after
+// a change of the limits (a config reload) or from another start it is dropped and the
+// group is read again.
+func TestReadAheadIsTheGroupReadGroupCuts(t *testing.T) {
+	st := testStore(t, t.TempDir())
+	defer st.Close()
+	const n = 2000
+	vals := make([]string, n)
+	for i := range vals {
+		r := record.Record{ID: fmt.Sprint("r", i), Topic: "devices/d1/t", Series: "s", Value: float64(i)}
+		vals[i] = string(r.AppendJSON(nil))
+	}
+	appendN(t, st, "raw", vals...)
+	end := uint64(n + 1)
+	newUplink := func() (*Uplink, *stream) {
+		u := testUplink(st, &recSink{}, "#")
+		u.batch.MaxRecords = 10
+		return u, u.streams[1] // raw
+	}
+	same := func(t *testing.T, got, want []*Batch) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%d batches, want %d", len(got), len(want))
+		}
+		for i, w := range want {
+			g := got[i]
+			if g.ID != w.ID || g.First != w.First || g.Last != w.Last || !bytes.Equal(g.Payload, w.Payload) || !slices.Equal(g.Seqs, w.Seqs) {
+				t.Fatalf("batch %d: [%d, %d] read ahead, [%d, %d] read then", i, g.First, g.Last, w.First, w.Last)
+			}
+		}
+	}
+
+	// Groups read ahead one after the other, as a drain does.
+	u, s := newUplink()
+	uw, sw := newUplink()
+	for pos := uint64(0); pos < end; {
+		want, err := uw.readGroup(sw, pos, end, groupSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.readAhead(s, pos, end, groupSize)
+		got, err := u.takeAhead(s, pos, end, groupSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same(t, got, want)
+		if s.ahead != nil {
+			t.Fatal("the read ahead is still held once taken")
+		}
+		pos = want[len(want)-1].Last + 1
+	}
+
+	// Not the group asked for: dropped.
+	u, s = newUplink()
+	u.readAhead(s, 1, end, groupSize)
+	for _, c := range []struct {
+		name     string
+		pos, end uint64
+		n        int
+	}{{"another start", 2, end, groupSize}, {"another end", 1, end - 1, groupSize}, {"another size", 1, end, groupSize / 2}} {
+		if got, err := u.takeAhead(s, c.pos, c.end, c.n); got != nil || err != nil || s.ahead != nil {
+			t.Errorf("%s: the group read ahead was used (%d batches, %v)", c.name, len(got), err)
+		}
+		u.readAhead(s, 1, end, groupSize)
+	}
+	u.batch.MaxRecords = 7 // a reload
+	if got, _ := u.takeAhead(s, 1, end, groupSize); got != nil {
+		t.Errorf("the group read ahead with the old limits was used after a reload: first batch [%d, %d]", got[0].First, got[0].Last)
+	}
+}

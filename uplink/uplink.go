@@ -121,6 +121,7 @@ type stream struct {
 	skip    skipped   // what the head lane read of its lingering batch, with nothing to forward
 	hint    sizeHint  // the size of the last batch read, for the next one's buffers
 	specOff int       // groups still to read in sequence after a missed speculation (readGroup)
+	ahead   *ahead    // the backlog group being read ahead, if any (readAhead)
 
 	position atomic.Uint64 // cursor, for Status and Drained
 	acked    atomic.Uint64 // entries in acknowledged ranges above the cursor
@@ -243,6 +244,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		cancel()
 		if fl != nil {
 			<-fl.done
+		}
+		for _, s := range u.streams {
+			u.dropAhead(s)
 		}
 	}()
 	// done is the backlog group acknowledged before fl, the group that followed it, was
