@@ -695,9 +695,16 @@ func (u *Uplink) newCut(s *stream, lim BatchLimits, hint *sizeHint) *cut {
 	// Sized like the stream's previous batch, so that a drain of full batches allocates
 	// each payload once instead of growing it by doubling (copying and clearing it again at
 	// each step, a third of the read's CPU).
+	size := max(hint.bytes, 4096)
+	var buf []byte
+	if p, ok := payloads.Get().(*[]byte); ok && cap(*p) >= size {
+		buf = (*p)[:head] // its head is written by finish
+	} else {
+		buf = make([]byte, head, size)
+	}
 	return &cut{
 		u: u, s: s, lim: lim, hint: hint, head: head,
-		buf:   make([]byte, head, max(hint.bytes, 4096)),
+		buf:   buf,
 		spans: make([][2]int, 0, hint.records),
 		seqs:  make([]uint64, 0, hint.records),
 	}

@@ -1,9 +1,13 @@
 package uplink_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/edgegate/edgegate/internal/clock"
 	"github.com/edgegate/edgegate/internal/testutil"
@@ -56,4 +60,81 @@ func TestDrainOneTransactionPerGroup(t *testing.T) {
 	if v, ok, _ := s.Get("uplink/cloud/raw/lanes"); ok {
 		t.Errorf("lane state left after the drain: %s", v)
 	}
+}
+
+// recyclingSink acknowledges every batch, as a sink that keeps no reference to a payload
+// once acknowledged (uplink.Recycler). It checks that no payload changes while it holds
+// it — a payload handed to the next cuts too early would be overwritten by the read of
+// the group that follows, which runs meanwhile — and keeps a copy of each.
+type recyclingSink struct {
+	mu     sync.Mutex
+	got    [][]byte
+	bases  map[*byte]int // payload buffers seen, by their first byte
+	reused int
+	err    error
+}
+
+func (s *recyclingSink) Send(ctx context.Context, b *uplink.Batch) error {
+	_, err := s.SendAll(ctx, []*uplink.Batch{b})
+	return err
+}
+
+func (s *recyclingSink) SendAll(_ context.Context, bs []*uplink.Batch) (int, error) {
+	held := make([][]byte, len(bs))
+	for i, b := range bs {
+		held[i] = bytes.Clone(b.Payload)
+	}
+	time.Sleep(2 * time.Millisecond) // in flight: the next group is read meanwhile
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, b := range bs {
+		if !bytes.Equal(b.Payload, held[i]) && s.err == nil {
+			s.err = fmt.Errorf("batch %s [%d, %d] changed while in flight", b.ID, b.First, b.Last)
+		}
+		base := unsafe.SliceData(b.Payload)
+		if s.bases[base] > 0 {
+			s.reused++
+		}
+		s.bases[base]++
+		s.got = append(s.got, held[i])
+	}
+	return len(bs), nil
+}
+
+func (s *recyclingSink) Close() error           { return nil }
+func (s *recyclingSink) RecyclesPayloads() bool { return true }
+
+// TestDrainRecyclesPayloadsOnlyOnceAcknowledged: with a sink that lets the uplink reuse
+// acknowledged payloads, a drain does reuse them, and no payload changes while the sink
+// holds it; every record is delivered once.
+func TestDrainRecyclesPayloadsOnlyOnceAcknowledged(t *testing.T) {
+	const batch, backlog = 50, 50 * 16 * 10
+	s := openStore(t, t.TempDir())
+	fillIDs(t, s, "r", "sensors/a/t", 0, backlog)
+	cfg := uplinkConfig(fmt.Sprintf(`{name: cloud, type: mqtt, url: "tcp://127.0.0.1:1", max_rate: 0, batch: {max_records: %d, linger: 10ms}}`, batch))
+	sink := &recyclingSink{bases: map[*byte]int{}}
+	u := uplink.New(cfg, "gw", "raw", record.KindRecords, sink, s, clock.Real{}, discard)
+	stop := run(t, u)
+	testutil.Eventually(t, time.Minute, "the backlog drained", func() bool { return u.Stats().Records.Load() == backlog })
+	stop()
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if sink.err != nil {
+		t.Fatal(sink.err)
+	}
+	if sink.reused == 0 {
+		t.Errorf("no payload buffer reused in %d batches", len(sink.got))
+	}
+	seen := map[string]int{}
+	for _, p := range sink.got {
+		for _, id := range recordIDs(p) {
+			seen[id]++
+		}
+	}
+	for i := range backlog {
+		if id := fmt.Sprintf("r%06d", i); seen[id] != 1 {
+			t.Fatalf("record %s delivered %d times", id, seen[id])
+		}
+	}
+	t.Logf("%d batches, %d in a reused buffer", len(sink.got), sink.reused)
 }

@@ -39,6 +39,15 @@ type MultiSender interface {
 	SendAll(ctx context.Context, bs []*Batch) (acked int, err error)
 }
 
+// Recycler is implemented by sinks that keep no reference to a batch's Payload or Items
+// once they have reported it acknowledged (Send returned nil for it, or SendAll counted
+// it): the uplink then reuses that memory for the payloads of later batches, instead of
+// allocating (and zeroing) each one anew and leaving the old ones to the garbage
+// collector.
+type Recycler interface {
+	RecyclesPayloads() bool
+}
+
 // Batch is one uplink message: the SPEC §3.3 JSON of the records of one log range.
 type Batch struct {
 	ID          string
@@ -99,6 +108,7 @@ type Uplink struct {
 	reload    atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
 	flushing  chan struct{}          // closed by Flush: partial batches go at once
 	flushOnce sync.Once
+	recycle   bool // the sink is a Recycler: acknowledged payloads go to payloads
 	clock     clock.Clock
 	lg        *slog.Logger
 	stats     Stats
@@ -145,6 +155,9 @@ func NewMulti(cfg Config, gateway string, sources []Source, sink Sink, store *bu
 	}
 	if e, ok := cfg.Sink.(Encoder); ok {
 		u.gzip = e.PayloadEncoding() == "gzip"
+	}
+	if r, ok := sink.(Recycler); ok {
+		u.recycle = r.RecyclesPayloads()
 	}
 	for _, s := range sources {
 		if s.Topic == nil {
@@ -437,7 +450,25 @@ func (u *Uplink) acked(bs []*Batch) {
 			u.stats.Batches.Add(1)
 			u.stats.Records.Add(uint64(b.Records))
 		}
+		u.release(b)
 	}
+}
+
+// payloads holds the payload buffers of acknowledged batches (*[]byte), for the next cuts
+// of any uplink.
+var payloads sync.Pool
+
+// release hands an acknowledged and committed batch's payload buffer to the next cuts,
+// when the sink is done with it (Recycler). The batch keeps its range and id only.
+func (u *Uplink) release(b *Batch) {
+	if !u.recycle || b.Payload == nil {
+		return
+	}
+	if b.Encoding == "" {
+		p := b.Payload[:0]
+		payloads.Put(&p)
+	}
+	b.Payload, b.Items = nil, nil
 }
 
 // load reads a stream's cursor and lanes and rebuilds the batches that were in flight.
