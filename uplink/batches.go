@@ -636,7 +636,7 @@ func (u *Uplink) readRun(s *stream, pos, last uint64, n int, lim BatchLimits, hi
 		if len(bs) == n {
 			return buffer.ErrStop
 		}
-		c = u.newCut(s, lim, hint)
+		c = u.newCutSpans(s, lim, hint, c.spans)
 		return nil
 	}
 	scanned := uint64(0)
@@ -689,9 +689,15 @@ type cut struct {
 }
 
 func (u *Uplink) newCut(s *stream, lim BatchLimits, hint *sizeHint) *cut {
+	return u.newCutSpans(s, lim, hint, nil)
+}
+
+// newCutSpans is newCut with spans for the cut's: those of a finished cut (finish keeps
+// none), so that a run of cuts allocates them once.
+func (u *Uplink) newCutSpans(s *stream, lim BatchLimits, hint *sizeHint, spans [][2]int) *cut {
 	// The records are copied once, straight into the payload after room for the envelope's
 	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
-	head := len(record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)) - 2 // without "]}"
+	head := s.envHead
 	// Sized like the stream's previous batch, so that a drain of full batches allocates
 	// each payload once instead of growing it by doubling (copying and clearing it again at
 	// each step, a third of the read's CPU).
@@ -702,10 +708,13 @@ func (u *Uplink) newCut(s *stream, lim BatchLimits, hint *sizeHint) *cut {
 	} else {
 		buf = make([]byte, head, size)
 	}
+	if spans == nil {
+		spans = make([][2]int, 0, hint.records)
+	}
 	return &cut{
 		u: u, s: s, lim: lim, hint: hint, head: head,
 		buf:   buf,
-		spans: make([][2]int, 0, hint.records),
+		spans: spans[:0],
 		seqs:  make([]uint64, 0, hint.records),
 	}
 }
@@ -725,7 +734,7 @@ func (c *cut) take(seq uint64, v []byte) {
 		c.first = seq
 	}
 	c.end, c.found = seq, true
-	if c.u.selected(c.s, v) {
+	if c.u.forwardAll || c.u.selected(c.s, v) {
 		if len(c.spans) > 0 {
 			c.buf = append(c.buf, ',')
 		}
@@ -767,7 +776,7 @@ var idPlaceholder = strings.Repeat("0", 32)
 
 // selected reports whether a stored entry's topic matches one of the forward filters.
 func (u *Uplink) selected(s *stream, v []byte) bool {
-	if len(u.forward) == 1 && u.forward[0] == "#" {
+	if u.forwardAll {
 		return true
 	}
 	tp := s.Topic(v)

@@ -96,22 +96,23 @@ type Source struct {
 // order given (aggregates before raw records), each with its own position, lanes and batch
 // in flight.
 type Uplink struct {
-	name      string
-	gateway   string
-	sink      Sink
-	store     *buffer.Store
-	forward   []string
-	batch     BatchLimits
-	gzip      bool
-	typ       string
-	maxRate   int
-	reload    atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
-	flushing  chan struct{}          // closed by Flush: partial batches go at once
-	flushOnce sync.Once
-	recycle   bool // the sink is a Recycler: acknowledged payloads go to payloads
-	clock     clock.Clock
-	lg        *slog.Logger
-	stats     Stats
+	name       string
+	gateway    string
+	sink       Sink
+	store      *buffer.Store
+	forward    []string
+	forwardAll bool // forward is "#" alone
+	batch      BatchLimits
+	gzip       bool
+	typ        string
+	maxRate    int
+	reload     atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
+	flushing   chan struct{}          // closed by Flush: partial batches go at once
+	flushOnce  sync.Once
+	recycle    bool // the sink is a Recycler: acknowledged payloads go to payloads
+	clock      clock.Clock
+	lg         *slog.Logger
+	stats      Stats
 
 	streams     []*stream // owned by Run's goroutine, except the atomics
 	nextBacklog time.Time // the backlog lanes' rate limiter: no backlog batch before this
@@ -132,6 +133,7 @@ type stream struct {
 	hint    sizeHint  // the size of the last batch read, for the next one's buffers
 	specOff int       // groups still to read in sequence after a missed speculation (readGroup)
 	ahead   *ahead    // the backlog group being read ahead, if any (readAhead)
+	envHead int       // the length of a batch's envelope before its records (ids have one length)
 
 	position atomic.Uint64 // cursor, for Status and Drained
 	acked    atomic.Uint64 // entries in acknowledged ranges above the cursor
@@ -156,6 +158,7 @@ func NewMulti(cfg Config, gateway string, sources []Source, sink Sink, store *bu
 	if e, ok := cfg.Sink.(Encoder); ok {
 		u.gzip = e.PayloadEncoding() == "gzip"
 	}
+	u.forwardAll = len(u.forward) == 1 && u.forward[0] == "#"
 	if r, ok := sink.(Recycler); ok {
 		u.recycle = r.RecyclesPayloads()
 	}
@@ -163,7 +166,7 @@ func NewMulti(cfg Config, gateway string, sources []Source, sink Sink, store *bu
 		if s.Topic == nil {
 			s.Topic = record.TopicOf
 		}
-		u.streams = append(u.streams, &stream{Source: s})
+		u.streams = append(u.streams, &stream{Source: s, envHead: len(record.AppendBatch(nil, gateway, idPlaceholder, s.Kind, nil)) - 2}) // without "]}"
 	}
 	return u
 }
