@@ -548,6 +548,10 @@ func (u *Uplink) maybeSplit(ctx context.Context) error {
 		if !next.split(last + 1) {
 			continue
 		}
+		if len(s.head) == 0 && !s.lanes.draining() && u.maxRate <= 0 {
+			// The first group of an uncapped drain is read while the split is recorded.
+			u.readAhead(s, s.cursor, next.backlogEnd(), u.backlogGroup())
+		}
 		if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
 			return fmt.Errorf("record split of log %q: %w", s.Log, err)
 		}
