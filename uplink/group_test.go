@@ -2,12 +2,16 @@ package uplink
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 )
 
@@ -184,5 +188,82 @@ func TestReadAheadIsTheGroupReadGroupCuts(t *testing.T) {
 	u.batch.MaxRecords = 7 // a reload
 	if got, _ := u.takeAhead(s, 1, end, groupSize); got != nil {
 		t.Errorf("the group read ahead with the old limits was used after a reload: first batch [%d, %d]", got[0].First, got[0].Last)
+	}
+}
+
+// TestDrainLastGroupFailingStillCommitsTheOneBefore: the drain's last group waits to share
+// its commit with the group acknowledged before it; when the last group's send fails, that
+// group and the last group's acknowledged batches are committed all the same, before the
+// uplink backs off: none of them is sent again.
+func TestDrainLastGroupFailingStillCommitsTheOneBefore(t *testing.T) {
+	st := testStore(t, t.TempDir())
+	defer st.Close()
+	const n = 2 * groupSize * 3 // three groups of batches of 2
+	vals := make([]string, n)
+	for i := range vals {
+		vals[i] = rec("devices/d1/t", i)
+	}
+	appendN(t, st, "raw", vals...)
+	sink := &recSink{fail: func(b *Batch, _ int) error {
+		if b.Log == "raw" && b.Last == n {
+			return errors.New("refused for now")
+		}
+		return nil
+	}}
+	u := testUplink(st, sink)
+	u.maxRate = 0
+	u.MinBackoff, u.MaxBackoff = time.Millisecond, 5*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	testutil.Eventually(t, time.Minute, "everything but the last batch committed", func() bool {
+		c, _ := st.Cursor("raw", "up")
+		return c == n-1 && u.stats.Errors.Load() > 2
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := u.stats.Records.Load(); got != n-2 {
+		t.Errorf("%d records counted, want %d", got, n-2)
+	}
+	sent := map[string]int{}
+	for _, b := range sink.batches() {
+		if sent[b.ID]++; sent[b.ID] > 1 {
+			t.Fatalf("batch [%d, %d] sent again: it was acknowledged and should have been committed", b.First, b.Last)
+		}
+	}
+}
+
+// TestDrainChainsGroupsBesideAnEmptyLog: an uplink over two logs, one of them empty and
+// never committed (its cursor 0), drains the other's backlog chained — the next group
+// recorded while one is in flight, with the commit of the group before: one transaction
+// per group. The empty log's cursor 0 was taken for one entry waiting (sequence numbers
+// start at 1), so once its linger had passed the drain stopped chaining: two transactions
+// per group, and each group read only after the one before was acknowledged.
+func TestDrainChainsGroupsBesideAnEmptyLog(t *testing.T) {
+	st := testStore(t, t.TempDir())
+	defer st.Close()
+	const groups = 6
+	const n = 2 * groupSize * groups // batches of 2
+	vals := make([]string, n)
+	for i := range vals {
+		vals[i] = rec("devices/d1/t", i)
+	}
+	appendN(t, st, "raw", vals...)
+	sink := &recSink{}
+	u := testUplink(st, sink) // agg (empty) and raw; linger 0
+	u.maxRate = 0
+	before := st.Stats().Groups.Load()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	testutil.Eventually(t, time.Minute, "the backlog drained", func() bool { return u.stats.Records.Load() == n })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if txs := st.Stats().Groups.Load() - before; txs > groups+2 {
+		t.Errorf("%d transactions for a drain of %d groups, want at most %d", txs, groups, groups+2)
 	}
 }

@@ -286,8 +286,13 @@ func (u *Uplink) Run(ctx context.Context) error {
 		// out the moment this one is acknowledged; the group before, if acknowledged, is
 		// committed with that record (one transaction and fsync per group).
 		s, bs, isHead := fl.s, fl.bs, fl.isHead
+		// fl is the drain's last group: no record follows to share the commit of the group
+		// before it, which then waits for fl and is committed with it (one fsync, not two
+		// in a row, at the end of a drain). s.backlog holds both, done first.
+		tail := len(done) > 0 && bs[len(bs)-1].Last+1 >= s.lanes.backlogEnd() &&
+			len(s.backlog) == len(done)+len(bs) && s.backlog[0] == done[0]
 		var ahead []*Batch
-		if now := u.clock.Now(); !isHead && s.lanes.draining() && u.rateAllows(now) {
+		if now := u.clock.Now(); !tail && !isHead && s.lanes.draining() && u.rateAllows(now) {
 			var err error
 			ahead, err = u.cutBacklog(ctx, s, bs[len(bs)-1].Last+1, now, done)
 			done = nil
@@ -295,7 +300,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 				return fmt.Errorf("uplink %q: %w", u.name, err)
 			}
 		}
-		if len(done) > 0 {
+		if len(done) > 0 && !tail {
 			err := u.commit(ctx, s, done, false, nil)
 			done = nil
 			if err != nil {
@@ -305,6 +310,13 @@ func (u *Uplink) Run(ctx context.Context) error {
 		r := <-fl.done
 		fl = nil
 		n, err := r.n, r.err
+		if tail {
+			cerr := u.commit(ctx, s, s.backlog[:len(done)+n], false, nil)
+			done, n = nil, 0
+			if cerr != nil {
+				return fmt.Errorf("uplink %q: %w", u.name, cerr)
+			}
+		}
 		if err == nil && len(ahead) > 0 && !u.headDue(u.clock.Now()) {
 			fl = u.launch(ctx, s, ahead, false)
 			done, n = bs, 0 // committed with the next group's record, or before fl is awaited
@@ -394,7 +406,8 @@ func (u *Uplink) launch(ctx context.Context, s *stream, bs []*Batch, isHead bool
 func (u *Uplink) headDue(now time.Time) bool {
 	for _, s := range u.streams {
 		last, err := u.store.LastSeq(s.Log)
-		pos := s.lanes.headPos(s.cursor)
+		// Sequence numbers start at 1: a cursor of 0 (nothing committed yet) is at 1.
+		pos := max(s.lanes.headPos(s.cursor), 1)
 		if err != nil || last < pos {
 			continue
 		}
