@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/internal/conf"
+	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
 	"github.com/edgegate/edgegate/record"
 )
@@ -265,5 +266,58 @@ func TestDrainChainsGroupsBesideAnEmptyLog(t *testing.T) {
 	}
 	if txs := st.Stats().Groups.Load() - before; txs > groups+2 {
 		t.Errorf("%d transactions for a drain of %d groups, want at most %d", txs, groups, groups+2)
+	}
+}
+
+// TestDrainLastGroupRefusedDeadLettersTheRefusedBatch: when the upstream refuses for good
+// a batch of the drain's last group — whose commit waits to be shared with the group
+// before — the batch dead-lettered is the one refused, not an acknowledged one; every
+// other batch is committed once and nothing is sent again.
+func TestDrainLastGroupRefusedDeadLettersTheRefusedBatch(t *testing.T) {
+	st := testStore(t, t.TempDir())
+	defer st.Close()
+	const n = 2 * groupSize * 3 // three groups of batches of 2
+	vals := make([]string, n)
+	for i := range vals {
+		vals[i] = rec("devices/d1/t", i)
+	}
+	appendN(t, st, "raw", vals...)
+	var refused string
+	sink := &recSink{fail: func(b *Batch, _ int) error {
+		if b.Log == "raw" && b.Last == n-2 { // the last group's next-to-last batch
+			refused = b.ID
+			return fmt.Errorf("%w: no", ErrPermanent)
+		}
+		return nil
+	}}
+	u := testUplink(st, sink)
+	u.maxRate = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	testutil.Eventually(t, time.Minute, "everything committed", func() bool {
+		c, _ := st.Cursor("raw", "up")
+		return c == n+1
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var dead []string
+	st.Read(logs.DeadLetter, 0, 0, func(_ uint64, v []byte) error {
+		dead = append(dead, string(v))
+		return nil
+	})
+	if len(dead) != 1 || !strings.Contains(dead[0], refused) {
+		t.Fatalf("dead letters %q, want one of batch %s", dead, refused)
+	}
+	if got := u.stats.Records.Load(); got != n-2 {
+		t.Errorf("%d records counted, want %d", got, n-2)
+	}
+	sent := map[string]int{}
+	for _, b := range sink.batches() {
+		if sent[b.ID]++; sent[b.ID] > 1 {
+			t.Fatalf("batch [%d, %d] sent again", b.First, b.Last)
+		}
 	}
 }

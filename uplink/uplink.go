@@ -311,8 +311,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		fl = nil
 		n, err := r.n, r.err
 		if tail {
+			// bs[n], if it failed, is still the batch to handle below.
 			cerr := u.commit(ctx, s, s.backlog[:len(done)+n], false, nil)
-			done, n = nil, 0
+			done = nil
 			if cerr != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, cerr)
 			}
@@ -321,7 +322,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			fl = u.launch(ctx, s, ahead, false)
 			done, n = bs, 0 // committed with the next group's record, or before fl is awaited
 		}
-		if n > 0 {
+		if n > 0 && !tail {
 			if cerr := u.commit(ctx, s, bs[:n], isHead, nil); cerr != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, cerr)
 			}
