@@ -563,12 +563,12 @@ func (u *Uplink) maybeSplit(ctx context.Context) error {
 			continue
 		}
 		if len(s.head) == 0 && !s.lanes.draining() && u.maxRate <= 0 {
-			// The first group of an uncapped drain is read while the split is recorded.
+			// The first group of an uncapped drain is read at once.
 			u.readAhead(s, s.cursor, next.backlogEnd(), u.backlogGroup())
 		}
-		if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
-			return fmt.Errorf("record split of log %q: %w", s.Log, err)
-		}
+		// The split is not written on its own: every later write of the lanes (the record
+		// of a lane's first batches, a commit) carries it, in the same fsynced transaction.
+		// Until then nothing depends on it: a restart splits again.
 		if !s.lanes.draining() {
 			s.backlog, s.head = s.head, nil
 		}
