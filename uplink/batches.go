@@ -146,12 +146,20 @@ func (u *Uplink) cutHead(ctx context.Context, s *stream, now time.Time, known *u
 // recorded; whatever cutBacklog returns, it has tried to commit them.
 func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time.Time, done []*Batch) ([]*Batch, error) {
 	end := s.lanes.backlogEnd()
-	bs, err := u.readGroup(s, pos, end, u.backlogGroup())
+	n := u.backlogGroup()
+	bs, err := u.takeAhead(s, pos, end, n)
+	if bs == nil && err == nil {
+		bs, err = u.readGroup(s, pos, end, n)
+	}
 	if err != nil {
 		if len(done) > 0 {
 			err = errors.Join(err, u.commit(ctx, s, done, false, nil))
 		}
 		return nil, err
+	}
+	if len(bs) > 0 && u.maxRate <= 0 {
+		// An uncapped drain: the next group is read while this one is recorded and sent.
+		u.readAhead(s, bs[len(bs)-1].Last+1, end, n)
 	}
 	if err := u.record(ctx, s, bs, false, done); err != nil {
 		return nil, err
@@ -159,6 +167,61 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time
 	u.charge(bs, now)
 	s.backlog = append(s.backlog, bs...)
 	return bs, nil
+}
+
+// ahead is a backlog group read by its own goroutine while the group before it is
+// recorded and sent (readAhead): the store's read, most of a drain's CPU, then overlaps
+// the record's fsync and the send instead of following them.
+type ahead struct {
+	pos, end uint64
+	n        int
+	done     chan struct{}
+	g        groupRead // the read's limits and state, its own while it runs
+	bs       []*Batch
+	err      error
+}
+
+// readAhead starts reading the backlog group of n batches from pos, below end, with the
+// uplink's current limits. Nothing is read when pos is at end.
+func (u *Uplink) readAhead(s *stream, pos, end uint64, n int) {
+	u.dropAhead(s)
+	if pos >= end {
+		return
+	}
+	a := &ahead{pos: pos, end: end, n: n, done: make(chan struct{}), g: groupRead{lim: u.batch, hint: s.hint, specOff: s.specOff}}
+	s.ahead = a
+	go func() {
+		defer close(a.done)
+		a.bs, a.err = u.readGroupWith(s, a.pos, a.end, a.n, &a.g)
+	}()
+}
+
+// takeAhead returns the group read ahead if it is the one readGroup(s, pos, end, n) would
+// read now — it starts at pos, with the same range end, size and limits: a batch depends
+// only on where it starts, so the group is the same — and nil otherwise. Either way the
+// read has ended and is dropped.
+func (u *Uplink) takeAhead(s *stream, pos, end uint64, n int) ([]*Batch, error) {
+	a := s.ahead
+	if a == nil {
+		return nil, nil
+	}
+	u.dropAhead(s)
+	if a.pos != pos || a.end != end || a.n != n || a.g.lim != u.batch {
+		return nil, nil
+	}
+	if a.err != nil {
+		return nil, a.err
+	}
+	s.hint, s.specOff = a.g.hint, a.g.specOff
+	return a.bs, nil
+}
+
+// dropAhead waits for the read ahead of s, if any, to end, and forgets it.
+func (u *Uplink) dropAhead(s *stream) {
+	if s.ahead != nil {
+		<-s.ahead.done
+		s.ahead = nil
+	}
 }
 
 // readGroup reads the backlog lane's next n batches from pos, below end: each batch starts
@@ -172,12 +235,29 @@ func (u *Uplink) cutBacklog(ctx context.Context, s *stream, pos uint64, now time
 // sequence gives (a batch depends only on where it starts); otherwise it is dropped and
 // the read goes on in sequence (and the next few groups are read in sequence only).
 func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) {
+	g := groupRead{lim: u.batch, hint: s.hint, specOff: s.specOff}
+	bs, err := u.readGroupWith(s, pos, end, n, &g)
+	s.hint, s.specOff = g.hint, g.specOff
+	return bs, err
+}
+
+// groupRead is what a read of a backlog group uses and updates besides the stream's
+// fixed fields: its own copy, so that a group read ahead (readAhead) shares nothing with
+// the goroutine that runs the uplink meanwhile.
+type groupRead struct {
+	lim     BatchLimits
+	hint    sizeHint
+	specOff int // groups still to read in sequence after a missed speculation
+}
+
+// readGroupWith is readGroup with the limits and state of g.
+func (u *Uplink) readGroupWith(s *stream, pos, end uint64, n int, g *groupRead) ([]*Batch, error) {
 	if pos >= end {
 		return nil, nil
 	}
 	var bs []*Batch
 	read := func(k int) (int, error) {
-		more, err := u.readRun(s, pos, end-1, k, &s.hint)
+		more, err := u.readRun(s, pos, end-1, k, g.lim, &g.hint)
 		if err != nil {
 			return 0, err
 		}
@@ -192,10 +272,10 @@ func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) 
 		return nil, err
 	}
 	half := n / 2
-	if got == 1 && half >= 2 && bs[0].Records == u.batch.MaxRecords && s.specOff == 0 {
+	if got == 1 && half >= 2 && bs[0].Records == g.lim.MaxRecords && g.specOff == 0 {
 		// The guess: batches of max_records consecutive entries, as most are.
-		if from := pos + uint64(half-1)*uint64(u.batch.MaxRecords); from < end {
-			spec := u.speculate(s, from, end, n-half)
+		if from := pos + uint64(half-1)*uint64(g.lim.MaxRecords); from < end {
+			spec := u.speculate(s, from, end, n-half, g)
 			_, err := read(half - 1)
 			r := spec.wait() // the spawned reader is always waited for
 			if err != nil {
@@ -204,14 +284,14 @@ func (u *Uplink) readGroup(s *stream, pos, end uint64, n int) ([]*Batch, error) 
 			if len(bs) == half && pos == spec.from && r.err == nil && len(r.bs) > 0 {
 				bs = append(bs, r.bs...)
 				pos = r.bs[len(r.bs)-1].Last + 1
-				s.hint = r.hint
+				g.hint = r.hint
 				u.stats.speculated.Add(1)
 			} else {
-				s.specOff = specPause
+				g.specOff = specPause
 			}
 		}
-	} else if s.specOff > 0 {
-		s.specOff--
+	} else if g.specOff > 0 {
+		g.specOff--
 	}
 	for pos < end && len(bs) < n {
 		got, err := read(n - len(bs))
@@ -248,13 +328,14 @@ type specResult struct {
 	err  error
 }
 
-// speculate reads up to n batches from from, below end, in a goroutine (readRun).
-func (u *Uplink) speculate(s *stream, from, end uint64, n int) *speculation {
+// speculate reads up to n batches from from, below end, in a goroutine (readRun), with
+// the limits of g.
+func (u *Uplink) speculate(s *stream, from, end uint64, n int, g *groupRead) *speculation {
 	sp := &speculation{from: from, done: make(chan struct{})}
-	hint := s.hint
+	lim, hint := g.lim, g.hint
 	go func() {
 		defer close(sp.done)
-		sp.result.bs, sp.result.err = u.readRun(s, from, end-1, n, &hint)
+		sp.result.bs, sp.result.err = u.readRun(s, from, end-1, n, lim, &hint)
 		sp.result.hint = hint
 	}()
 	return sp
@@ -499,15 +580,16 @@ func (u *Uplink) readFrom(s *stream, first, from, lo, last uint64, exact bool) (
 // readHint is readFrom with the buffers sized by hint, which it updates: the second reader
 // of a group has its own (readGroup).
 func (u *Uplink) readHint(s *stream, first, from, lo, last uint64, exact bool, hint *sizeHint) (b *Batch, full bool, err error) {
-	c := u.newCut(s, hint)
+	c := u.newCut(s, u.batch, hint)
 	if from > first {
 		c.first, c.end, c.found = lo, from-1, true
 	}
+	scanned := uint64(0)
 	_, err = u.store.Read(s.Log, from, 0, func(seq uint64, v []byte) error {
 		if seq > last {
 			return buffer.ErrStop
 		}
-		u.stats.scanned.Add(1)
+		scanned++
 		if !exact && c.overflows(v) {
 			full = true
 			return buffer.ErrStop
@@ -519,6 +601,7 @@ func (u *Uplink) readHint(s *stream, first, from, lo, last uint64, exact bool, h
 		}
 		return nil
 	})
+	u.stats.scanned.Add(scanned)
 	if err != nil {
 		return nil, full, err
 	}
@@ -539,9 +622,9 @@ func (u *Uplink) readHint(s *stream, first, from, lo, last uint64, exact bool, h
 // allow without passing last, in one read of the store: the batches read lets one by one
 // would cut (each depends only on where it starts), without a read transaction and seek
 // per batch. It stops early at the end of the range or of the log.
-func (u *Uplink) readRun(s *stream, pos, last uint64, n int, hint *sizeHint) ([]*Batch, error) {
+func (u *Uplink) readRun(s *stream, pos, last uint64, n int, lim BatchLimits, hint *sizeHint) ([]*Batch, error) {
 	var bs []*Batch
-	c := u.newCut(s, hint)
+	c := u.newCut(s, lim, hint)
 	var ferr error
 	next := func() error {
 		b, err := c.finish()
@@ -553,14 +636,15 @@ func (u *Uplink) readRun(s *stream, pos, last uint64, n int, hint *sizeHint) ([]
 		if len(bs) == n {
 			return buffer.ErrStop
 		}
-		c = u.newCut(s, hint)
+		c = u.newCutSpans(s, lim, hint, c.spans)
 		return nil
 	}
+	scanned := uint64(0)
 	_, err := u.store.Read(s.Log, pos, 0, func(seq uint64, v []byte) error {
 		if seq > last {
 			return buffer.ErrStop
 		}
-		u.stats.scanned.Add(1)
+		scanned++
 		if c.overflows(v) {
 			if err := next(); err != nil {
 				return err
@@ -572,6 +656,7 @@ func (u *Uplink) readRun(s *stream, pos, last uint64, n int, hint *sizeHint) ([]
 		}
 		return nil
 	})
+	u.stats.scanned.Add(scanned)
 	if ferr != nil {
 		return nil, ferr
 	}
@@ -592,6 +677,7 @@ func (u *Uplink) readRun(s *stream, pos, last uint64, n int, hint *sizeHint) ([]
 type cut struct {
 	u     *Uplink
 	s     *stream
+	lim   BatchLimits
 	hint  *sizeHint
 	first uint64 // the first entry taken
 	head  int    // the envelope's head: room left at the start of buf
@@ -602,17 +688,33 @@ type cut struct {
 	found bool   // an entry was taken
 }
 
-func (u *Uplink) newCut(s *stream, hint *sizeHint) *cut {
+func (u *Uplink) newCut(s *stream, lim BatchLimits, hint *sizeHint) *cut {
+	return u.newCutSpans(s, lim, hint, nil)
+}
+
+// newCutSpans is newCut with spans for the cut's: those of a finished cut (finish keeps
+// none), so that a run of cuts allocates them once.
+func (u *Uplink) newCutSpans(s *stream, lim BatchLimits, hint *sizeHint, spans [][2]int) *cut {
 	// The records are copied once, straight into the payload after room for the envelope's
 	// head, whose length is fixed (ids are 32 hex digits); Items are views of the payload.
-	head := len(record.AppendBatch(nil, u.gateway, idPlaceholder, s.Kind, nil)) - 2 // without "]}"
+	head := s.envHead
 	// Sized like the stream's previous batch, so that a drain of full batches allocates
 	// each payload once instead of growing it by doubling (copying and clearing it again at
 	// each step, a third of the read's CPU).
+	size := max(hint.bytes, 4096)
+	var buf []byte
+	if p, ok := payloads.Get().(*[]byte); ok && cap(*p) >= size {
+		buf = (*p)[:head] // its head is written by finish
+	} else {
+		buf = make([]byte, head, size)
+	}
+	if spans == nil {
+		spans = make([][2]int, 0, hint.records)
+	}
 	return &cut{
-		u: u, s: s, hint: hint, head: head,
-		buf:   make([]byte, head, max(hint.bytes, 4096)),
-		spans: make([][2]int, 0, hint.records),
+		u: u, s: s, lim: lim, hint: hint, head: head,
+		buf:   buf,
+		spans: spans[:0],
 		seqs:  make([]uint64, 0, hint.records),
 	}
 }
@@ -620,11 +722,11 @@ func (u *Uplink) newCut(s *stream, hint *sizeHint) *cut {
 // overflows reports that the batch is full before v: it has max_records records, or v
 // would take it past max_bytes. A batch always takes its first entry.
 func (c *cut) overflows(v []byte) bool {
-	return c.found && (len(c.spans) >= c.u.batch.MaxRecords || len(c.buf)+len(v)+3 > int(c.u.batch.MaxBytes))
+	return c.found && (len(c.spans) >= c.lim.MaxRecords || len(c.buf)+len(v)+3 > int(c.lim.MaxBytes))
 }
 
 // fullCount reports that the batch has max_records records.
-func (c *cut) fullCount() bool { return len(c.spans) >= c.u.batch.MaxRecords }
+func (c *cut) fullCount() bool { return len(c.spans) >= c.lim.MaxRecords }
 
 // take adds the entry seq to the batch's range, and its value to the payload if forwarded.
 func (c *cut) take(seq uint64, v []byte) {
@@ -632,7 +734,7 @@ func (c *cut) take(seq uint64, v []byte) {
 		c.first = seq
 	}
 	c.end, c.found = seq, true
-	if c.u.selected(c.s, v) {
+	if c.u.forwardAll || c.u.selected(c.s, v) {
 		if len(c.spans) > 0 {
 			c.buf = append(c.buf, ',')
 		}
@@ -674,7 +776,7 @@ var idPlaceholder = strings.Repeat("0", 32)
 
 // selected reports whether a stored entry's topic matches one of the forward filters.
 func (u *Uplink) selected(s *stream, v []byte) bool {
-	if len(u.forward) == 1 && u.forward[0] == "#" {
+	if u.forwardAll {
 		return true
 	}
 	tp := s.Topic(v)

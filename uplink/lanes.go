@@ -26,7 +26,8 @@ import (
 //     with more than two batches waiting: the head lane jumps to the end of the log (a new
 //     empty range [S,S) marks where), what lies before is backlog. A second outage during a
 //     drain opens another range, up to maxRanges; past that, the head lane simply catches
-//     up without a cap.
+//     up without a cap. A split is not written on its own: the next write of the state (a
+//     lane's record or commit) carries it; a restart before that splits again.
 //
 // Crash safety: every batch's range is recorded in the state (Pending for the backlog lane,
 // or the head lane when not draining; FreshPending for the head lane while draining) before

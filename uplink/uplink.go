@@ -39,6 +39,15 @@ type MultiSender interface {
 	SendAll(ctx context.Context, bs []*Batch) (acked int, err error)
 }
 
+// Recycler is implemented by sinks that keep no reference to a batch's Payload or Items
+// once they have reported it acknowledged (Send returned nil for it, or SendAll counted
+// it): the uplink then reuses that memory for the payloads of later batches, instead of
+// allocating (and zeroing) each one anew and leaving the old ones to the garbage
+// collector.
+type Recycler interface {
+	RecyclesPayloads() bool
+}
+
 // Batch is one uplink message: the SPEC §3.3 JSON of the records of one log range.
 type Batch struct {
 	ID          string
@@ -87,21 +96,23 @@ type Source struct {
 // order given (aggregates before raw records), each with its own position, lanes and batch
 // in flight.
 type Uplink struct {
-	name      string
-	gateway   string
-	sink      Sink
-	store     *buffer.Store
-	forward   []string
-	batch     BatchLimits
-	gzip      bool
-	typ       string
-	maxRate   int
-	reload    atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
-	flushing  chan struct{}          // closed by Flush: partial batches go at once
-	flushOnce sync.Once
-	clock     clock.Clock
-	lg        *slog.Logger
-	stats     Stats
+	name       string
+	gateway    string
+	sink       Sink
+	store      *buffer.Store
+	forward    []string
+	forwardAll bool // forward is "#" alone
+	batch      BatchLimits
+	gzip       bool
+	typ        string
+	maxRate    int
+	reload     atomic.Pointer[Limits] // new limits from SetLimits, taken by Run
+	flushing   chan struct{}          // closed by Flush: partial batches go at once
+	flushOnce  sync.Once
+	recycle    bool // the sink is a Recycler: acknowledged payloads go to payloads
+	clock      clock.Clock
+	lg         *slog.Logger
+	stats      Stats
 
 	streams     []*stream // owned by Run's goroutine, except the atomics
 	nextBacklog time.Time // the backlog lanes' rate limiter: no backlog batch before this
@@ -121,6 +132,8 @@ type stream struct {
 	skip    skipped   // what the head lane read of its lingering batch, with nothing to forward
 	hint    sizeHint  // the size of the last batch read, for the next one's buffers
 	specOff int       // groups still to read in sequence after a missed speculation (readGroup)
+	ahead   *ahead    // the backlog group being read ahead, if any (readAhead)
+	envHead int       // the length of a batch's envelope before its records (ids have one length)
 
 	position atomic.Uint64 // cursor, for Status and Drained
 	acked    atomic.Uint64 // entries in acknowledged ranges above the cursor
@@ -145,11 +158,15 @@ func NewMulti(cfg Config, gateway string, sources []Source, sink Sink, store *bu
 	if e, ok := cfg.Sink.(Encoder); ok {
 		u.gzip = e.PayloadEncoding() == "gzip"
 	}
+	u.forwardAll = len(u.forward) == 1 && u.forward[0] == "#"
+	if r, ok := sink.(Recycler); ok {
+		u.recycle = r.RecyclesPayloads()
+	}
 	for _, s := range sources {
 		if s.Topic == nil {
 			s.Topic = record.TopicOf
 		}
-		u.streams = append(u.streams, &stream{Source: s})
+		u.streams = append(u.streams, &stream{Source: s, envHead: len(record.AppendBatch(nil, gateway, idPlaceholder, s.Kind, nil)) - 2}) // without "]}"
 	}
 	return u
 }
@@ -244,6 +261,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		if fl != nil {
 			<-fl.done
 		}
+		for _, s := range u.streams {
+			u.dropAhead(s)
+		}
 	}()
 	// done is the backlog group acknowledged before fl, the group that followed it, was
 	// launched: its commit waits for the next group's record and shares its transaction.
@@ -266,8 +286,13 @@ func (u *Uplink) Run(ctx context.Context) error {
 		// out the moment this one is acknowledged; the group before, if acknowledged, is
 		// committed with that record (one transaction and fsync per group).
 		s, bs, isHead := fl.s, fl.bs, fl.isHead
+		// fl is the drain's last group: no record follows to share the commit of the group
+		// before it, which then waits for fl and is committed with it (one fsync, not two
+		// in a row, at the end of a drain). s.backlog holds both, done first.
+		tail := len(done) > 0 && bs[len(bs)-1].Last+1 >= s.lanes.backlogEnd() &&
+			len(s.backlog) == len(done)+len(bs) && s.backlog[0] == done[0]
 		var ahead []*Batch
-		if now := u.clock.Now(); !isHead && s.lanes.draining() && u.rateAllows(now) {
+		if now := u.clock.Now(); !tail && !isHead && s.lanes.draining() && u.rateAllows(now) {
 			var err error
 			ahead, err = u.cutBacklog(ctx, s, bs[len(bs)-1].Last+1, now, done)
 			done = nil
@@ -275,7 +300,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 				return fmt.Errorf("uplink %q: %w", u.name, err)
 			}
 		}
-		if len(done) > 0 {
+		if len(done) > 0 && !tail {
 			err := u.commit(ctx, s, done, false, nil)
 			done = nil
 			if err != nil {
@@ -285,11 +310,19 @@ func (u *Uplink) Run(ctx context.Context) error {
 		r := <-fl.done
 		fl = nil
 		n, err := r.n, r.err
+		if tail {
+			// bs[n], if it failed, is still the batch to handle below.
+			cerr := u.commit(ctx, s, s.backlog[:len(done)+n], false, nil)
+			done = nil
+			if cerr != nil {
+				return fmt.Errorf("uplink %q: %w", u.name, cerr)
+			}
+		}
 		if err == nil && len(ahead) > 0 && !u.headDue(u.clock.Now()) {
 			fl = u.launch(ctx, s, ahead, false)
 			done, n = bs, 0 // committed with the next group's record, or before fl is awaited
 		}
-		if n > 0 {
+		if n > 0 && !tail {
 			if cerr := u.commit(ctx, s, bs[:n], isHead, nil); cerr != nil {
 				return fmt.Errorf("uplink %q: %w", u.name, cerr)
 			}
@@ -374,7 +407,8 @@ func (u *Uplink) launch(ctx context.Context, s *stream, bs []*Batch, isHead bool
 func (u *Uplink) headDue(now time.Time) bool {
 	for _, s := range u.streams {
 		last, err := u.store.LastSeq(s.Log)
-		pos := s.lanes.headPos(s.cursor)
+		// Sequence numbers start at 1: a cursor of 0 (nothing committed yet) is at 1.
+		pos := max(s.lanes.headPos(s.cursor), 1)
 		if err != nil || last < pos {
 			continue
 		}
@@ -433,7 +467,25 @@ func (u *Uplink) acked(bs []*Batch) {
 			u.stats.Batches.Add(1)
 			u.stats.Records.Add(uint64(b.Records))
 		}
+		u.release(b)
 	}
+}
+
+// payloads holds the payload buffers of acknowledged batches (*[]byte), for the next cuts
+// of any uplink.
+var payloads sync.Pool
+
+// release hands an acknowledged and committed batch's payload buffer to the next cuts,
+// when the sink is done with it (Recycler). The batch keeps its range and id only.
+func (u *Uplink) release(b *Batch) {
+	if !u.recycle || b.Payload == nil {
+		return
+	}
+	if b.Encoding == "" {
+		p := b.Payload[:0]
+		payloads.Put(&p)
+	}
+	b.Payload, b.Items = nil, nil
 }
 
 // load reads a stream's cursor and lanes and rebuilds the batches that were in flight.
@@ -510,9 +562,13 @@ func (u *Uplink) maybeSplit(ctx context.Context) error {
 		if !next.split(last + 1) {
 			continue
 		}
-		if err := u.store.Update(ctx, func(tx *buffer.Tx) { tx.Put(u.laneKey(s), next.encode()) }); err != nil {
-			return fmt.Errorf("record split of log %q: %w", s.Log, err)
+		if len(s.head) == 0 && !s.lanes.draining() && u.maxRate <= 0 {
+			// The first group of an uncapped drain is read at once.
+			u.readAhead(s, s.cursor, next.backlogEnd(), u.backlogGroup())
 		}
+		// The split is not written on its own: every later write of the lanes (the record
+		// of a lane's first batches, a commit) carries it, in the same fsynced transaction.
+		// Until then nothing depends on it: a restart splits again.
 		if !s.lanes.draining() {
 			s.backlog, s.head = s.head, nil
 		}

@@ -154,6 +154,10 @@ func (s *Sink) SendAll(ctx context.Context, bs []*uplink.Batch) (int, error) {
 	return len(bs), nil
 }
 
+// RecyclesPayloads: once a batch's PUBACK has arrived, paho holds no reference to its
+// payload (uplink.Recycler).
+func (s *Sink) RecyclesPayloads() bool { return true }
+
 // drop closes a client whose state is no longer trusted.
 func (s *Sink) drop(c paho.Client) {
 	s.mu.Lock()
