@@ -700,6 +700,21 @@ func TestArrivalOfAnUnansweredPublishAfterARestart(t *testing.T) {
 	}
 }
 
+// storeDelivered stores p's reading (id h-1) at t0, takes its PUBACK for delivered, and
+// has the writer's next transaction (a publish of another client, which it returns) write
+// the delivered mark.
+func storeDelivered(t *testing.T, s *Store, p Publish) (other Publish) {
+	t.Helper()
+	pending := s.AppendArrived(bg, "raw", []Entry{{ID: "h-1", Value: p.Payload}}, s.Arrive(p, t0))
+	if _, err := pending.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s.Delivered(pending)
+	other = Publish{Client: "dev-2", PacketID: 1, Payload: []byte("x"), Resumed: true, Keep: time.Hour}
+	publishOnce(t, s, other, t0)
+	return other
+}
+
 // The record of a delivered publish is marked, not deleted: a kill -9 resets the
 // connection, and the client's host discards a PUBACK its app had not read yet, so the
 // client resends the publish after the restart; while the table has room, the resend gets
@@ -709,13 +724,7 @@ func TestArrivalOfADeliveredPublishResentAfterARestart(t *testing.T) {
 	opts := Options{Clock: clock.NewFake(t0)}
 	s := open(t, dir, opts)
 	p := Publish{Client: "dev-1", PacketID: 3, Payload: []byte("21.5"), Resumed: true, Keep: time.Hour}
-	a := s.Arrive(p, t0)
-	pending := s.AppendArrived(bg, "raw", []Entry{{ID: "h-1", Value: p.Payload}}, a)
-	if _, err := pending.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	s.Delivered(pending)
-	publishOnce(t, s, Publish{Client: "dev-2", PacketID: 1, Payload: []byte("x"), Resumed: true, Keep: time.Hour}, t0) // the writer's next transaction
+	storeDelivered(t, s, p)
 	if r, ok := arrivalOnDisk(t, s, "dev-1", 3); !ok || !r.delivered {
 		t.Fatalf("the delivered record on disk after the next commit: found %v, marked %v; want it kept and marked", ok, r.delivered)
 	}
@@ -743,14 +752,7 @@ func TestArrivalDeliveredMarkSurvivesACleanConnect(t *testing.T) {
 	opts := Options{Clock: clock.NewFake(t0)}
 	s := open(t, dir, opts)
 	p := Publish{Client: "dev-1", PacketID: 3, Payload: []byte("21.5"), Resumed: true, Keep: time.Hour}
-	a := s.Arrive(p, t0)
-	pending := s.AppendArrived(bg, "raw", []Entry{{ID: "h-1", Value: p.Payload}}, a)
-	if _, err := pending.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	s.Delivered(pending)
-	other := Publish{Client: "dev-2", PacketID: 1, Payload: []byte("x"), Resumed: true, Keep: time.Hour}
-	publishOnce(t, s, other, t0) // the mark is written
+	other := storeDelivered(t, s, p)
 	if err := s.Connected(bg, "dev-1", true); err != nil {
 		t.Fatal(err)
 	}
