@@ -15,34 +15,19 @@ import (
 // after a newer one appeared and then no more, and lets go of deleted ones.
 func TestWALSyncerCoversEveryLog(t *testing.T) {
 	dir := t.TempDir()
-	touch := func(names ...string) {
-		for _, n := range names {
-			if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	touch := func(names ...string) { touchFiles(t, dir, names...) }
 	touch("00001.mem", "00002.mem", "000001.vlog", "000002.vlog", "000009.sst", "MANIFEST", "KEYREGISTRY")
-	w, err := newWALSyncer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	var synced []string
-	w.datasync = func(f *os.File) error {
-		synced = append(synced, filepath.Base(f.Name()))
-		return datasync(f)
-	}
+	w, synced := recordingSyncer(t, dir, datasync)
 	sorted := func(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
 	check := func(want, done []string, open string) {
 		t.Helper()
-		synced = synced[:0]
+		*synced = (*synced)[:0]
 		if err := w.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		slices.Sort(synced)
-		if !slices.Equal(synced, want) {
-			t.Errorf("synced %q, want %q", synced, want)
+		slices.Sort(*synced)
+		if !slices.Equal(*synced, want) {
+			t.Errorf("synced %q, want %q", *synced, want)
 		}
 		if got := sorted(w.done); !slices.Equal(got, done) {
 			t.Errorf("done with %q, want %q", got, done)
@@ -80,32 +65,19 @@ func TestWALSyncerCoversEveryLog(t *testing.T) {
 // otherwise it syncs the newest log alone.
 func TestWALSyncerListsOnlyAfterARotation(t *testing.T) {
 	dir := t.TempDir()
-	touch := func(name string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	touch := func(name string) { touchFiles(t, dir, name) }
 	touch("00007.mem")
 	touch("000001.sst")
-	w, err := newWALSyncer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	var synced []string
-	w.datasync = func(f *os.File) error {
-		synced = append(synced, filepath.Base(f.Name()))
-		return nil
-	}
+	w, synced := recordingSyncer(t, dir, func(*os.File) error { return nil })
 	sync := func(want ...string) {
 		t.Helper()
-		synced = synced[:0]
+		*synced = (*synced)[:0]
 		if err := w.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		slices.Sort(synced)
-		if !slices.Equal(synced, want) {
-			t.Errorf("synced %q, want %q", synced, want)
+		slices.Sort(*synced)
+		if !slices.Equal(*synced, want) {
+			t.Errorf("synced %q, want %q", *synced, want)
 		}
 	}
 	sync("00007.mem")
@@ -163,4 +135,31 @@ func TestWALSyncerFollowsBadgerRotations(t *testing.T) {
 	if l := s.wal.listings; l < 2 || l > rotations+1 {
 		t.Errorf("%d directory listings for %d rotations and 60 fsyncs, want 2 to %d", l, rotations, rotations+1)
 	}
+}
+
+// touchFiles creates the named files in dir.
+func touchFiles(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// recordingSyncer is a WAL syncer of dir that records the names of the files it syncs (and
+// syncs them with sync), closed with the test.
+func recordingSyncer(t *testing.T, dir string, sync func(*os.File) error) (*walSyncer, *[]string) {
+	t.Helper()
+	w, err := newWALSyncer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	synced := new([]string)
+	w.datasync = func(f *os.File) error {
+		*synced = append(*synced, filepath.Base(f.Name()))
+		return sync(f)
+	}
+	return w, synced
 }
