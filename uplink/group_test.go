@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegate/edgegate/buffer"
 	"github.com/edgegate/edgegate/internal/conf"
 	"github.com/edgegate/edgegate/internal/logs"
 	"github.com/edgegate/edgegate/internal/testutil"
@@ -197,14 +198,9 @@ func TestReadAheadIsTheGroupReadGroupCuts(t *testing.T) {
 // group and the last group's acknowledged batches are committed all the same, before the
 // uplink backs off: none of them is sent again.
 func TestDrainLastGroupFailingStillCommitsTheOneBefore(t *testing.T) {
-	st := testStore(t, t.TempDir())
-	defer st.Close()
 	const n = 2 * groupSize * 3 // three groups of batches of 2
-	vals := make([]string, n)
-	for i := range vals {
-		vals[i] = rec("devices/d1/t", i)
-	}
-	appendN(t, st, "raw", vals...)
+	st := storeOfReadings(t, n)
+	defer st.Close()
 	sink := &recSink{fail: func(b *Batch, _ int) error {
 		if b.Log == "raw" && b.Last == n {
 			return errors.New("refused for now")
@@ -274,14 +270,9 @@ func TestDrainChainsGroupsBesideAnEmptyLog(t *testing.T) {
 // before — the batch dead-lettered is the one refused, not an acknowledged one; every
 // other batch is committed once and nothing is sent again.
 func TestDrainLastGroupRefusedDeadLettersTheRefusedBatch(t *testing.T) {
-	st := testStore(t, t.TempDir())
-	defer st.Close()
 	const n = 2 * groupSize * 3 // three groups of batches of 2
-	vals := make([]string, n)
-	for i := range vals {
-		vals[i] = rec("devices/d1/t", i)
-	}
-	appendN(t, st, "raw", vals...)
+	st := storeOfReadings(t, n)
+	defer st.Close()
 	var refused string
 	sink := &recSink{fail: func(b *Batch, _ int) error {
 		if b.Log == "raw" && b.Last == n-2 { // the last group's next-to-last batch
@@ -320,4 +311,16 @@ func TestDrainLastGroupRefusedDeadLettersTheRefusedBatch(t *testing.T) {
 			t.Fatalf("batch [%d, %d] sent again", b.First, b.Last)
 		}
 	}
+}
+
+// storeOfReadings is a store whose raw log holds n readings of one device.
+func storeOfReadings(t *testing.T, n int) *buffer.Store {
+	t.Helper()
+	st := testStore(t, t.TempDir())
+	vals := make([]string, n)
+	for i := range vals {
+		vals[i] = rec("devices/d1/t", i)
+	}
+	appendN(t, st, "raw", vals...)
+	return st
 }
