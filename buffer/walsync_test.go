@@ -17,18 +17,11 @@ func TestWALSyncerCoversEveryLog(t *testing.T) {
 	dir := t.TempDir()
 	touch := func(names ...string) { touchFiles(t, dir, names...) }
 	touch("00001.mem", "00002.mem", "000001.vlog", "000002.vlog", "000009.sst", "MANIFEST", "KEYREGISTRY")
-	w, synced := recordingSyncer(t, dir, datasync)
+	w, sync := recordingSyncer(t, dir, datasync)
 	sorted := func(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
 	check := func(want, done []string, open string) {
 		t.Helper()
-		*synced = (*synced)[:0]
-		if err := w.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(*synced)
-		if !slices.Equal(*synced, want) {
-			t.Errorf("synced %q, want %q", *synced, want)
-		}
+		sync(want...)
 		if got := sorted(w.done); !slices.Equal(got, done) {
 			t.Errorf("done with %q, want %q", got, done)
 		}
@@ -68,18 +61,7 @@ func TestWALSyncerListsOnlyAfterARotation(t *testing.T) {
 	touch := func(name string) { touchFiles(t, dir, name) }
 	touch("00007.mem")
 	touch("000001.sst")
-	w, synced := recordingSyncer(t, dir, func(*os.File) error { return nil })
-	sync := func(want ...string) {
-		t.Helper()
-		*synced = (*synced)[:0]
-		if err := w.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(*synced)
-		if !slices.Equal(*synced, want) {
-			t.Errorf("synced %q, want %q", *synced, want)
-		}
-	}
+	w, sync := recordingSyncer(t, dir, func(*os.File) error { return nil })
 	sync("00007.mem")
 	for range 5 {
 		sync("00007.mem")
@@ -147,19 +129,29 @@ func touchFiles(t *testing.T, dir string, names ...string) {
 	}
 }
 
-// recordingSyncer is a WAL syncer of dir that records the names of the files it syncs (and
-// syncs them with sync), closed with the test.
-func recordingSyncer(t *testing.T, dir string, sync func(*os.File) error) (*walSyncer, *[]string) {
+// recordingSyncer is a WAL syncer of dir, closed with the test, that syncs with datasync;
+// its sync runs one Sync and checks the names of the files it synced.
+func recordingSyncer(t *testing.T, dir string, datasync func(*os.File) error) (w *walSyncer, sync func(want ...string)) {
 	t.Helper()
 	w, err := newWALSyncer(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	synced := new([]string)
+	var synced []string
 	w.datasync = func(f *os.File) error {
-		*synced = append(*synced, filepath.Base(f.Name()))
-		return sync(f)
+		synced = append(synced, filepath.Base(f.Name()))
+		return datasync(f)
 	}
-	return w, synced
+	return w, func(want ...string) {
+		t.Helper()
+		synced = synced[:0]
+		if err := w.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(synced)
+		if !slices.Equal(synced, want) {
+			t.Errorf("synced %q, want %q", synced, want)
+		}
+	}
 }
