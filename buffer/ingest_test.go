@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,25 +225,7 @@ func TestRejectWhenFullAtTheBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	router, err := ingest.NewRouter([]config.Route{{Topic: "devices/+device/+metric", Format: "json", Series: "{device}/{metric}"}}, "forward")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := testutil.FreeAddr(t)
-	cfg, err := gatewaytest.Parse("test.yaml", []byte(fmt.Sprintf(
-		"gateway: {id: gw}\nbroker: {allow_anonymous: true, listeners: [{type: tcp, address: %q}]}\n", addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := broker.New(cfg.Broker, broker.IngestOptions{Ctx: context.Background(), Router: router, Store: store, Clock: clock.Real{}}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook := b.Ingest()
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	addr, hook := brokerOnStore(t, store, log)
 
 	v5 := dialMQTT(t, addr, "dev-5", 5)
 	v5.publish(1, false, "devices/dev-5/temperature", `{"value": 1}`)
@@ -272,5 +255,92 @@ func TestRejectWhenFullAtTheBroker(t *testing.T) {
 	}
 	if n := hook.Stats().StoreErr.Load(); n != 2 {
 		t.Fatalf("ingest counted %d refusals, want 2", n)
+	}
+}
+
+// brokerOnStore starts a broker on a free address that ingests devices/+device/+metric
+// into store, closed with the test.
+func brokerOnStore(t *testing.T, store *buffer.Store, log *slog.Logger) (addr string, hook *broker.IngestHook) {
+	t.Helper()
+	router, err := ingest.NewRouter([]config.Route{{Topic: "devices/+device/+metric", Format: "json", Series: "{device}/{metric}"}}, "forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = testutil.FreeAddr(t)
+	cfg, err := gatewaytest.Parse("test.yaml", []byte(fmt.Sprintf(
+		"gateway: {id: gw}\nbroker: {allow_anonymous: true, listeners: [{type: tcp, address: %q}]}\n", addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(cfg.Broker, broker.IngestOptions{Ctx: context.Background(), Router: router, Store: store, Clock: clock.Real{}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return addr, b.Ingest()
+}
+
+// A resend of a reading stored already is acknowledged by a full buffer (on_full: reject):
+// it stores nothing. Answered 0x97, an MQTT 5 device publishes the reading anew, and one
+// stamped on arrival was then stored a second time under a new id (the soak).
+func TestResendAcknowledgedWhenFullAtTheBroker(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var avail atomic.Uint64
+	avail.Store(1 << 40)
+	store, err := buffer.Open(buffer.Options{
+		Dir: dir, OnFull: buffer.Reject, ReserveFree: 64 << 20, Logger: log, DedupTTL: time.Hour,
+		StatFS: func(string) (buffer.FSInfo, error) { return buffer.FSInfo{Avail: avail.Load()}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	addr, _ := brokerOnStore(t, store, log)
+
+	const topic, reading = "devices/dev-6/temperature", `{"value": 2}` // stamped on arrival
+	c := dialMQTT(t, addr, "dev-6", 5)
+	c.publish(3, false, topic, reading)
+	if code, ok := c.puback(3, 5*time.Second); !ok || code != 0 {
+		t.Fatalf("first copy: PUBACK %v, code %#x; want it stored", ok, code)
+	}
+	avail.Store(1 << 20) // the disk fills up
+	deadline := time.Now().Add(30 * time.Second)
+	for pid := uint16(10); ; pid++ { // until the buffer measures it: a new reading is refused
+		c.publish(pid, false, topic, fmt.Sprintf(`{"value": %d}`, 100+pid))
+		code, ok := c.puback(pid, 5*time.Second)
+		if !ok {
+			t.Fatalf("no PUBACK for packet %d", pid)
+		}
+		if code == 0x97 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the buffer never took the disk for full")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.publish(3, true, topic, reading) // its PUBACK was lost: the resend, DUP
+	if code, ok := c.puback(3, 5*time.Second); !ok || code != 0 {
+		t.Fatalf("resend of the stored reading on a full buffer: PUBACK %v, code %#x; want success", ok, code)
+	}
+	var copies int
+	if _, err := store.Read(logs.Raw, 0, 0, func(_ uint64, v []byte) error {
+		var r struct{ Value float64 }
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		if r.Value == 2 {
+			copies++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if copies != 1 {
+		t.Fatalf("the reading is stored %d times, want once", copies)
 	}
 }
