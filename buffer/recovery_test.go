@@ -181,7 +181,7 @@ func TestRecoveryWithAGarbledWitness(t *testing.T) {
 // daemon crash-looped (the soak, on a full tmpfs). A writable open removes such files; a
 // read-only one says the store needs recovery.
 func TestRecoveryWithAnEmptyLogFile(t *testing.T) {
-	next := func(t *testing.T, dir, ext, format string) string {
+	next := func(dir, ext, format string) string {
 		files, _ := filepath.Glob(filepath.Join(dir, "*"+ext))
 		max := 0
 		for _, f := range files {
@@ -194,22 +194,22 @@ func TestRecoveryWithAnEmptyLogFile(t *testing.T) {
 	}
 	cases := []struct {
 		name  string
-		files func(t *testing.T, dir string) []string
+		files func(dir string) []string
 	}{
-		{"memtable log", func(t *testing.T, dir string) []string {
-			return []string{next(t, dir, ".mem", "%05d.mem")}
+		{"memtable log", func(dir string) []string {
+			return []string{next(dir, ".mem", "%05d.mem")}
 		}},
-		{"value log", func(t *testing.T, dir string) []string {
-			return []string{next(t, dir, ".vlog", "%06d.vlog")}
+		{"value log", func(dir string) []string {
+			return []string{next(dir, ".vlog", "%06d.vlog")}
 		}},
-		{"both", func(t *testing.T, dir string) []string {
-			return []string{next(t, dir, ".mem", "%05d.mem"), next(t, dir, ".vlog", "%06d.vlog")}
+		{"both", func(dir string) []string {
+			return []string{next(dir, ".mem", "%05d.mem"), next(dir, ".vlog", "%06d.vlog")}
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			img := crashImage(t, 30)
-			empty := tc.files(t, img)
+			empty := tc.files(img)
 			for _, name := range empty {
 				if err := os.WriteFile(filepath.Join(img, name), nil, 0o644); err != nil {
 					t.Fatal(err)

@@ -239,15 +239,10 @@ func TestDrainLastGroupFailingStillCommitsTheOneBefore(t *testing.T) {
 // start at 1), so once its linger had passed the drain stopped chaining: two transactions
 // per group, and each group read only after the one before was acknowledged.
 func TestDrainChainsGroupsBesideAnEmptyLog(t *testing.T) {
-	st := testStore(t, t.TempDir())
-	defer st.Close()
 	const groups = 6
 	const n = 2 * groupSize * groups // batches of 2
-	vals := make([]string, n)
-	for i := range vals {
-		vals[i] = rec("devices/d1/t", i)
-	}
-	appendN(t, st, "raw", vals...)
+	st := storeOfReadings(t, n)
+	defer st.Close()
 	sink := &recSink{}
 	u := testUplink(st, sink) // agg (empty) and raw; linger 0
 	u.maxRate = 0
