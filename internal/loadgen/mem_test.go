@@ -238,16 +238,12 @@ func memRun(b *testing.B, self string, ld memLoad, limit string, d time.Duration
 		b.Fatalf("%d RSS samples: the run is too short", len(smp.rss))
 	}
 	peak := procStatus(b, pid, "VmHWM")
-	second := slices.Clone(smp.rss[len(smp.rss)/2:])
-	slices.Sort(second)
-	anon := slices.Clone(smp.anon[len(smp.anon)/2:])
-	slices.Sort(anon)
 	b.ReportMetric(res.Throughput(), "msg/s")
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
-	b.ReportMetric(float64(second[len(second)/2])/1024, "steady-RSS-MiB")
+	b.ReportMetric(float64(steady(smp.rss))/1024, "steady-RSS-MiB")
 	// File-backed pages (the binary, Badger's tables and logs) the kernel can reclaim are
 	// the rest of the RSS.
-	b.ReportMetric(float64(anon[len(anon)/2])/1024, "steady-anon-MiB")
+	b.ReportMetric(float64(steady(smp.anon))/1024, "steady-anon-MiB")
 	b.ReportMetric(smp.heap/(1<<20), "peak-heap-MiB")
 	// What a GOMEMLIMIT below the live heap costs: the collector's CPU.
 	b.ReportMetric(cpu.Seconds()*1e6/float64(max(res.Acked, 1)), "cpu-µs/reading")
@@ -283,4 +279,11 @@ func labelledOK(opsAddr, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// steady is the median of the second half of samples.
+func steady(samples []int64) int64 {
+	half := slices.Clone(samples[len(samples)/2:])
+	slices.Sort(half)
+	return half[len(half)/2]
 }
